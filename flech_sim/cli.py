@@ -1,0 +1,74 @@
+"""Command line: ``flech-sim run | validate | tables``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .scenario import ScenarioError, load_scenario
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flech-sim", description="Simulate the FLECH flexibility clearinghouse.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a scenario and write its results as Parquet")
+    r.add_argument("scenario", type=Path, help="scenario YAML file")
+    r.add_argument("--out", type=Path, help="run directory (default: results/<scenario>/seed<N>-<time>)")
+    r.add_argument("--seed", type=int, help="override the scenario's seed")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v = sub.add_parser("validate", help="check a scenario file without running it")
+    v.add_argument("scenario", type=Path)
+    sub.add_parser("tables", help="print the reference of every output table (Markdown)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "tables":
+            from .schema import markdown_reference
+
+            print(markdown_reference())
+            return EXIT_OK
+        overrides: dict[str, Any] = {}
+        if getattr(args, "seed", None) is not None:
+            overrides["seed"] = args.seed
+        scenario = load_scenario(args.scenario, overrides)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.command == "validate":
+        print(f"{args.scenario}: valid scenario {scenario.name!r} (hash {scenario.digest()[:12]})")
+        return EXIT_OK
+    from .simulation import run
+
+    result = run(scenario, args.out, progress=not args.no_progress and sys.stderr.isatty())
+    print(format_summary(result.summary, result.out_dir, result.completed))
+    if not result.completed:
+        print(f"error: the run failed and was recorded in {result.out_dir}/manifest.json:\n{result.error}",
+              file=sys.stderr)
+        return EXIT_RUN_FAILED
+    return EXIT_OK
+
+
+def format_summary(s: dict[str, Any], out_dir: Path, completed: bool) -> str:
+    if not s:
+        return f"run failed before any market opened; see {out_dir}/manifest.json"
+    states = ", ".join(f"{k} {v}" for k, v in s["markets_by_state"].items()) or "none"
+    return "\n".join([
+        f"{'completed' if completed else 'FAILED'}: {s['simulated_hours']:.0f} simulated hours",
+        f"  markets opened    {s['markets_opened']} (final states: {states})",
+        f"  markets cleared   {s['markets_cleared']}, settled {s['markets_settled']}",
+        f"  volume procured   {s['procured_kwh']:.1f} kWh (unmet {s['unmet_kwh']:.1f} kWh)",
+        f"  procurement cost  {s['procurement_cost_dkk']:.2f} DKK",
+        f"  messages          {s['messages']} ({s['messages_rejected']} rejected)",
+        f"  results           {out_dir}",
+    ])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

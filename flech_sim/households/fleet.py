@@ -1,0 +1,247 @@
+"""HouseholdFleet: vectorised state of N households, stepped one interval at a time.
+
+Forecasts and headroom use the *forecast* inputs (perturbed weather, expected base
+load); the physics uses the actual ones, so a request judged feasible can still
+fall short. A household under control follows its reference plan plus its
+offset: a twin of its state, started from the actual state when it entered
+control and run in default operation on forecast inputs. Tying offsets to that
+plan (not to a feedback controller acting on the deviated state) is what lets a
+reduction last; released households return to default operation, and their
+controllers then recover the deficit - the rebound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from .control import Control, Forecast, GroupBy, StepResult, group_sum
+from .ev import EvSchedule
+from .flex import Deviation, allocate, split_devices, window_flex
+from .params import FleetSpec, SeedLike, as_seed_sequence, child_seed
+from .physics import (StepInputs, battery_limits, battery_step, default_powers, ev_events, ev_max,
+                      heat_to_reach, simulate_default, thermal_step)
+from .population import HouseholdParams, build_params
+from .profiles import BaseLoad, BaseLoadSource
+from .weather import Weather, perturb_weather
+
+_TOL_K = 1e-9  # temperature slack before a comfort breach is recorded (float round-off only)
+
+
+class HouseholdFleet:
+    """N households with heating, EV, battery, PV and base load; feeder and owner per household."""
+
+    def __init__(self, params: HouseholdParams, weather: Weather, base_load: BaseLoadSource,
+                 ev_schedule: EvSchedule, feeder: np.ndarray, owner: np.ndarray, *,
+                 forecast_weather: Weather | None = None,
+                 base_forecast: Literal["actual", "expected"] = "expected"):
+        n = params.n
+        self.feeder, self.owner = (np.asarray(x, dtype=np.int64) for x in (feeder, owner))
+        for name, x in (("feeder", self.feeder), ("owner", self.owner)):
+            if x.shape != (n,) or (n and x.min() < 0):
+                raise ValueError(f"{name} must be {n} non-negative integers")
+        if base_load.n_households != n:
+            raise ValueError(f"base load has {base_load.n_households} households, params {n}")
+        fw = forecast_weather or weather
+        if weather.dt_minutes * 60 != round(params.dt_h * 3600) or fw.dt_minutes != weather.dt_minutes:
+            raise ValueError("weather, forecast weather and params must share dt")
+        if base_forecast not in ("actual", "expected"):
+            raise ValueError("base_forecast must be 'actual' or 'expected'")
+        self.p, self.weather, self.forecast_weather = params, weather, fw
+        self.base_load, self.ev_schedule, self._base_fc = base_load, ev_schedule, base_forecast
+        self.n_feeders = int(self.feeder.max()) + 1 if n else 0
+        self.n_owners = int(self.owner.max()) + 1 if n else 0
+        self.dt_minutes = weather.dt_minutes
+        # State (read it, do not write it).
+        self.t_in = params.t_set.copy()
+        self.ev_remaining_kwh = np.zeros(n)
+        self.soc_kwh = params.soc_init.copy()
+        self._tw_t, self._tw_rem, self._tw_soc = self.t_in.copy(), np.zeros(n), self.soc_kwh.copy()
+        self._prev_off = np.zeros(n)
+        # Records: comfort breaches (steps and degree-minutes) and EV energy missing at departure.
+        self.violation_steps = np.zeros(n, dtype=np.int64)
+        self.violation_degree_minutes = np.zeros(n)
+        self.ev_unmet_kwh = np.zeros(n)
+        self.step_index = 0
+
+    @classmethod
+    def create(cls, n_households: int, weather: Weather, seed: SeedLike,
+               spec: FleetSpec | Mapping[str, Any] | None = None, *, feeder: np.ndarray | None = None,
+               owner: np.ndarray | None = None, n_feeders: int = 1, n_owners: int = 1,
+               perfect_forecast: bool = False, forecast_temp_sd: float = 1.0,
+               forecast_irr_rel_sd: float = 0.2, base_load: BaseLoadSource | None = None) -> HouseholdFleet:
+        """Draw a fleet from `spec`. Default grouping: feeders in contiguous blocks, owners round-robin
+        (aggregators compete on every feeder). perfect_forecast: forecasts see the actual weather
+        and base load."""
+        ss = as_seed_sequence(seed)
+        spec = spec if isinstance(spec, FleetSpec) else FleetSpec.from_dict(spec)
+        n, dt = int(n_households), weather.dt_minutes
+        params = build_params(spec, n, dt, child_seed(ss, 1))
+        base = base_load or BaseLoad(params.annual_kwh, weather.start, dt, child_seed(ss, 2))
+        evs = EvSchedule(params, weather.start, dt, child_seed(ss, 3))
+        fw = weather if perfect_forecast else perturb_weather(
+            weather, child_seed(ss, 4), forecast_temp_sd, forecast_irr_rel_sd)
+        feeder = (np.arange(n) * n_feeders) // max(n, 1) if feeder is None else feeder
+        owner = np.arange(n) % n_owners if owner is None else owner
+        return cls(params, weather, base, evs, feeder, owner, forecast_weather=fw,
+                   base_forecast="actual" if perfect_forecast else "expected")
+
+    @property
+    def n(self) -> int:
+        return self.p.n
+
+    def group_index(self, by: GroupBy) -> tuple[np.ndarray, int]:
+        """(group of each household, number of groups) for 'owner', 'feeder' or an index array."""
+        if isinstance(by, str):
+            if by == "owner":
+                return self.owner, self.n_owners
+            if by == "feeder":
+                return self.feeder, self.n_feeders
+            raise ValueError(f"unknown grouping {by!r}")
+        g = np.asarray(by, dtype=np.int64)
+        if g.shape != (self.n,) or (self.n and g.min() < 0):
+            raise ValueError(f"group index must be {self.n} non-negative integers")
+        return g, int(g.max()) + 1 if self.n else 0
+
+    def _inputs(self, s: int, idx: np.ndarray | None, forecast: bool) -> StepInputs:
+        w = self.forecast_weather if forecast else self.weather
+        i = min(s, w.n_steps - 1)  # beyond the weather horizon a forecast persists the last value
+        use_expected = forecast and self._base_fc == "expected"
+        base = (self.base_load.expected if use_expected else self.base_load.at)(s, idx)
+        return StepInputs(float(w.outdoor_temp_c[i]), float(w.irradiance_w_m2[i]), base,
+                          self.ev_schedule.at(s, idx))
+
+    def forecast(self, horizon_steps: int, duration_steps: int = 4, by: GroupBy = "owner",
+                 households: np.ndarray | None = None, per_household: bool = False,
+                 chunk: int = 2048) -> Forecast:
+        """Baseline and flexibility for the next `horizon_steps` steps, summed by group.
+
+        Simulates default operation from the actual state on forecast inputs, in chunks
+        of households so memory stays ~ chunk × horizon. `households`: indices or mask
+        to restrict to (e.g. one aggregator's portfolio).
+        """
+        k, d = int(horizon_steps), int(duration_steps)
+        if k < 1 or d < 1:
+            raise ValueError("horizon_steps and duration_steps must be >= 1")
+        group, n_groups = self.group_index(by)
+        sel = np.arange(self.n) if households is None else np.asarray(households)
+        sel = np.flatnonzero(sel) if sel.dtype == bool else sel.astype(np.int64)
+        names = ("baseline_kw", "flex_down_kw", "flex_up_kw", "rebound_down_kwh", "rebound_up_kwh")
+        tot = {nm: np.zeros((k, n_groups)) for nm in names}
+        hh: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
+        for c0 in range(0, sel.size, chunk):
+            idx = sel[c0:c0 + chunk]
+            p = self.p.subset(idx)
+            tr = simulate_default(p, self.t_in[idx], self.ev_remaining_kwh[idx], self.soc_kwh[idx],
+                                  self.step_index, k + d - 1, lambda s, i=idx: self._inputs(s, i, True))
+            f = window_flex(p, tr, d, self.step_index)
+            for nm, v in zip(names, (tr.net[:k], f.down, f.up, f.rebound_down, f.rebound_up)):
+                tot[nm] += group_sum(v, group[idx], n_groups)
+                if per_household:
+                    hh[nm].append(v)
+        household = {nm: np.concatenate(v, axis=1) if v else np.zeros((k, 0)) for nm, v in hh.items()}
+        return Forecast(self.step_index, d, **tot, household=household if per_household else None,
+                        household_index=sel if per_household else None)
+
+    def step(self, control: Control | None = None) -> StepResult:
+        """Advance one step under `control` (None = default operation); returns what the meters see."""
+        s, p = self.step_index, self.p
+        if s >= self.weather.n_steps:
+            raise IndexError(f"step {s} is beyond the weather horizon ({self.weather.n_steps} steps)")
+        inp = self._inputs(s, None, False)
+        self.ev_remaining_kwh, unmet = ev_events(self.ev_remaining_kwh, inp.ev)
+        self.ev_unmet_kwh += unmet
+        dp = default_powers(p, self.t_in, self.ev_remaining_kwh, self.soc_kwh, inp)
+        zero = np.zeros(self.n)
+        heat, ev, bat, alloc, achieved, short = dp.heat, dp.ev, dp.bat, zero, zero, zero
+        groups: tuple[np.ndarray | None, ...] = (None, None, None)
+        if control is None:
+            self._prev_off = zero
+        else:
+            heat, ev, bat, alloc, achieved, short, groups = self._controlled(control, s, inp, dp)
+        net = inp.base + heat + ev + bat - dp.pv
+        t_new = thermal_step(self.t_in, inp.t_out, dp.eta * heat + dp.gains, p.r, p.a)
+        self.t_in = np.where(p.has_heat, t_new, p.t_set)
+        self.ev_remaining_kwh = np.maximum(self.ev_remaining_kwh - ev * p.dt_h, 0.0)
+        self.soc_kwh = battery_step(p, self.soc_kwh, bat)
+        self._record_comfort(heat)
+        self.step_index += 1
+        return StepResult(s, net, inp.base, heat, ev, bat, dp.pv, alloc, achieved, short,
+                          group_sum(net, self.feeder, self.n_feeders), group_sum(net, self.owner, self.n_owners),
+                          *groups)
+
+    def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:
+        p = self.p
+        # Households not in control last step start a fresh reference plan from their actual state.
+        free = self._prev_off == 0
+        self._tw_t = np.where(free, self.t_in, self._tw_t)
+        self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
+        self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
+        d = c.duration_steps
+        tr = simulate_default(p, self._tw_t, self._tw_rem, self._tw_soc, s, d,
+                              lambda k: self._inputs(k, None, True))
+        dev = Deviation(self.t_in - self._tw_t, self.ev_remaining_kwh - self._tw_rem, self.soc_kwh - self._tw_soc)
+        tiers = [window_flex(p, tr, d, s, dev)]
+        if c.force:  # comfort-respecting headroom first, breaches only for the excess
+            tiers.append(window_flex(p, tr, d, s, dev, force=True))
+        groups: tuple[np.ndarray | None, ...] = (None, None, None)
+        if c.offset_kw is not None:
+            off = np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,))
+        else:
+            group, n_groups = self.group_index(c.by)
+            target = np.asarray(c.target_kw, float)
+            if target.shape != (n_groups,):
+                raise ValueError(f"target_kw must have one value per group ({n_groups})")
+            sign = np.sign(target)[group]
+            prev = np.where(np.sign(self._prev_off) == sign, np.abs(self._prev_off), 0.0)
+            need, amount = np.abs(target), np.zeros(self.n)
+            for f in tiers:
+                head = np.where(sign < 0, f.down[0], np.where(sign > 0, f.up[0], 0.0))
+                more = allocate(np.maximum(head - amount, 0.0), group, need, np.maximum(prev - amount, 0.0),
+                                c.allocation)
+                amount += more
+                need = np.maximum(need - group_sum(more, group, n_groups), 0.0)
+            off = sign * amount
+        o_bat, o_ev, o_heat = split_devices(off, tiers)
+        ctl = off != 0
+        # This step's limits on actual inputs: physical always; comfort and deadline unless forced.
+        h_lo, h_hi = np.zeros(self.n), p.p_heat_max
+        e_hi = ev_max(p, self.ev_remaining_kwh, inp.ev)
+        e_lo = np.zeros(self.n)
+        if not c.force:
+            h_lo = np.clip(heat_to_reach(p, self.t_in, p.t_min, inp.t_out, dp.gains, dp.eta), 0.0, p.p_heat_max)
+            h_hi = np.clip(heat_to_reach(p, self.t_in, p.t_max, inp.t_out, dp.gains, dp.eta), h_lo, p.p_heat_max)
+            later = p.ev_pmax * p.dt_h * np.maximum(inp.ev.dep_step - s - 1, 0)
+            e_lo = np.clip((self.ev_remaining_kwh - later) / p.dt_h, 0.0, e_hi)
+        b_lo, b_hi = battery_limits(p, self.soc_kwh)
+        ref = (tr.heat[0], tr.ev[0], tr.bat[0])
+        heat = np.where(ctl, np.clip(ref[0] + o_heat, h_lo, h_hi), dp.heat)
+        ev = np.where(ctl, np.clip(ref[1] + o_ev, e_lo, e_hi), dp.ev)
+        bat = np.where(ctl, np.clip(ref[2] + o_bat, b_lo, b_hi), dp.bat)
+        achieved = np.where(ctl, (heat - ref[0]) + (ev - ref[1]) + (bat - ref[2]), 0.0)
+        short = np.maximum(np.abs(off) - np.sign(off) * achieved, 0.0)
+        if c.target_kw is not None:
+            got = group_sum(achieved, group, n_groups)
+            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
+        # The twin moves along its plan; it only matters for households still in control next step.
+        self._tw_t, self._tw_rem, self._tw_soc = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
+        self._prev_off = off.copy()
+        return heat, ev, bat, off.copy(), achieved, short, groups
+
+    def _record_comfort(self, heat: np.ndarray) -> None:
+        """Below T_min counts always; above T_max only while heating (passive overheating is not
+        the controller's doing). Degree-minutes use the end-of-step temperature: the exact
+        trajectory is monotone within a step, so the end is the worst point."""
+        p, t = self.p, self.t_in
+        lo = p.has_heat & (t < p.t_min - _TOL_K)
+        hi = p.has_heat & (heat > 0) & (t > p.t_max + _TOL_K)
+        self.violation_steps += lo | hi
+        self.violation_degree_minutes += (np.where(lo, p.t_min - t, 0.0) + np.where(hi, t - p.t_max, 0.0)) \
+            * self.dt_minutes
+
+    def group_sum(self, values: np.ndarray, by: GroupBy) -> np.ndarray:
+        """Per-group sums of a per-household array (last axis)."""
+        g, n_groups = self.group_index(by)
+        return group_sum(np.asarray(values, float), g, n_groups)

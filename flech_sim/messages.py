@@ -1,0 +1,338 @@
+"""Typed, frozen messages exchanged through the FLECH communication endpoint.
+
+Every message is a frozen dataclass that carries its routing metadata (ID,
+sender, recipient, market, product, simulated send time) and an MQTT-style
+topic, and round-trips through JSON unchanged, so a real broker could carry
+it. Agents never share objects: a message is the only thing that crosses
+from one participant to another.
+
+Units: quantities in kW (average power per interval), prices in DKK/kWh,
+money in DKK, times in whole simulated minutes since the scenario start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from typing import Any, ClassVar
+
+from pydantic import TypeAdapter, ValidationError
+
+PLATFORM = "flech"
+"""Participant ID of the platform itself (recipient of every request and bid)."""
+
+
+class Direction(StrEnum):
+    """Sign of the requested re-profiling, seen from the grid."""
+
+    DOWN = "down"  # consume less (or produce more) than the baseline
+    UP = "up"  # consume more than the baseline
+
+
+class RejectReason(StrEnum):
+    """Reason codes of a rejection; one place, so tables and tests agree."""
+
+    MALFORMED = "malformed"  # not parseable, wrong types or fields
+    UNAUTHORISED = "unauthorised"  # sender is not who it claims, or its role may not send this
+    UNKNOWN_PRODUCT = "unknown_product"
+    UNKNOWN_MARKET = "unknown_market"
+    DUPLICATE = "duplicate"  # message, market or bid ID already used
+    GATE_CLOSED = "gate_closed"  # late: the market's gate has closed (or the market ended)
+    OUT_OF_RANGE = "out_of_range"  # values outside the product's limits
+    INVALID_TIMES = "invalid_times"  # inconsistent gate/delivery times in a request
+    NOT_ELIGIBLE = "not_eligible"  # seller not eligible for this market
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """Common envelope. Subclasses add the payload fields."""
+
+    kind: ClassVar[str] = "message"
+
+    msg_id: str
+    sender: str
+    recipient: str
+    market_id: str
+    product_id: str
+    sent_at: int  # simulated minute
+
+    @property
+    def topic(self) -> str:
+        """MQTT-style topic: ``flech/<product>/<market>/<kind>``."""
+        return f"flech/{self.product_id}/{self.market_id or '-'}/{self.kind}"
+
+    def payload(self) -> dict[str, Any]:
+        """Fields beyond the envelope, as JSON-ready values."""
+        d = to_dict(self)
+        for k in _ENVELOPE:
+            d.pop(k, None)
+        d.pop("kind", None)
+        d.pop("topic", None)
+        return d
+
+
+_ENVELOPE = ("msg_id", "sender", "recipient", "market_id", "product_id", "sent_at")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarketRequest(Message):
+    """Buyer -> platform: open a market for a product (the seed's market open request)."""
+
+    kind: ClassVar[str] = "market_request"
+    location: str  # feeder / grid area the flexibility must come from ("*" = anywhere)
+    direction: Direction
+    gate_close: int  # bids must arrive strictly before this minute
+    delivery_start: int
+    interval_minutes: int
+    need_kw: tuple[float, ...]  # requested flexibility per interval
+    price_cap: float  # DKK/kWh; unmet need is valued at this price
+    penalty_price: float | None = None  # DKK/kWh of shortfall; None = product default
+    params: dict[str, str | float | int | bool] = field(default_factory=dict)
+
+    @property
+    def n_intervals(self) -> int:
+        return len(self.need_kw)
+
+    @property
+    def delivery_end(self) -> int:
+        return self.delivery_start + self.interval_minutes * len(self.need_kw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BidRequest(Message):
+    """Platform -> eligible sellers: a market is open; here are its terms."""
+
+    kind: ClassVar[str] = "bid_request"
+    buyer: str
+    location: str
+    direction: Direction
+    gate_close: int
+    delivery_start: int
+    interval_minutes: int
+    need_kw: tuple[float, ...]
+    price_cap: float
+    params: dict[str, str | float | int | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bid(Message):
+    """Seller -> platform: an offer of flexibility per interval at one energy price."""
+
+    kind: ClassVar[str] = "bid"
+    bid_id: str
+    price: float  # DKK/kWh
+    quantities_kw: tuple[float, ...]  # offered per interval
+    block: bool = False  # all-or-nothing over all intervals
+    baseline_kw: tuple[float, ...] = ()  # seller's declared portfolio baseline per interval
+
+
+@dataclass(frozen=True, kw_only=True)
+class Acknowledgement(Message):
+    """Platform -> sender: the referenced message was accepted."""
+
+    kind: ClassVar[str] = "ack"
+    ref_msg_id: str
+    ref_id: str = ""  # the bid or market ID that was accepted
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejection(Message):
+    """Platform -> sender: the referenced message was refused, and why."""
+
+    kind: ClassVar[str] = "rejection"
+    ref_msg_id: str
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarketCancellation(Message):
+    """Buyer -> platform (and platform -> bidders): withdraw a market before gate closure."""
+
+    kind: ClassVar[str] = "market_cancellation"
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarketClosed(Message):
+    """Platform -> buyer and bidders: the gate has closed; clearing follows."""
+
+    kind: ClassVar[str] = "market_closed"
+    n_bids: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClearingResult(Message):
+    """Platform -> buyer: the outcome of clearing its market."""
+
+    kind: ClassVar[str] = "clearing_result"
+    status: str
+    objective_dkk: float
+    cost_dkk: float  # what the buyer will pay for the accepted bids
+    accepted_kw: tuple[float, ...]
+    unmet_kw: tuple[float, ...]
+    clearing_price: tuple[float | None, ...]  # DKK/kWh per interval (marginal accepted price)
+    n_bids: int
+    n_accepted: int
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Award(Message):
+    """Platform -> bidder: what of one bid was accepted (a non-award has all zeros)."""
+
+    kind: ClassVar[str] = "award"
+    bid_id: str
+    accepted_kw: tuple[float, ...]
+    prices: tuple[float, ...]  # DKK/kWh paid per interval (the bid's price if pay-as-bid)
+    payment_dkk: float
+    delivery_start: int
+    interval_minutes: int
+    direction: Direction
+
+    @property
+    def awarded(self) -> bool:
+        return any(q > 0 for q in self.accepted_kw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activation(Message):
+    """Buyer -> platform -> seller: call an option (CRP) or regulating power (mFRR)."""
+
+    kind: ClassVar[str] = "activation"
+    activation_id: str
+    start: int
+    interval_minutes: int
+    quantities_kw: tuple[float, ...]
+    seller: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeterData(Message):
+    """Data provider -> platform: metered average power per interval of one metering point.
+
+    ``None`` in ``consumption_kw`` is a gap: the meter reading is missing.
+    """
+
+    kind: ClassVar[str] = "meter_data"
+    metering_point: str  # "<seller>@<location>"
+    start: int
+    interval_minutes: int
+    consumption_kw: tuple[float | None, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettlementStatement(Message):
+    """Platform -> buyer / seller: what was ordered, delivered, paid and penalised, per interval."""
+
+    kind: ClassVar[str] = "settlement"
+    party_role: str  # "buyer" or "seller"
+    counterparty: str
+    interval_start: tuple[int, ...]
+    ordered_kwh: tuple[float, ...]
+    delivered_kwh: tuple[float, ...]
+    payment_dkk: tuple[float, ...]  # positive = money this party receives for delivery
+    penalty_dkk: tuple[float, ...]  # positive = money this party pays (seller) / gets back (buyer)
+    net_dkk: tuple[float, ...]  # money in for this party (negative = pays)
+    meter_gap: tuple[bool, ...] = ()  # per interval: settled by the gap rule
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.kind: cls
+    for cls in (
+        MarketRequest,
+        BidRequest,
+        Bid,
+        Acknowledgement,
+        Rejection,
+        MarketCancellation,
+        MarketClosed,
+        ClearingResult,
+        Award,
+        Activation,
+        MeterData,
+        SettlementStatement,
+    )
+}
+
+
+def register_message_type(cls: type[Message]) -> type[Message]:
+    """Let a plug-in product add its own message kinds without editing this module."""
+    MESSAGE_TYPES[cls.kind] = cls
+    return cls
+
+
+def to_dict(msg: Message) -> dict[str, Any]:
+    """JSON-ready dict with ``kind`` and ``topic`` (lists for tuples, str for enums)."""
+    d: dict[str, Any] = {"kind": msg.kind, "topic": msg.topic}
+    for f in dataclasses.fields(msg):
+        d[f.name] = _plain(getattr(msg, f.name))
+    return d
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, StrEnum):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def to_json(msg: Message) -> str:
+    return json.dumps(to_dict(msg), separators=(",", ":"), allow_nan=False)
+
+
+class MalformedMessage(ValueError):
+    """Raised by :func:`from_json` / :func:`from_dict`; its text says what is wrong."""
+
+
+@cache
+def _adapter(cls: type[Message]) -> TypeAdapter[Any]:
+    return TypeAdapter(cls)
+
+
+def from_dict(data: Any) -> Message:
+    """Validate a decoded payload into its message type (pydantic checks every field's type)."""
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"expected a JSON object, got {type(data).__name__}")
+    kind = data.get("kind")
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise MalformedMessage(f"unknown message kind {kind!r}")
+    body = {k: v for k, v in data.items() if k not in ("kind", "topic")}
+    try:
+        msg = _adapter(cls).validate_python(body, strict=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "<message>"
+        raise MalformedMessage(f"{kind}.{loc}: {first['msg']} ({exc.error_count()} error(s))") from None
+    topic = data.get("topic")
+    if topic is not None and topic != msg.topic:
+        raise MalformedMessage(f"topic {topic!r} does not match message (expected {msg.topic!r})")
+    return msg
+
+
+def from_json(text: str | bytes) -> Message:
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"not valid JSON: {exc}") from None
+    return from_dict(data)
+
+
+class Rejected(Exception):
+    """Raised by a checker (endpoint, dispatcher, product) to refuse an incoming message.
+
+    The endpoint turns it into a :class:`Rejection` sent back to the sender;
+    it is the one place a rejection is made.
+    """
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,72 @@
+"""Meter-data service: the platform's store of what the data provider published.
+
+Settlement may use only what was published here. Readings are kept at the
+data provider's resolution and averaged to a market's interval on request;
+a missing reading (``None``) is a *gap* and is reported as such, never read
+as zero. Waiting processes are woken by :attr:`updated`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import simpy
+
+from .messages import MeterData, Rejected, RejectReason
+from .persistor import Persistor
+
+METER_PRODUCT_ID = "METER"
+"""Meter data is routed by the dispatcher under this ID, like a product."""
+
+
+class MeterService:
+    def __init__(self, env: simpy.Environment, persistor: Persistor, metering_points: frozenset[str]) -> None:
+        self.env = env
+        self.persistor = persistor
+        self.metering_points = metering_points
+        self._readings: dict[str, dict[int, float | None]] = {}
+        self._resolution: dict[str, int] = {}
+        self.updated = env.event()
+
+    def handle(self, msg: MeterData) -> str:  # type: ignore[override]
+        if not isinstance(msg, MeterData):
+            raise Rejected(RejectReason.MALFORMED, f"the meter service accepts meter_data, not {msg.kind!r}")
+        if msg.metering_point not in self.metering_points:
+            raise Rejected(RejectReason.OUT_OF_RANGE, f"unknown metering point {msg.metering_point!r}")
+        if msg.interval_minutes <= 0 or not msg.consumption_kw:
+            raise Rejected(RejectReason.OUT_OF_RANGE, "meter data needs interval_minutes > 0 and at least one value")
+        prev = self._resolution.setdefault(msg.metering_point, msg.interval_minutes)
+        if prev != msg.interval_minutes:
+            raise Rejected(RejectReason.OUT_OF_RANGE, f"resolution {msg.interval_minutes} min differs from {prev} min")
+        if any(v is not None and not math.isfinite(v) for v in msg.consumption_kw):
+            raise Rejected(RejectReason.OUT_OF_RANGE, "meter values must be finite numbers or null (gap)")
+        series = self._readings.setdefault(msg.metering_point, {})
+        step = msg.interval_minutes
+        for i, v in enumerate(msg.consumption_kw):
+            t = msg.start + i * step
+            series[t] = v
+            self.persistor.append(
+                "meter_data", (msg.msg_id, msg.metering_point, t, step, v, msg.sent_at)
+            )
+        old, self.updated = self.updated, self.env.event()
+        old.succeed()
+        return msg.metering_point
+
+    def covers(self, point: str, start: int, end: int) -> bool:
+        """True once every reading in [start, end) was published (a gap counts as published)."""
+        series = self._readings.get(point)
+        step = self._resolution.get(point)
+        if series is None or step is None:
+            return False
+        return all(t in series for t in range(start - start % step, end, step))
+
+    def average_kw(self, point: str, start: int, minutes: int) -> float | None:
+        """Average power over [start, start+minutes); None if any reading in it is a gap."""
+        series = self._readings.get(point, {})
+        step = self._resolution.get(point)
+        if step is None:
+            return None
+        values = [series.get(t) for t in range(start - start % step, start + minutes, step)]
+        if not values or any(v is None for v in values):
+            return None
+        return sum(values) / len(values)  # type: ignore[arg-type]

@@ -1,0 +1,225 @@
+"""Scenario files: YAML -> validated, typed configuration.
+
+Every default of a run lives in the models below and nowhere else. A mistake
+in a file is reported as one readable message per problem, naming the
+field's path and what was expected -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .clearing import ClearingMethod
+from .messages import Direction
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SolverConfig(_Strict):
+    method: ClearingMethod = ClearingMethod.AUTO
+    time_limit_s: PositiveFloat = 30.0
+    mip_gap: Annotated[float, Field(ge=0, le=1)] = 1e-3
+
+
+class SettlementConfig(_Strict):
+    penalty_factor: NonNegFloat = 1.5
+    """Shortfall penalty price = factor x the market's price cap, unless the request names one."""
+    gap_rule: Literal["no_delivery", "award"] = "no_delivery"
+    """Missing meter data: 'no_delivery' counts nothing delivered (the seller carries the risk);
+    'award' assumes the award was delivered (the buyer carries it)."""
+    wait_for_meter_hours: PositiveFloat = 72.0
+    """After this long past delivery without meter data, settle with the gap rule."""
+
+
+class FeederConfig(_Strict):
+    limit_kw: PositiveFloat
+
+
+class MarketSchedule(_Strict):
+    """A buyer opening one market per day on a fixed daily timetable."""
+
+    product: str
+    location: str
+    direction: Direction = Direction.DOWN
+    first_day: Annotated[int, Field(ge=0)] = 0
+    count: Annotated[int, Field(ge=1)] = 1
+    every_days: Annotated[int, Field(ge=1)] = 1
+    request_time: time = time(10, 0)
+    gate_close_time: time = time(11, 0)
+    delivery_day_offset: Annotated[int, Field(ge=0)] = 1
+    delivery_start_time: time = time(17, 0)
+    interval_minutes: Annotated[int, Field(gt=0, le=1440)] = 60
+    need_kw: list[NonNegFloat] = Field(min_length=1)
+    price_cap: PositiveFloat = 3.0
+    penalty_price: NonNegFloat | None = None
+
+
+class BuyerConfig(_Strict):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Literal["dso", "tso"] = "dso"
+    markets: list[MarketSchedule] = Field(default_factory=list)
+
+
+class BiddingConfig(_Strict):
+    """Cost-based bidding of the simple aggregator: price rises with the share of flexibility sold."""
+
+    price_dkk_per_kwh: PositiveFloat = 0.8
+    steps: Annotated[int, Field(ge=1, le=20)] = 3
+    step_markup: NonNegFloat = 0.25
+    """Each further step costs this fraction more than the previous one."""
+    offer_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Share of the forecast flexibility offered (a margin against non-delivery)."""
+    block_last_step: bool = False
+    """Offer the most expensive step all-or-nothing (exercises the MILP path)."""
+
+
+class AggregatorConfig(_Strict):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    households: dict[str, Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    """Number of households per feeder."""
+    base_kw: PositiveFloat = 0.6
+    """Mean uncontrollable load per household."""
+    flexible_kw: PositiveFloat = 2.0
+    """Rated power of each household's flexible heater."""
+    duty_cycle: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Expected share of time the heater is on (its availability for down-regulation)."""
+    noise: NonNegFloat = 0.15
+    """Relative standard deviation of per-household load noise (forecast error)."""
+    rebound: Annotated[float, Field(ge=0, le=2)] = 0.5
+    """Share of shed energy consumed again in the following interval."""
+    bidding: BiddingConfig = BiddingConfig()
+
+
+class DataProviderConfig(_Strict):
+    id: str = "datahub"
+    delay_days: Annotated[int, Field(ge=1)] = 1
+    """Data for day D is published on day D + delay_days (the DataHub: next day)."""
+    publish_time: time = time(6, 0)
+    interval_minutes: Annotated[int, Field(gt=0, le=60)] = 15
+
+
+class Scenario(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] = 0
+    start: datetime = datetime(2026, 1, 12)
+    horizon_hours: PositiveFloat = 72.0
+    products: dict[str, str] = Field(default_factory=lambda: {"SRP": "builtin"})
+    """Product ID -> implementation: 'builtin', an entry point of group flech_sim.products
+    ('entry_point'), or a dotted path 'package.module:Class'."""
+    solver: SolverConfig = SolverConfig()
+    settlement: SettlementConfig = SettlementConfig()
+    feeders: dict[str, FeederConfig] = Field(min_length=1)
+    buyers: list[BuyerConfig] = Field(min_length=1)
+    aggregators: list[AggregatorConfig] = Field(min_length=1)
+    data_provider: DataProviderConfig = DataProviderConfig()
+
+    @field_validator("start")
+    @classmethod
+    def _naive(cls, v: datetime) -> datetime:
+        return v.replace(tzinfo=None) if v.tzinfo else v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Scenario:
+        from .registry import resolve_product  # late import: registry imports product modules
+
+        errors: list[str] = []
+        for pid, impl in self.products.items():
+            try:
+                resolve_product(pid, impl)
+            except LookupError as exc:
+                errors.append(f"products.{pid}: {exc}")
+        ids = [b.id for b in self.buyers] + [a.id for a in self.aggregators] + [self.data_provider.id]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            errors.append(f"participant IDs must be unique; repeated: {dup}")
+        for i, b in enumerate(self.buyers):
+            for j, m in enumerate(b.markets):
+                where = f"buyers.{i}.markets.{j}"
+                if m.product not in self.products:
+                    errors.append(f"{where}.product: unknown product ID {m.product!r}; "
+                                  f"the scenario's products are {sorted(self.products)}")
+                if m.location not in self.feeders:
+                    errors.append(f"{where}.location: unknown feeder {m.location!r}; known: {sorted(self.feeders)}")
+                if _minutes(m.gate_close_time) <= _minutes(m.request_time):
+                    errors.append(f"{where}.gate_close_time: must be after request_time")
+                if m.delivery_day_offset == 0 and _minutes(m.delivery_start_time) < _minutes(m.gate_close_time):
+                    errors.append(f"{where}.delivery_start_time: must not be before gate_close_time on the same day")
+        for i, a in enumerate(self.aggregators):
+            for f in a.households:
+                if f not in self.feeders:
+                    errors.append(f"aggregators.{i}.households.{f}: unknown feeder; known: {sorted(self.feeders)}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    @property
+    def horizon_minutes(self) -> int:
+        return int(round(self.horizon_hours * 60))
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """SHA-256 of the validated scenario (defaults filled in), for the manifest."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _minutes(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+class ScenarioError(Exception):
+    """A scenario could not be loaded; the text lists every problem found."""
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s) in the scenario"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see scenarios/default.yaml for every key)"
+        got = err.get("input")
+        shown = "" if err["type"] in ("missing", "value_error") or isinstance(got, dict | list) else f" (got {got!r})"
+        if err["type"] == "value_error" and loc == "<top level>":
+            for part in msg.split("; "):
+                lines.append(f"  - {part}")
+        else:
+            lines.append(f"  - {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file; raise :class:`ScenarioError` with a readable text."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: expected a mapping of scenario keys at the top level")
+    return scenario_from_dict(raw | (overrides or {}), source=str(path))
+
+
+def scenario_from_dict(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(format_validation_error(exc, source)) from None

@@ -1,0 +1,276 @@
+"""Output tables: every column defined once, with its type, unit and meaning.
+
+The persistor writes Parquet with these schemas and the documentation
+(``flech-sim tables``, README) is generated from them, so the two cannot
+drift apart (PyPSA's "schema as data").
+
+Time columns (type ``time``) are given to the persistor as whole simulated
+minutes and written as timestamps (scenario start + minutes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "str": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "time": pa.timestamp("s"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # key of ARROW_TYPES
+    unit: str
+    doc: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    deterministic: bool = True  # False: wall-clock figures, excluded from run comparisons
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable) for c in self.columns])
+
+
+def _c(name: str, type_: str, unit: str, doc: str, nullable: bool = False) -> Column:
+    return Column(name, type_, unit, doc, nullable)
+
+
+_MARKET = _c("market_id", "str", "-", "market the row belongs to")
+_PRODUCT = _c("product_id", "str", "-", "product ID (SRP, CRP, CL, BL, mFRR, ...)")
+_MSG = _c("msg_id", "str", "-", "ID of the message this row came from (join with messages.msg_id)")
+_IDX = _c("interval", "int", "-", "interval index within the delivery window, from 0")
+_ISTART = _c("interval_start", "time", "timestamp", "start of the interval")
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "messages",
+            "Every message that crossed the communication endpoint, in either direction, "
+            "rejected and malformed ones included.",
+            (
+                _c("seq", "int", "-", "order in which the endpoint saw the message"),
+                _c("msg_id", "str", "-", "message ID (unique per run; malformed input gets an endpoint ID)"),
+                _c("kind", "str", "-", "message kind (bid, award, rejection, ..., or 'malformed')"),
+                _c("topic", "str", "-", "MQTT-style topic flech/<product>/<market>/<kind>"),
+                _c("direction", "str", "-", "'in' (participant to platform) or 'out' (platform to participant)"),
+                _c("sender", "str", "-", "participant ID of the sender"),
+                _c("recipient", "str", "-", "participant ID of the recipient"),
+                _c("authenticated_as", "str", "-", "identity of the connection the message came through"),
+                _MARKET,
+                _PRODUCT,
+                _c("sent_at", "time", "timestamp", "simulated send time"),
+                _c("ref_msg_id", "str", "-", "message answered (acks, rejections)", nullable=True),
+                _c("verdict", "str", "-", "for 'in' messages: accepted or rejected; 'sent' for 'out'"),
+                _c("payload", "str", "JSON", "the whole message as JSON (raw text if malformed)"),
+            ),
+        ),
+        Table(
+            "rejections",
+            "Every rejection, with its reason code; ref_msg_id points at the refused message.",
+            (
+                _MSG,
+                _c("ref_msg_id", "str", "-", "the refused message"),
+                _c("ref_kind", "str", "-", "kind of the refused message"),
+                _c("participant", "str", "-", "who sent the refused message"),
+                _MARKET,
+                _PRODUCT,
+                _c("reason", "str", "-", "reason code (RejectReason)"),
+                _c("detail", "str", "-", "human-readable explanation"),
+                _c("at", "time", "timestamp", "simulated time of the rejection"),
+            ),
+        ),
+        Table(
+            "markets",
+            "One row per market requested, with its terms and life-cycle state at the end of the run.",
+            (
+                _MARKET,
+                _PRODUCT,
+                _c("buyer", "str", "-", "participant that opened the market"),
+                _c("location", "str", "-", "feeder or area the flexibility must come from"),
+                _c("direction", "str", "-", "down (consume less) or up (consume more)"),
+                _c("state", "str", "-", "final life-cycle state: open, gate_closed, cleared, delivered, settled, cancelled, failed"),
+                _c("requested_at", "time", "timestamp", "when the market request arrived"),
+                _c("gate_close", "time", "timestamp", "bids accepted strictly before this time"),
+                _c("delivery_start", "time", "timestamp", "start of the delivery window"),
+                _c("delivery_end", "time", "timestamp", "end of the delivery window"),
+                _c("interval_minutes", "int", "min", "length of one interval"),
+                _c("n_intervals", "int", "-", "intervals in the delivery window"),
+                _c("need_kwh", "float", "kWh", "requested energy over the window"),
+                _c("price_cap", "float", "DKK/kWh", "buyer's cap; unmet need is valued at it"),
+                _c("penalty_price", "float", "DKK/kWh", "penalty per kWh of shortfall"),
+                _c("n_bids", "int", "-", "bids acknowledged"),
+                _c("request_msg_id", "str", "-", "the market request message"),
+                _c("cleared_at", "time", "timestamp", "when clearing finished", nullable=True),
+                _c("settled_at", "time", "timestamp", "when settlement was issued", nullable=True),
+                _c("note", "str", "-", "why a market was cancelled or failed"),
+            ),
+        ),
+        Table(
+            "bids",
+            "Every acknowledged bid, one row per bid and interval.",
+            (
+                _c("bid_id", "str", "-", "bid ID (unique within its market)"),
+                _MSG,
+                _MARKET,
+                _PRODUCT,
+                _c("seller", "str", "-", "bidding participant"),
+                _IDX,
+                _ISTART,
+                _c("quantity_kw", "float", "kW", "offered flexibility in the interval"),
+                _c("price", "float", "DKK/kWh", "energy price of the bid"),
+                _c("block", "bool", "-", "all-or-nothing over all intervals"),
+                _c("baseline_kw", "float", "kW", "seller's declared baseline for the interval", nullable=True),
+                _c("submitted_at", "time", "timestamp", "arrival time at the platform"),
+            ),
+        ),
+        Table(
+            "clearings",
+            "One row per clearing (market), with the solver's verdict.",
+            (
+                _MARKET,
+                _PRODUCT,
+                _c("msg_id", "str", "-", "the clearing result message sent to the buyer"),
+                _c("status", "str", "-", "optimal, feasible, empty, infeasible or error"),
+                _c("method", "str", "-", "clearing path used: merit, highs or pyomo"),
+                _c("objective_dkk", "float", "DKK", "objective at true prices, including unmet need at the cap"),
+                _c("cost_dkk", "float", "DKK", "pay-as-bid (or pay-as-clear) cost of the accepted bids"),
+                _c("mip_gap", "float", "-", "relative MIP gap reached (null for LP / merit order)", nullable=True),
+                _c("n_bids", "int", "-", "bids in the book"),
+                _c("n_accepted", "int", "-", "bids with any accepted quantity"),
+                _c("need_kwh", "float", "kWh", "requested energy"),
+                _c("accepted_kwh", "float", "kWh", "accepted energy"),
+                _c("unmet_kwh", "float", "kWh", "need left unmet"),
+                _c("cleared_at", "time", "timestamp", "simulated time of clearing"),
+                _c("detail", "str", "-", "solver message or infeasibility reason"),
+            ),
+        ),
+        Table(
+            "clearing_intervals",
+            "Per market and interval: need, accepted, unmet and the clearing price.",
+            (
+                _MARKET,
+                _PRODUCT,
+                _IDX,
+                _ISTART,
+                _c("need_kw", "float", "kW", "requested"),
+                _c("accepted_kw", "float", "kW", "accepted from bids"),
+                _c("unmet_kw", "float", "kW", "not covered"),
+                _c("clearing_price", "float", "DKK/kWh", "highest accepted bid price (null if none)", nullable=True),
+            ),
+        ),
+        Table(
+            "solver_timings",
+            "Wall-clock solve times: not deterministic, so kept apart from the outcome tables.",
+            (
+                _MARKET,
+                _PRODUCT,
+                _c("method", "str", "-", "clearing path used"),
+                _c("solve_time_s", "float", "s", "wall-clock time of the clearing call"),
+            ),
+            deterministic=False,
+        ),
+        Table(
+            "awards",
+            "What was accepted of every bid, one row per bid and interval (zeros for non-awards).",
+            (
+                _MSG,
+                _c("bid_id", "str", "-", "the bid"),
+                _MARKET,
+                _PRODUCT,
+                _c("seller", "str", "-", "bidder"),
+                _IDX,
+                _ISTART,
+                _c("accepted_kw", "float", "kW", "accepted flexibility"),
+                _c("price", "float", "DKK/kWh", "price paid for the accepted energy"),
+                _c("payment_dkk", "float", "DKK", "accepted energy x price"),
+            ),
+        ),
+        Table(
+            "activations",
+            "Activations of options and regulating power, one row per activation and interval.",
+            (
+                _MSG,
+                _c("activation_id", "str", "-", "activation ID"),
+                _MARKET,
+                _PRODUCT,
+                _c("seller", "str", "-", "activated seller"),
+                _ISTART,
+                _c("quantity_kw", "float", "kW", "activated flexibility"),
+            ),
+        ),
+        Table(
+            "meter_data",
+            "Meter readings as published by the data provider.",
+            (
+                _MSG,
+                _c("metering_point", "str", "-", "<seller>@<location>"),
+                _ISTART,
+                _c("interval_minutes", "int", "min", "resolution"),
+                _c("consumption_kw", "float", "kW", "metered average power (null = gap)", nullable=True),
+                _c("published_at", "time", "timestamp", "when the data provider sent it"),
+            ),
+        ),
+        Table(
+            "settlements",
+            "Settlement statements, one row per market, party and interval. Money is conserved: "
+            "the buyer's net equals minus the sum of its sellers' nets.",
+            (
+                _MSG,
+                _MARKET,
+                _PRODUCT,
+                _c("party", "str", "-", "participant the statement is for"),
+                _c("role", "str", "-", "buyer or seller"),
+                _c("counterparty", "str", "-", "the other side"),
+                _IDX,
+                _ISTART,
+                _c("ordered_kwh", "float", "kWh", "awarded energy"),
+                _c("delivered_kwh", "float", "kWh", "verified delivered energy (capped at the award)"),
+                _c("payment_dkk", "float", "DKK", "payment for the award (seller receives, buyer pays)"),
+                _c("penalty_dkk", "float", "DKK", "penalty for shortfall (seller pays, buyer receives)"),
+                _c("net_dkk", "float", "DKK", "money in for this party (negative = pays)"),
+                _c("meter_gap", "bool", "-", "the interval had missing meter data (settled by the gap rule)"),
+            ),
+        ),
+        Table(
+            "portfolio_load",
+            "Simulated (true) load per portfolio and interval, as the physical model produced it.",
+            (
+                _c("metering_point", "str", "-", "<seller>@<location>"),
+                _c("location", "str", "-", "feeder"),
+                _ISTART,
+                _c("load_kw", "float", "kW", "true average power"),
+                _c("reduction_kw", "float", "kW", "load shed by dispatch (negative = added)"),
+            ),
+        ),
+    )
+}
+
+
+def markdown_reference() -> str:
+    """The table reference as Markdown (README and ``flech-sim tables``)."""
+    out: list[str] = []
+    for t in TABLES.values():
+        out.append(f"### `{t.name}.parquet`\n\n{t.doc}\n")
+        out.append("| column | type | unit | meaning |\n|---|---|---|---|")
+        for c in t.columns:
+            typ = c.type + (" (nullable)" if c.nullable else "")
+            out.append(f"| `{c.name}` | {typ} | {c.unit} | {c.doc} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,220 @@
+"""Wires one run: SimPy clock, FLECH core (endpoint, dispatcher, products, persistor) and agents.
+
+The order of construction is fixed (participants in ID order, products in
+ID order), and all randomness comes from one ``SeedSequence`` split per
+portfolio, so the same scenario and seed give identical tables.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+import time
+import traceback
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from . import __version__
+from .agents.aggregator import Aggregator
+from .agents.buyers import Buyer
+from .agents.data_provider import DataProvider
+from .agents.simple_portfolio import SimplePortfolio
+from .clearing import SolverOptions
+from .dispatcher import Dispatcher
+from .endpoint import Endpoint
+from .metering import METER_PRODUCT_ID, MeterService
+from .persistor import Persistor
+from .products.base import MarketState, PlatformServices, Product
+from .products.srp import metering_point
+from .registry import resolve_product
+from .scenario import Scenario
+
+RESULT_PACKAGES = ("simpy", "numpy", "pandas", "pyomo", "highspy", "pyarrow", "pydantic")
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    completed: bool
+    error: str | None = None
+
+
+@dataclass
+class Core:
+    """The FLECH core of one run (seed: Figure 3)."""
+
+    env: simpy.Environment
+    persistor: Persistor
+    endpoint: Endpoint
+    dispatcher: Dispatcher
+    products: dict[str, Product]
+    meter: MeterService
+
+
+def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
+               sellers: dict[str, frozenset[str]]) -> Core:
+    """Endpoint -> dispatcher -> products, with meter data routed like a product."""
+    endpoint = Endpoint(env, persistor)
+    dispatcher = Dispatcher(endpoint.send)
+    endpoint.route = dispatcher.route
+    points = frozenset(metering_point(s, loc) for s, locs in sellers.items() for loc in locs)
+    meter = MeterService(env, persistor, points)
+    dispatcher.register(METER_PRODUCT_ID, meter)  # type: ignore[arg-type]
+    by_location: dict[str, list[str]] = {}
+    for s in sorted(sellers):
+        for loc in sellers[s]:
+            by_location.setdefault(loc, []).append(s)
+    everyone = sorted(sellers)
+
+    def sellers_at(location: str) -> list[str]:
+        return everyone if location == "*" else by_location.get(location, [])
+
+    services = PlatformServices(
+        env=env, persistor=persistor, reply=dispatcher.reply, new_msg_id=endpoint.new_msg_id,
+        sellers_at=sellers_at, meter=meter,
+        solver=SolverOptions(method=scenario.solver.method, time_limit_s=scenario.solver.time_limit_s,
+                             mip_gap=scenario.solver.mip_gap, seed=scenario.seed),
+        settlement=scenario.settlement, locations=frozenset(scenario.feeders),
+    )
+    products: dict[str, Product] = {}
+    for pid in sorted(scenario.products):
+        products[pid] = resolve_product(pid, scenario.products[pid])(pid, services)
+        dispatcher.register(pid, products[pid])
+    return Core(env, persistor, endpoint, dispatcher, products, meter)
+
+
+def default_run_dir(scenario: Scenario, root: Path = Path("results")) -> Path:
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    return root / scenario.name / f"seed{scenario.seed}-{stamp}"
+
+
+def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False) -> RunResult:
+    """Run a validated scenario to its horizon and write every table and the manifest.
+
+    A failure inside the run is caught here: what was recorded is flushed,
+    the manifest says ``completed: false`` with the error, and the result
+    carries it (the CLI turns it into a non-zero exit).
+    """
+    out_dir = Path(out_dir) if out_dir else default_run_dir(scenario)
+    started = time.perf_counter()
+    started_at = datetime.now().isoformat(timespec="seconds")
+    env = simpy.Environment()
+    persistor = Persistor(out_dir, scenario.start)
+    error: str | None = None
+    core: Core | None = None
+    agents: dict[str, Any] = {}
+    try:
+        core, agents = _build(env, persistor, scenario)
+        _run_clock(env, scenario, progress)
+    except Exception as exc:  # recorded, flushed and reported: never a silent crash
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    finally:
+        if core is not None:
+            for product in core.products.values():
+                product.finalize()
+        persistor.close()
+    summary = summarize(core, scenario, env) if core else {}
+    manifest = {
+        "flech_sim_version": __version__,
+        "scenario_name": scenario.name,
+        "scenario_hash": scenario.digest(),
+        "scenario": scenario.model_dump(mode="json"),
+        "seed": scenario.seed,
+        "run_dir": str(out_dir),
+        "started_at": started_at,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "simulated_until_minute": int(env.now),
+        "completed": error is None,
+        "error": error,
+        "python": _platform.python_version(),
+        "packages": {p: _version(p) for p in RESULT_PACKAGES},
+        "summary": summary,
+    }
+    persistor.write_manifest(manifest)
+    manifest["row_counts"] = dict(persistor.row_counts)
+    return RunResult(out_dir, manifest, summary, error is None, error)
+
+
+def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> tuple[Core, dict[str, Any]]:
+    root = np.random.SeedSequence(scenario.seed)
+    portfolios: dict[str, dict[str, SimplePortfolio]] = {}
+    streams = root.spawn(len(scenario.aggregators))
+    res = scenario.data_provider.interval_minutes
+    for agg, stream in zip(sorted(scenario.aggregators, key=lambda a: a.id), streams, strict=True):
+        feeder_streams = stream.spawn(len(agg.households))
+        portfolios[agg.id] = {
+            loc: SimplePortfolio(metering_point(agg.id, loc), loc, n, agg, ss, res)
+            for (loc, n), ss in zip(sorted(agg.households.items()), feeder_streams, strict=True)
+        }
+    core = build_core(env, persistor, scenario, {a: frozenset(p) for a, p in portfolios.items()})
+    agents: dict[str, Any] = {}
+    for b in sorted(scenario.buyers, key=lambda b: b.id):
+        agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b)
+    for a in sorted(scenario.aggregators, key=lambda a: a.id):
+        agents[a.id] = Aggregator(env, core.endpoint.connect(a.id, "aggregator"), a, portfolios[a.id])
+    dp = scenario.data_provider
+    meters = [p for ps in portfolios.values() for p in ps.values()]
+    agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, meters, persistor)
+    for agent_id in sorted(agents):
+        agents[agent_id].start()
+    return core, agents
+
+
+def _run_clock(env: simpy.Environment, scenario: Scenario, progress: bool) -> None:
+    horizon = scenario.horizon_minutes
+    if not progress:
+        env.run(until=horizon)
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=horizon // 60, unit="sim h", desc=scenario.name, leave=False) as bar:
+        def tick() -> Generator[simpy.Event, Any, None]:
+            while True:
+                yield env.timeout(60)
+                bar.update(1)
+
+        env.process(tick())
+        env.run(until=horizon)
+
+
+def summarize(core: Core, scenario: Scenario, env: simpy.Environment) -> dict[str, Any]:
+    """Headline figures of a run (also stored in the manifest)."""
+    states: dict[str, int] = {}
+    procured_kwh = unmet_kwh = cost = 0.0
+    for product in core.products.values():
+        for m in product.markets.values():
+            states[str(m.state)] = states.get(str(m.state), 0) + 1
+            if m.outcome is not None and m.outcome.is_ok:
+                h = m.hours
+                procured_kwh += sum(sum(a.accepted_kw) for a in m.awards) * h
+                unmet_kwh += sum(m.outcome.unmet) * h
+                cost += sum(a.payment_dkk for a in m.awards)
+    opened = sum(states.values())
+    cleared = sum(states.get(s, 0) for s in (MarketState.CLEARED, MarketState.DELIVERED, MarketState.SETTLED))
+    return {
+        "markets_opened": opened,
+        "markets_cleared": cleared,
+        "markets_settled": states.get(MarketState.SETTLED, 0),
+        "markets_by_state": dict(sorted(states.items())),
+        "procured_kwh": round(procured_kwh, 6),
+        "unmet_kwh": round(unmet_kwh, 6),
+        "procurement_cost_dkk": round(cost, 6),
+        "messages": core.endpoint.counts["in"] + core.endpoint.counts["out"],
+        "messages_rejected": core.endpoint.counts["rejected"],
+        "simulated_hours": env.now / 60,
+    }
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None
