@@ -112,6 +112,15 @@ class DataProviderConfig(_Strict):
     interval_minutes: Annotated[int, Field(gt=0, le=60)] = 15
 
 
+class SweepConfig(_Strict):
+    """A grid of parameter values and a list of seeds; every combination is one run."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """Dotted path into the scenario (list items by index, e.g. 'aggregators.0.bidding.steps') -> values."""
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    """Seeds to run each grid point with; empty = the scenario's own seed."""
+
+
 class Scenario(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -127,6 +136,8 @@ class Scenario(_Strict):
     buyers: list[BuyerConfig] = Field(min_length=1)
     aggregators: list[AggregatorConfig] = Field(min_length=1)
     data_provider: DataProviderConfig = DataProviderConfig()
+    sweep: SweepConfig | None = None
+    """Only read by ``flech-sim sweep``; ``flech-sim run`` runs the scenario as written."""
 
     @field_validator("start")
     @classmethod
