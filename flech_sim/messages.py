@@ -267,24 +267,12 @@ def register_message_type(cls: type[Message]) -> type[Message]:
 
 def to_dict(msg: Message) -> dict[str, Any]:
     """JSON-ready dict with ``kind`` and ``topic`` (lists for tuples, str for enums)."""
-    d: dict[str, Any] = {"kind": msg.kind, "topic": msg.topic}
-    for f in dataclasses.fields(msg):
-        d[f.name] = _plain(getattr(msg, f.name))
-    return d
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, StrEnum):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
+    return json.loads(to_json(msg))
 
 
 def to_json(msg: Message) -> str:
-    return json.dumps(to_dict(msg), separators=(",", ":"), allow_nan=False)
+    """Compact JSON. Tuples become lists and StrEnums their values natively, so no conversion pass."""
+    return json.dumps({"kind": msg.kind, "topic": msg.topic, **vars(msg)}, separators=(",", ":"), allow_nan=False)
 
 
 class MalformedMessage(ValueError):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .schema import ARROW_TYPES, TABLES, Table
@@ -31,6 +32,8 @@ class Persistor:
         self._epoch_s = int(start.timestamp()) if start.tzinfo else int((start - datetime(1970, 1, 1)).total_seconds())
         self._batch_rows = batch_rows
         self._buffers: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
+        self._parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}  # columnar batches, in order
+        self._pending: dict[str, int] = {name: 0 for name in TABLES}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self.row_counts: dict[str, int] = {name: 0 for name in TABLES}
         self._closed = False
@@ -41,7 +44,8 @@ class Persistor:
         buf = self._buffers[table]
         buf.append(row)
         self.row_counts[table] += 1
-        if len(buf) >= self._batch_rows:
+        self._pending[table] += 1
+        if self._pending[table] >= self._batch_rows:
             self._flush(table)
 
     def append_dict(self, table: str, row: Mapping[str, Any]) -> None:
@@ -55,27 +59,43 @@ class Persistor:
             raise KeyError(f"table {table!r}: missing value(s) for {missing}")
         self.append(table, tuple(row.get(n) for n in names))
 
-    def extend(self, table: str, rows: list[tuple[Any, ...]]) -> None:
-        for r in rows:
-            self.append(table, r)
+    def append_columns(self, table: str, columns: Mapping[str, Any]) -> None:
+        """Add many rows at once from equal-length columns (lists or numpy arrays): the bulk path."""
+        t = TABLES[table]
+        if set(columns) != set(t.names):
+            raise KeyError(f"table {table!r} needs exactly the columns {list(t.names)}; got {sorted(columns)}")
+        part = pa.Table.from_arrays([self._array(c.type, columns[c.name]) for c in t.columns], schema=t.arrow_schema())
+        self._rows_to_part(table)
+        self._parts[table].append(part)
+        self.row_counts[table] += part.num_rows
+        self._pending[table] += part.num_rows
+        if self._pending[table] >= self._batch_rows:
+            self._flush(table)
 
     # -- flushing -----------------------------------------------------------------
-    def _flush(self, name: str) -> None:
+    def _rows_to_part(self, name: str) -> None:
         buf = self._buffers[name]
         if not buf:
             return
         table = TABLES[name]
-        cols = list(zip(*buf, strict=True)) if buf else [[] for _ in table.columns]
+        cols = list(zip(*buf, strict=True))
         arrays = [self._array(c.type, col) for c, col in zip(table.columns, cols, strict=True)]
-        batch = pa.Table.from_arrays(arrays, schema=table.arrow_schema())
-        self._writer(table).write_table(batch)
+        self._parts[name].append(pa.Table.from_arrays(arrays, schema=table.arrow_schema()))
         buf.clear()
 
-    def _array(self, type_: str, values: tuple[Any, ...]) -> pa.Array:
-        if type_ == "time":
-            return pa.array(
-                [None if v is None else self._epoch_s + int(v) * 60 for v in values], type=pa.timestamp("s")
-            )
+    def _flush(self, name: str) -> None:
+        self._rows_to_part(name)
+        parts = self._parts[name]
+        if not parts:
+            return
+        self._writer(TABLES[name]).write_table(pa.concat_tables(parts))
+        parts.clear()
+        self._pending[name] = 0
+
+    def _array(self, type_: str, values: Any) -> pa.Array:
+        if type_ == "time":  # simulated minutes -> timestamps, nulls kept
+            minutes = pa.array(values, type=pa.int64())
+            return pc.add(pc.multiply(minutes, 60), self._epoch_s).cast(pa.timestamp("s"))
         return pa.array(values, type=ARROW_TYPES[type_])
 
     def _writer(self, table: Table) -> pq.ParquetWriter:

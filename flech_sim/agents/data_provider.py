@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+import numpy as np
 import simpy
 
 from ..endpoint import Connection
@@ -44,8 +45,11 @@ class DataProvider(Agent):
             for m in self.meters:
                 load, achieved = m.day(day)
                 start = day * MINUTES_PER_DAY
-                for k, (x, a) in enumerate(zip(load.tolist(), achieved.tolist(), strict=True)):
-                    self.persistor.append("portfolio_load", (m.point, m.location, start + k * m.res, x, a))
+                n = len(load)
+                self.persistor.append_columns("portfolio_load", {
+                    "metering_point": [m.point] * n, "location": [m.location] * n,
+                    "interval_start": start + m.res * np.arange(n), "load_kw": load, "reduction_kw": achieved,
+                })
                 self.conn.send(MeterData(
                     **self.envelope("", METER_PRODUCT_ID), metering_point=m.point, start=start,
                     interval_minutes=m.res, consumption_kw=tuple(round(x, 6) for x in load.tolist()),

@@ -56,23 +56,32 @@ class SimplePortfolio:
 
     # -- aggregator's view (forecast = expectation) ------------------------------------
     def steps(self, start: int, minutes: int) -> np.ndarray:
+        """Model steps overlapping [start, start + minutes)."""
         return np.arange(start // self.res, -(-(start + minutes) // self.res))
+
+    def interval_steps(self, start: int, minutes: int, n_intervals: int) -> np.ndarray:
+        """(n_intervals, k) array of the steps each market interval overlaps."""
+        if start % self.res == 0 and minutes % self.res == 0:
+            k = minutes // self.res
+            return start // self.res + np.arange(n_intervals * k).reshape(n_intervals, k)
+        rows = [self.steps(start + i * minutes, minutes) for i in range(n_intervals)]
+        width = max(len(r) for r in rows)
+        return np.array([np.pad(r, (0, width - len(r)), mode="edge") for r in rows])
 
     def forecast(self, start: int, minutes: int, n_intervals: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Expected baseline, down-flex and up-flex (kW) per interval of ``minutes``."""
-        steps = self.steps(start, minutes * n_intervals)
-        k = steps % self.steps_per_day
+        k = self.interval_steps(start, minutes, n_intervals) % self.steps_per_day
         base = self.n * (self.cfg.base_kw * self._base_shape[k] + self.cfg.flexible_kw * self._duty[k])
         down = self.n * self.cfg.flexible_kw * self._duty[k]
         up = self.n * self.cfg.flexible_kw * (1.0 - self._duty[k])
-        shape = (n_intervals, -1)
-        return base.reshape(shape).mean(1), down.reshape(shape).min(1), up.reshape(shape).min(1)
+        return base.mean(1), down.min(1), up.min(1)
 
     def dispatch(self, start: int, minutes: int, change_kw: list[float]) -> None:
         """Schedule a load reduction (positive) or increase (negative) per interval."""
         for i, q in enumerate(change_kw):
-            for s in self.steps(start + i * minutes, minutes):
-                self._reduction[int(s)] = self._reduction.get(int(s), 0.0) + q
+            if q:
+                for s in self.steps(start + i * minutes, minutes):
+                    self._reduction[int(s)] = self._reduction.get(int(s), 0.0) + q
 
     # -- the physics (what meters see) --------------------------------------------------
     def day(self, d: int) -> tuple[np.ndarray, np.ndarray]:
