@@ -24,6 +24,11 @@ import simpy
 from .messages import (
     PLATFORM,
     Acknowledgement,
+    Activation,
+    Bid,
+    MarketCancellation,
+    MarketRequest,
+    MeterData,
     Message,
     MalformedMessage,
     Rejected,
@@ -34,13 +39,15 @@ from .messages import (
 )
 from .persistor import Persistor
 
-ROLE_MAY_SEND: dict[str, frozenset[str]] = {
-    "dso": frozenset({"market_request", "market_cancellation", "activation"}),
-    "tso": frozenset({"market_request", "market_cancellation", "activation"}),
-    "aggregator": frozenset({"bid"}),
-    "data_provider": frozenset({"meter_data"}),
+_BUYER = (MarketRequest, MarketCancellation, Activation)
+ROLE_MAY_SEND: dict[str, tuple[type[Message], ...]] = {
+    "dso": _BUYER,
+    "tso": _BUYER,
+    "aggregator": (Bid,),
+    "data_provider": (MeterData,),
 }
-"""Which message kinds each role may send to the platform (everything else is the platform's)."""
+"""Which message types each role may send to the platform (everything else is the platform's).
+Subclasses count: a product's own bid type (a subclass of Bid) may be sent by aggregators."""
 
 
 @dataclass
@@ -149,7 +156,7 @@ class Endpoint:
                 RejectReason.UNAUTHORISED,
                 f"connection is authenticated as {conn.participant_id!r} but the message claims sender {msg.sender!r}",
             )
-        if msg.kind not in ROLE_MAY_SEND[conn.role]:
+        if not isinstance(msg, ROLE_MAY_SEND[conn.role]):
             raise Rejected(RejectReason.UNAUTHORISED, f"a {conn.role} may not send {msg.kind!r} messages")
         if msg.recipient != PLATFORM:
             raise Rejected(

@@ -115,6 +115,7 @@ class BidRequest(Message):
     need_kw: tuple[float, ...]
     price_cap: float
     params: dict[str, str | float | int | bool] = field(default_factory=dict)
+    penalty_price: float | None = None  # DKK/kWh of shortfall, so sellers can price their risk
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,11 @@ METER_PRODUCT_ID = "METER"
 """Meter data is routed by the dispatcher under this ID, like a product."""
 
 
+def metering_point(owner: str, location: str) -> str:
+    """A portfolio's metering point: one seller's households on one feeder."""
+    return f"{owner}@{location}"
+
+
 class MeterService:
     def __init__(self, env: simpy.Environment, persistor: Persistor, metering_points: frozenset[str]) -> None:
         self.env = env

@@ -75,14 +75,29 @@ class BuyerConfig(_Strict):
 
 
 class BiddingConfig(_Strict):
-    """Cost-based bidding of the simple aggregator: price rises with the share of flexibility sold."""
+    """How an aggregator turns its flexibility forecast into bids.
 
-    price_dkk_per_kwh: PositiveFloat = 0.8
+    'cost': price = what a shed kWh costs the aggregator -- the rebound energy bought
+    back at spot, minus the spot energy not bought during the event, plus the
+    households' lost comfort -- rising by ``step_markup`` per price step.
+    'risk_aware': the same prices plus the expected penalty of non-delivery, on a
+    forecast quantile of the flexibility, keeping a margin unsold.
+    """
+
+    strategy: Literal["cost", "risk_aware"] = "cost"
     steps: Annotated[int, Field(ge=1, le=20)] = 3
     step_markup: NonNegFloat = 0.25
-    """Each further step costs this fraction more than the previous one."""
+    """Each further price step costs this fraction more than the previous one."""
     offer_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
-    """Share of the forecast flexibility offered (a margin against non-delivery)."""
+    """'cost': share of the forecast flexibility offered."""
+    comfort_cost_dkk_per_kwh: NonNegFloat = 0.3
+    min_price_dkk_per_kwh: NonNegFloat = 0.05
+    quantile: Annotated[float, Field(gt=0, lt=0.5)] = 0.2
+    """'risk_aware': offer the flexibility exceeded with probability 1 - quantile."""
+    forecast_cv: NonNegFloat = 0.15
+    """'risk_aware': relative standard deviation assumed for the flexibility forecast."""
+    margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    """'risk_aware': share of the quantile kept back against non-delivery."""
     block_last_step: bool = False
     """Offer the most expensive step all-or-nothing (exercises the MILP path)."""
 
@@ -91,25 +106,53 @@ class AggregatorConfig(_Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     households: dict[str, Annotated[int, Field(ge=1)]] = Field(min_length=1)
     """Number of households per feeder."""
-    base_kw: PositiveFloat = 0.6
-    """Mean uncontrollable load per household."""
-    flexible_kw: PositiveFloat = 2.0
-    """Rated power of each household's flexible heater."""
-    duty_cycle: Annotated[float, Field(gt=0, le=1)] = 0.5
-    """Expected share of time the heater is on (its availability for down-regulation)."""
-    noise: NonNegFloat = 0.15
-    """Relative standard deviation of per-household load noise (forecast error)."""
-    rebound: Annotated[float, Field(ge=0, le=2)] = 0.5
-    """Share of shed energy consumed again in the following interval."""
     bidding: BiddingConfig = BiddingConfig()
+    forecast_refresh_hours: PositiveFloat = 6.0
+    """A flexibility forecast is reused for this long before it is made again."""
+
+
+class HouseholdsConfig(_Strict):
+    """The physical model: one vectorised fleet of every household (flech_sim.households)."""
+
+    dt_minutes: Annotated[int, Field(gt=0, le=60)] = 15
+    season: Literal["winter", "summer"] = "winter"
+    weather_csv: str | None = None
+    """CSV with columns timestamp, outdoor_temp_c, irradiance_w_m2; replaces the generated weather."""
+    perfect_forecast: bool = False
+    """Aggregators forecast with the actual weather and base load (no forecast error)."""
+    fleet: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of flech_sim.households.FleetSpec: device shares and parameter distributions."""
+    record_households: Annotated[int, Field(ge=0)] = 3
+    """Households per owner whose indoor temperature is written to household_temperatures."""
+
+    @field_validator("fleet")
+    @classmethod
+    def _fleet_spec(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from .households import FleetSpec
+
+        FleetSpec.from_dict(v)  # raises ValueError naming the bad key or distribution
+        return v
+
+
+class SpotConfig(_Strict):
+    mean_eur_mwh: PositiveFloat = 35.0
+    csv: str | None = None
+    """CSV with columns timestamp, price_dkk_per_kwh; replaces the generated series."""
 
 
 class DataProviderConfig(_Strict):
+    """The DataHub: publishes metered load a day late, with optional noise and gaps."""
+
     id: str = "datahub"
     delay_days: Annotated[int, Field(ge=1)] = 1
     """Data for day D is published on day D + delay_days (the DataHub: next day)."""
     publish_time: time = time(6, 0)
-    interval_minutes: Annotated[int, Field(gt=0, le=60)] = 15
+    household_meters: bool = False
+    """Also publish every household's own meter series (large for big fleets)."""
+    noise: NonNegFloat = 0.0
+    """Relative standard deviation of meter noise."""
+    gap_probability: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Chance that a reading is missing (a gap, settled by settlement.gap_rule)."""
 
 
 class SweepConfig(_Strict):
@@ -133,9 +176,13 @@ class Scenario(_Strict):
     solver: SolverConfig = SolverConfig()
     settlement: SettlementConfig = SettlementConfig()
     feeders: dict[str, FeederConfig] = Field(min_length=1)
+    households: HouseholdsConfig = HouseholdsConfig()
+    unaggregated: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    """Households per feeder that no aggregator controls (they load the feeder, nothing more)."""
     buyers: list[BuyerConfig] = Field(min_length=1)
     aggregators: list[AggregatorConfig] = Field(min_length=1)
     data_provider: DataProviderConfig = DataProviderConfig()
+    spot: SpotConfig = SpotConfig()
     sweep: SweepConfig | None = None
     """Only read by ``flech-sim sweep``; ``flech-sim run`` runs the scenario as written."""
 
@@ -174,6 +221,11 @@ class Scenario(_Strict):
             for f in a.households:
                 if f not in self.feeders:
                     errors.append(f"aggregators.{i}.households.{f}: unknown feeder; known: {sorted(self.feeders)}")
+        for f in self.unaggregated:
+            if f not in self.feeders:
+                errors.append(f"unaggregated.{f}: unknown feeder; known: {sorted(self.feeders)}")
+        if 1440 % self.households.dt_minutes:
+            errors.append("households.dt_minutes: must divide a day (1440 minutes)")
         if errors:
             raise ValueError("; ".join(errors))
         return self

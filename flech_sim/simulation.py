@@ -23,17 +23,18 @@ import simpy
 from . import __version__
 from .agents.aggregator import Aggregator
 from .agents.buyers import Buyer
-from .agents.data_provider import DataProvider
-from .agents.simple_portfolio import SimplePortfolio
+from .agents.data_provider import DataProvider, published_points
 from .clearing import SolverOptions
 from .dispatcher import Dispatcher
 from .endpoint import Endpoint
+from .households import child_seed
 from .metering import METER_PRODUCT_ID, MeterService
 from .persistor import Persistor
+from .prices import generate_spot, load_spot_csv
 from .products.base import MarketState, PlatformServices, Product
-from .products.srp import metering_point
 from .registry import resolve_product
 from .scenario import Scenario
+from .world import World
 
 RESULT_PACKAGES = ("simpy", "numpy", "pandas", "pyomo", "highspy", "pyarrow", "pydantic")
 
@@ -60,13 +61,12 @@ class Core:
 
 
 def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
-               sellers: dict[str, frozenset[str]]) -> Core:
+               sellers: dict[str, frozenset[str]], metering_points: frozenset[str]) -> Core:
     """Endpoint -> dispatcher -> products, with meter data routed like a product."""
     endpoint = Endpoint(env, persistor)
     dispatcher = Dispatcher(endpoint.send)
     endpoint.route = dispatcher.route
-    points = frozenset(metering_point(s, loc) for s, locs in sellers.items() for loc in locs)
-    meter = MeterService(env, persistor, points)
+    meter = MeterService(env, persistor, metering_points)
     dispatcher.register(METER_PRODUCT_ID, meter)  # type: ignore[arg-type]
     by_location: dict[str, list[str]] = {}
     for s in sorted(sellers):
@@ -120,6 +120,8 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
         if core is not None:
             for product in core.products.values():
                 product.finalize()
+        if "_world" in agents:
+            agents["_world"].finalize()
         persistor.close()
     summary = summarize(core, scenario, env) if core else {}
     manifest = {
@@ -144,27 +146,25 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
 
 
 def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> tuple[Core, dict[str, Any]]:
+    """Physical world, platform core and agents, always in the same order (determinism)."""
     root = np.random.SeedSequence(scenario.seed)
-    portfolios: dict[str, dict[str, SimplePortfolio]] = {}
-    streams = root.spawn(len(scenario.aggregators))
-    res = scenario.data_provider.interval_minutes
-    for agg, stream in zip(sorted(scenario.aggregators, key=lambda a: a.id), streams, strict=True):
-        feeder_streams = stream.spawn(len(agg.households))
-        portfolios[agg.id] = {
-            loc: SimplePortfolio(metering_point(agg.id, loc), loc, n, agg, ss, res)
-            for (loc, n), ss in zip(sorted(agg.households.items()), feeder_streams, strict=True)
-        }
-    core = build_core(env, persistor, scenario, {a: frozenset(p) for a, p in portfolios.items()})
+    world = World(env, scenario, child_seed(root, 1), persistor)
+    n_steps = scenario.horizon_minutes // world.dt + 2 * world.steps_per_day
+    spot = (load_spot_csv(scenario.spot.csv, scenario.start, n_steps, world.dt) if scenario.spot.csv
+            else generate_spot(scenario.start, n_steps, world.dt, child_seed(root, 2), scenario.spot.mean_eur_mwh))
+    sellers = {a.id: frozenset(world.feeders_of(a.id)) for a in scenario.aggregators}
+    dp = scenario.data_provider
+    core = build_core(env, persistor, scenario, sellers, frozenset(published_points(world, dp)))
     agents: dict[str, Any] = {}
     for b in sorted(scenario.buyers, key=lambda b: b.id):
         agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b)
     for a in sorted(scenario.aggregators, key=lambda a: a.id):
-        agents[a.id] = Aggregator(env, core.endpoint.connect(a.id, "aggregator"), a, portfolios[a.id])
-    dp = scenario.data_provider
-    meters = [p for ps in portfolios.values() for p in ps.values()]
-    agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, meters, persistor)
+        agents[a.id] = Aggregator(env, core.endpoint.connect(a.id, "aggregator"), a, world, spot, persistor)
+    agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, world, child_seed(root, 3))
+    world.start()
     for agent_id in sorted(agents):
         agents[agent_id].start()
+    agents["_world"] = world
     return core, agents
 
 

@@ -29,7 +29,7 @@ BASE_SCENARIO: dict[str, Any] = {
         "product": "SRP", "location": "feeder-1", "count": 2, "need_kw": [60, 90, 90, 60], "price_cap": 3.0}]}],
     "aggregators": [
         {"id": "agg-a", "households": {"feeder-1": 120, "feeder-2": 50}},
-        {"id": "agg-b", "households": {"feeder-1": 90}, "bidding": {"price_dkk_per_kwh": 0.9, "steps": 2,
+        {"id": "agg-b", "households": {"feeder-1": 90}, "bidding": {"strategy": "risk_aware", "steps": 2,
                                                                      "block_last_step": True}},
     ],
 }
@@ -114,7 +114,8 @@ def harness(tmp_path: Path, make_scenario: Callable[..., Scenario]) -> Harness:
     persistor = Persistor(tmp_path / "run", scenario.start)
     sellers = {"agg-a": frozenset({"feeder-1", "feeder-2"}), "agg-b": frozenset({"feeder-1"}),
                "agg-c": frozenset({"feeder-2"})}
-    core = build_core(env, persistor, scenario, sellers)
+    points = frozenset(f"{s}@{loc}" for s, locs in sellers.items() for loc in locs)
+    core = build_core(env, persistor, scenario, sellers, points)
     people = {}
     for pid, role in [("dso-1", "dso"), ("agg-a", "aggregator"), ("agg-b", "aggregator"),
                       ("agg-c", "aggregator"), ("datahub", "data_provider")]:

@@ -19,22 +19,23 @@ GroupBy = Union[Literal["owner", "feeder"], np.ndarray]
 class Control:
     """Instruction for one step: per-household offsets, or per-group targets the fleet allocates.
 
-    duration_steps: steps the request still lasts, this one included; a household
-    only takes a share it can hold that long. force: ignore comfort band and EV
+    duration_steps: steps the request still lasts, this one included (an int, or one
+    per group/household when several requests share a step); a household only takes
+    a share it can hold that long. force: ignore comfort band and EV
     deadline (the breaches are recorded), keep physical limits.
     """
 
     offset_kw: np.ndarray | None = None
     target_kw: np.ndarray | None = None
     by: GroupBy = "owner"
-    duration_steps: int = 1
+    duration_steps: int | np.ndarray = 1  # or one per group / per household
     force: bool = False
     allocation: Literal["greedy", "proportional"] = "greedy"
 
     def __post_init__(self) -> None:
         if (self.offset_kw is None) == (self.target_kw is None):
             raise ValueError("give exactly one of offset_kw (per household) or target_kw (per group)")
-        if self.duration_steps < 1:
+        if np.any(np.asarray(self.duration_steps) < 1):
             raise ValueError("duration_steps must be >= 1")
 
 

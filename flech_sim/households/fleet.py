@@ -19,7 +19,7 @@ import numpy as np
 
 from .control import Control, Forecast, GroupBy, StepResult, group_sum
 from .ev import EvSchedule
-from .flex import Deviation, allocate, split_devices, window_flex
+from .flex import Deviation, allocate, flex_for_durations, split_devices, window_flex
 from .params import FleetSpec, SeedLike, as_seed_sequence, child_seed
 from .physics import (StepInputs, battery_limits, battery_step, default_powers, ev_events, ev_max,
                       heat_to_reach, simulate_default, thermal_step)
@@ -127,7 +127,11 @@ class HouseholdFleet:
             raise ValueError("horizon_steps and duration_steps must be >= 1")
         group, n_groups = self.group_index(by)
         sel = np.arange(self.n) if households is None else np.asarray(households)
-        sel = np.flatnonzero(sel) if sel.dtype == bool else sel.astype(np.int64)
+        if sel.dtype == bool:
+            if sel.shape != (self.n,):
+                raise ValueError(f"household mask must have length {self.n}")
+            sel = np.flatnonzero(sel)
+        sel = sel.astype(np.int64)
         names = ("baseline_kw", "flex_down_kw", "flex_up_kw", "rebound_down_kwh", "rebound_up_kwh")
         tot = {nm: np.zeros((k, n_groups)) for nm in names}
         hh: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
@@ -145,6 +149,11 @@ class HouseholdFleet:
         return Forecast(self.step_index, d, **tot, household=household if per_household else None,
                         household_index=sel if per_household else None)
 
+    def baseline_power(self, horizon_steps: int, by: GroupBy = "owner",
+                       households: np.ndarray | None = None) -> np.ndarray:
+        """Expected net power (K, G) without control; `forecast` gives flexibility as well."""
+        return self.forecast(horizon_steps, 1, by, households).baseline_kw
+
     def step(self, control: Control | None = None) -> StepResult:
         """Advance one step under `control` (None = default operation); returns what the meters see."""
         s, p = self.step_index, self.p
@@ -154,11 +163,11 @@ class HouseholdFleet:
         self.ev_remaining_kwh, unmet = ev_events(self.ev_remaining_kwh, inp.ev)
         self.ev_unmet_kwh += unmet
         dp = default_powers(p, self.t_in, self.ev_remaining_kwh, self.soc_kwh, inp)
-        zero = np.zeros(self.n)
-        heat, ev, bat, alloc, achieved, short = dp.heat, dp.ev, dp.bat, zero, zero, zero
+        heat, ev, bat = dp.heat, dp.ev, dp.bat
+        alloc, achieved, short = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if control is None:
-            self._prev_off = zero
+            self._prev_off = np.zeros(self.n)
         else:
             heat, ev, bat, alloc, achieved, short, groups = self._controlled(control, s, inp, dp)
         net = inp.base + heat + ev + bat - dp.pv
@@ -179,21 +188,24 @@ class HouseholdFleet:
         self._tw_t = np.where(free, self.t_in, self._tw_t)
         self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
         self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
-        d = c.duration_steps
-        tr = simulate_default(p, self._tw_t, self._tw_rem, self._tw_soc, s, d,
-                              lambda k: self._inputs(k, None, True))
-        dev = Deviation(self.t_in - self._tw_t, self.ev_remaining_kwh - self._tw_rem, self.soc_kwh - self._tw_soc)
-        tiers = [window_flex(p, tr, d, s, dev)]
-        if c.force:  # comfort-respecting headroom first, breaches only for the excess
-            tiers.append(window_flex(p, tr, d, s, dev, force=True))
-        groups: tuple[np.ndarray | None, ...] = (None, None, None)
-        if c.offset_kw is not None:
-            off = np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,))
-        else:
+        dur = np.asarray(c.duration_steps, dtype=np.int64)
+        if c.offset_kw is None:
             group, n_groups = self.group_index(c.by)
             target = np.asarray(c.target_kw, float)
             if target.shape != (n_groups,):
                 raise ValueError(f"target_kw must have one value per group ({n_groups})")
+            dur = dur[group] if dur.ndim else dur
+        dur = np.broadcast_to(dur, (self.n,))
+        tr = simulate_default(p, self._tw_t, self._tw_rem, self._tw_soc, s, int(dur.max()),
+                              lambda k: self._inputs(k, None, True))
+        dev = Deviation(self.t_in - self._tw_t, self.ev_remaining_kwh - self._tw_rem, self.soc_kwh - self._tw_soc)
+        tiers = [flex_for_durations(p, tr, dur, s, dev)]
+        if c.force:  # comfort-respecting headroom first, breaches only for the excess
+            tiers.append(flex_for_durations(p, tr, dur, s, dev, force=True))
+        groups: tuple[np.ndarray | None, ...] = (None, None, None)
+        if c.offset_kw is not None:
+            off = np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,))
+        else:
             sign = np.sign(target)[group]
             prev = np.where(np.sign(self._prev_off) == sign, np.abs(self._prev_off), 0.0)
             need, amount = np.abs(target), np.zeros(self.n)

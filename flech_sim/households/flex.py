@@ -11,7 +11,7 @@ the battery bound is conservative (efficiency losses taken at their worst).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -66,24 +66,24 @@ def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviat
     z = np.zeros(p.n)
     dev = dev or Deviation(z, z, z)
     # Heating: temperature bounds along the window, and 0 <= P_ref - r, P_ref + r <= Pmax.
+    # G > 0 exactly for heated households; others get G + 1 (finite) and zero power headroom.
+    no_heat = (~p.has_heat).astype(float)
     g = np.zeros((w, p.n))
     decay = np.ones(p.n)
     t_dn = t_up = p_lo = p_sp = np.full((w, p.n), _INF)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for m in range(1, d + 1):
-            sl = slice(m - 1, m - 1 + w)
-            g = p.a * g + p.oma * p.r * tr.eta[sl]
-            decay = decay * p.a
-            t = tr.t_in[m:m + w] + decay * dev.t_in
-            pos = g > 0
-            t_dn = np.minimum(t_dn, np.where(pos, (t - p.t_min) / g, _INF))
-            t_up = np.minimum(t_up, np.where(pos, (p.t_max - t) / g, _INF))
-            p_lo = np.minimum(p_lo, tr.heat[sl])
-            p_sp = np.minimum(p_sp, p.p_heat_max - tr.heat[sl])
-        heat_dn = np.maximum(p_lo if force else np.minimum(p_lo, t_dn), 0.0)
-        heat_up = np.maximum(p_sp if force else np.minimum(p_sp, t_up), 0.0)
-        eta_end = tr.eta[d - 1:d - 1 + w]
-        heat_kwh = np.where(eta_end > 0, g * p.c / eta_end, 0.0)  # electric kWh per kW of change
+    for m in range(1, d + 1):
+        sl = slice(m - 1, m - 1 + w)
+        g = p.a * g + p.oma * p.r * tr.eta[sl]
+        decay = decay * p.a
+        t = tr.t_in[m:m + w] + decay * dev.t_in
+        inv_g = 1.0 / (g + no_heat)
+        t_dn = np.minimum(t_dn, (t - p.t_min) * inv_g)
+        t_up = np.minimum(t_up, (p.t_max - t) * inv_g)
+        p_lo = np.minimum(p_lo, tr.heat[sl])
+        p_sp = np.minimum(p_sp, p.p_heat_max - tr.heat[sl])
+    heat_dn = np.maximum(p_lo if force else np.minimum(p_lo, t_dn), 0.0)
+    heat_up = np.maximum(p_sp if force else np.minimum(p_sp, t_up), 0.0)
+    heat_kwh = g * p.c / (tr.eta[d - 1:d - 1 + w] + no_heat)  # electric kWh per kW of change
     # EV: plugged in through the window (same session); energy still deliverable by departure.
     ok = np.ones((w, p.n), bool)
     dep0 = tr.dep[0:w]
@@ -115,6 +115,21 @@ def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviat
         rebound_down=heat_dn * heat_kwh + ev_dn * d * dt + bat_dn * d * dt / rte,
         rebound_up=heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte,
     )
+
+
+def flex_for_durations(p: HouseholdParams, tr: Trajectory, durations: np.ndarray, s0: int,
+                       dev: Deviation | None = None, force: bool = False) -> DeviceFlex:
+    """Flex of the window starting now, each household over its own duration (rows: 1).
+
+    Lets one step serve several requests (e.g. aggregators) with different remaining lengths.
+    """
+    out: DeviceFlex | None = None
+    for d in np.unique(durations):
+        f = window_flex(p, tr.head(int(d)), int(d), s0, dev, force)
+        out = f if out is None else DeviceFlex(
+            *(np.where(durations == d, getattr(f, x.name), getattr(out, x.name)) for x in fields(DeviceFlex)))
+    assert out is not None
+    return out
 
 
 def allocate(head: np.ndarray, group: np.ndarray, need: np.ndarray, prev: np.ndarray,

@@ -7,7 +7,7 @@ PV is reported as positive generation and subtracted in net power).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -118,6 +118,10 @@ class Trajectory:
     bat: np.ndarray
     soc_end: np.ndarray
     net: np.ndarray
+
+    def head(self, k: int) -> Trajectory:
+        """The first k steps."""
+        return Trajectory(self.t_in[:k + 1], *(getattr(self, f.name)[:k] for f in fields(self)[1:]))
 
 
 def simulate_default(p: HouseholdParams, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray, s0: int,

@@ -137,6 +137,14 @@ class Product:
         """Settlement statements for a delivered market (meter data available or waited for)."""
         raise NotImplementedError(f"product {self.product_id} has no settlement")
 
+    def bid_request_params(self, req: MarketRequest) -> dict[str, str | float | int | bool]:
+        """Product terms sellers need to bid, added to the bid request's params.
+
+        ``dispatch``: 'on_award' (firm products: deliver what is awarded) or
+        'on_activation' (options: deliver only what the buyer later activates).
+        """
+        return {"dispatch": "on_award"}
+
     def meter_points(self, market: Market) -> list[str]:
         """Metering points whose data settlement needs."""
         return []
@@ -187,7 +195,7 @@ class Product:
             self._reply(market, BidRequest, seller, buyer=req.sender, location=req.location, direction=req.direction,
                         gate_close=req.gate_close, delivery_start=req.delivery_start,
                         interval_minutes=req.interval_minutes, need_kw=req.need_kw, price_cap=req.price_cap,
-                        params=req.params)
+                        params={**self.bid_request_params(req), **req.params}, penalty_price=penalty)
         self.s.env.process(self._life_cycle(market))
         return req.market_id
 

@@ -13,13 +13,10 @@ from __future__ import annotations
 import math
 
 from ..messages import Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
+from ..metering import metering_point
 from ..registry import register_product
 from ..settlement import settle_seller
 from .base import Market, Product, iter_awards_of
-
-
-def metering_point(seller: str, location: str) -> str:
-    return f"{seller}@{location}"
 
 
 @register_product("SRP")

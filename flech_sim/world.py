@@ -1,0 +1,234 @@
+"""The physical world: every household on every feeder, stepped on the SimPy clock.
+
+Not an agent and not part of the platform. Aggregators control *their own*
+households through :meth:`World.schedule` and forecast them with
+:meth:`World.forecast`; the data provider reads meters with
+:meth:`World.metered`; a DSO sees its feeders' load (SCADA) with
+:meth:`World.feeder_forecast`. Nobody reads anybody else's state through it.
+
+One vectorised :class:`~flech_sim.households.HouseholdFleet` holds all
+households, so 10,000 of them cost one numpy step per interval. A
+*portfolio* is one aggregator's households on one feeder; its metering
+point is ``<aggregator>@<feeder>``. Households not in any aggregator are
+the owner ``UNAGGREGATED`` and only load the feeders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from .households import Control, HouseholdFleet, child_seed, generate_weather, load_weather_csv
+from .metering import metering_point
+from .persistor import Persistor
+from .scenario import Scenario
+
+UNAGGREGATED = "unaggregated"
+MINUTES_PER_DAY = 1440
+
+
+@dataclass(frozen=True)
+class PortfolioForecast:
+    """One aggregator's forecast, per model step (rows) and feeder (dict key)."""
+
+    start_step: int
+    duration_steps: int
+    baseline_kw: dict[str, np.ndarray]
+    flex_down_kw: dict[str, np.ndarray]
+    flex_up_kw: dict[str, np.ndarray]
+    rebound_down_kwh: dict[str, np.ndarray]
+
+
+class World:
+    def __init__(self, env: simpy.Environment, scenario: Scenario, seed: np.random.SeedSequence,
+                 persistor: Persistor) -> None:
+        cfg = scenario.households
+        self.env = env
+        self.persistor = persistor
+        self.dt = cfg.dt_minutes
+        self.steps_per_day = MINUTES_PER_DAY // self.dt
+        self.feeders = sorted(scenario.feeders)
+        self.limits = np.array([scenario.feeders[f].limit_kw for f in self.feeders])
+        self.owners = sorted(a.id for a in scenario.aggregators) + [UNAGGREGATED]
+        counts = {a.id: a.households for a in scenario.aggregators} | {UNAGGREGATED: scenario.unaggregated}
+        owner, feeder = [], []
+        for o, name in enumerate(self.owners):
+            for f, fname in enumerate(self.feeders):
+                n = counts[name].get(fname, 0)
+                owner += [o] * n
+                feeder += [f] * n
+        self.owner = np.array(owner, dtype=np.int64)
+        self.feeder = np.array(feeder, dtype=np.int64)
+        nf = len(self.feeders)
+        self.portfolio = self.owner * nf + self.feeder
+        self.n_portfolios = len(self.owners) * nf
+        self.points = [metering_point(o, f) for o in self.owners for f in self.feeders]
+        present = np.bincount(self.portfolio, minlength=self.n_portfolios) > 0
+        self.active_points = [p for p, ok in zip(self.points, present, strict=True) if ok]
+        # Weather covers the horizon plus two days, so day-ahead forecasts near the end still have inputs.
+        n_steps = int(scenario.horizon_minutes // self.dt) + 2 * self.steps_per_day
+        if cfg.weather_csv:
+            weather = load_weather_csv(cfg.weather_csv, scenario.start, n_steps, self.dt)
+        else:
+            weather = generate_weather(cfg.season, scenario.start, n_steps, self.dt, child_seed(seed, 1))
+        self.fleet = HouseholdFleet.create(
+            len(self.owner), weather, child_seed(seed, 2), cfg.fleet, feeder=self.feeder, owner=self.owner,
+            perfect_forecast=cfg.perfect_forecast,
+        )
+        self._targets: dict[int, np.ndarray] = {}  # step -> kW change per portfolio (negative = shed)
+        n_days = n_steps // self.steps_per_day + 1
+        self._meter = np.zeros((self.n_portfolios, n_days * self.steps_per_day))
+        self._achieved = np.zeros_like(self._meter)
+        self._feeder_kw = np.zeros((nf, n_days * self.steps_per_day))
+        rec = cfg.record_households
+        self._recorded = np.concatenate([np.flatnonzero(self.owner == o)[:rec] for o in range(len(self.owners))]) \
+            if rec else np.zeros(0, dtype=np.int64)
+        self._temps = np.zeros((len(self._recorded), self.steps_per_day))
+        self.keep_household_series = False  # the data provider turns it on for household meters
+        self._hh_days: dict[int, np.ndarray] = {}
+
+    # -- aggregators' handles ------------------------------------------------------------
+    def households_of(self, owner: str) -> np.ndarray:
+        return np.flatnonzero(self.owner == self.owners.index(owner))
+
+    def feeders_of(self, owner: str) -> list[str]:
+        o = self.owners.index(owner)
+        return [f for i, f in enumerate(self.feeders) if np.any((self.owner == o) & (self.feeder == i))]
+
+    def forecast(self, owner: str, horizon_steps: int, duration_steps: int) -> PortfolioForecast:
+        """Baseline and flexibility of one aggregator's portfolios from the current state."""
+        o = self.owners.index(owner)
+        # Group by portfolio; the largest index is the last portfolio with households, so the
+        # owner's own columns always exist.
+        fc = self.fleet.forecast(horizon_steps, duration_steps, by=self.portfolio,
+                                 households=self.households_of(owner))
+        nf = len(self.feeders)
+        cols = {f: o * nf + self.feeders.index(f) for f in self.feeders_of(owner)}
+
+        def pick(a: np.ndarray) -> dict[str, np.ndarray]:
+            return {f: a[:, c] for f, c in cols.items()}  # groups are portfolio indices, all < a.shape[1]
+
+        return PortfolioForecast(
+            start_step=fc.start_step, duration_steps=duration_steps, baseline_kw=pick(fc.baseline_kw),
+            flex_down_kw=pick(fc.flex_down_kw), flex_up_kw=pick(fc.flex_up_kw),
+            rebound_down_kwh=pick(fc.rebound_down_kwh),
+        )
+
+    def schedule(self, owner: str, feeder: str, start: int, interval_minutes: int, change_kw: list[float]) -> None:
+        """Ask the owner's households on a feeder for a consumption change (negative = shed) per interval."""
+        g = self.owners.index(owner) * len(self.feeders) + self.feeders.index(feeder)
+        for i, q in enumerate(change_kw):
+            if not q:
+                continue
+            t0 = start + i * interval_minutes
+            for s in range(t0 // self.dt, -(-(t0 + interval_minutes) // self.dt)):
+                vec = self._targets.get(s)
+                if vec is None:
+                    vec = self._targets[s] = np.zeros(self.n_portfolios)
+                vec[g] += q
+
+    # -- meters and grid ------------------------------------------------------------------
+    def metered(self, point: str, day: int) -> np.ndarray:
+        """True net load (kW) of a portfolio per step of a past day."""
+        g = self.points.index(point)
+        s = day * self.steps_per_day
+        if (day + 1) * self.steps_per_day > self.fleet.step_index:
+            raise ValueError(f"day {day} is not over yet")
+        return self._meter[g, s:s + self.steps_per_day].copy()
+
+    def household_day(self, day: int) -> np.ndarray:
+        """(n_households, steps) net load of a past day; handed over once (then forgotten)."""
+        if (day + 1) * self.steps_per_day > self.fleet.step_index:
+            raise ValueError(f"day {day} is not over yet")
+        return self._hh_days.pop(day)
+
+    def feeder_forecast(self, horizon_steps: int) -> np.ndarray:
+        """(horizon, n_feeders) expected load without new control: the DSO's load forecast."""
+        return self.fleet.baseline_power(horizon_steps, by="feeder")
+
+    # -- the clock ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.env.process(self._run())
+
+    def _control(self, s: int) -> Control | None:
+        target = self._targets.pop(s, None)
+        if target is None or not target.any():
+            return None
+        duration = np.ones(self.n_portfolios, dtype=np.int64)
+        for g in np.flatnonzero(target):
+            k = s + 1
+            while k in self._targets and np.sign(self._targets[k][g]) == np.sign(target[g]):
+                k += 1
+            duration[g] = k - s
+        n_groups = int(self.portfolio.max()) + 1  # the fleet counts groups up to the last one with households
+        return Control(target_kw=target[:n_groups], by=self.portfolio, duration_steps=duration[:n_groups])
+
+    def _run(self) -> Generator[simpy.Event, Any, None]:
+        """Step the fleet at the start of every interval; the step covers [t, t + dt)."""
+        while True:
+            s = self.fleet.step_index
+            res = self.fleet.step(self._control(s))
+            net = np.bincount(self.portfolio, res.net_kw, self.n_portfolios)
+            self._meter[:, s] = net
+            self._achieved[:, s] = np.bincount(self.portfolio, res.achieved_kw, self.n_portfolios)
+            self._feeder_kw[:, s] = res.by_feeder_kw
+            k = s % self.steps_per_day
+            if self.keep_household_series:
+                day = self._hh_days.setdefault(s // self.steps_per_day, np.zeros((self.fleet.n, self.steps_per_day)))
+                day[:, k] = res.net_kw
+            if len(self._recorded):
+                self._temps[:, k] = self.fleet.t_in[self._recorded]
+            yield self.env.timeout(self.dt)
+            if k == self.steps_per_day - 1:
+                self._persist_day(s // self.steps_per_day)
+
+    def _persist_day(self, day: int) -> None:
+        spd, dt = self.steps_per_day, self.dt
+        s0 = day * spd
+        minutes = (s0 + np.arange(spd)) * dt
+        active = [self.points.index(p) for p in self.active_points]
+        self.persistor.append_columns("portfolio_load", {
+            "metering_point": np.repeat([self.points[g] for g in active], spd).tolist(),
+            "location": np.repeat([self.feeders[g % len(self.feeders)] for g in active], spd).tolist(),
+            "interval_start": np.tile(minutes, len(active)),
+            "load_kw": self._meter[active, s0:s0 + spd].ravel(),
+            "reduction_kw": -self._achieved[active, s0:s0 + spd].ravel(),
+        })
+        nf = len(self.feeders)
+        self.persistor.append_columns("feeder_load", {
+            "feeder": np.repeat(self.feeders, spd).tolist(),
+            "interval_start": np.tile(minutes, nf),
+            "load_kw": self._feeder_kw[:, s0:s0 + spd].ravel(),
+            "limit_kw": np.repeat(self.limits, spd),
+        })
+        if len(self._recorded):
+            p = self.fleet.p
+            hh = self._recorded
+            self.persistor.append_columns("household_temperatures", {
+                "household": np.repeat(hh, spd),
+                "metering_point": np.repeat([self.points[g] for g in self.portfolio[hh]], spd).tolist(),
+                "interval_start": np.tile(minutes + dt, len(hh)),
+                "t_in_c": self._temps.ravel(),
+                "t_min_c": np.repeat(p.t_min[hh], spd),
+                "t_max_c": np.repeat(p.t_max[hh], spd),
+            })
+
+    def finalize(self) -> None:
+        """One row per household: its devices, comfort band and what control cost it in comfort."""
+        p, f = self.fleet.p, self.fleet
+        self.persistor.append_columns("households", {
+            "household": np.arange(f.n),
+            "metering_point": [self.points[g] for g in self.portfolio],
+            "owner": [self.owners[o] for o in self.owner],
+            "feeder": [self.feeders[i] for i in self.feeder],
+            "heating": np.array(["none", "heat_pump", "panel"])[p.heat_type].tolist(),
+            "has_ev": p.has_ev, "has_battery": p.bat_cap > 0, "has_pv": p.kwp > 0,
+            "t_min_c": p.t_min, "t_max_c": p.t_max,
+            "comfort_violation_steps": f.violation_steps,
+            "comfort_violation_degree_minutes": f.violation_degree_minutes,
+            "ev_unmet_kwh": f.ev_unmet_kwh,
+        })

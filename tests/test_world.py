@@ -1,0 +1,95 @@
+"""Households, aggregators and the data provider in whole runs (the physics is in test_households_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flech_sim.scenario import Scenario, load_scenario
+from flech_sim.simulation import run
+
+from .conftest import REPO
+
+
+def default() -> Scenario:
+    return load_scenario(REPO / "scenarios" / "default.yaml")
+
+
+def with_households(s: Scenario, **kw) -> Scenario:  # type: ignore[no-untyped-def]
+    return s.model_copy(update={"households": s.households.model_copy(update=kw)})
+
+
+def tables(out: Path, *names: str) -> list[pd.DataFrame]:
+    return [pd.read_parquet(out / f"{n}.parquet") for n in names]
+
+
+@pytest.fixture(scope="module")
+def default_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "run"
+    assert run(default(), out).completed
+    return out
+
+
+def test_feeder_load_is_the_sum_of_its_households(default_out: Path) -> None:
+    feeder, portfolio = tables(default_out, "feeder_load", "portfolio_load")
+    summed = portfolio.groupby(["location", "interval_start"]).load_kw.sum()
+    joined = feeder.set_index(["feeder", "interval_start"]).load_kw
+    assert len(joined) == len(summed) > 0
+    pd.testing.assert_series_equal(summed.sort_index(), joined.sort_index(), check_names=False, rtol=1e-9)
+    assert (feeder.groupby("feeder").limit_kw.nunique() == 1).all()
+
+
+def test_comfort_bands_hold_under_dispatch(default_out: Path) -> None:
+    hh, temps, awards = tables(default_out, "households", "household_temperatures", "awards")
+    assert awards.accepted_kw.sum() > 0  # households were really dispatched
+    assert len(hh) == 590 and (hh.comfort_violation_steps == 0).all()
+    heated = temps.merge(hh[["household", "heating"]], on="household")
+    heated = heated[heated.heating != "none"]
+    assert len(heated) > 0
+    assert (heated.t_in_c >= heated.t_min_c - 1e-6).all() and (heated.t_in_c <= heated.t_max_c + 1e-6).all()
+
+
+def test_commitments_never_exceed_forecast_flexibility(default_out: Path) -> None:
+    fc, awards, bids = tables(default_out, "flex_forecasts", "awards", "bids")
+    assert (fc.offered_kw + fc.committed_kw <= fc.flex_kw + 1e-6).all()
+    flex = fc.groupby(["market_id", "aggregator", "interval"]).flex_kw.sum()
+    offered = bids.groupby(["market_id", "seller", "interval"]).quantity_kw.sum()
+    awarded = awards.groupby(["market_id", "seller", "interval"]).accepted_kw.sum()
+    offered.index.names = awarded.index.names = flex.index.names
+    assert (awarded <= offered + 1e-6).all() and (offered <= flex.loc[offered.index] + 1e-3).all()
+
+
+def test_perfect_forecast_delivers_the_award(tmp_path: Path) -> None:
+    out = tmp_path / "perfect"
+    assert run(with_households(default(), perfect_forecast=True), out).completed
+    (st,) = tables(out, "settlements")
+    sellers = st[st.role == "seller"]
+    assert sellers.ordered_kwh.sum() > 0
+    # tolerance: baselines are declared rounded to 1 W, so 0.01 kWh per interval
+    assert (sellers.delivered_kwh >= sellers.ordered_kwh - 0.01).all()
+
+
+def test_forecast_error_brings_penalised_shortfalls(tmp_path: Path) -> None:
+    out = tmp_path / "noisy"
+    assert run(default().model_copy(update={"seed": 2}), out).completed
+    (st,) = tables(out, "settlements")
+    short = st[(st.role == "seller") & (st.delivered_kwh < st.ordered_kwh - 0.01)]
+    assert len(short) > 0
+    assert (short.penalty_dkk > 0).all()
+    assert short.penalty_dkk.sum() == pytest.approx(((short.ordered_kwh - short.delivered_kwh) * 4.5).sum())
+
+
+def test_data_provider_gaps_and_household_meters(tmp_path: Path) -> None:
+    s = default()
+    s = s.model_copy(update={"data_provider": s.data_provider.model_copy(
+        update={"gap_probability": 0.3, "household_meters": True, "noise": 0.01})})
+    out = tmp_path / "gaps"
+    assert run(s, out).completed
+    meter, st, hh = tables(out, "meter_data", "settlements", "households")
+    assert meter.consumption_kw.isna().any()
+    owned = hh[hh.owner != "unaggregated"]
+    assert {f"{p}#{h}" for p, h in zip(owned.metering_point, owned.household)} <= set(meter.metering_point)
+    gaps = st[(st.role == "seller") & st.meter_gap]
+    assert len(gaps) > 0 and (gaps.delivered_kwh == 0).all()  # the declared rule: no_delivery
