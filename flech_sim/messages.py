@@ -128,6 +128,7 @@ class Bid(Message):
     quantities_kw: tuple[float, ...]  # offered per interval
     block: bool = False  # all-or-nothing over all intervals
     baseline_kw: tuple[float, ...] = ()  # seller's declared portfolio baseline per interval
+    location: str = ""  # feeder the flexibility comes from, for system-wide markets ("" = pooled)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -68,10 +68,60 @@ class MarketSchedule(_Strict):
     penalty_price: NonNegFloat | None = None
 
 
+class CongestionConfig(_Strict):
+    """A DSO that forecasts its feeders each day and buys flexibility where the forecast exceeds the limit."""
+
+    product: str = "SRP"
+    feeders: list[str] = Field(default_factory=list)
+    """Feeders watched (empty = all)."""
+    threshold: Annotated[float, Field(gt=0, le=2)] = 1.0
+    """Congestion when the forecast exceeds threshold x the feeder limit."""
+    request_time: time = time(10, 0)
+    gate_close_time: time = time(11, 0)
+    interval_minutes: Annotated[int, Field(gt=0, le=1440)] = 60
+    price_cap: PositiveFloat = 3.0
+    penalty_price: NonNegFloat | None = None
+    params: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    """Product terms passed in the market request (e.g. a BL baseline method, CL pricing)."""
+    activation_lead_minutes: Annotated[int, Field(ge=0)] = 15
+    """Options (CRP): congestion seen now is called for the interval starting this much later."""
+
+
+class ImbalanceConfig(_Strict):
+    """The system imbalance the TSO covers; positive = system short (needs less consumption)."""
+
+    csv: str | None = None
+    """CSV with columns timestamp, imbalance_kw; replaces the generated series."""
+    sd_kw: NonNegFloat = 300.0
+    autocorrelation: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """Per 15 minutes, of the generated AR(1) series."""
+
+
+class BalancingConfig(_Strict):
+    """A TSO opening one regulating-power market per interval for the imbalance it expects."""
+
+    product: str = "mFRR"
+    interval_minutes: Annotated[int, Field(gt=0, le=60)] = 15
+    request_lead_minutes: Annotated[int, Field(gt=0)] = 60
+    gate_close_lead_minutes: Annotated[int, Field(ge=0)] = 45
+    price_cap: PositiveFloat = 3.0
+    """DKK/kWh (3,000 DKK/MWh)."""
+    share: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Share of the imbalance bought on this platform."""
+    min_need_kw: NonNegFloat = 10.0
+    params: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    imbalance: ImbalanceConfig = ImbalanceConfig()
+
+
 class BuyerConfig(_Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     role: Literal["dso", "tso"] = "dso"
     markets: list[MarketSchedule] = Field(default_factory=list)
+    """Markets opened on a fixed timetable."""
+    congestion: CongestionConfig | None = None
+    """DSO only: markets opened when the feeder forecast shows congestion."""
+    balancing: BalancingConfig | None = None
+    """TSO only: regulating-power markets for the system imbalance."""
 
 
 class BiddingConfig(_Strict):
@@ -175,6 +225,8 @@ class Scenario(_Strict):
     ('entry_point'), or a dotted path 'package.module:Class'."""
     solver: SolverConfig = SolverConfig()
     settlement: SettlementConfig = SettlementConfig()
+    coordination: Literal["dso_prevails", "tso_prevails", "none"] = "dso_prevails"
+    """What happens when a TSO market would worsen a DSO's congestion (flech_sim.coordination)."""
     feeders: dict[str, FeederConfig] = Field(min_length=1)
     households: HouseholdsConfig = HouseholdsConfig()
     unaggregated: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
@@ -206,6 +258,19 @@ class Scenario(_Strict):
         if dup:
             errors.append(f"participant IDs must be unique; repeated: {dup}")
         for i, b in enumerate(self.buyers):
+            if b.congestion is not None:
+                if b.role != "dso":
+                    errors.append(f"buyers.{i}.congestion: only a dso watches feeders")
+                if b.congestion.product not in self.products:
+                    errors.append(f"buyers.{i}.congestion.product: unknown product ID {b.congestion.product!r}")
+                for f in b.congestion.feeders:
+                    if f not in self.feeders:
+                        errors.append(f"buyers.{i}.congestion.feeders: unknown feeder {f!r}")
+            if b.balancing is not None:
+                if b.role != "tso":
+                    errors.append(f"buyers.{i}.balancing: only a tso buys regulating power")
+                if b.balancing.product not in self.products:
+                    errors.append(f"buyers.{i}.balancing.product: unknown product ID {b.balancing.product!r}")
             for j, m in enumerate(b.markets):
                 where = f"buyers.{i}.markets.{j}"
                 if m.product not in self.products:

@@ -301,6 +301,23 @@ TABLES: dict[str, Table] = {
             ),
         ),
         Table(
+            "conflicts",
+            "TSO bids that would have worsened a DSO's congestion, and what the coordination rule did.",
+            (
+                _MARKET,
+                _c("bid_id", "str", "-", "the TSO-market bid"),
+                _c("seller", "str", "-", "bidder"),
+                _c("feeder", "str", "-", "congested feeder the flexibility would come from"),
+                _IDX,
+                _ISTART,
+                _c("quantity_kw", "float", "kW", "offered quantity in conflict"),
+                _c("dso_market_id", "str", "-", "the DSO market holding the feeder"),
+                _c("rule", "str", "-", "coordination rule: dso_prevails, tso_prevails"),
+                _c("action", "str", "-", "refused (taken out of the book) or allowed"),
+                _c("reason", "str", "-", "why it is a conflict"),
+            ),
+        ),
+        Table(
             "flex_forecasts",
             "What each aggregator forecast and offered when it answered a bid request, per feeder and interval.",
             (

@@ -25,6 +25,7 @@ from .agents.aggregator import Aggregator
 from .agents.buyers import Buyer
 from .agents.data_provider import DataProvider, published_points
 from .clearing import SolverOptions
+from .coordination import Coordinator
 from .dispatcher import Dispatcher
 from .endpoint import Endpoint
 from .households import child_seed
@@ -88,6 +89,7 @@ def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
     for pid in sorted(scenario.products):
         products[pid] = resolve_product(pid, scenario.products[pid])(pid, services)
         dispatcher.register(pid, products[pid])
+    services.screen = Coordinator(scenario.coordination, persistor, products, endpoint.role_of, sellers).screen
     return Core(env, persistor, endpoint, dispatcher, products, meter)
 
 
@@ -156,8 +158,10 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> 
     dp = scenario.data_provider
     core = build_core(env, persistor, scenario, sellers, frozenset(published_points(world, dp)))
     agents: dict[str, Any] = {}
-    for b in sorted(scenario.buyers, key=lambda b: b.id):
-        agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b)
+    buyer_seeds = child_seed(root, 4)
+    for i, b in enumerate(sorted(scenario.buyers, key=lambda b: b.id)):
+        agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, world, scenario.horizon_minutes,
+                             child_seed(buyer_seeds, i))
     for a in sorted(scenario.aggregators, key=lambda a: a.id):
         agents[a.id] = Aggregator(env, core.endpoint.connect(a.id, "aggregator"), a, world, spot, persistor)
     agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, world, child_seed(root, 3))

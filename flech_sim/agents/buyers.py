@@ -1,15 +1,30 @@
-"""Buyers: a DSO (or TSO) opening markets on the timetable given in the scenario."""
+"""Buyers: the DSO (fixed timetable and/or congestion-driven) and the TSO (regulating power).
+
+* Timetable: markets opened every day as the scenario lists them.
+* DSO congestion: every day at ``request_time`` the DSO forecasts its
+  feeders for the next day (its own grid measurements: the world's feeder
+  forecast), and where the forecast exceeds the limit it opens a market of
+  the chosen product for the congested hours, the need being the excess.
+  For options (CRP) it then watches the feeder during the window and
+  activates when congestion actually appears.
+* TSO: one market per 15-minute interval for the share of the system
+  imbalance it buys here; the sign gives the direction (system short ->
+  consume less).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import simpy
 
 from ..endpoint import Connection
-from ..messages import ClearingResult, MarketRequest, Rejection, SettlementStatement
-from ..scenario import BuyerConfig, MarketSchedule
+from ..messages import ClearingResult, Direction, MarketRequest, Rejection, SettlementStatement
+from ..scenario import BalancingConfig, BuyerConfig, CongestionConfig, ImbalanceConfig, MarketSchedule
+from ..world import World
 from .base import Agent
 
 DAY = 1440
@@ -39,10 +54,50 @@ def scheduled_requests(schedule: MarketSchedule, index: int) -> list[tuple[int, 
     return out
 
 
+def congestion_need(forecast_kw: np.ndarray, limit_kw: float, threshold: float, steps_per_interval: int
+                    ) -> tuple[int, np.ndarray] | None:
+    """(first interval, need per interval) covering every congested interval of a day; None if none.
+
+    ``forecast_kw`` is one day at model resolution; intervals average it.
+    """
+    per_interval = forecast_kw[: len(forecast_kw) // steps_per_interval * steps_per_interval]
+    mean = per_interval.reshape(-1, steps_per_interval).mean(axis=1)
+    excess = mean - threshold * limit_kw
+    hot = np.flatnonzero(excess > 0)
+    if hot.size == 0:
+        return None
+    first, last = int(hot[0]), int(hot[-1])
+    return first, np.round(np.maximum(excess[first:last + 1], 0.0), 3)
+
+
+def imbalance_series(cfg: ImbalanceConfig, start: Any, n: int, dt: int, seed: np.random.SeedSequence) -> np.ndarray:
+    """kW per interval of ``dt`` minutes: an AR(1) with the configured spread, or read from CSV."""
+    if cfg.csv:
+        df = pd.read_csv(cfg.csv, parse_dates=["timestamp"])
+        if "imbalance_kw" not in df.columns:
+            raise ValueError(f"{cfg.csv}: needs columns timestamp, imbalance_kw")
+        grid = pd.date_range(start, periods=n, freq=f"{dt}min")
+        s = df.set_index("timestamp")["imbalance_kw"].sort_index()
+        return s.reindex(s.index.union(grid)).interpolate().reindex(grid).fillna(0.0).to_numpy()
+    rng = np.random.default_rng(seed)
+    phi = cfg.autocorrelation
+    eps = rng.standard_normal(n) * cfg.sd_kw * np.sqrt(1 - phi**2)
+    x = np.empty(n)
+    prev = rng.standard_normal() * cfg.sd_kw
+    for i in range(n):
+        prev = phi * prev + eps[i]
+        x[i] = prev
+    return x
+
+
 class Buyer(Agent):
-    def __init__(self, env: simpy.Environment, conn: Connection, cfg: BuyerConfig) -> None:
+    def __init__(self, env: simpy.Environment, conn: Connection, cfg: BuyerConfig, world: World,
+                 horizon_minutes: int, seed: np.random.SeedSequence) -> None:
         super().__init__(env, conn)
         self.cfg = cfg
+        self.world = world
+        self.horizon = horizon_minutes
+        self.seed = seed
         self.results: dict[str, ClearingResult] = {}
         self.statements: list[SettlementStatement] = []
         self.rejections: list[Rejection] = []
@@ -54,14 +109,76 @@ class Buyer(Agent):
             for i, sched in enumerate(self.cfg.markets)
             for send, mid, fields in scheduled_requests(sched, i)
         )
-        self.env.process(self._open_markets(plan))
+        if plan:
+            self.env.process(self._timetable(plan))
+        if self.cfg.congestion is not None:
+            self.env.process(self._watch_feeders(self.cfg.congestion))
+        if self.cfg.balancing is not None:
+            self.env.process(self._balance(self.cfg.balancing))
 
-    def _open_markets(self, plan: list[tuple[int, str, str, dict[str, Any]]]) -> Generator[simpy.Event, Any, None]:
+    def _open(self, market_id: str, product: str, **fields: Any) -> MarketRequest:
+        req = MarketRequest(**self.envelope(market_id, product), **fields)
+        self.conn.send(req)
+        return req
+
+    def _timetable(self, plan: list[tuple[int, str, str, dict[str, Any]]]) -> Generator[simpy.Event, Any, None]:
         for send, market_id, product, fields in plan:
             if send > self.now:
                 yield self.env.timeout(send - self.now)
-            self.conn.send(MarketRequest(**self.envelope(market_id, product), **fields))
+            self._open(market_id, product, **fields)
 
+    # -- DSO: congestion-driven markets ----------------------------------------------------
+    def _watch_feeders(self, c: CongestionConfig) -> Generator[simpy.Event, Any, None]:
+        w = self.world
+        feeders = c.feeders or w.feeders
+        if c.interval_minutes % w.dt:
+            raise ValueError("congestion.interval_minutes must be a multiple of the model step")
+        k = c.interval_minutes // w.dt
+        day = 0
+        while True:
+            send = day * DAY + _minute(c.request_time)
+            if send >= self.horizon:
+                return
+            if send > self.now:
+                yield self.env.timeout(send - self.now)
+            tomorrow = (day + 1) * DAY
+            horizon = (tomorrow + DAY - self.now) // w.dt
+            fc = w.feeder_forecast(horizon)[(tomorrow - self.now) // w.dt:]
+            for f in feeders:
+                i = w.feeders.index(f)
+                hit = congestion_need(fc[:, i], float(w.limits[i]), c.threshold, k)
+                if hit is None:
+                    continue
+                first, need = hit
+                self._open(
+                    f"{self.id}-{c.product}-{f}-d{day + 1:03d}", c.product, location=f, direction=Direction.DOWN,
+                    gate_close=day * DAY + _minute(c.gate_close_time), delivery_start=tomorrow + first * c.interval_minutes,
+                    interval_minutes=c.interval_minutes, need_kw=tuple(need.tolist()), price_cap=c.price_cap,
+                    penalty_price=c.penalty_price, params=dict(c.params),
+                )
+            day += 1
+
+    # -- TSO: regulating power ---------------------------------------------------------------
+    def _balance(self, b: BalancingConfig) -> Generator[simpy.Event, Any, None]:
+        n = self.horizon // b.interval_minutes + 1
+        imbalance = imbalance_series(b.imbalance, self.world.fleet.weather.start, n, b.interval_minutes, self.seed)
+        first = -(-b.request_lead_minutes // b.interval_minutes)
+        for t in range(first, n):
+            delivery = t * b.interval_minutes
+            send = delivery - b.request_lead_minutes
+            if send > self.now:
+                yield self.env.timeout(send - self.now)
+            need = imbalance[t] * b.share
+            if abs(need) < b.min_need_kw or delivery + b.interval_minutes > self.horizon:
+                continue
+            self._open(
+                f"{self.id}-{b.product}-{t:06d}", b.product, location="*",
+                direction=Direction.DOWN if need > 0 else Direction.UP, gate_close=delivery - b.gate_close_lead_minutes,
+                delivery_start=delivery, interval_minutes=b.interval_minutes, need_kw=(round(abs(need), 3),),
+                price_cap=b.price_cap, params=dict(b.params),
+            )
+
+    # -- answers -------------------------------------------------------------------------------
     def on_clearing_result(self, msg: ClearingResult) -> None:
         self.results[msg.market_id] = msg
 

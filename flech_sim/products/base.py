@@ -67,6 +67,8 @@ class PlatformServices:
     solver: SolverOptions
     settlement: SettlementConfig
     locations: frozenset[str]
+    screen: Callable[[Market, list[Bid]], list[Bid]] = lambda market, bids: bids
+    """Coordination between buyers (flech_sim.coordination): what of a book may be cleared."""
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Market:
     state: MarketState = MarketState.OPEN
     bids: list[Bid] = field(default_factory=list)
     bid_ids: set[str] = field(default_factory=set)
+    book: list[Bid] = field(default_factory=list)
+    """The bids that go into clearing: ``bids`` after the TSO/DSO coordination screen."""
     baselines: dict[str, tuple[float, ...]] = field(default_factory=dict)
     outcome: ClearingOutcome | None = None
     awards: list[Award] = field(default_factory=list)
@@ -126,7 +130,7 @@ class Product:
             price_cap=market.request.price_cap,
             interval_hours=market.hours,
             bids=tuple(
-                BidOffer(b.bid_id, b.sender, b.price, tuple(b.quantities_kw), b.block, b.sent_at) for b in market.bids
+                BidOffer(b.bid_id, b.sender, b.price, tuple(b.quantities_kw), b.block, b.sent_at) for b in market.book
             ),
         )
 
@@ -283,6 +287,7 @@ class Product:
             yield env.any_of([self.s.meter.updated, env.timeout(deadline - self.now)])
 
     def _clear(self, market: Market) -> None:
+        market.book = self.s.screen(market, list(market.bids))
         problem = self.build_problem(market)
         outcome = self.run_clearing(problem)
         market.outcome = outcome
@@ -326,7 +331,7 @@ class Product:
         accepted = dict(zip(outcome.bid_ids, outcome.accepted, strict=True))
         awards = []
         for bid in market.bids:
-            q = tuple(_clean(x) for x in accepted[bid.bid_id])
+            q = tuple(_clean(x) for x in accepted.get(bid.bid_id, (0.0,) * req.n_intervals))  # screened out: none
             if self.pricing == "pay_as_clear":
                 prices = tuple(float(mp) if mp is not None else float(bid.price) for mp in outcome.marginal_price)
             else:

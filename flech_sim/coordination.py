@@ -1,0 +1,100 @@
+"""Coordination between TSO and DSO markets that draw on the same aggregators.
+
+A DSO that has bought a load *reduction* on a feeder for a window is
+congested there; a TSO market clearing *more consumption* (up-regulation
+of load, i.e. down-regulation of the system) from households on that
+feeder in that window would worsen it (and vice versa for a DSO buying an
+increase). The scenario's rule decides what happens:
+
+* ``dso_prevails`` (default): the conflicting part of the TSO bid is taken
+  out of the book (a block bid entirely) and the refusal is recorded;
+* ``tso_prevails``: the bid clears as offered; the conflict is recorded;
+* ``none``: no screening at all.
+
+Every conflict is a row of the ``conflicts`` table, whatever the rule.
+A bid without a location (pooled over feeders) is treated as coming from
+every feeder its seller has households on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .messages import Bid, Direction
+from .persistor import Persistor
+from .products.base import Market, MarketState, Product
+
+RULES = ("dso_prevails", "tso_prevails", "none")
+_COMMITTED = (MarketState.CLEARED, MarketState.DELIVERED, MarketState.SETTLED)
+
+
+@dataclass(frozen=True)
+class CongestionWindow:
+    market_id: str
+    feeder: str
+    direction: Direction
+    start: int
+    end: int
+
+
+class Coordinator:
+    def __init__(self, rule: str, persistor: Persistor, products: Mapping[str, Product],
+                 role_of: Callable[[str], str | None], seller_feeders: Mapping[str, frozenset[str]]) -> None:
+        if rule not in RULES:
+            raise ValueError(f"unknown coordination rule {rule!r}; known: {RULES}")
+        self.rule = rule
+        self.persistor = persistor
+        self.products = products
+        self.role_of = role_of
+        self.seller_feeders = seller_feeders
+
+    def windows(self) -> list[CongestionWindow]:
+        """Intervals in which a DSO holds awarded flexibility on a feeder."""
+        out = []
+        for product in self.products.values():
+            for m in product.markets.values():
+                req = m.request
+                if m.state not in _COMMITTED or self.role_of(req.sender) != "dso" or m.outcome is None:
+                    continue
+                for i in range(req.n_intervals):
+                    if any(a.accepted_kw[i] > 0 for a in m.awards):
+                        t = m.interval_start(i)
+                        out.append(CongestionWindow(m.market_id, req.location, req.direction, t, t + req.interval_minutes))
+        return out
+
+    def screen(self, market: Market, bids: list[Bid]) -> list[Bid]:
+        """The bids of a TSO market that may be cleared under the rule; conflicts recorded."""
+        req = market.request
+        if self.rule == "none" or self.role_of(req.sender) != "tso":
+            return bids
+        windows = self.windows()
+        if not windows:
+            return bids
+        out = []
+        for bid in bids:
+            feeders = [bid.location] if bid.location else sorted(self.seller_feeders.get(bid.sender, ()))
+            qty = list(bid.quantities_kw)
+            for i, q in enumerate(bid.quantities_kw):
+                if q <= 0:
+                    continue
+                t0, t1 = market.interval_start(i), market.interval_start(i) + req.interval_minutes
+                hit = next((w for w in windows if w.feeder in feeders and w.start < t1 and t0 < w.end
+                            and w.direction is not req.direction), None)
+                if hit is None:
+                    continue
+                refused = self.rule == "dso_prevails"
+                self.persistor.append("conflicts", (
+                    market.market_id, bid.bid_id, bid.sender, hit.feeder, i, t0, float(q), hit.market_id,
+                    self.rule, "refused" if refused else "allowed",
+                    f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
+                ))
+                if refused:
+                    qty[i] = 0.0
+            if qty != list(bid.quantities_kw):
+                if bid.block or not any(q > 0 for q in qty):
+                    continue  # an all-or-nothing bid cannot be partly refused
+                bid = dataclasses.replace(bid, quantities_kw=tuple(qty))
+            out.append(bid)
+        return out
