@@ -28,8 +28,8 @@ def big_scenario(days: int, feeders: int, aggregators: int, households: int, blo
         "horizon_hours": 24 * (days + 2),
         "feeders": {f: {"limit_kw": 1000} for f in names},
         "buyers": [{"id": f"dso-{f}", "markets": [{
-            "product": "SRP", "location": f, "count": days, "need_kw": [40.0] * 24, "price_cap": 3.0,
-            "delivery_start_time": "00:00"}]} for f in names],
+            "product": "SRP", "location": f, "count": days, "need_kw": [40.0, 60.0, 60.0, 40.0],
+            "price_cap": 3.0}]} for f in names],
         "aggregators": [{"id": f"agg-{j:02d}", "households": {f: households for f in names},
                          "bidding": {"steps": 4, "block_last_step": block}} for j in range(aggregators)],
     }

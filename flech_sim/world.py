@@ -33,14 +33,19 @@ MINUTES_PER_DAY = 1440
 
 @dataclass(frozen=True)
 class PortfolioForecast:
-    """One aggregator's forecast, per model step (rows) and feeder (dict key)."""
+    """One aggregator's forecast for one window, per feeder (dict key).
+
+    baseline_kw: expected load per model step of the window; flex_*: the constant
+    change (kW) its households can hold through the whole window; rebound: energy
+    drawn back afterwards for a full down change.
+    """
 
     start_step: int
     duration_steps: int
     baseline_kw: dict[str, np.ndarray]
-    flex_down_kw: dict[str, np.ndarray]
-    flex_up_kw: dict[str, np.ndarray]
-    rebound_down_kwh: dict[str, np.ndarray]
+    flex_down_kw: dict[str, float]
+    flex_up_kw: dict[str, float]
+    rebound_down_kwh: dict[str, float]
 
 
 class World:
@@ -85,8 +90,10 @@ class World:
         self._achieved = np.zeros_like(self._meter)
         self._feeder_kw = np.zeros((nf, n_days * self.steps_per_day))
         rec = cfg.record_households
-        self._recorded = np.concatenate([np.flatnonzero(self.owner == o)[:rec] for o in range(len(self.owners))]) \
-            if rec else np.zeros(0, dtype=np.int64)
+        heated = self.fleet.p.has_heat  # unheated homes keep a constant temperature: nothing to watch
+        self._recorded = np.concatenate(
+            [np.flatnonzero((self.owner == o) & heated)[:rec] for o in range(len(self.owners))]
+        ).astype(np.int64)
         self._temps = np.zeros((len(self._recorded), self.steps_per_day))
         self.keep_household_series = False  # the data provider turns it on for household meters
         self._hh_days: dict[int, np.ndarray] = {}
@@ -99,23 +106,33 @@ class World:
         o = self.owners.index(owner)
         return [f for i, f in enumerate(self.feeders) if np.any((self.owner == o) & (self.feeder == i))]
 
-    def forecast(self, owner: str, horizon_steps: int, duration_steps: int) -> PortfolioForecast:
-        """Baseline and flexibility of one aggregator's portfolios from the current state."""
+    def forecast(self, owner: str, first_step: int, duration_steps: int) -> PortfolioForecast:
+        """One aggregator's baseline over, and flexibility held through, the window of model steps
+        [first_step, first_step + duration_steps), simulated from its households' current state.
+
+        The fleet may or may not have stepped the current interval yet (SimPy orders same-time
+        events by arrival), so the offset is taken from the fleet's own step counter.
+        """
+        start_offset = first_step - self.fleet.step_index
+        if start_offset < 0:
+            raise ValueError(f"window starts at step {first_step}, already simulated")
         o = self.owners.index(owner)
-        # Group by portfolio; the largest index is the last portfolio with households, so the
-        # owner's own columns always exist.
-        fc = self.fleet.forecast(horizon_steps, duration_steps, by=self.portfolio,
-                                 households=self.households_of(owner))
+        # Grouped by portfolio: the fleet counts groups up to the last portfolio with households,
+        # so this owner's own columns always exist.
+        fc = self.fleet.forecast(start_offset + duration_steps, duration_steps, by=self.portfolio,
+                                 households=self.households_of(owner), starts=np.array([start_offset]))
         nf = len(self.feeders)
         cols = {f: o * nf + self.feeders.index(f) for f in self.feeders_of(owner)}
 
         def pick(a: np.ndarray) -> dict[str, np.ndarray]:
-            return {f: a[:, c] for f, c in cols.items()}  # groups are portfolio indices, all < a.shape[1]
+            return {f: a[:, c] for f, c in cols.items()}
 
         return PortfolioForecast(
-            start_step=fc.start_step, duration_steps=duration_steps, baseline_kw=pick(fc.baseline_kw),
-            flex_down_kw=pick(fc.flex_down_kw), flex_up_kw=pick(fc.flex_up_kw),
-            rebound_down_kwh=pick(fc.rebound_down_kwh),
+            start_step=fc.start_step, duration_steps=duration_steps,
+            baseline_kw={f: v[start_offset:] for f, v in pick(fc.baseline_kw).items()},
+            flex_down_kw={f: float(v[0]) for f, v in pick(fc.flex_down_kw).items()},
+            flex_up_kw={f: float(v[0]) for f, v in pick(fc.flex_up_kw).items()},
+            rebound_down_kwh={f: float(v[0]) for f, v in pick(fc.rebound_down_kwh).items()},
         )
 
     def schedule(self, owner: str, feeder: str, start: int, interval_minutes: int, change_kw: list[float]) -> None:

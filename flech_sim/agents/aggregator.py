@@ -56,7 +56,7 @@ class Aggregator(Agent):
         self.feeders = world.feeders_of(self.id)
         self.dt = world.dt
         self._reserved: dict[tuple[str, str], np.ndarray] = {}
-        self._forecasts: dict[int, PortfolioForecast] = {}
+        self._forecasts: dict[tuple[int, int, int], PortfolioForecast] = {}
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
         self._awarded: dict[str, _OpenBid] = {}  # bid_id -> awarded bid (for activations)
@@ -65,14 +65,13 @@ class Aggregator(Agent):
         self.rejections: list[Rejection] = []
 
     # -- forecasting ------------------------------------------------------------------------
-    def _forecast(self, end_step: int, duration: int) -> PortfolioForecast:
-        """A cached forecast covering ``end_step``; made again when stale or too short."""
-        now = self.now // self.dt
-        fc = self._forecasts.get(duration)
-        fresh = fc is not None and (now - fc.start_step) * self.dt < self.cfg.forecast_refresh_hours * 60
-        if fc is None or not fresh or fc.start_step + len(next(iter(fc.baseline_kw.values()))) <= end_step:
-            horizon = max(end_step - now + 1, 1440 // self.dt)
-            fc = self._forecasts[duration] = self.world.forecast(self.id, horizon, duration)
+    def _forecast(self, first_step: int, duration: int) -> PortfolioForecast:
+        """Forecast of one delivery window, shared by markets asking for the same window at the same time."""
+        key = (self.now // self.dt, first_step, duration)
+        fc = self._forecasts.get(key)
+        if fc is None:
+            self._forecasts = {k: v for k, v in self._forecasts.items() if k[0] == key[0]}  # drop stale ones
+            fc = self._forecasts[key] = self.world.forecast(self.id, first_step, duration)
         return fc
 
     def _steps(self, req: BidRequest) -> np.ndarray:
@@ -106,28 +105,31 @@ class Aggregator(Agent):
         if not feeders:
             return
         steps = self._steps(req)
-        window = int(steps.max() - steps.min() + 1)
-        fc = self._forecast(int(steps.max()), window)
-        rows = steps - fc.start_step
-        if rows.min() < 0:
+        first = int(steps.min())
+        if first <= self.now // self.dt:
             return  # delivery already started: nothing to offer
+        window = int(steps.max()) - first + 1
+        fc = self._forecast(first, window)
+        rows = steps - first
         down = req.direction is Direction.DOWN
         free: dict[str, np.ndarray] = {}
         n = len(req.need_kw)
         baseline = np.zeros(n)
-        rebound = np.zeros(n)
+        rebound = full_flex = 0.0
         log: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for f in feeders:
-            flex = (fc.flex_down_kw if down else fc.flex_up_kw)[f][rows].min(axis=1)
+            flex = np.full(n, (fc.flex_down_kw if down else fc.flex_up_kw)[f])
             held = self._reservations(f, str(req.direction), int(steps.max()) + 1)[steps].max(axis=1)
             free[f] = np.maximum(flex - held, 0.0)
             base_f = fc.baseline_kw[f][rows].mean(axis=1)
             baseline += base_f
-            rebound += fc.rebound_down_kwh[f][rows].max(axis=1) if down else 0.0
+            rebound += fc.rebound_down_kwh[f] if down else 0.0
+            full_flex += float(flex[0])
             log[f] = (base_f, flex, held.copy())
         total_free = sum(free.values())
         offers = make_offers(
-            self.cfg.bidding, req, free_kw=total_free, rebound_kwh=rebound,
+            self.cfg.bidding, req, free_kw=total_free,
+            rebound_ratio=rebound / (full_flex * window * self.dt / 60) if full_flex > 0 else 0.0,
             spot_during=self.spot[np.minimum(steps, len(self.spot) - 1)].mean(axis=1),
             spot_after=self.spot[np.minimum(steps.max() + 1 + np.arange(4), len(self.spot) - 1)].mean(),
         )

@@ -34,18 +34,17 @@ class Offer:
     extra: dict[str, Any] = field(default_factory=dict)  # product-specific Bid fields
 
 
-def unit_cost(cfg: BiddingConfig, direction: Direction, shed_kwh: float, rebound_kwh: float,
+def unit_cost(cfg: BiddingConfig, direction: Direction, rebound_ratio: float,
               spot_during: float, spot_after: float) -> float:
-    """DKK per kWh of flexibility, before markups."""
+    """DKK per kWh of flexibility, before markups; ``rebound_ratio`` = kWh drawn back per kWh shed."""
     if direction is Direction.DOWN:
-        ratio = rebound_kwh / shed_kwh if shed_kwh > 0 else 0.0
-        c = ratio * spot_after - spot_during + cfg.comfort_cost_dkk_per_kwh
+        c = rebound_ratio * spot_after - spot_during + cfg.comfort_cost_dkk_per_kwh
     else:  # consume more now (at spot_during), draw less later
         c = spot_during - spot_after + cfg.comfort_cost_dkk_per_kwh
     return max(cfg.min_price_dkk_per_kwh, c)
 
 
-def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, rebound_kwh: np.ndarray,
+def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, rebound_ratio: float,
                 spot_during: np.ndarray, spot_after: float) -> list[Offer]:
     hours = req.interval_minutes / 60.0
     qty = np.asarray(free_kw, dtype=float)
@@ -54,8 +53,7 @@ def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, reb
         qty = qty * max(0.0, 1.0 + z * cfg.forecast_cv) * (1.0 - cfg.margin)
     else:
         qty = qty * cfg.offer_fraction
-    c = unit_cost(cfg, req.direction, float(qty.sum() * hours), float(np.sum(rebound_kwh)),
-                  float(np.mean(spot_during)), spot_after)
+    c = unit_cost(cfg, req.direction, rebound_ratio, float(np.mean(spot_during)), spot_after)
     if cfg.strategy == "risk_aware" and req.penalty_price:
         c += cfg.quantile * cfg.forecast_cv * req.penalty_price  # expected penalty per kWh sold
     min_kw = float(req.params.get("min_bid_kw", 0.0) or 0.0)

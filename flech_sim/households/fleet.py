@@ -115,12 +115,14 @@ class HouseholdFleet:
 
     def forecast(self, horizon_steps: int, duration_steps: int = 4, by: GroupBy = "owner",
                  households: np.ndarray | None = None, per_household: bool = False,
-                 chunk: int = 2048) -> Forecast:
+                 chunk: int = 2048, starts: np.ndarray | None = None) -> Forecast:
         """Baseline and flexibility for the next `horizon_steps` steps, summed by group.
 
         Simulates default operation from the actual state on forecast inputs, in chunks
         of households so memory stays ~ chunk × horizon. `households`: indices or mask
-        to restrict to (e.g. one aggregator's portfolio).
+        to restrict to (e.g. one aggregator's portfolio). `starts`: window starts (steps
+        from now) to compute flexibility for; the flex/rebound arrays then have one row
+        per start instead of one per step (much cheaper for one long window).
         """
         k, d = int(horizon_steps), int(duration_steps)
         if k < 1 or d < 1:
@@ -133,14 +135,15 @@ class HouseholdFleet:
             sel = np.flatnonzero(sel)
         sel = sel.astype(np.int64)
         names = ("baseline_kw", "flex_down_kw", "flex_up_kw", "rebound_down_kwh", "rebound_up_kwh")
-        tot = {nm: np.zeros((k, n_groups)) for nm in names}
+        rows = k if starts is None else len(starts)
+        tot = {nm: np.zeros((k if nm == "baseline_kw" else rows, n_groups)) for nm in names}
         hh: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
         for c0 in range(0, sel.size, chunk):
             idx = sel[c0:c0 + chunk]
             p = self.p.subset(idx)
             tr = simulate_default(p, self.t_in[idx], self.ev_remaining_kwh[idx], self.soc_kwh[idx],
                                   self.step_index, k + d - 1, lambda s, i=idx: self._inputs(s, i, True))
-            f = window_flex(p, tr, d, self.step_index)
+            f = window_flex(p, tr, d, self.step_index, starts=starts)
             for nm, v in zip(names, (tr.net[:k], f.down, f.up, f.rebound_down, f.rebound_up)):
                 tot[nm] += group_sum(v, group[idx], n_groups)
                 if per_household:
@@ -152,7 +155,7 @@ class HouseholdFleet:
     def baseline_power(self, horizon_steps: int, by: GroupBy = "owner",
                        households: np.ndarray | None = None) -> np.ndarray:
         """Expected net power (K, G) without control; `forecast` gives flexibility as well."""
-        return self.forecast(horizon_steps, 1, by, households).baseline_kw
+        return self.forecast(horizon_steps, 1, by, households, starts=np.zeros(0, dtype=np.int64)).baseline_kw
 
     def step(self, control: Control | None = None) -> StepResult:
         """Advance one step under `control` (None = default operation); returns what the meters see."""

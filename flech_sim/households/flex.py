@@ -54,15 +54,31 @@ class DeviceFlex:
 
 
 def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviation | None = None,
-                force: bool = False) -> DeviceFlex:
+                force: bool = False, starts: np.ndarray | None = None) -> DeviceFlex:
     """Flex for every window [j, j+d) that fits in `tr` (j = 0..K-d), as arrays (K-d+1, n).
 
     `force` drops comfort and EV-deadline limits (physical power/SoC limits stay).
+    `starts`: only these window starts (rows of the result, in that order). The cost is
+    O(d x windows x n), so a caller that needs one long window asks for just that one.
     """
     k_steps = tr.heat.shape[0]
     if not 1 <= d <= k_steps:
         raise ValueError(f"duration {d} must be within 1..{k_steps}")
-    w, dt = k_steps - d + 1, p.dt_h
+    dt = p.dt_h
+    if starts is None:
+        w = k_steps - d + 1
+        j0 = np.arange(w)
+
+        def at(off: int) -> slice | np.ndarray:
+            return slice(off, off + w)
+    else:
+        j0 = np.asarray(starts, dtype=np.int64)
+        if j0.size and (j0.min() < 0 or j0.max() > k_steps - d):
+            raise ValueError(f"window starts must be within 0..{k_steps - d}")
+        w = j0.size
+
+        def at(off: int) -> slice | np.ndarray:
+            return j0 + off
     z = np.zeros(p.n)
     dev = dev or Deviation(z, z, z)
     # Heating: temperature bounds along the window, and 0 <= P_ref - r, P_ref + r <= Pmax.
@@ -72,10 +88,10 @@ def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviat
     decay = np.ones(p.n)
     t_dn = t_up = p_lo = p_sp = np.full((w, p.n), _INF)
     for m in range(1, d + 1):
-        sl = slice(m - 1, m - 1 + w)
+        sl = at(m - 1)
         g = p.a * g + p.oma * p.r * tr.eta[sl]
         decay = decay * p.a
-        t = tr.t_in[m:m + w] + decay * dev.t_in
+        t = tr.t_in[at(m)] + decay * dev.t_in
         inv_g = 1.0 / (g + no_heat)
         t_dn = np.minimum(t_dn, (t - p.t_min) * inv_g)
         t_up = np.minimum(t_up, (p.t_max - t) * inv_g)
@@ -83,25 +99,25 @@ def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviat
         p_sp = np.minimum(p_sp, p.p_heat_max - tr.heat[sl])
     heat_dn = np.maximum(p_lo if force else np.minimum(p_lo, t_dn), 0.0)
     heat_up = np.maximum(p_sp if force else np.minimum(p_sp, t_up), 0.0)
-    heat_kwh = g * p.c / (tr.eta[d - 1:d - 1 + w] + no_heat)  # electric kWh per kW of change
+    heat_kwh = g * p.c / (tr.eta[at(d - 1)] + no_heat)  # electric kWh per kW of change
     # EV: plugged in through the window (same session); energy still deliverable by departure.
     ok = np.ones((w, p.n), bool)
-    dep0 = tr.dep[0:w]
+    dep0 = tr.dep[at(0)]
     e_lo = e_sp = np.full((w, p.n), _INF)
     for m in range(d):
-        sl = slice(m, m + w)
+        sl = at(m)
         ok &= tr.conn[sl] & (tr.dep[sl] == dep0)
         e_lo = np.minimum(e_lo, tr.ev[sl])
         e_sp = np.minimum(e_sp, p.ev_pmax - tr.ev[sl])
-    rem_after = tr.ev_rem_end[d - 1:d - 1 + w] + dev.ev_rem
-    steps_left = dep0 - (s0 + np.arange(w)[:, None] + d)
+    rem_after = tr.ev_rem_end[at(d - 1)] + dev.ev_rem
+    steps_left = dep0 - (s0 + j0[:, None] + d)
     slack = (p.ev_pmax * dt * steps_left - rem_after) / (d * dt)
     ev_dn = np.where(ok, np.maximum(e_lo if force else np.minimum(e_lo, slack), 0.0), 0.0)
     ev_up = np.where(ok, np.maximum(np.minimum(e_sp, rem_after / (d * dt)), 0.0), 0.0)
     # Battery: power limits and SoC, charging/discharging losses at their worst (1/eta_d per kWh).
     b_dn = b_up = s_dn = s_up = np.full((w, p.n), _INF)
     for m in range(1, d + 1):
-        sl = slice(m - 1, m - 1 + w)
+        sl = at(m - 1)
         b_dn = np.minimum(b_dn, tr.bat[sl] + p.bat_pmax)
         b_up = np.minimum(b_up, p.bat_pmax - tr.bat[sl])
         soc = tr.soc_end[sl] + dev.soc

@@ -1,0 +1,267 @@
+"""Reading runs back: one run directory or many (a sweep) as pandas DataFrames.
+
+The table names, columns and types come from :mod:`flech_sim.schema`, the
+same definitions the persistor writes with. Tables are read through
+``pyarrow.dataset`` so that a filter or a column selection is applied while
+reading: a year-long run does not have to fit in memory to be filtered.
+
+A table the schema knows but the run directory lacks (a run made before
+the table existed) reads as an empty frame with the right columns, so
+analysis code written against today's schema still opens old runs.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from .schema import TABLES
+
+MANIFEST = "manifest.json"
+SWEEP_INDEX = "index.parquet"
+
+Filter: TypeAlias = ds.Expression | Mapping[str, Any] | Sequence[tuple[str, str, Any]] | None
+"""A row filter: a pyarrow expression (``pc.field("seller") == "agg-1"``), a mapping
+``{column: value}`` (a list/tuple/set value means "is in"), or pyarrow-style
+``[(column, op, value), ...]`` tuples combined with AND."""
+
+
+class UnknownTableError(KeyError):
+    """A table name that neither the schema nor the run directory knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class NotARunError(FileNotFoundError):
+    """A path that is not a run directory (no manifest.json) and holds none."""
+
+
+@dataclass
+class Run:
+    """One run directory: its manifest and its tables."""
+
+    path: Path
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not (self.path / MANIFEST).is_file():
+            raise NotARunError(f"{self.path}: not a run directory (no {MANIFEST})")
+        if not self.run_id:
+            self.run_id = str(self.manifest.get("run_id") or self.path.name)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, run_id={self.run_id!r})"
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The run's manifest.json (scenario, seed, versions, summary, row counts)."""
+        return dict(json.loads((self.path / MANIFEST).read_text()))
+
+    @property
+    def scenario(self) -> dict[str, Any]:
+        """The validated scenario the run was made from, as plain data."""
+        return dict(self.manifest.get("scenario") or {})
+
+    @property
+    def table_names(self) -> list[str]:
+        """Schema tables first (in schema order), then any extra Parquet table found in the run."""
+        extra = sorted(p.name.removesuffix(".parquet") for p in self.path.glob("*.parquet")
+                       if p.name.removesuffix(".parquet") not in TABLES)
+        return [*TABLES, *extra]
+
+    def _source(self, name: str) -> Path | None:
+        if name not in self.table_names:
+            raise UnknownTableError(
+                f"unknown table {name!r}; known tables: {', '.join(self.table_names)}")
+        for candidate in (self.path / f"{name}.parquet", self.path / name):
+            if candidate.exists():
+                return candidate
+        return None
+
+    def dataset(self, name: str) -> ds.Dataset:
+        """The table as a lazy pyarrow dataset: filter and project before anything is loaded."""
+        source = self._source(name)
+        if source is None:  # known to the schema, absent from this (older) run: empty, right columns
+            return ds.dataset(TABLES[name].arrow_schema().empty_table())
+        return ds.dataset(source, format="parquet")
+
+    def table(self, name: str, columns: Sequence[str] | None = None, filter: Filter = None) -> pd.DataFrame:
+        """The table (or the chosen columns and rows of it) as a DataFrame; time columns are timestamps."""
+        dset = self.dataset(name)
+        if columns is not None:
+            unknown = [c for c in columns if c not in dset.schema.names]
+            if unknown:
+                raise KeyError(f"table {name!r} has no column(s) {unknown}; columns: {dset.schema.names}")
+        expr = _expression(filter, dset.schema, name)
+        arrow = dset.to_table(columns=list(columns) if columns is not None else None, filter=expr)
+        return _to_pandas(arrow)
+
+    def count(self, name: str, filter: Filter = None) -> int:
+        """Rows of a table (matching a filter) without loading them."""
+        dset = self.dataset(name)
+        return int(dset.count_rows(filter=_expression(filter, dset.schema, name)))
+
+
+@dataclass
+class Runs:
+    """Several runs (a sweep, or runs to compare), read as one: every frame gets a ``run_id`` column."""
+
+    runs: list[Run] = field(default_factory=list)
+    root: Path | None = None
+    """The sweep directory the runs were found in, if they were opened from one."""
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs)
+
+    def __getitem__(self, key: int | str) -> Run:
+        if isinstance(key, int):
+            return self.runs[key]
+        for r in self.runs:
+            if r.run_id == key:
+                return r
+        raise KeyError(f"no run {key!r}; run ids: {self.run_ids}")
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.run_id for r in self.runs]
+
+    def table(self, name: str, columns: Sequence[str] | None = None, filter: Filter = None) -> pd.DataFrame:
+        """The table of every run, concatenated, with ``run_id`` as the first column."""
+        frames = []
+        for r in self.runs:
+            df = r.table(name, columns=columns, filter=filter)
+            df.insert(0, "run_id", pd.Series([r.run_id] * len(df), index=df.index, dtype="string"))
+            frames.append(df)
+        if not frames:
+            cols = ["run_id", *(columns or (TABLES[name].names if name in TABLES else ()))]
+            return pd.DataFrame(columns=cols)
+        non_empty = [f for f in frames if len(f)] or frames[:1]  # concat warns on empty frames
+        return pd.concat(non_empty, ignore_index=True)
+
+    def index(self) -> pd.DataFrame:
+        """The sweep's index (run_id, parameters, status, headlines) if there is one, else :meth:`manifests`.
+
+        Join it with any table on ``run_id`` to put parameters beside outcomes.
+        """
+        if self.root is not None and (self.root / SWEEP_INDEX).is_file():
+            idx = pd.read_parquet(self.root / SWEEP_INDEX)
+            return idx[idx.run_id.astype(str).isin(self.run_ids)].reset_index(drop=True)
+        return self.manifests()
+
+    def manifests(self) -> pd.DataFrame:
+        """One row per run: id, path, seed, completion and the headline summary figures."""
+        rows = []
+        for r in self.runs:
+            m = r.manifest
+            summary = {k: v for k, v in (m.get("summary") or {}).items() if not isinstance(v, dict)}
+            rows.append({"run_id": r.run_id, "path": str(r.path), "scenario_name": m.get("scenario_name"),
+                         "seed": m.get("seed"), "completed": m.get("completed"), **summary})
+        return pd.DataFrame(rows)
+
+
+def open_run(path: str | Path) -> Run:
+    """Open one run directory (the one holding manifest.json)."""
+    return Run(Path(path))
+
+
+def open_runs(source: str | Path | Iterable[str | Path]) -> Runs:
+    """Open many runs: a list of run directories, a glob pattern, or a directory holding runs (a sweep).
+
+    A directory that is not itself a run is searched recursively for run
+    directories. Run ids are the directory names (or the manifest's
+    ``run_id``); where two runs would share one, the path relative to the
+    common parent is used instead, so ids are always unique.
+    """
+    paths = list(dict.fromkeys(p.resolve() for p in _run_paths(source)))  # each run once
+    if not paths:
+        raise NotARunError(f"no run directories (with {MANIFEST}) found in {source!r}")
+    runs = [Run(p) for p in paths]
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) < len(ids):
+        common = Path(_common_parent(paths))
+        for r in runs:
+            r.run_id = r.path.resolve().relative_to(common).as_posix()
+    root = Path(source) if isinstance(source, str | Path) and Path(source).is_dir() else None
+    return Runs(runs, root)
+
+
+def _run_paths(source: str | Path | Iterable[str | Path]) -> list[Path]:
+    if isinstance(source, str | Path):
+        p = Path(source)
+        if p.is_dir():
+            if (p / MANIFEST).is_file():
+                return [p]
+            return sorted(m.parent for m in p.rglob(MANIFEST))
+        matches = sorted(Path(m) for m in _glob.glob(str(source)))
+        if not matches and not any(ch in str(source) for ch in "*?["):
+            raise NotARunError(f"{source}: no such run directory")
+        return [m for m in matches if (m / MANIFEST).is_file()]
+    out: list[Path] = []
+    for s in source:
+        out.extend(_run_paths(s))
+    return out
+
+
+def _common_parent(paths: list[Path]) -> str:
+    import os.path
+
+    return os.path.commonpath([str(p.resolve().parent) for p in paths])
+
+
+_OPS = {"==", "=", "!=", "<", "<=", ">", ">=", "in", "not in"}
+
+
+def _expression(filter: Filter, schema: pa.Schema, table: str) -> ds.Expression | None:
+    if filter is None or isinstance(filter, ds.Expression):
+        return filter
+    if isinstance(filter, Mapping):
+        terms = [(k, "in" if isinstance(v, list | tuple | set | frozenset) else "==", v) for k, v in filter.items()]
+    else:
+        terms = list(filter)
+    expr: ds.Expression | None = None
+    for col, op, value in terms:
+        if col not in schema.names:
+            raise KeyError(f"filter on unknown column {col!r} of table {table!r}; columns: {schema.names}")
+        if op not in _OPS:
+            raise ValueError(f"unknown filter operator {op!r}; use one of {sorted(_OPS)}")
+        f = ds.field(col)
+        value = _scalar(value, schema.field(col).type)
+        term = {"==": lambda: f == value, "=": lambda: f == value, "!=": lambda: f != value,
+                "<": lambda: f < value, "<=": lambda: f <= value, ">": lambda: f > value,
+                ">=": lambda: f >= value, "in": lambda: f.isin(list(value)),
+                "not in": lambda: ~f.isin(list(value))}[op]()
+        expr = term if expr is None else expr & term
+    return expr
+
+
+def _scalar(value: Any, type_: pa.DataType) -> Any:
+    """Timestamps given as strings or pandas timestamps are compared as the column's type."""
+    if pa.types.is_timestamp(type_):
+        if isinstance(value, list | tuple | set | frozenset):
+            return [_scalar(v, type_) for v in value]
+        return pa.scalar(pd.Timestamp(value).to_pydatetime(), type=type_)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return value
+
+
+def _to_pandas(arrow: pa.Table) -> pd.DataFrame:
+    df = arrow.to_pandas()
+    for f in arrow.schema:  # nanosecond pandas timestamps whatever unit the file stores
+        if pa.types.is_timestamp(f.type) and f.name in df:
+            df[f.name] = pd.to_datetime(df[f.name]).astype("datetime64[ns]")
+    return df
