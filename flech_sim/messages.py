@@ -129,6 +129,7 @@ class Bid(Message):
     block: bool = False  # all-or-nothing over all intervals
     baseline_kw: tuple[float, ...] = ()  # seller's declared portfolio baseline per interval
     location: str = ""  # feeder the flexibility comes from, for system-wide markets ("" = pooled)
+    availability_price: float | None = None  # DKK/kW per delivery window, for options (CRP); None elsewhere
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,6 +195,9 @@ class Award(Message):
     delivery_start: int
     interval_minutes: int
     direction: Direction
+    availability_price: float | None = None  # CRP: DKK/kW per window of the bid
+    availability_dkk: tuple[float, ...] = ()  # CRP: availability payment per interval (payment_dkk is their sum)
+    cap_kw: tuple[float, ...] = ()  # CL: the seller's portfolio cap per interval (binds where accepted_kw > 0)
 
     @property
     def awarded(self) -> bool:
@@ -208,8 +212,8 @@ class Activation(Message):
     activation_id: str
     start: int
     interval_minutes: int
-    quantities_kw: tuple[float, ...]
-    seller: str = ""
+    quantities_kw: tuple[float, ...]  # kW per market interval from ``start`` on
+    seller: str = ""  # the seller called ("" from the buyer: the platform splits it over the reserved sellers)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ as zero. Waiting processes are woken by :attr:`updated`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import simpy
 
@@ -64,6 +65,10 @@ class MeterService:
         if series is None or step is None:
             return False
         return all(t in series for t in range(start - start % step, end, step))
+
+    def reader(self, point: str) -> Callable[[int, int], float | None]:
+        """``read(start, minutes)``: :meth:`average_kw` of one point (what baselines read history with)."""
+        return lambda start, minutes: self.average_kw(point, start, minutes)
 
     def average_kw(self, point: str, start: int, minutes: int) -> float | None:
         """Average power over [start, start+minutes); None if any reading in it is a gap."""

@@ -138,6 +138,8 @@ TABLES: dict[str, Table] = {
                 _c("block", "bool", "-", "all-or-nothing over all intervals"),
                 _c("baseline_kw", "float", "kW", "seller's declared baseline for the interval", nullable=True),
                 _c("submitted_at", "time", "timestamp", "arrival time at the platform"),
+                _c("availability_price", "float", "DKK/kW", "options (CRP): price for holding one kW ready over the "
+                   "whole window; null for other products", nullable=True),
             ),
         ),
         Table(
@@ -198,8 +200,13 @@ TABLES: dict[str, Table] = {
                 _IDX,
                 _ISTART,
                 _c("accepted_kw", "float", "kW", "accepted flexibility"),
-                _c("price", "float", "DKK/kWh", "price paid for the accepted energy"),
-                _c("payment_dkk", "float", "DKK", "accepted energy x price"),
+                _c("price", "float", "DKK/kWh", "price paid for the accepted energy (CRP: the activation price)"),
+                _c("payment_dkk", "float", "DKK", "what the award pays: accepted energy x price; for CRP the "
+                   "availability payment (activated energy is paid in settlement)"),
+                _c("availability_dkk", "float", "DKK", "CRP: availability payment for the interval "
+                   "(availability price x reserved kW / intervals in the window); null otherwise", nullable=True),
+                _c("cap_kw", "float", "kW", "CL: the seller's portfolio cap (declared expected load - accepted "
+                   "reduction); binds where accepted_kw > 0; null otherwise", nullable=True),
             ),
         ),
         Table(
@@ -211,8 +218,28 @@ TABLES: dict[str, Table] = {
                 _MARKET,
                 _PRODUCT,
                 _c("seller", "str", "-", "activated seller"),
+                _c("bid_id", "str", "-", "awarded bid the activation is drawn from (cheapest activation price first)"),
                 _ISTART,
                 _c("quantity_kw", "float", "kW", "activated flexibility"),
+            ),
+        ),
+        Table(
+            "baselines",
+            "Platform-computed baselines (BL), one row per market, seller and interval: which method was asked "
+            "for, which produced the value (a fallback when history was insufficient) and the value.",
+            (
+                _MARKET,
+                _PRODUCT,
+                _c("seller", "str", "-", "settled seller"),
+                _c("metering_point", "str", "-", "<seller>@<location> the baseline is computed from"),
+                _IDX,
+                _ISTART,
+                _c("method", "str", "-", "method the market asked for: x_of_y, rolling_average, meter_before_after"),
+                _c("used", "str", "-", "what produced the value: the method, the fallback method, 'declared' "
+                   "(seller's declared baseline) or 'none' (no baseline: nothing counted as delivered)"),
+                _c("fallback", "bool", "-", "the requested method had insufficient meter history"),
+                _c("baseline_kw", "float", "kW", "baseline used in settlement (null = none)", nullable=True),
+                _c("detail", "str", "-", "why the fallback was used, or what the method averaged"),
             ),
         ),
         Table(

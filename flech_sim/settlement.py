@@ -67,3 +67,89 @@ def settle_seller(
     delivered_kwh = tuple(d * hours for d in delivered)
     penalty = tuple((o - d) * penalty_price for o, d in zip(ordered_kwh, delivered_kwh, strict=True))
     return IntervalSettlement(ordered_kwh, delivered_kwh, tuple(payment_dkk), penalty, tuple(gaps))
+
+
+def verify_against_baseline(
+    *,
+    direction: Direction,
+    ordered_kw: Sequence[float],
+    baseline_kw: Sequence[float | None],
+    metered_kw: Sequence[float | None],
+    gap_rule: str,
+) -> tuple[tuple[float, ...], tuple[bool, ...]]:
+    """(delivered kW, meter gap) per interval: the change from the baseline, capped at the order.
+
+    A meter gap is settled by ``gap_rule`` as in :func:`settle_seller`. A missing
+    *baseline* (``None``: the platform could not compute one) counts nothing as
+    delivered and is not a meter gap.
+    """
+    delivered: list[float] = []
+    gaps: list[bool] = []
+    for q, b, m in zip(ordered_kw, baseline_kw, metered_kw, strict=True):
+        gaps.append(m is None)
+        if m is None:
+            delivered.append(q if gap_rule == "award" else 0.0)
+        elif b is None:
+            delivered.append(0.0)
+        else:
+            delivered.append(delivered_against_baseline(direction, b, m, q))
+    return tuple(delivered), tuple(gaps)
+
+
+def settle_delivered(
+    *,
+    hours: float,
+    ordered_kw: Sequence[float],
+    delivered_kw: Sequence[float],
+    gaps: Sequence[bool],
+    penalty_price: float,
+    fixed_dkk: Sequence[float] | None = None,
+    energy_price: Sequence[float] | None = None,
+) -> IntervalSettlement:
+    """Per-interval settlement once delivery is verified.
+
+    payment = ``fixed_dkk`` (paid whatever is delivered: an award paid as awarded, an
+    availability payment) + delivered kWh x ``energy_price`` (paid only on delivery);
+    penalty = (ordered - delivered) kWh x ``penalty_price``.
+    """
+    n = len(ordered_kw)
+    fixed = fixed_dkk if fixed_dkk is not None else [0.0] * n
+    price = energy_price if energy_price is not None else [0.0] * n
+    ordered_kwh = tuple(q * hours for q in ordered_kw)
+    delivered_kwh = tuple(d * hours for d in delivered_kw)
+    payment = tuple(f + d * p for f, d, p in zip(fixed, delivered_kwh, price, strict=True))
+    penalty = tuple(max(0.0, o - d) * penalty_price for o, d in zip(ordered_kwh, delivered_kwh, strict=True))
+    return IntervalSettlement(ordered_kwh, delivered_kwh, payment, penalty, tuple(gaps))
+
+
+def cap_compliance(
+    *,
+    reduction_kw: Sequence[float],
+    cap_kw: Sequence[float],
+    metered_kw: Sequence[float | None],
+    gap_rule: str,
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[bool, ...]]:
+    """Capacity limitation, per interval: (delivered kW, excess kW, meter gap).
+
+    Only intervals with an accepted reduction (> 0) carry a cap. excess = max(0,
+    metered - cap); delivered = max(0, reduction - excess) (the reduction honoured).
+    A meter gap follows ``gap_rule``: 'no_delivery' counts the whole reduction as
+    excess, 'award' counts it as honoured.
+    """
+    delivered: list[float] = []
+    excess: list[float] = []
+    gaps: list[bool] = []
+    for r, cap, m in zip(reduction_kw, cap_kw, metered_kw, strict=True):
+        gaps.append(m is None and r > 0)
+        if r <= 0:
+            delivered.append(0.0)
+            excess.append(0.0)
+        elif m is None:
+            x = 0.0 if gap_rule == "award" else r
+            delivered.append(r - x)
+            excess.append(x)
+        else:
+            x = max(0.0, m - cap)
+            delivered.append(max(0.0, r - x))
+            excess.append(x)
+    return tuple(delivered), tuple(excess), tuple(gaps)

@@ -14,7 +14,7 @@ function call (:mod:`flech_sim.clearing`): no SimPy inside.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -40,8 +40,12 @@ from ..messages import (
 from ..metering import MeterService
 from ..persistor import Persistor
 from ..scenario import SettlementConfig
+from ..settlement import IntervalSettlement
 
 EPS = 1e-9
+ACTIVATION_LEAD_MINUTES = (15, 60)
+"""Default notice of an activation (options): its start at least 15 and at most 60 minutes after it is sent."""
+_ACT_TOL_KW = 1e-6  # activation above what is still reserved by less than this is rounding, not an error
 
 
 class MarketState(StrEnum):
@@ -89,6 +93,11 @@ class Market:
     cleared_at: int | None = None
     settled_at: int | None = None
     note: str = ""
+    terms: dict[str, Any] = field(default_factory=dict)
+    """The product's terms of this market: the request's params checked, defaults filled in."""
+    activated: dict[str, list[float]] = field(default_factory=dict)
+    """Options: bid ID -> kW activated per interval so far (never above the bid's award)."""
+    activation_ids: set[str] = field(default_factory=set)
 
     @property
     def market_id(self) -> str:
@@ -153,6 +162,24 @@ class Product:
         """Metering points whose data settlement needs."""
         return []
 
+    def meter_window(self, market: Market) -> tuple[int, int]:
+        """[start, end) of the readings settlement waits for (a baseline may need more than the window)."""
+        return market.request.delivery_start, market.request.delivery_end
+
+    def market_terms(self, req: MarketRequest) -> dict[str, Any]:
+        """The request's params checked and completed with defaults (stored as ``Market.terms``); raise Rejected."""
+        return {}
+
+    # == activations (options) =========================================================
+    accepts_activations: bool = False
+    """Option products set this: the market's buyer then calls reserved flexibility with Activation messages."""
+
+    def activation_lead_minutes(self, market: Market) -> tuple[int, int]:
+        """(min, max) minutes between sending an activation and its start."""
+        lo, hi = ACTIVATION_LEAD_MINUTES
+        return (int(market.terms.get("activation_min_lead_minutes", lo)),
+                int(market.terms.get("activation_max_lead_minutes", hi)))
+
     # == message handling ==============================================================
     def handle(self, msg: Message) -> str:
         if isinstance(msg, MarketRequest):
@@ -166,7 +193,106 @@ class Product:
         raise Rejected(RejectReason.MALFORMED, f"product {self.product_id} does not accept {msg.kind!r} messages")
 
     def activate(self, msg: Activation) -> str:
-        raise Rejected(RejectReason.MALFORMED, f"product {self.product_id} has no activations")
+        """Buyer -> platform -> seller: check an activation against what is reserved, record it, forward it.
+
+        Checks, in order (reason code): the market exists (unknown_market); the sender is the
+        market's buyer (unauthorised); the market is cleared and not yet delivered (invalid_times
+        before clearing, gate_closed after delivery); a new activation ID (duplicate); the
+        market's interval length (out_of_range); it starts on an interval of the window and ends
+        within it (invalid_times); quantities finite, >= 0, not all zero (out_of_range); notice
+        ``start - now`` within :meth:`activation_lead_minutes` (invalid_times: 'late' or 'too
+        early'); the named seller holds an award (not_eligible); and per interval no more than
+        is still reserved -- awarded minus already activated -- by that seller, or by all sellers
+        when ``seller`` is "" (out_of_range). Nothing is recorded unless every check passes.
+
+        The activated kW are drawn from the awards cheapest activation price first (then earlier
+        bid, then bid ID); each seller called gets one Activation (``seller`` set, its share per
+        interval), and every (seller, bid, interval) drawn is a row of the ``activations`` table.
+        """
+        if not self.accepts_activations:
+            raise Rejected(RejectReason.MALFORMED, f"product {self.product_id} has no activations")
+        market = self.markets.get(msg.market_id)
+        if market is None:
+            raise Rejected(RejectReason.UNKNOWN_MARKET, f"no {self.product_id} market {msg.market_id!r}")
+        req = market.request
+        if msg.sender != req.sender:
+            raise Rejected(RejectReason.UNAUTHORISED, f"only the market's buyer {req.sender} may activate in it")
+        if market.state in (MarketState.OPEN, MarketState.GATE_CLOSED):
+            raise Rejected(RejectReason.INVALID_TIMES, f"market {market.market_id} is not cleared yet")
+        if market.state is not MarketState.CLEARED:
+            raise Rejected(RejectReason.GATE_CLOSED,
+                           f"market {market.market_id} is {market.state}: nothing to activate")
+        if not msg.activation_id or msg.activation_id in market.activation_ids:
+            raise Rejected(RejectReason.DUPLICATE, f"activation ID {msg.activation_id!r} is empty or already used")
+        step = req.interval_minutes
+        if msg.interval_minutes != step:
+            raise Rejected(RejectReason.OUT_OF_RANGE,
+                           f"interval_minutes must be the market's {step}, got {msg.interval_minutes}")
+        offset = msg.start - req.delivery_start
+        if (offset < 0 or offset % step or not msg.quantities_kw
+                or msg.start + step * len(msg.quantities_kw) > req.delivery_end):
+            raise Rejected(RejectReason.INVALID_TIMES,
+                           f"an activation must start on an interval of the window [{req.delivery_start}, "
+                           f"{req.delivery_end}) every {step} min and end within it")
+        if not all(_finite_nonneg(q) for q in msg.quantities_kw) or not any(q > 0 for q in msg.quantities_kw):
+            raise Rejected(RejectReason.OUT_OF_RANGE, "quantities_kw must be finite, >= 0, and not all zero")
+        lo, hi = self.activation_lead_minutes(market)
+        lead = msg.start - self.now
+        if lead < lo:
+            raise Rejected(RejectReason.INVALID_TIMES,
+                           f"late: sent at minute {self.now} for minute {msg.start} ({lead} min notice); "
+                           f"at least {lo} min needed")
+        if lead > hi:
+            raise Rejected(RejectReason.INVALID_TIMES,
+                           f"too early: sent at minute {self.now} for minute {msg.start} ({lead} min notice); "
+                           f"at most {hi} min allowed")
+        plan = self._draw_activation(market, msg.seller, offset // step, msg.quantities_kw)
+        market.activation_ids.add(msg.activation_id)
+        by_seller: dict[str, list[float]] = {}
+        first = offset // step
+        for (seller, bid_id), kw in sorted(plan.items()):
+            done = market.activated.setdefault(bid_id, [0.0] * req.n_intervals)
+            share = by_seller.setdefault(seller, [0.0] * len(kw))
+            for j, q in enumerate(kw):
+                if q <= 0:
+                    continue
+                done[first + j] += q
+                share[j] += q
+                self.s.persistor.append("activations", (
+                    msg.msg_id, msg.activation_id, market.market_id, self.product_id, seller, bid_id,
+                    market.interval_start(first + j), q,
+                ))
+        for seller, kw in sorted(by_seller.items()):
+            self._reply(market, Activation, seller, activation_id=msg.activation_id, start=msg.start,
+                        interval_minutes=step, quantities_kw=tuple(kw), seller=seller)
+        return msg.activation_id
+
+    def _draw_activation(self, market: Market, seller: str, first: int,
+                         quantities: tuple[float, ...]) -> dict[tuple[str, str], list[float]]:
+        """(seller, bid ID) -> kW drawn per activated interval; raise Rejected if the reserve is short."""
+        awards = [a for a in market.awards if a.awarded and (not seller or a.recipient == seller)]
+        if seller and not awards:
+            raise Rejected(RejectReason.NOT_ELIGIBLE, f"{seller} holds no reservation in market {market.market_id}")
+        sent_at = {b.bid_id: b.sent_at for b in market.bids}
+        plan: dict[tuple[str, str], list[float]] = {}
+        for j, want in enumerate(quantities):
+            k = first + j
+            left = want
+            ranked = sorted(awards, key=lambda a: (a.prices[k], sent_at.get(a.bid_id, 0), a.bid_id))
+            free_total = 0.0
+            for a in ranked:
+                free = max(0.0, a.accepted_kw[k] - market.activated.get(a.bid_id, [0.0] * len(a.accepted_kw))[k])
+                free_total += free
+                take = min(free, left)
+                if take > 0:
+                    plan.setdefault((a.recipient, a.bid_id), [0.0] * len(quantities))[j] = take
+                    left -= take
+            if left > _ACT_TOL_KW:
+                who = seller or "the market's sellers"
+                raise Rejected(RejectReason.OUT_OF_RANGE,
+                               f"activation of {want:g} kW at minute {market.interval_start(k)} exceeds what {who} "
+                               f"still hold(s) in reserve ({free_total:g} kW)")
+        return plan
 
     @property
     def now(self) -> int:
@@ -192,8 +318,9 @@ class Product:
         if req.location not in self.s.locations and req.location != "*":
             raise Rejected(RejectReason.OUT_OF_RANGE, f"unknown location {req.location!r}")
         self.check_request(req)
+        terms = self.market_terms(req)
         penalty = req.penalty_price if req.penalty_price is not None else self.s.settlement.penalty_factor * req.price_cap
-        market = Market(request=req, requested_at=self.now, penalty_price=penalty)
+        market = Market(request=req, requested_at=self.now, penalty_price=penalty, terms=terms)
         self.markets[req.market_id] = market
         for seller in self.s.sellers_at(req.location):
             self._reply(market, BidRequest, seller, buyer=req.sender, location=req.location, direction=req.direction,
@@ -236,7 +363,7 @@ class Product:
             self.s.persistor.append(
                 "bids",
                 (bid.bid_id, bid.msg_id, bid.market_id, self.product_id, bid.sender, i, market.interval_start(i),
-                 float(q), float(bid.price), bool(bid.block), base, self.now),
+                 float(q), float(bid.price), bool(bid.block), base, self.now, bid.availability_price),
             )
         return bid.bid_id
 
@@ -280,7 +407,8 @@ class Product:
         req = market.request
         deadline = req.delivery_end + int(self.s.settlement.wait_for_meter_hours * 60)
         points = self.meter_points(market)
-        while not all(self.s.meter.covers(p, req.delivery_start, req.delivery_end) for p in points):
+        start, end = self.meter_window(market)
+        while not all(self.s.meter.covers(p, start, end) for p in points):
             if self.now >= deadline:
                 market.note = "settled with missing meter data (gap rule)"
                 return
@@ -349,9 +477,11 @@ class Product:
         market.awards.append(award)
         h = market.hours
         for i, (q, price) in enumerate(zip(award.accepted_kw, award.prices, strict=True)):
+            avail = award.availability_dkk[i] if award.availability_dkk else None
             self.s.persistor.append("awards", (
                 award.msg_id, award.bid_id, market.market_id, self.product_id, award.recipient, i,
-                market.interval_start(i), q, price, q * price * h,
+                market.interval_start(i), q, price, q * price * h if avail is None else avail, avail,
+                award.cap_kw[i] if award.cap_kw else None,
             ))
         self.s.reply(award)
 
@@ -370,6 +500,46 @@ class Product:
                   product_id=self.product_id, sent_at=self.now, **fields)
         self.s.reply(msg)
         return msg
+
+    def new_award(self, market: Market, bid: Bid, accepted_kw: tuple[float, ...], prices: tuple[float, ...],
+                  payment_dkk: float | None = None, **extra: Any) -> Award:
+        """An award to one bid (``payment_dkk`` defaults to accepted energy x prices)."""
+        req = market.request
+        if payment_dkk is None:
+            payment_dkk = sum(q * p * market.hours for q, p in zip(accepted_kw, prices, strict=True))
+        return Award(
+            msg_id=self.s.new_msg_id(), sender=PLATFORM, recipient=bid.sender, market_id=market.market_id,
+            product_id=self.product_id, sent_at=self.now, bid_id=bid.bid_id, accepted_kw=accepted_kw, prices=prices,
+            payment_dkk=payment_dkk, delivery_start=req.delivery_start, interval_minutes=req.interval_minutes,
+            direction=req.direction, **extra,
+        )
+
+    def issue_statements(self, market: Market, results: Mapping[str, IntervalSettlement]) -> list[SettlementStatement]:
+        """A statement per seller (ID order) and one to the buyer, whose net is minus the sum of the sellers' nets."""
+        req = market.request
+        n = req.n_intervals
+        starts = tuple(market.interval_start(i) for i in range(n))
+        sellers = sorted(results)
+        out = []
+        for seller in sellers:
+            r = results[seller]
+            out.append(self.statement(
+                market, seller, "seller", req.sender, interval_start=starts, ordered_kwh=r.ordered_kwh,
+                delivered_kwh=r.delivered_kwh, payment_dkk=r.payment_dkk, penalty_dkk=r.penalty_dkk,
+                net_dkk=r.net_dkk, meter_gap=r.gap,
+            ))
+        if sellers:
+            def total(field_: str) -> tuple[float, ...]:
+                return tuple(sum(getattr(results[s], field_)[i] for s in sellers) for i in range(n))
+
+            out.append(self.statement(
+                market, req.sender, "buyer", ",".join(sellers), interval_start=starts,
+                ordered_kwh=total("ordered_kwh"), delivered_kwh=total("delivered_kwh"),
+                payment_dkk=total("payment_dkk"), penalty_dkk=total("penalty_dkk"),
+                net_dkk=tuple(-x for x in total("net_dkk")),
+                meter_gap=tuple(any(results[s].gap[i] for s in sellers) for i in range(n)),
+            ))
+        return out
 
     def statement(self, market: Market, recipient: str, role: str, counterparty: str, **fields: Any) -> SettlementStatement:
         """Build a settlement statement message addressed from the platform."""

@@ -1,0 +1,107 @@
+"""What the CRP, CL, BL and mFRR products share: typed terms, declared baselines, metering, awards.
+
+Kept out of :mod:`base` (the life cycle every product shares) because it is
+policy these four products happen to agree on, not plumbing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..messages import Bid, MarketRequest, Rejected, RejectReason
+from ..metering import metering_point
+from .base import Market, Product, iter_awards_of
+from .params import Param, read_params
+
+
+def dispatch_param(value: str) -> Param:
+    return Param("dispatch", str, value, "how sellers deliver: 'on_award' (firm: deliver what is awarded) or "
+                 "'on_activation' (option: deliver only what the buyer activates); fixed by the product",
+                 choices=(value,))
+
+
+class TermsProduct(Product):
+    """A product with declared params, sellers' declared baselines and per-seller metering."""
+
+    PARAMS: tuple[Param, ...] = ()
+    feeder_only = True  # the market must name a feeder, not '*'
+    declared_baseline = "required"  # 'required', 'optional' (checked if given) or 'ignored'
+
+    # -- terms ------------------------------------------------------------------------
+    def market_terms(self, req: MarketRequest) -> dict[str, Any]:
+        return self.complete_terms(req, read_params(self.product_id, req.params, self.PARAMS))
+
+    def complete_terms(self, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
+        """Fill defaults that depend on the request and check params against each other."""
+        return terms
+
+    def bid_request_params(self, req: MarketRequest) -> dict[str, str | float | int | bool]:
+        market = self.markets.get(req.market_id)
+        return dict(market.terms) if market is not None else {}
+
+    def check_request(self, req: MarketRequest) -> None:
+        if self.feeder_only and req.location == "*":
+            raise Rejected(RejectReason.OUT_OF_RANGE,
+                           f"{self.product_id} needs a concrete location (a feeder), not '*'")
+
+    # -- bids -------------------------------------------------------------------------
+    def check_bid(self, market: Market, bid: Bid) -> None:
+        if market.request.location != "*" and bid.location not in ("", market.request.location):
+            raise Rejected(RejectReason.OUT_OF_RANGE,
+                           f"bid location {bid.location!r} is not the market's {market.request.location!r}")
+        declared = None
+        if self.declared_baseline == "required" or (self.declared_baseline == "optional" and bid.baseline_kw):
+            declared = self._check_declared_baseline(market, bid)
+        self.check_product_bid(market, bid)
+        if declared is not None:
+            market.baselines[bid.sender] = declared
+
+    def check_product_bid(self, market: Market, bid: Bid) -> None:
+        """Product-specific checks (the declared baseline, if any, is already checked); raise Rejected."""
+
+    def _check_declared_baseline(self, market: Market, bid: Bid) -> tuple[float, ...]:
+        n = market.request.n_intervals
+        ok = len(bid.baseline_kw) == n and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in bid.baseline_kw)
+        if not ok:
+            raise Rejected(RejectReason.OUT_OF_RANGE,
+                           f"{self.product_id} bids must declare baseline_kw: {n} finite values")
+        earlier = market.baselines.get(bid.sender)
+        if earlier is not None and earlier != tuple(bid.baseline_kw):
+            raise Rejected(RejectReason.OUT_OF_RANGE,
+                           "baseline_kw differs from the baseline of your earlier bid in this market")
+        return tuple(float(x) for x in bid.baseline_kw)
+
+    # -- awards and metering --------------------------------------------------------------
+    @staticmethod
+    def awarded_sellers(market: Market) -> list[str]:
+        return sorted({a.recipient for a in market.awards if a.awarded})
+
+    @staticmethod
+    def ordered_kw(market: Market, seller: str) -> list[float]:
+        n = market.request.n_intervals
+        return [sum(a.accepted_kw[i] for a in iter_awards_of(market, seller)) for i in range(n)]
+
+    @staticmethod
+    def award_payments(market: Market, seller: str) -> list[float]:
+        """DKK per interval that the seller's awards pay (accepted energy x award price)."""
+        n, h = market.request.n_intervals, market.hours
+        return [sum(a.accepted_kw[i] * a.prices[i] * h for a in iter_awards_of(market, seller)) for i in range(n)]
+
+    def seller_points(self, market: Market, seller: str) -> list[str]:
+        """Metering points settled for a seller: ``<seller>@<location>`` of the market's feeder."""
+        return [metering_point(seller, market.request.location)]
+
+    def meter_points(self, market: Market) -> list[str]:
+        return sorted({p for s in self.awarded_sellers(market) for p in self.seller_points(market, s)})
+
+    def metered_kw(self, market: Market, seller: str) -> list[float | None]:
+        """Sum over the seller's points, per interval; None where any point has a gap."""
+        req = market.request
+        points = self.seller_points(market, seller)
+        out: list[float | None] = []
+        for i in range(req.n_intervals):
+            vals = [self.s.meter.average_kw(p, market.interval_start(i), req.interval_minutes) for p in points]
+            out.append(None if any(v is None for v in vals) else float(sum(vals)))  # type: ignore[arg-type]
+        return out

@@ -1,0 +1,169 @@
+"""CRP -- Conditional Re-Profiling (iPower / FLECH; bought by a DSO): an option.
+
+The buyer reserves the right to call a re-profiling on a feeder inside a
+window at short notice; sellers are paid for holding flexibility ready and,
+on top, for the energy they deliver when called.
+
+Interface contract
+------------------
+MarketRequest / BidRequest
+    ``location`` a feeder (not '*'); ``direction`` down (consume less) or up;
+    ``need_kw`` kW to hold in reserve per interval; ``price_cap`` (DKK/kWh) caps
+    the *activation* price. ``params`` (the bid request carries them with every
+    default filled in):
+
+    * ``activation_share`` (float in [0, 1], default 0.2): expected share of the
+      reserved energy the buyer will call; weighs activation prices in clearing.
+    * ``availability_price_cap`` (float >= 0, DKK/kW per window; default
+      price_cap x window hours): highest availability price accepted.
+    * ``activation_min_lead_minutes`` / ``activation_max_lead_minutes`` (int,
+      default 15 / 60): notice an activation must give.
+    * ``dispatch`` = 'on_activation' (fixed): deliver nothing on the award;
+      deliver what each Activation calls.
+
+Bid
+    ``price`` = activation price, DKK/kWh (<= price_cap);
+    ``availability_price`` = DKK per kW for the whole window (required, >= 0,
+    <= availability_price_cap); ``quantities_kw`` = kW you can hold ready per
+    interval (>= 0, not all 0); ``block`` = all-or-nothing over the window;
+    ``baseline_kw`` = your declared portfolio consumption per interval on the
+    feeder without any activation (required; identical in all your bids of one
+    market); ``location`` '' or the market's feeder.
+
+Clearing
+    Least expected cost (:mod:`flech_sim.clearing.options`): bid b's expected
+    price per kWh reserved is e_b = availability_price / window_hours +
+    activation_share x price; the least-cost problem covers need_kw per
+    interval, unmet priced at the same formula applied to the caps. Blocks:
+    MILP. Ties: earlier bid, then bid ID. ClearingResult.clearing_price is the
+    highest accepted *expected* price; cost_dkk the availability payments.
+
+Award
+    ``accepted_kw`` = kW reserved per interval; ``prices`` = your activation
+    price (DKK/kWh) per interval; ``availability_price`` = your bid's;
+    ``availability_dkk`` per interval = availability_price x reserved_kw / n
+    intervals; ``payment_dkk`` = their sum (certain). Do not dispatch on it.
+
+Activation (buyer -> platform -> seller)
+    The market's buyer sends ``Activation(activation_id, start, interval_minutes,
+    quantities_kw, seller)``: ``start`` on an interval start inside the window,
+    ``interval_minutes`` the market's, ``quantities_kw`` kW per interval from
+    ``start``; sent ``activation_min_lead_minutes`` to
+    ``activation_max_lead_minutes`` before ``start``; per interval at most what
+    is still reserved (awarded - already activated) by ``seller`` -- or, with
+    ``seller`` = "", by all sellers, drawn cheapest activation price first.
+    Refusals (see :meth:`Product.activate`): wrong sender unauthorised, late or
+    too early invalid_times, over the reserve out_of_range, seller without an
+    award not_eligible, reused ID duplicate. Each seller called receives an
+    Activation from the platform with ``seller`` = itself and its share; rows go
+    to the ``activations`` table (seller, bid, interval).
+
+Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
+    ordered = activated energy; delivered = (declared baseline - metered) for
+    down, (metered - baseline) for up, within [0, activated]; payment =
+    availability for the interval + delivered kWh x activation price (the
+    activation-weighted price of the bids drawn); penalty = (activated -
+    delivered) kWh x penalty price. A seller never activated gets its
+    availability payment and needs no meter data. Gaps: the scenario's gap rule.
+    The buyer's net is minus the sum of the sellers' nets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..clearing import ClearingOutcome, ClearingProblem
+from ..clearing.options import OptionOffer, availability_payments, option_problem
+from ..messages import Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
+from ..registry import register_product
+from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
+from .base import ACTIVATION_LEAD_MINUTES, Market, _clean, iter_awards_of
+from .common import TermsProduct, dispatch_param
+from .params import Param
+
+DEFAULT_ACTIVATION_SHARE = 0.2
+"""Expected share of reserved energy that is activated, when the request does not say."""
+
+PARAMS = (
+    Param("activation_share", float, DEFAULT_ACTIVATION_SHARE,
+          "expected share of the reserved energy the buyer will activate", min=0.0, max=1.0),
+    Param("availability_price_cap", float, None,
+          "highest availability price accepted, DKK/kW per window (default: price_cap x window hours)", min=0.0),
+    Param("activation_min_lead_minutes", int, ACTIVATION_LEAD_MINUTES[0],
+          "least notice of an activation, minutes", min=0),
+    Param("activation_max_lead_minutes", int, ACTIVATION_LEAD_MINUTES[1],
+          "most notice of an activation, minutes", min=0),
+    dispatch_param("on_activation"),
+)
+
+
+@register_product("CRP")
+class CRPProduct(TermsProduct):
+    PARAMS = PARAMS
+    pricing = "pay_as_bid"
+    accepts_activations = True
+    declared_baseline = "required"
+
+    def complete_terms(self, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
+        if terms["availability_price_cap"] is None:
+            terms["availability_price_cap"] = req.price_cap * req.n_intervals * req.interval_minutes / 60.0
+        if terms["activation_min_lead_minutes"] > terms["activation_max_lead_minutes"]:
+            raise Rejected(RejectReason.OUT_OF_RANGE, "activation_min_lead_minutes exceeds activation_max_lead_minutes")
+        return terms
+
+    def check_product_bid(self, market: Market, bid: Bid) -> None:
+        a = bid.availability_price
+        cap = market.terms["availability_price_cap"]
+        if not (isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) and 0 <= a <= cap):
+            raise Rejected(RejectReason.OUT_OF_RANGE,
+                           f"CRP bids need availability_price (DKK/kW per window) in [0, {cap:g}], got {a!r}")
+
+    def build_problem(self, market: Market) -> ClearingProblem:
+        req = market.request
+        return option_problem(
+            market.market_id, req.need_kw, activation_price_cap=req.price_cap,
+            availability_price_cap=market.terms["availability_price_cap"],
+            activation_share=market.terms["activation_share"], interval_hours=market.hours,
+            offers=[OptionOffer(b.bid_id, b.sender, float(b.availability_price or 0.0), b.price,
+                                tuple(b.quantities_kw), b.block, b.sent_at) for b in market.book],
+        )
+
+    def make_awards(self, market: Market, outcome: ClearingOutcome) -> list[Award]:
+        n = market.request.n_intervals
+        accepted = outcome.accepted_by_bid()
+        awards = []
+        for bid in market.bids:
+            q = tuple(_clean(x) for x in accepted.get(bid.bid_id, (0.0,) * n))
+            avail = float(bid.availability_price or 0.0)
+            per_interval = availability_payments(avail, q)
+            awards.append(self.new_award(market, bid, q, tuple(bid.price for _ in q), sum(per_interval),
+                                         availability_price=avail, availability_dkk=per_interval))
+        return awards
+
+    def meter_points(self, market: Market) -> list[str]:
+        """Only sellers that were activated need meter data."""
+        called = {a.recipient for a in market.awards if any(market.activated.get(a.bid_id, ()))}
+        return sorted(p for s in called for p in self.seller_points(market, s))
+
+    def settle(self, market: Market) -> list[SettlementStatement]:
+        req = market.request
+        n = req.n_intervals
+        results: dict[str, IntervalSettlement] = {}
+        for seller in self.awarded_sellers(market):
+            awards = [a for a in iter_awards_of(market, seller) if a.awarded]
+            activated = [sum(market.activated.get(a.bid_id, [0.0] * n)[i] for a in awards) for i in range(n)]
+            value = [sum(market.activated.get(a.bid_id, [0.0] * n)[i] * a.prices[i] for a in awards) for i in range(n)]
+            price = [v / q if q > 0 else 0.0 for v, q in zip(value, activated, strict=True)]
+            availability = [sum(a.availability_dkk[i] for a in awards) for i in range(n)]
+            metered = self.metered_kw(market, seller) if any(activated) else [None] * n
+            delivered, gaps = verify_against_baseline(
+                direction=req.direction, ordered_kw=activated, baseline_kw=market.baselines[seller],
+                metered_kw=metered, gap_rule=self.s.settlement.gap_rule,
+            )
+            gaps = tuple(g and q > 0 for g, q in zip(gaps, activated, strict=True))
+            results[seller] = settle_delivered(
+                hours=market.hours, ordered_kw=activated, delivered_kw=delivered, gaps=gaps,
+                penalty_price=market.penalty_price, fixed_dkk=availability, energy_price=price,
+            )
+        return self.issue_statements(market, results)

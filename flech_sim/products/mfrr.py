@@ -1,0 +1,150 @@
+"""mFRR -- manual Frequency Restoration Reserve, regulating power (bought by the TSO).
+
+Balancing energy per 15-minute interval, cleared in merit order against the
+TSO's need and paid as cleared: every accepted bid gets the interval's
+marginal price.
+
+Units. The Nordic market quotes DKK/MWh and MW; the platform uses DKK/kWh and kW
+everywhere, so a bid of 5 MW at 450 DKK/MWh is ``quantities_kw=(5000.0,)``,
+``price=0.45`` (DKK/kWh = DKK/MWh / 1000; kW = MW x 1000). Direction follows
+the platform's sign, seen from the load: the TSO's *upward* regulation (the
+system is short) is ``Direction.DOWN`` (consume less); *downward* regulation
+is ``Direction.UP`` (consume more).
+
+Interface contract
+------------------
+MarketRequest / BidRequest
+    ``location`` '*' (system-wide; normal) or a feeder; ``interval_minutes``
+    must be 15 and ``delivery_start - gate_close`` at least 45 minutes (else
+    invalid_times); ``need_kw`` kW per 15-min interval; ``price_cap`` DKK/kWh.
+    ``params``:
+
+    * ``min_bid_kw`` (float >= 0, default 1000 = 1 MW): every offered quantity
+      > 0 must be at least this;
+    * ``dispatch`` = 'on_award' (fixed): the award *is* the activation order
+      (full activation within the interval); mFRR takes no Activation messages.
+
+Bid
+    ``price`` DKK/kWh (<= price_cap); ``quantities_kw`` per interval, each
+    either 0 or >= min_bid_kw (else out_of_range: "below the minimum bid
+    size"); ``block`` all-or-nothing over the intervals; ``baseline_kw``
+    (required; identical in all your bids of one market) = your declared
+    consumption per interval, summed over the metering points that count (see
+    below); ``location``: '' = pooled over all your feeders, or one feeder you
+    have a portfolio on (all your bids in one market must name the same).
+
+Clearing / Award
+    Least cost (merit order; blocks by MILP with the divisible part from the
+    LP re-solved with binaries fixed) against need_kw; ties: earlier bid, then
+    bid ID. Pay-as-clear: ``prices`` = the interval's clearing price = the
+    highest price accepted in it (>= every accepted bid's price, <= the cap);
+    ``payment_dkk`` = accepted kWh x clearing price if fully delivered. Each
+    award's accepted quantities are also rows of the ``activations`` table
+    (activation_id = the award's msg_id).
+
+Settlement (per seller and interval)
+    Metering points that count: ``<seller>@<location>`` for a bid location,
+    else every ``<seller>@<feeder>`` the seller has (their sum). delivered =
+    declared baseline - metered (down) or metered - baseline (up), within [0,
+    accepted]; payment = delivered kWh x clearing price; penalty = (accepted -
+    delivered) kWh x penalty price. A gap at any counted point is a gap (the
+    scenario's gap rule). The buyer's net is minus the sum of the sellers'
+    nets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..clearing import ClearingOutcome
+from ..messages import Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
+from ..metering import metering_point
+from ..registry import register_product
+from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
+from .base import Market, iter_awards_of
+from .common import TermsProduct, dispatch_param
+from .params import Param
+
+INTERVAL_MINUTES = 15
+GATE_CLOSURE_MINUTES = 45
+"""Bids close at least this long before delivery starts."""
+DEFAULT_MIN_BID_KW = 1000.0
+
+PARAMS = (
+    Param("min_bid_kw", float, DEFAULT_MIN_BID_KW, "smallest non-zero quantity of a bid, kW (1 MW)", min=0.0),
+    dispatch_param("on_award"),
+)
+
+
+@register_product("mFRR")
+class MFRRProduct(TermsProduct):
+    PARAMS = PARAMS
+    pricing = "pay_as_clear"
+    feeder_only = False
+    declared_baseline = "required"
+
+    def __init__(self, product_id: str, services: Any) -> None:
+        super().__init__(product_id, services)
+        self._location: dict[tuple[str, str], str] = {}  # (market, seller) -> bid location ('' = pooled)
+
+    def check_request(self, req: MarketRequest) -> None:
+        if req.interval_minutes != INTERVAL_MINUTES:
+            raise Rejected(RejectReason.INVALID_TIMES,
+                           f"mFRR intervals are {INTERVAL_MINUTES} minutes, got {req.interval_minutes}")
+        if req.delivery_start - req.gate_close < GATE_CLOSURE_MINUTES:
+            raise Rejected(RejectReason.INVALID_TIMES,
+                           f"mFRR gate closure must be at least {GATE_CLOSURE_MINUTES} min before delivery; "
+                           f"got {req.delivery_start - req.gate_close} min")
+
+    def check_product_bid(self, market: Market, bid: Bid) -> None:
+        least = market.terms["min_bid_kw"]
+        for i, q in enumerate(bid.quantities_kw):
+            if 0 < q < least:
+                raise Rejected(RejectReason.OUT_OF_RANGE,
+                               f"{q:g} kW in interval {i} is below the minimum bid size {least:g} kW "
+                               f"({least / 1000:g} MW); pool more flexibility into one bid")
+        loc = bid.location
+        if loc and bid.sender not in self.s.sellers_at(loc):
+            raise Rejected(RejectReason.NOT_ELIGIBLE, f"{bid.sender} has no portfolio at {loc!r}")
+        earlier = self._location.get((market.market_id, bid.sender))
+        if earlier is not None and earlier != loc:
+            raise Rejected(RejectReason.OUT_OF_RANGE,
+                           f"bid location {loc!r} differs from your earlier bid's {earlier!r} in this market")
+        self._location[(market.market_id, bid.sender)] = loc
+
+    def seller_points(self, market: Market, seller: str) -> list[str]:
+        loc = self._location.get((market.market_id, seller), "")
+        if not loc and market.request.location != "*":
+            loc = market.request.location
+        if loc:
+            return [metering_point(seller, loc)]
+        return [metering_point(seller, f) for f in sorted(self.s.locations) if seller in self.s.sellers_at(f)]
+
+    def make_awards(self, market: Market, outcome: ClearingOutcome) -> list[Award]:
+        awards = super().make_awards(market, outcome)
+        for a in awards:
+            for i, q in enumerate(a.accepted_kw):
+                if q > 0:
+                    self.s.persistor.append("activations", (
+                        a.msg_id, a.msg_id, market.market_id, self.product_id, a.recipient, a.bid_id,
+                        market.interval_start(i), q,
+                    ))
+        return awards
+
+    def settle(self, market: Market) -> list[SettlementStatement]:
+        req = market.request
+        n = req.n_intervals
+        results: dict[str, IntervalSettlement] = {}
+        for seller in self.awarded_sellers(market):
+            ordered = self.ordered_kw(market, seller)
+            awards = [a for a in iter_awards_of(market, seller) if a.awarded]
+            price = [awards[0].prices[i] for i in range(n)]  # pay-as-clear: the same for all bids
+            delivered, gaps = verify_against_baseline(
+                direction=req.direction, ordered_kw=ordered, baseline_kw=market.baselines[seller],
+                metered_kw=self.metered_kw(market, seller), gap_rule=self.s.settlement.gap_rule,
+            )
+            results[seller] = settle_delivered(
+                hours=market.hours, ordered_kw=ordered, delivered_kw=delivered, gaps=gaps,
+                penalty_price=market.penalty_price, energy_price=price,
+            )
+        return self.issue_statements(market, results)
