@@ -66,6 +66,8 @@ class MarketSchedule(_Strict):
     need_kw: list[NonNegFloat] = Field(min_length=1)
     price_cap: PositiveFloat = 3.0
     penalty_price: NonNegFloat | None = None
+    params: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    """Product terms passed in the market request (e.g. a BL baseline method, CL pricing)."""
 
 
 class CongestionConfig(_Strict):
@@ -83,8 +85,11 @@ class CongestionConfig(_Strict):
     penalty_price: NonNegFloat | None = None
     params: dict[str, str | float | int | bool] = Field(default_factory=dict)
     """Product terms passed in the market request (e.g. a BL baseline method, CL pricing)."""
+    activate: bool = False
+    """For option products (CRP): watch the feeder during the window and activate the reserve
+    when the measured load exceeds threshold x limit."""
     activation_lead_minutes: Annotated[int, Field(ge=0)] = 15
-    """Options (CRP): congestion seen now is called for the interval starting this much later."""
+    """Congestion measured now is called for the first interval starting at least this much later."""
 
 
 class ImbalanceConfig(_Strict):

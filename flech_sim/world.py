@@ -163,6 +163,11 @@ class World:
             raise ValueError(f"day {day} is not over yet")
         return self._hh_days.pop(day)
 
+    def feeder_load_now(self, feeder: str) -> float:
+        """The feeder's load over the last simulated step (the DSO's measurement)."""
+        s = self.fleet.step_index - 1
+        return float(self._feeder_kw[self.feeders.index(feeder), max(s, 0)])
+
     def feeder_forecast(self, horizon_steps: int) -> np.ndarray:
         """(horizon, n_feeders) expected load without new control: the DSO's load forecast."""
         return self.fleet.baseline_power(horizon_steps, by="feeder")

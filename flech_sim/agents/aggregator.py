@@ -127,6 +127,8 @@ class Aggregator(Agent):
             full_flex += float(flex[0])
             log[f] = (base_f, flex, held.copy())
         total_free = sum(free.values())
+        if down:  # never offer to shed more than the portfolio is expected to draw
+            total_free = np.minimum(total_free, np.maximum(baseline, 0.0))
         offers = make_offers(
             self.cfg.bidding, req, free_kw=total_free,
             rebound_ratio=rebound / (full_flex * window * self.dt / 60) if full_flex > 0 else 0.0,

@@ -22,7 +22,7 @@ import pandas as pd
 import simpy
 
 from ..endpoint import Connection
-from ..messages import ClearingResult, Direction, MarketRequest, Rejection, SettlementStatement
+from ..messages import Activation, ClearingResult, Direction, MarketRequest, Rejection, SettlementStatement
 from ..scenario import BalancingConfig, BuyerConfig, CongestionConfig, ImbalanceConfig, MarketSchedule
 from ..world import World
 from .base import Agent
@@ -49,6 +49,7 @@ def scheduled_requests(schedule: MarketSchedule, index: int) -> list[tuple[int, 
             "need_kw": tuple(schedule.need_kw),
             "price_cap": schedule.price_cap,
             "penalty_price": schedule.penalty_price,
+            "params": dict(schedule.params),
         }
         out.append((send, f"{schedule.product}-{index}-d{day:03d}", fields))
     return out
@@ -101,6 +102,7 @@ class Buyer(Agent):
         self.results: dict[str, ClearingResult] = {}
         self.statements: list[SettlementStatement] = []
         self.rejections: list[Rejection] = []
+        self._requests: dict[str, MarketRequest] = {}
 
     def start(self) -> None:
         super().start()
@@ -118,6 +120,7 @@ class Buyer(Agent):
 
     def _open(self, market_id: str, product: str, **fields: Any) -> MarketRequest:
         req = MarketRequest(**self.envelope(market_id, product), **fields)
+        self._requests[market_id] = req
         self.conn.send(req)
         return req
 
@@ -181,6 +184,35 @@ class Buyer(Agent):
     # -- answers -------------------------------------------------------------------------------
     def on_clearing_result(self, msg: ClearingResult) -> None:
         self.results[msg.market_id] = msg
+        c = self.cfg.congestion
+        req = self._requests.get(msg.market_id)
+        if c is not None and c.activate and req is not None and any(q > 0 for q in msg.accepted_kw):
+            self.env.process(self._activate_on_congestion(c, req, list(msg.accepted_kw)))
+
+    def _activate_on_congestion(self, c: CongestionConfig, req: MarketRequest,
+                                reserved: list[float]) -> Generator[simpy.Event, Any, None]:
+        """Measure the feeder every model step; when it is congested, call the reserve for the
+        first interval far enough ahead, up to the excess (each interval at most once)."""
+        w = self.world
+        limit = float(w.limits[w.feeders.index(req.location)])
+        m = req.interval_minutes
+        called = [False] * len(reserved)
+        t = max(self.now, req.delivery_start - c.activation_lead_minutes - m)
+        while True:
+            if t > self.now:
+                yield self.env.timeout(t - self.now)
+            i = -(-(self.now + c.activation_lead_minutes - req.delivery_start) // m)  # first callable interval
+            if i >= len(reserved):
+                return
+            excess = w.feeder_load_now(req.location) - c.threshold * limit
+            if i >= 0 and excess > 0 and not called[i] and reserved[i] > 0:
+                called[i] = True
+                self.conn.send(Activation(
+                    **self.envelope(req.market_id, req.product_id), activation_id=f"{req.market_id}-a{i}",
+                    start=req.delivery_start + i * m, interval_minutes=m,
+                    quantities_kw=(round(min(reserved[i], excess), 3),),
+                ))
+            t = self.now + w.dt
 
     def on_settlement(self, msg: SettlementStatement) -> None:
         self.statements.append(msg)
