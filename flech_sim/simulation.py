@@ -27,6 +27,7 @@ from .agents.data_provider import DataProvider, published_points
 from .clearing import SolverOptions
 from .coordination import Coordinator
 from .dispatcher import Dispatcher
+from .fingerprint import fingerprint
 from .endpoint import Endpoint
 from .households import child_seed
 from .metering import METER_PRODUCT_ID, MeterService
@@ -138,6 +139,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
         "simulated_until_minute": int(env.now),
         "completed": error is None,
         "error": error,
+        "fingerprint": fingerprint(out_dir) if error is None else None,
         "python": _platform.python_version(),
         "packages": {p: _version(p) for p in RESULT_PACKAGES},
         "summary": summary,

@@ -1,0 +1,440 @@
+"""Parameter sweeps: ``flech-sim sweep SCENARIO.yaml``, every grid point x seed as one run, on Dask.
+
+The scenario's ``sweep`` section names a grid (dotted path -> values) and
+seeds. Every combination is one run:
+
+* its parameters are applied to the scenario as written in the file, and
+  the result is validated like any scenario file, before anything runs; a
+  bad path or value is a :class:`ScenarioError` that names it;
+* its run ID is derived from the parameter values and the seed only (a
+  readable slug and a short hash), so the same sweep always maps the same
+  combination to the same directory ``OUT/<run_id>/``;
+* it runs in a Dask worker: a local cluster of worker processes by default
+  (one thread each: a run is single-threaded Python), or an existing
+  cluster given its scheduler address (then ``OUT``, and any file the
+  scenario names, must be paths the workers can reach, e.g. on a shared
+  file system, and flech_sim must be installed on the workers);
+* a run that fails is recorded (status ``failed`` and its error) and does
+  not stop the others; a run whose manifest says it completed, for the
+  same scenario (hash), is skipped when the sweep is run again.
+
+``OUT/index.parquet`` and ``OUT/index.csv`` list every run: run_id, one
+column per parameter, seed, status, error, wall seconds and the headline
+outcomes of its manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import re
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .scenario import Scenario, ScenarioError, scenario_from_dict
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_WORKERS = 2
+
+HEADLINES: tuple[tuple[str, str], ...] = (
+    ("markets_opened", "markets_opened"),
+    ("markets_cleared", "markets_cleared"),
+    ("procured_kwh", "procured_kwh"),
+    ("procurement_cost_dkk", "procurement_cost_dkk"),
+    ("unmet_kwh", "unmet_kwh"),
+    ("messages_rejected", "messages_rejected"),
+)
+"""Index column <- key of the manifest's ``summary``."""
+
+FLOAT_HEADLINES = frozenset({"procured_kwh", "procurement_cost_dkk", "unmet_kwh"})
+STATUSES = ("completed", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: where it goes, what it changes, and the validated scenario."""
+
+    run_id: str
+    params: dict[str, Any]  # dotted path -> value, in the grid's order
+    seed: int
+    scenario: Scenario
+
+
+@dataclass
+class SweepResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    param_names: list[str]
+    wall_seconds: float
+    cluster_seconds: float = 0.0  # starting (or connecting to) the cluster
+    index_paths: list[Path] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.rows if r["status"] == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.count("failed") == 0
+
+
+# == expanding the grid ===================================================================
+def load_sweep(path: str | Path) -> tuple[dict[str, Any], Scenario]:
+    """The scenario file as written (for overrides) and validated (for its ``sweep`` section)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: expected a mapping of scenario keys at the top level")
+    return raw, scenario_from_dict(raw, source=str(path))
+
+
+def expand(raw: dict[str, Any], source: str = "<scenario>") -> list[RunSpec]:
+    """Every grid point x seed, validated; raise ScenarioError naming the first bad path or value.
+
+    Without a ``sweep`` section, or with an empty grid and no seeds, this is the scenario's single run.
+    """
+    base = scenario_from_dict(raw, source=source)
+    sweep = base.sweep
+    grid = dict(sweep.grid) if sweep else {}
+    seeds = list(sweep.seeds) if sweep and sweep.seeds else [base.seed]
+    for path, values in grid.items():
+        if path in ("seed", "sweep") or path.startswith("sweep."):
+            raise ScenarioError(f"{source}: sweep.grid.{path}: not a sweepable parameter (list seeds under sweep.seeds)")
+        if not values:
+            raise ScenarioError(f"{source}: sweep.grid.{path}: needs at least one value")
+    specs: list[RunSpec] = []
+    seen: dict[str, dict[str, Any]] = {}
+    for combo in itertools.product(*grid.values()):
+        params = dict(zip(grid.keys(), combo, strict=True))
+        for seed in seeds:
+            run_id = make_run_id(params, seed)
+            if run_id in seen:
+                raise ScenarioError(f"{source}: sweep has the same grid point twice: {params} seed {seed}")
+            seen[run_id] = params
+            doc = copy.deepcopy(raw)
+            doc.pop("sweep", None)
+            for p, v in params.items():
+                set_path(doc, p, v, source)
+            doc["seed"] = seed
+            scenario = scenario_from_dict(doc, source=f"{source} [sweep run {run_id}: {_describe(params, seed)}]")
+            specs.append(RunSpec(run_id, params, seed, scenario))
+    return specs
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any, source: str = "<scenario>") -> None:
+    """Set ``a.b.0.c`` in a nested dict/list document; list items by index or by their ``id``.
+
+    Missing mapping keys are created (the scenario validation then rejects unknown ones by name).
+    """
+    parts = path.split(".")
+    if not path or any(not p for p in parts):
+        raise ScenarioError(f"{source}: sweep.grid: {path!r} is not a dotted path")
+    node: Any = doc
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, dict):
+            if last:
+                node[part] = copy.deepcopy(value)
+                return
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        elif isinstance(node, list):
+            i = _list_index(node, part)
+            if i is None:
+                ids = [x.get("id") for x in node if isinstance(x, dict) and "id" in x]
+                raise ScenarioError(
+                    f"{source}: sweep.grid.{path}: {where!r} matches no list item "
+                    f"(indexes 0..{len(node) - 1}{'; ids ' + ', '.join(map(str, ids)) if ids else ''})")
+            if last:
+                node[i] = copy.deepcopy(value)
+                return
+            node = node[i]
+        else:
+            raise ScenarioError(f"{source}: sweep.grid.{path}: {'.'.join(parts[:depth])!r} is a value, "
+                                f"not a section, so it has no {part!r}")
+
+
+def _list_index(items: list[Any], part: str) -> int | None:
+    if re.fullmatch(r"-?\d+", part):
+        i = int(part)
+        return i if 0 <= i < len(items) else None
+    for i, x in enumerate(items):
+        if isinstance(x, dict) and x.get("id") == part:
+            return i
+    return None
+
+
+def make_run_id(params: dict[str, Any], seed: int) -> str:
+    """``<slug>-seed<N>-<hash8>``: readable, and unique by the hash of (parameters, seed)."""
+    canon = json.dumps({"params": params, "seed": seed}, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(canon.encode()).hexdigest()[:8]
+    slug = "_".join(f"{p.rsplit('.', 1)[-1]}-{_short(v)}" for p, v in params.items())
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", slug).strip("-_.")[:60].rstrip("-_.")
+    return f"{slug + '-' if slug else ''}seed{seed}-{digest}"
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, str) and ":" in v:  # a dotted implementation path: its class name
+        return v.rsplit(":", 1)[-1]
+    return json.dumps(v, separators=(",", ":")) if isinstance(v, list | dict) else str(v)
+
+
+def _describe(params: dict[str, Any], seed: int) -> str:
+    return ", ".join([*(f"{p}={v!r}" for p, v in params.items()), f"seed={seed}"])
+
+
+# == running ================================================================================
+def run_one(run_id: str, scenario_doc: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Run one sweep point (in a worker) and return its index row fields. Never raises for a failed run."""
+    started, started_cpu = time.perf_counter(), time.process_time()
+    try:
+        from .simulation import run
+
+        scenario = scenario_from_dict(scenario_doc, source=run_id)
+        path = Path(out_dir)
+        if path.exists():  # leftovers of an earlier failed or stale attempt
+            shutil.rmtree(path)
+        result = run(scenario, path)
+        manifest = dict(result.manifest)
+        if result.completed and not manifest.get("fingerprint"):
+            from .fingerprint import fingerprint
+
+            manifest["fingerprint"] = fingerprint(path)
+        row = _outcome_fields(manifest)
+        row["status"] = "completed" if result.completed else "failed"
+        row["error"] = _first_line(result.error)
+    except Exception as exc:  # a failure outside run() (e.g. the directory): still one row, never a lost run
+        row = _outcome_fields({})
+        row["status"] = "failed"
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    row["wall_seconds"] = round(time.perf_counter() - started, 3)
+    row["cpu_seconds"] = round(time.process_time() - started_cpu, 3)  # of the worker process, while running it
+    return row
+
+
+def _outcome_fields(manifest: dict[str, Any]) -> dict[str, Any]:
+    summary = manifest.get("summary") or {}
+    row: dict[str, Any] = {col: summary.get(key) for col, key in HEADLINES}
+    row["fingerprint"] = manifest.get("fingerprint")
+    return row
+
+
+def _first_line(error: str | None) -> str | None:
+    if not error:
+        return None
+    lines = [ln for ln in error.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else None
+
+
+def completed_before(spec: RunSpec, out: Path) -> dict[str, Any] | None:
+    """The manifest of an earlier completed run of exactly this scenario, if there is one."""
+    path = out / spec.run_id / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if manifest.get("completed") is True and manifest.get("scenario_hash") == spec.scenario.digest():
+        return manifest
+    return None
+
+
+def run_sweep(
+    scenario: str | Path | dict[str, Any],
+    out: str | Path | None = None,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Expand and run a sweep; write ``OUT/index.parquet`` and ``OUT/index.csv``; return every row.
+
+    ``scenario`` is a scenario file or an already loaded document (dict). Raises ScenarioError for a bad
+    sweep before anything runs.
+    """
+    started = time.perf_counter()
+    if isinstance(scenario, dict):
+        raw, source = scenario, "<scenario>"
+    else:
+        raw, _ = load_sweep(scenario)
+        source = str(scenario)
+    specs = expand(raw, source)
+    out_dir = Path(out) if out is not None else Path("results") / specs[0].scenario.name / "sweep"
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    param_names = list(specs[0].params)
+    rows: dict[str, dict[str, Any]] = {}
+    todo: list[RunSpec] = []
+    for spec in specs:
+        earlier = completed_before(spec, out_dir)
+        if earlier is None:
+            todo.append(spec)
+            continue
+        if not earlier.get("fingerprint"):  # manifests written before the run stored it
+            from .fingerprint import fingerprint
+
+            earlier["fingerprint"] = fingerprint(out_dir / spec.run_id)
+        row = _outcome_fields(earlier)
+        row.update(status="skipped", error=None, wall_seconds=earlier.get("wall_seconds"))
+        rows[spec.run_id] = row
+    cluster_seconds = 0.0
+    from tqdm import tqdm
+
+    with tqdm(total=len(specs), initial=len(specs) - len(todo), unit="run", desc="sweep",
+              disable=not progress, file=sys.stderr) as bar:
+        if todo:
+            t0 = time.perf_counter()
+            with _client(workers, scheduler) as client:
+                cluster_seconds = time.perf_counter() - t0
+                for run_id, row in _execute(client, todo, out_dir):
+                    rows[run_id] = row
+                    bar.update(1)
+    index = [_index_row(spec, rows[spec.run_id], out_dir) for spec in specs]
+    result = SweepResult(out_dir, index, param_names, round(time.perf_counter() - started, 3),
+                         round(cluster_seconds, 3))
+    result.index_paths = write_index(out_dir, index, param_names)
+    return result
+
+
+def _execute(client: Any, todo: list[RunSpec], out_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    from distributed import as_completed
+
+    futures = {}
+    attempt = uuid.uuid4().hex[:8]  # task keys unique per sweep: a long-lived scheduler may remember old ones
+    for spec in todo:
+        doc = spec.scenario.model_dump(mode="json")
+        fut = client.submit(run_one, spec.run_id, doc, str(out_dir / spec.run_id),
+                            key=f"flech-run-{spec.run_id}-{attempt}")
+        futures[fut] = spec
+    for fut in as_completed(futures):
+        spec = futures[fut]
+        try:
+            row = fut.result()
+        except Exception as exc:  # the worker died (e.g. killed for memory): recorded like any failure
+            row = _outcome_fields({})
+            row.update(status="failed", error=f"{type(exc).__name__}: {exc}", wall_seconds=None)
+        yield spec.run_id, row
+
+
+class _client:
+    """A Dask client on a fresh local cluster (closed afterwards) or on an existing scheduler (left running)."""
+
+    def __init__(self, workers: int, scheduler: str | None) -> None:
+        self.workers, self.scheduler = workers, scheduler
+        self._cluster: Any = None
+        self._client: Any = None
+
+    def __enter__(self) -> Any:
+        from distributed import Client, LocalCluster
+
+        if self.scheduler:
+            self._client = Client(self.scheduler, timeout="30s")
+        else:
+            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                         dashboard_address=None, silence_logs=logging.ERROR)
+            self._client = Client(self._cluster)
+        return self._client
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def _index_row(spec: RunSpec, row: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"run_id": spec.run_id}
+    out.update(spec.params)
+    out["seed"] = spec.seed
+    out["status"] = row["status"]
+    out["error"] = row.get("error")
+    out["wall_seconds"] = row.get("wall_seconds")
+    out["cpu_seconds"] = row.get("cpu_seconds")
+    for col, _ in HEADLINES:
+        out[col] = row.get(col)
+    out["fingerprint"] = row.get("fingerprint")
+    out["run_dir"] = str(out_dir / spec.run_id)
+    return out
+
+
+def _param_column(values: list[Any]) -> list[Any]:
+    """Keep a parameter column's values if they share one scalar type (ints and floats mix); else JSON text."""
+    kinds = {type(v) for v in values}
+    if kinds <= {int, float} or (len(kinds) == 1 and kinds <= {str, bool}):
+        return values
+    return [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
+
+
+def write_index(out_dir: Path, rows: list[dict[str, Any]], param_names: list[str]) -> list[Path]:
+    """``index.parquet`` and ``index.csv``; parameter columns keep their type when it is one scalar type."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for p in param_names:
+        df[p] = _param_column(df[p].tolist())
+    for col, _ in HEADLINES:
+        df[col] = pd.to_numeric(df[col]).astype("Float64" if col in FLOAT_HEADLINES else "Int64")
+    for col in ("wall_seconds", "cpu_seconds"):
+        df[col] = pd.to_numeric(df[col]).astype("Float64")
+    pq_path, csv_path = out_dir / "index.parquet", out_dir / "index.csv"
+    df.to_parquet(pq_path, index=False)
+    df.to_csv(csv_path, index=False)
+    return [pq_path, csv_path]
+
+
+# == command line ===========================================================================
+def register_cli(sub: Any) -> None:
+    s = sub.add_parser("sweep", help="run every grid point x seed of a scenario's sweep section, in parallel",
+                       description="Run a scenario's sweep (grid x seeds) on Dask and write an index of the runs.")
+    s.add_argument("scenario", type=Path, metavar="SCENARIO.yaml", help="scenario file with a sweep section")
+    s.add_argument("--out", type=Path, help="sweep directory (default: results/<scenario>/sweep)")
+    s.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"local worker processes (default {DEFAULT_WORKERS}; ignored with --scheduler)")
+    s.add_argument("--scheduler", metavar="ADDR", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cli_sweep)
+
+
+def cli_sweep(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        result = run_sweep(args.scenario, args.out, workers=args.workers, scheduler=args.scheduler,
+                           progress=not args.no_progress and sys.stderr.isatty())
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # e.g. the scheduler cannot be reached
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_result(result))
+    return EXIT_OK if result.ok else EXIT_RUN_FAILED
+
+
+def format_result(result: SweepResult) -> str:
+    n = len(result.rows)
+    lines = [f"{n} run(s): {result.count('completed')} completed, {result.count('failed')} failed, "
+             f"{result.count('skipped')} skipped (already completed) in {result.wall_seconds:.1f} s",
+             f"  index  {result.index_paths[1] if len(result.index_paths) > 1 else result.out_dir}"]
+    for r in result.rows:
+        if r["status"] == "failed":
+            lines.append(f"  FAILED {r['run_id']}: {r['error']}")
+    return "\n".join(lines)
