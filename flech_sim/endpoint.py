@@ -34,6 +34,7 @@ from .messages import (
     Rejected,
     RejectReason,
     Rejection,
+    check_finite,
     from_json,
     to_json,
 )
@@ -111,6 +112,7 @@ class Endpoint:
         if isinstance(raw, Message):
             msg = raw
             try:
+                check_finite(msg)
                 text = to_json(msg)
             except (TypeError, ValueError) as exc:  # NaN, infinity or an object JSON cannot carry
                 self._record_malformed(seq, repr(msg), conn, f"not serialisable as JSON: {exc}")

@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from .schema import ARROW_TYPES, TABLES, Table
 
 DEFAULT_BATCH_ROWS = 50_000
+CONVERT_ROWS = 4096
+"""Row tuples are converted to Arrow in chunks of this size; a Parquet row group holds a batch."""
 
 
 class Persistor:
@@ -47,6 +49,8 @@ class Persistor:
         self._pending[table] += 1
         if self._pending[table] >= self._batch_rows:
             self._flush(table)
+        elif len(buf) >= CONVERT_ROWS:  # turn rows into Arrow while they are still in cache
+            self._rows_to_part(table)
 
     def append_dict(self, table: str, row: Mapping[str, Any]) -> None:
         """Add one row by column name; unknown or missing columns are an error, not a silent drop."""

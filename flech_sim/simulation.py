@@ -7,10 +7,12 @@ portfolio, so the same scenario and seed give identical tables.
 
 from __future__ import annotations
 
+import gc
 import platform as _platform
 import time
 import traceback
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -116,7 +118,8 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
     agents: dict[str, Any] = {}
     try:
         core, agents = _build(env, persistor, scenario)
-        _run_clock(env, scenario, progress)
+        with relaxed_gc():
+            _run_clock(env, scenario, progress)
     except Exception as exc:  # recorded, flushed and reported: never a silent crash
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     finally:
@@ -147,6 +150,19 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
     persistor.write_manifest(manifest)
     manifest["row_counts"] = dict(persistor.row_counts)
     return RunResult(out_dir, manifest, summary, error is None, error)
+
+
+@contextmanager
+def relaxed_gc() -> Iterator[None]:
+    """Millions of short-lived messages: at the default young-generation threshold (700) the
+    cyclic collector runs constantly and finds nothing (measured: ~4 us a message). The
+    thresholds are restored afterwards."""
+    old = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> tuple[Core, dict[str, Any]]:

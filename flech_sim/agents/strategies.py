@@ -69,7 +69,7 @@ def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, reb
     window_h = hours * len(req.need_kw)
     offers = []
     for j in range(steps):
-        price = round(c * (1 + cfg.step_markup) ** j, 6)
+        price = round(float(c) * (1 + cfg.step_markup) ** j, 6)
         if price > req.price_cap:
             break
         extra: dict[str, Any] = {}

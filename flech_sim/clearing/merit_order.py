@@ -15,9 +15,15 @@ from flech_sim.clearing.problem import ClearingStatus, ProblemArrays, RawSolutio
 __all__ = ["allocate", "marginal_values", "solve"]
 
 
-def allocate(arrays: ProblemArrays) -> np.ndarray:
-    """Accepted kW (B, T): each interval filled along the merit order up to its need."""
+def allocate(arrays: ProblemArrays, allowed: np.ndarray | None = None) -> np.ndarray:
+    """Accepted kW (B, T): each interval filled along the merit order up to its need.
+
+    ``allowed`` (B,) bool restricts the bids used, e.g. to the divisible ones to build a
+    feasible MILP start with every block rejected.
+    """
     order = arrays.merit_order
+    if allowed is not None:
+        order = order[allowed[order]]
     offered = arrays.quantity[order]  # (N, T) in merit order
     filled_before = np.cumsum(offered, axis=0) - offered
     accepted = np.zeros_like(arrays.quantity)

@@ -9,7 +9,7 @@ every method (merit order, HiGHS, pyomo) sees the same numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -79,11 +79,14 @@ class SolverOptions:
     mip_gap: float = 1e-3  # relative
     threads: int = 1
     seed: int = 0
-    # Presolve OFF, measured on this machine (HiGHS 1.16, 2 cores, LP of one column per
-    # bid and interval, presolve on vs off): 1,000x24 0.020 s vs 0.010 s; 1,000x96 0.09 s
-    # vs 0.05 s; 10,000x24 27-52 s vs 0.3 s; 10,000x96 >150 s (killed) vs 3.7 s. For the
-    # MILP with blocks presolve made no useful difference at these sizes (see
-    # benchmarks/bench_clearing.py --presolve-study), so one setting serves both.
+    # Presolve OFF. Measured here (HiGHS 1.16, 2 cores, raw Highs.run(), bench generator,
+    # `bench_clearing.py --presolve-study`), seconds off vs on:
+    #   LP      1,000x24 0.016 vs 0.017 | 1,000x96 0.056 vs 0.067 | 10,000x24 0.81 vs 30.4
+    #           10,000x96 5.5 vs 343 (and 343 s despite a 120 s time limit: HiGHS presolve
+    #           does not honour the limit on this shape)
+    #   MILP, 50% blocks: 1,000x24 0.22 vs 0.48 | 1,000x96 1.2 vs 2.2 | 10,000x24 8.3 vs 16.9
+    #   MILP, all blocks, tight cover (tests' _hard_milp 200-300 x 24): off ~1.0-2x slower
+    # Off never loses badly; on can lose by 40-60x and overrun the time limit.
     presolve: bool = False
 
 
@@ -117,15 +120,15 @@ class ClearingOutcome:
 
 # --------------------------------------------------------------------------- numeric view
 
-# Tie perturbation budget in DKK/kWh. Eligible bids are ranked by (price, submitted_at,
-# bid_id); bid b gets tie_b = TIE_EPS * w(rank_b) / (N + 2) with w(r) = r + 1 + frac(r*phi)/2
-# and unmet need gets TIE_EPS * (N + 1) / (N + 2). w is strictly increasing (steps between
-# 0.5 and 1.5), so the perturbation can never reorder two bids whatever their price
-# difference, and unmet always comes after every bid priced <= cap. Every term is below
-# TIE_EPS, so it moves a solution's cost by less than 1e-6 DKK per kWh bought: in a MILP it
-# cannot flip a choice between combinations whose average prices differ by more than
-# 1e-6 DKK/kWh. The golden-ratio jitter only makes exact perturbed-cost coincidences
-# between block combinations (integer rank x integer kW) unlikely.
+# Tie perturbation budget in DKK/kWh. The N eligible bids are ranked by (price,
+# submitted_at, bid_id); bid b costs price_b + TIE_EPS * w(rank_b) / (N + 2) with
+# w(r) = r + 1 + frac((r + 1) * phi) / 2, and unmet need costs cap + TIE_EPS * w(N) / (N + 2).
+# w is strictly increasing (steps between 0.5 and 1.5), so the perturbation never reorders
+# two bids whatever their price difference, and unmet always comes after every bid priced
+# <= cap. Every term is below TIE_EPS, so it moves a solution's cost by less than 1e-6 DKK
+# per kWh bought: in a MILP it cannot flip a choice between combinations whose average
+# prices differ by more than 1e-6 DKK/kWh. The golden-ratio jitter only makes exact
+# perturbed-cost coincidences between block combinations (integer rank x whole kW) unlikely.
 TIE_EPS = 1e-6
 # HiGHS's dual feasibility tolerance is 1e-7 (absolute), far above a rank step of about
 # TIE_EPS/(2N); costs are therefore scaled so the smallest step is >= 100x the tolerance.
@@ -189,6 +192,8 @@ class ProblemArrays:
             raise ValueError(f"{problem.market_id}: interval_hours must be finite > 0")
         bids = problem.bids
         for b in bids:
+            if not isinstance(b.bid_id, str):
+                raise ValueError(f"{problem.market_id}: bid_id {b.bid_id!r} is not a str")
             if len(b.quantities) != n_t:
                 raise ValueError(
                     f"{problem.market_id}: bid {b.bid_id!r} has {len(b.quantities)} "
@@ -230,11 +235,14 @@ def solver_costs(arrays: ProblemArrays) -> tuple[np.ndarray, float, float]:
     n = arrays.n_eligible
     unit = TIE_EPS / (n + 2)
     scale = max(1.0, _MIN_SCALED_STEP / (0.5 * unit))
-    r = arrays.rank.astype(float)
-    tie = unit * (r + 1.0 + 0.5 * np.mod(r * _PHI, 1.0))
-    bid_cost = np.where(arrays.eligible, scale * (arrays.price + tie), np.inf)
-    unmet_cost = scale * (arrays.cap + unit * (n + 1))
+    bid_cost = np.where(arrays.eligible, scale * (arrays.price + unit * _w(arrays.rank)), np.inf)
+    unmet_cost = scale * (arrays.cap + unit * float(_w(np.array([n]))[0]))
     return bid_cost, float(unmet_cost), float(scale)
+
+
+def _w(rank: np.ndarray) -> np.ndarray:
+    r = rank.astype(float) + 1.0
+    return r + 0.5 * np.mod(r * _PHI, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,4 +254,3 @@ class RawSolution:
     dual: np.ndarray | None = None  # (T,) DKK/kWh, perturbation still in; None if n/a
     mip_gap: float | None = None
     message: str = ""
-    extra: dict[str, float] = field(default_factory=dict)  # e.g. raw solver seconds

@@ -24,6 +24,7 @@ import pyomo.environ as pyo
 from pyomo.contrib.solver.common.factory import SolverFactory
 from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
 
+from flech_sim.clearing.highs_direct import use_threads
 from flech_sim.clearing.problem import (
     ClearingStatus,
     ProblemArrays,
@@ -48,7 +49,8 @@ def _add_sets(m: pyo.ConcreteModel, arrays: ProblemArrays) -> None:
     live = (arrays.quantity > 0) & arrays.eligible[:, None]
     divisible = live & ~arrays.block[:, None]
     m.T = pyo.Set(initialize=range(arrays.n_intervals), ordered=True)
-    m.BT = pyo.Set(dimen=2, ordered=True, initialize=list(zip(*map(list, np.nonzero(divisible)))))
+    pairs = [tuple(bt) for bt in np.argwhere(divisible).tolist()]  # (bid, interval), Q > 0
+    m.BT = pyo.Set(dimen=2, ordered=True, initialize=pairs)
     m.K = pyo.Set(initialize=np.flatnonzero(arrays.block & live.any(axis=1)).tolist())
 
 
@@ -109,6 +111,7 @@ def _status(results: object) -> tuple[ClearingStatus, str]:
 
 
 def _run(m: pyo.ConcreteModel, options: SolverOptions) -> object:
+    use_threads(int(options.threads))
     solver = SolverFactory("highs")
     return solver.solve(
         m,

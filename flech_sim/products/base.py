@@ -331,15 +331,16 @@ class Product:
         return req.market_id
 
     def _accept_bid(self, bid: Bid) -> str:
+        now = self.now
         market = self.markets.get(bid.market_id)
         if market is None:
             raise Rejected(RejectReason.UNKNOWN_MARKET, f"no {self.product_id} market {bid.market_id!r}")
         if market.state is MarketState.CANCELLED:
             raise Rejected(RejectReason.GATE_CLOSED, f"market {bid.market_id} was cancelled")
-        if self.now >= market.request.gate_close or market.state is not MarketState.OPEN:
+        if now >= market.request.gate_close or market.state is not MarketState.OPEN:
             raise Rejected(
                 RejectReason.GATE_CLOSED,
-                f"bid arrived at minute {self.now}; the gate closed at minute {market.request.gate_close}",
+                f"bid arrived at minute {now}; the gate closed at minute {market.request.gate_close}",
             )
         if bid.sender not in self.s.sellers_at(market.request.location):
             raise Rejected(RejectReason.NOT_ELIGIBLE, f"{bid.sender} has no portfolio at {market.request.location}")
@@ -348,7 +349,7 @@ class Product:
         n = market.request.n_intervals
         if len(bid.quantities_kw) != n:
             raise Rejected(RejectReason.OUT_OF_RANGE, f"quantities_kw has {len(bid.quantities_kw)} values; the market has {n} intervals")
-        if not all(_finite_nonneg(q) for q in bid.quantities_kw) or not any(q > 0 for q in bid.quantities_kw):
+        if not _nonneg_numbers(bid.quantities_kw) or not max(bid.quantities_kw) > 0:
             raise Rejected(RejectReason.OUT_OF_RANGE, "quantities_kw must be finite, >= 0, and not all zero")
         if not _finite_nonneg(bid.price) or bid.price > market.request.price_cap:
             raise Rejected(
@@ -363,7 +364,7 @@ class Product:
             self.s.persistor.append(
                 "bids",
                 (bid.bid_id, bid.msg_id, bid.market_id, self.product_id, bid.sender, i, market.interval_start(i),
-                 float(q), float(bid.price), bool(bid.block), base, self.now, bid.availability_price),
+                 float(q), float(bid.price), bool(bid.block), base, now, bid.availability_price),
             )
         return bid.bid_id
 
@@ -561,8 +562,20 @@ class Product:
             ))
 
 
+_NUMBER = (int, float)
+
+
 def _finite_nonneg(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+    return isinstance(x, _NUMBER) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
+def _nonneg_numbers(xs: tuple[object, ...]) -> bool:
+    """All finite numbers >= 0 (sum and min run in C; x - x is NaN for NaN and infinity)."""
+    try:
+        total = sum(xs)  # type: ignore[arg-type]
+        return bool(xs) and total - total == 0 and min(xs) >= 0  # type: ignore[type-var, operator]
+    except TypeError:
+        return False
 
 
 def _clean(x: float) -> float:

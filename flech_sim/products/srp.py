@@ -10,13 +10,20 @@ shortfall penalised.
 
 from __future__ import annotations
 
-import math
 
 from ..messages import Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..metering import metering_point
 from ..registry import register_product
 from ..settlement import settle_seller
 from .base import Market, Product, iter_awards_of
+
+
+def _finite_numbers(xs: tuple[float, ...]) -> bool:
+    try:
+        total = sum(xs)
+    except TypeError:
+        return False
+    return total - total == 0
 
 
 @register_product("SRP")
@@ -29,7 +36,7 @@ class SRPProduct(Product):
 
     def check_bid(self, market: Market, bid: Bid) -> None:
         n = market.request.n_intervals
-        if len(bid.baseline_kw) != n or not all(isinstance(x, int | float) and math.isfinite(x) for x in bid.baseline_kw):
+        if len(bid.baseline_kw) != n or not _finite_numbers(bid.baseline_kw):
             raise Rejected(RejectReason.OUT_OF_RANGE, f"SRP bids must declare baseline_kw: {n} finite values")
         earlier = market.baselines.setdefault(bid.sender, tuple(bid.baseline_kw))
         if earlier != tuple(bid.baseline_kw):
