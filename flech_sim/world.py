@@ -33,19 +33,24 @@ MINUTES_PER_DAY = 1440
 
 @dataclass(frozen=True)
 class PortfolioForecast:
-    """One aggregator's forecast for one window, per feeder (dict key).
+    """One aggregator's forecast, per feeder (dict key).
 
-    baseline_kw: expected load per model step of the window; flex_*: the constant
-    change (kW) its households can hold through the whole window; rebound: energy
-    drawn back afterwards for a full down change.
+    baseline_kw: expected load per model step from ``start_step`` on. flex_*: per window
+    start from ``first_window`` on, the constant change (kW) its households can hold for
+    ``duration_steps`` steps; rebound_down_kwh: energy drawn back after a full down change.
     """
 
     start_step: int
+    first_window: int
     duration_steps: int
     baseline_kw: dict[str, np.ndarray]
-    flex_down_kw: dict[str, float]
-    flex_up_kw: dict[str, float]
-    rebound_down_kwh: dict[str, float]
+    flex_down_kw: dict[str, np.ndarray]
+    flex_up_kw: dict[str, np.ndarray]
+    rebound_down_kwh: dict[str, np.ndarray]
+
+    @property
+    def last_window(self) -> int:
+        return self.first_window + len(next(iter(self.flex_down_kw.values()))) - 1
 
 
 class World:
@@ -84,6 +89,7 @@ class World:
             len(self.owner), weather, child_seed(seed, 2), cfg.fleet, feeder=self.feeder, owner=self.owner,
             perfect_forecast=cfg.perfect_forecast,
         )
+        self._households_of: dict[str, np.ndarray] = {}
         self._targets: dict[int, np.ndarray] = {}  # step -> kW change per portfolio (negative = shed)
         n_days = n_steps // self.steps_per_day + 1
         self._meter = np.zeros((self.n_portfolios, n_days * self.steps_per_day))
@@ -100,27 +106,33 @@ class World:
 
     # -- aggregators' handles ------------------------------------------------------------
     def households_of(self, owner: str) -> np.ndarray:
-        return np.flatnonzero(self.owner == self.owners.index(owner))
+        if owner not in self._households_of:
+            self._households_of[owner] = np.flatnonzero(self.owner == self.owners.index(owner))
+        return self._households_of[owner]
 
     def feeders_of(self, owner: str) -> list[str]:
         o = self.owners.index(owner)
         return [f for i, f in enumerate(self.feeders) if np.any((self.owner == o) & (self.feeder == i))]
 
-    def forecast(self, owner: str, first_step: int, duration_steps: int) -> PortfolioForecast:
-        """One aggregator's baseline over, and flexibility held through, the window of model steps
-        [first_step, first_step + duration_steps), simulated from its households' current state.
+    def forecast(self, owner: str, first_step: int, duration_steps: int,
+                 last_first_step: int | None = None) -> PortfolioForecast:
+        """One aggregator's baseline, and the flexibility it can hold through windows of
+        ``duration_steps`` model steps starting anywhere in [first_step, last_first_step],
+        simulated from its households' current state on forecast inputs.
 
         The fleet may or may not have stepped the current interval yet (SimPy orders same-time
-        events by arrival), so the offset is taken from the fleet's own step counter.
+        events by arrival), so offsets are taken from the fleet's own step counter.
         """
-        start_offset = first_step - self.fleet.step_index
-        if start_offset < 0:
-            raise ValueError(f"window starts at step {first_step}, already simulated")
+        now = self.fleet.step_index
+        last = first_step if last_first_step is None else last_first_step
+        if first_step < now or last < first_step:
+            raise ValueError(f"windows from step {first_step} to {last}: already simulated or empty")
         o = self.owners.index(owner)
         # Grouped by portfolio: the fleet counts groups up to the last portfolio with households,
         # so this owner's own columns always exist.
-        fc = self.fleet.forecast(start_offset + duration_steps, duration_steps, by=self.portfolio,
-                                 households=self.households_of(owner), starts=np.array([start_offset]))
+        fc = self.fleet.forecast(last - now + duration_steps, duration_steps, by=self.portfolio,
+                                 households=self.households_of(owner),
+                                 starts=np.arange(first_step - now, last - now + 1))
         nf = len(self.feeders)
         cols = {f: o * nf + self.feeders.index(f) for f in self.feeders_of(owner)}
 
@@ -128,11 +140,9 @@ class World:
             return {f: a[:, c] for f, c in cols.items()}
 
         return PortfolioForecast(
-            start_step=fc.start_step, duration_steps=duration_steps,
-            baseline_kw={f: v[start_offset:] for f, v in pick(fc.baseline_kw).items()},
-            flex_down_kw={f: float(v[0]) for f, v in pick(fc.flex_down_kw).items()},
-            flex_up_kw={f: float(v[0]) for f, v in pick(fc.flex_up_kw).items()},
-            rebound_down_kwh={f: float(v[0]) for f, v in pick(fc.rebound_down_kwh).items()},
+            start_step=now, first_window=first_step, duration_steps=duration_steps,
+            baseline_kw=pick(fc.baseline_kw), flex_down_kw=pick(fc.flex_down_kw),
+            flex_up_kw=pick(fc.flex_up_kw), rebound_down_kwh=pick(fc.rebound_down_kwh),
         )
 
     def schedule(self, owner: str, feeder: str, start: int, interval_minutes: int, change_kw: list[float]) -> None:

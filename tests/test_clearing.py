@@ -258,3 +258,66 @@ def test_unknown_method_string_is_a_value_error() -> None:
 
 def test_outcome_type() -> None:
     assert isinstance(clear(_problem()), ClearingOutcome)
+
+
+def test_changing_thread_count_between_clearings_works() -> None:
+    blk = _problem(bids=(BidOffer("k", "s", 1.0, (5.0,), block=True),))
+    for threads in (1, 2, 1):
+        out = clear(blk, SolverOptions(threads=threads))
+        assert out.status == ClearingStatus.OPTIMAL, out.message
+
+
+def test_tie_rule_holds_in_highs_on_a_large_tied_book() -> None:
+    """3,000 bids on 4 price levels: HiGHS must follow the merit order's tie rule exactly."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    n, t = 3000, 3
+    bids = tuple(
+        BidOffer(f"b{rng.integers(10**6):06d}-{i}", "s", float(rng.choice([0.5, 1.0, 1.5, 2.0])),
+                 tuple(rng.integers(0, 10, t).astype(float).tolist()),
+                 submitted_at=int(rng.integers(0, 5)))
+        for i in range(n)
+    )  # fmt: skip
+    problem = ClearingProblem("ties", (9000.0, 13000.0, 20000.0), 2.0, 0.25, bids)
+    merit = clear(problem, SolverOptions(method=ClearingMethod.MERIT))
+    highs = clear(problem, SolverOptions(method=ClearingMethod.HIGHS))
+    np.testing.assert_allclose(highs.accepted, merit.accepted, atol=1e-6)
+    assert any(0 < q < 9 for row in merit.accepted for q in row)  # partial fills exist
+    assert highs.dual_price == merit.dual_price
+
+
+def test_time_limit_with_incumbent_is_feasible_with_gap_and_duals() -> None:
+    opts = SolverOptions(method=ClearingMethod.HIGHS, time_limit_s=1.0, mip_gap=1e-3)
+    out = clear(_hard_milp(), opts)  # needs ~16 s to prove a 1e-3 gap on this machine
+    assert out.status == ClearingStatus.FEASIBLE and out.is_ok
+    assert out.mip_gap is not None and out.mip_gap > opts.mip_gap
+    assert "kTimeLimit" in out.message
+    assert all(d is not None for d in out.dual_price)  # LP with blocks fixed still solved
+
+
+def test_milp_column_reduction_matches_the_full_pyomo_model() -> None:
+    """highs_direct drops/fixes divisible cells that cannot matter; pyomo keeps them all."""
+    import numpy as np
+
+    from flech_sim.clearing.problem import ProblemArrays
+
+    rng = np.random.default_rng(11)
+    n, t = 120, 6
+    bids = tuple(
+        BidOffer(f"b{i:03d}", "s", float(rng.choice([0.4, 0.8, 1.2, 1.6, 2.0])),
+                 tuple(rng.integers(0, 20, t).astype(float).tolist()),
+                 block=bool(rng.random() < 0.1), submitted_at=int(rng.integers(0, 3)))
+        for i in range(n)
+    )  # fmt: skip
+    need = tuple((np.array([b.quantities for b in bids]).sum(axis=0) * 0.5).round().tolist())
+    problem = ClearingProblem("reduce", need, 2.5, 0.25, bids)
+    m = highs_direct.build_matrices(ProblemArrays.from_problem(problem))
+    assert m.fixed.any() and m.n_div < sum(q > 0 for b in bids if not b.block for q in b.quantities)
+    exact = {"mip_gap": 0.0}
+    hi = clear(problem, SolverOptions(method=ClearingMethod.HIGHS, **exact))
+    py = clear(problem, SolverOptions(method=ClearingMethod.PYOMO, **exact))
+    assert hi.status == py.status == ClearingStatus.OPTIMAL
+    np.testing.assert_allclose(hi.accepted, py.accepted, atol=1e-6)
+    assert hi.objective == pytest.approx(py.objective, abs=1e-9)
+    assert hi.dual_price == py.dual_price

@@ -56,7 +56,7 @@ class Aggregator(Agent):
         self.feeders = world.feeders_of(self.id)
         self.dt = world.dt
         self._reserved: dict[tuple[str, str], np.ndarray] = {}
-        self._forecasts: dict[tuple[int, int, int], PortfolioForecast] = {}
+        self._forecasts: dict[int, PortfolioForecast] = {}  # by window length in steps
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
         self._awarded: dict[str, _OpenBid] = {}  # bid_id -> awarded bid (for activations)
@@ -66,12 +66,14 @@ class Aggregator(Agent):
 
     # -- forecasting ------------------------------------------------------------------------
     def _forecast(self, first_step: int, duration: int) -> PortfolioForecast:
-        """Forecast of one delivery window, shared by markets asking for the same window at the same time."""
-        key = (self.now // self.dt, first_step, duration)
-        fc = self._forecasts.get(key)
-        if fc is None:
-            self._forecasts = {k: v for k, v in self._forecasts.items() if k[0] == key[0]}  # drop stale ones
-            fc = self._forecasts[key] = self.world.forecast(self.id, first_step, duration)
+        """A forecast covering windows of ``duration`` steps from ``first_step``: reused while
+        younger than ``forecast_refresh_hours`` (and covering the window), else made again,
+        covering window starts up to that much further ahead."""
+        now = self.now // self.dt
+        refresh = max(1, int(self.cfg.forecast_refresh_hours * 60 // self.dt))
+        fc = self._forecasts.get(duration)
+        if fc is None or now - fc.start_step >= refresh or not fc.first_window <= first_step <= fc.last_window:
+            fc = self._forecasts[duration] = self.world.forecast(self.id, first_step, duration, first_step + refresh)
         return fc
 
     def _steps(self, req: BidRequest) -> np.ndarray:
@@ -110,7 +112,8 @@ class Aggregator(Agent):
             return  # delivery already started: nothing to offer
         window = int(steps.max()) - first + 1
         fc = self._forecast(first, window)
-        rows = steps - first
+        rows = steps - fc.start_step
+        w = first - fc.first_window
         down = req.direction is Direction.DOWN
         free: dict[str, np.ndarray] = {}
         n = len(req.need_kw)
@@ -118,12 +121,12 @@ class Aggregator(Agent):
         rebound = full_flex = 0.0
         log: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for f in feeders:
-            flex = np.full(n, (fc.flex_down_kw if down else fc.flex_up_kw)[f])
+            flex = np.full(n, (fc.flex_down_kw if down else fc.flex_up_kw)[f][w])
             held = self._reservations(f, str(req.direction), int(steps.max()) + 1)[steps].max(axis=1)
             free[f] = np.maximum(flex - held, 0.0)
             base_f = fc.baseline_kw[f][rows].mean(axis=1)
             baseline += base_f
-            rebound += fc.rebound_down_kwh[f] if down else 0.0
+            rebound += fc.rebound_down_kwh[f][w] if down else 0.0
             full_flex += float(flex[0])
             log[f] = (base_f, flex, held.copy())
         total_free = sum(free.values())
@@ -141,14 +144,12 @@ class Aggregator(Agent):
         for j, offer in enumerate(offers):
             self._send_bid(req, j, offer, base, {f: np.asarray(offer.quantities_kw) * share[f] for f in feeders})
         if self.log is not None:
+            starts = req.delivery_start + req.interval_minutes * np.arange(n)
             for f, (base_f, flex, held) in log.items():
-                self.log.append_columns("flex_forecasts", {
-                    "aggregator": [self.id] * n, "market_id": [req.market_id] * n, "product_id": [req.product_id] * n,
-                    "feeder": [f] * n, "interval": np.arange(n),
-                    "interval_start": req.delivery_start + req.interval_minutes * np.arange(n),
-                    "direction": [str(req.direction)] * n, "baseline_kw": base_f, "flex_kw": flex,
-                    "committed_kw": held, "offered_kw": offered * share[f],
-                })
+                mine = (offered * share[f]).tolist()
+                for i, (t, b, x, h) in enumerate(zip(starts.tolist(), base_f.tolist(), flex.tolist(), held.tolist(), strict=True)):
+                    self.log.append("flex_forecasts", (self.id, req.market_id, req.product_id, f, i, t,
+                                                       str(req.direction), b, x, h, mine[i]))
 
     def _send_bid(self, req: BidRequest, j: int, offer: Offer, baseline: tuple[float, ...],
                   split: dict[str, np.ndarray]) -> None:
