@@ -21,6 +21,9 @@ for 20 s); reduced (85k columns) it solves to optimality in about 3-4 s.
 
 from __future__ import annotations
 
+import os
+import sys
+
 from dataclasses import dataclass
 
 import highspy
@@ -187,10 +190,33 @@ def _divisible_cells(
     return free, fixed
 
 
+_banner_suppressed = False
+
+
+def new_highs() -> highspy.Highs:
+    """A Highs instance. The first one in a process prints a copyright banner straight to
+    file descriptor 1, before any option can be set; it would land in the middle of the
+    CLI's output, so it goes to /dev/null (once: later instances print nothing)."""
+    global _banner_suppressed
+    if _banner_suppressed:
+        return highspy.Highs()
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+        _banner_suppressed = True
+    return h
+
+
 def make_highs(m: LpMatrices, options: SolverOptions) -> highspy.Highs:
     """A configured Highs instance holding the model, ready for ``run()``."""
     use_threads(int(options.threads))
-    h = highspy.Highs()
+    h = new_highs()
     for name, val in (
         ("output_flag", False),
         ("threads", int(options.threads)),
