@@ -337,8 +337,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Read and validate a scenario file; raise :class:`ScenarioError` with a readable text."""
+def read_scenario_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a scenario file, not yet validated; ScenarioError if unreadable."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -348,7 +348,12 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ScenarioError(f"{path}: expected a mapping of scenario keys at the top level")
-    return scenario_from_dict(raw | (overrides or {}), source=str(path))
+    return raw
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file; raise :class:`ScenarioError` with a readable text."""
+    return scenario_from_dict(read_scenario_file(path) | (overrides or {}), source=str(path))
 
 
 def scenario_from_dict(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:

@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from .scenario import Scenario, ScenarioError, scenario_from_dict
+from .scenario import Scenario, ScenarioError, read_scenario_file, scenario_from_dict
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_WORKERS = 2
@@ -92,15 +91,7 @@ class SweepResult:
 # == expanding the grid ===================================================================
 def load_sweep(path: str | Path) -> tuple[dict[str, Any], Scenario]:
     """The scenario file as written (for overrides) and validated (for its ``sweep`` section)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping of scenario keys at the top level")
+    raw = read_scenario_file(path)
     return raw, scenario_from_dict(raw, source=str(path))
 
 
