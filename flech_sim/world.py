@@ -90,6 +90,7 @@ class World:
             perfect_forecast=cfg.perfect_forecast,
         )
         self._households_of: dict[str, np.ndarray] = {}
+        self._persisted = 0  # model steps already written to the load tables
         self._targets: dict[int, np.ndarray] = {}  # step -> kW change per portfolio (negative = shed)
         n_days = n_steps // self.steps_per_day + 1
         self._meter = np.zeros((self.n_portfolios, n_days * self.steps_per_day))
@@ -214,13 +215,19 @@ class World:
                 day[:, k] = res.net_kw
             if len(self._recorded):
                 self._temps[:, k] = self.fleet.t_in[self._recorded]
-            yield self.env.timeout(self.dt)
             if k == self.steps_per_day - 1:
-                self._persist_day(s // self.steps_per_day)
+                self._persist(s + 1)  # a whole day: written now, at its last step
+            yield self.env.timeout(self.dt)
 
-    def _persist_day(self, day: int) -> None:
-        spd, dt = self.steps_per_day, self.dt
-        s0 = day * spd
+    def _persist(self, until_step: int) -> None:
+        """Write the simulated steps not yet written, up to ``until_step`` (within one day)."""
+        dt = self.dt
+        s0 = self._persisted
+        spd = until_step - s0
+        if spd <= 0:
+            return
+        self._persisted = until_step
+        k0 = s0 % self.steps_per_day
         minutes = (s0 + np.arange(spd)) * dt
         active = [self.points.index(p) for p in self.active_points]
         self.persistor.append_columns("portfolio_load", {
@@ -244,13 +251,15 @@ class World:
                 "household": np.repeat(hh, spd),
                 "metering_point": np.repeat([self.points[g] for g in self.portfolio[hh]], spd).tolist(),
                 "interval_start": np.tile(minutes + dt, len(hh)),
-                "t_in_c": self._temps.ravel(),
+                "t_in_c": self._temps[:, k0:k0 + spd].ravel(),
                 "t_min_c": np.repeat(p.t_min[hh], spd),
                 "t_max_c": np.repeat(p.t_max[hh], spd),
             })
 
     def finalize(self) -> None:
-        """One row per household: its devices, comfort band and what control cost it in comfort."""
+        """The steps of the last (partial) day, then one row per household: its devices,
+        comfort band and what control cost it in comfort."""
+        self._persist(self.fleet.step_index)
         p, f = self.fleet.p, self.fleet
         self.persistor.append_columns("households", {
             "household": np.arange(f.n),

@@ -93,3 +93,14 @@ def test_data_provider_gaps_and_household_meters(tmp_path: Path) -> None:
     assert {f"{p}#{h}" for p, h in zip(owned.metering_point, owned.household)} <= set(meter.metering_point)
     gaps = st[(st.role == "seller") & st.meter_gap]
     assert len(gaps) > 0 and (gaps.delivered_kwh == 0).all()  # the declared rule: no_delivery
+
+
+def test_every_simulated_step_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "partial"
+    assert run(default().model_copy(update={"horizon_hours": 30}), out).completed
+    feeder, portfolio, temps = tables(out, "feeder_load", "portfolio_load", "household_temperatures")
+    steps = 30 * 60 // 15
+    assert (feeder.groupby("feeder").size() == steps).all()
+    assert (portfolio.groupby("metering_point").size() == steps).all()
+    assert (temps.groupby("household").size() == steps).all()
+    assert feeder.interval_start.max() == pd.Timestamp("2026-01-13 05:45")
