@@ -173,6 +173,9 @@ class HouseholdsConfig(_Strict):
     season: Literal["winter", "summer"] = "winter"
     weather_csv: str | None = None
     """CSV with columns timestamp, outdoor_temp_c, irradiance_w_m2; replaces the generated weather."""
+    base_load_csv: str | None = None
+    """CSV with a timestamp column and one kW column per load profile; households take the
+    profiles in turn (round-robin). Replaces the generated base load."""
     perfect_forecast: bool = False
     """Aggregators forecast with the actual weather and base load (no forecast error)."""
     fleet: dict[str, Any] = Field(default_factory=dict)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from .households import Control, HouseholdFleet, child_seed, generate_weather, load_weather_csv
+from .households import Control, CsvBaseLoad, HouseholdFleet, child_seed, generate_weather, load_weather_csv
 from .metering import metering_point
 from .persistor import Persistor
 from .scenario import Scenario
@@ -85,9 +85,11 @@ class World:
             weather = load_weather_csv(cfg.weather_csv, scenario.start, n_steps, self.dt)
         else:
             weather = generate_weather(cfg.season, scenario.start, n_steps, self.dt, child_seed(seed, 1))
+        base_load = CsvBaseLoad(cfg.base_load_csv, len(self.owner), scenario.start, n_steps, self.dt) \
+            if cfg.base_load_csv else None
         self.fleet = HouseholdFleet.create(
             len(self.owner), weather, child_seed(seed, 2), cfg.fleet, feeder=self.feeder, owner=self.owner,
-            perfect_forecast=cfg.perfect_forecast,
+            perfect_forecast=cfg.perfect_forecast, base_load=base_load,
         )
         self._households_of: dict[str, np.ndarray] = {}
         self._persisted = 0  # model steps already written to the load tables

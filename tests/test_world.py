@@ -104,3 +104,22 @@ def test_every_simulated_step_is_written(tmp_path: Path) -> None:
     assert (portfolio.groupby("metering_point").size() == steps).all()
     assert (temps.groupby("household").size() == steps).all()
     assert feeder.interval_start.max() == pd.Timestamp("2026-01-13 05:45")
+
+
+def test_weather_and_base_load_from_csv(tmp_path: Path) -> None:
+    """Series named in the scenario replace the generated ones (hourly, read at each step's midpoint)."""
+    hours = pd.date_range("2026-01-11", periods=24 * 7, freq="h")
+    pd.DataFrame({"timestamp": hours, "outdoor_temp_c": -5.0, "irradiance_w_m2": 0.0}).to_csv(tmp_path / "w.csv", index=False)
+    pd.DataFrame({"timestamp": hours, "flat": 0.5, "peaky": [2.0 if 17 <= h.hour <= 19 else 0.3 for h in hours]}).to_csv(
+        tmp_path / "b.csv", index=False)
+    s = default().model_copy(update={"horizon_hours": 48})
+    s = with_households(s, weather_csv=str(tmp_path / "w.csv"), base_load_csv=str(tmp_path / "b.csv"),
+                        fleet={"share_heat_pump": 0.0, "share_panel_heater": 0.0, "share_ev": 0.0,
+                               "share_battery": 0.0, "share_pv": 0.0})
+    out = tmp_path / "csv"
+    assert run(s, out).completed
+    (feeder,) = tables(out, "feeder_load")
+    f2 = feeder[feeder.feeder == "feeder-2"].set_index("interval_start").load_kw
+    n2 = 80 + 150  # households on feeder-2, alternating flat / peaky profiles (no devices: base load only)
+    assert f2.loc["2026-01-12 03:00"] == pytest.approx(n2 / 2 * 0.5 + n2 / 2 * 0.3, rel=1e-6)
+    assert f2.loc["2026-01-12 18:00"] == pytest.approx(n2 / 2 * 0.5 + n2 / 2 * 2.0, rel=1e-6)
