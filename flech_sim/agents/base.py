@@ -9,7 +9,7 @@ from typing import Any
 import simpy
 
 from ..endpoint import Connection
-from ..messages import Message
+from ..messages import PLATFORM
 
 
 class Agent:
@@ -31,8 +31,6 @@ class Agent:
 
     def envelope(self, market_id: str, product_id: str) -> dict[str, Any]:
         """Routing fields for a message from this agent to the platform."""
-        from ..messages import PLATFORM
-
         return {"msg_id": self.conn.next_id(), "sender": self.id, "recipient": PLATFORM,
                 "market_id": market_id, "product_id": product_id, "sent_at": self.now}
 
@@ -48,6 +46,3 @@ class Agent:
                 self.unhandled[msg.kind] += 1
             else:
                 handler(msg)
-
-    def on_message(self, msg: Message) -> None:  # pragma: no cover - documentation of the hook shape
-        """Hook shape: ``on_bid_request(self, msg: BidRequest) -> None`` and so on."""
