@@ -49,19 +49,31 @@ class Coordinator:
         self.products = products
         self.role_of = role_of
         self.seller_feeders = seller_feeders
+        self._seen: dict[str, int] = {}  # markets of each product already looked at
+        self._dso: list[Market] = []  # DSO markets whose delivery has not ended
 
-    def windows(self) -> list[CongestionWindow]:
-        """Intervals in which a DSO holds awarded flexibility on a feeder."""
+    def windows(self, start: int, end: int) -> list[CongestionWindow]:
+        """Intervals overlapping [start, end) in which a DSO holds awarded flexibility on a feeder.
+
+        Only DSO markets are kept, and dropped once delivered: a year of 15-minute TSO
+        markets must not rescan every market ever opened (that was quadratic).
+        """
+        for pid, product in self.products.items():
+            seen = self._seen.get(pid, 0)
+            for m in product.opened[seen:]:
+                if self.role_of(m.request.sender) == "dso":
+                    self._dso.append(m)
+            self._seen[pid] = len(product.opened)
+        self._dso = [m for m in self._dso if m.request.delivery_end > start and m.state is not MarketState.CANCELLED]
         out = []
-        for product in self.products.values():
-            for m in product.markets.values():
-                req = m.request
-                if m.state not in _COMMITTED or self.role_of(req.sender) != "dso" or m.outcome is None:
-                    continue
-                for i in range(req.n_intervals):
-                    if any(a.accepted_kw[i] > 0 for a in m.awards):
-                        t = m.interval_start(i)
-                        out.append(CongestionWindow(m.market_id, req.location, req.direction, t, t + req.interval_minutes))
+        for m in self._dso:
+            req = m.request
+            if m.state not in _COMMITTED or m.outcome is None or req.delivery_start >= end:
+                continue
+            for i in range(req.n_intervals):
+                t = m.interval_start(i)
+                if t < end and start < t + req.interval_minutes and any(a.accepted_kw[i] > 0 for a in m.awards):
+                    out.append(CongestionWindow(m.market_id, req.location, req.direction, t, t + req.interval_minutes))
         return out
 
     def screen(self, market: Market, bids: list[Bid]) -> list[Bid]:
@@ -69,7 +81,7 @@ class Coordinator:
         req = market.request
         if self.rule == "none" or self.role_of(req.sender) != "tso":
             return bids
-        windows = self.windows()
+        windows = self.windows(req.delivery_start, req.delivery_end)
         if not windows:
             return bids
         out = []

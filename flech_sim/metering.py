@@ -25,14 +25,22 @@ def metering_point(owner: str, location: str) -> str:
     return f"{owner}@{location}"
 
 
+RETENTION_DAYS = 60
+"""Readings older than this are dropped from memory (they stay in meter_data.parquet): long
+enough for every baseline method and settlement wait, small enough for a year-long run."""
+
+
 class MeterService:
-    def __init__(self, env: simpy.Environment, persistor: Persistor, metering_points: frozenset[str]) -> None:
+    def __init__(self, env: simpy.Environment, persistor: Persistor, metering_points: frozenset[str],
+                 retention_days: int = RETENTION_DAYS) -> None:
         self.env = env
         self.persistor = persistor
         self.metering_points = metering_points
         self._readings: dict[str, dict[int, float | None]] = {}
         self._resolution: dict[str, int] = {}
         self.updated = env.event()
+        self.retention_minutes = retention_days * 1440
+        self._pruned_day = 0
 
     def handle(self, msg: MeterData) -> str:  # type: ignore[override]
         if not isinstance(msg, MeterData):
@@ -48,15 +56,33 @@ class MeterService:
             raise Rejected(RejectReason.OUT_OF_RANGE, "meter values must be finite numbers or null (gap)")
         series = self._readings.setdefault(msg.metering_point, {})
         step = msg.interval_minutes
-        for i, v in enumerate(msg.consumption_kw):
-            t = msg.start + i * step
-            series[t] = v
-            self.persistor.append(
-                "meter_data", (msg.msg_id, msg.metering_point, t, step, v, msg.sent_at)
-            )
+        n = len(msg.consumption_kw)
+        times = range(msg.start, msg.start + n * step, step)
+        series.update(zip(times, msg.consumption_kw, strict=True))
+        self.persistor.append_columns("meter_data", {
+            "msg_id": [msg.msg_id] * n, "metering_point": [msg.metering_point] * n, "interval_start": list(times),
+            "interval_minutes": [step] * n, "consumption_kw": list(msg.consumption_kw), "published_at": [msg.sent_at] * n,
+        })
+        self._forget_old()
         old, self.updated = self.updated, self.env.event()
         old.succeed()
         return msg.metering_point
+
+    def _forget_old(self) -> None:
+        """Once a simulated day, drop readings past the retention horizon."""
+        day = int(self.env.now) // 1440
+        if day == self._pruned_day:
+            return
+        self._pruned_day = day
+        cutoff = int(self.env.now) - self.retention_minutes
+        for series in self._readings.values():
+            old = []
+            for t in series:  # insertion order is publication order: oldest first
+                if t >= cutoff:
+                    break
+                old.append(t)
+            for t in old:
+                del series[t]
 
     def covers(self, point: str, start: int, end: int) -> bool:
         """True once every reading in [start, end) was published (a gap counts as published)."""

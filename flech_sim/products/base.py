@@ -124,6 +124,7 @@ class Product:
         self.product_id = product_id
         self.s = services
         self.markets: dict[str, Market] = {}
+        self.opened: list[Market] = []  # in opening order, so observers can read only what is new
 
     # == hooks for subclasses ==========================================================
     def check_request(self, req: MarketRequest) -> None:
@@ -322,6 +323,7 @@ class Product:
         penalty = req.penalty_price if req.penalty_price is not None else self.s.settlement.penalty_factor * req.price_cap
         market = Market(request=req, requested_at=self.now, penalty_price=penalty, terms=terms)
         self.markets[req.market_id] = market
+        self.opened.append(market)
         for seller in self.s.sellers_at(req.location):
             self._reply(market, BidRequest, seller, buyer=req.sender, location=req.location, direction=req.direction,
                         gate_close=req.gate_close, delivery_start=req.delivery_start,
