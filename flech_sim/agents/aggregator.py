@@ -59,7 +59,7 @@ class Aggregator(Agent):
         self._forecasts: dict[int, PortfolioForecast] = {}  # by window length in steps
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
-        self._awarded: dict[str, _OpenBid] = {}  # bid_id -> awarded bid (for activations)
+        self._awarded: dict[str, _OpenBid] = {}  # bid_id -> awarded option, waiting for activations
         self.revenue_dkk = 0.0
         self.penalties_dkk = 0.0
         self.rejections: list[Rejection] = []
@@ -176,7 +176,7 @@ class Aggregator(Agent):
             self._reserve(ob, ob.split, -1)
 
     def on_award(self, award: Award) -> None:
-        ob = self._open.pop(self._by_bid_id.get(award.bid_id, ""), None)
+        ob = self._open.pop(self._by_bid_id.pop(award.bid_id, ""), None)
         if ob is None:
             return
         offered = np.asarray(ob.bid.quantities_kw)
@@ -186,9 +186,10 @@ class Aggregator(Agent):
         ob.split = accepted
         if not award.awarded:
             return
-        self._awarded[award.bid_id] = ob
-        if ob.request.params.get("dispatch", "on_award") == "on_award":  # options wait for an activation
+        if ob.request.params.get("dispatch", "on_award") == "on_award":
             self._dispatch(ob, award.delivery_start, award.interval_minutes, accepted)
+        else:  # an option: kept until the buyer activates it
+            self._awarded[award.bid_id] = ob
 
     def _dispatch(self, ob: _OpenBid, start: int, minutes: int, kw: dict[str, np.ndarray]) -> None:
         sign = -1.0 if ob.request.direction is Direction.DOWN else 1.0
