@@ -214,11 +214,9 @@ def summarize(core: Core, scenario: Scenario, env: simpy.Environment) -> dict[st
     for product in core.products.values():
         for m in product.markets.values():
             states[str(m.state)] = states.get(str(m.state), 0) + 1
-            if m.outcome is not None and m.outcome.is_ok:
-                h = m.hours
-                procured_kwh += sum(sum(a.accepted_kw) for a in m.awards) * h
-                unmet_kwh += sum(m.outcome.unmet) * h
-                cost += sum(a.payment_dkk for a in m.awards)
+            procured_kwh += m.procured_kwh
+            unmet_kwh += m.unmet_kwh
+            cost += m.cost_dkk
     opened = sum(states.values())
     cleared = sum(states.get(s, 0) for s in (MarketState.CLEARED, MarketState.DELIVERED, MarketState.SETTLED))
     return {

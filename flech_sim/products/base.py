@@ -93,6 +93,10 @@ class Market:
     cleared_at: int | None = None
     settled_at: int | None = None
     note: str = ""
+    n_bids: int = 0
+    procured_kwh: float = 0.0  # accepted energy (set when cleared)
+    unmet_kwh: float = 0.0
+    cost_dkk: float = 0.0  # what the awards pay
     terms: dict[str, Any] = field(default_factory=dict)
     """The product's terms of this market: the request's params checked, defaults filled in."""
     activated: dict[str, list[float]] = field(default_factory=dict)
@@ -361,6 +365,7 @@ class Product:
         self.check_bid(market, bid)
         market.bids.append(bid)
         market.bid_ids.add(bid.bid_id)
+        market.n_bids += 1
         for i, q in enumerate(bid.quantities_kw):
             base = bid.baseline_kw[i] if bid.baseline_kw else None
             self.s.persistor.append(
@@ -404,6 +409,13 @@ class Product:
             self._send_statement(market, st)
         market.state = MarketState.SETTLED
         market.settled_at = self.now
+        self.retire(market)
+
+    def retire(self, market: Market) -> None:
+        """Forget a settled market's book, awards and solver outcome: every row is persisted,
+        and a year of 15-minute markets must not keep millions of messages in memory."""
+        market.bids, market.book, market.awards = [], [], []
+        market.bid_ids, market.outcome = set(), None
 
     def _await_meter_data(self, market: Market) -> Generator[simpy.Event, Any, None]:
         env = self.s.env
@@ -452,6 +464,9 @@ class Product:
             market.note = f"clearing {outcome.status}: {outcome.message}"
             return
         market.state = MarketState.CLEARED
+        market.procured_kwh = sum(accepted_total) * h
+        market.unmet_kwh = sum(outcome.unmet) * h
+        market.cost_dkk = cost
         for award in awards:
             self._send_award(market, award)
 
@@ -560,7 +575,7 @@ class Product:
                 market.market_id, self.product_id, req.sender, req.location, str(req.direction), str(market.state),
                 market.requested_at, req.gate_close, req.delivery_start, req.delivery_end, req.interval_minutes,
                 req.n_intervals, sum(req.need_kw) * market.hours, req.price_cap, market.penalty_price,
-                len(market.bids), req.msg_id, market.cleared_at, market.settled_at, market.note,
+                market.n_bids, req.msg_id, market.cleared_at, market.settled_at, market.note,
             ))
 
 
