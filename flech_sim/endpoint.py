@@ -113,7 +113,7 @@ class Endpoint:
             msg = raw
             try:
                 check_finite(msg)
-                text = to_json(msg)
+                text = to_json(msg, msg.topic)
             except (TypeError, ValueError) as exc:  # NaN, infinity or an object JSON cannot carry
                 self._record_malformed(seq, repr(msg), conn, f"not serialisable as JSON: {exc}")
                 return
@@ -205,11 +205,12 @@ class Endpoint:
         if conn is None:
             raise ValueError(f"platform tried to send {msg.kind} to unknown participant {msg.recipient!r}")
         self.counts["out"] += 1
-        ref = getattr(msg, "ref_msg_id", None)
+        topic = msg.topic
         self.persistor.append(
             "messages",
-            (self._next_seq(), msg.msg_id, msg.kind, msg.topic, "out", msg.sender, msg.recipient, PLATFORM,
-             msg.market_id, msg.product_id, msg.sent_at, ref, "sent", to_json(msg)),
+            (self._next_seq(), msg.msg_id, msg.kind, topic, "out", msg.sender, msg.recipient, PLATFORM,
+             msg.market_id, msg.product_id, msg.sent_at, getattr(msg, "ref_msg_id", None), "sent",
+             to_json(msg, topic)),
         )
         conn.inbox.put(msg)
 

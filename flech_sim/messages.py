@@ -286,13 +286,13 @@ def to_dict(msg: Message) -> dict[str, Any]:
     return json.loads(to_json(msg))
 
 
-def to_json(msg: Message) -> str:
+def to_json(msg: Message, topic: str | None = None) -> str:
     """Compact JSON; tuples become lists and StrEnums their values (msgspec, about 1 us a message).
 
     msgspec writes NaN and infinity as null, so :func:`check_finite` is applied to what
     participants send before it is encoded.
     """
-    return _ENCODER.encode({"kind": msg.kind, "topic": msg.topic, **vars(msg)}).decode()
+    return _ENCODER.encode({"kind": msg.kind, "topic": topic or msg.topic, **vars(msg)}).decode()
 
 
 class MalformedMessage(ValueError):
