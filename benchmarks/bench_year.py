@@ -54,7 +54,7 @@ def main() -> None:
     scenario = scenario_from_dict(year_scenario(a.days, a.households, a.aggregators, a.feeders))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        result = run(scenario, a.out or Path(tmp) / "run")
+        result = run(scenario, a.out or Path(tmp) / "run", progress=True)
         wall = time.perf_counter() - t0
     assert result.completed, result.error
     s = result.summary
