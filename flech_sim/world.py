@@ -33,24 +33,27 @@ MINUTES_PER_DAY = 1440
 
 @dataclass(frozen=True)
 class PortfolioForecast:
-    """One aggregator's forecast, per feeder (dict key).
+    """One aggregator's forecast: one column per feeder of its portfolio (``feeders``).
 
-    baseline_kw: expected load per model step from ``start_step`` on. flex_*: per window
-    start from ``first_window`` on, the constant change (kW) its households can hold for
-    ``duration_steps`` steps; rebound_down_kwh: energy drawn back after a full down change.
+    baseline_kw: (steps, feeders) expected load per model step from ``start_step`` on.
+    flex_*: (windows, feeders), per window start from ``first_window`` on, the constant
+    change (kW) its households can hold for ``duration_steps`` steps; rebound_down_kwh:
+    energy drawn back after a full down change. Matrices rather than per-feeder dicts,
+    because an aggregator answers a market on every feeder at once.
     """
 
     start_step: int
     first_window: int
     duration_steps: int
-    baseline_kw: dict[str, np.ndarray]
-    flex_down_kw: dict[str, np.ndarray]
-    flex_up_kw: dict[str, np.ndarray]
-    rebound_down_kwh: dict[str, np.ndarray]
+    feeders: tuple[str, ...]
+    baseline_kw: np.ndarray
+    flex_down_kw: np.ndarray
+    flex_up_kw: np.ndarray
+    rebound_down_kwh: np.ndarray
 
     @property
     def last_window(self) -> int:
-        return self.first_window + len(next(iter(self.flex_down_kw.values()))) - 1
+        return self.first_window + len(self.flex_down_kw) - 1
 
 
 class World:
@@ -92,6 +95,7 @@ class World:
             perfect_forecast=cfg.perfect_forecast, base_load=base_load,
         )
         self._households_of: dict[str, np.ndarray] = {}
+        self._feeders_of: dict[str, list[str]] = {}
         self._persisted = 0  # model steps already written to the load tables
         self._targets: dict[int, np.ndarray] = {}  # step -> kW change per portfolio (negative = shed)
         n_days = n_steps // self.steps_per_day + 1
@@ -114,8 +118,12 @@ class World:
         return self._households_of[owner]
 
     def feeders_of(self, owner: str) -> list[str]:
-        o = self.owners.index(owner)
-        return [f for i, f in enumerate(self.feeders) if np.any((self.owner == o) & (self.feeder == i))]
+        """The feeders where ``owner`` has households, in the world's (sorted) order."""
+        if owner not in self._feeders_of:
+            o = self.owners.index(owner)
+            present = np.bincount(self.feeder[self.owner == o], minlength=len(self.feeders)) > 0
+            self._feeders_of[owner] = [f for f, ok in zip(self.feeders, present, strict=True) if ok]
+        return list(self._feeders_of[owner])
 
     def forecast(self, owner: str, first_step: int, duration_steps: int,
                  last_first_step: int | None = None) -> PortfolioForecast:
@@ -136,30 +144,31 @@ class World:
         fc = self.fleet.forecast(last - now + duration_steps, duration_steps, by=self.portfolio,
                                  households=self.households_of(owner),
                                  starts=np.arange(first_step - now, last - now + 1))
-        nf = len(self.feeders)
-        cols = {f: o * nf + self.feeders.index(f) for f in self.feeders_of(owner)}
-
-        def pick(a: np.ndarray) -> dict[str, np.ndarray]:
-            return {f: a[:, c] for f, c in cols.items()}
-
+        feeders = self.feeders_of(owner)
+        cols = o * len(self.feeders) + np.array([self.feeders.index(f) for f in feeders], dtype=np.int64)
         return PortfolioForecast(
-            start_step=now, first_window=first_step, duration_steps=duration_steps,
-            baseline_kw=pick(fc.baseline_kw), flex_down_kw=pick(fc.flex_down_kw),
-            flex_up_kw=pick(fc.flex_up_kw), rebound_down_kwh=pick(fc.rebound_down_kwh),
+            start_step=now, first_window=first_step, duration_steps=duration_steps, feeders=tuple(feeders),
+            baseline_kw=fc.baseline_kw[:, cols], flex_down_kw=fc.flex_down_kw[:, cols],
+            flex_up_kw=fc.flex_up_kw[:, cols], rebound_down_kwh=fc.rebound_down_kwh[:, cols],
         )
 
-    def schedule(self, owner: str, feeder: str, start: int, interval_minutes: int, change_kw: list[float]) -> None:
-        """Ask the owner's households on a feeder for a consumption change (negative = shed) per interval."""
-        g = self.owners.index(owner) * len(self.feeders) + self.feeders.index(feeder)
-        for i, q in enumerate(change_kw):
-            if not q:
-                continue
-            t0 = start + i * interval_minutes
+    def schedule(self, owner: str, feeders: list[str], start: int, interval_minutes: int,
+                 change_kw: np.ndarray) -> None:
+        """Ask the owner's households for a consumption change (negative = shed): ``change_kw``
+        is (len(feeders), intervals), one row per feeder, one column per market interval."""
+        change = np.asarray(change_kw, dtype=float).reshape(len(feeders), -1)
+        if not change.any():
+            return
+        o = self.owners.index(owner) * len(self.feeders)
+        groups = np.array([o + self.feeders.index(f) for f in feeders], dtype=np.int64)
+        for i in np.flatnonzero(change.any(axis=0)):
+            q = change[:, i]
+            t0 = start + int(i) * interval_minutes
             for s in range(t0 // self.dt, -(-(t0 + interval_minutes) // self.dt)):
                 vec = self._targets.get(s)
                 if vec is None:
                     vec = self._targets[s] = np.zeros(self.n_portfolios)
-                vec[g] += q
+                vec[groups] += q
 
     # -- meters and grid ------------------------------------------------------------------
     def metered(self, point: str, day: int) -> np.ndarray:

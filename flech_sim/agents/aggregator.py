@@ -42,7 +42,7 @@ from .strategies import Offer, make_offers
 class _OpenBid:
     request: BidRequest
     bid: Bid
-    split: dict[str, np.ndarray]  # feeder -> kW per interval of this bid
+    split: np.ndarray  # (aggregator's feeders, intervals): kW of this bid on each feeder
 
 
 class Aggregator(Agent):
@@ -54,8 +54,10 @@ class Aggregator(Agent):
         self.world = world
         self.spot = spot_dkk_per_kwh
         self.feeders = world.feeders_of(self.id)
+        self._column = {f: i for i, f in enumerate(self.feeders)}
         self.dt = world.dt
-        self._reserved: dict[tuple[str, str], np.ndarray] = {}
+        # direction -> (feeders, model steps) kW reserved by open bids and awards
+        self._reserved: dict[str, np.ndarray] = {}
         self._forecasts: dict[int, PortfolioForecast] = {}  # by window length in steps
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
@@ -86,25 +88,28 @@ class Aggregator(Agent):
         width = max(len(r) for r in rows)
         return np.array([np.pad(r, (0, width - len(r)), mode="edge") for r in rows])
 
-    def _reservations(self, feeder: str, direction: str, size: int) -> np.ndarray:
-        key = (feeder, direction)
-        r = self._reserved.get(key)
-        if r is None or len(r) < size:
-            grown = np.zeros(max(size, 2 * len(r) if r is not None else size))
+    def _reservations(self, direction: str, size: int) -> np.ndarray:
+        """(feeders, >= size) reserved kW per model step, grown (doubling) on demand."""
+        r = self._reserved.get(direction)
+        if r is None or r.shape[1] < size:
+            grown = np.zeros((len(self.feeders), max(size, 2 * r.shape[1] if r is not None else size)))
             if r is not None:
-                grown[: len(r)] = r
-            self._reserved[key] = r = grown
+                grown[:, : r.shape[1]] = r
+            self._reserved[direction] = r = grown
         return r
 
     def committed_kw(self, feeder: str, direction: Direction, minute: int) -> float:
         """kW reserved by open bids and awards at a minute (for tests and analysis)."""
         step = minute // self.dt
-        return float(self._reservations(feeder, str(direction), step + 1)[step])
+        return float(self._reservations(str(direction), step + 1)[self._column[feeder], step])
 
     # -- bidding ---------------------------------------------------------------------------
     def on_bid_request(self, req: BidRequest) -> None:
-        feeders = self.feeders if req.location == "*" else [f for f in self.feeders if f == req.location]
-        if not feeders:
+        if req.location == "*":
+            mask = np.ones(len(self.feeders), dtype=bool)
+        elif req.location in self._column:
+            mask = np.arange(len(self.feeders)) == self._column[req.location]
+        else:
             return
         steps = self._steps(req)
         first = int(steps.min())
@@ -112,24 +117,19 @@ class Aggregator(Agent):
             return  # delivery already started: nothing to offer
         window = int(steps.max()) - first + 1
         fc = self._forecast(first, window)
-        rows = steps - fc.start_step
         w = first - fc.first_window
         down = req.direction is Direction.DOWN
-        free: dict[str, np.ndarray] = {}
         n = len(req.need_kw)
-        baseline = np.zeros(n)
-        rebound = full_flex = 0.0
-        log: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for f in feeders:
-            flex = np.full(n, (fc.flex_down_kw if down else fc.flex_up_kw)[f][w])
-            held = self._reservations(f, str(req.direction), int(steps.max()) + 1)[steps].max(axis=1)
-            free[f] = np.maximum(flex - held, 0.0)
-            base_f = fc.baseline_kw[f][rows].mean(axis=1)
-            baseline += base_f
-            rebound += fc.rebound_down_kwh[f][w] if down else 0.0
-            full_flex += float(flex[0])
-            log[f] = (base_f, flex, held.copy())
-        total_free = sum(free.values())
+        # (feeders, intervals): the flexibility holds through the whole window, so it is one
+        # figure per feeder; feeders outside the market's location get none.
+        flex = np.where(mask, (fc.flex_down_kw if down else fc.flex_up_kw)[w], 0.0)[:, None].repeat(n, axis=1)
+        held = self._reservations(str(req.direction), int(steps.max()) + 1)[:, steps].max(axis=2)
+        free = np.maximum(flex - held, 0.0)
+        base_f = fc.baseline_kw[steps - fc.start_step].mean(axis=1).T  # (feeders, intervals)
+        baseline = base_f[mask].sum(axis=0)
+        full_flex = float(flex[:, 0].sum())
+        rebound = float(fc.rebound_down_kwh[w][mask].sum()) if down else 0.0
+        total_free = free.sum(axis=0)
         if down:  # never offer to shed more than the portfolio is expected to draw
             total_free = np.minimum(total_free, np.maximum(baseline, 0.0))
         offers = make_offers(
@@ -138,35 +138,48 @@ class Aggregator(Agent):
             spot_during=self.spot[np.minimum(steps, len(self.spot) - 1)].mean(axis=1),
             spot_after=self.spot[np.minimum(steps.max() + 1 + np.arange(4), len(self.spot) - 1)].mean(),
         )
-        share = {f: np.divide(free[f], total_free, out=np.zeros_like(total_free), where=total_free > 0) for f in feeders}
+        share = np.divide(free, total_free, out=np.zeros_like(free), where=total_free > 0)
         base = tuple(np.round(baseline, 3).tolist())
         offered = np.sum([o.quantities_kw for o in offers], axis=0) if offers else np.zeros(n)
         for j, offer in enumerate(offers):
-            self._send_bid(req, j, offer, base, {f: np.asarray(offer.quantities_kw) * share[f] for f in feeders})
+            self._send_bid(req, j, offer, base, np.asarray(offer.quantities_kw) * share)
         if self.log is not None:
-            starts = req.delivery_start + req.interval_minutes * np.arange(n)
-            for f, (base_f, flex, held) in log.items():
-                mine = (offered * share[f]).tolist()
-                for i, (t, b, x, h) in enumerate(zip(starts.tolist(), base_f.tolist(), flex.tolist(), held.tolist(), strict=True)):
-                    self.log.append("flex_forecasts", (self.id, req.market_id, req.product_id, f, i, t,
-                                                       str(req.direction), b, x, h, mine[i]))
+            self._log_forecast(req, np.flatnonzero(mask), base_f, flex, held, offered * share)
+
+    def _log_forecast(self, req: BidRequest, rows: np.ndarray, base_f: np.ndarray, flex: np.ndarray,
+                      held: np.ndarray, mine: np.ndarray) -> None:
+        assert self.log is not None
+        n = len(req.need_kw)
+        starts = (req.delivery_start + req.interval_minutes * np.arange(n)).tolist()
+        head = (self.id, req.market_id, req.product_id)
+        direction = str(req.direction)
+        for r in rows.tolist():
+            f = self.feeders[r]
+            for i, t, b, x, h, o in zip(range(n), starts, base_f[r].tolist(), flex[r].tolist(), held[r].tolist(),
+                                        mine[r].tolist(), strict=True):
+                self.log.append("flex_forecasts", (*head, f, i, t, direction, b, x, h, o))
 
     def _send_bid(self, req: BidRequest, j: int, offer: Offer, baseline: tuple[float, ...],
-                  split: dict[str, np.ndarray]) -> None:
+                  split: np.ndarray) -> None:
         bid = Bid(**self.envelope(req.market_id, req.product_id), bid_id=f"{self.id}-{req.market_id}-{j}",
                   price=offer.price, quantities_kw=offer.quantities_kw, block=offer.block, baseline_kw=baseline,
                   **offer.extra)
         ob = _OpenBid(req, bid, split)
-        self._reserve(ob, {f: q for f, q in split.items()}, +1)
+        self._reserve(ob, split, +1)
         self._open[bid.msg_id] = ob
         self._by_bid_id[bid.bid_id] = bid.msg_id
         self.conn.send(bid)
 
-    def _reserve(self, ob: _OpenBid, kw: dict[str, np.ndarray], sign: int) -> None:
-        steps = self._steps(ob.request)
-        for f, q in kw.items():
-            r = self._reservations(f, str(ob.request.direction), int(steps.max()) + 1)
-            np.add.at(r, steps, sign * np.asarray(q)[:, None])
+    def _reserve(self, ob: _OpenBid, kw: np.ndarray, sign: int) -> None:
+        """Add (sign +1) or release (-1) ``kw`` (feeders, intervals) over the bid's model steps."""
+        req = ob.request
+        steps = self._steps(req)
+        r = self._reservations(str(req.direction), int(steps.max()) + 1)
+        if req.delivery_start % self.dt == 0 and req.interval_minutes % self.dt == 0:
+            s0, k = int(steps[0, 0]), steps.shape[1]  # whole steps, contiguous: a slice does it
+            r[:, s0:s0 + steps.size] += sign * np.repeat(kw, k, axis=1)
+        else:  # intervals that share a model step both count there
+            np.add.at(r, (slice(None), steps), sign * kw[:, :, None])
 
     # -- outcomes ----------------------------------------------------------------------------
     def on_rejection(self, rej: Rejection) -> None:
@@ -181,8 +194,8 @@ class Aggregator(Agent):
             return
         offered = np.asarray(ob.bid.quantities_kw)
         taken = np.divide(np.asarray(award.accepted_kw), offered, out=np.zeros_like(offered), where=offered > 0)
-        accepted = {f: q * taken for f, q in ob.split.items()}
-        self._reserve(ob, {f: q - accepted[f] for f, q in ob.split.items()}, -1)
+        accepted = ob.split * taken
+        self._reserve(ob, ob.split - accepted, -1)
         ob.split = accepted
         if not award.awarded:
             return
@@ -191,20 +204,20 @@ class Aggregator(Agent):
         else:  # an option: kept until the buyer activates it
             self._awarded[award.bid_id] = ob
 
-    def _dispatch(self, ob: _OpenBid, start: int, minutes: int, kw: dict[str, np.ndarray]) -> None:
+    def _dispatch(self, ob: _OpenBid, start: int, minutes: int, kw: np.ndarray) -> None:
         sign = -1.0 if ob.request.direction is Direction.DOWN else 1.0
-        for f, q in kw.items():
-            self.world.schedule(self.id, f, start, minutes, (sign * q).tolist())
+        self.world.schedule(self.id, self.feeders, start, minutes, sign * kw)
 
     def on_activation(self, act: Activation) -> None:
         """Options (CRP) and regulating power called at short notice: dispatch what was called."""
         ob = next((o for o in self._awarded.values() if o.request.market_id == act.market_id), None)
         if ob is None:
             return
-        total = sum(ob.split.values())
-        mean_share = {f: float(np.sum(q) / np.sum(total)) if np.sum(total) > 0 else 0.0 for f, q in ob.split.items()}
+        per_feeder = ob.split.sum(axis=1)
+        total = per_feeder.sum()
+        mean_share = per_feeder / total if total > 0 else np.zeros_like(per_feeder)
         called = np.asarray(act.quantities_kw)
-        self._dispatch(ob, act.start, act.interval_minutes, {f: called * s for f, s in mean_share.items()})
+        self._dispatch(ob, act.start, act.interval_minutes, mean_share[:, None] * called[None, :])
 
     def on_market_cancellation(self, msg: MarketCancellation) -> None:
         for msg_id, ob in list(self._open.items()):
