@@ -29,6 +29,7 @@ from .scenario import Scenario
 
 UNAGGREGATED = "unaggregated"
 MINUTES_PER_DAY = 1440
+FORECAST_BATCH = 8192  # households simulated together in a forecast: bounds its memory (~100 MB a day ahead)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class World:
         )
         self._households_of: dict[str, np.ndarray] = {}
         self._feeders_of: dict[str, list[str]] = {}
+        self._shared_forecast: tuple[tuple[int, ...] | None, list[np.ndarray]] = (None, [])
         self._persisted = 0  # model steps already written to the load tables
         self._targets: dict[int, np.ndarray] = {}  # step -> kW change per portfolio (negative = shed)
         n_days = n_steps // self.steps_per_day + 1
@@ -139,18 +141,44 @@ class World:
         if first_step < now or last < first_step:
             raise ValueError(f"windows from step {first_step} to {last}: already simulated or empty")
         o = self.owners.index(owner)
-        # Grouped by portfolio: the fleet counts groups up to the last portfolio with households,
-        # so this owner's own columns always exist.
-        fc = self.fleet.forecast(last - now + duration_steps, duration_steps, by=self.portfolio,
-                                 households=self.households_of(owner),
-                                 starts=np.arange(first_step - now, last - now + 1))
+        key = (now, first_step, duration_steps, last)
+        if self._shared_forecast[0] != key:
+            self._shared_forecast = (key, self._forecast_all(now, first_step, duration_steps, last))
+        fc = self._shared_forecast[1]
         feeders = self.feeders_of(owner)
         cols = o * len(self.feeders) + np.array([self.feeders.index(f) for f in feeders], dtype=np.int64)
         return PortfolioForecast(
             start_step=now, first_window=first_step, duration_steps=duration_steps, feeders=tuple(feeders),
-            baseline_kw=fc.baseline_kw[:, cols], flex_down_kw=fc.flex_down_kw[:, cols],
-            flex_up_kw=fc.flex_up_kw[:, cols], rebound_down_kwh=fc.rebound_down_kwh[:, cols],
+            baseline_kw=fc[0][:, cols], flex_down_kw=fc[1][:, cols],
+            flex_up_kw=fc[2][:, cols], rebound_down_kwh=fc[3][:, cols],
         )
+
+    def _forecast_all(self, now: int, first_step: int, duration_steps: int, last: int) -> list[np.ndarray]:
+        """Every aggregator's forecast for the same windows, in one pass per batch of owners.
+
+        Aggregators receive the same bid requests at the same moment, so they ask for the
+        same windows; simulating all their households at once costs little more than one
+        aggregator's share. Each aggregator still sees only its own columns, and each owner's
+        households form one chunk, so its sums are exactly what a forecast of its households
+        alone would give.
+        """
+        fcs = []
+        batch: list[np.ndarray] = []
+        owners = [self.households_of(o) for o in self.owners if o != UNAGGREGATED]
+        for i, hh in enumerate(owners):
+            batch.append(hh)
+            if i + 1 < len(owners) and sum(map(len, batch)) + len(owners[i + 1]) <= FORECAST_BATCH:
+                continue
+            sel = np.concatenate(batch)
+            # Grouped by portfolio: the fleet counts groups up to the last portfolio with
+            # households, so every aggregator's own columns exist.
+            fcs.append(self.fleet.forecast(last - now + duration_steps, duration_steps, by=self.portfolio,
+                                           households=sel, chunk=max(len(sel), 1),
+                                           starts=np.arange(first_step - now, last - now + 1)))
+            batch = []
+        names = ("baseline_kw", "flex_down_kw", "flex_up_kw", "rebound_down_kwh")
+        # An owner's columns come from one batch and are zero in the others: the sum is exact.
+        return [sum((getattr(f, nm) for f in fcs[1:]), getattr(fcs[0], nm)) for nm in names]
 
     def schedule(self, owner: str, feeders: list[str], start: int, interval_minutes: int,
                  change_kw: np.ndarray) -> None:
