@@ -112,8 +112,21 @@ def test_reference_goldens_cover_the_interesting_cases() -> None:
     assert any(r["clearing_price"] == "" for r in rows("srp_scarce_supply", "clearing_intervals"))
     assert {r["role"] for r in rows("srp_block_bids", "settlements")} == {"buyer", "seller"}
     assert {r["seller"] for r in rows("srp_block_bids", "awards")} == {"agg-a", "agg-b"}
+    # CL with VCG pricing and BL with a platform baseline (here its recorded fallback), end to end
+    assert {(r["product_id"], r["state"]) for r in rows("cl_bl_mix", "markets")} == {("CL", "settled"), ("BL", "settled")}
+    cl = [r for r in rows("cl_bl_mix", "clearings") if r["product_id"] == "CL"][0]
+    assert float(cl["cost_dkk"]) > float(cl["objective_dkk"])  # VCG pays each winner its externality, above its bid
     manifest = json.loads((GOLDEN / "srp_block_bids" / "manifest.json").read_text())
     assert manifest["scenario_name"] == "srp_block_bids" and len(manifest["fingerprint"]) == 64
+
+
+def test_bl_reference_records_its_baseline_fallback(reference_runs: dict[str, Path]) -> None:
+    """One day of history is too little for X-of-Y: the fallback is used, recorded per interval,
+    and the settled delivery is measured against it."""
+    base = pd.read_parquet(reference_runs["cl_bl_mix"] / "baselines.parquet")
+    assert set(base["method"]) == {"x_of_y"} and set(base["used"]) == {"meter_before_after"} and base["fallback"].all()
+    st = pd.read_parquet(reference_runs["cl_bl_mix"] / "settlements.parquet")
+    assert set(st["product_id"]) == {"CL", "BL"} and (st["delivered_kwh"] > 0).all()
 
 
 # == a changed outcome is detected =======================================================
