@@ -10,6 +10,12 @@ replies into the participant's inbox (a SimPy store). The endpoint
 * forwards checked messages to the dispatcher, and answers each with an
   acknowledgement or a rejection that names the reason,
 * persists every message, in and out, rejected and malformed included.
+
+Duplicate message IDs are refused for at least ``DUPLICATE_WINDOW_MINUTES``
+(a week) after first use: the IDs are kept in two generations that rotate,
+so a year of traffic does not keep millions of IDs in memory. A replay older
+than that is still caught downstream (markets, bid IDs and activation IDs
+are unique per product, and closed markets refuse everything).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from .messages import (
 )
 from .persistor import Persistor
 
+DUPLICATE_WINDOW_MINUTES = 7 * 24 * 60
 _BUYER = (MarketRequest, MarketCancellation, Activation)
 ROLE_MAY_SEND: dict[str, tuple[type[Message], ...]] = {
     "dso": _BUYER,
@@ -81,7 +88,9 @@ class Endpoint:
         self.persistor = persistor
         self.route: Callable[[Message], str] = _no_route
         self._connections: dict[str, Connection] = {}
-        self._seen_ids: set[str] = set()
+        self._seen_ids: set[str] = set()  # this generation of used message IDs
+        self._seen_before: set[str] = set()  # the previous generation
+        self._generation_end = DUPLICATE_WINDOW_MINUTES
         self._seq = 0
         self._platform_ids = 0
         self.counts = {"in": 0, "out": 0, "rejected": 0}
@@ -150,7 +159,10 @@ class Endpoint:
         )
 
     def _authenticate(self, msg: Message, conn: Connection) -> None:
-        if msg.msg_id in self._seen_ids:
+        if self.env.now >= self._generation_end:
+            self._seen_before, self._seen_ids = self._seen_ids, set()
+            self._generation_end = self.env.now + DUPLICATE_WINDOW_MINUTES
+        if msg.msg_id in self._seen_ids or msg.msg_id in self._seen_before:
             raise Rejected(RejectReason.DUPLICATE, f"message ID {msg.msg_id!r} was already used")
         self._seen_ids.add(msg.msg_id)
         if msg.sender != conn.participant_id:

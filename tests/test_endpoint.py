@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from flech_sim.endpoint import DUPLICATE_WINDOW_MINUTES
 from flech_sim.messages import PLATFORM, Rejection, RejectReason, to_json
 
 
@@ -131,6 +132,22 @@ def test_duplicate_ids_are_rejected(harness) -> None:
     h.run(10)
     assert [r.reason for r in rejections_of(h, "agg-a")] == [RejectReason.DUPLICATE] * 2
     assert [r.reason for r in rejections_of(h, "dso-1")] == [RejectReason.DUPLICATE]
+
+
+def test_duplicate_ids_are_remembered_for_a_week_then_caught_downstream(harness) -> None:
+    """Message IDs are kept for one to two weeks (two rotating generations), not for ever;
+    an older replay still cannot do harm: its market has closed."""
+    h = harness
+    open_market(h)
+    b = h.bid("agg-a", "b1", 1.0, (10.0, 10.0))
+    week = DUPLICATE_WINDOW_MINUTES
+    h.at(5, lambda: h.send("agg-a", b))
+    h.at(week + 10, lambda: h.send("agg-a", b))  # rotated once: still remembered
+    h.at(2 * week + 10, lambda: h.send("agg-a", b))  # rotated twice: forgotten by the endpoint
+    h.run(2 * week + 20)
+    assert [r.reason for r in rejections_of(h, "agg-a")] == [RejectReason.DUPLICATE, RejectReason.GATE_CLOSED]
+    ep = h.core.endpoint
+    assert len(ep._seen_ids) + len(ep._seen_before) == 1  # only the last one
 
 
 def test_invalid_market_times_and_cancellation(harness) -> None:

@@ -57,7 +57,7 @@ class Aggregator(Agent):
         self._column = {f: i for i, f in enumerate(self.feeders)}
         self.dt = world.dt
         # direction -> (feeders, model steps) kW reserved by open bids and awards
-        self._reserved: dict[str, np.ndarray] = {}
+        self._reserved: dict[str, tuple[int, np.ndarray]] = {}  # direction -> (first step, (feeders, steps))
         self._forecasts: dict[int, PortfolioForecast] = {}  # by window length in steps
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
@@ -88,20 +88,27 @@ class Aggregator(Agent):
         width = max(len(r) for r in rows)
         return np.array([np.pad(r, (0, width - len(r)), mode="edge") for r in rows])
 
-    def _reservations(self, direction: str, size: int) -> np.ndarray:
-        """(feeders, >= size) reserved kW per model step, grown (doubling) on demand."""
-        r = self._reserved.get(direction)
-        if r is None or r.shape[1] < size:
-            grown = np.zeros((len(self.feeders), max(size, 2 * r.shape[1] if r is not None else size)))
-            if r is not None:
-                grown[:, : r.shape[1]] = r
-            self._reserved[direction] = r = grown
-        return r
+    def _reservations(self, direction: str, lo: int, hi: int) -> tuple[np.ndarray, int]:
+        """(array, offset): ``array[:, s - offset]`` is the kW reserved on each feeder at model
+        step ``s``, for every s in [lo, hi). Steps already past are dropped whenever the array
+        is re-made, so it spans the look-ahead, not the whole horizon (a year of 20 feeders
+        would otherwise cost megabytes per aggregator)."""
+        base, r = self._reserved.get(direction, (lo, np.zeros((len(self.feeders), 0))))
+        if lo < base or hi > base + r.shape[1]:
+            new_base = min(lo, self.now // self.dt)
+            grown = np.zeros((len(self.feeders), 2 * (hi - new_base)))
+            keep_lo, keep_hi = max(base, new_base), min(base + r.shape[1], new_base + grown.shape[1])
+            if keep_hi > keep_lo:
+                grown[:, keep_lo - new_base:keep_hi - new_base] = r[:, keep_lo - base:keep_hi - base]
+            self._reserved[direction] = (new_base, grown)
+            base, r = new_base, grown
+        return r, base
 
     def committed_kw(self, feeder: str, direction: Direction, minute: int) -> float:
         """kW reserved by open bids and awards at a minute (for tests and analysis)."""
         step = minute // self.dt
-        return float(self._reservations(str(direction), step + 1)[self._column[feeder], step])
+        r, base = self._reservations(str(direction), step, step + 1)
+        return float(r[self._column[feeder], step - base])
 
     # -- bidding ---------------------------------------------------------------------------
     def on_bid_request(self, req: BidRequest) -> None:
@@ -123,7 +130,8 @@ class Aggregator(Agent):
         # (feeders, intervals): the flexibility holds through the whole window, so it is one
         # figure per feeder; feeders outside the market's location get none.
         flex = np.where(mask, (fc.flex_down_kw if down else fc.flex_up_kw)[w], 0.0)[:, None].repeat(n, axis=1)
-        held = self._reservations(str(req.direction), int(steps.max()) + 1)[:, steps].max(axis=2)
+        r, base = self._reservations(str(req.direction), first, int(steps.max()) + 1)
+        held = r[:, steps - base].max(axis=2)
         free = np.maximum(flex - held, 0.0)
         base_f = fc.baseline_kw[steps - fc.start_step].mean(axis=1).T  # (feeders, intervals)
         baseline = base_f[mask].sum(axis=0)
@@ -174,7 +182,8 @@ class Aggregator(Agent):
         """Add (sign +1) or release (-1) ``kw`` (feeders, intervals) over the bid's model steps."""
         req = ob.request
         steps = self._steps(req)
-        r = self._reservations(str(req.direction), int(steps.max()) + 1)
+        r, base = self._reservations(str(req.direction), int(steps.min()), int(steps.max()) + 1)
+        steps = steps - base
         if req.delivery_start % self.dt == 0 and req.interval_minutes % self.dt == 0:
             s0, k = int(steps[0, 0]), steps.shape[1]  # whole steps, contiguous: a slice does it
             r[:, s0:s0 + steps.size] += sign * np.repeat(kw, k, axis=1)
@@ -186,6 +195,7 @@ class Aggregator(Agent):
         self.rejections.append(rej)
         ob = self._open.pop(rej.ref_msg_id, None)
         if ob is not None:
+            self._by_bid_id.pop(ob.bid.bid_id, None)
             self._reserve(ob, ob.split, -1)
 
     def on_award(self, award: Award) -> None:
@@ -223,8 +233,12 @@ class Aggregator(Agent):
         for msg_id, ob in list(self._open.items()):
             if ob.request.market_id == msg.market_id:
                 del self._open[msg_id]
+                self._by_bid_id.pop(ob.bid.bid_id, None)
                 self._reserve(ob, ob.split, -1)
 
     def on_settlement(self, st: SettlementStatement) -> None:
         self.revenue_dkk += sum(st.payment_dkk)
         self.penalties_dkk += sum(st.penalty_dkk)
+        # A settled market activates nothing more: forget its options (a year of them adds up).
+        for bid_id in [b for b, o in self._awarded.items() if o.request.market_id == st.market_id]:
+            del self._awarded[bid_id]

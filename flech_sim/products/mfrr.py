@@ -112,6 +112,11 @@ class MFRRProduct(TermsProduct):
                            f"bid location {loc!r} differs from your earlier bid's {earlier!r} in this market")
         self._location[(market.market_id, bid.sender)] = loc
 
+    def retire(self, market: Market) -> None:
+        for seller in market.bidders:  # before the book is dropped: the bidders come from it
+            self._location.pop((market.market_id, seller), None)
+        super().retire(market)
+
     def seller_points(self, market: Market, seller: str) -> list[str]:
         loc = self._location.get((market.market_id, seller), "")
         if not loc and market.request.location != "*":
