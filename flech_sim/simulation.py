@@ -130,6 +130,12 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
             agents["_world"].finalize()
         persistor.close()
     summary = summarize(core, scenario, env) if core else {}
+    fp = None
+    if error is None:
+        try:
+            fp = fingerprint(out_dir)
+        except Exception as exc:  # the tables are written; say why there is no fingerprint
+            error = f"fingerprint failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     manifest = {
         "flech_sim_version": __version__,
         "scenario_name": scenario.name,
@@ -142,7 +148,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
         "simulated_until_minute": int(env.now),
         "completed": error is None,
         "error": error,
-        "fingerprint": fingerprint(out_dir) if error is None else None,
+        "fingerprint": fp,
         "python": _platform.python_version(),
         "packages": {p: _version(p) for p in RESULT_PACKAGES},
         "summary": summary,

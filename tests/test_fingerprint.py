@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+import flech_sim.fingerprint as fp_module
 from flech_sim.fingerprint import canonical_floats, fingerprint, outcome_tables
 from flech_sim.scenario import load_scenario
 from flech_sim.schema import TABLES
@@ -76,6 +77,14 @@ def test_independent_of_parquet_encoding(runs: dict[str, Path], tmp_path: Path) 
                               for f in t.schema]))
         _rewrite(d / f"{name}.parquet", t, compression="gzip", row_group_size=1, use_dictionary=False)
     assert fingerprint(d) == fingerprint(runs["a"])
+
+
+def test_independent_of_the_batches_it_is_read_in(runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables are hashed in batches (constant memory for a year-long run); where the batches
+    end must not matter."""
+    whole = fingerprint(runs["a"])
+    monkeypatch.setattr(fp_module, "BATCH_ROWS", 7)
+    assert fingerprint(runs["a"]) == whole
 
 
 def test_float_noise_below_nine_digits_is_ignored_real_changes_are_not(runs: dict[str, Path], tmp_path: Path) -> None:

@@ -99,10 +99,9 @@ class Buyer(Agent):
         self.world = world
         self.horizon = horizon_minutes
         self.seed = seed
-        self.results: dict[str, ClearingResult] = {}
-        self.statements: list[SettlementStatement] = []
+        self.paid_dkk = 0.0  # over the buyer's settlement statements (negative nets: money out)
         self.rejections: list[Rejection] = []
-        self._requests: dict[str, MarketRequest] = {}
+        self._requests: dict[str, MarketRequest] = {}  # markets opened and not yet cleared
 
     def start(self) -> None:
         super().start()
@@ -183,9 +182,8 @@ class Buyer(Agent):
 
     # -- answers -------------------------------------------------------------------------------
     def on_clearing_result(self, msg: ClearingResult) -> None:
-        self.results[msg.market_id] = msg
         c = self.cfg.congestion
-        req = self._requests.get(msg.market_id)
+        req = self._requests.pop(msg.market_id, None)
         if c is not None and c.activate and req is not None and any(q > 0 for q in msg.accepted_kw):
             self.env.process(self._activate_on_congestion(c, req, list(msg.accepted_kw)))
 
@@ -215,7 +213,7 @@ class Buyer(Agent):
             t = self.now + w.dt
 
     def on_settlement(self, msg: SettlementStatement) -> None:
-        self.statements.append(msg)
+        self.paid_dkk -= sum(msg.net_dkk)
 
     def on_rejection(self, msg: Rejection) -> None:
         self.rejections.append(msg)
