@@ -178,7 +178,7 @@ def stubbed(what: str) -> Iterator[None]:
         setattr(obj, name, value)
 
     if what in ("json", "all"):
-        patch(endpoint_mod, "to_json", lambda msg: "")
+        patch(endpoint_mod, "to_json", lambda msg, topic=None: "")
     if what in ("persistor", "all"):
         patch(Persistor, "append", lambda self, table, row: None)
     if what in ("product", "all"):
