@@ -14,8 +14,9 @@ replies into the participant's inbox (a SimPy store). The endpoint
 Duplicate message IDs are refused for at least ``DUPLICATE_WINDOW_MINUTES``
 (a week) after first use: the IDs are kept in two generations that rotate,
 so a year of traffic does not keep millions of IDs in memory. A replay older
-than that is still caught downstream (markets, bid IDs and activation IDs
-are unique per product, and closed markets refuse everything).
+than that is still caught downstream: market IDs are unique per product,
+bid IDs per market and activation IDs per market, and a market whose gate
+has closed refuses bids.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ class Aggregator(Agent):
         self.feeders = world.feeders_of(self.id)
         self._column = {f: i for i, f in enumerate(self.feeders)}
         self.dt = world.dt
-        # direction -> (feeders, model steps) kW reserved by open bids and awards
-        self._reserved: dict[str, tuple[int, np.ndarray]] = {}  # direction -> (first step, (feeders, steps))
+        # kW reserved by open bids and awards: direction -> (first model step, (feeders, steps) array)
+        self._reserved: dict[str, tuple[int, np.ndarray]] = {}
         self._forecasts: dict[int, PortfolioForecast] = {}  # by window length in steps
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
