@@ -10,6 +10,7 @@ import pytest
 
 from flech_sim.baselines import Baseline, BaselineSpec, compute, meter_before_after, rolling_average, x_of_y
 from flech_sim.messages import BidRequest, RejectReason
+from tests.least_cost_cases import LEAST_COST_CASES
 from tests.products_support import (
     all_products_scenario,
     assert_conserved,
@@ -31,37 +32,8 @@ def make_scenario():  # type: ignore[no-untyped-def]
     return all_products_scenario
 
 
-# (seller, bid_id, price, quantities, block, minute sent); BL bids need no declared baseline
-CASES = {
-    # merit order: A1 60 @0.5, A2 40 of 60 @0.8, B1 nothing. Cost 30 + 32 = 62; marginal price 0.8.
-    "merit_order": dict(
-        need=(100.0,),
-        bids=[("agg-a", "A1", 0.5, (60.0,), False, 5), ("agg-a", "A2", 0.8, (60.0,), False, 5),
-              ("agg-b", "B1", 1.0, (60.0,), False, 5)],
-        accepted={"A1": (60.0,), "A2": (40.0,), "B1": (0.0,)}, cost=62.0, price=(0.8,), unmet=(0.0,),
-    ),
-    # thin: A 30/30 @1.0 and B 20/0 @2.0 all taken; cost 60 + 40 = 100; unmet (50, 70).
-    "thin": dict(
-        need=(100.0, 100.0),
-        bids=[("agg-a", "A", 1.0, (30.0, 30.0), False, 5), ("agg-b", "B", 2.0, (20.0, 0.0), False, 6)],
-        accepted={"A": (30.0, 30.0), "B": (20.0, 0.0)}, cost=100.0, price=(2.0, 1.0), unmet=(50.0, 70.0),
-    ),
-    # tie on price and time: bid ID decides, 'a-y' < 'b-x': a-y 40, b-x 10. Cost 50.
-    "tie_bid_id": dict(
-        need=(50.0,),
-        bids=[("agg-b", "b-x", 1.0, (40.0,), False, 5), ("agg-a", "a-y", 1.0, (40.0,), False, 5)],
-        accepted={"a-y": (40.0,), "b-x": (10.0,)}, cost=50.0, price=(1.0,), unmet=(0.0,),
-    ),
-    # block linked over two hours, rejected: C (80/80 @1.2) + 20 of A = 2 x (96 + 18) = 228 > A 50 + B 50 at
-    # 2 x (45 + 55) = 200.
-    "block_rejected": dict(
-        need=(100.0, 100.0),
-        bids=[("agg-b", "C", 1.2, (80.0, 80.0), True, 5), ("agg-a", "A", 0.9, (50.0, 50.0), False, 5),
-              ("agg-a", "B", 1.1, (50.0, 50.0), False, 5)],
-        accepted={"C": (0.0, 0.0), "A": (50.0, 50.0), "B": (50.0, 50.0)}, cost=200.0, price=(1.1, 1.1),
-        unmet=(0.0, 0.0),
-    ),
-}
+# BL clears as SRP does: the same hand-worked books, sent as BL bids (which need no declared baseline)
+CASES = {k: LEAST_COST_CASES[k] for k in ("merit_order", "thin", "tie_id", "block_rejected", "block_overshoots")}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
