@@ -10,7 +10,9 @@ minutes and written as timestamps (scenario start + minutes).
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -363,6 +365,33 @@ TABLES: dict[str, Table] = {
         ),
     )
 }
+
+
+ROW_TYPES: dict[str, type[tuple[Any, ...]]] = {}
+"""Per table, a named-tuple row type in column order: rows are built by name (``row('bids', bid_id=..., ...)``),
+so a column added or moved in :data:`TABLES` cannot silently shift values, and the persistor's fast
+tuple path stays (a named tuple *is* a tuple)."""
+
+
+def _row_type(table: Table) -> type[tuple[Any, ...]]:
+    return namedtuple(f"{table.name}_row", table.names)  # type: ignore[return-value]
+
+
+def register_table(table: Table) -> None:
+    """Add a table of a plug-in product (before the run's persistor is created); a name may be taken once."""
+    if table.name in TABLES and TABLES[table.name] != table:
+        raise ValueError(f"table {table.name!r} is already defined differently")
+    TABLES[table.name] = table
+    ROW_TYPES[table.name] = _row_type(table)
+
+
+def row(table: str, **values: Any) -> tuple[Any, ...]:
+    """One row of ``table`` built by column name; a missing or unknown column raises TypeError."""
+    return ROW_TYPES[table](**values)
+
+
+for _t in TABLES.values():
+    ROW_TYPES[_t.name] = _row_type(_t)
 
 
 def markdown_reference() -> str:
