@@ -26,46 +26,64 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo must not silently fall back to a default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class SolverConfig(_Strict):
     method: ClearingMethod = ClearingMethod.AUTO
+    """Clearing path: 'auto' picks the fastest exact method for the market; the others force one."""
     time_limit_s: PositiveFloat = 30.0
+    """[s] Wall-clock limit per clearing solve (HiGHS)."""
     mip_gap: Annotated[float, Field(ge=0, le=1)] = 1e-3
+    """Relative MIP gap at which a block-bid clearing stops."""
 
 
 class SettlementConfig(_Strict):
     penalty_factor: NonNegFloat = 1.5
-    """Shortfall penalty price = factor x the market's price cap, unless the request names one."""
+    """[x price cap] Shortfall penalty price = factor x the market's price cap, unless the request names one."""
     gap_rule: Literal["no_delivery", "award"] = "no_delivery"
     """Missing meter data: 'no_delivery' counts nothing delivered (the seller carries the risk);
     'award' assumes the award was delivered (the buyer carries it)."""
     wait_for_meter_hours: PositiveFloat = 72.0
-    """After this long past delivery without meter data, settle with the gap rule."""
+    """[h] After this long past delivery without meter data, settle with the gap rule."""
 
 
 class FeederConfig(_Strict):
     limit_kw: PositiveFloat
+    """[kW] Thermal limit of the feeder; load above it is congestion (and overload in the KPIs)."""
 
 
 class MarketSchedule(_Strict):
     """A buyer opening one market per day on a fixed daily timetable."""
 
     product: str
+    """Product ID of the markets opened (a key of the scenario's `products`)."""
     location: str
+    """Feeder the markets are for (a key of `feeders`)."""
     direction: Direction = Direction.DOWN
+    """'down' = consume less, 'up' = consume more."""
     first_day: Annotated[int, Field(ge=0)] = 0
+    """[day] Day of the horizon (0 = the start day) on which the first market request is sent."""
     count: Annotated[int, Field(ge=1)] = 1
+    """Number of markets opened."""
     every_days: Annotated[int, Field(ge=1)] = 1
+    """[days] Days between consecutive market requests."""
     request_time: time = time(10, 0)
+    """[HH:MM] Time of day the buyer sends the market request (the market opens)."""
     gate_close_time: time = time(11, 0)
+    """[HH:MM] Time of day bidding closes and the market clears; after request_time."""
     delivery_day_offset: Annotated[int, Field(ge=0)] = 1
+    """[days] Delivery starts this many days after the request day (1 = D+1)."""
     delivery_start_time: time = time(17, 0)
+    """[HH:MM] Time of day delivery starts."""
     interval_minutes: Annotated[int, Field(gt=0, le=1440)] = 60
+    """[min] Length of one delivery interval; the window is len(need_kw) intervals."""
     need_kw: list[NonNegFloat] = Field(min_length=1)
+    """[kW] The buyer's need per delivery interval (one value per interval)."""
     price_cap: PositiveFloat = 3.0
+    """[DKK/kWh] Highest price the buyer pays; unmet need is costed at it in clearing."""
     penalty_price: NonNegFloat | None = None
+    """[DKK/kWh] Shortfall penalty price; empty = settlement.penalty_factor x price_cap."""
     params: dict[str, str | float | int | bool] = Field(default_factory=dict)
     """Product terms passed in the market request (e.g. a BL baseline method, CL pricing)."""
 
@@ -74,22 +92,28 @@ class CongestionConfig(_Strict):
     """A DSO that forecasts its feeders each day and buys flexibility where the forecast exceeds the limit."""
 
     product: str = "SRP"
+    """Product ID bought against forecast congestion (SRP, CRP, BL or CL)."""
     feeders: list[str] = Field(default_factory=list)
     """Feeders watched (empty = all)."""
     threshold: Annotated[float, Field(gt=0, le=2)] = 1.0
-    """Congestion when the forecast exceeds threshold x the feeder limit."""
+    """[x limit] Congestion when the forecast exceeds threshold x the feeder limit."""
     request_time: time = time(10, 0)
+    """[HH:MM] Time of day the feeder forecast is made and markets requested (for D+1)."""
     gate_close_time: time = time(11, 0)
+    """[HH:MM] Time of day bidding closes and the markets clear."""
     interval_minutes: Annotated[int, Field(gt=0, le=1440)] = 60
+    """[min] Length of one delivery interval."""
     price_cap: PositiveFloat = 3.0
+    """[DKK/kWh] Highest price the DSO pays."""
     penalty_price: NonNegFloat | None = None
+    """[DKK/kWh] Shortfall penalty price; empty = settlement.penalty_factor x price_cap."""
     params: dict[str, str | float | int | bool] = Field(default_factory=dict)
     """Product terms passed in the market request (e.g. a BL baseline method, CL pricing)."""
     activate: bool = False
     """For option products (CRP): watch the feeder during the window and activate the reserve
     when the measured load exceeds threshold x limit."""
     activation_lead_minutes: Annotated[int, Field(ge=0)] = 15
-    """Congestion measured now is called for the first interval starting at least this much later."""
+    """[min] Congestion measured now is called for the first interval starting at least this much later."""
 
 
 class ImbalanceConfig(_Strict):
@@ -98,6 +122,7 @@ class ImbalanceConfig(_Strict):
     csv: str | None = None
     """CSV with columns timestamp, imbalance_kw; replaces the generated series."""
     sd_kw: NonNegFloat = 300.0
+    """[kW] Standard deviation of the generated imbalance series."""
     autocorrelation: Annotated[float, Field(ge=0, lt=1)] = 0.9
     """Per 15 minutes, of the generated AR(1) series."""
 
@@ -106,21 +131,30 @@ class BalancingConfig(_Strict):
     """A TSO opening one regulating-power market per interval for the imbalance it expects."""
 
     product: str = "mFRR"
+    """Product ID of the regulating-power markets."""
     interval_minutes: Annotated[int, Field(gt=0, le=60)] = 15
+    """[min] Length of one market's delivery interval (mFRR: 15)."""
     request_lead_minutes: Annotated[int, Field(gt=0)] = 60
+    """[min] A market is requested this long before its interval starts."""
     gate_close_lead_minutes: Annotated[int, Field(ge=0)] = 45
+    """[min] Bidding closes this long before the interval starts."""
     price_cap: PositiveFloat = 3.0
-    """DKK/kWh (3,000 DKK/MWh)."""
+    """[DKK/kWh] Highest price the TSO pays (3.0 = 3,000 DKK/MWh)."""
     share: Annotated[float, Field(gt=0, le=1)] = 1.0
-    """Share of the imbalance bought on this platform."""
+    """[fraction] Share of the imbalance bought on this platform."""
     min_need_kw: NonNegFloat = 10.0
+    """[kW] No market is opened for an expected imbalance smaller than this."""
     params: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    """Product terms passed in every market request."""
     imbalance: ImbalanceConfig = ImbalanceConfig()
+    """The system imbalance the TSO covers."""
 
 
 class BuyerConfig(_Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Participant ID (letters, digits, '_', '.', '-'); unique among all participants."""
     role: Literal["dso", "tso"] = "dso"
+    """'dso' (local congestion) or 'tso' (balancing)."""
     markets: list[MarketSchedule] = Field(default_factory=list)
     """Markets opened on a fixed timetable."""
     congestion: CongestionConfig | None = None
@@ -140,37 +174,45 @@ class BiddingConfig(_Strict):
     """
 
     strategy: Literal["cost", "risk_aware"] = "cost"
+    """Bidding strategy (see the section text above)."""
     steps: Annotated[int, Field(ge=1, le=20)] = 3
+    """Number of price-quantity steps per offered interval."""
     step_markup: NonNegFloat = 0.25
-    """Each further price step costs this fraction more than the previous one."""
+    """[fraction] Each further price step costs this fraction more than the previous one."""
     offer_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
-    """'cost': share of the forecast flexibility offered."""
+    """[fraction] 'cost': share of the forecast flexibility offered."""
     comfort_cost_dkk_per_kwh: NonNegFloat = 0.3
+    """[DKK/kWh] Value the aggregator puts on its households' lost comfort per kWh shed."""
     min_price_dkk_per_kwh: NonNegFloat = 0.05
+    """[DKK/kWh] Floor of every bid price."""
     quantile: Annotated[float, Field(gt=0, lt=0.5)] = 0.2
     """'risk_aware': offer the flexibility exceeded with probability 1 - quantile."""
     forecast_cv: NonNegFloat = 0.15
     """'risk_aware': relative standard deviation assumed for the flexibility forecast."""
     margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    """'risk_aware': share of the quantile kept back against non-delivery."""
+    """[fraction] 'risk_aware': share of the quantile kept back against non-delivery."""
     block_last_step: bool = False
     """Offer the most expensive step all-or-nothing (exercises the MILP path)."""
 
 
 class AggregatorConfig(_Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Participant ID (letters, digits, '_', '.', '-'); unique among all participants."""
     households: dict[str, Annotated[int, Field(ge=1)]] = Field(min_length=1)
     """Number of households per feeder."""
     bidding: BiddingConfig = BiddingConfig()
+    """How the aggregator prices and sizes its bids."""
     forecast_refresh_hours: PositiveFloat = 6.0
-    """A flexibility forecast is reused for this long before it is made again."""
+    """[h] A flexibility forecast is reused for this long before it is made again."""
 
 
 class HouseholdsConfig(_Strict):
     """The physical model: one vectorised fleet of every household (flech_sim.households)."""
 
     dt_minutes: Annotated[int, Field(gt=0, le=60)] = 15
+    """[min] Physics time step of the fleet; must divide a day."""
     season: Literal["winter", "summer"] = "winter"
+    """Generated weather and load profiles: Danish 'winter' or 'summer'."""
     weather_csv: str | None = None
     """CSV with columns timestamp, outdoor_temp_c, irradiance_w_m2; replaces the generated weather."""
     base_load_csv: str | None = None
@@ -194,6 +236,7 @@ class HouseholdsConfig(_Strict):
 
 class SpotConfig(_Strict):
     mean_eur_mwh: PositiveFloat = 35.0
+    """[EUR/MWh] Mean of the generated day-ahead spot price series."""
     csv: str | None = None
     """CSV with columns timestamp, price_dkk_per_kwh; replaces the generated series."""
 
@@ -202,15 +245,17 @@ class DataProviderConfig(_Strict):
     """The DataHub: publishes metered load a day late, with optional noise and gaps."""
 
     id: str = "datahub"
+    """Participant ID of the data provider."""
     delay_days: Annotated[int, Field(ge=1)] = 1
-    """Data for day D is published on day D + delay_days (the DataHub: next day)."""
+    """[days] Data for day D is published on day D + delay_days (the DataHub: next day)."""
     publish_time: time = time(6, 0)
+    """[HH:MM] Time of day meter data is published."""
     household_meters: bool = False
     """Also publish every household's own meter series (large for big fleets)."""
     noise: NonNegFloat = 0.0
-    """Relative standard deviation of meter noise."""
+    """[fraction] Relative standard deviation of meter noise."""
     gap_probability: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    """Chance that a reading is missing (a gap, settled by settlement.gap_rule)."""
+    """[probability] Chance that a reading is missing (a gap, settled by settlement.gap_rule)."""
 
 
 class SweepConfig(_Strict):
@@ -224,25 +269,38 @@ class SweepConfig(_Strict):
 
 class Scenario(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Scenario name (letters, digits, '_', '.', '-'); names the run directory."""
     description: str = ""
+    """Free text, kept in the manifest."""
     seed: Annotated[int, Field(ge=0)] = 0
+    """Random seed: weather, loads, households, imbalance and forecasts all derive from it."""
     start: datetime = datetime(2026, 1, 12)
+    """Simulated start (naive local time; a timezone is dropped)."""
     horizon_hours: PositiveFloat = 72.0
+    """[h] Length of the simulated run."""
     products: dict[str, str] = Field(default_factory=lambda: {"SRP": "builtin"})
     """Product ID -> implementation: 'builtin', an entry point of group flech_sim.products
     ('entry_point'), or a dotted path 'package.module:Class'."""
     solver: SolverConfig = SolverConfig()
+    """Clearing solver settings shared by all markets."""
     settlement: SettlementConfig = SettlementConfig()
+    """Settlement rules shared by all markets."""
     coordination: Literal["dso_prevails", "tso_prevails", "none"] = "dso_prevails"
     """What happens when a TSO market would worsen a DSO's congestion (flech_sim.coordination)."""
     feeders: dict[str, FeederConfig] = Field(min_length=1)
+    """Feeder ID -> feeder; households, markets and limits refer to these IDs."""
     households: HouseholdsConfig = HouseholdsConfig()
+    """The physical household fleet."""
     unaggregated: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     """Households per feeder that no aggregator controls (they load the feeder, nothing more)."""
     buyers: list[BuyerConfig] = Field(min_length=1)
+    """DSOs and TSOs that open markets."""
     aggregators: list[AggregatorConfig] = Field(min_length=1)
+    """Sellers, each controlling households on one or more feeders."""
     data_provider: DataProviderConfig = DataProviderConfig()
+    """The DataHub publishing meter data."""
     spot: SpotConfig = SpotConfig()
+    """The day-ahead spot price series (the aggregators' energy cost)."""
     sweep: SweepConfig | None = None
     """Only read by ``flech-sim sweep``; ``flech-sim run`` runs the scenario as written."""
 
@@ -329,7 +387,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "<top level>"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see scenarios/default.yaml for every key)"
+            msg = "unknown key (check the spelling; see docs/scenario.md for every key)"
         got = err.get("input")
         shown = "" if err["type"] in ("missing", "value_error") or isinstance(got, dict | list) else f" (got {got!r})"
         if err["type"] == "value_error" and loc == "<top level>":
