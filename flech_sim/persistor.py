@@ -57,11 +57,11 @@ def _publish(tmp: Path, final: Path) -> None:
 
 
 class Persistor:
-    def __init__(self, out_dir: Path, start: datetime, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+    def __init__(self, out_dir: Path, start: datetime, batch_rows: int | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._epoch_s = int(start.timestamp()) if start.tzinfo else int((start - datetime(1970, 1, 1)).total_seconds())
-        self._batch_rows = batch_rows
+        self._batch_rows = batch_rows or DEFAULT_BATCH_ROWS  # read at call time (tests shrink it)
         self._buffers: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
         self._parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}  # columnar batches, in order
         self._pending: dict[str, int] = {name: 0 for name in TABLES}

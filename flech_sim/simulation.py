@@ -107,8 +107,11 @@ class RunInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived during a run; raised after the run's records were flushed."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        super().__init__(signum)  # args must rebuild it: SimPy re-raises a process's exception as type(e)(*e.args)
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False) -> RunResult:
