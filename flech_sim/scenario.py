@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import stat
 from datetime import datetime, time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .clearing import ClearingMethod
 from .messages import Direction
@@ -70,8 +71,24 @@ Price = Annotated[float, Field(gt=0, le=MAX_PRICE_DKK_PER_KWH)]
 NonNegPrice = Annotated[float, Field(ge=0, le=MAX_PRICE_DKK_PER_KWH)]
 Days = Annotated[int, Field(ge=0, le=MAX_DAYS)]
 DayMinutes = Annotated[int, Field(ge=0, le=1440)]
-Param = Annotated[str, Field(max_length=200)] | float | int | bool
-Params = Annotated[dict[Annotated[str, Field(max_length=64)], Param], Field(max_length=64)]
+
+
+def _check_params(v: dict[str, Any]) -> dict[str, Any]:
+    """Product terms: text (<= 200 characters), a finite number or true/false; one message naming the key."""
+    for key, value in v.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and abs(value) <= MAX_SEED:
+            continue
+        if isinstance(value, float) and math.isfinite(value):
+            continue
+        if isinstance(value, str) and len(value) <= 200:
+            continue
+        raise ValueError(f"{key}: must be text (at most 200 characters), a finite number or true/false")
+    return v
+
+
+Params = Annotated[dict[Annotated[str, Field(max_length=64)], Any], Field(max_length=64), AfterValidator(_check_params)]
 
 
 class _Strict(BaseModel):
