@@ -88,7 +88,8 @@ def _main(argv: list[str] | None = None) -> int:
         where = f"; what was recorded is in {partial.out_dir} (marked incomplete)" if partial else ""
         print(f"error: run interrupted by {exc}{where}", file=sys.stderr)
         return 128 + exc.signum
-    print(format_summary(result.summary, result.out_dir, result.completed))
+    if result.manifest.get("manifest_written"):
+        print(format_summary(result.summary, result.out_dir, result.completed))
     if not result.completed:
         first = (result.error or "unknown error").strip().splitlines()[0]
         if result.manifest.get("manifest_written"):

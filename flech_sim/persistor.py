@@ -138,8 +138,13 @@ class Persistor:
         self._n_parts[name] += 1
         final = d / f"part-{self._n_parts[name]:06d}.parquet"
         tmp = d / f".{final.name}.tmp"
-        pq.write_table(data, tmp, compression="zstd")
-        _publish(tmp, final)
+        try:
+            pq.write_table(data, tmp, compression="zstd")
+            _publish(tmp, final)
+        except BaseException:
+            self._n_parts[name] -= 1
+            tmp.unlink(missing_ok=True)
+            raise
         parts.clear()
         self._pending[name] = 0
         self.published_rows[name] += data.num_rows
@@ -181,13 +186,17 @@ class Persistor:
         pending = self._parts[name]
         parts = part_files(self.out_dir, name)
         schema = table.arrow_schema()
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
-            for p in parts:  # each part is one row group: the joined file is what streaming wrote
-                data = pq.read_table(p)
-                w.write_table(pa.Table.from_arrays(data.columns, schema=schema))
-            if pending:
-                w.write_table(pa.concat_tables(pending))
-        _publish(tmp, final)
+        try:
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+                for p in parts:  # each part is one row group: the joined file is what streaming wrote
+                    data = pq.read_table(p)
+                    w.write_table(pa.Table.from_arrays(data.columns, schema=schema))
+                if pending:
+                    w.write_table(pa.concat_tables(pending))
+            _publish(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         n = sum(t.num_rows for t in pending)
         pending.clear()
         self._pending[name] = 0

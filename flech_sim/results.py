@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from .persistor import part_files
+from .persistor import PARTS_SUFFIX, part_files
 from .schema import TABLES
 
 MANIFEST = "manifest.json"
@@ -106,8 +106,9 @@ class Run:
     @property
     def table_names(self) -> list[str]:
         """Schema tables first (in schema order), then any extra Parquet table found in the run."""
-        extra = sorted(p.name.removesuffix(".parquet") for p in self.path.glob("*.parquet")
-                       if p.name.removesuffix(".parquet") not in TABLES)
+        found = {p.name.removesuffix(".parquet") for p in self.path.glob("*.parquet")}
+        found |= {p.name.removesuffix(PARTS_SUFFIX) for p in self.path.glob(f"*{PARTS_SUFFIX}")}  # an incomplete run
+        extra = sorted(found - set(TABLES))
         return [*TABLES, *extra]
 
     def _source(self, name: str) -> Path | None:
@@ -115,7 +116,7 @@ class Run:
             raise UnknownTableError(
                 f"unknown table {name!r}; known tables: {', '.join(self.table_names)}")
         for candidate in (self.path / f"{name}.parquet", self.path / name):
-            if candidate.exists():
+            if candidate.exists() and candidate.suffix != PARTS_SUFFIX:
                 return candidate
         return None
 
