@@ -174,7 +174,7 @@ class Persistor:
         for name, table in TABLES.items():
             try:
                 self._close_table(table)
-            except Exception as exc:  # recorded per table; the others are still written
+            except Exception as exc:  # noqa: BLE001 -- recorded per table; the others are still written
                 self.errors[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         return self.errors
 

@@ -76,7 +76,7 @@ def resolve_product(product_id: str, impl: str = "builtin", load: bool = True) -
             return None
         try:
             cls = next(iter(eps)).load()
-        except Exception as exc:  # third-party code: whatever it raises is a load failure
+        except Exception as exc:  # noqa: BLE001 -- third-party code: whatever it raises is a load failure
             raise LookupError(f"cannot load entry point {product_id!r}: {type(exc).__name__}: {exc}") from None
         where = f"entry point {product_id!r}"
     else:
@@ -91,7 +91,7 @@ def resolve_product(product_id: str, impl: str = "builtin", load: bool = True) -
             cls = getattr(module, attr)
         except AttributeError:
             raise LookupError(f"cannot load {impl!r}: module {module_name!r} has no attribute {attr!r}") from None
-        except Exception as exc:  # an import runs arbitrary code: any failure is reported, not raised
+        except Exception as exc:  # noqa: BLE001 -- an import runs arbitrary code: any failure is reported
             raise LookupError(f"cannot load {impl!r}: {type(exc).__name__}: {exc}") from None
         where = repr(impl)
     if not (isinstance(cls, type) and issubclass(cls, Product)):

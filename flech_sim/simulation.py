@@ -208,13 +208,14 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
 def _finish(core: Core | None, agents: dict[str, Any], persistor: Persistor | None) -> dict[str, str]:
     """Finalise products and the world, then close every table; each step on its own."""
     errors: dict[str, str] = {}
-    steps: list[tuple[str, Any]] = [(f"product {pid}", p.finalize) for pid, p in (core.products.items() if core else ())]
+    products = core.products.items() if core else ()
+    steps: list[tuple[str, Any]] = [(f"product {pid}", p.finalize) for pid, p in products]
     if "_world" in agents:
         steps.append(("world", agents["_world"].finalize))
     for what, step in steps:
         try:
             step()
-        except Exception as exc:  # a failing finaliser must not keep the tables from being written
+        except Exception as exc:  # noqa: BLE001 -- a failing finaliser must not keep the tables from being written
             errors[what] = f"{type(exc).__name__}: {exc}"
     if persistor is not None:
         errors |= persistor.close()
