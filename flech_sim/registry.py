@@ -21,7 +21,7 @@ import inspect
 import re
 import sys
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 if TYPE_CHECKING:
     from .products.base import Product
@@ -48,6 +48,12 @@ def builtin_products() -> dict[str, type[Product]]:
 
 
 DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@overload
+def resolve_product(product_id: str, impl: str = ..., load: Literal[True] = ...) -> type[Product]: ...
+@overload
+def resolve_product(product_id: str, impl: str, load: bool) -> type[Product] | None: ...
 
 
 def resolve_product(product_id: str, impl: str = "builtin", load: bool = True) -> type[Product] | None:

@@ -146,6 +146,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
     }
 
     def progress_manifest() -> None:
+        assert persistor is not None
         persistor.write_manifest(manifest | {
             "status": "running", "completed": False, "error": None, "fingerprint": None,
             "simulated_until_minute": int(env.now), "wall_seconds": round(time.perf_counter() - started, 3)})
