@@ -46,6 +46,8 @@ MAX_LIST = 10_000
 """Items of any other list (participants, sweep values, seeds)."""
 MAX_TEXT = 10_000
 MAX_SEED = 2**63 - 1
+MAX_PARAM_NUMBER = 1e9
+"""A number among a market's product terms (``params``); the same bound as the messages carrying them."""
 SCENARIO_MAX_BYTES = 1 << 20
 """A scenario file larger than 1 MiB is refused before it is parsed."""
 YAML_MAX_DEPTH = 50
@@ -78,13 +80,12 @@ def _check_params(v: dict[str, Any]) -> dict[str, Any]:
     for key, value in v.items():
         if isinstance(value, bool):
             continue
-        if isinstance(value, int) and abs(value) <= MAX_SEED:
-            continue
-        if isinstance(value, float) and math.isfinite(value):
+        if isinstance(value, int | float) and math.isfinite(value) and abs(value) <= MAX_PARAM_NUMBER:
             continue
         if isinstance(value, str) and len(value) <= 200:
             continue
-        raise ValueError(f"{key}: must be text (at most 200 characters), a finite number or true/false")
+        raise ValueError(f"{key}: must be text (at most 200 characters), a finite number of magnitude at most "
+                         f"{MAX_PARAM_NUMBER:g} or true/false")
     return v
 
 

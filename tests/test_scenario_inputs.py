@@ -321,3 +321,12 @@ def test_fuzz_bytes(tmp_path: Path, data: bytes) -> None:
 def test_fuzz_values_of_a_valid_scenario(tmp_path: Path, edit: dict[str, Any]) -> None:
     d = scenario_dict() | edit
     _check_reader(tmp_path, yaml.safe_dump(d, allow_unicode=True).encode())
+
+
+def test_params_are_checked_by_key() -> None:
+    d = scenario_dict()
+    d["buyers"][0]["markets"][0]["params"] = {"ok": 1, "fine": "text", "yes": True, "huge": 1e12}
+    with pytest.raises(ScenarioError, match=r"buyers.0.markets.0.params: huge: must be text"):
+        scenario_from_dict(d)
+    d["buyers"][0]["markets"][0]["params"] = {"ok": 1, "fine": "text", "yes": True, "x": 2.5}
+    assert scenario_from_dict(d).buyers[0].markets[0].params == {"ok": 1, "fine": "text", "yes": True, "x": 2.5}
