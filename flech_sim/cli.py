@@ -65,14 +65,37 @@ def _main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     if args.command == "validate":
         print(f"{args.scenario}: valid scenario {scenario.name!r} (hash {scenario.digest()[:12]})")
+        plugins = sorted(pid for pid, impl in scenario.products.items() if impl != "builtin")
+        if plugins:
+            print(f"note: product(s) {plugins} name code outside flech_sim; validate located it without running it, "
+                  "'run' imports (runs) it and checks it implements the product interface")
         return EXIT_OK
-    from .simulation import run
+    out = args.out
+    if out is not None and out.exists() and not out.is_dir():
+        print(f"error: --out {out}: exists and is not a directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        scenario.load_products()  # runs the plug-in code the scenario names: the user asked for it
+    except ScenarioError as exc:
+        print(f"error: {args.scenario}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from .simulation import RunInterrupted, run
 
-    result = run(scenario, args.out, progress=not args.no_progress and sys.stderr.isatty())
-    print(format_summary(result.summary, result.out_dir, result.completed))
+    try:
+        result = run(scenario, out, progress=not args.no_progress and sys.stderr.isatty())
+    except RunInterrupted as exc:
+        partial = getattr(exc, "result", None)
+        where = f"; what was recorded is in {partial.out_dir} (marked incomplete)" if partial else ""
+        print(f"error: run interrupted by {exc}{where}", file=sys.stderr)
+        return 128 + exc.signum
+    if result.manifest.get("manifest_written"):
+        print(format_summary(result.summary, result.out_dir, result.completed))
     if not result.completed:
-        print(f"error: the run failed and was recorded in {result.out_dir}/manifest.json:\n{result.error}",
-              file=sys.stderr)
+        first = (result.error or "unknown error").strip().splitlines()[0]
+        if result.manifest.get("manifest_written"):
+            print(f"error: the run failed: {first} (details in {result.out_dir}/manifest.json)", file=sys.stderr)
+        else:
+            print(f"error: the run failed and no manifest could be written: {first}", file=sys.stderr)
         return EXIT_RUN_FAILED
     return EXIT_OK
 

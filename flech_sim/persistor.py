@@ -4,14 +4,27 @@ Rows are buffered per table in column order and streamed to Parquet in
 large row groups (the measured difference between 1 k-row and 50 k-row
 batches is 5x in speed and 2x in size). Every table of :mod:`schema` is
 written, empty ones included, so that an analyst can always load all of
-them. ``close()`` is safe to call after a failure: what was buffered is
-flushed, nothing is lost.
+them.
+
+A run can be stopped at any moment (SIGKILL, a full disk), so nothing is
+ever written under a name a reader trusts until it is complete: each
+flushed batch becomes a finished Parquet file ``<table>.parts/part-NNNNNN.parquet``
+(written under a temporary name, then renamed: atomic on POSIX), so every
+flushed row stays readable whatever happens next. ``close()`` joins a
+table's parts, row group by row group, into ``<table>.parquet`` (again via
+a temporary name) and removes them: a complete run looks exactly as if the
+table had been streamed into one file. Each table closes on its own: one
+that cannot be written does not stop the others, and the errors are
+returned (and recorded in the manifest by the caller). The manifest, too,
+is replaced atomically.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,20 +38,46 @@ from .schema import ARROW_TYPES, TABLES, Table
 DEFAULT_BATCH_ROWS = 50_000
 CONVERT_ROWS = 4096
 """Row tuples are converted to Arrow in chunks of this size; a Parquet row group holds a batch."""
+PARTS_SUFFIX = ".parts"
+"""``<table>.parts/``: the finished batches of a table not yet joined into ``<table>.parquet``."""
+MANIFEST = "manifest.json"
+
+
+def part_files(out_dir: Path, table: str) -> list[Path]:
+    """The published parts of a table in row order (empty if it has none, e.g. a closed run)."""
+    d = Path(out_dir) / f"{table}{PARTS_SUFFIX}"
+    return sorted(d.glob("part-*.parquet")) if d.is_dir() else []
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Make a finished file visible under its final name in one step, durable first."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
 
 
 class Persistor:
-    def __init__(self, out_dir: Path, start: datetime, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+    def __init__(self, out_dir: Path, start: datetime, batch_rows: int | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._epoch_s = int(start.timestamp()) if start.tzinfo else int((start - datetime(1970, 1, 1)).total_seconds())
-        self._batch_rows = batch_rows
+        self._batch_rows = batch_rows or DEFAULT_BATCH_ROWS  # read at call time (tests shrink it)
         self._buffers: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
         self._parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}  # columnar batches, in order
         self._pending: dict[str, int] = {name: 0 for name in TABLES}
-        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._n_parts: dict[str, int] = {name: 0 for name in TABLES}
         self.row_counts: dict[str, int] = {name: 0 for name in TABLES}
+        self.published_rows: dict[str, int] = {name: 0 for name in TABLES}
+        """Rows in finished part files: what survives if the process is killed now."""
+        self.on_publish: Callable[[], None] | None = None
+        """Called after each published part (the run uses it to keep the manifest's progress current)."""
+        self.errors: dict[str, str] = {}
+        """Tables that could not be written at close: name -> one-line reason."""
         self._closed = False
+        for name in TABLES:  # parts left by an earlier run into the same directory must not mix in
+            stale = self.out_dir / f"{name}{PARTS_SUFFIX}"
+            if stale.is_dir():
+                shutil.rmtree(stale)
 
     # -- writing rows -------------------------------------------------------------
     def append(self, table: str, row: tuple[Any, ...]) -> None:
@@ -88,13 +127,29 @@ class Persistor:
         buf.clear()
 
     def _flush(self, name: str) -> None:
+        """Publish what is buffered as one finished part file (one row group, as before)."""
         self._rows_to_part(name)
         parts = self._parts[name]
         if not parts:
             return
-        self._writer(TABLES[name]).write_table(pa.concat_tables(parts))
+        data = pa.concat_tables(parts)
+        d = self.out_dir / f"{name}{PARTS_SUFFIX}"
+        d.mkdir(exist_ok=True)
+        self._n_parts[name] += 1
+        final = d / f"part-{self._n_parts[name]:06d}.parquet"
+        tmp = d / f".{final.name}.tmp"
+        try:
+            pq.write_table(data, tmp, compression="zstd")
+            _publish(tmp, final)
+        except BaseException:
+            self._n_parts[name] -= 1
+            tmp.unlink(missing_ok=True)
+            raise
         parts.clear()
         self._pending[name] = 0
+        self.published_rows[name] += data.num_rows
+        if self.on_publish is not None:
+            self.on_publish()
 
     def _array(self, type_: str, values: Any) -> pa.Array:
         if type_ == "time":  # simulated minutes -> timestamps, nulls kept
@@ -102,34 +157,60 @@ class Persistor:
             return pc.add(pc.multiply(minutes, 60), self._epoch_s).cast(pa.timestamp("s"))
         return pa.array(values, type=ARROW_TYPES[type_])
 
-    def _writer(self, table: Table) -> pq.ParquetWriter:
-        w = self._writers.get(table.name)
-        if w is None:
-            w = pq.ParquetWriter(self.out_dir / f"{table.name}.parquet", table.arrow_schema(), compression="zstd")
-            self._writers[table.name] = w
-        return w
-
     def flush(self) -> None:
         for name in TABLES:
             self._flush(name)
 
-    def close(self) -> None:
-        """Flush everything and close the files; writes empty tables that got no rows."""
+    def close(self) -> dict[str, str]:
+        """Flush everything and write each table's final file, empty tables included.
+
+        Every table is closed on its own, so one that fails (a full disk, a value Arrow cannot
+        store) loses only itself; its published parts stay where they are. Returns (and keeps in
+        :attr:`errors`) the tables that failed, each with a one-line reason.
+        """
         if self._closed:
-            return
-        self.flush()
-        for name, table in TABLES.items():
-            if name not in self._writers:
-                self._writer(table)
-        for w in self._writers.values():
-            w.close()
+            return self.errors
         self._closed = True
+        for name, table in TABLES.items():
+            try:
+                self._close_table(table)
+            except Exception as exc:  # noqa: BLE001 -- recorded per table; the others are still written
+                self.errors[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return self.errors
+
+    def _close_table(self, table: Table) -> None:
+        name = table.name
+        final = self.out_dir / f"{name}.parquet"
+        tmp = self.out_dir / f".{name}.parquet.tmp"
+        self._rows_to_part(name)
+        pending = self._parts[name]
+        parts = part_files(self.out_dir, name)
+        schema = table.arrow_schema()
+        try:
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+                for p in parts:  # each part is one row group: the joined file is what streaming wrote
+                    data = pq.read_table(p)
+                    w.write_table(pa.Table.from_arrays(data.columns, schema=schema))
+                if pending:
+                    w.write_table(pa.concat_tables(pending))
+            _publish(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        n = sum(t.num_rows for t in pending)
+        pending.clear()
+        self._pending[name] = 0
+        self.published_rows[name] += n
+        shutil.rmtree(self.out_dir / f"{name}{PARTS_SUFFIX}", ignore_errors=True)
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
-        path = self.out_dir / "manifest.json"
+        """Write manifest.json atomically (a reader never sees half of it), with the row counts."""
+        path = self.out_dir / MANIFEST
+        tmp = self.out_dir / f".{MANIFEST}.tmp"
         data = dict(manifest)
-        data["row_counts"] = dict(self.row_counts)
-        path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        data["row_counts"] = dict(self.row_counts if self._closed and not self.errors else self.published_rows)
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        _publish(tmp, path)
         return path
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from .persistor import part_files
 from .schema import TABLES
 
 DEFAULT_ATOL = 1e-6
@@ -197,9 +198,11 @@ def compare_runs(run_dir: str | Path, golden_dir: str | Path, tolerances: Tolera
 
 def _compare_manifests(report: Report, new: dict[str, Any], old: dict[str, Any]) -> None:
     if new and new.get("completed") is False:
-        error = (new.get("error") or "").strip().splitlines()
+        from .results import incomplete_reason
+
         report.differences.append(Difference("", "manifest", "completed", "", True, False))
-        report.notes.append(f"the run did not complete: {error[0] if error else 'no error recorded'}")
+        report.notes.append(f"the run did not complete: {incomplete_reason(new)}; INCOMPLETE RUN, its outcomes "
+                            "are partial")
     if new.get("scenario_hash") and old.get("scenario_hash") and new["scenario_hash"] != old["scenario_hash"]:
         report.notes.append(f"the run's scenario differs from the golden one's "
                             f"(hash {new['scenario_hash'][:12]} vs {old['scenario_hash'][:12]})")
@@ -275,6 +278,10 @@ def load_outcomes(directory: Path) -> dict[str, list[dict[str, Any]]]:
             out[spec.table] = _read_csv(spec, csv_path)
         elif pq_path.exists():
             out[spec.table] = _read_parquet(spec, pq_path)
+        elif (directory / "manifest.json").exists() and (
+                part_files(directory, spec.table) or _manifest(directory).get("completed") is False):
+            # an incomplete run: the parts it published (none if it never flushed the table)
+            out[spec.table] = [r for p in part_files(directory, spec.table) for r in _read_parquet(spec, p)]
         else:
             raise RegressionInputError(
                 f"{directory}: neither {csv_path.name} nor {pq_path.name}; not a flech-sim run or golden directory")

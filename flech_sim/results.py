@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob as _glob
 import json
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from .persistor import PARTS_SUFFIX, part_files
 from .schema import TABLES
 
 MANIFEST = "manifest.json"
@@ -46,6 +48,24 @@ class NotARunError(FileNotFoundError):
     """A path that is not a run directory (no manifest.json) and holds none."""
 
 
+class IncompleteRunWarning(UserWarning):
+    """The run opened did not complete (failed, interrupted, killed or still running): its tables are partial."""
+
+
+def incomplete_reason(manifest: Mapping[str, Any]) -> str | None:
+    """Why a run's records are partial, in one line; None for a completed run."""
+    if manifest.get("completed", True) is True:  # a hand-made manifest without the key: nothing to say
+        return None
+    status = manifest.get("status")
+    status = status if status in ("running", "interrupted") else "failed"
+    minute, horizon = manifest.get("simulated_until_minute"), manifest.get("horizon_minute")
+    got = f" at simulated minute {minute}" + (f" of {horizon}" if horizon else "") if minute is not None else ""
+    if status == "running":
+        return f"killed or still running{got} (the manifest was never finalised)"
+    error = (manifest.get("error") or "no error recorded").strip().splitlines()
+    return f"{error[0] if error else 'no error recorded'} ({status}{got})"
+
+
 @dataclass
 class Run:
     """One run directory: its manifest and its tables."""
@@ -63,6 +83,16 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, run_id={self.run_id!r})"
 
+    @property
+    def complete(self) -> bool:
+        """True only when the run reached its horizon and every table was written."""
+        return self.incomplete_reason is None
+
+    @property
+    def incomplete_reason(self) -> str | None:
+        """One line saying why (and how far) an incomplete run got; None if it completed."""
+        return incomplete_reason(self.manifest)
+
     @cached_property
     def manifest(self) -> dict[str, Any]:
         """The run's manifest.json (scenario, seed, versions, summary, row counts)."""
@@ -76,8 +106,9 @@ class Run:
     @property
     def table_names(self) -> list[str]:
         """Schema tables first (in schema order), then any extra Parquet table found in the run."""
-        extra = sorted(p.name.removesuffix(".parquet") for p in self.path.glob("*.parquet")
-                       if p.name.removesuffix(".parquet") not in TABLES)
+        found = {p.name.removesuffix(".parquet") for p in self.path.glob("*.parquet")}
+        found |= {p.name.removesuffix(PARTS_SUFFIX) for p in self.path.glob(f"*{PARTS_SUFFIX}")}  # an incomplete run
+        extra = sorted(found - set(TABLES))
         return [*TABLES, *extra]
 
     def _source(self, name: str) -> Path | None:
@@ -85,14 +116,22 @@ class Run:
             raise UnknownTableError(
                 f"unknown table {name!r}; known tables: {', '.join(self.table_names)}")
         for candidate in (self.path / f"{name}.parquet", self.path / name):
-            if candidate.exists():
+            if candidate.exists() and candidate.suffix != PARTS_SUFFIX:
                 return candidate
         return None
 
     def dataset(self, name: str) -> ds.Dataset:
-        """The table as a lazy pyarrow dataset: filter and project before anything is loaded."""
+        """The table as a lazy pyarrow dataset: filter and project before anything is loaded.
+
+        An incomplete run's table may exist only as its published parts (``<table>.parts/``):
+        they are read in row order.
+        """
         source = self._source(name)
-        if source is None:  # known to the schema, absent from this (older) run: empty, right columns
+        if source is None:
+            parts = part_files(self.path, name)
+            if parts:
+                return ds.dataset([str(p) for p in parts], format="parquet")
+            # known to the schema, absent from this (older or partial) run: empty, right columns
             return ds.dataset(TABLES[name].arrow_schema().empty_table())
         return ds.dataset(source, format="parquet")
 
@@ -169,13 +208,22 @@ class Runs:
             m = r.manifest
             summary = {k: v for k, v in (m.get("summary") or {}).items() if not isinstance(v, dict)}
             rows.append({"run_id": r.run_id, "path": str(r.path), "scenario_name": m.get("scenario_name"),
-                         "seed": m.get("seed"), "completed": m.get("completed"), **summary})
+                         "seed": m.get("seed"), "completed": m.get("completed") is True,
+                         "incomplete_reason": r.incomplete_reason, **summary})
         return pd.DataFrame(rows)
 
 
 def open_run(path: str | Path) -> Run:
-    """Open one run directory (the one holding manifest.json)."""
-    return Run(Path(path))
+    """Open one run directory (the one holding manifest.json).
+
+    An incomplete run opens too (its flushed rows are readable), with an
+    :class:`IncompleteRunWarning` saying why and how far it got; see :attr:`Run.incomplete_reason`.
+    """
+    r = Run(Path(path))
+    if r.incomplete_reason:
+        warnings.warn(f"{r.path}: incomplete run, its tables are partial: {r.incomplete_reason}",
+                      IncompleteRunWarning, stacklevel=2)
+    return r
 
 
 def open_runs(source: str | Path | Iterable[str | Path]) -> Runs:

@@ -8,48 +8,117 @@ field's path and what was expected -- never a traceback.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
+import os
+import stat
 from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .clearing import ClearingMethod
 from .messages import Direction
 
+# -- bounds -------------------------------------------------------------------------
+# Every number of the schema is bounded: a value outside these is a typo or an attack, and
+# either would overflow, hang or exhaust memory long before it produced a meaningful run.
+# Floats must be finite everywhere (``allow_inf_nan=False`` below).
+MAX_KW = 1e6
+"""Any power in kW (a need, a feeder limit, an imbalance): 1 GW is far above a distribution feeder."""
+MAX_PRICE_DKK_PER_KWH = 100.0
+"""Any price or cap in DKK/kWh (100 DKK/kWh = 13,400 EUR/MWh, above every European market cap)."""
+MAX_HORIZON_HOURS = 2 * 366 * 24.0
+MIN_HORIZON_HOURS = 0.25
+"""At least one 15-minute step, so the horizon never rounds to zero minutes."""
+START_MIN, START_MAX = datetime(1970, 1, 1), datetime(2200, 1, 1)
+"""Start of the simulated time (timestamps are seconds since 1970 and pandas' range ends in 2262)."""
+MAX_HOUSEHOLDS = 1_000_000
+"""Households in one scenario in total (the vectorised fleet holds several arrays per household)."""
+MAX_DAYS = 2 * 366
+"""Day offsets, counts and spacings of market timetables."""
+MAX_INTERVALS = 1440
+"""Intervals of one market (one minute each over a whole day)."""
+MAX_LIST = 10_000
+"""Items of any other list (participants, sweep values, seeds)."""
+MAX_TEXT = 10_000
+MAX_SEED = 2**63 - 1
+MAX_PARAM_NUMBER = 1e9
+"""A number among a market's product terms (``params``); the same bound as the messages carrying them."""
+SCENARIO_MAX_BYTES = 1 << 20
+"""A scenario file larger than 1 MiB is refused before it is parsed."""
+YAML_MAX_DEPTH = 50
+YAML_MAX_NODES = 200_000
+"""Nodes of the YAML document with every alias expanded (an alias bomb expands to billions)."""
+CSV_MAX_BYTES = 512 << 20
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Participant IDs, feeder names and the scenario name: letters, digits, '_', '.', '-', starting with a
+letter or digit (so never '', '..' or a path), at most 64 characters."""
+PRODUCT_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"
+RESERVED_IDS = ("flech", "unaggregated")
+"""Participant IDs the platform uses itself (the platform's sender ID, the owner of unaggregated homes)."""
+RESERVED_PRODUCT_IDS = ("METER",)
+"""Product IDs the platform uses itself (the meter-data service is routed like a product)."""
+
+SafeId = Annotated[str, Field(pattern=ID_PATTERN)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+Kw = Annotated[float, Field(ge=0, le=MAX_KW)]
+PositiveKw = Annotated[float, Field(gt=0, le=MAX_KW)]
+Price = Annotated[float, Field(gt=0, le=MAX_PRICE_DKK_PER_KWH)]
+NonNegPrice = Annotated[float, Field(ge=0, le=MAX_PRICE_DKK_PER_KWH)]
+Days = Annotated[int, Field(ge=0, le=MAX_DAYS)]
+DayMinutes = Annotated[int, Field(ge=0, le=1440)]
+
+
+def _check_params(v: dict[str, Any]) -> dict[str, Any]:
+    """Product terms: text (<= 200 characters), a finite number or true/false; one message naming the key."""
+    for key, value in v.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and math.isfinite(value) and abs(value) <= MAX_PARAM_NUMBER:
+            continue
+        if isinstance(value, str) and len(value) <= 200:
+            continue
+        raise ValueError(f"{key}: must be text (at most 200 characters), a finite number of magnitude at most "
+                         f"{MAX_PARAM_NUMBER:g} or true/false")
+    return v
+
+
+Params = Annotated[dict[Annotated[str, Field(max_length=64)], Any], Field(max_length=64), AfterValidator(_check_params)]
 
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a typo must not silently fall back to a default."""
+    """Unknown keys are errors: a typo must not silently fall back to a default; no float is inf or NaN."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 class SolverConfig(_Strict):
     method: ClearingMethod = ClearingMethod.AUTO
     """Clearing path: 'auto' picks the fastest exact method for the market; the others force one."""
-    time_limit_s: PositiveFloat = 30.0
+    time_limit_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """[s] Wall-clock limit per clearing solve (HiGHS)."""
     mip_gap: Annotated[float, Field(ge=0, le=1)] = 1e-3
     """Relative MIP gap at which a block-bid clearing stops."""
 
 
 class SettlementConfig(_Strict):
-    penalty_factor: NonNegFloat = 1.5
+    penalty_factor: Annotated[float, Field(ge=0, le=100)] = 1.5
     """[x price cap] Shortfall penalty price = factor x the market's price cap, unless the request names one."""
     gap_rule: Literal["no_delivery", "award"] = "no_delivery"
     """Missing meter data: 'no_delivery' counts nothing delivered (the seller carries the risk);
     'award' assumes the award was delivered (the buyer carries it)."""
-    wait_for_meter_hours: PositiveFloat = 72.0
+    wait_for_meter_hours: Annotated[float, Field(gt=0, le=MAX_DAYS * 24)] = 72.0
     """[h] After this long past delivery without meter data, settle with the gap rule."""
 
 
 class FeederConfig(_Strict):
-    limit_kw: PositiveFloat
+    limit_kw: PositiveKw
     """[kW] Thermal limit of the feeder; load above it is congestion (and overload in the KPIs)."""
 
 
@@ -62,29 +131,29 @@ class MarketSchedule(_Strict):
     """Feeder the markets are for (a key of `feeders`)."""
     direction: Direction = Direction.DOWN
     """'down' = consume less, 'up' = consume more."""
-    first_day: Annotated[int, Field(ge=0)] = 0
+    first_day: Days = 0
     """[day] Day of the horizon (0 = the start day) on which the first market request is sent."""
-    count: Annotated[int, Field(ge=1)] = 1
+    count: Annotated[int, Field(ge=1, le=MAX_DAYS)] = 1
     """Number of markets opened."""
-    every_days: Annotated[int, Field(ge=1)] = 1
+    every_days: Annotated[int, Field(ge=1, le=MAX_DAYS)] = 1
     """[days] Days between consecutive market requests."""
     request_time: time = time(10, 0)
     """[HH:MM] Time of day the buyer sends the market request (the market opens)."""
     gate_close_time: time = time(11, 0)
     """[HH:MM] Time of day bidding closes and the market clears; after request_time."""
-    delivery_day_offset: Annotated[int, Field(ge=0)] = 1
+    delivery_day_offset: Annotated[int, Field(ge=0, le=30)] = 1
     """[days] Delivery starts this many days after the request day (1 = D+1)."""
     delivery_start_time: time = time(17, 0)
     """[HH:MM] Time of day delivery starts."""
     interval_minutes: Annotated[int, Field(gt=0, le=1440)] = 60
     """[min] Length of one delivery interval; the window is len(need_kw) intervals."""
-    need_kw: list[NonNegFloat] = Field(min_length=1)
+    need_kw: list[Kw] = Field(min_length=1, max_length=MAX_INTERVALS)
     """[kW] The buyer's need per delivery interval (one value per interval)."""
-    price_cap: PositiveFloat = 3.0
+    price_cap: Price = 3.0
     """[DKK/kWh] Highest price the buyer pays; unmet need is costed at it in clearing."""
-    penalty_price: NonNegFloat | None = None
+    penalty_price: NonNegPrice | None = None
     """[DKK/kWh] Shortfall penalty price; empty = settlement.penalty_factor x price_cap."""
-    params: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     """Product terms passed in the market request (e.g. a BL baseline method, CL pricing)."""
 
 
@@ -93,7 +162,7 @@ class CongestionConfig(_Strict):
 
     product: str = "SRP"
     """Product ID bought against forecast congestion (SRP, CRP, BL or CL)."""
-    feeders: list[str] = Field(default_factory=list)
+    feeders: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     """Feeders watched (empty = all)."""
     threshold: Annotated[float, Field(gt=0, le=2)] = 1.0
     """[x limit] Congestion when the forecast exceeds threshold x the feeder limit."""
@@ -103,16 +172,16 @@ class CongestionConfig(_Strict):
     """[HH:MM] Time of day bidding closes and the markets clear."""
     interval_minutes: Annotated[int, Field(gt=0, le=1440)] = 60
     """[min] Length of one delivery interval."""
-    price_cap: PositiveFloat = 3.0
+    price_cap: Price = 3.0
     """[DKK/kWh] Highest price the DSO pays."""
-    penalty_price: NonNegFloat | None = None
+    penalty_price: NonNegPrice | None = None
     """[DKK/kWh] Shortfall penalty price; empty = settlement.penalty_factor x price_cap."""
-    params: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     """Product terms passed in the market request (e.g. a BL baseline method, CL pricing)."""
     activate: bool = False
     """For option products (CRP): watch the feeder during the window and activate the reserve
     when the measured load exceeds threshold x limit."""
-    activation_lead_minutes: Annotated[int, Field(ge=0)] = 15
+    activation_lead_minutes: DayMinutes = 15
     """[min] Congestion measured now is called for the first interval starting at least this much later."""
 
 
@@ -121,7 +190,7 @@ class ImbalanceConfig(_Strict):
 
     csv: str | None = None
     """CSV with columns timestamp, imbalance_kw; replaces the generated series."""
-    sd_kw: NonNegFloat = 300.0
+    sd_kw: Kw = 300.0
     """[kW] Standard deviation of the generated imbalance series."""
     autocorrelation: Annotated[float, Field(ge=0, lt=1)] = 0.9
     """Per 15 minutes, of the generated AR(1) series."""
@@ -134,28 +203,28 @@ class BalancingConfig(_Strict):
     """Product ID of the regulating-power markets."""
     interval_minutes: Annotated[int, Field(gt=0, le=60)] = 15
     """[min] Length of one market's delivery interval (mFRR: 15)."""
-    request_lead_minutes: Annotated[int, Field(gt=0)] = 60
+    request_lead_minutes: Annotated[int, Field(gt=0, le=1440)] = 60
     """[min] A market is requested this long before its interval starts."""
-    gate_close_lead_minutes: Annotated[int, Field(ge=0)] = 45
+    gate_close_lead_minutes: DayMinutes = 45
     """[min] Bidding closes this long before the interval starts."""
-    price_cap: PositiveFloat = 3.0
+    price_cap: Price = 3.0
     """[DKK/kWh] Highest price the TSO pays (3.0 = 3,000 DKK/MWh)."""
     share: Annotated[float, Field(gt=0, le=1)] = 1.0
     """[fraction] Share of the imbalance bought on this platform."""
-    min_need_kw: NonNegFloat = 10.0
+    min_need_kw: Kw = 10.0
     """[kW] No market is opened for an expected imbalance smaller than this."""
-    params: dict[str, str | float | int | bool] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     """Product terms passed in every market request."""
     imbalance: ImbalanceConfig = ImbalanceConfig()
     """The system imbalance the TSO covers."""
 
 
 class BuyerConfig(_Strict):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    id: SafeId
     """Participant ID (letters, digits, '_', '.', '-'); unique among all participants."""
     role: Literal["dso", "tso"] = "dso"
     """'dso' (local congestion) or 'tso' (balancing)."""
-    markets: list[MarketSchedule] = Field(default_factory=list)
+    markets: list[MarketSchedule] = Field(default_factory=list, max_length=MAX_LIST)
     """Markets opened on a fixed timetable."""
     congestion: CongestionConfig | None = None
     """DSO only: markets opened when the feeder forecast shows congestion."""
@@ -177,17 +246,17 @@ class BiddingConfig(_Strict):
     """Bidding strategy (see the section text above)."""
     steps: Annotated[int, Field(ge=1, le=20)] = 3
     """Number of price-quantity steps per offered interval."""
-    step_markup: NonNegFloat = 0.25
+    step_markup: Annotated[float, Field(ge=0, le=10)] = 0.25
     """[fraction] Each further price step costs this fraction more than the previous one."""
     offer_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9
     """[fraction] 'cost': share of the forecast flexibility offered."""
-    comfort_cost_dkk_per_kwh: NonNegFloat = 0.3
+    comfort_cost_dkk_per_kwh: NonNegPrice = 0.3
     """[DKK/kWh] Value the aggregator puts on its households' lost comfort per kWh shed."""
-    min_price_dkk_per_kwh: NonNegFloat = 0.05
+    min_price_dkk_per_kwh: NonNegPrice = 0.05
     """[DKK/kWh] Floor of every bid price."""
     quantile: Annotated[float, Field(gt=0, lt=0.5)] = 0.2
     """'risk_aware': offer the flexibility exceeded with probability 1 - quantile."""
-    forecast_cv: NonNegFloat = 0.15
+    forecast_cv: Annotated[float, Field(ge=0, le=10)] = 0.15
     """'risk_aware': relative standard deviation assumed for the flexibility forecast."""
     margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """[fraction] 'risk_aware': share of the quantile kept back against non-delivery."""
@@ -196,13 +265,13 @@ class BiddingConfig(_Strict):
 
 
 class AggregatorConfig(_Strict):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    id: SafeId
     """Participant ID (letters, digits, '_', '.', '-'); unique among all participants."""
-    households: dict[str, Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    households: dict[str, Annotated[int, Field(ge=1, le=MAX_HOUSEHOLDS)]] = Field(min_length=1, max_length=MAX_LIST)
     """Number of households per feeder."""
     bidding: BiddingConfig = BiddingConfig()
     """How the aggregator prices and sizes its bids."""
-    forecast_refresh_hours: PositiveFloat = 6.0
+    forecast_refresh_hours: Annotated[float, Field(ge=0.25, le=MAX_DAYS * 24)] = 6.0
     """[h] A flexibility forecast is reused for this long before it is made again."""
 
 
@@ -220,9 +289,9 @@ class HouseholdsConfig(_Strict):
     profiles in turn (round-robin). Replaces the generated base load."""
     perfect_forecast: bool = False
     """Aggregators forecast with the actual weather and base load (no forecast error)."""
-    fleet: dict[str, Any] = Field(default_factory=dict)
+    fleet: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LIST)
     """Overrides of flech_sim.households.FleetSpec: device shares and parameter distributions."""
-    record_households: Annotated[int, Field(ge=0)] = 3
+    record_households: Annotated[int, Field(ge=0, le=10_000)] = 3
     """Households per owner whose indoor temperature is written to household_temperatures."""
 
     @field_validator("fleet")
@@ -235,7 +304,7 @@ class HouseholdsConfig(_Strict):
 
 
 class SpotConfig(_Strict):
-    mean_eur_mwh: PositiveFloat = 35.0
+    mean_eur_mwh: Annotated[float, Field(gt=0, le=10_000)] = 35.0
     """[EUR/MWh] Mean of the generated day-ahead spot price series."""
     csv: str | None = None
     """CSV with columns timestamp, price_dkk_per_kwh; replaces the generated series."""
@@ -244,15 +313,15 @@ class SpotConfig(_Strict):
 class DataProviderConfig(_Strict):
     """The DataHub: publishes metered load a day late, with optional noise and gaps."""
 
-    id: str = "datahub"
+    id: SafeId = "datahub"
     """Participant ID of the data provider."""
-    delay_days: Annotated[int, Field(ge=1)] = 1
+    delay_days: Annotated[int, Field(ge=1, le=30)] = 1
     """[days] Data for day D is published on day D + delay_days (the DataHub: next day)."""
     publish_time: time = time(6, 0)
     """[HH:MM] Time of day meter data is published."""
     household_meters: bool = False
     """Also publish every household's own meter series (large for big fleets)."""
-    noise: NonNegFloat = 0.0
+    noise: Annotated[float, Field(ge=0, le=10)] = 0.0
     """[fraction] Relative standard deviation of meter noise."""
     gap_probability: Annotated[float, Field(ge=0, lt=1)] = 0.0
     """[probability] Chance that a reading is missing (a gap, settled by settlement.gap_rule)."""
@@ -261,24 +330,26 @@ class DataProviderConfig(_Strict):
 class SweepConfig(_Strict):
     """A grid of parameter values and a list of seeds; every combination is one run."""
 
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    grid: dict[Annotated[str, Field(max_length=200)], Annotated[list[Any], Field(max_length=MAX_LIST)]] = Field(
+        default_factory=dict, max_length=64)
     """Dotted path into the scenario (list items by index, e.g. 'aggregators.0.bidding.steps') -> values."""
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=list, max_length=MAX_LIST)
     """Seeds to run each grid point with; empty = the scenario's own seed."""
 
 
 class Scenario(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: SafeId
     """Scenario name (letters, digits, '_', '.', '-'); names the run directory."""
-    description: str = ""
+    description: str = Field("", max_length=MAX_TEXT)
     """Free text, kept in the manifest."""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     """Random seed: weather, loads, households, imbalance and forecasts all derive from it."""
     start: datetime = datetime(2026, 1, 12)
     """Simulated start (naive local time; a timezone is dropped)."""
-    horizon_hours: PositiveFloat = 72.0
+    horizon_hours: Annotated[float, Field(ge=MIN_HORIZON_HOURS, le=MAX_HORIZON_HOURS)] = 72.0
     """[h] Length of the simulated run."""
-    products: dict[str, str] = Field(default_factory=lambda: {"SRP": "builtin"})
+    products: dict[Annotated[str, Field(pattern=PRODUCT_ID_PATTERN)], Annotated[str, Field(max_length=300)]] = Field(
+        default_factory=lambda: {"SRP": "builtin"}, max_length=64)
     """Product ID -> implementation: 'builtin', an entry point of group flech_sim.products
     ('entry_point'), or a dotted path 'package.module:Class'."""
     solver: SolverConfig = SolverConfig()
@@ -287,15 +358,16 @@ class Scenario(_Strict):
     """Settlement rules shared by all markets."""
     coordination: Literal["dso_prevails", "tso_prevails", "none"] = "dso_prevails"
     """What happens when a TSO market would worsen a DSO's congestion (flech_sim.coordination)."""
-    feeders: dict[str, FeederConfig] = Field(min_length=1)
+    feeders: dict[SafeId, FeederConfig] = Field(min_length=1, max_length=MAX_LIST)
     """Feeder ID -> feeder; households, markets and limits refer to these IDs."""
     households: HouseholdsConfig = HouseholdsConfig()
     """The physical household fleet."""
-    unaggregated: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    unaggregated: dict[str, Annotated[int, Field(ge=0, le=MAX_HOUSEHOLDS)]] = Field(default_factory=dict,
+                                                                                       max_length=MAX_LIST)
     """Households per feeder that no aggregator controls (they load the feeder, nothing more)."""
-    buyers: list[BuyerConfig] = Field(min_length=1)
+    buyers: list[BuyerConfig] = Field(min_length=1, max_length=MAX_LIST)
     """DSOs and TSOs that open markets."""
-    aggregators: list[AggregatorConfig] = Field(min_length=1)
+    aggregators: list[AggregatorConfig] = Field(min_length=1, max_length=MAX_LIST)
     """Sellers, each controlling households on one or more feeders."""
     data_provider: DataProviderConfig = DataProviderConfig()
     """The DataHub publishing meter data."""
@@ -307,7 +379,10 @@ class Scenario(_Strict):
     @field_validator("start")
     @classmethod
     def _naive(cls, v: datetime) -> datetime:
-        return v.replace(tzinfo=None) if v.tzinfo else v
+        v = v.replace(tzinfo=None) if v.tzinfo else v
+        if not START_MIN <= v <= START_MAX:
+            raise ValueError(f"must be between {START_MIN:%Y-%m-%d} and {START_MAX:%Y-%m-%d}")
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Scenario:
@@ -315,14 +390,30 @@ class Scenario(_Strict):
 
         errors: list[str] = []
         for pid, impl in self.products.items():
+            if pid.upper() in RESERVED_PRODUCT_IDS:
+                errors.append(f"products.{pid}: the product ID {pid!r} is reserved by the platform")
+                continue
             try:
-                resolve_product(pid, impl)
+                resolve_product(pid, impl, load=False)  # imports nothing the user did not name
             except LookupError as exc:
                 errors.append(f"products.{pid}: {exc}")
-        ids = [b.id for b in self.buyers] + [a.id for a in self.aggregators] + [self.data_provider.id]
+        named = ([(f"buyers.{i}.id", b.id) for i, b in enumerate(self.buyers)]
+                 + [(f"aggregators.{i}.id", a.id) for i, a in enumerate(self.aggregators)]
+                 + [("data_provider.id", self.data_provider.id)])
+        for where, pid in named:
+            if pid.lower() in RESERVED_IDS:
+                errors.append(f"{where}: {pid!r} is reserved by the platform (reserved: {list(RESERVED_IDS)})")
+        ids = [i for _, i in named]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             errors.append(f"participant IDs must be unique; repeated: {dup}")
+        homes = sum(n for a in self.aggregators for n in a.households.values()) + sum(self.unaggregated.values())
+        if homes > MAX_HOUSEHOLDS:
+            errors.append(f"households: {homes} in total; at most {MAX_HOUSEHOLDS} are supported")
+        for where, csv_path, columns in self._csv_inputs():
+            problem = check_csv(csv_path, columns)
+            if problem:
+                errors.append(f"{where}: {problem}")
         for i, b in enumerate(self.buyers):
             if b.congestion is not None:
                 if b.role != "dso":
@@ -361,6 +452,38 @@ class Scenario(_Strict):
             raise ValueError("; ".join(errors))
         return self
 
+    def _csv_inputs(self) -> list[tuple[str, str, tuple[str, ...] | None]]:
+        """(field, path, required value columns; None = any) of every CSV the run would read."""
+        out: list[tuple[str, str, tuple[str, ...] | None]] = []
+        if self.households.weather_csv:
+            out.append(("households.weather_csv", self.households.weather_csv,
+                        ("outdoor_temp_c", "irradiance_w_m2")))
+        if self.households.base_load_csv:
+            out.append(("households.base_load_csv", self.households.base_load_csv, None))
+        if self.spot.csv:
+            out.append(("spot.csv", self.spot.csv, ("price_dkk_per_kwh",)))
+        for i, b in enumerate(self.buyers):
+            if b.balancing is not None and b.balancing.imbalance.csv:
+                out.append((f"buyers.{i}.balancing.imbalance.csv", b.balancing.imbalance.csv, ("imbalance_kw",)))
+        return out
+
+    def load_products(self) -> None:
+        """Import every product named by a dotted path or entry point and check it; ScenarioError if one fails.
+
+        This *runs* the code the scenario names (that is how a plug-in is loaded): called when a run
+        starts, never by validation.
+        """
+        from .registry import resolve_product
+
+        errors = []
+        for pid, impl in sorted(self.products.items()):
+            try:
+                resolve_product(pid, impl)
+            except LookupError as exc:
+                errors.append(f"products.{pid}: {exc}")
+        if errors:
+            raise ScenarioError("; ".join(errors))
+
     @property
     def horizon_minutes(self) -> int:
         return int(round(self.horizon_hours * 60))
@@ -390,6 +513,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg = "unknown key (check the spelling; see docs/scenario.md for every key)"
         got = err.get("input")
         shown = "" if err["type"] in ("missing", "value_error") or isinstance(got, dict | list) else f" (got {got!r})"
+        if len(shown) > 100:  # a huge value must not flood the message
+            shown = shown[:90] + "...)"
         if err["type"] == "value_error" and loc == "<top level>":
             for part in msg.split("; "):
                 lines.append(f"  - {part}")
@@ -399,17 +524,170 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def read_scenario_file(path: str | Path) -> dict[str, Any]:
-    """The YAML mapping of a scenario file, not yet validated; ScenarioError if unreadable."""
+    """The YAML mapping of a scenario file, not yet validated; ScenarioError (one line) if unreadable.
+
+    Only a regular file of at most :data:`SCENARIO_MAX_BYTES` is read (never a FIFO, a device or a
+    directory, so nothing can hang or exhaust memory here); it must be UTF-8; the YAML loader is
+    the safe one, refuses duplicate keys and bounds nesting depth and alias expansion.
+    """
     path = Path(path)
+    data = _read_bounded(path, SCENARIO_MAX_BYTES, "scenario file")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ScenarioError(f"{path}: the file is UTF-16; save it as UTF-8")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+    try:
+        raw = yaml.load(text, Loader=_ScenarioLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ScenarioError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+        raise ScenarioError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(raw, dict):
         raise ScenarioError(f"{path}: expected a mapping of scenario keys at the top level")
     return raw
+
+
+def _read_bounded(path: Path, max_bytes: int, what: str) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; ScenarioError otherwise.
+
+    Opened non-blocking and checked on the open descriptor, so a FIFO neither blocks the open
+    nor can be swapped in between a check and the read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot open the {what}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ScenarioError(f"{path}: is a directory, not a {what}")
+        if not stat.S_ISREG(st.st_mode):
+            raise ScenarioError(f"{path}: not a regular file (a FIFO, socket or device); cannot be a {what}")
+        if st.st_size > max_bytes:
+            raise ScenarioError(f"{path}: {st.st_size} bytes; a {what} may have at most {max_bytes}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ScenarioError(f"{path}: larger than {max_bytes} bytes; a {what} may have at most that")
+    return data
+
+
+class _ScenarioLoader(yaml.SafeLoader):
+    """The safe loader, stricter: duplicate keys are errors, depth and alias expansion are bounded."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"line {mark.line + 1}: nested deeper than {YAML_MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:  # type: ignore[override]
+        node = super().get_single_node()
+        if node is not None:
+            n = _expanded_size(node, {}, set())
+            if n > YAML_MAX_NODES:
+                raise yaml.YAMLError(f"{n} values with aliases expanded; at most {YAML_MAX_NODES} (an alias bomb?)")
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (the first value would be silently lost)",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: Any, memo: dict[int, int], active: set[int]) -> int:
+    """Nodes in the document with every alias expanded: linear in the composed graph (memoised)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise yaml.YAMLError("a recursive alias (a value containing itself)")
+    active.add(key)
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            n += _expanded_size(child, memo, active)
+            if n > YAML_MAX_NODES:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            n += _expanded_size(k, memo, active) + _expanded_size(v, memo, active)
+            if n > YAML_MAX_NODES:
+                break
+    active.discard(key)
+    memo[key] = n
+    return n
+
+
+def check_csv(path: str | Path, columns: tuple[str, ...] | None) -> str | None:
+    """Why a CSV input cannot be used (missing, not a regular file, not the expected columns), or None.
+
+    ``columns``: the value columns required besides ``timestamp``; None = at least one, any name.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        data = _read_bounded(path, CSV_MAX_BYTES, "CSV file")
+    except ScenarioError as exc:
+        return str(exc)
+    try:
+        df = pd.read_csv(io.BytesIO(data))
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        return f"{path}: not a readable CSV file: {' '.join(str(exc).split())}"
+    wanted = ["timestamp", *(columns or ())]
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        return f"{path}: missing column(s) {missing}; found {[str(c) for c in df.columns][:20]}"
+    values = list(columns) if columns else [c for c in df.columns if c != "timestamp"]
+    if not values:
+        return f"{path}: no value columns besides 'timestamp'"
+    if df.empty:
+        return f"{path}: no rows"
+    try:
+        pd.to_datetime(df["timestamp"])
+    except (ValueError, TypeError, OverflowError) as exc:
+        return f"{path}: column timestamp: not date-times: {' '.join(str(exc).split())[:200]}"
+    bad = [c for c in values if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        return f"{path}: column(s) {bad} are not numeric"
+    return None
 
 
 def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import platform as _platform
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Generator, Iterator
@@ -101,42 +103,36 @@ def default_run_dir(scenario: Scenario, root: Path = Path("results")) -> Path:
     return root / scenario.name / f"seed{scenario.seed}-{stamp}"
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived during a run; raised after the run's records were flushed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)  # args must rebuild it: SimPy re-raises a process's exception as type(e)(*e.args)
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
+
+
 def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False) -> RunResult:
     """Run a validated scenario to its horizon and write every table and the manifest.
 
-    A failure inside the run is caught here: what was recorded is flushed,
-    the manifest says ``completed: false`` with the error, and the result
-    carries it (the CLI turns it into a non-zero exit).
+    The manifest is written first (``completed: false, status: running``) and kept current as
+    tables are flushed, so even a run killed outright leaves a directory that says how far it
+    got. A failure inside the run is caught here: what was recorded is flushed, the manifest
+    says ``completed: false`` with the error, and the result carries it (the CLI turns it into
+    a non-zero exit). SIGTERM and SIGINT are handled the same way -- flushed, recorded with
+    ``status: interrupted`` -- and then :class:`RunInterrupted` (a KeyboardInterrupt) is raised.
     """
     out_dir = Path(out_dir) if out_dir else default_run_dir(scenario)
     started = time.perf_counter()
     started_at = datetime.now().isoformat(timespec="seconds")
     env = simpy.Environment()
-    persistor = Persistor(out_dir, scenario.start)
     error: str | None = None
+    interrupted: RunInterrupted | None = None
     core: Core | None = None
     agents: dict[str, Any] = {}
-    try:
-        core, agents = _build(env, persistor, scenario)
-        with relaxed_gc():
-            _run_clock(env, scenario, progress)
-    except Exception as exc:  # recorded, flushed and reported: never a silent crash
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-    finally:
-        if core is not None:
-            for product in core.products.values():
-                product.finalize()
-        if "_world" in agents:
-            agents["_world"].finalize()
-        persistor.close()
-    summary = summarize(core, scenario, env) if core else {}
-    fp = None
-    if error is None:
-        try:
-            fp = fingerprint(out_dir)
-        except Exception as exc:  # the tables are written; say why there is no fingerprint
-            error = f"fingerprint failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-    manifest = {
+    manifest: dict[str, Any] = {
         "flech_sim_version": __version__,
         "scenario_name": scenario.name,
         "scenario_hash": scenario.digest(),
@@ -144,18 +140,119 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
         "seed": scenario.seed,
         "run_dir": str(out_dir),
         "started_at": started_at,
+        "horizon_minute": scenario.horizon_minutes,
+        "python": _platform.python_version(),
+        "packages": {p: _version(p) for p in RESULT_PACKAGES},
+    }
+
+    def progress_manifest() -> None:
+        assert persistor is not None
+        persistor.write_manifest(manifest | {
+            "status": "running", "completed": False, "error": None, "fingerprint": None,
+            "simulated_until_minute": int(env.now), "wall_seconds": round(time.perf_counter() - started, 3)})
+
+    persistor: Persistor | None = None
+    with _signals_raise() as signals:
+        try:
+            persistor = Persistor(out_dir, scenario.start)
+            progress_manifest()
+            persistor.on_publish = progress_manifest
+            core, agents = _build(env, persistor, scenario)
+            with relaxed_gc():
+                _run_clock(env, scenario, progress)
+        except RunInterrupted as exc:
+            interrupted = exc
+            error = f"interrupted by {exc} at simulated minute {int(env.now)}"
+        except Exception as exc:  # recorded, flushed and reported: never a silent crash
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        finally:
+            signals.defer()  # a second signal must not cut the flushing short
+            write_errors = _finish(core, agents, persistor)
+    if write_errors:
+        listed = ", ".join(f"{t} ({why})" for t, why in sorted(write_errors.items()))
+        error = f"could not write table(s): {listed}" + (f"\n{error}" if error else "")
+    summary = summarize(core, scenario, env) if core else {}
+    fp = None
+    if error is None:
+        try:
+            fp = fingerprint(out_dir)
+        except Exception as exc:  # the tables are written; say why there is no fingerprint
+            error = f"fingerprint failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    manifest |= {
+        "status": "completed" if error is None else "interrupted" if interrupted else "failed",
         "wall_seconds": round(time.perf_counter() - started, 3),
         "simulated_until_minute": int(env.now),
         "completed": error is None,
         "error": error,
+        "write_errors": write_errors,
         "fingerprint": fp,
-        "python": _platform.python_version(),
-        "packages": {p: _version(p) for p in RESULT_PACKAGES},
         "summary": summary,
     }
-    persistor.write_manifest(manifest)
-    manifest["row_counts"] = dict(persistor.row_counts)
+    manifest_written = False
+    if persistor is not None:
+        try:
+            persistor.write_manifest(manifest)
+            manifest_written = True
+        except OSError as exc:
+            error = f"could not write {out_dir}/manifest.json: {exc}" + (f"\n{error}" if error else "")
+            manifest["completed"], manifest["error"] = False, error
+        manifest["row_counts"] = dict(persistor.row_counts)
+    manifest["manifest_written"] = manifest_written
+    if interrupted is None and signals.pending is not None:  # arrived while finishing: honour it now
+        interrupted = RunInterrupted(signals.pending)
+    if interrupted is not None:
+        interrupted.result = RunResult(out_dir, manifest, summary, False, error)  # type: ignore[attr-defined]
+        raise interrupted
     return RunResult(out_dir, manifest, summary, error is None, error)
+
+
+def _finish(core: Core | None, agents: dict[str, Any], persistor: Persistor | None) -> dict[str, str]:
+    """Finalise products and the world, then close every table; each step on its own."""
+    errors: dict[str, str] = {}
+    products = core.products.items() if core else ()
+    steps: list[tuple[str, Any]] = [(f"product {pid}", p.finalize) for pid, p in products]
+    if "_world" in agents:
+        steps.append(("world", agents["_world"].finalize))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 -- a failing finaliser must not keep the tables from being written
+            errors[what] = f"{type(exc).__name__}: {exc}"
+    if persistor is not None:
+        errors |= persistor.close()
+    return errors
+
+
+class _Signals:
+    """SIGTERM/SIGINT raise :class:`RunInterrupted` during the run; after ``defer()`` they are noted only."""
+
+    def __init__(self) -> None:
+        self.deferred = False
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.deferred:
+            self.pending = self.pending or signum
+            return
+        raise RunInterrupted(signum)
+
+    def defer(self) -> None:
+        self.deferred = True
+
+
+@contextmanager
+def _signals_raise() -> Iterator[_Signals]:
+    """Install the handlers in the main thread (only there can Python handle signals)."""
+    state = _Signals()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    old = {s: signal.signal(s, state.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ def test_bundled_scenarios_are_valid() -> None:
     ("change", "expected"),
     [
         (lambda d: d.update(horizon_hourz=5), "horizon_hourz: unknown key"),
-        (lambda d: d.update(horizon_hours=-5), "horizon_hours: Input should be greater than 0 (got -5)"),
+        (lambda d: d.update(horizon_hours=-5), "horizon_hours: Input should be greater than or equal to 0.25 (got -5)"),
         (lambda d: d.update(seed="many"), "seed: Input should be a valid integer"),
         (lambda d: d["buyers"][0]["markets"][0].update(product="XRP"), "buyers.0.markets.0.product: unknown product ID 'XRP'"),
         (lambda d: d["buyers"][0]["markets"][0].update(location="feeder-9"), "buyers.0.markets.0.location: unknown feeder 'feeder-9'"),
