@@ -243,6 +243,10 @@ class Scenario(_Strict):
     aggregators: list[AggregatorConfig] = Field(min_length=1)
     data_provider: DataProviderConfig = DataProviderConfig()
     spot: SpotConfig = SpotConfig()
+    twin: bool = True
+    """Also run the no-flexibility twin (same seed and households, buyers' markets withheld) into
+    ``<run>/twin/``: the counterfactual of feeder_compare, rebound_events and the twin KPIs (about doubles
+    the run time; ``flech-sim run --no-twin`` switches it off too)."""
     sweep: SweepConfig | None = None
     """Only read by ``flech-sim sweep``; ``flech-sim run`` runs the scenario as written."""
 

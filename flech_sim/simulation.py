@@ -32,12 +32,14 @@ from .dispatcher import Dispatcher
 from .fingerprint import fingerprint
 from .endpoint import Endpoint
 from .households import child_seed
+from .inputs import record_inputs
 from .metering import METER_PRODUCT_ID, MeterService
 from .persistor import Persistor
 from .prices import generate_spot, load_spot_csv
 from .products.base import MarketState, PlatformServices, Product
 from .registry import resolve_product
 from .scenario import Scenario
+from .twin import finish_study
 from .world import World
 
 RESULT_PACKAGES = ("simpy", "numpy", "pandas", "pyomo", "highspy", "pyarrow", "pydantic")
@@ -128,8 +130,20 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
                 product.finalize()
         if "_world" in agents:
             agents["_world"].finalize()
+        if error is None:
+            try:
+                record_inputs(persistor, scenario, agents)
+            except Exception as exc:
+                error = f"inputs tables failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         persistor.close()
     summary = summarize(core, scenario, env) if core else {}
+    study: dict[str, Any] = {}
+    if error is None:  # the twin and the KPI tables (flech_sim.twin, flech_sim.kpis)
+        try:
+            study = finish_study(scenario, out_dir, persistor.row_counts)
+            summary["kpis"] = study["kpis"]
+        except Exception as exc:
+            error = f"study tables failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     fp = None
     if error is None:
         try:
@@ -152,6 +166,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
         "python": _platform.python_version(),
         "packages": {p: _version(p) for p in RESULT_PACKAGES},
         "summary": summary,
+        "twin": study.get("twin"),
     }
     persistor.write_manifest(manifest)
     manifest["row_counts"] = dict(persistor.row_counts)
