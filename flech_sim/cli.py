@@ -102,11 +102,11 @@ def kpi_lines(k: dict[str, Any]) -> list[str]:
         return "n/a" if k.get(key) is None else format(k[key], fmt)
     if not k:
         return []
-    return [f"  delivered/ordered {f('delivery_ratio', '.1%')}; sellers' net {f('seller_net_dkk', '.2f')} DKK "
-            f"(penalties {f('penalties_dkk', '.2f')} DKK)",
-            f"  overload          {f('overload_kwh', '.1f')} kWh (without flexibility "
-            f"{f('overload_kwh_without_flex', '.1f')} kWh); rebound ratio {f('rebound_ratio', '.2f')}; "
-            f"comfort {f('comfort_degree_hours', '.1f')} K h"]
+    return [(f"  delivered/ordered {f('delivery_ratio', '.1%')}; sellers' net {f('seller_net_dkk', '.2f')} DKK "
+             f"(penalties {f('penalties_dkk', '.2f')} DKK)"),
+            (f"  overload          {f('overload_kwh', '.1f')} kWh (without flexibility "
+             f"{f('overload_kwh_without_flex', '.1f')} kWh); rebound ratio {f('rebound_ratio', '.2f')}; "
+             f"comfort {f('comfort_degree_hours', '.1f')} K h")]
 
 
 if __name__ == "__main__":  # pragma: no cover

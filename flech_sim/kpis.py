@@ -311,7 +311,7 @@ def baseline_kpis(errors: pd.DataFrame) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if errors.empty:
         return rows
-    groups = [("run", None, None, errors)]
+    groups: list[tuple[str, str | None, str | None, pd.DataFrame]] = [("run", None, None, errors)]
     groups += [("product", str(p), None, g) for p, g in errors.groupby("product_id", sort=True)]
     groups += [("aggregator", str(p), str(s), g) for (p, s), g in errors.groupby(["product_id", "seller"], sort=True)]
     for scope, p, s, g in groups:

@@ -300,7 +300,7 @@ def run_sweep(
                 for run_id, row in _execute(client, todo, out_dir):
                     rows[run_id] = row
                     bar.update(1)
-    index = [_index_row(spec, rows[spec.run_id], out_dir) for spec in specs]
+    index = add_ensemble_columns([_index_row(spec, rows[spec.run_id], out_dir) for spec in specs], param_names)
     result = SweepResult(out_dir, index, param_names, round(time.perf_counter() - started, 3),
                          round(cluster_seconds, 3))
     result.index_paths = write_index(out_dir, index, param_names)
@@ -388,7 +388,8 @@ def write_index(out_dir: Path, rows: list[dict[str, Any]], param_names: list[str
         df[p] = _param_column(df[p].tolist())
     for col, _ in HEADLINES:
         df[col] = pd.to_numeric(df[col]).astype("Float64" if col in FLOAT_HEADLINES else "Int64")
-    for col in ("wall_seconds", "cpu_seconds", *(f"kpi_{k}" for k, _ in KPI_HEADLINES)):
+    kpi_cols = [c for c in df.columns if c.startswith("kpi_")]
+    for col in ("wall_seconds", "cpu_seconds", *kpi_cols):
         df[col] = pd.to_numeric(df[col]).astype("Float64")
     pq_path, csv_path = out_dir / "index.parquet", out_dir / "index.csv"
     df.to_parquet(pq_path, index=False)
@@ -434,6 +435,21 @@ def summarize_kpis(kpis: Any, param_names: list[str]) -> Any:
         rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
                      "n": n, "mean": mean, "std": std, "ci95_low": lo, "ci95_high": hi})
     return pd.DataFrame(rows, columns=[*keys, "n", "mean", "std", "ci95_low", "ci95_high"])
+
+
+def add_ensemble_columns(index: list[dict[str, Any]], param_names: list[str]) -> list[dict[str, Any]]:
+    """Beside each run's headline KPIs, its grid point's mean, std and 95 % t-interval over the seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in index:
+        groups.setdefault(json.dumps([r[p] for p in param_names], default=str), []).append(r)
+    for members in groups.values():
+        ok = [r for r in members if r["status"] in ("completed", "skipped")]
+        for key, _ in KPI_HEADLINES:
+            n, mean, std, lo, hi = t_interval([r[f"kpi_{key}"] for r in ok])
+            for r in members:
+                r.update({f"kpi_{key}_mean": mean, f"kpi_{key}_std": std, f"kpi_{key}_ci95_low": lo,
+                          f"kpi_{key}_ci95_high": hi})
+    return index
 
 
 def write_kpis_summary(out_dir: Path, index: list[dict[str, Any]], param_names: list[str]) -> list[Path]:

@@ -16,8 +16,8 @@ import yaml
 from flech_sim.cli import main
 from flech_sim.clearing import ClearingOutcome, ClearingProblem
 from flech_sim.fingerprint import fingerprint
-from flech_sim.results import sql
 from flech_sim.products.srp import SRPProduct
+from flech_sim.results import sql
 from flech_sim.scenario import ScenarioError
 from flech_sim.sweep import expand, load_sweep, make_run_id, run_sweep, set_path
 
@@ -184,6 +184,8 @@ def test_cli_sweep_of_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert net.loc[price, "mean"] == pytest.approx(statistics.mean(values))
         assert net.loc[price, "std"] == pytest.approx(statistics.stdev(values))
         assert net.loc[price, "ci95_high"] - net.loc[price, "mean"] == pytest.approx(half)
+        assert g.kpi_seller_net_dkk_mean.tolist() == pytest.approx([statistics.mean(values)] * 2)  # in the index
+        assert g.kpi_seller_net_dkk_ci95_low.iloc[0] == pytest.approx(net.loc[price, "ci95_low"])
     assert main(["kpis", str(out), "--scope", "run"]) == 0
     assert "ci95_low" in capsys.readouterr().out
     con = sql(out)  # SQL over every run of the sweep, twins not among them
