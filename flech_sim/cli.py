@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="run directory (default: results/<scenario>/seed<N>-<time>)")
     r.add_argument("--seed", type=int, help="override the scenario's seed")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-twin", action="store_true", help="do not run the no-flexibility twin (scenario key twin)")
     v = sub.add_parser("validate", help="check a scenario file without running it")
     v.add_argument("scenario", type=Path)
     sub.add_parser("tables", help="print the reference of every output table (Markdown)")
@@ -59,6 +60,8 @@ def _main(argv: list[str] | None = None) -> int:
         overrides: dict[str, Any] = {}
         if getattr(args, "seed", None) is not None:
             overrides["seed"] = args.seed
+        if getattr(args, "no_twin", False):
+            overrides["twin"] = False
         scenario = load_scenario(args.scenario, overrides)
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -111,8 +114,22 @@ def format_summary(s: dict[str, Any], out_dir: Path, completed: bool) -> str:
         f"  volume procured   {s['procured_kwh']:.1f} kWh (unmet {s['unmet_kwh']:.1f} kWh)",
         f"  procurement cost  {s['procurement_cost_dkk']:.2f} DKK",
         f"  messages          {s['messages']} ({s['messages_rejected']} rejected)",
+        *kpi_lines(s.get("kpis") or {}),
         f"  results           {out_dir}",
     ])
+
+
+def kpi_lines(k: dict[str, Any]) -> list[str]:
+    """The headline KPIs (flech_sim.kpis.HEADLINES); figures needing the twin read 'n/a' without it."""
+    def f(key: str, fmt: str) -> str:
+        return "n/a" if k.get(key) is None else format(k[key], fmt)
+    if not k:
+        return []
+    return [(f"  delivered/ordered {f('delivery_ratio', '.1%')}; sellers' net {f('seller_net_dkk', '.2f')} DKK "
+             f"(penalties {f('penalties_dkk', '.2f')} DKK)"),
+            (f"  overload          {f('overload_kwh', '.1f')} kWh (without flexibility "
+             f"{f('overload_kwh_without_flex', '.1f')} kWh); rebound ratio {f('rebound_ratio', '.2f')}; "
+             f"comfort {f('comfort_degree_hours', '.1f')} K h")]
 
 
 if __name__ == "__main__":  # pragma: no cover

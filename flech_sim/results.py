@@ -253,7 +253,7 @@ def _run_paths(source: str | Path | Iterable[str | Path]) -> list[Path]:
         if p.is_dir():
             if (p / MANIFEST).is_file():
                 return [p]
-            return sorted(m.parent for m in p.rglob(MANIFEST))
+            return sorted(m.parent for m in p.rglob(MANIFEST) if not _is_twin(m.parent))
         matches = sorted(Path(m) for m in _glob.glob(str(source)))
         if not matches and not any(ch in str(source) for ch in "*?["):
             raise NotARunError(f"{source}: no such run directory")
@@ -262,6 +262,47 @@ def _run_paths(source: str | Path | Iterable[str | Path]) -> list[Path]:
     for s in source:
         out.extend(_run_paths(s))
     return out
+
+
+def _is_twin(path: Path) -> bool:
+    """A no-flexibility twin (``<run>/twin/``) belongs to its run, not beside it: searches skip it."""
+    return path.name == "twin" and (path.parent / MANIFEST).is_file()
+
+
+def sql(source: str | Path | Iterable[str | Path] | Runs) -> Any:
+    """A DuckDB connection with every table of the runs as a view, with ``run_id`` as the first column.
+
+    ``source`` is anything :func:`open_runs` takes (a run, a sweep directory, a glob, a list) or a
+    :class:`Runs`. Views read the Parquet files in place (nothing is loaded until queried), e.g.
+    ``sql("results/sweep").sql("select run_id, sum(net_dkk) from settlements group by 1").df()``.
+    A sweep's ``index`` and ``kpis_summary`` are views too when present.
+    """
+    import duckdb
+
+    runs = source if isinstance(source, Runs) else open_runs(source)
+    con = duckdb.connect()
+    names = list(dict.fromkeys(n for r in runs for n in r.table_names))
+    for name in names:
+        parts = []
+        for r in runs:
+            path = r.path / f"{name}.parquet"
+            if path.is_file():
+                parts.append(f"SELECT {_quote(r.run_id)} AS run_id, * FROM read_parquet({_quote(str(path))})")
+        if not parts and name in TABLES:  # no run has it: an empty view with the schema's columns
+            con.register(f"_empty_{name}", runs.runs[0].dataset(name).to_table())
+            parts.append(f'SELECT NULL::VARCHAR AS run_id, * FROM "_empty_{name}" WHERE false')
+        if parts:
+            con.execute(f'CREATE VIEW "{name}" AS ' + " UNION ALL BY NAME ".join(parts))
+    if runs.root is not None:
+        for extra in (SWEEP_INDEX, "kpis_summary.parquet"):
+            if (runs.root / extra).is_file():
+                view = extra.removesuffix(".parquet")
+                con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet({_quote(str(runs.root / extra))})')
+    return con
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _common_parent(paths: list[Path]) -> str:

@@ -373,6 +373,10 @@ class Scenario(_Strict):
     """The DataHub publishing meter data."""
     spot: SpotConfig = SpotConfig()
     """The day-ahead spot price series (the aggregators' energy cost)."""
+    twin: bool = True
+    """Also run the no-flexibility twin (same seed and households, buyers' markets withheld) into
+    ``<run>/twin/``: the counterfactual of feeder_compare, rebound_events and the twin KPIs (about doubles
+    the run time; ``flech-sim run --no-twin`` switches it off too)."""
     sweep: SweepConfig | None = None
     """Only read by ``flech-sim sweep``; ``flech-sim run`` runs the scenario as written."""
 

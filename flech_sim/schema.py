@@ -363,6 +363,101 @@ TABLES: dict[str, Table] = {
                 _c("offered_kw", "float", "kW", "offered in this market, over all price steps"),
             ),
         ),
+        # -- study tables (issue 11): inputs of the run, the no-flexibility twin and the KPIs -------------
+        Table(
+            "weather",
+            "The weather the households saw (inputs written out), one row per model step of the horizon.",
+            (
+                _ISTART,
+                _c("outdoor_temp_c", "float", "degC", "outdoor temperature"),
+                _c("irradiance_w_m2", "float", "W/m2", "global horizontal irradiance"),
+            ),
+        ),
+        Table(
+            "spot_prices",
+            "The spot price series the aggregators plan against, one row per model step of the horizon.",
+            (
+                _ISTART,
+                _c("price_dkk_per_kwh", "float", "DKK/kWh", "spot price"),
+            ),
+        ),
+        Table(
+            "imbalance",
+            "The system imbalance each TSO buyer covers (generated from the seed or read from CSV), per interval.",
+            (
+                _c("buyer", "str", "-", "TSO buyer"),
+                _ISTART,
+                _c("interval_minutes", "int", "min", "length of one interval"),
+                _c("imbalance_kw", "float", "kW", "system imbalance; positive = system short (needs less consumption)"),
+                _c("need_kw", "float", "kW", "the buyer's share of it (imbalance x share), before min_need_kw"),
+            ),
+        ),
+        Table(
+            "feeder_limits",
+            "Every feeder's limit and the households on it, as the scenario set them.",
+            (
+                _c("feeder", "str", "-", "feeder ID"),
+                _c("limit_kw", "float", "kW", "the feeder's limit (congestion above it)"),
+                _c("households", "int", "-", "households on the feeder, aggregated or not"),
+            ),
+        ),
+        Table(
+            "feeder_compare",
+            "Per feeder and model step, the load with flexibility traded (this run) against its no-flexibility "
+            "twin (same seed, weather and households; every buyer's markets withheld). Empty without a twin.",
+            (
+                _c("feeder", "str", "-", "feeder ID"),
+                _ISTART,
+                _c("load_kw", "float", "kW", "load with flexibility (this run's feeder_load)"),
+                _c("twin_load_kw", "float", "kW", "load without flexibility (the twin's feeder_load)"),
+                _c("change_kw", "float", "kW", "load_kw - twin_load_kw (negative = flexibility lowered the load)"),
+                _c("limit_kw", "float", "kW", "the feeder's limit"),
+                _c("over_kw", "float", "kW", "max(0, load_kw - limit_kw)"),
+                _c("twin_over_kw", "float", "kW", "max(0, twin_load_kw - limit_kw)"),
+            ),
+        ),
+        Table(
+            "rebound_events",
+            "Per activation event of an aggregator, what its load did against the twin. An *event* is a maximal "
+            "run of consecutive model steps in which the aggregator's scheduled change (accepted awards, or "
+            "activations for products that activate: options and regulating power; down = shed) is non-zero "
+            "with one sign. *Afterwards* runs from the event's end until the controlled and twin loads "
+            "re-converge (|load - twin| <= tolerance_kw for 2 consecutive steps), the next event starts, "
+            "12 hours pass, or the run ends (end_reason). Empty without a twin.",
+            (
+                _c("event_id", "int", "-", "event number within the run, in time order"),
+                _c("participant", "str", "-", "the aggregator (all of its portfolios together)"),
+                _c("direction", "str", "-", "down (shed) or up (added)"),
+                _c("event_start", "time", "timestamp", "first step of the event"),
+                _c("event_end", "time", "timestamp", "end of the event's last step"),
+                _c("ordered_kwh", "float", "kWh", "scheduled change over the event (positive, in its direction)"),
+                _c("shifted_kwh", "float", "kWh", "energy shed (down) or added (up) against the twin during the event"),
+                _c("recovery_end", "time", "timestamp", "end of the 'afterwards' window"),
+                _c("recovery_minutes", "int", "min", "length of the 'afterwards' window"),
+                _c("recovered_kwh", "float", "kWh", "energy drawn back afterwards, in the opposite direction"),
+                _c("rebound_peak_kw", "float", "kW", "largest change against the twin afterwards, opposite direction "
+                   "(0 if none)"),
+                _c("rebound_ratio", "float", "-", "recovered_kwh / shifted_kwh (null if nothing was shifted)",
+                   nullable=True),
+                _c("tolerance_kw", "float", "kW", "re-convergence tolerance: max(1 kW, 1 % of the twin's mean load)"),
+                _c("end_reason", "str", "-", "converged, next_event, cap or horizon"),
+            ),
+        ),
+        Table(
+            "kpis",
+            "Key figures of the run in long format (one row per scope, key and metric), computed from the run's "
+            "tables by flech_sim.kpis at the end of the run; the metrics are listed in flech_sim.kpis.METRICS. "
+            "Figures that need the twin are absent when it is switched off.",
+            (
+                _c("scope", "str", "-", "run, product, aggregator or feeder"),
+                _c("product_id", "str", "-", "product (null = all products)", nullable=True),
+                _c("participant", "str", "-", "aggregator (null = all participants)", nullable=True),
+                _c("feeder", "str", "-", "feeder (scope feeder only)", nullable=True),
+                _c("metric", "str", "-", "metric name (flech_sim.kpis.METRICS)"),
+                _c("value", "float", "-", "value (null = undefined, e.g. a ratio over nothing)", nullable=True),
+                _c("unit", "str", "-", "unit of the value"),
+            ),
+        ),
     )
 }
 

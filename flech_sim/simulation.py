@@ -34,12 +34,14 @@ from .dispatcher import Dispatcher
 from .fingerprint import fingerprint
 from .endpoint import Endpoint
 from .households import child_seed
+from .inputs import record_inputs
 from .metering import METER_PRODUCT_ID, MeterService
 from .persistor import Persistor
 from .prices import generate_spot, load_spot_csv
 from .products.base import MarketState, PlatformServices, Product
 from .registry import resolve_product
 from .scenario import Scenario
+from .twin import finish_study
 from .world import World
 
 RESULT_PACKAGES = ("simpy", "numpy", "pandas", "pyomo", "highspy", "pyarrow", "pydantic")
@@ -167,11 +169,18 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         finally:
             signals.defer()  # a second signal must not cut the flushing short
-            write_errors = _finish(core, agents, persistor)
+            write_errors = _finish(core, agents, persistor, scenario if error is None else None)
     if write_errors:
         listed = ", ".join(f"{t} ({why})" for t, why in sorted(write_errors.items()))
         error = f"could not write table(s): {listed}" + (f"\n{error}" if error else "")
     summary = summarize(core, scenario, env) if core else {}
+    study: dict[str, Any] = {}
+    if error is None and persistor is not None:  # the twin and the KPI tables (flech_sim.twin, flech_sim.kpis)
+        try:
+            study = finish_study(scenario, out_dir, persistor.row_counts)
+            summary["kpis"] = study["kpis"]
+        except Exception as exc:  # noqa: BLE001 -- recorded in the manifest like any run failure
+            error = f"study tables failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     fp = None
     if error is None:
         try:
@@ -187,6 +196,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
         "write_errors": write_errors,
         "fingerprint": fp,
         "summary": summary,
+        "twin": study.get("twin"),
     }
     manifest_written = False
     if persistor is not None:
@@ -206,13 +216,17 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
     return RunResult(out_dir, manifest, summary, error is None, error)
 
 
-def _finish(core: Core | None, agents: dict[str, Any], persistor: Persistor | None) -> dict[str, str]:
-    """Finalise products and the world, then close every table; each step on its own."""
+def _finish(core: Core | None, agents: dict[str, Any], persistor: Persistor | None,
+            inputs_of: Scenario | None = None) -> dict[str, str]:
+    """Finalise products and the world, write the input series (``inputs_of``: a run that got to
+    its end), then close every table; each step on its own."""
     errors: dict[str, str] = {}
     products = core.products.items() if core else ()
     steps: list[tuple[str, Any]] = [(f"product {pid}", p.finalize) for pid, p in products]
     if "_world" in agents:
         steps.append(("world", agents["_world"].finalize))
+    if inputs_of is not None and persistor is not None:
+        steps.append(("inputs tables", lambda: record_inputs(persistor, inputs_of, agents)))
     for what, step in steps:
         try:
             step()

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 
+from .kpis import HEADLINES as KPI_HEADLINES
 from .scenario import Scenario, ScenarioError, read_scenario_file, scenario_from_dict
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -224,6 +225,8 @@ def run_one(run_id: str, scenario_doc: dict[str, Any], out_dir: str) -> dict[str
 def _outcome_fields(manifest: dict[str, Any]) -> dict[str, Any]:
     summary = manifest.get("summary") or {}
     row: dict[str, Any] = {col: summary.get(key) for col, key in HEADLINES}
+    kpis = summary.get("kpis") or {}
+    row.update({f"kpi_{key}": kpis.get(key) for key, _ in KPI_HEADLINES})
     row["fingerprint"] = manifest.get("fingerprint")
     return row
 
@@ -297,10 +300,11 @@ def run_sweep(
                 for run_id, row in _execute(client, todo, out_dir):
                     rows[run_id] = row
                     bar.update(1)
-    index = [_index_row(spec, rows[spec.run_id], out_dir) for spec in specs]
+    index = add_ensemble_columns([_index_row(spec, rows[spec.run_id], out_dir) for spec in specs], param_names)
     result = SweepResult(out_dir, index, param_names, round(time.perf_counter() - started, 3),
                          round(cluster_seconds, 3))
     result.index_paths = write_index(out_dir, index, param_names)
+    result.index_paths += write_kpis_summary(out_dir, index, param_names)
     return result
 
 
@@ -360,6 +364,8 @@ def _index_row(spec: RunSpec, row: dict[str, Any], out_dir: Path) -> dict[str, A
     out["cpu_seconds"] = row.get("cpu_seconds")
     for col, _ in HEADLINES:
         out[col] = row.get(col)
+    for key, _ in KPI_HEADLINES:
+        out[f"kpi_{key}"] = row.get(f"kpi_{key}")
     out["fingerprint"] = row.get("fingerprint")
     out["run_dir"] = str(out_dir / spec.run_id)
     return out
@@ -382,7 +388,8 @@ def write_index(out_dir: Path, rows: list[dict[str, Any]], param_names: list[str
         df[p] = _param_column(df[p].tolist())
     for col, _ in HEADLINES:
         df[col] = pd.to_numeric(df[col]).astype("Float64" if col in FLOAT_HEADLINES else "Int64")
-    for col in ("wall_seconds", "cpu_seconds"):
+    kpi_cols = [c for c in df.columns if c.startswith("kpi_")]
+    for col in ("wall_seconds", "cpu_seconds", *kpi_cols):
         df[col] = pd.to_numeric(df[col]).astype("Float64")
     pq_path, csv_path = out_dir / "index.parquet", out_dir / "index.csv"
     df.to_parquet(pq_path, index=False)
@@ -390,8 +397,124 @@ def write_index(out_dir: Path, rows: list[dict[str, Any]], param_names: list[str
     return [pq_path, csv_path]
 
 
+# == ensembles: KPIs across seeds ============================================================
+KPI_KEYS = ["scope", "product_id", "participant", "feeder", "metric", "unit"]
+
+
+def t_interval(values: Any, level: float = 0.95) -> tuple[int, float, float, float, float]:
+    """n, mean, sample std and the Student-t confidence interval of the mean (NaN where n < 2 for std/CI)."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return 0, float("nan"), float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if n < 2:
+        return n, mean, float("nan"), float("nan"), float("nan")
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / np.sqrt(n)
+    return n, mean, std, mean - half, mean + half
+
+
+def summarize_kpis(kpis: Any, param_names: list[str]) -> Any:
+    """Per grid point (parameter values) and KPI key: n seeds, mean, std and 95 % t-interval of the value.
+
+    ``kpis`` is the long KPI table of many runs with the parameter columns (and seed) beside it.
+    """
+    import pandas as pd
+
+    keys = [*param_names, *KPI_KEYS]
+    df = kpis.copy()
+    for k in keys:  # groupby drops null keys: nulls (e.g. product_id of a run-scope row) become ""
+        df[k] = df[k].astype(object).where(df[k].notna(), "")
+    rows = []
+    for key, g in df.groupby(keys, sort=True, dropna=False):
+        n, mean, std, lo, hi = t_interval(g["value"].tolist())
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
+                     "n": n, "mean": mean, "std": std, "ci95_low": lo, "ci95_high": hi})
+    return pd.DataFrame(rows, columns=[*keys, "n", "mean", "std", "ci95_low", "ci95_high"])
+
+
+def add_ensemble_columns(index: list[dict[str, Any]], param_names: list[str]) -> list[dict[str, Any]]:
+    """Beside each run's headline KPIs, its grid point's mean, std and 95 % t-interval over the seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in index:
+        groups.setdefault(json.dumps([r[p] for p in param_names], default=str), []).append(r)
+    for members in groups.values():
+        ok = [r for r in members if r["status"] in ("completed", "skipped")]
+        for key, _ in KPI_HEADLINES:
+            n, mean, std, lo, hi = t_interval([r[f"kpi_{key}"] for r in ok])
+            for r in members:
+                r.update({f"kpi_{key}_mean": mean, f"kpi_{key}_std": std, f"kpi_{key}_ci95_low": lo,
+                          f"kpi_{key}_ci95_high": hi})
+    return index
+
+
+def write_kpis_summary(out_dir: Path, index: list[dict[str, Any]], param_names: list[str]) -> list[Path]:
+    """``kpis_summary.parquet`` / ``.csv``: every completed run's ``kpis`` table aggregated over seeds."""
+    import pandas as pd
+
+    frames = []
+    for r in index:
+        path = Path(r["run_dir"]) / "kpis.parquet"
+        if r["status"] in ("completed", "skipped") and path.is_file():
+            k = pd.read_parquet(path)
+            for p in param_names:
+                k[p] = json.dumps(r[p], separators=(",", ":")) if isinstance(r[p], list | dict) else r[p]
+            k["seed"] = r["seed"]
+            frames.append(k)
+    if not frames:
+        return []
+    summary = summarize_kpis(pd.concat(frames, ignore_index=True), param_names)
+    pq_path, csv_path = out_dir / "kpis_summary.parquet", out_dir / "kpis_summary.csv"
+    summary.to_parquet(pq_path, index=False)
+    summary.to_csv(csv_path, index=False)
+    return [pq_path, csv_path]
+
+
+def cli_kpis(args: argparse.Namespace) -> int:
+    """``flech-sim kpis DIR``: a run's kpis table, or a sweep's kpis_summary (computed if missing)."""
+    import pandas as pd
+
+    d = Path(args.dir)
+    if (d / "manifest.json").is_file():
+        path = d / "kpis.parquet"
+        if not path.is_file():
+            print(f"error: {d} has no kpis table (run made before KPIs existed)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        df = pd.read_parquet(path)
+        df = df[df.scope.isin(args.scope)] if args.scope else df
+        cols = ["scope", "product_id", "participant", "feeder", "metric", "value", "unit"]
+    elif (d / "index.parquet").is_file():
+        if not (d / "kpis_summary.parquet").is_file():
+            idx = pd.read_parquet(d / "index.parquet")
+            fixed = {"run_id", "seed", "status", "error", "wall_seconds", "cpu_seconds", "fingerprint", "run_dir"}
+            params = [c for c in idx.columns if c not in fixed and c not in dict(HEADLINES)
+                      and not c.startswith("kpi_")]
+            write_kpis_summary(d, idx.to_dict("records"), params)
+        if not (d / "kpis_summary.parquet").is_file():
+            print(f"error: no completed run in {d} has a kpis table", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        df = pd.read_parquet(d / "kpis_summary.parquet")
+        df = df[df.scope.isin(args.scope)] if args.scope else df
+        cols = list(df.columns)
+    else:
+        print(f"error: {d} is neither a run directory (manifest.json) nor a sweep (index.parquet)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
+    return EXIT_OK
+
+
 # == command line ===========================================================================
 def register_cli(sub: Any) -> None:
+    k = sub.add_parser("kpis", help="print a run's KPIs, or a sweep's KPIs over seeds (mean, std, 95 % CI)")
+    k.add_argument("dir", type=Path, metavar="RUN_OR_SWEEP_DIR")
+    k.add_argument("--scope", action="append", choices=["run", "product", "aggregator", "feeder"],
+                   help="only these scopes (repeatable)")
+    k.set_defaults(func=cli_kpis)
     s = sub.add_parser("sweep", help="run every grid point x seed of a scenario's sweep section, in parallel",
                        description="Run a scenario's sweep (grid x seeds) on Dask and write an index of the runs.")
     s.add_argument("scenario", type=Path, metavar="SCENARIO.yaml", help="scenario file with a sweep section")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from flech_sim.cli import main
 from flech_sim.clearing import ClearingOutcome, ClearingProblem
 from flech_sim.fingerprint import fingerprint
 from flech_sim.products.srp import SRPProduct
+from flech_sim.results import sql
 from flech_sim.scenario import ScenarioError
 from flech_sim.sweep import expand, load_sweep, make_run_id, run_sweep, set_path
 
@@ -170,6 +173,29 @@ def test_cli_sweep_of_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[
     # nothing to do the second time: no cluster is started
     assert main(["sweep", str(EXAMPLE), "--out", str(out), "--no-progress"]) == 0
     assert "0 completed, 0 failed, 4 skipped" in capsys.readouterr().out
+    # KPIs over seeds: each grid point's mean / std / t-interval are those of its two runs' kpis tables
+    summary = pd.read_parquet(out / "kpis_summary.parquet")
+    net = summary[(summary.scope == "run") & (summary.metric == "net_dkk")].set_index(PRICE)
+    assert net.n.tolist() == [2, 2]
+    for price, g in index.groupby(PRICE):
+        values = [_run_kpi(out / rid, "net_dkk") for rid in g.run_id]
+        assert g.kpi_seller_net_dkk.tolist() == pytest.approx(values)
+        half = 12.706204736174698 * statistics.stdev(values) / math.sqrt(2)  # t(0.975, 1 dof)
+        assert net.loc[price, "mean"] == pytest.approx(statistics.mean(values))
+        assert net.loc[price, "std"] == pytest.approx(statistics.stdev(values))
+        assert net.loc[price, "ci95_high"] - net.loc[price, "mean"] == pytest.approx(half)
+        assert g.kpi_seller_net_dkk_mean.tolist() == pytest.approx([statistics.mean(values)] * 2)  # in the index
+        assert g.kpi_seller_net_dkk_ci95_low.iloc[0] == pytest.approx(net.loc[price, "ci95_low"])
+    assert main(["kpis", str(out), "--scope", "run"]) == 0
+    assert "ci95_low" in capsys.readouterr().out
+    con = sql(out)  # SQL over every run of the sweep, twins not among them
+    assert con.execute("select count(distinct run_id) from markets").fetchone() == (4,)
+    assert con.execute("select count(*) from kpis_summary").fetchone() == (len(summary),)
+
+
+def _run_kpi(run_dir: Path, metric: str) -> float:
+    k = pd.read_parquet(run_dir / "kpis.parquet")
+    return float(k[(k.scope == "run") & (k.metric == metric) & k.product_id.isna()].value.iloc[0])
 
 
 def test_cli_sweep_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,49 @@
+"""The run's inputs written out as tables: weather, spot price, imbalance series and feeder limits.
+
+A figure of a peak can then show the outdoor temperature behind it without re-deriving the inputs.
+Everything is read from the objects the run was built with (the same arrays the households, aggregators
+and buyers used), except the TSO imbalance, which is regenerated from the buyer's own keyed seed: the
+series is a pure function of (config, start, seed), so it is the one the buyer drew.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .agents.buyers import Buyer, imbalance_series
+from .persistor import Persistor
+from .scenario import Scenario
+
+
+def record_inputs(persistor: Persistor, scenario: Scenario, agents: dict[str, Any]) -> None:
+    """Append the weather, spot_prices, imbalance and feeder_limits tables over the run's horizon."""
+    world = agents.get("_world")
+    horizon = scenario.horizon_minutes
+    if world is not None:
+        dt = world.dt
+        n = int(horizon // dt)
+        minutes = np.arange(n, dtype=np.int64) * dt
+        w = world.fleet.weather
+        persistor.append_columns("weather", {
+            "interval_start": minutes, "outdoor_temp_c": w.outdoor_temp_c[:n], "irradiance_w_m2": w.irradiance_w_m2[:n],
+        })
+        spot = next((a.spot for a in agents.values() if hasattr(a, "spot")), None)
+        if spot is not None:
+            persistor.append_columns("spot_prices", {"interval_start": minutes, "price_dkk_per_kwh": spot[:n]})
+        counts = np.bincount(world.feeder, minlength=len(world.feeders))
+        persistor.append_columns("feeder_limits", {
+            "feeder": list(world.feeders), "limit_kw": world.limits.astype(float), "households": counts,
+        })
+    for buyer in sorted((a for a in agents.values() if isinstance(a, Buyer)), key=lambda b: b.id):
+        b = buyer.cfg.balancing
+        if b is None:
+            continue
+        n = int(horizon // b.interval_minutes)
+        series = imbalance_series(b.imbalance, buyer.world.fleet.weather.start, n + 1, b.interval_minutes, buyer.seed)
+        persistor.append_columns("imbalance", {
+            "buyer": [buyer.id] * n, "interval_start": np.arange(n, dtype=np.int64) * b.interval_minutes,
+            "interval_minutes": np.full(n, b.interval_minutes, dtype=np.int64),
+            "imbalance_kw": series[:n], "need_kw": series[:n] * b.share,
+        })

@@ -1,0 +1,79 @@
+"""The no-flexibility twin of a run, and the study tables computed from both at the end of the run.
+
+The twin is the same scenario (same seed, weather, households, aggregators, data provider and metering)
+with every buyer's markets withheld: timetable, congestion watch and balancing are removed, so buyers
+send nothing and no flexibility is traded. All randomness comes from keyed seed streams
+(:func:`flech_sim.households.child_seed`: world 1, spot 2, data provider 3, buyers 4), which do not
+depend on what the buyers do, so the households' draws are identical and any difference in load is the
+effect of the flexibility traded (tests/test_twin.py checks it).
+
+The twin is a full run directory of its own in ``<run>/twin/``; its manifest says ``is_twin: true``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from . import kpis as K
+from .results import _to_pandas
+from .scenario import Scenario
+
+TWIN_DIR = "twin"
+NEEDED = ("markets", "awards", "activations", "settlements", "bids", "feeder_load", "portfolio_load", "households")
+
+
+def twin_scenario(scenario: Scenario) -> Scenario:
+    """The scenario with every buyer's markets withheld (and no twin of its own)."""
+    buyers = [b.model_copy(update={"markets": [], "congestion": None, "balancing": None}) for b in scenario.buyers]
+    return scenario.model_copy(update={"buyers": buyers, "twin": False})
+
+
+def run_twin(scenario: Scenario, out_dir: Path) -> dict[str, Any]:
+    """Run the twin into ``out_dir/twin`` and mark its manifest; return what the parent's manifest records."""
+    from .simulation import run
+
+    path = Path(out_dir) / TWIN_DIR
+    started = time.perf_counter()
+    result = run(twin_scenario(scenario), path)
+    manifest_path = path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(is_twin=True, twin_of=str(out_dir))
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+    return {"run_dir": str(path), "completed": result.completed, "error": result.error,
+            "wall_seconds": round(time.perf_counter() - started, 3)}
+
+
+def _read(run_dir: Path) -> dict[str, pd.DataFrame]:
+    return {name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet")) for name in NEEDED}
+
+
+def finish_study(scenario: Scenario, out_dir: Path, row_counts: dict[str, int]) -> dict[str, Any]:
+    """Twin (if the scenario asks for it), feeder_compare, rebound_events and kpis written into ``out_dir``.
+
+    Returns ``{"twin": {...} or None, "kpis": headline KPIs}`` for the manifest; ``row_counts`` is updated.
+    """
+    out_dir = Path(out_dir)
+    twin_info = run_twin(scenario, out_dir) if scenario.twin else None
+    if twin_info is not None and not twin_info["completed"]:
+        raise RuntimeError(f"the no-flexibility twin failed: {twin_info['error']}")
+    tables = _read(out_dir)
+    twin = _read(out_dir / TWIN_DIR) if twin_info is not None else None
+    dt = scenario.households.dt_minutes
+    start = pd.Timestamp(scenario.start).tz_localize(None) if pd.Timestamp(scenario.start).tzinfo is None \
+        else pd.Timestamp(scenario.start).tz_convert(None)
+    events = None
+    if twin is not None:
+        compare = K.feeder_compare(tables["feeder_load"], twin["feeder_load"])
+        schedule = K.scheduled_change(tables["markets"], tables["awards"], tables["activations"])
+        events = K.rebound_events(schedule, tables["portfolio_load"], twin["portfolio_load"], dt)
+        row_counts["feeder_compare"] = K.write_table(out_dir, "feeder_compare", compare)
+        row_counts["rebound_events"] = K.write_table(out_dir, "rebound_events", events)
+    kpis = K.compute_kpis(tables, twin, dt, start, events)
+    row_counts["kpis"] = K.write_table(out_dir, "kpis", kpis)
+    return {"twin": twin_info, "kpis": K.headlines(kpis)}
