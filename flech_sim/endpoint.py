@@ -341,7 +341,7 @@ def _best_effort_fields(text: str) -> dict[str, Any]:
     """Routing fields of a malformed message, where they can be read, for the record."""
     try:
         data = json.loads(text)
-    except Exception:  # invalid, too deep, numbers too long: nothing to read
+    except Exception:  # noqa: BLE001 - invalid, too deep, numbers too long: nothing to read
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -376,7 +376,7 @@ def _describe(obj: Any) -> str:
             text = f"{type(obj).__name__}({fields})"
         else:
             text = reprlib.repr(obj)
-    except Exception as exc:  # a hostile __repr__
+    except Exception as exc:  # noqa: BLE001 - a hostile __repr__
         text = f"<{type(obj).__name__}: repr failed with {type(exc).__name__}>"
     return clip_text(text, MAX_MESSAGE_BYTES)
 

@@ -335,7 +335,7 @@ def from_dict(data: Any) -> Message:
         msg = msgspec.convert(body, type=cls)
     except msgspec.ValidationError as exc:
         raise MalformedMessage(f"{kind}: {exc}") from None
-    except Exception as exc:  # anything else a hostile payload provokes (e.g. a __post_init__ check)
+    except Exception as exc:  # noqa: BLE001 - whatever else a hostile payload provokes
         raise MalformedMessage(f"{kind}: {type(exc).__name__}: {_brief(str(exc))}") from None
     topic = data.get("topic")
     if topic is not None and topic != msg.topic:
@@ -381,7 +381,7 @@ def checked_copy(msg: Message) -> tuple[Message, str]:
         decoder = _DECODERS[cls] = msgspec.json.Decoder(cls)
     try:
         text = to_json(msg, msg.topic)
-    except Exception as exc:  # an object JSON cannot carry, a lone surrogate, a deep structure, ...
+    except Exception as exc:  # noqa: BLE001 - an object JSON cannot carry, a lone surrogate, ...
         raise MalformedMessage(f"{cls.kind}: not serialisable as JSON: {type(exc).__name__}: "
                                f"{_brief(str(exc))}") from None
     try:
@@ -391,10 +391,10 @@ def checked_copy(msg: Message) -> tuple[Message, str]:
             check_finite(msg)
         except MalformedMessage:
             raise
-        except Exception:  # noqa: S110 - other bad values: the type error below says it
+        except Exception:  # noqa: BLE001, S110 - other bad values: the type error below says it
             pass
         raise MalformedMessage(f"{cls.kind}: {exc}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - untrusted input
         raise MalformedMessage(f"{cls.kind}: {type(exc).__name__}: {_brief(str(exc))}") from None
 
 
@@ -402,7 +402,7 @@ def _brief(x: Any, n: int = 60) -> str:
     """A bounded repr of untrusted input, for an error text."""
     try:
         text = repr(x)
-    except Exception:  # RecursionError, an int of more than 4,300 digits, ...
+    except Exception:  # noqa: BLE001 - RecursionError, an int of more than 4,300 digits, ...
         return f"<{type(x).__name__}>"
     return text if len(text) <= n else f"{text[:n]}..."
 

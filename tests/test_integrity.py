@@ -14,7 +14,14 @@ import pytest
 
 from flech_sim import limits
 from flech_sim.endpoint import Connection
-from flech_sim.messages import PLATFORM, Bid, MeterData, Rejection, RejectReason, to_json
+from flech_sim.messages import (
+    PLATFORM,
+    Bid,
+    MeterData,
+    Rejection,
+    RejectReason,
+    to_json,
+)
 from flech_sim.scenario import load_scenario
 from flech_sim.simulation import run
 
