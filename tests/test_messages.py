@@ -110,3 +110,8 @@ def test_checked_copy_types_inprocess_messages_like_json() -> None:
     meter = SAMPLES[10]
     with pytest.raises(MalformedMessage, match=r"consumption_kw\[1\]"):
         checked_copy(dataclasses.replace(meter, consumption_kw=(1.0, "2.5")))
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.kind)
+def test_every_kind_has_bounds_and_the_samples_are_within_them(msg) -> None:  # type: ignore[no-untyped-def]
+    check_message(msg, 0)
