@@ -11,20 +11,35 @@ replies into the participant's inbox (a SimPy store). The endpoint
   acknowledgement or a rejection that names the reason,
 * persists every message, in and out, rejected and malformed included.
 
-Duplicate message IDs are refused for at least ``DUPLICATE_WINDOW_MINUTES``
-(a week) after first use: the IDs are kept in two generations that rotate,
-so a year of traffic does not keep millions of IDs in memory. A replay older
-than that is still caught downstream: market IDs are unique per product,
-bid IDs per market and activation IDs per market, and a market whose gate
-has closed refuses bids.
+Message IDs are scoped per sender and remembered only once the sender is
+authenticated, so nothing one participant sends, accepted or rejected, can make
+another's message a duplicate. A message ID is remembered with its answer for at
+least ``DUPLICATE_WINDOW_MINUTES`` (a week; two generations that rotate, so a
+year of traffic does not keep millions of IDs in memory). The same message again
+(a broker delivers at least once) is answered as the first time -- the same ack
+or rejection, the copy recorded with verdict ``redelivery`` -- and nothing is done
+twice; another message under a used ID is refused as ``duplicate`` under an ID of
+its own (``flech-duplicate-<seq>``), so its rejection cannot be read as one of the
+first message. A replay older than the window is still caught downstream: market
+IDs are unique per product, bid IDs per market and activation IDs per market, and
+a market whose gate has closed refuses bids.
+
+Every incoming message is type-checked (JSON and typed messages built in-process
+alike, :func:`flech_sim.messages.checked_copy`) and bounded
+(:mod:`flech_sim.limits`) before anything else. A rejected message with fields
+beyond the limits is recorded with its envelope columns clipped to what a column
+holds (IDs to ``MAX_ID_CHARS``, ``sent_at`` clamped to [0, ``MAX_MINUTE``]); its
+payload column keeps the message as sent (text beyond ``MAX_MESSAGE_BYTES`` cut
+off, with a marker; a lone surrogate escaped).
 """
 
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import simpy
 
@@ -41,10 +56,11 @@ from .messages import (
     Rejected,
     RejectReason,
     Rejection,
-    check_finite,
+    checked_copy,
     from_json,
     to_json,
 )
+from .limits import MAX_MESSAGE_BYTES, check_message, clamp_minute, clip_text
 from .persistor import Persistor
 
 DUPLICATE_WINDOW_MINUTES = 7 * 24 * 60
@@ -89,8 +105,9 @@ class Endpoint:
         self.persistor = persistor
         self.route: Callable[[Message], str] = _no_route
         self._connections: dict[str, Connection] = {}
-        self._seen_ids: set[str] = set()  # this generation of used message IDs
-        self._seen_before: set[str] = set()  # the previous generation
+        # Used message IDs and their answers, per sender: this generation and the previous one.
+        self._seen: dict[str, dict[str, _Answer]] = {}
+        self._seen_before: dict[str, dict[str, _Answer]] = {}
         self._generation_end = DUPLICATE_WINDOW_MINUTES
         self._seq = 0
         self._platform_ids = 0
@@ -116,28 +133,67 @@ class Endpoint:
 
     # -- incoming -------------------------------------------------------------------
     def receive(self, raw: Message | str | bytes, conn: Connection) -> None:
-        """Check one incoming message, hand it on, and answer it. Never raises for bad input."""
+        """Check one incoming message, hand it on, and answer it. Never raises for bad input.
+
+        Order: types (``malformed``: JSON and typed messages alike), size and plausibility
+        (:mod:`flech_sim.limits`), the sender's identity (``unauthorised``), the sender's own
+        message IDs (an exact redelivery is answered again as the first time; another message
+        under a used ID is ``duplicate``), role and recipient, then the product. Exactly one
+        ``messages`` row and one answer (ack or rejection) per call.
+        """
         self.counts["in"] += 1
         seq = self._next_seq()
         if isinstance(raw, Message):
-            msg = raw
             try:
-                check_finite(msg)
-                text = to_json(msg, msg.topic)
-            except (TypeError, ValueError) as exc:  # NaN, infinity or an object JSON cannot carry
-                self._record_malformed(seq, repr(msg), conn, f"not serialisable as JSON: {exc}")
-                return
-        else:
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            try:
-                msg = from_json(raw)
+                msg, text = checked_copy(raw)
             except MalformedMessage as exc:
-                self._record_malformed(seq, text, conn, str(exc))
+                self._record_malformed(seq, _describe(raw), conn, str(exc), _fields_of(raw))
                 return
+            original: Message = raw
+        else:
+            text, why = _as_text(raw)
+            try:
+                if why:
+                    raise MalformedMessage(why)
+                msg = from_json(raw)  # type: ignore[arg-type]
+            except MalformedMessage as exc:
+                reason = RejectReason.TOO_LARGE if why.startswith("message of") else RejectReason.MALFORMED
+                self._record_malformed(seq, text, conn, str(exc), _best_effort_fields(text), reason)
+                return
+            original = msg
         try:
-            self._authenticate(msg, conn)
+            if len(text) > MAX_MESSAGE_BYTES:
+                raise Rejected(RejectReason.TOO_LARGE, f"message of {len(text)} characters as JSON; "
+                               f"at most {MAX_MESSAGE_BYTES} (flech_sim.limits)")
+            check_message(original, self.now)
+        except Rejected as rej:  # implausible: answered, never remembered as a used ID
+            if len(text) > MAX_MESSAGE_BYTES:
+                text = clip_text(text, MAX_MESSAGE_BYTES)
+            self._record_in(seq, msg, conn, "rejected", text, safe=False)
+            self._reject(conn, clip_text(msg.msg_id), msg.kind, clip_text(msg.market_id),
+                         clip_text(msg.product_id), rej.reason, rej.detail)
+            return
+        if msg.sender != conn.participant_id:  # not its ID to use: nothing is remembered
+            self._record_in(seq, msg, conn, "rejected", text)
+            self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, RejectReason.UNAUTHORISED,
+                         f"connection is authenticated as {conn.participant_id!r} but the message claims "
+                         f"sender {msg.sender!r}")
+            return
+        if not msg.msg_id:
+            self._record_in(seq, msg, conn, "rejected", text)
+            self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, RejectReason.MALFORMED,
+                         "msg_id must not be empty")
+            return
+        digest = hash(text if original is raw else to_json(msg))
+        used = self._used(conn.participant_id, msg.msg_id)
+        if used is not None:
+            self._answer_again(seq, msg, conn, text, used, digest)
+            return
+        try:
+            self._authorise(msg, conn)
             ref_id = self.route(msg)
         except Rejected as rej:
+            self._remember(conn.participant_id, msg.msg_id, _Answer(digest, None, rej.reason, rej.detail))
             self._record_in(seq, msg, conn, "rejected", text)
             self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, rej.reason, rej.detail)
             return
@@ -145,7 +201,11 @@ class Endpoint:
             # A bug, not bad input: record what arrived, then fail the run loudly.
             self._record_in(seq, msg, conn, "error", text)
             raise
+        self._remember(conn.participant_id, msg.msg_id, _Answer(digest, ref_id, None, ""))
         self._record_in(seq, msg, conn, "accepted", text)
+        self._ack(conn, msg, ref_id)
+
+    def _ack(self, conn: Connection, msg: Message, ref_id: str) -> None:
         self.send(
             Acknowledgement(
                 msg_id=self.new_msg_id(),
@@ -159,18 +219,44 @@ class Endpoint:
             )
         )
 
-    def _authenticate(self, msg: Message, conn: Connection) -> None:
+    # -- message IDs, per sender ------------------------------------------------------
+    def _used(self, sender: str, msg_id: str) -> _Answer | None:
+        """How a message of ``sender`` under ``msg_id`` was answered, if it was (within the window)."""
         if self.env.now >= self._generation_end:
-            self._seen_before, self._seen_ids = self._seen_ids, set()
+            self._seen_before, self._seen = self._seen, {}
             self._generation_end = self.env.now + DUPLICATE_WINDOW_MINUTES
-        if msg.msg_id in self._seen_ids or msg.msg_id in self._seen_before:
-            raise Rejected(RejectReason.DUPLICATE, f"message ID {msg.msg_id!r} was already used")
-        self._seen_ids.add(msg.msg_id)
-        if msg.sender != conn.participant_id:
-            raise Rejected(
-                RejectReason.UNAUTHORISED,
-                f"connection is authenticated as {conn.participant_id!r} but the message claims sender {msg.sender!r}",
-            )
+        mine = self._seen.get(sender)
+        used = mine.get(msg_id) if mine else None
+        if used is None:
+            before = self._seen_before.get(sender)
+            used = before.get(msg_id) if before else None
+        return used
+
+    def _remember(self, sender: str, msg_id: str, answer: _Answer) -> None:
+        mine = self._seen.get(sender)
+        if mine is None:
+            mine = self._seen[sender] = {}
+        mine[msg_id] = answer
+
+    def _answer_again(self, seq: int, msg: Message, conn: Connection, text: str, used: _Answer,
+                      digest: int) -> None:
+        """A message ID the sender used before: the same message again is answered as the first time
+        (a broker delivers at least once; nothing is done twice), another message is a duplicate."""
+        if used.digest == digest:
+            self._record_in(seq, msg, conn, "redelivery", text)
+            if used.reason is None:
+                self._ack(conn, msg, used.ref_id or "")
+            else:
+                self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, used.reason, used.detail)
+            return
+        # Recorded under an ID of its own, so that the rejection cannot be read as one of the first message.
+        copy_id = f"{PLATFORM}-duplicate-{seq}"
+        self._record_in(seq, msg, conn, "rejected", text, msg_id=copy_id)
+        self._reject(conn, copy_id, msg.kind, msg.market_id, msg.product_id, RejectReason.DUPLICATE,
+                     f"message ID {msg.msg_id!r} was already used by another message of yours; "
+                     f"this one is recorded as {copy_id!r}")
+
+    def _authorise(self, msg: Message, conn: Connection) -> None:
         if not isinstance(msg, ROLE_MAY_SEND[conn.role]):
             raise Rejected(RejectReason.UNAUTHORISED, f"a {conn.role} may not send {msg.kind!r} messages")
         if msg.recipient != PLATFORM:
@@ -179,24 +265,35 @@ class Endpoint:
                 f"participants address the platform {PLATFORM!r}, not {msg.recipient!r}",
             )
 
-    def _record_in(self, seq: int, msg: Message, conn: Connection, verdict: str, text: str) -> None:
+    def _record_in(self, seq: int, msg: Message, conn: Connection, verdict: str, text: str,
+                   msg_id: str | None = None, safe: bool = True) -> None:
+        """One ``messages`` row; ``safe=False``: fields beyond the limits, clipped for the columns
+        (the payload keeps the message itself)."""
+        msg_id = msg.msg_id if msg_id is None else msg_id
+        sender, recipient, market_id, product_id, sent_at = (msg.sender, msg.recipient, msg.market_id,
+                                                              msg.product_id, msg.sent_at)
+        topic = msg.topic
+        if not safe:
+            msg_id, sender, recipient, market_id, product_id, topic = map(
+                clip_text, (msg_id, sender, recipient, market_id, product_id, topic))
+            sent_at = clamp_minute(sent_at)
         self.persistor.append(
             "messages",
-            (seq, msg.msg_id, msg.kind, msg.topic, "in", msg.sender, msg.recipient, conn.participant_id,
-             msg.market_id, msg.product_id, msg.sent_at, None, verdict, text),
+            (seq, msg_id, msg.kind, topic, "in", sender, recipient, conn.participant_id,
+             market_id, product_id, sent_at, None, verdict, text),
         )
 
-    def _record_malformed(self, seq: int, text: str, conn: Connection, why: str) -> None:
-        guess = _best_effort_fields(text)
+    def _record_malformed(self, seq: int, text: str, conn: Connection, why: str, guess: dict[str, Any],
+                          reason: RejectReason = RejectReason.MALFORMED) -> None:
+        sender, market_id, product_id = (_guess(guess, k) for k in ("sender", "market_id", "product_id"))
         msg_id = f"{PLATFORM}-malformed-{seq}"
         self.persistor.append(
             "messages",
-            (seq, msg_id, "malformed", "flech/-/-/malformed", "in", str(guess.get("sender", "")),
-             PLATFORM, conn.participant_id, str(guess.get("market_id", "")), str(guess.get("product_id", "")),
+            (seq, msg_id, "malformed", "flech/-/-/malformed", "in", sender,
+             PLATFORM, conn.participant_id, market_id, product_id,
              self.now, None, "rejected", text),
         )
-        self._reject(conn, msg_id, "malformed", str(guess.get("market_id", "")),
-                     str(guess.get("product_id", "")), RejectReason.MALFORMED, why)
+        self._reject(conn, msg_id, "malformed", market_id, product_id, reason, why)
 
     def _reject(self, conn: Connection, ref_msg_id: str, ref_kind: str, market_id: str, product_id: str,
                 reason: RejectReason, detail: str) -> None:
@@ -244,6 +341,50 @@ def _best_effort_fields(text: str) -> dict[str, Any]:
     """Routing fields of a malformed message, where they can be read, for the record."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, ValueError):
+    except Exception:  # noqa: BLE001 - invalid, too deep, numbers too long: nothing to read
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _fields_of(msg: Message) -> dict[str, Any]:
+    return {k: getattr(msg, k, None) for k in ("sender", "market_id", "product_id")}
+
+
+def _guess(fields: dict[str, Any], key: str) -> str:
+    """A routing field of a malformed message, for the record: a plausible string, or ''."""
+    v = fields.get(key)
+    return clip_text(v) if isinstance(v, str) else ""
+
+
+def _as_text(raw: Any) -> tuple[str, str]:
+    """(text to record, why it cannot be a message or ''): always valid UTF-8 and bounded."""
+    if isinstance(raw, str):
+        why = "" if len(raw) <= MAX_MESSAGE_BYTES else f"message of {len(raw)} characters"
+        return clip_text(raw, MAX_MESSAGE_BYTES), why and f"{why}; at most {MAX_MESSAGE_BYTES} (flech_sim.limits)"
+    if isinstance(raw, bytes | bytearray):
+        why = "" if len(raw) <= MAX_MESSAGE_BYTES else f"message of {len(raw)} bytes"
+        text = bytes(raw[:MAX_MESSAGE_BYTES]).decode("utf-8", "replace")
+        return text, why and f"{why}; at most {MAX_MESSAGE_BYTES} (flech_sim.limits)"
+    return _describe(raw), f"expected a message or JSON text, got {type(raw).__name__}"
+
+
+def _describe(obj: Any) -> str:
+    """A bounded, printable description of something that is not a valid message."""
+    try:
+        if isinstance(obj, Message):
+            fields = ", ".join(f"{k}={reprlib.repr(v)}" for k, v in vars(obj).items())
+            text = f"{type(obj).__name__}({fields})"
+        else:
+            text = reprlib.repr(obj)
+    except Exception as exc:  # noqa: BLE001 - a hostile __repr__
+        text = f"<{type(obj).__name__}: repr failed with {type(exc).__name__}>"
+    return clip_text(text, MAX_MESSAGE_BYTES)
+
+
+class _Answer(NamedTuple):
+    """What the platform answered to a message ID: its ack (``reason`` None) or rejection."""
+
+    digest: int  # hash of the message's canonical JSON: the same message again has the same
+    ref_id: str | None
+    reason: RejectReason | None
+    detail: str

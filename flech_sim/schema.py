@@ -79,7 +79,8 @@ TABLES: dict[str, Table] = {
                 _PRODUCT,
                 _c("sent_at", "time", "timestamp", "simulated send time"),
                 _c("ref_msg_id", "str", "-", "message answered (acks, rejections)", nullable=True),
-                _c("verdict", "str", "-", "for 'in' messages: accepted or rejected; 'sent' for 'out'"),
+                _c("verdict", "str", "-", "for 'in' messages: accepted, rejected or redelivery (the same message again, "
+                   "answered as the first time); 'sent' for 'out'"),
                 _c("payload", "str", "JSON", "the whole message as JSON (raw text if malformed)"),
             ),
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -121,17 +122,33 @@ def test_json_path_accepts_a_wellformed_bid(harness) -> None:
     assert [m.kind for m in h.people["agg-a"].inbox if m.kind in ("ack", "rejection")] == ["ack"]
 
 
-def test_duplicate_ids_are_rejected(harness) -> None:
+def answers_of(h, who: str) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(kind, ref_msg_id) of every ack and rejection a participant received, in order."""
+    return [(m.kind, m.ref_msg_id) for m in h.people[who].inbox if m.kind in ("ack", "rejection")]
+
+
+def test_duplicate_ids_are_rejected_and_redeliveries_answered_again(harness) -> None:
     h = harness
     open_market(h)
     b = h.bid("agg-a", "b1", 1.0, (10.0, 10.0))
+    other = dataclasses.replace(h.bid("agg-a", "b2", 1.0, (10.0, 10.0)), msg_id=b.msg_id)
     h.at(5, lambda: h.send("agg-a", b))
-    h.at(6, lambda: h.send("agg-a", b))  # same message again
+    h.at(6, lambda: h.send("agg-a", b))  # the same message again (a broker's redelivery): acknowledged again
     h.at(7, lambda: h.send("agg-a", h.bid("agg-a", "b1", 1.0, (10.0, 10.0))))  # new message, same bid ID
+    h.at(8, lambda: h.send("agg-a", other))  # another message under a used message ID
     h.at(8, lambda: h.send("dso-1", h.request("m1")))  # same market ID again
     h.run(10)
-    assert [r.reason for r in rejections_of(h, "agg-a")] == [RejectReason.DUPLICATE] * 2
+    rej = rejections_of(h, "agg-a")
+    assert [r.reason for r in rej] == [RejectReason.DUPLICATE] * 2
+    assert [k for k, ref in answers_of(h, "agg-a")] == ["ack", "ack", "rejection", "rejection"]
+    assert answers_of(h, "agg-a")[:2] == [("ack", b.msg_id)] * 2
+    assert rej[1].ref_msg_id != b.msg_id and rej[1].ref_msg_id.startswith(f"{PLATFORM}-duplicate-")
     assert [r.reason for r in rejections_of(h, "dso-1")] == [RejectReason.DUPLICATE]
+    t = finish(h)
+    assert t["bids"].bid_id.unique().tolist() == ["b1"] and len(t["bids"]) == 2  # booked once (two intervals)
+    ins = t["messages"][t["messages"].direction == "in"].set_index("seq")
+    assert ins.verdict.tolist() == ["accepted", "accepted", "redelivery", "rejected", "rejected", "rejected"]
+    assert rej[1].ref_msg_id in set(ins.msg_id)  # the refused copy is on record under its own ID
 
 
 def test_duplicate_ids_are_remembered_for_a_week_then_caught_downstream(harness) -> None:
@@ -142,12 +159,14 @@ def test_duplicate_ids_are_remembered_for_a_week_then_caught_downstream(harness)
     b = h.bid("agg-a", "b1", 1.0, (10.0, 10.0))
     week = DUPLICATE_WINDOW_MINUTES
     h.at(5, lambda: h.send("agg-a", b))
-    h.at(week + 10, lambda: h.send("agg-a", b))  # rotated once: still remembered
+    h.at(week + 10, lambda: h.send("agg-a", b))  # rotated once: still remembered, answered as the first time
     h.at(2 * week + 10, lambda: h.send("agg-a", b))  # rotated twice: forgotten by the endpoint
     h.run(2 * week + 20)
-    assert [r.reason for r in rejections_of(h, "agg-a")] == [RejectReason.DUPLICATE, RejectReason.GATE_CLOSED]
+    assert [k for k, _ in answers_of(h, "agg-a")] == ["ack", "ack", "rejection"]
+    assert [r.reason for r in rejections_of(h, "agg-a")] == [RejectReason.GATE_CLOSED]
     ep = h.core.endpoint
-    assert len(ep._seen_ids) + len(ep._seen_before) == 1  # only the last one
+    remembered = [i for gen in (ep._seen, ep._seen_before) for ids in gen.values() for i in ids]
+    assert remembered == [b.msg_id]  # only the last one
 
 
 def test_invalid_market_times_and_cancellation(harness) -> None:

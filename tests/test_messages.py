@@ -6,10 +6,11 @@ import dataclasses
 
 import pytest
 
+from flech_sim.limits import check_message
 from flech_sim.messages import (
     MESSAGE_TYPES, Activation, Acknowledgement, Award, Bid, BidRequest, ClearingResult, Direction,
-    MalformedMessage, MarketCancellation, MarketClosed, MarketRequest, MeterData, Rejection, RejectReason,
-    SettlementStatement, from_json, to_json,
+    MalformedMessage, MarketCancellation, MarketClosed, MarketRequest, MeterData, Rejected, Rejection, RejectReason,
+    SettlementStatement, checked_copy, from_json, to_json,
 )
 
 ENV = {"msg_id": "x-1", "sender": "a", "recipient": "flech", "market_id": "m1", "product_id": "SRP", "sent_at": 17}
@@ -63,3 +64,54 @@ def test_malformed_texts_name_the_problem() -> None:
         from_json(to_json(SAMPLES[2]).replace('"price":0.75', '"price":"abc"'))
     with pytest.raises(MalformedMessage, match="topic"):
         from_json(to_json(SAMPLES[2]).replace("flech/SRP/m1/bid", "flech/SRP/m2/bid"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("[" * 1000 + "]" * 1000, "not valid JSON"),  # too deep for the decoder: RecursionError inside
+        ('{"kind": "bid", "sender": "\ud800"}', "not valid JSON"),  # a str that cannot be UTF-8
+        ('{"kind": "bid", "sender": "\\udc00"}', "not valid JSON"),  # a lone surrogate escape
+        (b"\xff\xfe{}", "not valid JSON"),
+        ("1" * 5000, "not valid JSON"),
+        ('{"kind": "bid", "price": 1e400}', "not valid JSON"),
+        (17, "expected JSON text, got int"),
+        (None, "expected JSON text, got NoneType"),
+        ({"kind": "bid"}, "expected JSON text, got dict"),
+        ('{"kind": "' + "x" * 100_000 + '"}', "unknown message kind"),
+    ],
+)
+def test_from_json_raises_only_malformed_message(raw, why: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(MalformedMessage, match=why) as exc:
+        from_json(raw)
+    assert len(str(exc.value)) < 300  # bounded, whatever came in
+
+
+def test_checked_copy_types_inprocess_messages_like_json() -> None:
+    bid = SAMPLES[2]
+    copy, text = checked_copy(dataclasses.replace(bid, quantities_kw=[1, 0], price=1))
+    assert copy == dataclasses.replace(bid, quantities_kw=(1.0, 0.0), price=1.0) and type(copy.price) is float
+    assert text == to_json(dataclasses.replace(bid, quantities_kw=[1, 0], price=1))
+    for bad, match in [({"sender": 5}, r"Expected `str`, got `int` - at `\$\.sender`"),
+                       ({"msg_id": None}, r"got `null` - at `\$\.msg_id`"),
+                       ({"quantities_kw": None}, r"at `\$\.quantities_kw`"),
+                       ({"quantities_kw": (float("inf"), 1.0)}, "NaN or infinity"),
+                       ({"price": object()}, "not serialisable as JSON"),
+                       ({"bid_id": "\ud800"}, "not serialisable as JSON")]:
+        with pytest.raises(MalformedMessage, match=match):
+            checked_copy(dataclasses.replace(bid, **bad))
+    # NaN in an optional field is written as null, i.e. None: the endpoint's bounds check, run on
+    # the original, refuses it
+    nan = dataclasses.replace(bid, availability_price=float("nan"))
+    assert checked_copy(nan)[0].availability_price is None
+    with pytest.raises(Rejected, match="NaN or infinity") as rej:
+        check_message(nan, 0)
+    assert rej.value.reason is RejectReason.MALFORMED
+    meter = SAMPLES[10]
+    with pytest.raises(MalformedMessage, match=r"consumption_kw\[1\]"):
+        checked_copy(dataclasses.replace(meter, consumption_kw=(1.0, "2.5")))
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.kind)
+def test_every_kind_has_bounds_and_the_samples_are_within_them(msg) -> None:  # type: ignore[no-untyped-def]
+    check_message(msg, 0)

@@ -28,6 +28,7 @@ from ..messages import (
     BidRequest,
     Direction,
     MarketCancellation,
+    RejectReason,
     Rejection,
     SettlementStatement,
 )
@@ -192,7 +193,12 @@ class Aggregator(Agent):
 
     # -- outcomes ----------------------------------------------------------------------------
     def on_rejection(self, rej: Rejection) -> None:
+        """A refused bid releases what it reserved. A ``duplicate`` never does: it says the ID is
+        taken by an earlier message -- this bid itself, if a broker delivered it twice -- whose own
+        answer (ack, then award) decides; releasing would drop an accepted bid and its dispatch."""
         self.rejections.append(rej)
+        if rej.reason is RejectReason.DUPLICATE:
+            return
         ob = self._open.pop(rej.ref_msg_id, None)
         if ob is not None:
             self._by_bid_id.pop(ob.bid.bid_id, None)
