@@ -54,8 +54,8 @@ def _no_rows(name: str, what: str) -> Figure:
     return no_data_figure(what, f"no data for {what} in this run (table '{name}' is empty)")
 
 
-def _date_axis(ax: Axes) -> None:
-    loc = mdates.AutoDateLocator()
+def _date_axis(ax: Axes, maxticks: int | None = None) -> None:
+    loc = mdates.AutoDateLocator(minticks=2, maxticks=maxticks) if maxticks else mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
@@ -478,9 +478,9 @@ def indoor_temperatures(run: RunLike, max_homes: int = 9) -> Figure:
 
     A mean over homes with different bands looks like a breach where there is none, so each home is
     drawn alone. Homes that were never dispatched sit exactly at their setpoint (the default
-    controller heats to it every step) and are counted, not drawn. Steps of a few tenths of a kelvin
-    in one model step are real: a home held at its lower bound that is released heats back at full
-    power (the rebound) - with whole-day windows that happens at midnight.
+    controller heats to it every step) and are counted, not drawn. (The "0.25 K jumps at midnight"
+    of earlier versions were a recording fault - every day held the last buffered day's values - fixed
+    in ``World._persist``.)
     """
     r = _run(run)
     what = "indoor temperatures"
@@ -527,7 +527,7 @@ def indoor_temperatures(run: RunLike, max_homes: int = 9) -> Figure:
         _shade_delivery(ax, markets[markets.location == feeder] if feeder else markets.iloc[0:0], end)
         ax.set_title(f"home {home} · {where}", loc="left", fontsize=9)
         ax.set_ylabel(units.get(indoor, "°C").replace("degC", "°C"), fontsize=8)
-        _date_axis(ax)
+        _date_axis(ax, maxticks=5)
     for ax in axes[len(shown):]:
         ax.set_axis_off()
     more = f" (first {len(shown)} of {len(moved)})" if len(moved) > len(shown) else ""
