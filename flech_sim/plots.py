@@ -315,7 +315,7 @@ def clearing(run: RunLike) -> Figure:
     available = _option_prices(r)
     products = sorted(ci.product_id.unique())
     fig = Figure(figsize=(12, 3.0 * len(products) + 0.6), layout="constrained")
-    axes = fig.subplots(len(products), 2, squeeze=False)
+    axes = fig.subplots(len(products), 2, squeeze=False, sharex="row")  # prices and volumes over one time span
     for (ax_p, ax_v), product in zip(axes, products, strict=True):
         c = ci[ci.product_id == product].sort_values(["interval_start", "market_id"], kind="stable")
         caps = c.price_cap.dropna()
@@ -358,7 +358,9 @@ def clearing(run: RunLike) -> Figure:
                   color="k", label="need")
         ax_v.xaxis_date()
         _date_axis(ax_v)
-        ax_v.set_title(f"{product}: volume per interval (all markets)")
+        top = float(np.nanmax([g.need_kw.max(), (g.accepted_kw + g.unmet_kw).max(), 0.0]))
+        ax_v.set_ylim(0, top * 1.1 if top > 0 else 1.0)  # the need markers sit on the bars: leave room above
+        ax_v.set_title(f"{product}: volume per interval (all markets)", loc="left", fontsize=10)
         ax_v.set_ylabel("kW")
         ax_v.legend(fontsize=8)
     return fig

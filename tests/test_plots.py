@@ -354,3 +354,24 @@ def test_cli_writes_files_and_prints_their_paths(r: Run, tmp_path: Path, capsys:
     assert all("<svg" in Path(p).read_text()[:1000] for p in printed)
     assert main(["plot", str(tmp_path), "--all"]) == 2  # not a run directory: a message, not a traceback
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_option_prices_are_drawn_apart(tmp_path: Path) -> None:
+    """CRP: the activation price (awards.price) and the availability price (bids.availability_price) of the
+    accepted bids, each on its own axis, instead of the score held in clearing_price."""
+    out = tmp_path / "mix"
+    assert run(load_scenario(REPO / "tests" / "reference_scenarios" / "products_mix.yaml"), out).completed
+    r = open_run(out)
+    fig = plots.clearing(r)
+    ax_p = next(ax for ax in fig.axes if _title(ax).startswith("CRP"))
+    aw = r.table("awards", filter={"product_id": "CRP"})
+    aw = aw[aw.accepted_kw > 0]
+    assert len(aw)
+    bids = r.table("bids", filter={"product_id": "CRP"})
+    both = aw.merge(bids[["bid_id", "interval_start", "availability_price"]], on=["bid_id", "interval_start"])
+    act = _line(ax_p, "activation price, accepted (mean)")
+    np.testing.assert_allclose(act.get_ydata(), both.groupby("interval_start").price.mean())
+    twin = next(ax for ax in fig.axes if ax is not ax_p and ax.bbox.bounds == ax_p.bbox.bounds)
+    avail = _line(twin, "availability price, accepted (mean)")
+    np.testing.assert_allclose(avail.get_ydata(), both.groupby("interval_start").availability_price.mean())
+    assert "DKK/kW" in twin.get_ylabel()
