@@ -617,7 +617,11 @@ def kpis_across_seeds(source: str | Path | Run, metrics: list[str] | None = None
             ax.errorbar(pos, d["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=4, color="C0",
                         label="mean ± 95 % CI")
             ax.set_xticks(pos, [f"{lab}\n(n={int(n)})" for lab, n in zip(labels, d.n, strict=True)], fontsize=7)
-        ax.set_title(name.replace("_", " "), loc="left", fontsize=10)
+            ax.set_xlim(-0.6, len(d) - 0.4)
+        unit = "" if unit in ("-", "None", "nan") else unit
+        for suffix in ("_dkk", "_kwh", "_kw"):
+            name = name.removesuffix(suffix) if unit else name
+        ax.set_title(name.replace("_", " ") + (f" ({unit})" if unit else ""), loc="left", fontsize=10)
         ax.set_ylabel(unit)
         ax.legend(fontsize=7)
     for ax in axes[len(names):]:
