@@ -227,8 +227,8 @@ def _overload(run: Run) -> dict[str, Any]:
         series = None
     step_h = (run.scenario.get("households") or {}).get("dt_minutes", 15) / 60.0
     if series is not None:
-        over = lambda col: float((series[col] - series.limit_kw).clip(lower=0).sum() * step_h)  # noqa: E731
-        return {"with_kwh": over("with_kw"), "without_kwh": over("without_kw"), "twin": True}
+        above = {c: float((series[c] - series.limit_kw).clip(lower=0).sum() * step_h) for c in ("with_kw", "without_kw")}
+        return {"with_kwh": above["with_kw"], "without_kwh": above["without_kw"], "twin": True}
     fl = run.table("feeder_load", columns=["load_kw", "limit_kw"])
     return {"with_kwh": float((fl.load_kw - fl.limit_kw).clip(lower=0).sum() * step_h), "without_kwh": None,
             "twin": False}
@@ -244,7 +244,7 @@ def headline(run: Run) -> list[dict[str, Any]]:
     ordered = float(sellers.ordered_kwh.sum())
     settled = ", ".join(f"{k} {v}" for k, v in markets.state.value_counts().sort_index().items())
     o = _overload(run)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"key": "markets", "label": "markets", "value": len(markets), "unit": "", "note": settled or "none"},
         {"key": "volume", "label": "volume awarded", "value": float(awards.accepted_kwh.sum()), "unit": "kWh",
          "note": "accepted energy over all markets"},

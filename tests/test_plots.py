@@ -18,7 +18,7 @@ from flech_sim import plots
 from flech_sim.cli import main
 from flech_sim.results import Run, open_run
 from flech_sim.scenario import load_scenario, scenario_from_dict
-from flech_sim.schema import TABLES, Column, Table
+from flech_sim.schema import TABLES
 from flech_sim.simulation import run
 
 from .conftest import REPO, scenario_dict
