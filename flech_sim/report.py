@@ -20,6 +20,7 @@ import html
 import io
 import json
 import math
+import re
 import sys
 from datetime import datetime
 from importlib.resources import files
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .plots import KINDS
+from .plots import FEEDER_COMPARE, KINDS, _feeder_series, optional_table
 from .results import Run, open_run
 from .schema import TABLES
 
@@ -58,9 +59,56 @@ def _value(v: Any) -> Any:
     return v
 
 
+NAMES = {"market_id": "market", "product_id": "product", "bid_id": "bid", "msg_id": "message",
+         "request_msg_id": "request message", "ref_msg_id": "answers message", "n_bids": "bids",
+         "n_accepted": "bids accepted", "n_intervals": "intervals", "interval_minutes": "interval length",
+         "activation_id": "activation", "metering_point": "metering point", "interval_start": "interval start",
+         "meter_gap": "meter gap", "objective_dkk": "objective", "mip_gap": "MIP gap"}
+"""Column names a reader knows better under another name; the rest lose underscores and unit suffixes."""
+UNIT_SUFFIXES = ("_kwh", "_kw", "_dkk", "_c", "_s", "_minutes")
+
+
+def _units() -> dict[str, str]:
+    units: dict[str, str] = {}
+    for table in TABLES.values():
+        for c in table.columns:
+            if c.unit not in ("-", "", "timestamp", "JSON"):
+                units.setdefault(c.name, c.unit)
+    units.update({"accepted_kwh": "kWh", "need_kwh": "kWh", "unmet_kwh": "kWh", "delivered_kwh": "kWh",
+                  "award_payments_dkk": "DKK", "settled_payments_dkk": "DKK", "penalties_dkk": "DKK"})
+    return units
+
+
+UNITS = _units()
+
+
+def label(column: str) -> str:
+    """A header for a column: human words and the unit from the schema (``need_kwh`` -> ``need (kWh)``)."""
+    m = re.fullmatch(r"(.+)\[(\d+)\]", column)
+    if m:
+        return f"interval {m.group(2)} ({m.group(1)})"
+    unit = UNITS.get(column)
+    name = NAMES.get(column)
+    if name is None:
+        name = column
+        for suffix in UNIT_SUFFIXES:
+            if name.endswith(suffix) and unit:
+                name = name[: -len(suffix)]
+                break
+        name = name.replace("_", " ")
+    return f"{name} ({unit})" if unit else name
+
+
 def _section(title: str, df: pd.DataFrame, key: str) -> dict[str, Any]:
     return {"key": key, "title": title, "columns": [str(c) for c in df.columns],
+            "labels": [label(str(c)) for c in df.columns],
             "rows": [[_value(v) for v in row] for row in df.itertuples(index=False, name=None)]}
+
+
+def _without_unused_intervals(df: pd.DataFrame) -> pd.DataFrame:
+    """Without the per-interval columns (``kW[3]``) a market does not have: a 2-interval market shows 2."""
+    unused = [c for c in df.columns if re.fullmatch(r".+\[\d+\]", str(c)) and df[c].isna().all()]
+    return df.drop(columns=unused) if len(df) else df
 
 
 def _by_market(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -92,7 +140,7 @@ def market_sections(run: Run) -> dict[str, list[dict[str, Any]]]:
                          filter={"msg_id": markets.request_msg_id.dropna().tolist()}) if len(markets) else None
     payload = dict(zip(requests.msg_id, requests.payload, strict=True)) if requests is not None else {}
     for _, row in markets.iterrows():
-        terms = pd.DataFrame({"field": list(row.index), "value": [_value(v) for v in row.to_numpy()]})
+        terms = pd.DataFrame({"field": [label(str(c)) for c in row.index], "value": [_value(v) for v in row.to_numpy()]})
         sec = _section("Request", terms, "request")
         sec["payload"] = payload.get(row.request_msg_id)
         out[str(row.market_id)].append(sec)
@@ -129,8 +177,8 @@ def market_sections(run: Run) -> dict[str, list[dict[str, Any]]]:
     for key, title, df in sections:
         grouped = _by_market(df)
         for mid in ids:
-            out[mid].append(_section(title, grouped.get(mid, df.iloc[0:0].drop(columns=["market_id"],
-                                                                                   errors="ignore")), key))
+            part = grouped.get(mid, df.iloc[0:0].drop(columns=["market_id"], errors="ignore"))
+            out[mid].append(_section(title, _without_unused_intervals(part), key))
     return out
 
 
@@ -170,6 +218,57 @@ def product_summary(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _overload(run: Run) -> dict[str, Any]:
+    """Energy above the feeders' limits with flexibility and, when the twin exists, without it (kWh)."""
+    fc = optional_table(run, FEEDER_COMPARE)
+    if fc is not None and len(fc):
+        series, _ = _feeder_series(run)
+    else:
+        series = None
+    step_h = (run.scenario.get("households") or {}).get("dt_minutes", 15) / 60.0
+    if series is not None:
+        above = {c: float((series[c] - series.limit_kw).clip(lower=0).sum() * step_h) for c in ("with_kw", "without_kw")}
+        return {"with_kwh": above["with_kw"], "without_kwh": above["without_kw"], "twin": True}
+    fl = run.table("feeder_load", columns=["load_kw", "limit_kw"])
+    return {"with_kwh": float((fl.load_kw - fl.limit_kw).clip(lower=0).sum() * step_h), "without_kwh": None,
+            "twin": False}
+
+
+def headline(run: Run) -> list[dict[str, Any]]:
+    """The figures a reader wants first: markets, volume, cost, delivery ratio, penalties, overload."""
+    markets = run.table("markets", columns=["state"])
+    awards = _awards_kwh(run)
+    buyers = run.table("settlements", columns=["payment_dkk", "penalty_dkk"], filter={"role": "buyer"})
+    sellers = run.table("settlements", columns=["ordered_kwh", "delivered_kwh", "penalty_dkk"],
+                        filter={"role": "seller"})
+    ordered = float(sellers.ordered_kwh.sum())
+    settled = ", ".join(f"{k} {v}" for k, v in markets.state.value_counts().sort_index().items())
+    o = _overload(run)
+    rows: list[dict[str, Any]] = [
+        {"key": "markets", "label": "markets", "value": len(markets), "unit": "", "note": settled or "none"},
+        {"key": "volume", "label": "volume awarded", "value": float(awards.accepted_kwh.sum()), "unit": "kWh",
+         "note": "accepted energy over all markets"},
+        {"key": "cost", "label": "procurement cost", "value": float(awards.payment_dkk.sum()), "unit": "DKK",
+         "note": f"awards; settled buyers paid {buyers.payment_dkk.sum():,.0f} DKK" if len(buyers) else "awards"},
+        {"key": "delivery_ratio", "label": "delivery ratio",
+         "value": float(sellers.delivered_kwh.sum()) / ordered if ordered > 0 else None, "unit": "%",
+         "note": f"delivered / ordered over {ordered:,.0f} kWh settled" if ordered > 0 else "nothing settled yet"},
+        {"key": "penalties", "label": "penalties", "value": float(sellers.penalty_dkk.sum()), "unit": "DKK",
+         "note": "paid by sellers for shortfalls"},
+    ]
+    if o["twin"]:
+        avoided = o["without_kwh"] - o["with_kwh"]
+        rows.append({"key": "overload", "label": "overload avoided" if avoided >= 0 else "overload caused",
+                     "value": abs(avoided), "unit": "kWh",
+                     "note": f"above feeder limits: {o['without_kwh']:,.0f} kWh without flexibility, "
+                             f"{o['with_kwh']:,.0f} kWh with it"})
+    else:
+        rows.append({"key": "overload", "label": "overload", "value": o["with_kwh"], "unit": "kWh",
+                     "note": "above feeder limits with flexibility; avoided or caused needs the no-flexibility "
+                             "twin, which this run lacks"})
+    return rows
+
+
 def report_data(run: Run) -> dict[str, Any]:
     """Everything the page's script needs, as plain JSON-able data."""
     m = run.manifest
@@ -181,6 +280,7 @@ def report_data(run: Run) -> dict[str, Any]:
         "run": {"run_id": run.run_id, "scenario_name": m.get("scenario_name"), "seed": m.get("seed"),
                 "start": start, "simulated_until_minute": m.get("simulated_until_minute"),
                 "completed": m.get("completed"), "flech_sim_version": m.get("flech_sim_version")},
+        "headline": headline(run),
         "products": _section("Products", product_summary(run), "products"),
         "markets": [dict(zip(cols, (_value(v) for v in row), strict=True))
                     for row in markets[[c for c in cols if c in markets]].itertuples(index=False, name=None)],
@@ -202,19 +302,38 @@ def _figure_html(run: Run, fmt: str) -> str:
     return "\n".join(parts)
 
 
+def _headline_html(data: dict[str, Any]) -> str:
+    cards = []
+    for h in data["headline"]:
+        v = h["value"]
+        text = "–" if v is None else f"{100 * v:.1f} %" if h["unit"] == "%" else f"{_fmt(v)} {h['unit']}".strip()
+        cards.append(f'<div class="kpi" data-kpi="{h["key"]}"><div class="kpi-value">{html.escape(text)}</div>'
+                     f'<div class="kpi-label">{html.escape(h["label"])}</div>'
+                     f'<div class="kpi-note">{html.escape(h["note"])}</div></div>')
+    return f'<div id="headline">{"".join(cards)}</div>'
+
+
 def _summary_html(data: dict[str, Any]) -> str:
     sec = data["products"]
     if not sec["rows"]:
         return '<p class="empty">No markets were opened in this run.</p>'
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in sec["columns"])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in sec["rows"])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in sec["labels"])
+    body = "".join("<tr>" + "".join(("<td class=\"num\">" if isinstance(v, int | float) else "<td>")
+                                    + f"{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in sec["rows"])
     return f'<table id="products"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:,.3f}".rstrip("0").rstrip(".") if v % 1 else f"{v:,.0f}"
-    return "" if v is None else str(v)
+    """Rounded for reading: whole numbers above 100, two decimals above 1, three significant below
+    (the same rule as the page's script; the embedded data keep six decimals)."""
+    if isinstance(v, bool) or not isinstance(v, float):
+        return "" if v is None else f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+    a = abs(v)
+    if a >= 100 or v == 0:
+        return f"{v:,.0f}"
+    if a >= 1:
+        return f"{v:,.2f}"
+    return f"{v:.3g}"
 
 
 def render(run: Run, fmt: str = "png") -> str:
@@ -230,6 +349,7 @@ def render(run: Run, fmt: str = "png") -> str:
             f"flech_sim {r['flech_sim_version']} · start {r['start']} · simulated "
             f"{(r['simulated_until_minute'] or 0) / 60:g} h · "
             f"{'completed' if r['completed'] else 'FAILED'} · report by flech_sim {__version__}"),
+        "<!--FLECH:headline-->": _headline_html(data),
         "<!--FLECH:summary-->": _summary_html(data),
         "<!--FLECH:figures-->": _figure_html(run, fmt),
         "/*FLECH:data*/": blob,

@@ -290,7 +290,7 @@ class World:
                 "household": np.repeat(hh, spd),
                 "metering_point": np.repeat([self.points[g] for g in self.portfolio[hh]], spd).tolist(),
                 "interval_start": np.tile(minutes + dt, len(hh)),
-                "t_in_c": self._temps[:, k0:k0 + spd].ravel(),
+                "t_in_c": self._temps[:, k0:k0 + spd].ravel().copy(),  # _temps is refilled every day: no view
                 "t_min_c": np.repeat(p.t_min[hh], spd),
                 "t_max_c": np.repeat(p.t_max[hh], spd),
             })

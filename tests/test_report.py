@@ -166,6 +166,16 @@ def test_a_headless_browser_shows_the_market_named_in_the_url(page: tuple[Run, P
     assert all(f">{p}<" in sections["settlement"] for p in parties)
     selected = re.findall(r'<tr data-market-id="([^"]+)" class="selected">', dom)
     assert selected and set(selected) == {chosen.market_id}  # highlighted in the market lists
+    # the delivery window as a reader says it, human headers with units, and the headline figures
+    summary = re.search(r'<p id="market-summary">(.*?)</p>', details).group(1)
+    start, end = chosen.delivery_start, chosen.delivery_end
+    assert f"delivery {start:%Y-%m-%d %H:%M} → {end:%H:%M}" in summary  # same day: the date once
+    assert "<th>interval start</th>" in sections["settlement"] and "<th>net (DKK)</th>" in sections["settlement"]
+    n_intervals = int(chosen.n_intervals)
+    assert f"<th>interval {n_intervals - 1} (kW)</th>" in sections["bids"]
+    assert f"<th>interval {n_intervals} (kW)</th>" not in sections["bids"]  # no columns of longer markets
+    headline = dom.split('id="headline"', 1)[1].split("<nav>", 1)[0]
+    assert re.search(rf'data-kpi="markets"><div class="kpi-value">{len(markets)}</div>', headline)
 
 
 def test_a_headless_browser_lists_the_markets_open_at_a_chosen_time(page: tuple[Run, Path, str],
@@ -189,3 +199,45 @@ def test_a_missing_browser_fails_in_ci_and_skips_locally(monkeypatch: pytest.Mon
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match=re.escape(INSTALL)):
         _browser()
+
+
+def test_headline_figures_equal_the_tables(page: tuple[Run, Path, str]) -> None:
+    r, _, text = page
+    h = {x["key"]: x for x in _data(text)["headline"]}
+    markets = r.table("markets")
+    awards = r.table("awards").merge(markets[["market_id", "interval_minutes"]], on="market_id")
+    sellers = r.table("settlements", filter={"role": "seller"})
+    assert h["markets"]["value"] == len(markets)
+    assert h["volume"]["value"] == pytest.approx((awards.accepted_kw * awards.interval_minutes / 60).sum())
+    assert h["cost"]["value"] == pytest.approx(awards.payment_dkk.sum())
+    assert h["delivery_ratio"]["value"] == pytest.approx(sellers.delivered_kwh.sum() / sellers.ordered_kwh.sum())
+    assert h["penalties"]["value"] == pytest.approx(sellers.penalty_dkk.sum())
+    fl = r.table("feeder_load")
+    over = (fl.load_kw - fl.limit_kw).clip(lower=0).sum() * r.scenario["households"]["dt_minutes"] / 60
+    assert h["overload"]["value"] == pytest.approx(over) and "twin" in h["overload"]["note"]  # no twin in this run
+    assert 'data-kpi="delivery_ratio"' in text  # rendered without script too
+
+
+def test_overload_avoided_comes_from_the_twin_when_present(page: tuple[Run, Path, str], tmp_path: Path) -> None:
+    """feeder_compare (feeder, interval_start, load_kw, load_no_flex_kw, limit_kw): 15-min steps above 100 kW."""
+    import shutil
+
+    from flech_sim.report import headline
+
+    r, _, _ = page
+    d = tmp_path / "run"
+    shutil.copytree(r.path, d)
+    pd.DataFrame({"feeder": ["feeder-1"] * 3, "interval_start": pd.date_range("2026-01-12", periods=3, freq="15min"),
+                  "load_kw": [120.0, 90.0, 100.0], "load_no_flex_kw": [140.0, 130.0, 90.0],
+                  "limit_kw": [100.0] * 3}).to_parquet(d / "feeder_compare.parquet")
+    h = {x["key"]: x for x in headline(open_run(d))}["overload"]
+    assert h["label"] == "overload avoided"
+    assert h["value"] == pytest.approx((40 + 30 - 20) * 0.25)  # without 70 kW x 0.25 h, with 20 kW x 0.25 h
+
+
+def test_labels_and_rounding_for_readers() -> None:
+    from flech_sim.report import _fmt, label
+
+    assert label("need_kwh") == "need (kWh)" and label("price_cap") == "price cap (DKK/kWh)"
+    assert label("kW[3]") == "interval 3 (kW)" and label("market_id") == "market"
+    assert [_fmt(x) for x in (1234.567, 12.3456, 0.123456, 3, None)] == ["1,235", "12.35", "0.123", "3", ""]
