@@ -1,0 +1,185 @@
+"""Compiled (numba) household physics: the same arithmetic as physics.py, home by home.
+
+Why: driven from Python, each numpy step of ~10,000 homes pays for a few dozen
+temporary arrays; forecasts run ~9× as many home-steps as the stepping itself.
+These loops keep every home's state in registers instead.
+
+Exactness: every expression repeats physics.py's operations in the same order
+(no fastmath, so no reassociation or fused multiply-add), so the results equal
+the numpy reference exactly; only the sign of a zero may differ (numpy's clip
+itself picks -0.0 or 0.0 by SIMD lane), which no sum can see. The numpy path stays the reference and is
+selected with ``FLECH_KERNELS=numpy`` or ``HouseholdFleet(..., engine="numpy")``;
+tests/test_kernels.py checks that both agree.
+
+Compiled functions are cached on disk (``cache=True``): the first process
+compiles once (a few seconds), later ones load the machine code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+
+from .ev import EvStep
+from .physics import Trajectory
+from .population import HEAT_PUMP, PANEL, HouseholdParams
+
+Engine = Literal["numba", "numpy"]
+
+try:
+    from numba import njit
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy path still works
+    HAVE_NUMBA = False
+
+
+def default_engine() -> Engine:
+    """``FLECH_KERNELS`` (numba | numpy); numba when installed otherwise."""
+    env = os.environ.get("FLECH_KERNELS", "").strip().lower()
+    if env not in ("", "numba", "numpy"):
+        raise ValueError(f"FLECH_KERNELS must be 'numba' or 'numpy', got {env!r}")
+    if env == "numpy" or not HAVE_NUMBA:
+        return "numpy"
+    return "numba"
+
+
+# Rows of the packed parameter matrix (one column per home).
+_FIELDS = ("heat_type", "r", "a", "oma", "p_heat_max", "cop_at_7c", "t_set", "gain_int", "solar_ap",
+           "kwp", "pr", "ev_pmax", "bat_pmax", "eta_c", "eta_d", "soc_min", "soc_max")
+(HT, R, A, OMA, PMAX, COP7, TSET, GINT, SAP, KWP, PR, EVP, BATP, ETAC, ETAD, SOCMIN, SOCMAX) = range(len(_FIELDS))
+
+
+def pack(p: HouseholdParams) -> np.ndarray:
+    """Per-home parameters as one C-contiguous (fields, n) float matrix (heat type as 0/1/2)."""
+    return np.ascontiguousarray(np.stack([np.asarray(getattr(p, f), dtype=float) for f in _FIELDS]))
+
+
+def scalars(p: HouseholdParams) -> np.ndarray:
+    return np.array([p.dt_h, p.cop_slope, p.cop_min, p.cop_max])
+
+
+if HAVE_NUMBA:
+    @njit(cache=True, inline="always")
+    def _clip(x: float, lo: float, hi: float) -> float:
+        # np.clip is minimum(maximum(x, lo), hi)
+        return min(max(x, lo), hi)
+
+    @njit(cache=True, inline="always")
+    def _powers(P, sc, i, t_out, irr, t_in, rem, soc, base, conn):  # type: ignore[no-untyped-def]
+        """default_powers for home i: (eta, gains, pv, heat, ev, bat)."""
+        dt_h = sc[0]
+        ht = P[HT, i]
+        if ht == HEAT_PUMP:
+            eta = _clip(P[COP7, i] + sc[1] * (t_out - 7.0), sc[2], sc[3])
+        elif ht == PANEL:
+            eta = 1.0
+        else:
+            eta = 0.0
+        g = P[GINT, i] + P[SAP, i] * (irr * 1e-3)
+        pv = P[KWP, i] * P[PR, i] * (irr * 1e-3)
+        heat = 0.0
+        if eta > 0:
+            tt = P[TSET, i]
+            t_ss = tt + P[A, i] * (tt - t_in) / P[OMA, i]
+            heat = ((t_ss - t_out) / P[R, i] - g) / eta
+        heat = _clip(heat, 0.0, P[PMAX, i])
+        ev = min(P[EVP, i], rem / dt_h) if conn else 0.0
+        hi = _clip((P[SOCMAX, i] - soc) / (P[ETAC, i] * dt_h), 0.0, P[BATP, i])
+        lo = -_clip((soc - P[SOCMIN, i]) * P[ETAD, i] / dt_h, 0.0, P[BATP, i])
+        bat = _clip(pv - base - heat - ev, lo, hi)
+        return eta, g, pv, heat, ev, bat
+
+    @njit(cache=True, inline="always")
+    def _advance(P, sc, i, t_out, t_in, rem, soc, eta, g, heat, ev, bat):  # type: ignore[no-untyped-def]
+        """thermal_step, EV energy and battery_step for home i: (t_in, rem, soc) at the step's end."""
+        dt_h = sc[0]
+        if P[HT, i] != 0:
+            t_ss = t_out + P[R, i] * (eta * heat + g)
+            t_new = t_ss + (t_in - t_ss) * P[A, i]
+        else:
+            t_new = P[TSET, i]
+        rem = max(rem - ev * dt_h, 0.0)
+        soc = soc + (bat * P[ETAC, i] if bat > 0 else bat / P[ETAD, i]) * dt_h
+        return t_new, rem, _clip(soc, P[SOCMIN, i], P[SOCMAX, i])
+
+    @njit(cache=True)
+    def _ev_events(rem, conn, arriving, energy, out_rem, out_unmet):  # type: ignore[no-untyped-def]
+        for i in range(rem.size):
+            unmet = 0.0 if conn[i] else rem[i]
+            out_unmet[i] = unmet
+            out_rem[i] = energy[i] if arriving[i] else rem[i] - unmet
+
+    @njit(cache=True)
+    def _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out):  # type: ignore[no-untyped-def]
+        for i in range(t_in.size):
+            out[0, i], out[1, i], out[2, i], out[3, i], out[4, i], out[5, i] = _powers(
+                P, sc, i, t_out, irr, t_in[i], rem[i], soc[i], base[i], conn[i])
+
+    @njit(cache=True)
+    def _advance_all(P, sc, t_out, t_in, rem, soc, eta, g, pv, base, heat, ev, bat, net):  # type: ignore[no-untyped-def]
+        """In place: state to the step's end; net power of the step."""
+        for i in range(t_in.size):
+            net[i] = base[i] + heat[i] + ev[i] + bat[i] - pv[i]
+            t_in[i], rem[i], soc[i] = _advance(P, sc, i, t_out, t_in[i], rem[i], soc[i], eta[i], g[i],
+                                               heat[i], ev[i], bat[i])
+
+    @njit(cache=True)
+    def _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,  # type: ignore[no-untyped-def]
+                  t_in, eta, heat, ev, rem_end, bat, soc_end, net):
+        """simulate_default over K steps (rows) for all homes (columns)."""
+        k_steps, n = base.shape
+        for i in range(n):
+            t_in[0, i] = t0[i]
+        for k in range(k_steps):
+            to, ir = t_out[k], irr[k]
+            for i in range(n):
+                t, soc = t_in[k, i], soc0[i] if k == 0 else soc_end[k - 1, i]
+                rem = rem0[i] if k == 0 else rem_end[k - 1, i]
+                if arriving[k, i]:
+                    rem = energy[k, i]
+                elif not conn[k, i]:
+                    rem = rem - rem
+                b = base[k, i]
+                e, g, pv, h, v, bt = _powers(P, sc, i, to, ir, t, rem, soc, b, conn[k, i])
+                t, rem, soc = _advance(P, sc, i, to, t, rem, soc, e, g, h, v, bt)
+                t_in[k + 1, i], eta[k, i], heat[k, i], ev[k, i], rem_end[k, i] = t, e, h, v, rem
+                bat[k, i], soc_end[k, i] = bt, soc
+                net[k, i] = b + h + v + bt - pv
+
+
+def ev_events(rem: np.ndarray, ev: EvStep) -> tuple[np.ndarray, np.ndarray]:
+    """physics.ev_events, compiled."""
+    out, unmet = np.empty_like(rem), np.empty_like(rem)
+    _ev_events(rem, ev.connected, ev.arriving, ev.energy, out, unmet)
+    return out, unmet
+
+
+def default_powers(P: np.ndarray, sc: np.ndarray, t_out: float, irr: float, t_in: np.ndarray, rem: np.ndarray,
+                   soc: np.ndarray, base: np.ndarray, conn: np.ndarray) -> np.ndarray:
+    """physics.default_powers, compiled: rows eta, gains, pv, heat, ev, bat."""
+    out = np.empty((6, t_in.size))
+    _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out)
+    return out
+
+
+def advance(P: np.ndarray, sc: np.ndarray, t_out: float, t_in: np.ndarray, rem: np.ndarray, soc: np.ndarray,
+            dp: np.ndarray, base: np.ndarray, heat: np.ndarray, ev: np.ndarray, bat: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(t_in, rem, soc, net) after a step with powers heat/ev/bat (new arrays; inputs untouched)."""
+    t, r, s, net = t_in.copy(), rem.copy(), soc.copy(), np.empty(t_in.size)
+    _advance_all(P, sc, t_out, t, r, s, dp[0], dp[1], dp[2], base, heat, ev, bat, net)
+    return t, r, s, net
+
+
+def simulate_default(P: np.ndarray, sc: np.ndarray, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray,
+                     t_out: np.ndarray, irr: np.ndarray, base: np.ndarray, conn: np.ndarray, dep: np.ndarray,
+                     arriving: np.ndarray, energy: np.ndarray) -> Trajectory:
+    """physics.simulate_default, compiled, on inputs given as (K,) weather and (K, n) home arrays."""
+    k, n = base.shape
+    t_in = np.empty((k + 1, n))
+    eta, heat, ev, rem_end, bat, soc_end, net = (np.empty((k, n)) for _ in range(7))
+    _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,
+              t_in, eta, heat, ev, rem_end, bat, soc_end, net)
+    return Trajectory(t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end, net)
