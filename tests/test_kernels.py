@@ -48,6 +48,8 @@ def drive(fleet, force_at=()):
         if slot in (28, 68):
             fc = fleet.forecast(8, 4, per_household=True)
             out.append(("forecast", fc))
+            out.append(("forecast", fleet.forecast(12, 4, by="feeder", per_household=True,
+                                                   starts=np.array([0, 3, 8]))))
             fleet._target = -np.minimum(0.3 * fc.baseline_kw[0], fc.flex_down_kw[0]) * (1 if slot == 28 else -0.5)
         if slot in range(28, 32) or slot in range(68, 72):
             left = (32 if slot < 32 else 72) - slot

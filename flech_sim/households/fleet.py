@@ -151,7 +151,11 @@ class HouseholdFleet:
             p = self.p.subset(idx)
             tr = self._simulate(idx, self.t_in[idx], self.ev_remaining_kwh[idx], self.soc_kwh[idx],
                                 self.step_index, k + d - 1)
-            f = window_flex(p, tr, d, self.step_index, starts=starts)
+            if self.engine == "numba":
+                f = kernels.window_flex(np.ascontiguousarray(self._packed[:, idx]), self._scalars, tr, d,
+                                        self.step_index, starts=starts)
+            else:
+                f = window_flex(p, tr, d, self.step_index, starts=starts)
             for nm, v in zip(names, (tr.net[:k], f.down, f.up, f.rebound_down, f.rebound_up)):
                 tot[nm] += group_sum(v, group[idx], n_groups)
                 if per_household:
@@ -296,7 +300,11 @@ class HouseholdFleet:
         zero = np.zeros((1, self.n))
         if not act.size:
             return DeviceFlex(*(zero for _ in DeviceFlex.__dataclass_fields__))
-        f = flex_for_durations(pa, tr, dur, s, dev, force)
+        win = None
+        if self.engine == "numba":
+            pk = np.ascontiguousarray(self._packed[:, act])
+            win = lambda *a: kernels.window_flex(pk, self._scalars, *a)  # noqa: E731
+        f = flex_for_durations(pa, tr, dur, s, dev, force, window=win)
         return DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in DeviceFlex.__dataclass_fields__))
 
     def _record_comfort(self, heat: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from .ev import EvStep
+from .flex import DeviceFlex, Deviation
 from .physics import Trajectory
 from .population import HEAT_PUMP, PANEL, HouseholdParams
 
@@ -47,8 +48,9 @@ def default_engine() -> Engine:
 
 # Rows of the packed parameter matrix (one column per home).
 _FIELDS = ("heat_type", "r", "a", "oma", "p_heat_max", "cop_at_7c", "t_set", "gain_int", "solar_ap",
-           "kwp", "pr", "ev_pmax", "bat_pmax", "eta_c", "eta_d", "soc_min", "soc_max")
-(HT, R, A, OMA, PMAX, COP7, TSET, GINT, SAP, KWP, PR, EVP, BATP, ETAC, ETAD, SOCMIN, SOCMAX) = range(len(_FIELDS))
+           "kwp", "pr", "ev_pmax", "bat_pmax", "eta_c", "eta_d", "soc_min", "soc_max", "c", "t_min", "t_max")
+(HT, R, A, OMA, PMAX, COP7, TSET, GINT, SAP, KWP, PR, EVP, BATP, ETAC, ETAD, SOCMIN, SOCMAX, C, TMIN,
+ TMAX) = range(len(_FIELDS))
 
 
 def pack(p: HouseholdParams) -> np.ndarray:
@@ -148,6 +150,61 @@ if HAVE_NUMBA:
                 bat[k, i], soc_end[k, i] = bt, soc
                 net[k, i] = b + h + v + bt - pv
 
+    @njit(cache=True)
+    def _window_flex(P, dt, d, s0, force, j0, t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end,  # type: ignore[no-untyped-def]
+                     dev_t, dev_rem, dev_soc, out):
+        """flex.window_flex for windows starting at j0 (rows of out[0..7])."""
+        inf = np.inf
+        n = t_in.shape[1]
+        for w in range(j0.size):
+            j = j0[w]
+            for i in range(n):
+                a, oma_r = P[A, i], P[OMA, i] * P[R, i]
+                no_heat = 0.0 if P[HT, i] != 0 else 1.0
+                g, decay = 0.0, 1.0
+                t_dn = t_up = p_lo = p_sp = inf
+                for m in range(1, d + 1):
+                    sl = j + m - 1
+                    g = a * g + oma_r * eta[sl, i]
+                    decay = decay * a
+                    t = t_in[j + m, i] + decay * dev_t[i]
+                    inv_g = 1.0 / (g + no_heat)
+                    t_dn = min(t_dn, (t - P[TMIN, i]) * inv_g)
+                    t_up = min(t_up, (P[TMAX, i] - t) * inv_g)
+                    p_lo = min(p_lo, heat[sl, i])
+                    p_sp = min(p_sp, P[PMAX, i] - heat[sl, i])
+                heat_dn = max(p_lo if force else min(p_lo, t_dn), 0.0)
+                heat_up = max(p_sp if force else min(p_sp, t_up), 0.0)
+                heat_kwh = g * P[C, i] / (eta[j + d - 1, i] + no_heat)
+                ok = True
+                dep0 = dep[j, i]
+                e_lo = e_sp = inf
+                for m in range(d):
+                    sl = j + m
+                    ok = ok and conn[sl, i] and dep[sl, i] == dep0
+                    e_lo = min(e_lo, ev[sl, i])
+                    e_sp = min(e_sp, P[EVP, i] - ev[sl, i])
+                rem_after = rem_end[j + d - 1, i] + dev_rem[i]
+                steps_left = float(dep0 - (s0 + j + d))
+                slack = (P[EVP, i] * dt * steps_left - rem_after) / (d * dt)
+                ev_dn = max(e_lo if force else min(e_lo, slack), 0.0) if ok else 0.0
+                ev_up = max(min(e_sp, rem_after / (d * dt)), 0.0) if ok else 0.0
+                b_dn = b_up = s_dn = s_up = inf
+                for m in range(1, d + 1):
+                    sl = j + m - 1
+                    b_dn = min(b_dn, bat[sl, i] + P[BATP, i])
+                    b_up = min(b_up, P[BATP, i] - bat[sl, i])
+                    soc = soc_end[sl, i] + dev_soc[i]
+                    s_dn = min(s_dn, (soc - P[SOCMIN, i]) * P[ETAD, i] / (m * dt))
+                    s_up = min(s_up, (P[SOCMAX, i] - soc) * P[ETAD, i] / (m * dt))
+                bat_dn = max(min(b_dn, s_dn), 0.0)
+                bat_up = max(min(b_up, s_up), 0.0)
+                rte = P[ETAC, i] * P[ETAD, i]
+                out[0, w, i], out[1, w, i], out[2, w, i], out[3, w, i] = heat_dn, heat_up, ev_dn, ev_up
+                out[4, w, i], out[5, w, i] = bat_dn, bat_up
+                out[6, w, i] = heat_dn * heat_kwh + ev_dn * d * dt + bat_dn * d * dt / rte
+                out[7, w, i] = heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte
+
 
 def ev_events(rem: np.ndarray, ev: EvStep) -> tuple[np.ndarray, np.ndarray]:
     """physics.ev_events, compiled."""
@@ -183,3 +240,22 @@ def simulate_default(P: np.ndarray, sc: np.ndarray, t0: np.ndarray, rem0: np.nda
     _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,
               t_in, eta, heat, ev, rem_end, bat, soc_end, net)
     return Trajectory(t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end, net)
+
+
+def window_flex(P: np.ndarray, sc: np.ndarray, tr: Trajectory, d: int, s0: int, dev: Deviation | None = None,
+                force: bool = False, starts: np.ndarray | None = None) -> DeviceFlex:
+    """flex.window_flex, compiled; P = pack() of the trajectory's households."""
+    k_steps = tr.heat.shape[0]
+    if not 1 <= d <= k_steps:
+        raise ValueError(f"duration {d} must be within 1..{k_steps}")
+    j0 = np.arange(k_steps - d + 1) if starts is None else np.asarray(starts, dtype=np.int64)
+    if starts is not None and j0.size and (j0.min() < 0 or j0.max() > k_steps - d):
+        raise ValueError(f"window starts must be within 0..{k_steps - d}")
+    n = tr.heat.shape[1]
+    z = np.zeros(n)
+    dev = dev or Deviation(z, z, z)
+    out = np.empty((8, j0.size, n))
+    _window_flex(P, float(sc[0]), int(d), int(s0), bool(force), j0.astype(np.int64), tr.t_in, tr.eta, tr.heat,
+                 tr.ev, tr.ev_rem_end, tr.conn, tr.dep, tr.bat, tr.soc_end,
+                 *(np.ascontiguousarray(x, dtype=float) for x in (dev.t_in, dev.ev_rem, dev.soc)), out)
+    return DeviceFlex(*out)
