@@ -12,8 +12,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from flech_sim.households import Control, HouseholdFleet, generate_weather
-from flech_sim.households import kernels
+from flech_sim.households import Control, HouseholdFleet, generate_weather, kernels
 
 pytestmark = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
 

@@ -20,10 +20,21 @@ import numpy as np
 from . import kernels
 from .control import Control, Forecast, GroupBy, StepResult, group_sum
 from .ev import EvSchedule
-from .flex import DeviceFlex, Deviation, allocate, flex_for_durations, split_devices, window_flex
+from .flex import Deviation, DeviceFlex, allocate, flex_for_durations, split_devices, window_flex
 from .params import FleetSpec, SeedLike, as_seed_sequence, child_seed
-from .physics import (DefaultPowers, StepInputs, Trajectory, battery_limits, battery_step, default_powers,
-                      ev_events, ev_max, heat_to_reach, simulate_default, thermal_step)
+from .physics import (
+    DefaultPowers,
+    StepInputs,
+    Trajectory,
+    battery_limits,
+    battery_step,
+    default_powers,
+    ev_events,
+    ev_max,
+    heat_to_reach,
+    simulate_default,
+    thermal_step,
+)
 from .population import HouseholdParams, build_params
 from .profiles import BaseLoad, BaseLoadSource
 from .weather import Weather, perturb_weather

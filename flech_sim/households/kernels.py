@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from .ev import EvStep
-from .flex import DeviceFlex, Deviation
+from .flex import Deviation, DeviceFlex
 from .physics import Trajectory
 from .population import HEAT_PUMP, PANEL, HouseholdParams
 
@@ -69,7 +69,7 @@ if HAVE_NUMBA:
         return min(max(x, lo), hi)
 
     @njit(cache=True, inline="always")
-    def _powers(P, sc, i, t_out, irr, t_in, rem, soc, base, conn):  # type: ignore[no-untyped-def]
+    def _powers(P, sc, i, t_out, irr, t_in, rem, soc, base, conn):
         """default_powers for home i: (eta, gains, pv, heat, ev, bat)."""
         dt_h = sc[0]
         ht = P[HT, i]
@@ -94,7 +94,7 @@ if HAVE_NUMBA:
         return eta, g, pv, heat, ev, bat
 
     @njit(cache=True, inline="always")
-    def _advance(P, sc, i, t_out, t_in, rem, soc, eta, g, heat, ev, bat):  # type: ignore[no-untyped-def]
+    def _advance(P, sc, i, t_out, t_in, rem, soc, eta, g, heat, ev, bat):
         """thermal_step, EV energy and battery_step for home i: (t_in, rem, soc) at the step's end."""
         dt_h = sc[0]
         if P[HT, i] != 0:
@@ -107,20 +107,20 @@ if HAVE_NUMBA:
         return t_new, rem, _clip(soc, P[SOCMIN, i], P[SOCMAX, i])
 
     @njit(cache=True)
-    def _ev_events(rem, conn, arriving, energy, out_rem, out_unmet):  # type: ignore[no-untyped-def]
+    def _ev_events(rem, conn, arriving, energy, out_rem, out_unmet):
         for i in range(rem.size):
             unmet = 0.0 if conn[i] else rem[i]
             out_unmet[i] = unmet
             out_rem[i] = energy[i] if arriving[i] else rem[i] - unmet
 
     @njit(cache=True)
-    def _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out):  # type: ignore[no-untyped-def]
+    def _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out):
         for i in range(t_in.size):
             out[0, i], out[1, i], out[2, i], out[3, i], out[4, i], out[5, i] = _powers(
                 P, sc, i, t_out, irr, t_in[i], rem[i], soc[i], base[i], conn[i])
 
     @njit(cache=True)
-    def _advance_all(P, sc, t_out, t_in, rem, soc, eta, g, pv, base, heat, ev, bat, net):  # type: ignore[no-untyped-def]
+    def _advance_all(P, sc, t_out, t_in, rem, soc, eta, g, pv, base, heat, ev, bat, net):
         """In place: state to the step's end; net power of the step."""
         for i in range(t_in.size):
             net[i] = base[i] + heat[i] + ev[i] + bat[i] - pv[i]
@@ -128,7 +128,7 @@ if HAVE_NUMBA:
                                                heat[i], ev[i], bat[i])
 
     @njit(cache=True)
-    def _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,  # type: ignore[no-untyped-def]
+    def _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,
                   t_in, eta, heat, ev, rem_end, bat, soc_end, net):
         """simulate_default over K steps (rows) for all homes (columns)."""
         k_steps, n = base.shape
@@ -151,7 +151,7 @@ if HAVE_NUMBA:
                 net[k, i] = b + h + v + bt - pv
 
     @njit(cache=True)
-    def _window_flex(P, dt, d, s0, force, j0, t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end,  # type: ignore[no-untyped-def]
+    def _window_flex(P, dt, d, s0, force, j0, t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end,
                      dev_t, dev_rem, dev_soc, out):
         """flex.window_flex for windows starting at j0 (rows of out[0..7])."""
         inf = np.inf
@@ -255,7 +255,7 @@ def window_flex(P: np.ndarray, sc: np.ndarray, tr: Trajectory, d: int, s0: int, 
     z = np.zeros(n)
     dev = dev or Deviation(z, z, z)
     out = np.empty((8, j0.size, n))
+    dv = [np.ascontiguousarray(x, dtype=float) for x in (dev.t_in, dev.ev_rem, dev.soc)]
     _window_flex(P, float(sc[0]), int(d), int(s0), bool(force), j0.astype(np.int64), tr.t_in, tr.eta, tr.heat,
-                 tr.ev, tr.ev_rem_end, tr.conn, tr.dep, tr.bat, tr.soc_end,
-                 *(np.ascontiguousarray(x, dtype=float) for x in (dev.t_in, dev.ev_rem, dev.soc)), out)
+                 tr.ev, tr.ev_rem_end, tr.conn, tr.dep, tr.bat, tr.soc_end, dv[0], dv[1], dv[2], out)
     return DeviceFlex(*out)
