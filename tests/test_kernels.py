@@ -94,3 +94,15 @@ def test_engine_from_environment(weather, monkeypatch):
     monkeypatch.setenv("FLECH_KERNELS", "fortran")
     with pytest.raises(ValueError, match="FLECH_KERNELS"):
         HouseholdFleet.create(10, weather, 1)
+
+
+def test_ev_block_equals_steps_stacked(weather):
+    fleet = HouseholdFleet.create(N, weather, np.random.SeedSequence(5), engine="numpy")
+    idx = np.arange(0, N, 3)
+    for start, k in ((0, 1), (50, 130), (90, 7)):  # within a day and across midnights
+        blk = fleet.ev_schedule.block(start, k, idx)
+        for f in ("connected", "dep_step", "arriving", "energy"):
+            ref = np.stack([getattr(fleet.ev_schedule.at(s, idx), f) for s in range(start, start + k)])
+            assert getattr(blk, f).dtype == ref.dtype
+            np.testing.assert_array_equal(getattr(blk, f), ref)
+    assert fleet.ev_schedule.block(50, 130).energy.max() > 0

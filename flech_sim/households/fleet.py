@@ -182,14 +182,15 @@ class HouseholdFleet:
             p = self.p if idx is None else self.p.subset(idx)
             return simulate_default(p, t0, rem0, soc0, s0, k_steps, lambda s: self._inputs(s, idx, True))
         n = t0.size
-        t_out, irr = np.empty(k_steps), np.empty(k_steps)
-        base, energy = np.empty((k_steps, n)), np.empty((k_steps, n))
-        conn, arriving = np.empty((k_steps, n), bool), np.empty((k_steps, n), bool)
-        dep = np.empty((k_steps, n), np.int64)
+        w = self.forecast_weather
+        i = np.minimum(np.arange(s0, s0 + k_steps), w.n_steps - 1)  # as _inputs: the last value persists
+        t_out, irr = w.outdoor_temp_c[i], w.irradiance_w_m2[i]
+        base = np.empty((k_steps, n))
+        fetch = self.base_load.expected if self._base_fc == "expected" else self.base_load.at
         for k in range(k_steps):
-            inp = self._inputs(s0 + k, idx, True)
-            t_out[k], irr[k], base[k] = inp.t_out, inp.irr, inp.base
-            conn[k], dep[k], arriving[k], energy[k] = inp.ev.connected, inp.ev.dep_step, inp.ev.arriving, inp.ev.energy
+            base[k] = fetch(s0 + k, idx)
+        ev = self.ev_schedule.block(s0, k_steps, idx)
+        conn, dep, arriving, energy = ev.connected, ev.dep_step, ev.arriving, ev.energy
         packed = self._packed if idx is None else np.ascontiguousarray(self._packed[:, idx])
         return kernels.simulate_default(packed, self._scalars, t0, rem0, soc0, t_out, irr, base, conn, dep,
                                         arriving, energy)
