@@ -4,16 +4,20 @@ Control pattern per day, as aggregators would drive it: a day-ahead forecast
 (96 steps) at 11:00, and at 07:00 and 17:00 a 1-hour event per owner asking 20 %
 of the baseline (capped at the forecast flexibility), re-allocated every step.
 
-Usage: python benchmarks/bench_households.py [--households 10000] [--days 7]
-Prints wall time, steps/s, household-steps/s and peak memory. Timing comes from
-an untraced run (tracemalloc slows numpy allocation several-fold); peak traced
-memory from a second, traced run of the same workload (skip with --no-trace);
+Usage: python benchmarks/bench_households.py [--households 10000] [--days 7] [--repeats 3]
+Runs the workload with the numpy reference and with the numba kernels
+(households/kernels.py) and prints both side by side: median wall time of the
+repeats, forecast share, steps/s, household-steps/s, the ratio, and checks that
+both gave the same outcome. The first numba call's cost (loading or compiling the
+cached kernels) is printed separately. Peak traced memory comes from one extra,
+traced run per engine (skip with --no-trace; tracemalloc slows numpy several-fold);
 process RSS from psutil.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import tracemalloc
 from datetime import datetime
@@ -21,15 +25,27 @@ from datetime import datetime
 import numpy as np
 import psutil
 
-from flech_sim.households import Control, HouseholdFleet, generate_weather
+from flech_sim.households import Control, HouseholdFleet, generate_weather, kernels
+
+ENGINES: tuple[kernels.Engine, ...] = ("numpy", "numba")
 
 
-def run(n_households: int, days: int, seed: int = 2024) -> dict[str, float]:
+def first_call_s() -> float:
+    """Cost of the first numba call in this process: loading the on-disk cache, or compiling."""
+    t0 = time.perf_counter()
+    w = generate_weather("winter", datetime(2024, 1, 8), 2 * 96, 15, 1)
+    f = HouseholdFleet.create(3, w, 1, engine="numba")
+    f.forecast(4, 4)
+    f.step(Control(target_kw=np.array([-0.1]), duration_steps=1))
+    return time.perf_counter() - t0
+
+
+def run(n_households: int, days: int, engine: kernels.Engine, seed: int = 2024) -> dict[str, float]:
     dt = 15
     steps_per_day = 1440 // dt
     n_steps = days * steps_per_day
     weather = generate_weather("winter", datetime(2024, 1, 8), n_steps + steps_per_day, dt, seed)
-    fleet = HouseholdFleet.create(n_households, weather, seed, n_feeders=20, n_owners=3)
+    fleet = HouseholdFleet.create(n_households, weather, seed, n_feeders=20, n_owners=3, engine=engine)
     event_len, events = 4, 0
     t0 = time.perf_counter()
     t_forecast = 0.0
@@ -62,6 +78,7 @@ def run(n_households: int, days: int, seed: int = 2024) -> dict[str, float]:
         "household_steps_per_s": n_steps * n_households / wall, "events": events,
         "delivered_share": delivered / requested if requested else float("nan"),
         "violations": int(fleet.violation_steps.sum()), "ev_unmet_kwh": float(fleet.ev_unmet_kwh.sum()),
+        "t_in_sum": float(fleet.t_in.sum()),
     }
 
 
@@ -69,26 +86,45 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--households", type=int, default=10_000)
     ap.add_argument("--days", type=int, default=7)
-    ap.add_argument("--no-trace", action="store_true", help="skip the tracemalloc run")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-trace", action="store_true", help="skip the tracemalloc runs")
     args = ap.parse_args()
     proc = psutil.Process()
+    first = first_call_s()
     rss0 = proc.memory_info().rss
-    res = run(args.households, args.days)
+    res: dict[str, list[dict[str, float]]] = {e: [] for e in ENGINES}
+    for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both
+        for e in ENGINES:
+            res[e].append(run(args.households, args.days, e))
     rss = proc.memory_info().rss
-    peak = float("nan")
+    peak = {e: float("nan") for e in ENGINES}
     if not args.no_trace:
-        tracemalloc.start()
-        run(args.households, args.days)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    print(f"households={args.households} days={args.days} steps={args.days * 96} events={res['events']}")
-    print(f"wall time        {res['wall_s']:.2f} s  (of which forecasts {res['forecast_s']:.2f} s)")
-    print(f"steps/s          {res['steps_per_s']:.0f}")
-    print(f"household-steps/s {res['household_steps_per_s']:.3g}")
-    print(f"peak traced mem  {peak / 2**20:.1f} MiB (tracemalloc, separate run)")
+        for e in ENGINES:
+            tracemalloc.start()
+            run(args.households, args.days, e)
+            peak[e] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    med = {e: {k: statistics.median(r[k] for r in res[e]) for k in ("wall_s", "forecast_s")} for e in ENGINES}
+    r0 = {e: res[e][0] for e in ENGINES}
+    print(f"households={args.households} days={args.days} steps={args.days * 96} events={r0['numpy']['events']} "
+          f"repeats={args.repeats} (medians)")
+    print(f"numba first call (cache load or compile) {first:.2f} s")
+    print(f"{'':22s}{'numpy':>12s}{'numba':>12s}{'ratio':>9s}")
+    for label, key in (("wall time s", "wall_s"), ("of which forecasts s", "forecast_s")):
+        a, b = med["numpy"][key], med["numba"][key]
+        print(f"{label:22s}{a:12.3f}{b:12.3f}{a / b:8.1f}x")
+    steps = args.days * 96
+    a, b = (steps / med[e]["wall_s"] for e in ENGINES)
+    print(f"{'steps/s':22s}{a:12.0f}{b:12.0f}")
+    print(f"{'household-steps/s':22s}{a * args.households:12.3g}{b * args.households:12.3g}")
+    print(f"{'peak traced MiB':22s}{peak['numpy'] / 2**20:12.1f}{peak['numba'] / 2**20:12.1f}")
     print(f"process RSS      {rss / 2**20:.1f} MiB (grew {(rss - rss0) / 2**20:.1f} MiB)")
-    print(f"delivered/asked  {res['delivered_share']:.3f}; comfort violations {res['violations']}; "
-          f"EV unmet {res['ev_unmet_kwh']:.1f} kWh")
+    for e in ENGINES:
+        r = r0[e]
+        print(f"{e:6s} delivered/asked {r['delivered_share']:.6f}; comfort violations {r['violations']}; "
+              f"EV unmet {r['ev_unmet_kwh']:.1f} kWh")
+    same = all(r0["numpy"][k] == r0["numba"][k] for k in ("delivered_share", "violations", "ev_unmet_kwh", "t_in_sum"))
+    print(f"outcomes identical: {same}")
 
 
 if __name__ == "__main__":

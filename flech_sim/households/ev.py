@@ -63,7 +63,19 @@ class EvSchedule:
 
     def at(self, step: int, idx: np.ndarray | None = None) -> EvStep:
         """Status at `step` for households `idx` (all if None)."""
-        day = (self._m0 + step * self._dt) // 1440
+        return self._status(np.int64(step), (self._m0 + step * self._dt) // 1440, idx)
+
+    def block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> EvStep:
+        """Status at steps start..start+n_steps-1 as (n_steps, households) arrays: `at` of each
+        step stacked, computed one day at a time (forecasts need many steps of few households)."""
+        steps = np.arange(start, start + n_steps, dtype=np.int64)
+        days = (self._m0 + steps * self._dt) // 1440
+        parts = [self._status(steps[days == d][:, None], int(d), idx) for d in np.unique(days)]
+        return EvStep(*(np.concatenate([getattr(p, f) for p in parts]) if parts else
+                        np.zeros((0, self._p.n if idx is None else len(idx)))
+                        for f in ("connected", "dep_step", "arriving", "energy")))
+
+    def _status(self, step: np.ndarray, day: int, idx: np.ndarray | None) -> EvStep:
         a1, d1, e1 = self.sessions(day - 1)
         a2, d2, e2 = self.sessions(day)
         has = self._p.has_ev

@@ -17,12 +17,24 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import kernels
 from .control import Control, Forecast, GroupBy, StepResult, group_sum
 from .ev import EvSchedule
-from .flex import Deviation, allocate, flex_for_durations, split_devices, window_flex
+from .flex import Deviation, DeviceFlex, allocate, flex_for_durations, split_devices, window_flex
 from .params import FleetSpec, SeedLike, as_seed_sequence, child_seed
-from .physics import (StepInputs, battery_limits, battery_step, default_powers, ev_events, ev_max,
-                      heat_to_reach, simulate_default, thermal_step)
+from .physics import (
+    DefaultPowers,
+    StepInputs,
+    Trajectory,
+    battery_limits,
+    battery_step,
+    default_powers,
+    ev_events,
+    ev_max,
+    heat_to_reach,
+    simulate_default,
+    thermal_step,
+)
 from .population import HouseholdParams, build_params
 from .profiles import BaseLoad, BaseLoadSource
 from .weather import Weather, perturb_weather
@@ -36,7 +48,7 @@ class HouseholdFleet:
     def __init__(self, params: HouseholdParams, weather: Weather, base_load: BaseLoadSource,
                  ev_schedule: EvSchedule, feeder: np.ndarray, owner: np.ndarray, *,
                  forecast_weather: Weather | None = None,
-                 base_forecast: Literal["actual", "expected"] = "expected"):
+                 base_forecast: Literal["actual", "expected"] = "expected", engine: kernels.Engine | None = None):
         n = params.n
         self.feeder, self.owner = (np.asarray(x, dtype=np.int64) for x in (feeder, owner))
         for name, x in (("feeder", self.feeder), ("owner", self.owner)):
@@ -54,6 +66,12 @@ class HouseholdFleet:
         self.n_feeders = int(self.feeder.max()) + 1 if n else 0
         self.n_owners = int(self.owner.max()) + 1 if n else 0
         self.dt_minutes = weather.dt_minutes
+        # numba kernels (default) or the numpy reference: bit-identical results, see kernels.py.
+        self.engine: kernels.Engine = engine or kernels.default_engine()
+        if self.engine not in ("numba", "numpy") or (self.engine == "numba" and not kernels.HAVE_NUMBA):
+            raise ValueError(f"engine {self.engine!r} is not available")
+        if self.engine == "numba":
+            self._packed, self._scalars = kernels.pack(params), kernels.scalars(params)
         # State (read it, do not write it).
         self.t_in = params.t_set.copy()
         self.ev_remaining_kwh = np.zeros(n)
@@ -71,7 +89,8 @@ class HouseholdFleet:
                spec: FleetSpec | Mapping[str, Any] | None = None, *, feeder: np.ndarray | None = None,
                owner: np.ndarray | None = None, n_feeders: int = 1, n_owners: int = 1,
                perfect_forecast: bool = False, forecast_temp_sd: float = 1.0,
-               forecast_irr_rel_sd: float = 0.2, base_load: BaseLoadSource | None = None) -> HouseholdFleet:
+               forecast_irr_rel_sd: float = 0.2, base_load: BaseLoadSource | None = None,
+               engine: kernels.Engine | None = None) -> HouseholdFleet:
         """Draw a fleet from `spec`. Default grouping: feeders in contiguous blocks, owners round-robin
         (aggregators compete on every feeder). perfect_forecast: forecasts see the actual weather
         and base load."""
@@ -86,7 +105,7 @@ class HouseholdFleet:
         feeder = (np.arange(n) * n_feeders) // max(n, 1) if feeder is None else feeder
         owner = np.arange(n) % n_owners if owner is None else owner
         return cls(params, weather, base, evs, feeder, owner, forecast_weather=fw,
-                   base_forecast="actual" if perfect_forecast else "expected")
+                   base_forecast="actual" if perfect_forecast else "expected", engine=engine)
 
     @property
     def n(self) -> int:
@@ -141,9 +160,13 @@ class HouseholdFleet:
         for c0 in range(0, sel.size, chunk):
             idx = sel[c0:c0 + chunk]
             p = self.p.subset(idx)
-            tr = simulate_default(p, self.t_in[idx], self.ev_remaining_kwh[idx], self.soc_kwh[idx],
-                                  self.step_index, k + d - 1, lambda s, i=idx: self._inputs(s, i, True))
-            f = window_flex(p, tr, d, self.step_index, starts=starts)
+            tr = self._simulate(idx, self.t_in[idx], self.ev_remaining_kwh[idx], self.soc_kwh[idx],
+                                self.step_index, k + d - 1)
+            if self.engine == "numba":
+                f = kernels.window_flex(np.ascontiguousarray(self._packed[:, idx]), self._scalars, tr, d,
+                                        self.step_index, starts=starts)
+            else:
+                f = window_flex(p, tr, d, self.step_index, starts=starts)
             for nm, v in zip(names, (tr.net[:k], f.down, f.up, f.rebound_down, f.rebound_up)):
                 tot[nm] += group_sum(v, group[idx], n_groups)
                 if per_household:
@@ -151,6 +174,26 @@ class HouseholdFleet:
         household = {nm: np.concatenate(v, axis=1) if v else np.zeros((k, 0)) for nm, v in hh.items()}
         return Forecast(self.step_index, d, **tot, household=household if per_household else None,
                         household_index=sel if per_household else None)
+
+    def _simulate(self, idx: np.ndarray | None, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray, s0: int,
+                  k_steps: int) -> Trajectory:
+        """Default operation of households `idx` (all if None) on forecast inputs, by the fleet's engine."""
+        if self.engine == "numpy":
+            p = self.p if idx is None else self.p.subset(idx)
+            return simulate_default(p, t0, rem0, soc0, s0, k_steps, lambda s: self._inputs(s, idx, True))
+        n = t0.size
+        w = self.forecast_weather
+        i = np.minimum(np.arange(s0, s0 + k_steps), w.n_steps - 1)  # as _inputs: the last value persists
+        t_out, irr = w.outdoor_temp_c[i], w.irradiance_w_m2[i]
+        base = np.empty((k_steps, n))
+        fetch = self.base_load.expected if self._base_fc == "expected" else self.base_load.at
+        for k in range(k_steps):
+            base[k] = fetch(s0 + k, idx)
+        ev = self.ev_schedule.block(s0, k_steps, idx)
+        conn, dep, arriving, energy = ev.connected, ev.dep_step, ev.arriving, ev.energy
+        packed = self._packed if idx is None else np.ascontiguousarray(self._packed[:, idx])
+        return kernels.simulate_default(packed, self._scalars, t0, rem0, soc0, t_out, irr, base, conn, dep,
+                                        arriving, energy)
 
     def baseline_power(self, horizon_steps: int, by: GroupBy = "owner",
                        households: np.ndarray | None = None) -> np.ndarray:
@@ -163,9 +206,15 @@ class HouseholdFleet:
         if s >= self.weather.n_steps:
             raise IndexError(f"step {s} is beyond the weather horizon ({self.weather.n_steps} steps)")
         inp = self._inputs(s, None, False)
-        self.ev_remaining_kwh, unmet = ev_events(self.ev_remaining_kwh, inp.ev)
+        fast = self.engine == "numba"
+        self.ev_remaining_kwh, unmet = (kernels.ev_events if fast else ev_events)(self.ev_remaining_kwh, inp.ev)
         self.ev_unmet_kwh += unmet
-        dp = default_powers(p, self.t_in, self.ev_remaining_kwh, self.soc_kwh, inp)
+        if fast:
+            rows = kernels.default_powers(self._packed, self._scalars, inp.t_out, inp.irr, self.t_in,
+                                          self.ev_remaining_kwh, self.soc_kwh, inp.base, inp.ev.connected)
+            dp = DefaultPowers(*rows)
+        else:
+            dp = default_powers(p, self.t_in, self.ev_remaining_kwh, self.soc_kwh, inp)
         heat, ev, bat = dp.heat, dp.ev, dp.bat
         alloc, achieved, short = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
@@ -173,11 +222,16 @@ class HouseholdFleet:
             self._prev_off = np.zeros(self.n)
         else:
             heat, ev, bat, alloc, achieved, short, groups = self._controlled(control, s, inp, dp)
-        net = inp.base + heat + ev + bat - dp.pv
-        t_new = thermal_step(self.t_in, inp.t_out, dp.eta * heat + dp.gains, p.r, p.a)
-        self.t_in = np.where(p.has_heat, t_new, p.t_set)
-        self.ev_remaining_kwh = np.maximum(self.ev_remaining_kwh - ev * p.dt_h, 0.0)
-        self.soc_kwh = battery_step(p, self.soc_kwh, bat)
+        if fast:
+            self.t_in, self.ev_remaining_kwh, self.soc_kwh, net = kernels.advance(
+                self._packed, self._scalars, inp.t_out, self.t_in, self.ev_remaining_kwh, self.soc_kwh, rows,
+                inp.base, np.ascontiguousarray(heat), np.ascontiguousarray(ev), np.ascontiguousarray(bat))
+        else:
+            net = inp.base + heat + ev + bat - dp.pv
+            t_new = thermal_step(self.t_in, inp.t_out, dp.eta * heat + dp.gains, p.r, p.a)
+            self.t_in = np.where(p.has_heat, t_new, p.t_set)
+            self.ev_remaining_kwh = np.maximum(self.ev_remaining_kwh - ev * p.dt_h, 0.0)
+            self.soc_kwh = battery_step(p, self.soc_kwh, bat)
         self._record_comfort(heat)
         self.step_index += 1
         return StepResult(s, net, inp.base, heat, ev, bat, dp.pv, alloc, achieved, short,
@@ -199,12 +253,19 @@ class HouseholdFleet:
                 raise ValueError(f"target_kw must have one value per group ({n_groups})")
             dur = dur[group] if dur.ndim else dur
         dur = np.broadcast_to(dur, (self.n,))
-        tr = simulate_default(p, self._tw_t, self._tw_rem, self._tw_soc, s, int(dur.max()),
-                              lambda k: self._inputs(k, None, True))
-        dev = Deviation(self.t_in - self._tw_t, self.ev_remaining_kwh - self._tw_rem, self.soc_kwh - self._tw_soc)
-        tiers = [flex_for_durations(p, tr, dur, s, dev)]
+        # Only households that can be asked for a change need their reference plan simulated: the
+        # others get no offset (zero headroom below), so they are free and re-planned next step.
+        if c.offset_kw is not None:
+            act = np.flatnonzero(np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,)))
+        else:
+            act = np.flatnonzero(target[group])
+        pa = p.subset(act)
+        tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
+        tr = self._simulate(act, *tw, s, int(dur[act].max()) if act.size else 1)
+        dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
+        tiers = [self._headroom(pa, tr, dur[act], s, dev, act, False)]
         if c.force:  # comfort-respecting headroom first, breaches only for the excess
-            tiers.append(flex_for_durations(p, tr, dur, s, dev, force=True))
+            tiers.append(self._headroom(pa, tr, dur[act], s, dev, act, True))
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if c.offset_kw is not None:
             off = np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,))
@@ -231,7 +292,7 @@ class HouseholdFleet:
             later = p.ev_pmax * p.dt_h * np.maximum(inp.ev.dep_step - s - 1, 0)
             e_lo = np.clip((self.ev_remaining_kwh - later) / p.dt_h, 0.0, e_hi)
         b_lo, b_hi = battery_limits(p, self.soc_kwh)
-        ref = (tr.heat[0], tr.ev[0], tr.bat[0])
+        ref = tuple(_scatter(x[0], act, self.n) for x in (tr.heat, tr.ev, tr.bat))
         heat = np.where(ctl, np.clip(ref[0] + o_heat, h_lo, h_hi), dp.heat)
         ev = np.where(ctl, np.clip(ref[1] + o_ev, e_lo, e_hi), dp.ev)
         bat = np.where(ctl, np.clip(ref[2] + o_bat, b_lo, b_hi), dp.bat)
@@ -241,9 +302,22 @@ class HouseholdFleet:
             got = group_sum(achieved, group, n_groups)
             groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
         # The twin moves along its plan; it only matters for households still in control next step.
-        self._tw_t, self._tw_rem, self._tw_soc = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
+        self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
         self._prev_off = off.copy()
         return heat, ev, bat, off.copy(), achieved, short, groups
+
+    def _headroom(self, pa: HouseholdParams, tr: Trajectory, dur: np.ndarray, s: int, dev: Deviation,
+                  act: np.ndarray, force: bool) -> DeviceFlex:
+        """flex_for_durations of the households `act`, fleet-wide (zero headroom elsewhere)."""
+        zero = np.zeros((1, self.n))
+        if not act.size:
+            return DeviceFlex(*(zero for _ in DeviceFlex.__dataclass_fields__))
+        win = None
+        if self.engine == "numba":
+            pk = np.ascontiguousarray(self._packed[:, act])
+            win = lambda *a: kernels.window_flex(pk, self._scalars, *a)  # noqa: E731
+        f = flex_for_durations(pa, tr, dur, s, dev, force, window=win)
+        return DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in DeviceFlex.__dataclass_fields__))
 
     def _record_comfort(self, heat: np.ndarray) -> None:
         """Below T_min counts always; above T_max only while heating (passive overheating is not
@@ -260,3 +334,11 @@ class HouseholdFleet:
         """Per-group sums of a per-household array (last axis)."""
         g, n_groups = self.group_index(by)
         return group_sum(np.asarray(values, float), g, n_groups)
+
+
+def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
+    """Per-household array of length n: `values` at `idx`, zero elsewhere."""
+    out = np.zeros(n)
+    out[idx] = values
+    return out
+

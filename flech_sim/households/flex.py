@@ -11,8 +11,9 @@ the battery bound is conservative (efficiency losses taken at their worst).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -134,14 +135,17 @@ def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviat
 
 
 def flex_for_durations(p: HouseholdParams, tr: Trajectory, durations: np.ndarray, s0: int,
-                       dev: Deviation | None = None, force: bool = False) -> DeviceFlex:
+                       dev: Deviation | None = None, force: bool = False,
+                       window: Callable[..., DeviceFlex] | None = None) -> DeviceFlex:
     """Flex of the window starting now, each household over its own duration (rows: 1).
 
     Lets one step serve several requests (e.g. aggregators) with different remaining lengths.
+    `window(tr, d, s0, dev, force)` replaces window_flex (the compiled kernel, same results).
     """
     out: DeviceFlex | None = None
+    win: Callable[..., Any] = window or (lambda *a: window_flex(p, *a))
     for d in np.unique(durations):
-        f = window_flex(p, tr.head(int(d)), int(d), s0, dev, force)
+        f = win(tr.head(int(d)), int(d), s0, dev, force)
         out = f if out is None else DeviceFlex(
             *(np.where(durations == d, getattr(f, x.name), getattr(out, x.name)) for x in fields(DeviceFlex)))
     assert out is not None

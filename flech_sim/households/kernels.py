@@ -1,0 +1,261 @@
+"""Compiled (numba) household physics: the same arithmetic as physics.py, home by home.
+
+Why: driven from Python, each numpy step of ~10,000 homes pays for a few dozen
+temporary arrays; forecasts run ~9× as many home-steps as the stepping itself.
+These loops keep every home's state in registers instead.
+
+Exactness: every expression repeats physics.py's operations in the same order
+(no fastmath, so no reassociation or fused multiply-add), so the results equal
+the numpy reference exactly; only the sign of a zero may differ (numpy's clip
+itself picks -0.0 or 0.0 by SIMD lane), which no sum can see. The numpy path stays the reference and is
+selected with ``FLECH_KERNELS=numpy`` or ``HouseholdFleet(..., engine="numpy")``;
+tests/test_kernels.py checks that both agree.
+
+Compiled functions are cached on disk (``cache=True``): the first process
+compiles once (a few seconds), later ones load the machine code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+
+from .ev import EvStep
+from .flex import Deviation, DeviceFlex
+from .physics import Trajectory
+from .population import HEAT_PUMP, PANEL, HouseholdParams
+
+Engine = Literal["numba", "numpy"]
+
+try:
+    from numba import njit
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy path still works
+    HAVE_NUMBA = False
+
+
+def default_engine() -> Engine:
+    """``FLECH_KERNELS`` (numba | numpy); numba when installed otherwise."""
+    env = os.environ.get("FLECH_KERNELS", "").strip().lower()
+    if env not in ("", "numba", "numpy"):
+        raise ValueError(f"FLECH_KERNELS must be 'numba' or 'numpy', got {env!r}")
+    if env == "numpy" or not HAVE_NUMBA:
+        return "numpy"
+    return "numba"
+
+
+# Rows of the packed parameter matrix (one column per home).
+_FIELDS = ("heat_type", "r", "a", "oma", "p_heat_max", "cop_at_7c", "t_set", "gain_int", "solar_ap",
+           "kwp", "pr", "ev_pmax", "bat_pmax", "eta_c", "eta_d", "soc_min", "soc_max", "c", "t_min", "t_max")
+(HT, R, A, OMA, PMAX, COP7, TSET, GINT, SAP, KWP, PR, EVP, BATP, ETAC, ETAD, SOCMIN, SOCMAX, C, TMIN,
+ TMAX) = range(len(_FIELDS))
+
+
+def pack(p: HouseholdParams) -> np.ndarray:
+    """Per-home parameters as one C-contiguous (fields, n) float matrix (heat type as 0/1/2)."""
+    return np.ascontiguousarray(np.stack([np.asarray(getattr(p, f), dtype=float) for f in _FIELDS]))
+
+
+def scalars(p: HouseholdParams) -> np.ndarray:
+    return np.array([p.dt_h, p.cop_slope, p.cop_min, p.cop_max])
+
+
+if HAVE_NUMBA:
+    @njit(cache=True, inline="always")
+    def _clip(x: float, lo: float, hi: float) -> float:
+        # np.clip is minimum(maximum(x, lo), hi)
+        return min(max(x, lo), hi)
+
+    @njit(cache=True, inline="always")
+    def _powers(P, sc, i, t_out, irr, t_in, rem, soc, base, conn):
+        """default_powers for home i: (eta, gains, pv, heat, ev, bat)."""
+        dt_h = sc[0]
+        ht = P[HT, i]
+        if ht == HEAT_PUMP:
+            eta = _clip(P[COP7, i] + sc[1] * (t_out - 7.0), sc[2], sc[3])
+        elif ht == PANEL:
+            eta = 1.0
+        else:
+            eta = 0.0
+        g = P[GINT, i] + P[SAP, i] * (irr * 1e-3)
+        pv = P[KWP, i] * P[PR, i] * (irr * 1e-3)
+        heat = 0.0
+        if eta > 0:
+            tt = P[TSET, i]
+            t_ss = tt + P[A, i] * (tt - t_in) / P[OMA, i]
+            heat = ((t_ss - t_out) / P[R, i] - g) / eta
+        heat = _clip(heat, 0.0, P[PMAX, i])
+        ev = min(P[EVP, i], rem / dt_h) if conn else 0.0
+        hi = _clip((P[SOCMAX, i] - soc) / (P[ETAC, i] * dt_h), 0.0, P[BATP, i])
+        lo = -_clip((soc - P[SOCMIN, i]) * P[ETAD, i] / dt_h, 0.0, P[BATP, i])
+        bat = _clip(pv - base - heat - ev, lo, hi)
+        return eta, g, pv, heat, ev, bat
+
+    @njit(cache=True, inline="always")
+    def _advance(P, sc, i, t_out, t_in, rem, soc, eta, g, heat, ev, bat):
+        """thermal_step, EV energy and battery_step for home i: (t_in, rem, soc) at the step's end."""
+        dt_h = sc[0]
+        if P[HT, i] != 0:
+            t_ss = t_out + P[R, i] * (eta * heat + g)
+            t_new = t_ss + (t_in - t_ss) * P[A, i]
+        else:
+            t_new = P[TSET, i]
+        rem = max(rem - ev * dt_h, 0.0)
+        soc = soc + (bat * P[ETAC, i] if bat > 0 else bat / P[ETAD, i]) * dt_h
+        return t_new, rem, _clip(soc, P[SOCMIN, i], P[SOCMAX, i])
+
+    @njit(cache=True)
+    def _ev_events(rem, conn, arriving, energy, out_rem, out_unmet):
+        for i in range(rem.size):
+            unmet = 0.0 if conn[i] else rem[i]
+            out_unmet[i] = unmet
+            out_rem[i] = energy[i] if arriving[i] else rem[i] - unmet
+
+    @njit(cache=True)
+    def _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out):
+        for i in range(t_in.size):
+            out[0, i], out[1, i], out[2, i], out[3, i], out[4, i], out[5, i] = _powers(
+                P, sc, i, t_out, irr, t_in[i], rem[i], soc[i], base[i], conn[i])
+
+    @njit(cache=True)
+    def _advance_all(P, sc, t_out, t_in, rem, soc, eta, g, pv, base, heat, ev, bat, net):
+        """In place: state to the step's end; net power of the step."""
+        for i in range(t_in.size):
+            net[i] = base[i] + heat[i] + ev[i] + bat[i] - pv[i]
+            t_in[i], rem[i], soc[i] = _advance(P, sc, i, t_out, t_in[i], rem[i], soc[i], eta[i], g[i],
+                                               heat[i], ev[i], bat[i])
+
+    @njit(cache=True)
+    def _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,
+                  t_in, eta, heat, ev, rem_end, bat, soc_end, net):
+        """simulate_default over K steps (rows) for all homes (columns)."""
+        k_steps, n = base.shape
+        for i in range(n):
+            t_in[0, i] = t0[i]
+        for k in range(k_steps):
+            to, ir = t_out[k], irr[k]
+            for i in range(n):
+                t, soc = t_in[k, i], soc0[i] if k == 0 else soc_end[k - 1, i]
+                rem = rem0[i] if k == 0 else rem_end[k - 1, i]
+                if arriving[k, i]:
+                    rem = energy[k, i]
+                elif not conn[k, i]:
+                    rem = rem - rem
+                b = base[k, i]
+                e, g, pv, h, v, bt = _powers(P, sc, i, to, ir, t, rem, soc, b, conn[k, i])
+                t, rem, soc = _advance(P, sc, i, to, t, rem, soc, e, g, h, v, bt)
+                t_in[k + 1, i], eta[k, i], heat[k, i], ev[k, i], rem_end[k, i] = t, e, h, v, rem
+                bat[k, i], soc_end[k, i] = bt, soc
+                net[k, i] = b + h + v + bt - pv
+
+    @njit(cache=True)
+    def _window_flex(P, dt, d, s0, force, j0, t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end,
+                     dev_t, dev_rem, dev_soc, out):
+        """flex.window_flex for windows starting at j0 (rows of out[0..7])."""
+        inf = np.inf
+        n = t_in.shape[1]
+        for w in range(j0.size):
+            j = j0[w]
+            for i in range(n):
+                a, oma_r = P[A, i], P[OMA, i] * P[R, i]
+                no_heat = 0.0 if P[HT, i] != 0 else 1.0
+                g, decay = 0.0, 1.0
+                t_dn = t_up = p_lo = p_sp = inf
+                for m in range(1, d + 1):
+                    sl = j + m - 1
+                    g = a * g + oma_r * eta[sl, i]
+                    decay = decay * a
+                    t = t_in[j + m, i] + decay * dev_t[i]
+                    inv_g = 1.0 / (g + no_heat)
+                    t_dn = min(t_dn, (t - P[TMIN, i]) * inv_g)
+                    t_up = min(t_up, (P[TMAX, i] - t) * inv_g)
+                    p_lo = min(p_lo, heat[sl, i])
+                    p_sp = min(p_sp, P[PMAX, i] - heat[sl, i])
+                heat_dn = max(p_lo if force else min(p_lo, t_dn), 0.0)
+                heat_up = max(p_sp if force else min(p_sp, t_up), 0.0)
+                heat_kwh = g * P[C, i] / (eta[j + d - 1, i] + no_heat)
+                ok = True
+                dep0 = dep[j, i]
+                e_lo = e_sp = inf
+                for m in range(d):
+                    sl = j + m
+                    ok = ok and conn[sl, i] and dep[sl, i] == dep0
+                    e_lo = min(e_lo, ev[sl, i])
+                    e_sp = min(e_sp, P[EVP, i] - ev[sl, i])
+                rem_after = rem_end[j + d - 1, i] + dev_rem[i]
+                steps_left = float(dep0 - (s0 + j + d))
+                slack = (P[EVP, i] * dt * steps_left - rem_after) / (d * dt)
+                ev_dn = max(e_lo if force else min(e_lo, slack), 0.0) if ok else 0.0
+                ev_up = max(min(e_sp, rem_after / (d * dt)), 0.0) if ok else 0.0
+                b_dn = b_up = s_dn = s_up = inf
+                for m in range(1, d + 1):
+                    sl = j + m - 1
+                    b_dn = min(b_dn, bat[sl, i] + P[BATP, i])
+                    b_up = min(b_up, P[BATP, i] - bat[sl, i])
+                    soc = soc_end[sl, i] + dev_soc[i]
+                    s_dn = min(s_dn, (soc - P[SOCMIN, i]) * P[ETAD, i] / (m * dt))
+                    s_up = min(s_up, (P[SOCMAX, i] - soc) * P[ETAD, i] / (m * dt))
+                bat_dn = max(min(b_dn, s_dn), 0.0)
+                bat_up = max(min(b_up, s_up), 0.0)
+                rte = P[ETAC, i] * P[ETAD, i]
+                out[0, w, i], out[1, w, i], out[2, w, i], out[3, w, i] = heat_dn, heat_up, ev_dn, ev_up
+                out[4, w, i], out[5, w, i] = bat_dn, bat_up
+                out[6, w, i] = heat_dn * heat_kwh + ev_dn * d * dt + bat_dn * d * dt / rte
+                out[7, w, i] = heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte
+
+
+def ev_events(rem: np.ndarray, ev: EvStep) -> tuple[np.ndarray, np.ndarray]:
+    """physics.ev_events, compiled."""
+    out, unmet = np.empty_like(rem), np.empty_like(rem)
+    _ev_events(rem, ev.connected, ev.arriving, ev.energy, out, unmet)
+    return out, unmet
+
+
+def default_powers(P: np.ndarray, sc: np.ndarray, t_out: float, irr: float, t_in: np.ndarray, rem: np.ndarray,
+                   soc: np.ndarray, base: np.ndarray, conn: np.ndarray) -> np.ndarray:
+    """physics.default_powers, compiled: rows eta, gains, pv, heat, ev, bat."""
+    out = np.empty((6, t_in.size))
+    _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out)
+    return out
+
+
+def advance(P: np.ndarray, sc: np.ndarray, t_out: float, t_in: np.ndarray, rem: np.ndarray, soc: np.ndarray,
+            dp: np.ndarray, base: np.ndarray, heat: np.ndarray, ev: np.ndarray, bat: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(t_in, rem, soc, net) after a step with powers heat/ev/bat (new arrays; inputs untouched)."""
+    t, r, s, net = t_in.copy(), rem.copy(), soc.copy(), np.empty(t_in.size)
+    _advance_all(P, sc, t_out, t, r, s, dp[0], dp[1], dp[2], base, heat, ev, bat, net)
+    return t, r, s, net
+
+
+def simulate_default(P: np.ndarray, sc: np.ndarray, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray,
+                     t_out: np.ndarray, irr: np.ndarray, base: np.ndarray, conn: np.ndarray, dep: np.ndarray,
+                     arriving: np.ndarray, energy: np.ndarray) -> Trajectory:
+    """physics.simulate_default, compiled, on inputs given as (K,) weather and (K, n) home arrays."""
+    k, n = base.shape
+    t_in = np.empty((k + 1, n))
+    eta, heat, ev, rem_end, bat, soc_end, net = (np.empty((k, n)) for _ in range(7))
+    _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,
+              t_in, eta, heat, ev, rem_end, bat, soc_end, net)
+    return Trajectory(t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end, net)
+
+
+def window_flex(P: np.ndarray, sc: np.ndarray, tr: Trajectory, d: int, s0: int, dev: Deviation | None = None,
+                force: bool = False, starts: np.ndarray | None = None) -> DeviceFlex:
+    """flex.window_flex, compiled; P = pack() of the trajectory's households."""
+    k_steps = tr.heat.shape[0]
+    if not 1 <= d <= k_steps:
+        raise ValueError(f"duration {d} must be within 1..{k_steps}")
+    j0 = np.arange(k_steps - d + 1) if starts is None else np.asarray(starts, dtype=np.int64)
+    if starts is not None and j0.size and (j0.min() < 0 or j0.max() > k_steps - d):
+        raise ValueError(f"window starts must be within 0..{k_steps - d}")
+    n = tr.heat.shape[1]
+    z = np.zeros(n)
+    dev = dev or Deviation(z, z, z)
+    out = np.empty((8, j0.size, n))
+    dv = [np.ascontiguousarray(x, dtype=float) for x in (dev.t_in, dev.ev_rem, dev.soc)]
+    _window_flex(P, float(sc[0]), int(d), int(s0), bool(force), j0.astype(np.int64), tr.t_in, tr.eta, tr.heat,
+                 tr.ev, tr.ev_rem_end, tr.conn, tr.dep, tr.bat, tr.soc_end, dv[0], dv[1], dv[2], out)
+    return DeviceFlex(*out)
