@@ -42,6 +42,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from .constants import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK
 from .schema import TABLES
 
 DEFAULT_ATOL = 1e-6
@@ -49,7 +50,6 @@ DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-6
 """Relative tolerance (of the golden value)."""
 
-EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
 
 MANIFEST_EXCERPT = ("scenario_name", "scenario_hash", "seed", "flech_sim_version", "fingerprint", "packages", "summary")
 """Manifest keys kept with golden outcomes (no paths or clock times: they would make every accept a diff)."""

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .clearing import ClearingMethod
+from .constants import SOLVER_TIME_LIMIT_S
 from .messages import Direction
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -31,7 +32,7 @@ class _Strict(BaseModel):
 
 class SolverConfig(_Strict):
     method: ClearingMethod = ClearingMethod.AUTO
-    time_limit_s: PositiveFloat = 30.0
+    time_limit_s: PositiveFloat = SOLVER_TIME_LIMIT_S
     mip_gap: Annotated[float, Field(ge=0, le=1)] = 1e-3
 
 

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 
+from .constants import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
 from .scenario import Scenario, ScenarioError, read_scenario_file, scenario_from_dict
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_WORKERS = 2
 
 HEADLINES: tuple[tuple[str, str], ...] = (

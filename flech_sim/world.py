@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import simpy
 
+from .constants import MINUTES_PER_DAY
 from .households import Control, CsvBaseLoad, HouseholdFleet, child_seed, generate_weather, load_weather_csv
 from .metering import metering_point
 from .persistor import Persistor
 from .scenario import Scenario
 
 UNAGGREGATED = "unaggregated"
-MINUTES_PER_DAY = 1440
 FORECAST_BATCH = 8192  # households simulated together in a forecast: bounds its memory (~100 MB a day ahead)
 
 

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from ..constants import MINUTES_PER_DAY
 from ..endpoint import Connection
 from ..messages import Activation, ClearingResult, Direction, MarketRequest, Rejection, SettlementStatement
 from ..scenario import BalancingConfig, BuyerConfig, CongestionConfig, ImbalanceConfig, MarketSchedule
 from ..world import World
 from .base import Agent
 
-DAY = 1440
+DAY = MINUTES_PER_DAY
 
 
 def _minute(t: Any) -> int:

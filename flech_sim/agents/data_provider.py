@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import simpy
 
+from ..constants import MINUTES_PER_DAY
 from ..endpoint import Connection
 from ..households import child_seed
 from ..messages import MeterData
 from ..metering import METER_PRODUCT_ID
 from ..scenario import DataProviderConfig
-from ..world import MINUTES_PER_DAY, UNAGGREGATED, World
+from ..world import UNAGGREGATED, World
 from .base import Agent
 
 
