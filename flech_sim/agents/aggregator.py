@@ -37,7 +37,6 @@ from ..world import Portfolio, PortfolioForecast
 from .base import Agent, Recorder
 from .strategies import Offer, make_offers
 
-
 FLEX_FORECASTS = "flex_forecasts"
 
 
