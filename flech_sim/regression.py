@@ -63,6 +63,14 @@ class Outcome:
     keys: tuple[str, ...]
     values: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        """Names are checked against :mod:`flech_sim.schema` when the module loads, so a column renamed
+        or dropped there fails here at once, not when a golden is next read."""
+        table = TABLES.get(self.table)
+        unknown = [c for c in self.columns if table is None or c not in table.names]
+        if unknown:
+            raise ValueError(f"regression outcome {self.table}: no column(s) {unknown} in flech_sim.schema")
+
     @property
     def columns(self) -> tuple[str, ...]:
         return self.keys + self.values
