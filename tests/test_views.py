@@ -195,3 +195,13 @@ def test_household_meter_feed_lists_every_aggregated_household(tmp_path: Path,
     assert world.keep_household_series
     assert len(feed.household_points) == 120 + 50 + 90  # aggregated homes only; none are unaggregated here
     assert feed.household_points[0] == "agg-a@feeder-1#0" and feed.points[:3] == feed.portfolio_points
+
+
+def test_products_do_not_import_the_scenario() -> None:
+    """scenario -> registry -> products must not lead back to scenario (the cycle late imports used to hide)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flech_sim.products, flech_sim.registry; "
+            "sys.exit('flech_sim.scenario' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

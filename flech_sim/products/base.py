@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
@@ -40,8 +40,10 @@ from ..messages import (
 )
 from ..metering import MeterService
 from ..persistor import Persistor
-from ..scenario import SettlementConfig
 from ..settlement import IntervalSettlement
+
+if TYPE_CHECKING:  # products never import the scenario: scenario -> registry -> products stays acyclic
+    from ..scenario import SettlementConfig
 
 EPS = 1e-9
 ACTIVATION_LEAD_MINUTES = (15, 60)
