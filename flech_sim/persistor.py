@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .schema import ARROW_TYPES, ROW_TYPES, TABLES, Table
+from .schema import row as schema_row
 
 DEFAULT_BATCH_ROWS = 50_000
 CONVERT_ROWS = 4096
@@ -73,7 +74,7 @@ class Persistor:
         missing = [n for n in names if n not in row and not _nullable(TABLES[table], n)]
         if missing:
             raise KeyError(f"table {table!r}: missing value(s) for {missing}")
-        self.append(table, ROW_TYPES[table](*(row.get(n) for n in names)))
+        self.append(table, schema_row(table, **{n: row.get(n) for n in names}))
 
     def append_columns(self, table: str, columns: Mapping[str, Any]) -> None:
         """Add many rows at once from equal-length columns (lists or numpy arrays): the bulk path."""
