@@ -1,10 +1,11 @@
 """The physical world: every household on every feeder, stepped on the SimPy clock.
 
-Not an agent and not part of the platform. Aggregators control *their own*
-households through :meth:`World.schedule` and forecast them with
-:meth:`World.forecast`; the data provider reads meters with
-:meth:`World.metered`; a DSO sees its feeders' load (SCADA) with
-:meth:`World.feeder_forecast`. Nobody reads anybody else's state through it.
+Not an agent and not part of the platform. No participant holds the World:
+the run's wiring hands each role a narrow view of it -- an aggregator a
+:class:`Portfolio` (forecast and control *its own* households), a DSO a
+:class:`GridView` (its feeders' limits, load forecast and measured load), the
+data provider a :class:`MeterFeed` (the meters it publishes). None of them can
+read or write anybody else's state through it.
 
 One vectorised :class:`~flech_sim.households.HouseholdFleet` holds all
 households, so 10,000 of them cost one numpy step per interval. A
