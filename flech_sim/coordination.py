@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .messages import Bid, Direction
+from .messages import Bid, Direction, MarketRequest
 from .persistor import Persistor
 from .products.base import Market, MarketState, Product
 
@@ -76,9 +76,8 @@ class Coordinator:
                     out.append(CongestionWindow(m.market_id, req.location, req.direction, t, t + req.interval_minutes))
         return out
 
-    def screen(self, market: Market, bids: list[Bid]) -> list[Bid]:
+    def screen(self, req: MarketRequest, bids: list[Bid]) -> list[Bid]:
         """The bids of a TSO market that may be cleared under the rule; conflicts recorded."""
-        req = market.request
         if self.rule == "none" or self.role_of(req.sender) != "tso":
             return bids
         windows = self.windows(req.delivery_start, req.delivery_end)
@@ -91,14 +90,15 @@ class Coordinator:
             for i, q in enumerate(bid.quantities_kw):
                 if q <= 0:
                     continue
-                t0, t1 = market.interval_start(i), market.interval_start(i) + req.interval_minutes
+                t0 = req.delivery_start + i * req.interval_minutes
+                t1 = t0 + req.interval_minutes
                 hit = next((w for w in windows if w.feeder in feeders and w.start < t1 and t0 < w.end
                             and w.direction is not req.direction), None)
                 if hit is None:
                     continue
                 refused = self.rule == "dso_prevails"
                 self.persistor.append("conflicts", (
-                    market.market_id, bid.bid_id, bid.sender, hit.feeder, i, t0, float(q), hit.market_id,
+                    req.market_id, bid.bid_id, bid.sender, hit.feeder, i, t0, float(q), hit.market_id,
                     self.rule, "refused" if refused else "allowed",
                     f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
                 ))

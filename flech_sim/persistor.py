@@ -40,6 +40,12 @@ class Persistor:
         self.row_counts: dict[str, int] = {name: 0 for name in TABLES}
         self._closed = False
 
+    def add_table(self, name: str) -> None:
+        """Take rows for a table registered after this persistor was made (a plug-in product's own)."""
+        if name not in self._buffers:
+            self._buffers[name], self._parts[name], self._pending[name] = [], [], 0
+            self.row_counts.setdefault(name, 0)
+
     # -- writing rows -------------------------------------------------------------
     def append(self, table: str, row: tuple[Any, ...]) -> None:
         """Add one row given in the table's column order (the fast path)."""
@@ -111,7 +117,8 @@ class Persistor:
 
     def flush(self) -> None:
         for name in TABLES:
-            self._flush(name)
+            if name in self._buffers:
+                self._flush(name)
 
     def close(self) -> None:
         """Flush everything and close the files; writes empty tables that got no rows."""
