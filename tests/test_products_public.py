@@ -133,3 +133,35 @@ def _cancel(h, market_id):  # type: ignore[no-untyped-def]
     from flech_sim.messages import MarketCancellation
 
     return MarketCancellation(**h.people["dso-1"].env_fields(market_id, "SRP", int(h.env.now)), reason="test")
+
+
+def test_a_buyer_cannot_take_another_buyers_market_id(harness) -> None:  # type: ignore[no-untyped-def]
+    """dso-2 asks first for 'dso-1-d001' (in dso-1's namespace): refused, so dso-1's own request still opens it;
+    'dso-1x-d001' is not dso-1's (a namespace ends at '-'), and un-namespaced IDs stay first come."""
+    from flech_sim.messages import Rejection
+    from tests.conftest import Participant
+
+    h = harness
+    dso2 = Participant(h.core.endpoint.connect("dso-2", "dso"))
+    h.people["dso-2"] = dso2
+    h.env.process(_drain(h, dso2))
+    h.at(0, lambda: h.send("dso-2", h.request("dso-1-d001", buyer="dso-2")))
+    h.at(1, lambda: h.send("dso-1", h.request("dso-1-d001")))
+    h.at(2, lambda: h.send("dso-2", h.request("dso-2-d001", buyer="dso-2")))
+    h.run(3)
+    (rej,) = [m for m in dso2.inbox if isinstance(m, Rejection)]
+    assert rej.reason == "unauthorised" and "dso-1's namespace" in rej.detail
+    assert not [m for m in h.people["dso-1"].inbox if isinstance(m, Rejection)]
+    assert set(h.core.products["SRP"].markets) == {"dso-1-d001", "dso-2-d001"}
+    assert h.core.products["SRP"].markets["dso-1-d001"].request.sender == "dso-1"
+    from flech_sim.products.validation import namespace_owner
+
+    assert namespace_owner("dso-1x-d001", {"dso-1"}.__contains__) is None
+    assert namespace_owner("dso-ref-SRP-0", {"dso", "dso-ref"}.__contains__) == "dso-ref"  # the longest owns it
+    assert namespace_owner("m1", {"dso-1"}.__contains__) is None
+
+
+def _drain(h, part):  # type: ignore[no-untyped-def]
+    while True:
+        msg = yield part.conn.inbox.get()
+        part.inbox.append(msg)

@@ -186,7 +186,8 @@ class Product:
         raise Rejected(RejectReason.MALFORMED, f"product {self.product_id} does not accept {msg.kind!r} messages")
 
     def _open(self, req: MarketRequest) -> str:
-        validation.check_request(req, now=self.now, locations=self.s.locations, existing=self.markets)
+        validation.check_request(req, now=self.now, locations=self.s.locations, existing=self.markets,
+                                 is_participant=self.s.is_participant)
         self.check_request(req)
         terms = self.read_terms(req)
         penalty = req.penalty_price if req.penalty_price is not None else self.s.settlement.penalty_factor * req.price_cap

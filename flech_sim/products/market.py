@@ -50,6 +50,8 @@ class PlatformServices:
     """Coordination between buyers (flech_sim.coordination): what of a market's book may be cleared."""
     events: EventBus = field(default_factory=EventBus)
     """Products publish MarketCleared and MarketEnded here (flech_sim.events)."""
+    is_participant: Callable[[str], bool] = lambda _pid: False
+    """Whether an ID is a connected participant's: market IDs are namespaced by it (validation.check_request)."""
 
 
 @dataclass

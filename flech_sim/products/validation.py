@@ -10,12 +10,12 @@ one finite-number test of the products.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from ..messages import Bid, MarketRequest, Rejected, RejectReason
 
 __all__ = ["check_bid", "check_declared_baseline", "check_request", "finite_nonneg", "finite_number",
-           "finite_numbers"]
+           "finite_numbers", "namespace_owner"]
 
 def finite_number(x: object) -> bool:
     """A real int or float (not bool), neither NaN nor infinite."""
@@ -36,10 +36,32 @@ def finite_numbers(xs: Sequence[object], *, nonneg: bool = False) -> bool:
         return False
 
 
-def check_request(req: MarketRequest, *, now: int, locations: Collection[str], existing: Collection[str]) -> None:
-    """What every market request must satisfy, in reason-code order."""
+def namespace_owner(market_id: str, is_participant: Callable[[str], bool]) -> str | None:
+    """The participant whose namespace a market ID is in: the longest participant ID ``p`` such that the
+    ID starts with ``p + '-'`` (None: in nobody's namespace)."""
+    parts = market_id.split("-")
+    for k in range(len(parts) - 1, 0, -1):
+        prefix = "-".join(parts[:k])
+        if is_participant(prefix):
+            return prefix
+    return None
+
+
+def check_request(req: MarketRequest, *, now: int, locations: Collection[str], existing: Collection[str],
+                  is_participant: Callable[[str], bool] = lambda _pid: False) -> None:
+    """What every market request must satisfy, in reason-code order.
+
+    Market IDs are namespaced by participant (issue 13, market-ID squatting): ``<buyer>-<name>`` belongs to
+    the buyer ``<buyer>`` (the longest participant ID that prefixes it), and a request for an ID in another
+    participant's namespace is refused as unauthorised, so no buyer can take another's next market ID. The
+    built-in buyers name every market this way; an ID in nobody's namespace is first come, first served.
+    """
     if not req.market_id:
         raise Rejected(RejectReason.MALFORMED, "market_id must not be empty")
+    owner = namespace_owner(req.market_id, is_participant)
+    if owner is not None and owner != req.sender:
+        raise Rejected(RejectReason.UNAUTHORISED,
+                       f"market ID {req.market_id!r} is in {owner}'s namespace; name yours '{req.sender}-<name>'")
     if req.market_id in existing:
         raise Rejected(RejectReason.DUPLICATE, f"market {req.market_id!r} already exists")
     if req.gate_close <= now:
