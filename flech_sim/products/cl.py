@@ -65,7 +65,7 @@ from ..clearing import SolverOptions
 from ..clearing.pricing import PAY_AS_BID, VCG
 from ..messages import AttrValue, Bid, Direction, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..registry import register_product
-from ..schema import Column, Table, row
+from ..schema import Column, Table, register_table, row
 from ..settlement import IntervalSettlement, cap_compliance
 from .attrs import AttrSpec
 from .base import Market
@@ -95,6 +95,9 @@ TABLES = (
            Column("cap_kw", "float", "kW", "declared expected load - the seller's accepted reductions; binds "
                   "where the award's accepted_kw > 0"))),
 )
+
+for _t in TABLES:  # built-ins register at import, so every run and docs/tables.md know them
+    register_table(_t)
 
 
 @register_product("CL")

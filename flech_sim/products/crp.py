@@ -80,7 +80,7 @@ from ..clearing.options import OptionOffer, availability_payments, option_proble
 from ..clearing.pricing import AVAILABILITY, Pricing, pay_availability
 from ..messages import AttrValue, Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..registry import register_product
-from ..schema import Column, Table, row
+from ..schema import Column, Table, register_table, row
 from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
 from .activation import ACTIVATION_LEAD_MINUTES
 from .attrs import AttrSpec
@@ -131,6 +131,9 @@ TABLES = (
                "availability price x reserved kW / intervals in the window"),
     )),
 )
+
+for _t in TABLES:  # built-ins register at import, so every run and docs/tables.md know them
+    register_table(_t)
 
 
 def _offers(bids: Sequence[Bid], book: Sequence[Bid]) -> list[OptionOffer]:
