@@ -25,6 +25,16 @@ from tests.products_support import bid, rejections, result, statements, table
 IMPL = "tests.plugins.reserve:ReserveProduct"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _forget_plugin_table():  # type: ignore[no-untyped-def]
+    """The plug-in's table is registered process-wide; take it out again so later tests see the built-in schema."""
+    yield
+    from flech_sim import schema
+
+    schema.TABLES.pop("rsv_budgets", None)
+    schema.ROW_TYPES.pop("rsv_budgets", None)
+
+
 @pytest.fixture
 def make_scenario():  # type: ignore[no-untyped-def]
     return lambda **kw: scenario_from_dict(scenario_dict(products={"SRP": "builtin", "RSV": IMPL}, **kw))
