@@ -25,6 +25,10 @@ PLATFORM = "flech"
 """Participant ID of the platform itself (recipient of every request and bid)."""
 
 
+AttrValue = str | bool | int | float | tuple[float, ...]
+"""A product-specific field's value: a scalar, or one number per interval (a JSON list; a tuple in Python)."""
+
+
 class Direction(StrEnum):
     """Sign of the requested re-profiling, seen from the grid."""
 
@@ -130,7 +134,9 @@ class Bid(Message):
     block: bool = False  # all-or-nothing over all intervals
     baseline_kw: tuple[float, ...] = ()  # seller's declared portfolio baseline per interval
     location: str = ""  # feeder the flexibility comes from, for system-wide markets ("" = pooled)
-    availability_price: float | None = None  # DKK/kW per delivery window, for options (CRP); None elsewhere
+    attrs: dict[str, AttrValue] = field(default_factory=dict)
+    """Product-specific fields (e.g. CRP's ``availability_price``), checked against the product's declared
+    :class:`flech_sim.products.attrs.AttrSpec` list; unknown keys are refused."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,9 +202,8 @@ class Award(Message):
     delivery_start: int
     interval_minutes: int
     direction: Direction
-    availability_price: float | None = None  # CRP: DKK/kW per window of the bid
-    availability_dkk: tuple[float, ...] = ()  # CRP: availability payment per interval (payment_dkk is their sum)
-    cap_kw: tuple[float, ...] = ()  # CL: the seller's portfolio cap per interval (binds where accepted_kw > 0)
+    attrs: dict[str, AttrValue] = field(default_factory=dict)
+    """Product-specific award fields (e.g. CRP's ``availability_dkk``, CL's ``cap_kw``), as the product declares."""
 
     @property
     def awarded(self) -> bool:

@@ -110,6 +110,7 @@ def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
         solver=SolverOptions(method=scenario.solver.method, time_limit_s=scenario.solver.time_limit_s,
                              mip_gap=scenario.solver.mip_gap, seed=scenario.seed),
         settlement=scenario.settlement, locations=frozenset(scenario.feeders),
+        is_participant=lambda pid: endpoint.role_of(pid) is not None,
     )
     products: dict[str, Product] = {}
     for pid in sorted(scenario.products):
