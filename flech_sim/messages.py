@@ -45,6 +45,7 @@ class RejectReason(StrEnum):
     INVALID_TIMES = "invalid_times"  # inconsistent gate/delivery times in a request
     NOT_ELIGIBLE = "not_eligible"  # seller not eligible for this market
     TOO_LARGE = "too_large"  # a message, list, ID or text beyond the size bounds of flech_sim.limits
+    RATE_LIMITED = "rate_limited"  # a participant sent faster than its transport allows (flech_sim.bridge)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,6 +338,10 @@ def from_dict(data: Any) -> Message:
         raise MalformedMessage(f"{kind}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - whatever else a hostile payload provokes
         raise MalformedMessage(f"{kind}: {type(exc).__name__}: {_brief(str(exc))}") from None
+    if len(vars(msg)) < len(dataclasses.fields(msg)):
+        # msgspec leaves omitted defaulted fields out of the instance's __dict__ (read from the class):
+        # rebuilt, so vars(msg) -- the limits' checks, to_json -- sees every field
+        msg = dataclasses.replace(msg)
     topic = data.get("topic")
     if topic is not None and topic != msg.topic:
         raise MalformedMessage(f"topic {_brief(topic)} does not match message (expected {_brief(msg.topic)})")

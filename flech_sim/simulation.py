@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -32,7 +32,7 @@ from .clearing import SolverOptions
 from .coordination import Coordinator
 from .dispatcher import Dispatcher
 from .fingerprint import fingerprint
-from .endpoint import Endpoint
+from .endpoint import Connection, Endpoint
 from .households import child_seed
 from .inputs import record_inputs
 from .metering import METER_PRODUCT_ID, MeterService
@@ -66,6 +66,8 @@ class Core:
     dispatcher: Dispatcher
     products: dict[str, Product]
     meter: MeterService
+    external: dict[str, Connection] = field(default_factory=dict)
+    """Connections of participants taking part from outside (``transport.external``), not simulated."""
 
 
 def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
@@ -116,7 +118,8 @@ class RunInterrupted(KeyboardInterrupt):
         return signal.Signals(self.signum).name
 
 
-def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False) -> RunResult:
+def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
+        transport: Any = None) -> RunResult:
     """Run a validated scenario to its horizon and write every table and the manifest.
 
     The manifest is written first (``completed: false, status: running``) and kept current as
@@ -125,11 +128,15 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
     says ``completed: false`` with the error, and the result carries it (the CLI turns it into
     a non-zero exit). SIGTERM and SIGINT are handled the same way -- flushed, recorded with
     ``status: interrupted`` -- and then :class:`RunInterrupted` (a KeyboardInterrupt) is raised.
+
+    ``transport`` (:class:`flech_sim.bridge.Transport`): participants in ``transport.external`` are
+    connected but not simulated; the transport makes the environment, carries their traffic and runs
+    the clock. None: everything in-process, the fast path.
     """
     out_dir = Path(out_dir) if out_dir else default_run_dir(scenario)
     started = time.perf_counter()
     started_at = datetime.now().isoformat(timespec="seconds")
-    env = simpy.Environment()
+    env = transport.environment() if transport is not None else simpy.Environment()
     error: str | None = None
     interrupted: RunInterrupted | None = None
     core: Core | None = None
@@ -159,9 +166,13 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
             persistor = Persistor(out_dir, scenario.start)
             progress_manifest()
             persistor.on_publish = progress_manifest
-            core, agents = _build(env, persistor, scenario)
+            core, agents = _build(env, persistor, scenario, transport.external if transport else frozenset())
             with relaxed_gc():
-                _run_clock(env, scenario, progress)
+                if transport is not None:
+                    transport.attach(core)
+                    transport.run_clock(env, scenario.horizon_minutes)
+                else:
+                    _run_clock(env, scenario, progress)
         except RunInterrupted as exc:
             interrupted = exc
             error = f"interrupted by {exc} at simulated minute {int(env.now)}"
@@ -282,8 +293,10 @@ def relaxed_gc() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> tuple[Core, dict[str, Any]]:
-    """Physical world, platform core and agents, always in the same order (determinism)."""
+def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
+           external: frozenset[str] = frozenset()) -> tuple[Core, dict[str, Any]]:
+    """Physical world, platform core and agents, always in the same order (determinism).
+    Participants in ``external`` are connected (``core.external``) but not simulated."""
     root = np.random.SeedSequence(scenario.seed)
     world = World(env, scenario, child_seed(root, 1), persistor)
     n_steps = scenario.horizon_minutes // world.dt + 2 * world.steps_per_day
@@ -294,10 +307,20 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> 
     core = build_core(env, persistor, scenario, sellers, frozenset(published_points(world, dp)))
     agents: dict[str, Any] = {}
     buyer_seeds = child_seed(root, 4)
+    for b in sorted(scenario.buyers, key=lambda b: b.id):
+        if b.id in external:
+            core.external[b.id] = core.endpoint.connect(b.id, b.role)
+    for a in sorted(scenario.aggregators, key=lambda a: a.id):
+        if a.id in external:
+            core.external[a.id] = core.endpoint.connect(a.id, "aggregator")
     for i, b in enumerate(sorted(scenario.buyers, key=lambda b: b.id)):
+        if b.id in external:
+            continue
         agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, world, scenario.horizon_minutes,
                              child_seed(buyer_seeds, i))
     for a in sorted(scenario.aggregators, key=lambda a: a.id):
+        if a.id in external:
+            continue
         agents[a.id] = Aggregator(env, core.endpoint.connect(a.id, "aggregator"), a, world, spot, persistor)
     agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, world, child_seed(root, 3))
     world.start()

@@ -1,0 +1,151 @@
+"""The wire to a real MQTT broker (paho-mqtt): the platform's side of the seed's MQTT broker.
+
+Topics (see :mod:`flech_sim.bridge.broker` for the ACL that enforces them):
+
+* ``flech/in/<participant>/<product>/<market>/<kind>`` -- a participant's message to the platform; the
+  broker lets only ``<participant>`` publish there, so the topic is the broker-authenticated identity;
+* ``flech/inbox/<participant>`` -- everything the platform sends the participant;
+* ``flech/status/<participant>`` -- ``online`` (retained, published by the participant on connect) and
+  ``offline`` (its will): the run starts once every external participant is online.
+
+Everything is QoS 1. Participants connect with a persistent session (MQTT ``clean_session`` false, their
+ID as client ID), so what is published to their inbox while they are away is delivered when they return.
+Payloads are the JSON of :func:`flech_sim.messages.to_json`, exactly what the ``messages`` table stores.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+from ..messages import PLATFORM
+from .transport import Incoming
+
+QOS = 1
+MAX_QUEUED_PER_PARTICIPANT = 10_000
+"""Arrivals kept per participant before the bridge handed them on; beyond: recorded as refused, payload dropped."""
+
+
+def parse_broker(url: str) -> tuple[str, int]:
+    """``mqtt://host:port`` -> (host, port); the default port is 1883."""
+    u = urlparse(url if "://" in url else f"mqtt://{url}")
+    if u.scheme != "mqtt" or not u.hostname:
+        raise ValueError(f"broker URL must look like mqtt://127.0.0.1:1883, not {url!r}")
+    return u.hostname, u.port or 1883
+
+
+class MqttWire:
+    """The platform's MQTT client: subscribes to every ``flech/in`` topic, publishes to inboxes."""
+
+    def __init__(self, broker: str, password: str, username: str = PLATFORM, connect_timeout_s: float = 10.0,
+                 wait_online_s: float = 0.0) -> None:
+        self.host, self.port = parse_broker(broker)
+        self.connect_timeout_s = connect_timeout_s
+        self.wait_online_s = wait_online_s
+        self._queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+        self._queued: Counter[str] = Counter()  # arrivals not yet taken, per participant (paho thread writes)
+        self._lock = threading.Lock()
+        self._participants: frozenset[str] = frozenset()
+        self._online: set[str] = set()
+        self._online_changed = threading.Condition()
+        self._subscribed = threading.Event()
+        self._connect_rc: object = None
+        self._last: mqtt.MQTTMessageInfo | None = None
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=username, clean_session=True,
+                                  protocol=mqtt.MQTTv311)
+        self.client.username_pw_set(username, password)
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)  # paho's own outgoing queue: unbounded, nothing dropped
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    # -- Wire ------------------------------------------------------------------------------------
+    def start(self, participants: Sequence[str]) -> None:
+        """Connect, subscribe, and wait (up to ``wait_online_s``) for every participant to be online."""
+        self._participants = frozenset(participants)
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(self.connect_timeout_s):
+            self.client.loop_stop()
+            raise ConnectionError(f"no connection to the MQTT broker at {self.host}:{self.port} within "
+                                  f"{self.connect_timeout_s:g} s (connect result: {self._connect_rc})")
+        if self.wait_online_s > 0:
+            deadline = time.monotonic() + self.wait_online_s
+            with self._online_changed:
+                while not self._participants <= self._online and time.monotonic() < deadline:
+                    self._online_changed.wait(max(0.0, deadline - time.monotonic()))
+
+    def publish(self, participant: str, text: str) -> None:
+        self._last = self.client.publish(f"flech/inbox/{participant}", text, qos=QOS)
+
+    def get(self, timeout: float) -> Incoming | None:
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        with self._lock:
+            self._queued[item.participant] -= 1
+        return item
+
+    def close(self) -> None:
+        """Let what was published reach the broker (bounded), then disconnect."""
+        if self._last is not None and not self._last.is_published():
+            try:
+                self._last.wait_for_publish(timeout=self.connect_timeout_s)
+            except (RuntimeError, ValueError):  # not connected any more: nothing to wait for
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def online(self) -> frozenset[str]:
+        with self._online_changed:
+            return frozenset(self._online)
+
+    # -- paho callbacks (its network thread) ------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object,
+                    properties: object = None) -> None:
+        self._connect_rc = rc
+        if getattr(rc, "is_failure", False):
+            return
+        client.subscribe([("flech/in/#", QOS), ("flech/status/+", QOS)])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, rcs: object,
+                      properties: object = None) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/", 3)
+        if len(parts) >= 3 and parts[1] == "status":
+            with self._online_changed:
+                (self._online.add if msg.payload == b"online" else self._online.discard)(parts[2])
+                self._online_changed.notify_all()
+            return
+        if len(parts) < 3 or parts[1] != "in":
+            return
+        pid, topic = parts[2], parts[3] if len(parts) > 3 else ""
+        with self._lock:
+            full = self._queued[pid] >= MAX_QUEUED_PER_PARTICIPANT
+            self._queued[pid] += 1
+        if full:
+            self._queue.put(Incoming(pid, topic, b"", dropped=f"more than {MAX_QUEUED_PER_PARTICIPANT} messages "
+                                     "waiting for the platform; this one was dropped unread"))
+        else:
+            self._queue.put(Incoming(pid, topic, bytes(msg.payload)))
+
+
+def participant_client(participant: str, password: str, broker: str, clean: bool = False) -> mqtt.Client:
+    """A participant's client as the public interface expects it: its ID as user and client ID, a
+    persistent session, ``offline`` as its will; call ``go_online`` once connected."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=participant, clean_session=clean,
+                    protocol=mqtt.MQTTv311)
+    c.username_pw_set(participant, password)
+    c.will_set(f"flech/status/{participant}", b"offline", qos=QOS, retain=True)
+    return c
