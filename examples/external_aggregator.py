@@ -34,10 +34,14 @@ class FixedPriceStrategy:
         self.me, self.price, self.capacity_kw, self.baseline_kw = me, price, capacity_kw, baseline_kw
         self.sent = 0
         self.received: dict[str, int] = {}
+        self.seen: set[str] = set()
 
     def __call__(self, text: str | bytes) -> list[str]:
         """The messages (JSON texts) to send in answer to one message from the platform."""
         msg = json.loads(text)
+        if msg.get("msg_id") in self.seen:  # QoS 1 is at least once: a redelivery is answered already
+            return []
+        self.seen.add(msg.get("msg_id"))
         kind = msg.get("kind", "?")
         self.received[kind] = self.received.get(kind, 0) + 1
         if kind != "bid_request" or self.price > msg["price_cap"]:

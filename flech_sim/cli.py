@@ -12,7 +12,8 @@ from .scenario import ScenarioError, load_scenario
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-COMMAND_MODULES = ("flech_sim.regression", "flech_sim.sweep", "flech_sim.plots", "flech_sim.report", "flech_sim.docs")
+COMMAND_MODULES = ("flech_sim.regression", "flech_sim.sweep", "flech_sim.plots", "flech_sim.report", "flech_sim.docs",
+                   "flech_sim.bridge.serve")
 """Modules adding subcommands: each has ``register_cli(subparsers)`` that sets ``func=handler(args) -> int``."""
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import secrets
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def config(directory: Path, port: int) -> str:
     """mosquitto.conf: loopback only, no anonymous clients, persistent sessions kept in memory."""
     d = directory.resolve()
     return "\n".join([
+        f"user {pwd.getpwuid(os.getuid()).pw_name}",  # started as root, mosquitto would switch to its own user
         "per_listener_settings false",
         f"listener {port} 127.0.0.1",
         "allow_anonymous false",
