@@ -9,7 +9,6 @@ external aggregator is run in-process by the same strategy (:class:`LoopbackWire
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -33,35 +32,15 @@ from flech_sim.scenario import scenario_from_dict
 from flech_sim.simulation import run
 
 pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[mqtt]')")
-import paho.mqtt.client as mqtt  # noqa: E402
+import paho.mqtt.client as mqtt
 
-from flech_sim.bridge.mqtt import MqttWire  # noqa: E402
+from flech_sim.bridge.mqtt import MqttWire
 
-REPO = Path(__file__).resolve().parents[1]
+from .mqtt_support import EXAMPLE, ME, REPO, SCENARIO, example
+
 SCRIPT = REPO / "scripts" / "start-mosquitto.sh"
-EXAMPLE = REPO / "examples" / "external_aggregator.py"
-ME = "agg-x"
 PRICE, CAPACITY_KW = 0.1, 30.0  # cheaper than the simulated aggregator: its bid is taken first, in full
-
-SCENARIO: dict[str, Any] = {
-    "name": "mqtt_unit", "seed": 7, "start": "2026-01-12T00:00:00", "horizon_hours": 60, "twin": False,
-    "feeders": {"feeder-1": {"limit_kw": 400}, "feeder-2": {"limit_kw": 300}},
-    "buyers": [{"id": "dso-1", "role": "dso", "markets": [{
-        "product": "SRP", "location": "feeder-1", "count": 2, "need_kw": [60, 90, 90, 60], "price_cap": 3.0}]}],
-    "aggregators": [
-        {"id": "agg-a", "households": {"feeder-1": 120, "feeder-2": 50}},
-        {"id": ME, "households": {"feeder-1": 40}, "external": True},
-    ],
-}
 OUTCOME_TABLES = ("markets", "bids", "clearings", "clearing_intervals", "awards", "settlements", "meter_data")
-
-
-def _example() -> Any:
-    spec = importlib.util.spec_from_file_location("external_aggregator", EXAMPLE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:
@@ -111,7 +90,7 @@ def _mqtt_bridge(broker: Broker, **kw: Any) -> Bridge:
 def in_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: the same scenario, its external aggregator answered in-process by the same strategy."""
     out = tmp_path_factory.mktemp("loopback")
-    strategy = _example().FixedPriceStrategy(ME, PRICE, CAPACITY_KW)
+    strategy = example().FixedPriceStrategy(ME, PRICE, CAPACITY_KW)
     result = run(_scenario(), out, transport=Bridge(LoopbackWire(lambda pid, text: strategy(text)),
                                                     frozenset({ME})))
     assert result.completed, result.error
@@ -188,7 +167,7 @@ def test_example_aggregator_as_a_separate_process_is_cleared_like_a_simulated_on
 
 def test_misbehaving_client_is_refused_and_recorded_and_honest_outcomes_are_unchanged(
         broker: Broker, in_process: Path, tmp_path: Path) -> None:
-    strategy = _example().FixedPriceStrategy(ME, PRICE, CAPACITY_KW)
+    strategy = example().FixedPriceStrategy(ME, PRICE, CAPACITY_KW)
     requests = 0
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -235,7 +214,7 @@ def test_misbehaving_client_is_refused_and_recorded_and_honest_outcomes_are_unch
 
 
 def test_a_participant_that_reconnects_gets_what_it_missed(broker: Broker, tmp_path: Path) -> None:
-    strategy = _example().FixedPriceStrategy(ME, PRICE, CAPACITY_KW)
+    strategy = example().FixedPriceStrategy(ME, PRICE, CAPACITY_KW)
     got: list[str] = []
     away = threading.Event()
 

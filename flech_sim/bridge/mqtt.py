@@ -15,6 +15,7 @@ Payloads are the JSON of :func:`flech_sim.messages.to_json`, exactly what the ``
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -97,10 +98,8 @@ class MqttWire:
     def close(self) -> None:
         """Let what was published reach the broker (bounded), then disconnect."""
         if self._last is not None and not self._last.is_published():
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):  # not connected any more: nothing to wait for
                 self._last.wait_for_publish(timeout=self.connect_timeout_s)
-            except (RuntimeError, ValueError):  # not connected any more: nothing to wait for
-                pass
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -37,7 +37,7 @@ def register_cli(sub: Any) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from ..cli import EXIT_BAD_INPUT, EXIT_RUN_FAILED, EXIT_OK, format_summary
+    from ..cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, format_summary
     from ..scenario import ScenarioError, load_scenario
     from ..simulation import RunInterrupted, run
     from .broker import external_participants, read_credentials
