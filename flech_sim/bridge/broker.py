@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from ..messages import PLATFORM
-from ..scenario import Scenario, load_scenario
+from ..scenario import AggregatorConfig, BuyerConfig, Scenario, load_scenario
 
 INBOX = "flech/inbox/{}"
 INCOMING = "flech/in/{}/"
@@ -37,7 +37,7 @@ STATUS = "flech/status/{}"
 
 def external_participants(scenario: Scenario) -> dict[str, str | None]:
     """External participant ID -> its password file (None: generate), in ID order."""
-    parts = [*scenario.buyers, *scenario.aggregators]
+    parts: list[BuyerConfig | AggregatorConfig] = [*scenario.buyers, *scenario.aggregators]
     return {p.id: p.password_file for p in sorted(parts, key=lambda p: p.id) if p.external}
 
 

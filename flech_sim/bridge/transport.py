@@ -10,7 +10,8 @@ like simulated ones, and their messages go through :meth:`Endpoint.receive` with
   topic must be the one it was published on; a participant sending faster than ``RateLimit`` allows is
   refused) -- every arrival becomes a ``messages`` row, refused or not, in arrival order,
 * runs the clock: ``speed > 0`` on SimPy's :class:`~simpy.rt.RealtimeEnvironment` (``speed`` simulated
-  minutes per wall minute: 60 = a simulated minute per wall second), ``speed == 0`` as fast as the
+  minutes per wall minute: 60 = a simulated minute per wall second; waiting for arrivals, not sleeping,
+  between events), ``speed == 0`` as fast as the
   external participants answer: simulated time moves on only once every bid request sent to them has
   been answered (a message of that participant about that market) or ``answer_timeout_s`` has passed.
 
@@ -33,8 +34,27 @@ import simpy.rt
 from ..endpoint import Connection, Endpoint
 from ..messages import BidRequest, MalformedMessage, Message, RejectReason, from_json, to_json
 
-POLL_WALL_S = 0.02
-"""Real-time mode: how often (wall seconds) arrivals are handed to the endpoint."""
+
+class WaitingRealtimeEnvironment(simpy.rt.RealtimeEnvironment):
+    """SimPy's real-time environment that, instead of sleeping until the next event is due, waits for
+    arrivals (``wait(seconds)``) and hands each on at once: no polling delay, and an arrival is handled
+    before every event due after it (a bid that arrives before the gate closes is in time). It is
+    stamped with the time of the last event (``env.now``; the endpoint records whole minutes)."""
+
+    def __init__(self, factor: float, wait: Callable[[float], None]) -> None:
+        super().__init__(factor=factor, strict=False)
+        self._wait = wait
+
+    def step(self) -> None:
+        while True:
+            evt_time = self.peek()
+            if evt_time == simpy.core.Infinity:
+                raise simpy.core.EmptySchedule
+            delta = self.real_start + (evt_time - self.env_start) * self.factor - time.monotonic()
+            if delta <= 0:
+                break
+            self._wait(delta)
+        simpy.Environment.step(self)
 
 
 @dataclass(frozen=True)
@@ -107,7 +127,7 @@ class Bridge:
 
     # -- the Transport interface of flech_sim.simulation.run --------------------------------------
     def environment(self) -> simpy.Environment:
-        self.env = (simpy.rt.RealtimeEnvironment(factor=60.0 / self.speed, strict=False) if self.speed > 0
+        self.env = (WaitingRealtimeEnvironment(60.0 / self.speed, self._wait_wall) if self.speed > 0
                     else simpy.Environment())
         return self.env
 
@@ -126,8 +146,8 @@ class Bridge:
 
     def run_clock(self, env: simpy.Environment, until: int) -> None:
         try:
-            if self.speed > 0:
-                env.process(self._poll(env))
+            if isinstance(env, simpy.rt.RealtimeEnvironment):
+                env.sync()  # the clock starts now, not when the world was built
                 env.run(until=until)
             else:
                 self._run_answered(env, until)
@@ -184,11 +204,12 @@ class Bridge:
         while (item := self.wire.get(quiet_s)) is not None:
             self.deliver(item)
 
-    def _poll(self, env: simpy.Environment) -> Generator[simpy.Event, Any, None]:
-        step = POLL_WALL_S * self.speed / 60.0  # simulated minutes per poll
-        while True:
+    def _wait_wall(self, seconds: float) -> None:
+        """Real time: wait up to ``seconds`` for an arrival; deliver it and whatever came with it."""
+        item = self.wire.get(seconds)
+        if item is not None:
+            self.deliver(item)
             self._drain(0.0)
-            yield env.timeout(step)
 
     def _run_answered(self, env: simpy.Environment, until: int) -> None:
         """Step events; before simulated time moves on, wait for the external participants' answers."""
