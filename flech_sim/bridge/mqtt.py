@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import socket
 import threading
 import time
 from collections import Counter
@@ -114,6 +115,7 @@ class MqttWire:
         self._connect_rc = rc
         if getattr(rc, "is_failure", False):
             return
+        no_delay(client)
         client.subscribe([("flech/in/#", QOS), ("flech/status/+", QOS)])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, rcs: object,
@@ -138,6 +140,14 @@ class MqttWire:
                                      "waiting for the platform; this one was dropped unread"))
         else:
             self._queue.put(Incoming(pid, topic, bytes(msg.payload)))
+
+
+def no_delay(client: mqtt.Client) -> None:
+    """Switch Nagle's algorithm off on the client's socket: with it (and delayed ACKs) each small
+    message waits ~40 ms for more to send -- a bid's round trip took ~88 ms instead of about one."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def participant_client(participant: str, password: str, broker: str, clean: bool = False) -> mqtt.Client:

@@ -23,6 +23,7 @@ Incoming | None`` and ``close()``: :class:`flech_sim.bridge.mqtt.MqttWire` (a re
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ class Bridge:
         self._pending: dict[str, set[str]] = {}  # participant -> markets it was asked to bid in
         self._arrived: dict[str, float] = {}  # participant -> wall time of its last accepted arrival
         self.env: simpy.Environment | None = None
+        self._stop = threading.Event()
 
     # -- the Transport interface of flech_sim.simulation.run --------------------------------------
     def environment(self) -> simpy.Environment:
@@ -204,9 +206,15 @@ class Bridge:
         while (item := self.wire.get(quiet_s)) is not None:
             self.deliver(item)
 
+    def stop(self) -> None:
+        """Real time: end ``run_clock`` at the current simulated time (from any thread; within 0.1 s)."""
+        self._stop.set()
+
     def _wait_wall(self, seconds: float) -> None:
         """Real time: wait up to ``seconds`` for an arrival; deliver it and whatever came with it."""
-        item = self.wire.get(seconds)
+        if self._stop.is_set():
+            raise simpy.core.StopSimulation(None)
+        item = self.wire.get(min(seconds, 0.1))
         if item is not None:
             self.deliver(item)
             self._drain(0.0)
