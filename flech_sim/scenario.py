@@ -231,9 +231,9 @@ class BuyerConfig(_Strict):
     balancing: BalancingConfig | None = None
     """TSO only: regulating-power markets for the system imbalance."""
     external: bool = False
-    """Not simulated: its own software takes part through the MQTT broker (``flech-sim serve``; ``run`` simulates it)."""
+    """Not simulated: its own software takes part through the MQTT broker (`flech-sim serve`; `run` simulates it)."""
     password_file: str | None = Field(None, max_length=300)
-    """External only: file holding its broker password (never the password in the scenario); none: generated."""
+    """External only: file (relative to the scenario) holding its broker password; none: one is generated."""
 
 
 class BiddingConfig(_Strict):
@@ -278,9 +278,9 @@ class AggregatorConfig(_Strict):
     forecast_refresh_hours: Annotated[float, Field(ge=0.25, le=MAX_DAYS * 24)] = 6.0
     """[h] A flexibility forecast is reused for this long before it is made again."""
     external: bool = False
-    """Not simulated: its own software takes part through the MQTT broker (``flech-sim serve``; ``run`` simulates it)."""
+    """Not simulated: its own software takes part through the MQTT broker (`flech-sim serve`; `run` simulates it)."""
     password_file: str | None = Field(None, max_length=300)
-    """External only: file holding its broker password (never the password in the scenario); none: generated."""
+    """External only: file (relative to the scenario) holding its broker password; none: one is generated."""
 
 
 class HouseholdsConfig(_Strict):
