@@ -198,6 +198,8 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
             fp = fingerprint(out_dir)
         except Exception as exc:  # the tables are written; say why there is no fingerprint
             error = f"fingerprint failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    if transport is not None:  # who took part from outside, how, and what the transport refused
+        manifest["transport"] = transport.describe()
     manifest |= {
         "status": "completed" if error is None else "interrupted" if interrupted else "failed",
         "wall_seconds": round(time.perf_counter() - started, 3),

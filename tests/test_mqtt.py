@@ -295,3 +295,29 @@ def test_password_files_of_the_scenario_are_used(tmp_path: Path) -> None:
     d["aggregators"][1]["password_file"] = "x.pw"
     creds = credentials(scenario_from_dict(d), base=tmp_path)
     assert creds[ME] == "s3cret-from-file" and len(creds["flech"]) >= 20
+
+
+def test_serve_stopped_midway_leaves_readable_tables_and_an_incomplete_manifest(broker: Broker,
+                                                                                 tmp_path: Path) -> None:
+    (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(SCENARIO))
+    (tmp_path / "credentials").write_text("".join(f"{u}:{p}\n" for u, p in broker.credentials.items()))
+    fresh = _participant(broker, lambda *_: None)  # online (retained) and subscribed, answering nothing
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "flech_sim.cli", "serve", str(tmp_path / "scenario.yaml"),
+                                 "--broker", broker.url, "--credentials", str(tmp_path / "credentials"),
+                                 "--speed", "12000", "--out", str(tmp_path / "run")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=os.environ | {"PYTHONPATH": str(REPO)})
+        assert proc.stderr is not None and "serving" in proc.stderr.readline()  # the world is built next
+        time.sleep(5.0)  # 200 simulated minutes a second: past the market request at minute 600
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        _stop(fresh)
+    assert proc.returncode == 128 + 15, err
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and m["completed"] is False
+    assert 600 < m["simulated_until_minute"] < SCENARIO["horizon_hours"] * 60
+    assert m["transport"]["external"] == [ME]
+    msgs = pd.read_parquet(tmp_path / "run" / "messages.parquet")
+    assert (msgs.kind == "market_request").any() and (msgs.recipient == ME).any()

@@ -157,6 +157,20 @@ class Bridge:
         finally:
             self.wire.close()
 
+    def describe(self) -> dict[str, Any]:
+        """For the run's manifest: the external participants, the clock and the transport's counts."""
+        s = self.stats
+        lat = sorted(s.latencies_s)
+        return {
+            "wire": type(self.wire).__name__, "external": sorted(self.external), "speed": self.speed,
+            "answer_timeout_s": self.answer_timeout_s,
+            "rate_limit": {"per_second": self.rate.per_second, "burst": self.rate.burst},
+            "received": s.received, "published": s.published, "refused_topic": s.refused_topic,
+            "refused_rate": s.refused_rate, "deadlines_passed": s.deadlines_passed,
+            "unknown_participant": s.unknown_participant,
+            "answer_ms_median": round(1e3 * lat[len(lat) // 2], 3) if lat else None,
+        }
+
     # -- outgoing ---------------------------------------------------------------------------------
     def _forward(self, conn: Connection) -> Generator[simpy.Event, Any, None]:
         pid = conn.participant_id

@@ -1,0 +1,56 @@
+"""The bridge's clock and checks without a broker (LoopbackWire): waiting for answers, deadlines, limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from flech_sim.bridge import Bridge, LoopbackWire, RateLimit
+from flech_sim.scenario import scenario_from_dict
+from flech_sim.simulation import run
+
+from .mqtt_support import ME, SCENARIO, example
+
+
+def test_a_silent_participant_holds_the_clock_only_until_the_deadline(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def silent(pid: str, text: str) -> list[str]:
+        asked.append(json.loads(text)["kind"])
+        return []
+
+    bridge = Bridge(LoopbackWire(silent), frozenset({ME}), answer_timeout_s=0.2)
+    t0 = time.perf_counter()
+    result = run(scenario_from_dict(SCENARIO), tmp_path, transport=bridge)
+    wall = time.perf_counter() - t0
+    assert result.completed, result.error
+    assert asked.count("bid_request") == 2 and bridge.stats.deadlines_passed == 2
+    assert wall >= 2 * 0.2  # it did wait, once per bid request
+    assert result.manifest["transport"]["deadlines_passed"] == 2
+    assert result.manifest["transport"]["external"] == [ME]
+    bids = pd.read_parquet(tmp_path / "bids.parquet")
+    assert ME not in set(bids.seller) and len(bids) > 0  # the market cleared with the others' bids
+
+
+def test_rate_limit_is_a_token_bucket() -> None:
+    r = RateLimit(per_second=2.0, burst=3)
+    assert [r.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert r.allow("b", 0.0)  # per participant
+    assert not r.allow("a", 0.25) and r.allow("a", 0.5)  # 0.5 s at 2/s: one token back
+    assert [r.allow("a", 10.0) for _ in range(4)] == [True, True, True, False]  # never more than the burst
+
+
+def test_in_process_run_of_the_example_strategy_records_its_bids_in_order(tmp_path: Path) -> None:
+    strategy = example().FixedPriceStrategy(ME, 0.1, 30.0)
+    bridge = Bridge(LoopbackWire(lambda pid, text: strategy(text)), frozenset({ME}))
+    result = run(scenario_from_dict(SCENARIO), tmp_path, transport=bridge)
+    assert result.completed, result.error
+    msgs = pd.read_parquet(tmp_path / "messages.parquet").sort_values("seq")
+    mine = msgs[(msgs.direction == "in") & (msgs.authenticated_as == ME)]
+    assert mine.msg_id.tolist() == [f"{ME}-000001", f"{ME}-000002"]
+    assert Counter(msgs[(msgs.direction == "out") & (msgs.recipient == ME)].kind) == strategy.received
+    assert bridge.stats.deadlines_passed == 0 and bridge.stats.refused_rate == 0
