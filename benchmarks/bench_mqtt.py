@@ -104,13 +104,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--round-trips", type=int, default=500)
     p.add_argument("--burst", type=int, default=5000)
+    p.add_argument("--no-log-denied", action="store_true", help="broker without its debug log (MOSQUITTO_LOG_DENIED=0)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_mqtt-"))
     (tmp / "scenario.yaml").write_text(yaml.safe_dump(SCENARIO))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env_vars = os.environ | {"PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    env_vars = os.environ | {"PYTHON": sys.executable, "PYTHONPATH": str(REPO),
+                             "MOSQUITTO_LOG_DENIED": "0" if args.no_log_denied else "1"}
     script = REPO / "scripts" / "start-mosquitto.sh"
     subprocess.run(["bash", str(script), "start", str(tmp / "scenario.yaml"), str(port), str(tmp / "broker")],
                    check=True, env=env_vars, capture_output=True)
@@ -153,7 +155,8 @@ def main() -> None:
         bridge.stop()
         platform.join(10)
         persistor.close()
-        print("Mosquitto on 127.0.0.1, QoS 1, platform in real time at speed 60 (bridge, endpoint, SRP, persistor)")
+        print("Mosquitto on 127.0.0.1, QoS 1, platform in real time at speed 60 (bridge, endpoint, SRP, persistor); "
+              f"broker debug log (denied publishes recorded): {'off' if args.no_log_denied else 'on'}")
         latencies.sort()
         p95 = latencies[int(0.95 * (len(latencies) - 1))]
         print(f"round trip bid -> ack ({len(latencies)} sequential bids): median "

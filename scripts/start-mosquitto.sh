@@ -5,6 +5,7 @@
 # Installs Debian's mosquitto if it is missing (needs root or sudo). Passwords: each external
 # participant's password_file in the scenario, else generated into DIR/credentials (mode 600).
 # PYTHON (default: .venv/bin/python, else python3) runs flech_sim.bridge.broker to write the files.
+# MOSQUITTO_LOG_DENIED=0: no debug log (faster; publishes the ACL denies are then not recorded by the platform).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cmd="${1:-}"
@@ -33,7 +34,8 @@ if [[ -z "$python" ]]; then
   if [[ -x "$here/.venv/bin/python" ]]; then python="$here/.venv/bin/python"; else python=python3; fi
 fi
 mkdir -p "$dir"
-conf="$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m flech_sim.bridge.broker "$scenario" "$dir" "$port")"
+conf="$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m flech_sim.bridge.broker "$scenario" "$dir" "$port" \
+  ${MOSQUITTO_LOG_DENIED:+$([[ "$MOSQUITTO_LOG_DENIED" == 0 ]] && echo --no-log-denied)})"
 "$broker" -c "$conf" > "$dir/mosquitto.out" 2>&1 &
 echo $! > "$dir/mosquitto.pid"
 for _ in $(seq 100); do  # ready when the port accepts connections (at most 10 s)

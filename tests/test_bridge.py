@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from flech_sim.simulation import run
 from .mqtt_support import ME, SCENARIO, example
 
 
-def test_a_silent_participant_holds_the_clock_only_until_the_deadline(tmp_path: Path) -> None:
+def test_a_silent_participant_holds_the_clock_only_until_its_deadline_then_the_market_goes_on(tmp_path: Path) -> None:
     asked: list[str] = []
 
     def silent(pid: str, text: str) -> list[str]:
@@ -24,12 +23,9 @@ def test_a_silent_participant_holds_the_clock_only_until_the_deadline(tmp_path: 
         return []
 
     bridge = Bridge(LoopbackWire(silent), frozenset({ME}), answer_timeout_s=0.2)
-    t0 = time.perf_counter()
     result = run(scenario_from_dict(SCENARIO), tmp_path, transport=bridge)
-    wall = time.perf_counter() - t0
     assert result.completed, result.error
     assert asked.count("bid_request") == 2 and bridge.stats.deadlines_passed == 2
-    assert wall >= 2 * 0.2  # it did wait, once per bid request
     assert result.manifest["transport"]["deadlines_passed"] == 2
     assert result.manifest["transport"]["external"] == [ME]
     bids = pd.read_parquet(tmp_path / "bids.parquet")

@@ -81,7 +81,8 @@ def _scenario() -> Any:
 
 
 def _mqtt_bridge(broker: Broker, **kw: Any) -> Bridge:
-    wire = MqttWire(broker.url, broker.credentials["flech"], wait_online_s=10)
+    wire = MqttWire(broker.url, broker.credentials["flech"], wait_online_s=10,
+                    broker_log=broker.directory / "mosquitto.log")
     kw.setdefault("answer_timeout_s", 10.0)
     return Bridge(wire, frozenset({ME}), **kw)
 
@@ -195,17 +196,19 @@ def test_misbehaving_client_is_refused_and_recorded_and_honest_outcomes_are_unch
     assert result.completed, result.error
     msgs = _table(tmp_path, "messages")
     came = msgs[(msgs.direction == "in") & (msgs.authenticated_as == ME)]
-    # 2 honest bids, malformed, claimed sender, wrong topic, 30 copies; the ACL-denied one never arrives
-    assert len(came) == 2 + 3 + 30
+    # 2 honest bids, malformed, claimed sender, wrong topic, the one the broker denied, 30 copies
+    assert len(came) == 2 + 4 + 30
     rej = _table(tmp_path, "rejections")
     reasons = Counter(rej[rej.participant == ME].reason)
-    # tokens: 8 - 1 (first bid) - 4 (second bid and three bad ones) = 3 copies pass as redeliveries
-    assert reasons == {"malformed": 1, "unauthorised": 2, "rate_limited": 27}
-    assert Counter(came.verdict) == {"accepted": 2, "rejected": 1 + 2 + 27, "redelivery": 3}
-    assert bridge.stats.refused_rate == 27 and bridge.stats.refused_topic == 1
+    # tokens: 8 - 1 (first bid) - 4 (second bid and three bad ones) = 3 copies pass as redeliveries;
+    # what the broker denied takes none (the platform acts on nothing of it)
+    assert reasons == {"malformed": 1, "unauthorised": 3, "rate_limited": 27}
+    assert Counter(came.verdict) == {"accepted": 2, "rejected": 1 + 3 + 27, "redelivery": 3}
+    assert bridge.stats.refused_rate == 27 and bridge.stats.refused_topic == 1 and bridge.stats.denied_by_broker == 1
     unauth = rej[(rej.participant == ME) & (rej.reason == "unauthorised")].detail.tolist()
     assert any("claims sender 'agg-a'" in d for d in unauth) and any("published on" in d for d in unauth)
-    assert not ((msgs.authenticated_as == "agg-a") & (msgs.msg_id == "x-to-a")).any()
+    assert any("the broker refused a publish on 'flech/in/agg-a/SRP/m/bid'" in d for d in unauth)
+    assert "x-to-a" not in set(msgs.msg_id)  # what the broker denied did not reach the platform
     # Honest participants' outcomes (and the misbehaving one's honest bids) are those of the clean run.
     for name in OUTCOME_TABLES:
         got, want = _table(tmp_path, name), _table(in_process, name)

@@ -70,8 +70,10 @@ def acl(participants: list[str]) -> str:
     return "\n".join(lines)
 
 
-def config(directory: Path, port: int) -> str:
-    """mosquitto.conf: loopback only, no anonymous clients, persistent sessions kept in memory."""
+def config(directory: Path, port: int, log_denied: bool = True) -> str:
+    """mosquitto.conf: loopback only, no anonymous clients, persistent sessions kept in memory.
+    ``log_denied``: log at debug level, the only one at which Mosquitto logs a publish its ACL denied
+    (the bridge reads them from the log and records them); it costs the broker time on every message."""
     d = directory.resolve()
     return "\n".join([
         f"user {pwd.getpwuid(os.getuid()).pw_name}",  # started as root, mosquitto would switch to its own user
@@ -91,6 +93,7 @@ def config(directory: Path, port: int) -> str:
         "log_type warning",
         "log_type notice",
         "log_type information",
+        *(["log_type debug"] if log_denied else []),
         "connection_messages true",
         "log_timestamp true",
         "",
@@ -98,7 +101,7 @@ def config(directory: Path, port: int) -> str:
 
 
 def write_broker_files(scenario: Scenario, directory: Path, port: int, base: Path | None = None,
-                       passwords: dict[str, str] | None = None) -> Path:
+                       passwords: dict[str, str] | None = None, log_denied: bool = True) -> Path:
     """Write credentials, passwd (hashed with ``mosquitto_passwd``), acl and mosquitto.conf; returns the conf."""
     directory.mkdir(parents=True, exist_ok=True)
     users = passwords if passwords is not None else credentials(scenario, base)
@@ -112,7 +115,7 @@ def write_broker_files(scenario: Scenario, directory: Path, port: int, base: Pat
     subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
     (directory / "acl").write_text(acl(sorted(u for u in users if u != PLATFORM)))
     conf = directory / "mosquitto.conf"
-    conf.write_text(config(directory, port))
+    conf.write_text(config(directory, port, log_denied))
     return conf
 
 
@@ -121,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("scenario", type=Path)
     p.add_argument("directory", type=Path)
     p.add_argument("port", type=int)
+    p.add_argument("--no-log-denied", action="store_true",
+                   help="no debug log: faster, but publishes the ACL denies are not recorded by the platform")
     args = p.parse_args(argv)
     scenario = load_scenario(args.scenario)
-    print(write_broker_files(scenario, args.directory, args.port, base=args.scenario.parent))
+    print(write_broker_files(scenario, args.directory, args.port, base=args.scenario.parent,
+                             log_denied=not args.no_log_denied))
     return 0
 
 

@@ -16,12 +16,16 @@ Payloads are the JSON of :func:`flech_sim.messages.to_json`, exactly what the ``
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import re
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -30,6 +34,7 @@ from ..messages import PLATFORM
 from .transport import Incoming
 
 QOS = 1
+_DENIED = re.compile(r"Denied PUBLISH from (\S+) \(d\d, q\d, r\d, m\d+, '(.*)', \.\.\. \((\d+) bytes\)\)")
 MAX_QUEUED_PER_PARTICIPANT = 10_000
 """Arrivals kept per participant before the bridge handed them on; beyond: recorded as refused, payload dropped."""
 
@@ -46,8 +51,11 @@ class MqttWire:
     """The platform's MQTT client: subscribes to every ``flech/in`` topic, publishes to inboxes."""
 
     def __init__(self, broker: str, password: str, username: str = PLATFORM, connect_timeout_s: float = 10.0,
-                 wait_online_s: float = 0.0) -> None:
+                 wait_online_s: float = 0.0, broker_log: Path | None = None) -> None:
         self.host, self.port = parse_broker(broker)
+        self.broker_log = broker_log
+        self._tail: threading.Thread | None = None
+        self._closing = threading.Event()
         self.connect_timeout_s = connect_timeout_s
         self.wait_online_s = wait_online_s
         self._queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
@@ -72,6 +80,11 @@ class MqttWire:
     def start(self, participants: Sequence[str]) -> None:
         """Connect, subscribe, and wait (up to ``wait_online_s``) for every participant to be online."""
         self._participants = frozenset(participants)
+        if self.broker_log is not None:
+            log = open(self.broker_log, "rb")  # noqa: SIM115 -- closed by the tail thread
+            log.seek(0, os.SEEK_END)  # what an earlier run did is not this run's
+            self._tail = threading.Thread(target=self._follow, args=(log,), name="broker-log", daemon=True)
+            self._tail.start()
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(self.connect_timeout_s):
@@ -103,6 +116,37 @@ class MqttWire:
                 self._last.wait_for_publish(timeout=self.connect_timeout_s)
         self.client.disconnect()
         self.client.loop_stop()
+        self._closing.set()
+        if self._tail is not None:
+            self._tail.join(5)
+
+    def _follow(self, log: BinaryIO) -> None:
+        """Tail the broker's log for publishes its ACL denied (they never reach a subscriber)."""
+        with log:
+            rest = b""
+            while True:
+                chunk = log.read(1 << 16)
+                if not chunk:
+                    if self._closing.is_set():
+                        return
+                    self._closing.wait(0.02)
+                    continue
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    m = _DENIED.search(line.decode("utf-8", "replace"))
+                    if m:
+                        pid, topic, size = m.groups()
+                        self._put(Incoming(pid, "", b"", denied=f"a publish on {topic[:300]!r} ({size} bytes)"))
+
+    def _put(self, item: Incoming) -> None:
+        with self._lock:
+            full = self._queued[item.participant] >= MAX_QUEUED_PER_PARTICIPANT
+            self._queued[item.participant] += 1
+        if full:
+            item = Incoming(item.participant, item.topic, b"", dropped=f"more than {MAX_QUEUED_PER_PARTICIPANT} "
+                            "messages waiting for the platform; this one was dropped unread")
+        self._queue.put(item)
 
     @property
     def online(self) -> frozenset[str]:
@@ -131,15 +175,7 @@ class MqttWire:
             return
         if len(parts) < 3 or parts[1] != "in":
             return
-        pid, topic = parts[2], parts[3] if len(parts) > 3 else ""
-        with self._lock:
-            full = self._queued[pid] >= MAX_QUEUED_PER_PARTICIPANT
-            self._queued[pid] += 1
-        if full:
-            self._queue.put(Incoming(pid, topic, b"", dropped=f"more than {MAX_QUEUED_PER_PARTICIPANT} messages "
-                                     "waiting for the platform; this one was dropped unread"))
-        else:
-            self._queue.put(Incoming(pid, topic, bytes(msg.payload)))
+        self._put(Incoming(parts[2], parts[3] if len(parts) > 3 else "", bytes(msg.payload)))
 
 
 def no_delay(client: mqtt.Client) -> None:

@@ -30,6 +30,9 @@ def register_cli(sub: Any) -> None:
                    help="wall seconds to wait for every external participant to be online before starting (default 30)")
     s.add_argument("--rate", type=float, default=200.0, help="messages a second one participant may send (default 200)")
     s.add_argument("--burst", type=int, default=400, help="messages one participant may send at once (default 400)")
+    s.add_argument("--broker-log", type=Path,
+                   help="the broker's log, read for publishes its ACL denied, which are recorded as refused "
+                        "(default: mosquitto.log beside --credentials, if it is there)")
     s.add_argument("--out", type=Path, help="run directory (default: results/<scenario>/seed<N>-<time>)")
     s.add_argument("--seed", type=int, help="override the scenario's seed")
     s.add_argument("--no-twin", action="store_true", help="do not run the no-flexibility twin")
@@ -61,7 +64,9 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         password = read_credentials(args.credentials)[PLATFORM]
-        wire = MqttWire(args.broker, password, wait_online_s=args.wait_online)
+        log = args.broker_log or args.credentials.parent / "mosquitto.log"
+        wire = MqttWire(args.broker, password, wait_online_s=args.wait_online,
+                        broker_log=log if args.broker_log or log.exists() else None)
     except (OSError, KeyError, ValueError) as exc:
         print(f"error: {args.credentials} / {args.broker}: {exc!r}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -83,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
         print(format_summary(result.summary, result.out_dir, result.completed))
         s = bridge.stats
         print(f"  broker            {s.received} in, {s.published} out; refused {s.refused_topic} (topic), "
-              f"{s.refused_rate} (rate); {s.deadlines_passed} answers not in time")
+              f"{s.refused_rate} (rate), {s.denied_by_broker} (broker ACL); {s.deadlines_passed} answers not in time")
     if not result.completed:
         first = (result.error or "unknown error").strip().splitlines()[0]
         print(f"error: the run failed: {first}", file=sys.stderr)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -66,6 +67,7 @@ class Incoming:
     topic: str  # "<product>/<market>/<kind>": the published topic after flech/in/<participant>/
     payload: bytes
     dropped: str = ""  # why the wire did not keep the payload (its queue for this participant was full)
+    denied: str = ""  # the broker refused this publish (its ACL): what its log says; there is no payload
 
 
 class Wire(Protocol):
@@ -101,9 +103,11 @@ class BridgeStats:
     published: int = 0
     refused_topic: int = 0
     refused_rate: int = 0
+    denied_by_broker: int = 0
     deadlines_passed: int = 0  # speed 0: the clock moved on without an answer
     unknown_participant: int = 0
-    latencies_s: list[float] = field(default_factory=list)  # wall seconds, arrival -> answer published
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    """Wall seconds from an arrival to its answer published (the latest 100,000)."""
 
 
 class Bridge:
@@ -166,7 +170,8 @@ class Bridge:
             "answer_timeout_s": self.answer_timeout_s,
             "rate_limit": {"per_second": self.rate.per_second, "burst": self.rate.burst},
             "received": s.received, "published": s.published, "refused_topic": s.refused_topic,
-            "refused_rate": s.refused_rate, "deadlines_passed": s.deadlines_passed,
+            "refused_rate": s.refused_rate, "denied_by_broker": s.denied_by_broker,
+            "deadlines_passed": s.deadlines_passed,
             "unknown_participant": s.unknown_participant,
             "answer_ms_median": round(1e3 * lat[len(lat) // 2], 3) if lat else None,
         }
@@ -192,6 +197,11 @@ class Bridge:
         conn = self.conns.get(item.participant)
         if conn is None:  # the broker's ACL lets only external participants publish: a misconfigured broker
             self.stats.unknown_participant += 1
+            return
+        if item.denied:  # recorded as it reached the broker; not a message the platform could act on
+            self.stats.denied_by_broker += 1
+            self.endpoint.refuse(f"(refused by the broker: {item.denied})", conn, RejectReason.UNAUTHORISED,
+                                 f"the broker refused {item.denied}: not a topic of yours (broker ACL)")
             return
         now = time.perf_counter()
         if item.dropped or not self.rate.allow(item.participant, now):
@@ -279,6 +289,7 @@ class LoopbackWire:
             self._queue.put(Incoming(participant, topic, out.encode()))
 
     def get(self, timeout: float) -> Incoming | None:
+        """Never waits: every answer is in the queue as soon as its request was published."""
         try:
             return self._queue.get_nowait()
         except queue.Empty:
