@@ -323,6 +323,9 @@ def check_finite(msg: Message) -> None:
             raise MalformedMessage(f"{msg.kind}.{name}: NaN or infinity cannot be carried as JSON")
 
 
+_N_FIELDS: dict[type[Message], int] = {}
+
+
 def from_dict(data: Any) -> Message:
     """Validate a decoded payload into its message type (msgspec checks every field's type)."""
     if not isinstance(data, dict):
@@ -338,7 +341,10 @@ def from_dict(data: Any) -> Message:
         raise MalformedMessage(f"{kind}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - whatever else a hostile payload provokes
         raise MalformedMessage(f"{kind}: {type(exc).__name__}: {_brief(str(exc))}") from None
-    if len(vars(msg)) < len(dataclasses.fields(msg)):
+    n_fields = _N_FIELDS.get(cls)
+    if n_fields is None:
+        n_fields = _N_FIELDS[cls] = len(dataclasses.fields(cls))
+    if len(vars(msg)) < n_fields:
         # msgspec leaves omitted defaulted fields out of the instance's __dict__ (read from the class):
         # rebuilt, so vars(msg) -- the limits' checks, to_json -- sees every field
         msg = dataclasses.replace(msg)

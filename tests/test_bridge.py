@@ -50,3 +50,17 @@ def test_in_process_run_of_the_example_strategy_records_its_bids_in_order(tmp_pa
     assert mine.msg_id.tolist() == [f"{ME}-000001", f"{ME}-000002"]
     assert Counter(msgs[(msgs.direction == "out") & (msgs.recipient == ME)].kind) == strategy.received
     assert bridge.stats.deadlines_passed == 0 and bridge.stats.refused_rate == 0
+
+
+def test_json_without_defaulted_fields_is_a_complete_message() -> None:
+    """A client in another language omits fields with defaults; msgspec left them out of the instance's
+    __dict__, and the endpoint's limits check (which reads vars()) then crashed the run on a valid bid."""
+    from flech_sim.limits import check_message
+    from flech_sim.messages import Bid, from_json, to_json
+
+    text = json.dumps({"kind": "bid", "msg_id": "a-1", "sender": "a", "recipient": "flech", "market_id": "m",
+                       "product_id": "SRP", "sent_at": 0, "bid_id": "b", "price": 1.0, "quantities_kw": [1.0]})
+    msg = from_json(text)
+    assert isinstance(msg, Bid) and vars(msg)["location"] == "" and vars(msg)["baseline_kw"] == ()
+    check_message(msg, 0)  # raised KeyError('location') before
+    assert from_json(to_json(msg)) == msg
