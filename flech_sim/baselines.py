@@ -42,10 +42,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
+from .constants import MINUTES_PER_DAY
+
 __all__ = ["FALLBACKS", "METHODS", "PARAM_NAMES", "Baseline", "BaselineSpec", "compute",
            "meter_before_after", "rolling_average", "x_of_y"]
 
-DAY_MINUTES = 1440
+DAY_MINUTES = MINUTES_PER_DAY
 METHODS = ("x_of_y", "rolling_average", "meter_before_after")
 FALLBACKS = ("meter_before_after", "declared", "no_delivery")
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .constants import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
 from .scenario import ScenarioError, load_scenario
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 COMMAND_MODULES = ("flech_sim.regression", "flech_sim.sweep", "flech_sim.plots", "flech_sim.report", "flech_sim.docs",
                    "flech_sim.bridge.serve")

@@ -21,13 +21,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from .messages import Bid, Direction
-from .persistor import Persistor
-from .products.base import Market, MarketState, Product
+from .events import EventBus, MarketCleared, MarketEnded
+from .messages import Bid, Direction, MarketRequest
+from .schema import row
 
 RULES = ("dso_prevails", "tso_prevails", "none")
-_COMMITTED = (MarketState.CLEARED, MarketState.DELIVERED, MarketState.SETTLED)
 
 
 @dataclass(frozen=True)
@@ -39,46 +39,55 @@ class CongestionWindow:
     end: int
 
 
+class ConflictLog(Protocol):
+    def append(self, table: str, values: tuple[Any, ...]) -> None: ...
+
+
 class Coordinator:
-    def __init__(self, rule: str, persistor: Persistor, products: Mapping[str, Product],
+    """Learns of cleared DSO markets from the platform's events (``MarketCleared``, ``MarketEnded``),
+    never from a product's internal state, and screens TSO books against them."""
+
+    def __init__(self, rule: str, log: ConflictLog, events: EventBus,
                  role_of: Callable[[str], str | None], seller_feeders: Mapping[str, frozenset[str]]) -> None:
         if rule not in RULES:
             raise ValueError(f"unknown coordination rule {rule!r}; known: {RULES}")
         self.rule = rule
-        self.persistor = persistor
-        self.products = products
+        self.log = log
         self.role_of = role_of
         self.seller_feeders = seller_feeders
-        self._seen: dict[str, int] = {}  # markets of each product already looked at
-        self._dso: list[Market] = []  # DSO markets whose delivery has not ended
+        self._dso: dict[tuple[str, str], MarketCleared] = {}  # (product, market) -> cleared DSO market, in order
+        events.subscribe(MarketCleared, self._on_cleared)
+        events.subscribe(MarketEnded, self._on_ended)
+
+    def _on_cleared(self, ev: MarketCleared) -> None:
+        if self.role_of(ev.buyer) == "dso":
+            self._dso[(ev.product_id, ev.market_id)] = ev
+
+    def _on_ended(self, ev: MarketEnded) -> None:
+        """Settled (delivery is over), cancelled or failed: it holds nothing any more."""
+        self._dso.pop((ev.product_id, ev.market_id), None)
 
     def windows(self, start: int, end: int) -> list[CongestionWindow]:
         """Intervals overlapping [start, end) in which a DSO holds awarded flexibility on a feeder.
 
-        Only DSO markets are kept, and dropped once delivered: a year of 15-minute TSO
-        markets must not rescan every market ever opened (that was quadratic).
+        DSO markets whose delivery ended by ``start`` are forgotten: a year of 15-minute TSO
+        markets must not rescan every market ever cleared.
         """
-        for pid, product in self.products.items():
-            seen = self._seen.get(pid, 0)
-            for m in product.opened[seen:]:
-                if self.role_of(m.request.sender) == "dso":
-                    self._dso.append(m)
-            self._seen[pid] = len(product.opened)
-        self._dso = [m for m in self._dso if m.request.delivery_end > start and m.state is not MarketState.CANCELLED]
+        for key in [k for k, m in self._dso.items() if m.delivery_end <= start]:
+            del self._dso[key]
         out = []
-        for m in self._dso:
-            req = m.request
-            if m.state not in _COMMITTED or m.outcome is None or req.delivery_start >= end:
+        # by product ID, then in clearing order: the order the coordinator used to scan products' markets in
+        for m in sorted(self._dso.values(), key=lambda m: m.product_id):
+            if m.delivery_start >= end:
                 continue
-            for i in range(req.n_intervals):
-                t = m.interval_start(i)
-                if t < end and start < t + req.interval_minutes and any(a.accepted_kw[i] > 0 for a in m.awards):
-                    out.append(CongestionWindow(m.market_id, req.location, req.direction, t, t + req.interval_minutes))
+            for i, kw in enumerate(m.awarded_kw):
+                t = m.delivery_start + i * m.interval_minutes
+                if t < end and start < t + m.interval_minutes and kw > 0:
+                    out.append(CongestionWindow(m.market_id, m.location, m.direction, t, t + m.interval_minutes))
         return out
 
-    def screen(self, market: Market, bids: list[Bid]) -> list[Bid]:
+    def screen(self, req: MarketRequest, bids: list[Bid]) -> list[Bid]:
         """The bids of a TSO market that may be cleared under the rule; conflicts recorded."""
-        req = market.request
         if self.rule == "none" or self.role_of(req.sender) != "tso":
             return bids
         windows = self.windows(req.delivery_start, req.delivery_end)
@@ -91,16 +100,18 @@ class Coordinator:
             for i, q in enumerate(bid.quantities_kw):
                 if q <= 0:
                     continue
-                t0, t1 = market.interval_start(i), market.interval_start(i) + req.interval_minutes
+                t0 = req.delivery_start + i * req.interval_minutes
+                t1 = t0 + req.interval_minutes
                 hit = next((w for w in windows if w.feeder in feeders and w.start < t1 and t0 < w.end
                             and w.direction is not req.direction), None)
                 if hit is None:
                     continue
                 refused = self.rule == "dso_prevails"
-                self.persistor.append("conflicts", (
-                    market.market_id, bid.bid_id, bid.sender, hit.feeder, i, t0, float(q), hit.market_id,
-                    self.rule, "refused" if refused else "allowed",
-                    f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
+                self.log.append("conflicts", row(
+                    "conflicts", market_id=req.market_id, bid_id=bid.bid_id, seller=bid.sender, feeder=hit.feeder,
+                    interval=i, interval_start=t0, quantity_kw=float(q), dso_market_id=hit.market_id,
+                    rule=self.rule, action="refused" if refused else "allowed",
+                    reason=f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
                 ))
                 if refused:
                     qty[i] = 0.0

@@ -62,6 +62,7 @@ from .messages import (
 )
 from .limits import MAX_MESSAGE_BYTES, check_message, clamp_minute, clip_text
 from .persistor import Persistor
+from .schema import row
 
 DUPLICATE_WINDOW_MINUTES = 7 * 24 * 60
 _BUYER = (MarketRequest, MarketCancellation, Activation)
@@ -294,22 +295,23 @@ class Endpoint:
             msg_id, sender, recipient, market_id, product_id, topic = map(
                 clip_text, (msg_id, sender, recipient, market_id, product_id, topic))
             sent_at = clamp_minute(sent_at)
-        self.persistor.append(
-            "messages",
-            (seq, msg_id, msg.kind, topic, "in", sender, recipient, conn.participant_id,
-             market_id, product_id, sent_at, None, verdict, text),
-        )
+        self.persistor.append("messages", row(
+            "messages", seq=seq, msg_id=msg_id, kind=msg.kind, topic=topic, direction="in",
+            sender=sender, recipient=recipient, authenticated_as=conn.participant_id,
+            market_id=market_id, product_id=product_id, sent_at=sent_at, ref_msg_id=None,
+            verdict=verdict, payload=text,
+        ))
 
     def _record_malformed(self, seq: int, text: str, conn: Connection, why: str, guess: dict[str, Any],
                           reason: RejectReason = RejectReason.MALFORMED) -> None:
         sender, market_id, product_id = (_guess(guess, k) for k in ("sender", "market_id", "product_id"))
         msg_id = f"{PLATFORM}-malformed-{seq}"
-        self.persistor.append(
-            "messages",
-            (seq, msg_id, "malformed", "flech/-/-/malformed", "in", sender,
-             PLATFORM, conn.participant_id, market_id, product_id,
-             self.now, None, "rejected", text),
-        )
+        self.persistor.append("messages", row(
+            "messages", seq=seq, msg_id=msg_id, kind="malformed", topic="flech/-/-/malformed", direction="in",
+            sender=sender, recipient=PLATFORM, authenticated_as=conn.participant_id,
+            market_id=market_id, product_id=product_id,
+            sent_at=self.now, ref_msg_id=None, verdict="rejected", payload=text,
+        ))
         self._reject(conn, msg_id, "malformed", market_id, product_id, reason, why)
 
     def _reject(self, conn: Connection, ref_msg_id: str, ref_kind: str, market_id: str, product_id: str,
@@ -319,10 +321,10 @@ class Endpoint:
             msg_id=self.new_msg_id(), sender=PLATFORM, recipient=conn.participant_id, market_id=market_id,
             product_id=product_id, sent_at=self.now, ref_msg_id=ref_msg_id, reason=reason, detail=detail,
         )
-        self.persistor.append(
-            "rejections",
-            (rej.msg_id, ref_msg_id, ref_kind, conn.participant_id, market_id, product_id, str(reason), detail, self.now),
-        )
+        self.persistor.append("rejections", row(
+            "rejections", msg_id=rej.msg_id, ref_msg_id=ref_msg_id, ref_kind=ref_kind, participant=conn.participant_id,
+            market_id=market_id, product_id=product_id, reason=str(reason), detail=detail, at=self.now,
+        ))
         self.send(rej)
 
     # -- outgoing -------------------------------------------------------------------
@@ -333,12 +335,12 @@ class Endpoint:
             raise ValueError(f"platform tried to send {msg.kind} to unknown participant {msg.recipient!r}")
         self.counts["out"] += 1
         topic = msg.topic
-        self.persistor.append(
-            "messages",
-            (self._next_seq(), msg.msg_id, msg.kind, topic, "out", msg.sender, msg.recipient, PLATFORM,
-             msg.market_id, msg.product_id, msg.sent_at, getattr(msg, "ref_msg_id", None), "sent",
-             to_json(msg, topic)),
-        )
+        self.persistor.append("messages", row(
+            "messages", seq=self._next_seq(), msg_id=msg.msg_id, kind=msg.kind, topic=topic, direction="out",
+            sender=msg.sender, recipient=msg.recipient, authenticated_as=PLATFORM, market_id=msg.market_id,
+            product_id=msg.product_id, sent_at=msg.sent_at, ref_msg_id=getattr(msg, "ref_msg_id", None),
+            verdict="sent", payload=to_json(msg, topic),
+        ))
         conn.inbox.put(msg)
 
     @property

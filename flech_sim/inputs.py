@@ -8,7 +8,7 @@ series is a pure function of (config, start, seed), so it is the one the buyer d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,12 +16,15 @@ from .agents.buyers import Buyer, imbalance_series
 from .persistor import Persistor
 from .scenario import Scenario
 
+if TYPE_CHECKING:
+    from .simulation import Wiring
 
-def record_inputs(persistor: Persistor, scenario: Scenario, agents: dict[str, Any]) -> None:
+
+def record_inputs(persistor: Persistor, scenario: Scenario, wiring: Wiring) -> None:
     """Append the weather, spot_prices, imbalance and feeder_limits tables over the run's horizon."""
-    world = agents.get("_world")
+    world, agents = wiring.world, wiring.agents
     horizon = scenario.horizon_minutes
-    if world is not None:
+    if True:  # the world is always built before any agent
         dt = world.dt
         n = int(horizon // dt)
         minutes = np.arange(n, dtype=np.int64) * dt
@@ -41,7 +44,7 @@ def record_inputs(persistor: Persistor, scenario: Scenario, agents: dict[str, An
         if b is None:
             continue
         n = int(horizon // b.interval_minutes)
-        series = imbalance_series(b.imbalance, buyer.world.fleet.weather.start, n + 1, b.interval_minutes, buyer.seed)
+        series = imbalance_series(b.imbalance, buyer.calendar_start, n + 1, b.interval_minutes, buyer.seed)
         persistor.append_columns("imbalance", {
             "buyer": [buyer.id] * n, "interval_start": np.arange(n, dtype=np.int64) * b.interval_minutes,
             "interval_minutes": np.full(n, b.interval_minutes, dtype=np.int64),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import simpy
 
+from .constants import MINUTES_PER_DAY
 from .messages import MeterData, Rejected, RejectReason
 from .persistor import Persistor
 
@@ -39,7 +40,7 @@ class MeterService:
         self._readings: dict[str, dict[int, float | None]] = {}
         self._resolution: dict[str, int] = {}
         self.updated = env.event()
-        self.retention_minutes = retention_days * 1440
+        self.retention_minutes = retention_days * MINUTES_PER_DAY
         self._pruned_day = 0
 
     def handle(self, msg: MeterData) -> str:  # type: ignore[override]
@@ -70,7 +71,7 @@ class MeterService:
 
     def _forget_old(self) -> None:
         """Once a simulated day, drop readings past the retention horizon."""
-        day = int(self.env.now) // 1440
+        day = int(self.env.now) // MINUTES_PER_DAY
         if day == self._pruned_day:
             return
         self._pruned_day = day

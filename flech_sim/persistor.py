@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .schema import ARROW_TYPES, TABLES, Table
+from .schema import ARROW_TYPES, ROW_TYPES, TABLES, Table
+from .schema import row as schema_row
 
 DEFAULT_BATCH_ROWS = 50_000
 CONVERT_ROWS = 4096
@@ -54,6 +55,16 @@ def _publish(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, final)
+
+_require_row_types = False
+
+
+def require_row_types(on: bool = True) -> None:
+    """Make :meth:`Persistor.append` refuse any row that is not its table's row type
+    (``schema.row(table, ...)``), so positional tuples cannot come back. Off until every
+    writer builds rows by name; then it is meant to be on for good."""
+    global _require_row_types
+    _require_row_types = on
 
 
 class Persistor:
@@ -81,7 +92,9 @@ class Persistor:
 
     # -- writing rows -------------------------------------------------------------
     def append(self, table: str, row: tuple[Any, ...]) -> None:
-        """Add one row given in the table's column order (the fast path)."""
+        """Add one row given in the table's column order (the fast path): a ``schema.row`` named tuple."""
+        if _require_row_types and type(row) is not ROW_TYPES[table]:
+            raise TypeError(f"table {table!r} takes schema.row({table!r}, ...) rows, not {type(row).__name__}")
         buf = self._buffers[table]
         buf.append(row)
         self.row_counts[table] += 1
@@ -100,7 +113,7 @@ class Persistor:
         missing = [n for n in names if n not in row and not _nullable(TABLES[table], n)]
         if missing:
             raise KeyError(f"table {table!r}: missing value(s) for {missing}")
-        self.append(table, tuple(row.get(n) for n in names))
+        self.append(table, schema_row(table, **{n: row.get(n) for n in names}))
 
     def append_columns(self, table: str, columns: Mapping[str, Any]) -> None:
         """Add many rows at once from equal-length columns (lists or numpy arrays): the bulk path."""

@@ -564,7 +564,7 @@ def kpi_summary_frame(source: str | Path | Run) -> pd.DataFrame:
     root = source.path if isinstance(source, Run) else Path(source)
     summary = root / f"{KPIS_SUMMARY}.parquet"
     if summary.is_file():
-        return pd.read_parquet(summary)
+        return pd.read_parquet(summary).rename(columns={"ci95_low": "ci_low", "ci95_high": "ci_high"})
     try:
         runs = open_runs(root)
     except FileNotFoundError:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .constants import MINUTES_PER_DAY
+
 EUR_TO_DKK = 7.45
 _HOURLY_SHAPE = np.array(
     [0.78, 0.74, 0.72, 0.71, 0.73, 0.82, 1.00, 1.22, 1.28, 1.18, 1.08, 1.02,
@@ -24,7 +26,7 @@ def generate_spot(start: datetime, n_steps: int, dt_minutes: int, seed: np.rando
                   mean_eur_mwh: float = 35.0) -> np.ndarray:
     """Daily level (log-normal AR(1) around the mean) times the hourly shape, clipped to the seen range."""
     rng = np.random.default_rng(seed)
-    steps_per_day = 1440 // dt_minutes
+    steps_per_day = MINUTES_PER_DAY // dt_minutes
     n_days = n_steps // steps_per_day + 2
     level = np.empty(n_days)
     x = 0.0
@@ -32,7 +34,7 @@ def generate_spot(start: datetime, n_steps: int, dt_minutes: int, seed: np.rando
         x = 0.7 * x + 0.35 * rng.standard_normal()
         level[d] = mean_eur_mwh * np.exp(x - 0.5 * 0.35**2 / (1 - 0.49))
     minutes = start.hour * 60 + start.minute + dt_minutes * np.arange(n_steps)
-    day, hour = minutes // 1440, (minutes % 1440) // 60
+    day, hour = minutes // MINUTES_PER_DAY, (minutes % MINUTES_PER_DAY) // 60
     eur_mwh = np.clip(level[day] * _HOURLY_SHAPE[hour] + 4.0 * rng.standard_normal(n_steps), -16.0, 214.0)
     return eur_mwh * EUR_TO_DKK / 1000.0
 

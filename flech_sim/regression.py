@@ -43,6 +43,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from .persistor import part_files
+from .constants import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK
 from .schema import TABLES
 
 DEFAULT_ATOL = 1e-6
@@ -50,7 +51,6 @@ DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-6
 """Relative tolerance (of the golden value)."""
 
-EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
 
 MANIFEST_EXCERPT = ("scenario_name", "scenario_hash", "seed", "flech_sim_version", "fingerprint", "packages", "summary")
 """Manifest keys kept with golden outcomes (no paths or clock times: they would make every accept a diff)."""
@@ -63,6 +63,14 @@ class Outcome:
     table: str
     keys: tuple[str, ...]
     values: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        """Names are checked against :mod:`flech_sim.schema` when the module loads, so a column renamed
+        or dropped there fails here at once, not when a golden is next read."""
+        table = TABLES.get(self.table)
+        unknown = [c for c in self.columns if table is None or c not in table.names]
+        if unknown:
+            raise ValueError(f"regression outcome {self.table}: no column(s) {unknown} in flech_sim.schema")
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .clearing import ClearingMethod
+from .constants import SOLVER_TIME_LIMIT_S
 from .messages import Direction
 
 # -- bounds -------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class _Strict(BaseModel):
 class SolverConfig(_Strict):
     method: ClearingMethod = ClearingMethod.AUTO
     """Clearing path: 'auto' picks the fastest exact method for the market; the others force one."""
-    time_limit_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    time_limit_s: Annotated[float, Field(gt=0, le=3600)] = SOLVER_TIME_LIMIT_S
     """[s] Wall-clock limit per clearing solve (HiGHS)."""
     mip_gap: Annotated[float, Field(ge=0, le=1)] = 1e-3
     """Relative MIP gap at which a block-bid clearing stops."""

@@ -459,6 +459,21 @@ TABLES: dict[str, Table] = {
                 _c("unit", "str", "-", "unit of the value"),
             ),
         ),
+        Table(
+            "agent_errors",
+            "Messages a participant received and could not act on (a kind it has no handler for): "
+            "recorded, never silently dropped. Empty in a sound run.",
+            (
+                _c("participant", "str", "-", "the receiving participant"),
+                _MSG,
+                _c("kind", "str", "-", "kind of the message"),
+                _MARKET,
+                _PRODUCT,
+                _c("at", "time", "timestamp", "simulated time it was received"),
+                _c("error", "str", "-", "error code: unhandled_kind"),
+                _c("detail", "str", "-", "human-readable explanation"),
+            ),
+        ),
     )
 }
 

@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -25,12 +26,14 @@ import numpy as np
 import simpy
 
 from . import __version__
-from .agents.aggregator import Aggregator
+from .agents.aggregator import FLEX_FORECASTS, Aggregator
+from .agents.base import AGENT_ERRORS, Agent, Recorder
 from .agents.buyers import Buyer
-from .agents.data_provider import DataProvider, published_points
+from .agents.data_provider import DataProvider
 from .clearing import SolverOptions
 from .coordination import Coordinator
 from .dispatcher import Dispatcher
+from .events import EventBus
 from .fingerprint import fingerprint
 from .endpoint import Connection, Endpoint
 from .households import child_seed
@@ -66,13 +69,26 @@ class Core:
     dispatcher: Dispatcher
     products: dict[str, Product]
     meter: MeterService
+    events: EventBus
+    coordinator: Coordinator
     external: dict[str, Connection] = field(default_factory=dict)
     """Connections of participants taking part from outside (``transport.external``), not simulated."""
 
 
+@dataclass(frozen=True)
+class Wiring:
+    """Everything one run is made of, built in one place (:func:`_build`): the platform core, the
+    physical world, and the participants; each participant was handed only its own view of the world."""
+
+    core: Core
+    world: World
+    agents: Mapping[str, Agent]
+
+
 def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
                sellers: dict[str, frozenset[str]], metering_points: frozenset[str]) -> Core:
-    """Endpoint -> dispatcher -> products, with meter data routed like a product."""
+    """Endpoint -> dispatcher -> products, with meter data routed like a product; the coordinator
+    hears of cleared markets on the event bus that the products publish to."""
     endpoint = Endpoint(env, persistor)
     dispatcher = Dispatcher(endpoint.send)
     endpoint.route = dispatcher.route
@@ -87,9 +103,12 @@ def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
     def sellers_at(location: str) -> list[str]:
         return everyone if location == "*" else by_location.get(location, [])
 
+    events = EventBus()
+    coordinator = Coordinator(scenario.coordination, Recorder(persistor, frozenset({"conflicts"})), events,
+                              endpoint.role_of, sellers)
     services = PlatformServices(
         env=env, persistor=persistor, reply=dispatcher.reply, new_msg_id=endpoint.new_msg_id,
-        sellers_at=sellers_at, meter=meter,
+        sellers_at=sellers_at, meter=meter, screen=coordinator.screen, events=events,
         solver=SolverOptions(method=scenario.solver.method, time_limit_s=scenario.solver.time_limit_s,
                              mip_gap=scenario.solver.mip_gap, seed=scenario.seed),
         settlement=scenario.settlement, locations=frozenset(scenario.feeders),
@@ -98,8 +117,7 @@ def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
     for pid in sorted(scenario.products):
         products[pid] = resolve_product(pid, scenario.products[pid])(pid, services)
         dispatcher.register(pid, products[pid])
-    services.screen = Coordinator(scenario.coordination, persistor, products, endpoint.role_of, sellers).screen
-    return Core(env, persistor, endpoint, dispatcher, products, meter)
+    return Core(env, persistor, endpoint, dispatcher, products, meter, events, coordinator)
 
 
 def default_run_dir(scenario: Scenario, root: Path = Path("results")) -> Path:
@@ -140,7 +158,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
     error: str | None = None
     interrupted: RunInterrupted | None = None
     core: Core | None = None
-    agents: dict[str, Any] = {}
+    wiring: Wiring | None = None
     manifest: dict[str, Any] = {
         "flech_sim_version": __version__,
         "scenario_name": scenario.name,
@@ -166,7 +184,8 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
             persistor = Persistor(out_dir, scenario.start)
             progress_manifest()
             persistor.on_publish = progress_manifest
-            core, agents = _build(env, persistor, scenario, transport.external if transport else frozenset())
+            wiring = _build(env, persistor, scenario, transport.external if transport else frozenset())
+            core = wiring.core
             with relaxed_gc():
                 if transport is not None:
                     transport.attach(core)
@@ -180,7 +199,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         finally:
             signals.defer()  # a second signal must not cut the flushing short
-            write_errors = _finish(core, agents, persistor, scenario if error is None else None)
+            write_errors = _finish(wiring, persistor, scenario if error is None else None)
     if write_errors:
         listed = ", ".join(f"{t} ({why})" for t, why in sorted(write_errors.items()))
         error = f"could not write table(s): {listed}" + (f"\n{error}" if error else "")
@@ -229,17 +248,17 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
     return RunResult(out_dir, manifest, summary, error is None, error)
 
 
-def _finish(core: Core | None, agents: dict[str, Any], persistor: Persistor | None,
-            inputs_of: Scenario | None = None) -> dict[str, str]:
+def _finish(wiring: Wiring | None, persistor: Persistor | None, inputs_of: Scenario | None = None) -> dict[str, str]:
     """Finalise products and the world, write the input series (``inputs_of``: a run that got to
     its end), then close every table; each step on its own."""
     errors: dict[str, str] = {}
-    products = core.products.items() if core else ()
-    steps: list[tuple[str, Any]] = [(f"product {pid}", p.finalize) for pid, p in products]
-    if "_world" in agents:
-        steps.append(("world", agents["_world"].finalize))
-    if inputs_of is not None and persistor is not None:
-        steps.append(("inputs tables", lambda: record_inputs(persistor, inputs_of, agents)))
+    steps: list[tuple[str, Any]] = []
+    if wiring is not None:
+        steps += [(f"product {pid}", p.finalize) for pid, p in wiring.core.products.items()]
+        steps.append(("world", wiring.world.finalize))
+        if inputs_of is not None and persistor is not None:
+            w = wiring
+            steps.append(("inputs tables", lambda: record_inputs(persistor, inputs_of, w)))
     for what, step in steps:
         try:
             step()
@@ -296,18 +315,25 @@ def relaxed_gc() -> Iterator[None]:
 
 
 def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
-           external: frozenset[str] = frozenset()) -> tuple[Core, dict[str, Any]]:
+           external: frozenset[str] = frozenset()) -> Wiring:
     """Physical world, platform core and agents, always in the same order (determinism).
-    Participants in ``external`` are connected (``core.external``) but not simulated."""
+
+    The one place where participants meet the world: a DSO gets a grid view, a TSO the calendar,
+    an aggregator the handle on its own portfolio, the data provider a meter feed; each gets a
+    recorder for its own tables only. Participants in ``external`` are connected
+    (``core.external``) but not simulated: their traffic is the transport's."""
     root = np.random.SeedSequence(scenario.seed)
     world = World(env, scenario, child_seed(root, 1), persistor)
     n_steps = scenario.horizon_minutes // world.dt + 2 * world.steps_per_day
     spot = (load_spot_csv(scenario.spot.csv, scenario.start, n_steps, world.dt) if scenario.spot.csv
             else generate_spot(scenario.start, n_steps, world.dt, child_seed(root, 2), scenario.spot.mean_eur_mwh))
-    sellers = {a.id: frozenset(world.feeders_of(a.id)) for a in scenario.aggregators}
+    portfolios = {a.id: world.portfolio_of(a.id) for a in sorted(scenario.aggregators, key=lambda a: a.id)}
+    sellers = {a: frozenset(p.feeders) for a, p in portfolios.items()}
     dp = scenario.data_provider
-    core = build_core(env, persistor, scenario, sellers, frozenset(published_points(world, dp)))
-    agents: dict[str, Any] = {}
+    feed = world.meter_feed(dp.household_meters)
+    core = build_core(env, persistor, scenario, sellers, frozenset(feed.points))
+    own = Recorder(persistor, frozenset({AGENT_ERRORS}))
+    agents: dict[str, Agent] = {}
     buyer_seeds = child_seed(root, 4)
     for b in sorted(scenario.buyers, key=lambda b: b.id):
         if b.id in external:
@@ -318,18 +344,21 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
     for i, b in enumerate(sorted(scenario.buyers, key=lambda b: b.id)):
         if b.id in external:
             continue
-        agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, world, scenario.horizon_minutes,
-                             child_seed(buyer_seeds, i))
-    for a in sorted(scenario.aggregators, key=lambda a: a.id):
-        if a.id in external:
+        grid = world.grid_view() if b.role == "dso" else None
+        agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, grid, scenario.start,
+                             scenario.horizon_minutes, child_seed(buyer_seeds, i), own)
+    seller_tables = Recorder(persistor, frozenset({AGENT_ERRORS, FLEX_FORECASTS}))
+    for a_id, portfolio in portfolios.items():
+        if a_id in external:
             continue
-        agents[a.id] = Aggregator(env, core.endpoint.connect(a.id, "aggregator"), a, world, spot, persistor)
-    agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, world, child_seed(root, 3))
+        cfg = next(a for a in scenario.aggregators if a.id == a_id)
+        agents[a_id] = Aggregator(env, core.endpoint.connect(a_id, "aggregator"), cfg, portfolio, spot, seller_tables)
+    agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, feed, child_seed(root, 3),
+                                 own)
     world.start()
     for agent_id in sorted(agents):
         agents[agent_id].start()
-    agents["_world"] = world
-    return core, agents
+    return Wiring(core, world, agents)
 
 
 def _run_clock(env: simpy.Environment, scenario: Scenario, progress: bool) -> None:

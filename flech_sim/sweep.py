@@ -43,9 +43,9 @@ from typing import Any
 
 
 from .kpis import HEADLINES as KPI_HEADLINES
+from .constants import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
 from .scenario import Scenario, ScenarioError, read_scenario_file, scenario_from_dict
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_WORKERS = 2
 
 HEADLINES: tuple[tuple[str, str], ...] = (

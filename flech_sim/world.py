@@ -1,10 +1,11 @@
 """The physical world: every household on every feeder, stepped on the SimPy clock.
 
-Not an agent and not part of the platform. Aggregators control *their own*
-households through :meth:`World.schedule` and forecast them with
-:meth:`World.forecast`; the data provider reads meters with
-:meth:`World.metered`; a DSO sees its feeders' load (SCADA) with
-:meth:`World.feeder_forecast`. Nobody reads anybody else's state through it.
+Not an agent and not part of the platform. No participant holds the World:
+the run's wiring hands each role a narrow view of it -- an aggregator a
+:class:`Portfolio` (forecast and control *its own* households), a DSO a
+:class:`GridView` (its feeders' limits, load forecast and measured load), the
+data provider a :class:`MeterFeed` (the meters it publishes). None of them can
+read or write anybody else's state through it.
 
 One vectorised :class:`~flech_sim.households.HouseholdFleet` holds all
 households, so 10,000 of them cost one numpy step per interval. A
@@ -22,13 +23,13 @@ from typing import Any
 import numpy as np
 import simpy
 
+from .constants import MINUTES_PER_DAY
 from .households import Control, CsvBaseLoad, HouseholdFleet, child_seed, generate_weather, load_weather_csv
 from .metering import metering_point
 from .persistor import Persistor
 from .scenario import Scenario
 
 UNAGGREGATED = "unaggregated"
-MINUTES_PER_DAY = 1440
 FORECAST_BATCH = 8192  # households simulated together in a forecast: bounds its memory (~100 MB a day ahead)
 
 
@@ -55,6 +56,85 @@ class PortfolioForecast:
     @property
     def last_window(self) -> int:
         return self.first_window + len(self.flex_down_kw) - 1
+
+
+class GridView:
+    """What a DSO sees of the grid: its feeders, their limits, its load forecast and SCADA
+    measurement of them. Read-only; the DSO never touches households."""
+
+    def __init__(self, world: World, feeders: tuple[str, ...]) -> None:
+        self._world = world
+        self.feeders = feeders
+        self.dt = world.dt
+        self._index = {f: world.feeders.index(f) for f in feeders}
+        self._limits = {f: float(world.limits[i]) for f, i in self._index.items()}
+
+    def limit_kw(self, feeder: str) -> float:
+        return self._limits[feeder]
+
+    def forecast(self, horizon_steps: int) -> dict[str, np.ndarray]:
+        """Per feeder, the expected load (kW) of the next ``horizon_steps`` model steps without new control."""
+        fc = self._world.feeder_forecast(horizon_steps)
+        return {f: fc[:, i] for f, i in self._index.items()}
+
+    def load_now(self, feeder: str) -> float:
+        """The feeder's load over the last simulated step."""
+        return self._world.feeder_load_now(feeder)
+
+
+class Portfolio:
+    """An aggregator's handle on its own households (all its feeders): forecast and control them.
+    It cannot name another owner, so nobody reads or steers someone else's portfolio."""
+
+    def __init__(self, world: World, owner: str) -> None:
+        self._world = world
+        self.owner = owner
+        self.dt = world.dt
+        self.feeders = tuple(world.feeders_of(owner))
+
+    def forecast(self, first_step: int, duration_steps: int, last_first_step: int | None = None) -> PortfolioForecast:
+        return self._world.forecast(self.owner, first_step, duration_steps, last_first_step)
+
+    def schedule(self, start: int, interval_minutes: int, change_kw: np.ndarray) -> None:
+        """A consumption change (negative = shed): (len(feeders), intervals) kW from ``start``."""
+        self._world.schedule(self.owner, list(self.feeders), start, interval_minutes, change_kw)
+
+
+class MeterFeed:
+    """The data provider's feed of meter readings: the aggregated portfolios' metering points
+    and, if asked for, each of their households' own meter. Nothing else of the world."""
+
+    def __init__(self, world: World, household_meters: bool) -> None:
+        self._world = world
+        self.dt = world.dt
+        self.portfolio_points = tuple(p for p in world.active_points if not p.startswith(UNAGGREGATED + "@"))
+        owned = np.flatnonzero(world.owner < world.owners.index(UNAGGREGATED))
+        self.household_meters = household_meters
+        self._households = owned if household_meters else np.zeros(0, dtype=np.int64)
+        self.household_points = tuple(household_point(world.points[world.portfolio[h]], int(h))
+                                      for h in self._households.tolist())
+        if household_meters:
+            world.keep_household_series = True  # the world keeps per-household days only for a household feed
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        """Every metering point this feed publishes (the platform registers them)."""
+        return self.portfolio_points + self.household_points
+
+    def portfolio_day(self, point: str, day: int) -> np.ndarray:
+        return self._world.metered(point, day)
+
+    def household_days(self, day: int) -> list[tuple[str, np.ndarray]]:
+        """(household point, net load per step) of every household meter for a past day."""
+        if not self.household_meters:
+            return []
+        loads = self._world.household_day(day)
+        return [(p, loads[h]) for p, h in zip(self.household_points, self._households.tolist(), strict=True)]
+
+
+def household_point(portfolio: str, household: int) -> str:
+    """A household's own metering point within its portfolio."""
+    return f"{portfolio}#{household}"
 
 
 class World:
@@ -112,6 +192,17 @@ class World:
         self._temps = np.zeros((len(self._recorded), self.steps_per_day))
         self.keep_household_series = False  # the data provider turns it on for household meters
         self._hh_days: dict[int, np.ndarray] = {}
+
+    # -- narrow views, one per role (handed out once, by the run's wiring) -----------------
+    def grid_view(self, feeders: list[str] | tuple[str, ...] = ()) -> GridView:
+        """A DSO's view of ``feeders`` (default: every feeder)."""
+        return GridView(self, tuple(feeders) or tuple(self.feeders))
+
+    def portfolio_of(self, owner: str) -> Portfolio:
+        return Portfolio(self, owner)
+
+    def meter_feed(self, household_meters: bool) -> MeterFeed:
+        return MeterFeed(self, household_meters)
 
     # -- aggregators' handles ------------------------------------------------------------
     def households_of(self, owner: str) -> np.ndarray:

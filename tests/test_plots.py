@@ -26,10 +26,29 @@ from .conftest import REPO, scenario_dict
 
 @pytest.fixture(scope="module")
 def r(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """The default scenario without its twin: tests add twin and input tables of their own shapes."""
     out = tmp_path_factory.mktemp("plots") / "run"
+    scenario = load_scenario(REPO / "scenarios" / "default.yaml").model_copy(update={"twin": False})
+    result = run(scenario, out)
+    assert result.completed, result.error
+    for name in ("feeder_compare", "weather"):  # written by every run since the inputs tables landed
+        (out / f"{name}.parquet").unlink()
+    return open_run(out)
+
+
+def test_feeder_load_of_a_real_twin_run_plots_the_twins_load(tmp_path: Path) -> None:
+    out = tmp_path / "with-twin"
     result = run(load_scenario(REPO / "scenarios" / "default.yaml"), out)
     assert result.completed, result.error
-    return open_run(out)
+    real = open_run(out)
+    fig = plots.feeder_load(real)
+    fc = real.table("feeder_compare")
+    assert "twin run (feeder_compare)" in fig.legends[0].get_title().get_text()
+    feeders = sorted(fc.feeder.unique())
+    for ax, loc in zip(fig.axes[:len(feeders)], feeders, strict=True):
+        g = fc[fc.feeder == loc].set_index("interval_start").sort_index()
+        np.testing.assert_allclose(_line(ax, "without flexibility").get_ydata(), g.twin_load_kw)
+        np.testing.assert_allclose(_line(ax, "with flexibility").get_ydata(), g.load_kw)
 
 
 @pytest.fixture(scope="module")

@@ -212,9 +212,12 @@ def test_headline_figures_equal_the_tables(page: tuple[Run, Path, str]) -> None:
     assert h["cost"]["value"] == pytest.approx(awards.payment_dkk.sum())
     assert h["delivery_ratio"]["value"] == pytest.approx(sellers.delivered_kwh.sum() / sellers.ordered_kwh.sum())
     assert h["penalties"]["value"] == pytest.approx(sellers.penalty_dkk.sum())
-    fl = r.table("feeder_load")
-    over = (fl.load_kw - fl.limit_kw).clip(lower=0).sum() * r.scenario["households"]["dt_minutes"] / 60
-    assert h["overload"]["value"] == pytest.approx(over) and "twin" in h["overload"]["note"]  # no twin in this run
+    fc = r.table("feeder_compare")  # the run's no-flexibility twin says what flexibility avoided or caused
+    hours = r.scenario["households"]["dt_minutes"] / 60
+    with_kwh = (fc.load_kw - fc.limit_kw).clip(lower=0).sum() * hours
+    without_kwh = (fc.twin_load_kw - fc.limit_kw).clip(lower=0).sum() * hours
+    assert h["overload"]["value"] == pytest.approx(abs(without_kwh - with_kwh))
+    assert h["overload"]["label"] == ("overload avoided" if without_kwh >= with_kwh else "overload caused")
     assert 'data-kpi="delivery_ratio"' in text  # rendered without script too
 
 

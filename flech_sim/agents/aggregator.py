@@ -32,11 +32,13 @@ from ..messages import (
     Rejection,
     SettlementStatement,
 )
-from ..persistor import Persistor
 from ..scenario import AggregatorConfig
-from ..world import PortfolioForecast, World
-from .base import Agent
+from ..schema import row
+from ..world import Portfolio, PortfolioForecast
+from .base import Agent, Recorder
 from .strategies import Offer, make_offers
+
+FLEX_FORECASTS = "flex_forecasts"
 
 
 @dataclass
@@ -47,16 +49,17 @@ class _OpenBid:
 
 
 class Aggregator(Agent):
-    def __init__(self, env: simpy.Environment, conn: Connection, cfg: AggregatorConfig, world: World,
-                 spot_dkk_per_kwh: np.ndarray, log: Persistor | None = None) -> None:
-        super().__init__(env, conn)
-        self.log = log  # the aggregator's own forecast log (flex_forecasts); never the platform's tables
+    def __init__(self, env: simpy.Environment, conn: Connection, cfg: AggregatorConfig, portfolio: Portfolio,
+                 spot_dkk_per_kwh: np.ndarray, recorder: Recorder) -> None:
+        """``portfolio``: the handle on its own households; ``recorder``: its own tables
+        (``flex_forecasts``, when it takes them, and ``agent_errors``), never the platform's."""
+        super().__init__(env, conn, recorder)
         self.cfg = cfg
-        self.world = world
+        self.portfolio = portfolio
         self.spot = spot_dkk_per_kwh
-        self.feeders = world.feeders_of(self.id)
+        self.feeders = list(portfolio.feeders)
         self._column = {f: i for i, f in enumerate(self.feeders)}
-        self.dt = world.dt
+        self.dt = portfolio.dt
         # kW reserved by open bids and awards: direction -> (first model step, (feeders, steps) array)
         self._reserved: dict[str, tuple[int, np.ndarray]] = {}
         self._forecasts: dict[int, PortfolioForecast] = {}  # by window length in steps
@@ -76,7 +79,7 @@ class Aggregator(Agent):
         refresh = max(1, int(self.cfg.forecast_refresh_hours * 60 // self.dt))
         fc = self._forecasts.get(duration)
         if fc is None or now - fc.start_step >= refresh or not fc.first_window <= first_step <= fc.last_window:
-            fc = self._forecasts[duration] = self.world.forecast(self.id, first_step, duration, first_step + refresh)
+            fc = self._forecasts[duration] = self.portfolio.forecast(first_step, duration, first_step + refresh)
         return fc
 
     def _steps(self, req: BidRequest) -> np.ndarray:
@@ -152,21 +155,23 @@ class Aggregator(Agent):
         offered = np.sum([o.quantities_kw for o in offers], axis=0) if offers else np.zeros(n)
         for j, offer in enumerate(offers):
             self._send_bid(req, j, offer, base, np.asarray(offer.quantities_kw) * share)
-        if self.log is not None:
+        if FLEX_FORECASTS in self.recorder.tables:
             self._log_forecast(req, np.flatnonzero(mask), base_f, flex, held, offered * share)
 
     def _log_forecast(self, req: BidRequest, rows: np.ndarray, base_f: np.ndarray, flex: np.ndarray,
                       held: np.ndarray, mine: np.ndarray) -> None:
-        assert self.log is not None
         n = len(req.need_kw)
         starts = (req.delivery_start + req.interval_minutes * np.arange(n)).tolist()
-        head = (self.id, req.market_id, req.product_id)
         direction = str(req.direction)
         for r in rows.tolist():
             f = self.feeders[r]
             for i, t, b, x, h, o in zip(range(n), starts, base_f[r].tolist(), flex[r].tolist(), held[r].tolist(),
                                         mine[r].tolist(), strict=True):
-                self.log.append("flex_forecasts", (*head, f, i, t, direction, b, x, h, o))
+                self.recorder.append(FLEX_FORECASTS, row(
+                    "flex_forecasts", aggregator=self.id, market_id=req.market_id, product_id=req.product_id,
+                    feeder=f, interval=i, interval_start=t, direction=direction, baseline_kw=b, flex_kw=x,
+                    committed_kw=h, offered_kw=o,
+                ))
 
     def _send_bid(self, req: BidRequest, j: int, offer: Offer, baseline: tuple[float, ...],
                   split: np.ndarray) -> None:
@@ -222,7 +227,7 @@ class Aggregator(Agent):
 
     def _dispatch(self, ob: _OpenBid, start: int, minutes: int, kw: np.ndarray) -> None:
         sign = -1.0 if ob.request.direction is Direction.DOWN else 1.0
-        self.world.schedule(self.id, self.feeders, start, minutes, sign * kw)
+        self.portfolio.schedule(start, minutes, sign * kw)
 
     def on_activation(self, act: Activation) -> None:
         """Options (CRP) and regulating power called at short notice: dispatch what was called."""

@@ -15,19 +15,21 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import simpy
 
+from ..constants import MINUTES_PER_DAY
 from ..endpoint import Connection
 from ..messages import Activation, ClearingResult, Direction, MarketRequest, Rejection, SettlementStatement
 from ..scenario import BalancingConfig, BuyerConfig, CongestionConfig, ImbalanceConfig, MarketSchedule
-from ..world import World
-from .base import Agent
+from ..world import GridView
+from .base import Agent, Recorder
 
-DAY = 1440
+DAY = MINUTES_PER_DAY
 
 
 def _minute(t: Any) -> int:
@@ -92,11 +94,15 @@ def imbalance_series(cfg: ImbalanceConfig, start: Any, n: int, dt: int, seed: np
 
 
 class Buyer(Agent):
-    def __init__(self, env: simpy.Environment, conn: Connection, cfg: BuyerConfig, world: World,
-                 horizon_minutes: int, seed: np.random.SeedSequence) -> None:
-        super().__init__(env, conn)
+    def __init__(self, env: simpy.Environment, conn: Connection, cfg: BuyerConfig, grid: GridView | None,
+                 calendar_start: datetime, horizon_minutes: int, seed: np.random.SeedSequence,
+                 recorder: Recorder) -> None:
+        """``grid``: a DSO's view of its feeders (None for a TSO, which sees no feeder);
+        ``calendar_start``: the date and time of minute 0 (the TSO's imbalance follows the clock)."""
+        super().__init__(env, conn, recorder)
         self.cfg = cfg
-        self.world = world
+        self.grid = grid
+        self.calendar_start = calendar_start
         self.horizon = horizon_minutes
         self.seed = seed
         self.paid_dkk = 0.0  # over the buyer's settlement statements (negative nets: money out)
@@ -117,6 +123,11 @@ class Buyer(Agent):
         if self.cfg.balancing is not None:
             self.env.process(self._balance(self.cfg.balancing))
 
+    def _grid(self) -> GridView:
+        if self.grid is None:
+            raise ValueError(f"buyer {self.id} watches feeders but was given no grid view (only a DSO has one)")
+        return self.grid
+
     def _open(self, market_id: str, product: str, **fields: Any) -> MarketRequest:
         req = MarketRequest(**self.envelope(market_id, product), **fields)
         self._requests[market_id] = req
@@ -131,8 +142,8 @@ class Buyer(Agent):
 
     # -- DSO: congestion-driven markets ----------------------------------------------------
     def _watch_feeders(self, c: CongestionConfig) -> Generator[simpy.Event, Any, None]:
-        w = self.world
-        feeders = c.feeders or w.feeders
+        w = self._grid()
+        feeders = c.feeders or list(w.feeders)
         if c.interval_minutes % w.dt:
             raise ValueError("congestion.interval_minutes must be a multiple of the model step")
         k = c.interval_minutes // w.dt
@@ -145,10 +156,9 @@ class Buyer(Agent):
                 yield self.env.timeout(send - self.now)
             tomorrow = (day + 1) * DAY
             horizon = (tomorrow + DAY - self.now) // w.dt
-            fc = w.feeder_forecast(horizon)[(tomorrow - self.now) // w.dt:]
+            fc = w.forecast(horizon)
             for f in feeders:
-                i = w.feeders.index(f)
-                hit = congestion_need(fc[:, i], float(w.limits[i]), c.threshold, k)
+                hit = congestion_need(fc[f][(tomorrow - self.now) // w.dt:], w.limit_kw(f), c.threshold, k)
                 if hit is None:
                     continue
                 first, need = hit
@@ -163,7 +173,7 @@ class Buyer(Agent):
     # -- TSO: regulating power ---------------------------------------------------------------
     def _balance(self, b: BalancingConfig) -> Generator[simpy.Event, Any, None]:
         n = self.horizon // b.interval_minutes + 1
-        imbalance = imbalance_series(b.imbalance, self.world.fleet.weather.start, n, b.interval_minutes, self.seed)
+        imbalance = imbalance_series(b.imbalance, self.calendar_start, n, b.interval_minutes, self.seed)
         first = -(-b.request_lead_minutes // b.interval_minutes)
         for t in range(first, n):
             delivery = t * b.interval_minutes
@@ -191,8 +201,8 @@ class Buyer(Agent):
                                 reserved: list[float]) -> Generator[simpy.Event, Any, None]:
         """Measure the feeder every model step; when it is congested, call the reserve for the
         first interval far enough ahead, up to the excess (each interval at most once)."""
-        w = self.world
-        limit = float(w.limits[w.feeders.index(req.location)])
+        w = self._grid()
+        limit = w.limit_kw(req.location)
         m = req.interval_minutes
         called = [False] * len(reserved)
         t = max(self.now, req.delivery_start - c.activation_lead_minutes - m)
@@ -202,7 +212,7 @@ class Buyer(Agent):
             i = -(-(self.now + c.activation_lead_minutes - req.delivery_start) // m)  # first callable interval
             if i >= len(reserved):
                 return
-            excess = w.feeder_load_now(req.location) - c.threshold * limit
+            excess = w.load_now(req.location) - c.threshold * limit
             if i >= 0 and excess > 0 and not called[i] and reserved[i] > 0:
                 called[i] = True
                 self.conn.send(Activation(

@@ -15,39 +15,24 @@ from typing import Any
 import numpy as np
 import simpy
 
+from ..constants import MINUTES_PER_DAY
 from ..endpoint import Connection
 from ..households import child_seed
 from ..messages import MeterData
 from ..metering import METER_PRODUCT_ID
 from ..scenario import DataProviderConfig
-from ..world import MINUTES_PER_DAY, UNAGGREGATED, World
-from .base import Agent
-
-
-def household_point(portfolio: str, household: int) -> str:
-    return f"{portfolio}#{household}"
-
-
-def published_points(world: World, cfg: DataProviderConfig) -> list[str]:
-    """Every metering point this data provider will publish (the platform registers them)."""
-    points = [p for p in world.active_points if not p.startswith(UNAGGREGATED + "@")]
-    if cfg.household_meters:
-        owned = world.owner < world.owners.index(UNAGGREGATED)
-        points += [household_point(world.points[g], int(h))
-                   for h, g in zip(np.flatnonzero(owned), world.portfolio[owned], strict=True)]
-    return points
+from ..world import MeterFeed
+from .base import Agent, Recorder
 
 
 class DataProvider(Agent):
-    def __init__(self, env: simpy.Environment, conn: Connection, cfg: DataProviderConfig, world: World,
-                 seed: np.random.SeedSequence) -> None:
-        super().__init__(env, conn)
+    def __init__(self, env: simpy.Environment, conn: Connection, cfg: DataProviderConfig, feed: MeterFeed,
+                 seed: np.random.SeedSequence, recorder: Recorder) -> None:
+        """``feed``: the meters it reads (made by the wiring with ``cfg.household_meters``)."""
+        super().__init__(env, conn, recorder)
         self.cfg = cfg
-        self.world = world
+        self.feed = feed
         self.seed = seed
-        self.points = [p for p in world.active_points if not p.startswith(UNAGGREGATED + "@")]
-        if cfg.household_meters:
-            world.keep_household_series = True
 
     def start(self) -> None:
         super().start()
@@ -60,14 +45,10 @@ class DataProvider(Agent):
             due = (day + self.cfg.delay_days) * MINUTES_PER_DAY + publish
             yield self.env.timeout(due - self.now)
             rng = np.random.default_rng(child_seed(self.seed, day))
-            for point in self.points:
-                self._send(point, day, self.world.metered(point, day), rng)
-            if self.cfg.household_meters:
-                loads = self.world.household_day(day)
-                owned = self.world.owner < self.world.owners.index(UNAGGREGATED)
-                for h in np.flatnonzero(owned):
-                    point = household_point(self.world.points[self.world.portfolio[h]], int(h))
-                    self._send(point, day, loads[h], rng)
+            for point in self.feed.portfolio_points:
+                self._send(point, day, self.feed.portfolio_day(point, day), rng)
+            for point, kw in self.feed.household_days(day):
+                self._send(point, day, kw, rng)
             day += 1
 
     def _send(self, point: str, day: int, kw: np.ndarray, rng: np.random.Generator) -> None:
@@ -77,5 +58,5 @@ class DataProvider(Agent):
                 values[k] = None
         self.conn.send(MeterData(
             **self.envelope("", METER_PRODUCT_ID), metering_point=point, start=day * MINUTES_PER_DAY,
-            interval_minutes=self.world.dt, consumption_kw=tuple(values),
+            interval_minutes=self.feed.dt, consumption_kw=tuple(values),
         ))

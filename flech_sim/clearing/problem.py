@@ -14,6 +14,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from ..constants import SOLVER_TIME_LIMIT_S
+
 __all__ = [
     "BidOffer",
     "ClearingMethod",
@@ -75,7 +77,7 @@ class ClearingProblem:
 @dataclass(frozen=True)
 class SolverOptions:
     method: ClearingMethod = ClearingMethod.AUTO
-    time_limit_s: float = 60.0
+    time_limit_s: float = SOLVER_TIME_LIMIT_S
     mip_gap: float = 1e-3  # relative
     threads: int = 1
     seed: int = 0

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import numpy as np
 
+from ..constants import MINUTES_PER_DAY
 from .params import SeedLike, as_seed_sequence, child_seed
 from .population import HouseholdParams
 
@@ -34,7 +35,7 @@ class EvSchedule:
     def __init__(self, params: HouseholdParams, start: datetime, dt_minutes: int, seed_seq: SeedLike,
                  *, arrival_sd_min: float = 45.0, departure_sd_min: float = 30.0, energy_sigma: float = 0.3):
         m0 = start.hour * 60 + start.minute
-        if m0 % dt_minutes or 1440 % dt_minutes:
+        if m0 % dt_minutes or MINUTES_PER_DAY % dt_minutes:
             raise ValueError(f"start {start} must lie on the {dt_minutes}-minute grid")
         self._p, self._dt, self._m0 = params, dt_minutes, m0
         self._seed = as_seed_sequence(seed_seq)
@@ -49,10 +50,10 @@ class EvSchedule:
         rng = np.random.default_rng(child_seed(self._seed, day + 2))
         z = rng.standard_normal((3, p.n))
         used = rng.random(p.n) < p.ev_use_prob
-        arr_min = np.clip(p.ev_arr_h * 60 + z[0] * self._sd[0], 12 * 60, 1440 - dt)
+        arr_min = np.clip(p.ev_arr_h * 60 + z[0] * self._sd[0], 12 * 60, MINUTES_PER_DAY - dt)
         dep_min = np.clip(p.ev_dep_h * 60 + z[1] * self._sd[1], 4 * 60, 11 * 60)
-        arr = np.ceil((day * 1440 + arr_min - self._m0) / dt).astype(np.int64)
-        dep = np.floor(((day + 1) * 1440 + dep_min - self._m0) / dt).astype(np.int64)
+        arr = np.ceil((day * MINUTES_PER_DAY + arr_min - self._m0) / dt).astype(np.int64)
+        dep = np.floor(((day + 1) * MINUTES_PER_DAY + dep_min - self._m0) / dt).astype(np.int64)
         energy = p.ev_energy * np.exp(z[2] * self._sd[2] - 0.5 * self._sd[2] ** 2) * used
         # Never ask more than 90 % of what the charger can deliver while plugged in.
         energy = np.minimum(energy, 0.9 * p.ev_pmax * (dep - arr) * dt / 60.0)
@@ -63,13 +64,13 @@ class EvSchedule:
 
     def at(self, step: int, idx: np.ndarray | None = None) -> EvStep:
         """Status at `step` for households `idx` (all if None)."""
-        return self._status(np.int64(step), (self._m0 + step * self._dt) // 1440, idx)
+        return self._status(np.int64(step), (self._m0 + step * self._dt) // MINUTES_PER_DAY, idx)
 
     def block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> EvStep:
         """Status at steps start..start+n_steps-1 as (n_steps, households) arrays: `at` of each
         step stacked, computed one day at a time (forecasts need many steps of few households)."""
         steps = np.arange(start, start + n_steps, dtype=np.int64)
-        days = (self._m0 + steps * self._dt) // 1440
+        days = (self._m0 + steps * self._dt) // MINUTES_PER_DAY
         parts = [self._status(steps[days == d][:, None], int(d), idx) for d in np.unique(days)]
         return EvStep(*(np.concatenate([getattr(p, f) for p in parts]) if parts else
                         np.zeros((0, self._p.n if idx is None else len(idx)))

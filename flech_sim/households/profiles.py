@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..constants import MINUTES_PER_DAY
 from .params import SeedLike, as_seed_sequence, child_seed
 from .weather import read_series_csv
 
@@ -28,7 +29,7 @@ SEASONAL_AMPLITUDE = 0.2  # winter days use ~20 % more than the annual mean, sum
 
 def _per_slot(hourly: np.ndarray, dt_minutes: int) -> np.ndarray:
     """Periodic linear interpolation of an hourly shape (values at hh:30) to slot midpoints."""
-    mid_h = (np.arange(1440 // dt_minutes) + 0.5) * dt_minutes / 60.0
+    mid_h = (np.arange(MINUTES_PER_DAY // dt_minutes) + 0.5) * dt_minutes / 60.0
     shape = np.interp(mid_h, np.arange(-0.5, 25.0, 1.0), np.r_[hourly[-1], hourly, hourly[0]])
     return shape / shape.mean()
 
@@ -48,9 +49,9 @@ class _Clock:
 
     def __init__(self, start: datetime, dt_minutes: int):
         m0 = start.hour * 60 + start.minute
-        if 1440 % dt_minutes or m0 % dt_minutes or start.second or start.microsecond:
+        if MINUTES_PER_DAY % dt_minutes or m0 % dt_minutes or start.second or start.microsecond:
             raise ValueError(f"start {start} must lie on the {dt_minutes}-minute grid")
-        self.start, self.dt, self.spd, self.slot0 = start, dt_minutes, 1440 // dt_minutes, m0 // dt_minutes
+        self.start, self.dt, self.spd, self.slot0 = start, dt_minutes, MINUTES_PER_DAY // dt_minutes, m0 // dt_minutes
 
     def day_slot(self, step: int) -> tuple[int, int]:
         return divmod(self.slot0 + step, self.spd)

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ..constants import MINUTES_PER_DAY
 from .params import SeedLike, as_seed_sequence
 
 LATITUDE_DEG = 55.1  # Bornholm
@@ -39,7 +40,7 @@ class Weather:
         t, g = np.asarray(self.outdoor_temp_c, float), np.asarray(self.irradiance_w_m2, float)
         if t.ndim != 1 or t.shape != g.shape:
             raise ValueError("outdoor_temp_c and irradiance_w_m2 must be 1-D arrays of equal length")
-        if self.dt_minutes <= 0 or 1440 % self.dt_minutes:
+        if self.dt_minutes <= 0 or MINUTES_PER_DAY % self.dt_minutes:
             raise ValueError(f"dt_minutes must divide a day, got {self.dt_minutes}")
         if np.any(g < 0) or not (np.all(np.isfinite(t)) and np.all(np.isfinite(g))):
             raise ValueError("weather must be finite with irradiance >= 0")
@@ -54,7 +55,7 @@ class Weather:
 def _midpoints(start: datetime, n_steps: int, dt_minutes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hour of day, day of year and days since the start's midnight, at step midpoints."""
     minutes = start.hour * 60 + start.minute + start.second / 60 + (np.arange(n_steps) + 0.5) * dt_minutes
-    days = minutes / 1440.0
+    days = minutes / MINUTES_PER_DAY
     return (minutes / 60.0) % 24.0, start.timetuple().tm_yday + days, days
 
 

@@ -17,11 +17,12 @@ import math
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from ..clearing import BidOffer, ClearingOutcome, ClearingProblem, SolverOptions, clear
+from ..events import EventBus, MarketCleared, MarketEnded
 from ..messages import (
     PLATFORM,
     Activation,
@@ -39,8 +40,10 @@ from ..messages import (
 )
 from ..metering import MeterService
 from ..persistor import Persistor
-from ..scenario import SettlementConfig
 from ..settlement import IntervalSettlement
+
+if TYPE_CHECKING:  # products never import the scenario: scenario -> registry -> products stays acyclic
+    from ..scenario import SettlementConfig
 
 EPS = 1e-9
 ACTIVATION_LEAD_MINUTES = (15, 60)
@@ -71,8 +74,10 @@ class PlatformServices:
     solver: SolverOptions
     settlement: SettlementConfig
     locations: frozenset[str]
-    screen: Callable[[Market, list[Bid]], list[Bid]] = lambda market, bids: bids
+    screen: Callable[[MarketRequest, list[Bid]], list[Bid]] = lambda request, bids: bids
     """Coordination between buyers (flech_sim.coordination): what of a book may be cleared."""
+    events: EventBus = field(default_factory=EventBus)
+    """Products publish MarketCleared and MarketEnded here (flech_sim.events)."""
 
 
 @dataclass
@@ -387,6 +392,7 @@ class Product:
         market.note = msg.reason or "cancelled by buyer"
         for seller in sorted(set(self.s.sellers_at(market.request.location)) | set(market.bidders)):
             self._reply(market, MarketCancellation, seller, reason=market.note)
+        self.s.events.publish(MarketEnded(self.product_id, market.market_id, str(market.state)))
         return market.market_id
 
     # == life cycle ==================================================================
@@ -401,6 +407,7 @@ class Product:
             self._reply(market, MarketClosed, party, n_bids=len(market.bids))
         self._clear(market)
         if market.state is MarketState.FAILED:
+            self.s.events.publish(MarketEnded(self.product_id, market.market_id, str(market.state)))
             return
         yield env.timeout(max(0, req.delivery_end - self.now))
         market.state = MarketState.DELIVERED
@@ -409,6 +416,7 @@ class Product:
             self._send_statement(market, st)
         market.state = MarketState.SETTLED
         market.settled_at = self.now
+        self.s.events.publish(MarketEnded(self.product_id, market.market_id, str(market.state)))
         self.retire(market)
 
     def retire(self, market: Market) -> None:
@@ -430,7 +438,7 @@ class Product:
             yield env.any_of([self.s.meter.updated, env.timeout(deadline - self.now)])
 
     def _clear(self, market: Market) -> None:
-        market.book = self.s.screen(market, list(market.bids))
+        market.book = self.s.screen(market.request, list(market.bids))
         problem = self.build_problem(market)
         outcome = self.run_clearing(problem)
         market.outcome = outcome
@@ -469,6 +477,11 @@ class Product:
         market.cost_dkk = cost
         for award in awards:
             self._send_award(market, award)
+        self.s.events.publish(MarketCleared(
+            product_id=self.product_id, market_id=market.market_id, buyer=req.sender, location=req.location,
+            direction=req.direction, delivery_start=req.delivery_start, interval_minutes=req.interval_minutes,
+            awarded_kw=tuple(sum(a.accepted_kw[i] for a in awards) for i in range(req.n_intervals)),
+        ))
 
     def make_awards(self, market: Market, outcome: ClearingOutcome) -> list[Award]:
         """One award per bid (zeros for a non-award), priced pay-as-bid or pay-as-clear."""
