@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -46,6 +46,9 @@ from .registry import resolve_product
 from .scenario import Scenario
 from .twin import finish_study
 from .world import World
+
+if TYPE_CHECKING:
+    from .bridge import Transport
 
 RESULT_PACKAGES = ("simpy", "numpy", "pandas", "pyomo", "highspy", "pyarrow", "pydantic")
 
@@ -137,7 +140,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
-        transport: Any = None) -> RunResult:
+        transport: Transport | None = None) -> RunResult:
     """Run a validated scenario to its horizon and write every table and the manifest.
 
     The manifest is written first (``completed: false, status: running``) and kept current as

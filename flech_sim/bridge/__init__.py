@@ -7,6 +7,6 @@ and runs the clock (real time, or as fast as they answer). Pass it as ``transpor
 :mod:`flech_sim.bridge.mqtt`, so the in-process path does not need it.
 """
 
-from .transport import Bridge, BridgeStats, Incoming, LoopbackWire, RateLimit, Wire
+from .transport import Bridge, BridgeStats, Incoming, LoopbackWire, RateLimit, Transport, Wire
 
-__all__ = ["Bridge", "BridgeStats", "Incoming", "LoopbackWire", "RateLimit", "Wire"]
+__all__ = ["Bridge", "BridgeStats", "Incoming", "LoopbackWire", "RateLimit", "Transport", "Wire"]

@@ -77,6 +77,17 @@ class Wire(Protocol):
     def close(self) -> None: ...
 
 
+class Transport(Protocol):
+    """What :func:`flech_sim.simulation.run` needs of its ``transport`` (:class:`Bridge` is one)."""
+
+    external: frozenset[str]
+
+    def environment(self) -> simpy.Environment: ...
+    def attach(self, core: Any) -> None: ...
+    def run_clock(self, env: simpy.Environment, until: int) -> None: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class RateLimit:
     """A token bucket per participant, in wall time: ``burst`` messages at once, ``per_second`` sustained."""
