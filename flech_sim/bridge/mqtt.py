@@ -56,6 +56,7 @@ class MqttWire:
         self.host, self.port = parse_broker(broker)
         self.broker_log = broker_log
         self._tail: threading.Thread | None = None
+        self._log_read = 0  # bytes of the broker log the tail thread has read
         self._closing = threading.Event()
         self.connect_timeout_s = connect_timeout_s
         self.wait_online_s = wait_online_s
@@ -83,7 +84,7 @@ class MqttWire:
         self._participants = frozenset(participants)
         if self.broker_log is not None:
             log = open(self.broker_log, "rb")  # noqa: SIM115 -- closed by the tail thread
-            log.seek(0, os.SEEK_END)  # what an earlier run did is not this run's
+            self._log_read = log.seek(0, os.SEEK_END)  # what an earlier run did is not this run's
             self._tail = threading.Thread(target=self._follow, args=(log,), name="broker-log", daemon=True)
             self._tail.start()
         self.client.connect(self.host, self.port, keepalive=30)
@@ -143,6 +144,16 @@ class MqttWire:
                     if m:
                         pid, topic, size = m.groups()
                         self._put(Incoming(pid, "", b"", denied=f"a publish on {topic[:300]!r} ({size} bytes)"))
+                self._log_read = log.tell()  # after the items are queued: flush() relies on it
+
+    def flush(self, timeout_s: float = 2.0) -> None:
+        """Before the run's last look at arrivals: let the tail thread read the broker log to its end."""
+        if self._tail is None or self.broker_log is None:
+            return
+        end = os.path.getsize(self.broker_log)
+        deadline = time.monotonic() + timeout_s
+        while self._log_read < end and self._tail.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _put(self, item: Incoming) -> None:
         with self._lock:

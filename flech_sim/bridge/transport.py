@@ -168,6 +168,9 @@ class Bridge:
                 env.run(until=until)
             else:
                 self._run_answered(env, until)
+            flush = getattr(self.wire, "flush", None)
+            if flush is not None:  # e.g. the broker log's last lines
+                flush()
             self._drain(0.0)  # what arrived before the end is recorded too
         finally:
             self.wire.close()
