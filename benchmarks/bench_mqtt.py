@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -171,6 +172,7 @@ def main() -> None:
         client.c.loop_stop()
     finally:
         subprocess.run(["bash", str(script), "stop", str(tmp / "broker")], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
