@@ -49,6 +49,7 @@ class RejectReason(StrEnum):
     INVALID_TIMES = "invalid_times"  # inconsistent gate/delivery times in a request
     NOT_ELIGIBLE = "not_eligible"  # seller not eligible for this market
     TOO_LARGE = "too_large"  # a message, list, ID or text beyond the size bounds of flech_sim.limits
+    RATE_LIMITED = "rate_limited"  # a participant sent faster than its transport allows (flech_sim.bridge)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,6 +328,9 @@ def check_finite(msg: Message) -> None:
             raise MalformedMessage(f"{msg.kind}.{name}: NaN or infinity cannot be carried as JSON")
 
 
+_N_FIELDS: dict[type[Message], int] = {}
+
+
 def from_dict(data: Any) -> Message:
     """Validate a decoded payload into its message type (msgspec checks every field's type)."""
     if not isinstance(data, dict):
@@ -342,6 +346,13 @@ def from_dict(data: Any) -> Message:
         raise MalformedMessage(f"{kind}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - whatever else a hostile payload provokes
         raise MalformedMessage(f"{kind}: {type(exc).__name__}: {_brief(str(exc))}") from None
+    n_fields = _N_FIELDS.get(cls)
+    if n_fields is None:
+        n_fields = _N_FIELDS[cls] = len(dataclasses.fields(cls))
+    if len(vars(msg)) < n_fields:
+        # msgspec leaves omitted defaulted fields out of the instance's __dict__ (read from the class):
+        # rebuilt, so vars(msg) -- the limits' checks, to_json -- sees every field
+        msg = dataclasses.replace(msg)
     topic = data.get("topic")
     if topic is not None and topic != msg.topic:
         raise MalformedMessage(f"topic {_brief(topic)} does not match message (expected {_brief(msg.topic)})")
