@@ -43,24 +43,24 @@ from typing import Any, NamedTuple
 
 import simpy
 
+from .limits import MAX_MESSAGE_BYTES, check_message, clamp_minute, clip_text
 from .messages import (
     PLATFORM,
     Acknowledgement,
     Activation,
     Bid,
+    MalformedMessage,
     MarketCancellation,
     MarketRequest,
-    MeterData,
     Message,
-    MalformedMessage,
+    MeterData,
     Rejected,
-    RejectReason,
     Rejection,
+    RejectReason,
     checked_copy,
     from_json,
     to_json,
 )
-from .limits import MAX_MESSAGE_BYTES, check_message, clamp_minute, clip_text
 from .persistor import Persistor
 from .schema import row
 

@@ -16,7 +16,6 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-import math
 from typing import Any, ClassVar
 
 import msgspec
@@ -407,7 +406,7 @@ def checked_copy(msg: Message) -> tuple[Message, str]:
             check_finite(msg)
         except MalformedMessage:
             raise
-        except Exception:  # noqa: BLE001, S110 - other bad values: the type error below says it
+        except Exception:  # noqa: BLE001 - other bad values: the type error below says it
             pass
         raise MalformedMessage(f"{cls.kind}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - untrusted input

@@ -62,7 +62,8 @@ class MeterService:
         series.update(zip(times, msg.consumption_kw, strict=True))
         self.persistor.append_columns("meter_data", {
             "msg_id": [msg.msg_id] * n, "metering_point": [msg.metering_point] * n, "interval_start": list(times),
-            "interval_minutes": [step] * n, "consumption_kw": list(msg.consumption_kw), "published_at": [msg.sent_at] * n,
+            "interval_minutes": [step] * n, "consumption_kw": list(msg.consumption_kw),
+            "published_at": [msg.sent_at] * n,
         })
         self._forget_old()
         old, self.updated = self.updated, self.env.event()

@@ -23,8 +23,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .results import Run, open_run
 from . import products as _products  # noqa: F401  (registers the built-in products' own tables)
+from .results import Run, open_run
 from .schema import TABLES
 
 TEMPERATURE_TABLE = "household_temperatures"

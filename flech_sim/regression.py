@@ -42,8 +42,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .persistor import part_files
 from .constants import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK
+from .persistor import part_files
 from .schema import TABLES
 
 DEFAULT_ATOL = 1e-6
@@ -83,7 +83,8 @@ OUTCOMES: tuple[Outcome, ...] = (
             ("status", "objective_dkk", "cost_dkk", "n_accepted", "accepted_kwh", "unmet_kwh")),
     Outcome("clearing_intervals", ("market_id", "product_id", "interval"),
             ("need_kw", "accepted_kw", "unmet_kw", "clearing_price")),
-    Outcome("awards", ("market_id", "product_id", "seller", "bid_id", "interval"), ("accepted_kw", "price", "payment_dkk")),
+    Outcome("awards", ("market_id", "product_id", "seller", "bid_id", "interval"),
+            ("accepted_kw", "price", "payment_dkk")),
     Outcome("settlements", ("market_id", "product_id", "party", "role", "interval"),
             ("ordered_kwh", "delivered_kwh", "payment_dkk", "penalty_dkk", "net_dkk", "meter_gap")),
 )

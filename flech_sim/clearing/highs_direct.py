@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import sys
-
 from dataclasses import dataclass
 
 import highspy
