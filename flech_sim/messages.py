@@ -311,6 +311,7 @@ def check_finite(msg: Message) -> None:
     Fast path: ``x - x`` is 0 for every finite number and NaN otherwise; a tuple is summed
     in C first (a sum overflowing to infinity, i.e. values near 1e308, is refused too).
     """
+    total: float
     for name, v in vars(msg).items():
         if isinstance(v, tuple):
             try:

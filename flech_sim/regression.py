@@ -34,7 +34,7 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -275,6 +275,11 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple((0, v) if isinstance(v, int | float) else (1, str(v)) for v in key)
 
 
+def _row_key(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """Sort key of a row by its key columns, ordered as the diff orders keys (numbers before text)."""
+    return lambda r: _sort_key(tuple(r[k] for k in keys))
+
+
 # == reading =============================================================================
 def load_outcomes(directory: Path) -> dict[str, list[dict[str, Any]]]:
     """The outcome tables of a run directory (Parquet) or golden directory (CSV), as lists of rows."""
@@ -384,7 +389,7 @@ def accept(run_dir: str | Path, golden_dir: str | Path) -> list[Path]:
     golden_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for spec in OUTCOMES:
-        rows = sorted(tables[spec.table], key=lambda r, s=spec: _sort_key(tuple(r[k] for k in s.keys)))
+        rows = sorted(tables[spec.table], key=_row_key(spec.keys))
         path = golden_dir / f"{spec.table}.csv"
         with path.open("w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")

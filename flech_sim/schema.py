@@ -483,7 +483,7 @@ tuple path stays (a named tuple *is* a tuple)."""
 
 
 def _row_type(table: Table) -> type[tuple[Any, ...]]:
-    return namedtuple(f"{table.name}_row", table.names)  # type: ignore[return-value]
+    return namedtuple(f"{table.name}_row", table.names)
 
 
 def register_table(table: Table) -> None:

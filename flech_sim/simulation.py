@@ -95,7 +95,7 @@ def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
     dispatcher = Dispatcher(endpoint.send)
     endpoint.route = dispatcher.route
     meter = MeterService(env, persistor, metering_points)
-    dispatcher.register(METER_PRODUCT_ID, meter)  # type: ignore[arg-type]
+    dispatcher.register(METER_PRODUCT_ID, meter)
     by_location: dict[str, list[str]] = {}
     for s in sorted(sellers):
         for loc in sellers[s]:
