@@ -26,8 +26,8 @@ from flech_sim.clearing import (
     ClearingProblem,
     SolverOptions,
     clear,
+    highs_direct,
 )
-from flech_sim.clearing import highs_direct
 from flech_sim.clearing.problem import ProblemArrays
 
 
@@ -91,7 +91,7 @@ def bench(args: argparse.Namespace) -> None:
                 _median(_timed_clear(problem, opts[ClearingMethod.MERIT]), args.repeat)
                 if args.block_share == 0 else None
             )  # fmt: skip
-            row["raw"] = _median(lambda: raw_run_seconds(problem, base)[0], args.repeat)
+            row["raw"] = _median(lambda p=problem, b=base: raw_run_seconds(p, b)[0], args.repeat)
             cells = " ".join(
                 f"{row[k]:>9.4f}" if row[k] is not None else f"{'-':>9}"
                 for k in ("pyomo", "highs", "merit")

@@ -54,8 +54,9 @@ def main() -> None:
         base_running = base.wall_seconds - base.cluster_seconds
         mean_run = sum(row["wall_seconds"] for row in r.rows) / runs
         mean_cpu = sum(row["cpu_seconds"] for row in r.rows) / runs
-        print(f"  {n:>7}  {r.wall_seconds:7.2f}  {r.cluster_seconds:15.2f}  {running:9.2f}  {runs / r.wall_seconds:6.2f}"
-              f"  {mean_run:10.2f}  {mean_cpu:10.2f}  {base.wall_seconds / r.wall_seconds:7.2f}x  (running only {base_running / running:.2f}x)")
+        print(f"  {n:>7}  {r.wall_seconds:7.2f}  {r.cluster_seconds:15.2f}  {running:9.2f}"
+              f"  {runs / r.wall_seconds:6.2f}  {mean_run:10.2f}  {mean_cpu:10.2f}"
+              f"  {base.wall_seconds / r.wall_seconds:7.2f}x  (running only {base_running / running:.2f}x)")
     print("  (mean run s / mean CPU s: wall and CPU time of one run inside its worker; wall above CPU means the")
     print("   worker waited for a core)")
 

@@ -43,24 +43,24 @@ from typing import Any, NamedTuple
 
 import simpy
 
+from .limits import MAX_MESSAGE_BYTES, check_message, clamp_minute, clip_text
 from .messages import (
     PLATFORM,
     Acknowledgement,
     Activation,
     Bid,
+    MalformedMessage,
     MarketCancellation,
     MarketRequest,
-    MeterData,
     Message,
-    MalformedMessage,
+    MeterData,
     Rejected,
-    RejectReason,
     Rejection,
+    RejectReason,
     checked_copy,
     from_json,
     to_json,
 )
-from .limits import MAX_MESSAGE_BYTES, check_message, clamp_minute, clip_text
 from .persistor import Persistor
 from .schema import row
 
@@ -109,7 +109,7 @@ class Endpoint:
         # Used message IDs and their answers, per sender: this generation and the previous one.
         self._seen: dict[str, dict[str, _Answer]] = {}
         self._seen_before: dict[str, dict[str, _Answer]] = {}
-        self._generation_end = DUPLICATE_WINDOW_MINUTES
+        self._generation_end: float = DUPLICATE_WINDOW_MINUTES
         self._seq = 0
         self._platform_ids = 0
         self.counts = {"in": 0, "out": 0, "rejected": 0}
@@ -156,7 +156,7 @@ class Endpoint:
             try:
                 if why:
                     raise MalformedMessage(why)
-                msg = from_json(raw)  # type: ignore[arg-type]
+                msg = from_json(raw)
             except MalformedMessage as exc:
                 reason = RejectReason.TOO_LARGE if why.startswith("message of") else RejectReason.MALFORMED
                 self._record_malformed(seq, text, conn, str(exc), _best_effort_fields(text), reason)

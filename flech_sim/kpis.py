@@ -154,7 +154,7 @@ def rebound_events(schedule: pd.DataFrame, portfolio_load: pd.DataFrame, twin_po
         sign = np.sign(np.round(s, 9))
         n = len(s)
         starts = [i for i in range(n) if sign[i] != 0 and (i == 0 or sign[i - 1] != sign[i])]
-        for k, a in enumerate(starts):
+        for a in starts:
             sg = sign[a]
             b = a
             while b < n and sign[b] == sg:
@@ -270,7 +270,7 @@ def comfort_kpis(households: pd.DataFrame) -> list[dict[str, Any]]:
     dh = households.assign(dh=households.comfort_violation_degree_minutes / 60.0)
     rows = [_row("aggregator", "comfort_degree_hours", float(g.dh.sum()), participant=str(o))
             for o, g in dh.groupby("owner", sort=True) if o != "unaggregated"]
-    return rows + [_row("run", "comfort_degree_hours", float(dh.dh.sum()))]
+    return [*rows, _row("run", "comfort_degree_hours", float(dh.dh.sum()))]
 
 
 def rebound_kpis(events: pd.DataFrame) -> list[dict[str, Any]]:

@@ -272,7 +272,7 @@ class _Plan:
         if scalars:
             self.checks.append(_scalars(tuple(n for n, _ in scalars), tuple(b for _, b in scalars)))
         if lists:
-            self.checks.append(_lists(*(tuple(col) for col in zip(*lists, strict=True))))  # type: ignore[arg-type]
+            self.checks.append(_lists(*(tuple(col) for col in zip(*lists, strict=True))))
         self.checks.extend(_params(p) for p in params)
         names = {f.name for f in dataclasses.fields(cls)}
         windowed = bool("interval_minutes" in names and names & {"delivery_start", "start"}

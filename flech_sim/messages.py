@@ -16,7 +16,6 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-import math
 from typing import Any, ClassVar
 
 import msgspec
@@ -312,6 +311,7 @@ def check_finite(msg: Message) -> None:
     Fast path: ``x - x`` is 0 for every finite number and NaN otherwise; a tuple is summed
     in C first (a sum overflowing to infinity, i.e. values near 1e308, is refused too).
     """
+    total: float
     for name, v in vars(msg).items():
         if isinstance(v, tuple):
             try:
@@ -407,7 +407,7 @@ def checked_copy(msg: Message) -> tuple[Message, str]:
             check_finite(msg)
         except MalformedMessage:
             raise
-        except Exception:  # noqa: BLE001, S110 - other bad values: the type error below says it
+        except Exception:  # noqa: BLE001 - other bad values: the type error below says it
             pass
         raise MalformedMessage(f"{cls.kind}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - untrusted input

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import simpy
 
 from .constants import MINUTES_PER_DAY
-from .messages import MeterData, Rejected, RejectReason
+from .messages import Message, MeterData, Rejected, RejectReason
 from .persistor import Persistor
 
 METER_PRODUCT_ID = "METER"
@@ -43,7 +43,7 @@ class MeterService:
         self.retention_minutes = retention_days * MINUTES_PER_DAY
         self._pruned_day = 0
 
-    def handle(self, msg: MeterData) -> str:  # type: ignore[override]
+    def handle(self, msg: Message) -> str:
         if not isinstance(msg, MeterData):
             raise Rejected(RejectReason.MALFORMED, f"the meter service accepts meter_data, not {msg.kind!r}")
         if msg.metering_point not in self.metering_points:
@@ -62,7 +62,8 @@ class MeterService:
         series.update(zip(times, msg.consumption_kw, strict=True))
         self.persistor.append_columns("meter_data", {
             "msg_id": [msg.msg_id] * n, "metering_point": [msg.metering_point] * n, "interval_start": list(times),
-            "interval_minutes": [step] * n, "consumption_kw": list(msg.consumption_kw), "published_at": [msg.sent_at] * n,
+            "interval_minutes": [step] * n, "consumption_kw": list(msg.consumption_kw),
+            "published_at": [msg.sent_at] * n,
         })
         self._forget_old()
         old, self.updated = self.updated, self.env.event()

@@ -23,8 +23,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .results import Run, open_run
 from . import products as _products  # noqa: F401  (registers the built-in products' own tables)
+from .results import Run, open_run
 from .schema import TABLES
 
 TEMPERATURE_TABLE = "household_temperatures"
@@ -657,7 +657,7 @@ def save_plots(run: RunLike, out_dir: Path, kinds: list[str] | None = None, fmt:
     return paths
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plot", help="write figures of a run as PNG or SVG files")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     which = p.add_mutually_exclusive_group()

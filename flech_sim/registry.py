@@ -20,6 +20,7 @@ import importlib.util
 import inspect
 import re
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
@@ -32,7 +33,7 @@ _BUILTIN: dict[str, type[Product]] = {}
 P = TypeVar("P", bound="type[Product]")
 
 
-def register_product(product_id: str):  # type: ignore[no-untyped-def]
+def register_product(product_id: str) -> Callable[[P], P]:
     """Class decorator used by built-in products to register under their ID."""
 
     def deco(cls: P) -> P:

@@ -34,7 +34,7 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,8 +42,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .persistor import part_files
 from .constants import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK
+from .persistor import part_files
 from .schema import TABLES
 
 DEFAULT_ATOL = 1e-6
@@ -83,7 +83,8 @@ OUTCOMES: tuple[Outcome, ...] = (
             ("status", "objective_dkk", "cost_dkk", "n_accepted", "accepted_kwh", "unmet_kwh")),
     Outcome("clearing_intervals", ("market_id", "product_id", "interval"),
             ("need_kw", "accepted_kw", "unmet_kw", "clearing_price")),
-    Outcome("awards", ("market_id", "product_id", "seller", "bid_id", "interval"), ("accepted_kw", "price", "payment_dkk")),
+    Outcome("awards", ("market_id", "product_id", "seller", "bid_id", "interval"),
+            ("accepted_kw", "price", "payment_dkk")),
     Outcome("settlements", ("market_id", "product_id", "party", "role", "interval"),
             ("ordered_kwh", "delivered_kwh", "payment_dkk", "penalty_dkk", "net_dkk", "meter_gap")),
 )
@@ -274,6 +275,11 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple((0, v) if isinstance(v, int | float) else (1, str(v)) for v in key)
 
 
+def _row_key(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """Sort key of a row by its key columns, ordered as the diff orders keys (numbers before text)."""
+    return lambda r: _sort_key(tuple(r[k] for k in keys))
+
+
 # == reading =============================================================================
 def load_outcomes(directory: Path) -> dict[str, list[dict[str, Any]]]:
     """The outcome tables of a run directory (Parquet) or golden directory (CSV), as lists of rows."""
@@ -383,7 +389,7 @@ def accept(run_dir: str | Path, golden_dir: str | Path) -> list[Path]:
     golden_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for spec in OUTCOMES:
-        rows = sorted(tables[spec.table], key=lambda r, s=spec: _sort_key(tuple(r[k] for k in s.keys)))
+        rows = sorted(tables[spec.table], key=_row_key(spec.keys))
         path = golden_dir / f"{spec.table}.csv"
         with path.open("w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")

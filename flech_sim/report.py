@@ -140,7 +140,8 @@ def market_sections(run: Run) -> dict[str, list[dict[str, Any]]]:
                          filter={"msg_id": markets.request_msg_id.dropna().tolist()}) if len(markets) else None
     payload = dict(zip(requests.msg_id, requests.payload, strict=True)) if requests is not None else {}
     for _, row in markets.iterrows():
-        terms = pd.DataFrame({"field": [label(str(c)) for c in row.index], "value": [_value(v) for v in row.to_numpy()]})
+        terms = pd.DataFrame({"field": [label(str(c)) for c in row.index],
+                              "value": [_value(v) for v in row.to_numpy()]})
         sec = _section("Request", terms, "request")
         sec["payload"] = payload.get(row.request_msg_id)
         out[str(row.market_id)].append(sec)
@@ -227,7 +228,8 @@ def _overload(run: Run) -> dict[str, Any]:
         series = None
     step_h = (run.scenario.get("households") or {}).get("dt_minutes", 15) / 60.0
     if series is not None:
-        above = {c: float((series[c] - series.limit_kw).clip(lower=0).sum() * step_h) for c in ("with_kw", "without_kw")}
+        above = {c: float((series[c] - series.limit_kw).clip(lower=0).sum() * step_h)
+                 for c in ("with_kw", "without_kw")}
         return {"with_kwh": above["with_kw"], "without_kwh": above["without_kw"], "twin": True}
     fl = run.table("feeder_load", columns=["load_kw", "limit_kw"])
     return {"with_kwh": float((fl.load_kw - fl.limit_kw).clip(lower=0).sum() * step_h), "without_kwh": None,
@@ -367,7 +369,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, fmt: str = 
     return path
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML page about a run (viewable offline)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, metavar="FILE", help="HTML file (default: RUN_DIR/report.html)")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import glob as _glob
 import json
+import operator
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -311,7 +312,10 @@ def _common_parent(paths: list[Path]) -> str:
     return os.path.commonpath([str(p.resolve().parent) for p in paths])
 
 
-_OPS = {"==", "=", "!=", "<", "<=", ">", ">=", "in", "not in"}
+_OPS: dict[str, Callable[[ds.Expression, Any], ds.Expression]] = {
+    "==": operator.eq, "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge, "in": lambda f, v: f.isin(list(v)), "not in": lambda f, v: ~f.isin(list(v)),
+}
 
 
 def _expression(filter: Filter, schema: pa.Schema, table: str) -> ds.Expression | None:
@@ -327,12 +331,7 @@ def _expression(filter: Filter, schema: pa.Schema, table: str) -> ds.Expression 
             raise KeyError(f"filter on unknown column {col!r} of table {table!r}; columns: {schema.names}")
         if op not in _OPS:
             raise ValueError(f"unknown filter operator {op!r}; use one of {sorted(_OPS)}")
-        f = ds.field(col)
-        value = _scalar(value, schema.field(col).type)
-        term = {"==": lambda: f == value, "=": lambda: f == value, "!=": lambda: f != value,
-                "<": lambda: f < value, "<=": lambda: f <= value, ">": lambda: f > value,
-                ">=": lambda: f >= value, "in": lambda: f.isin(list(value)),
-                "not in": lambda: ~f.isin(list(value))}[op]()
+        term = _OPS[op](ds.field(col), _scalar(value, schema.field(col).type))
         expr = term if expr is None else expr & term
     return expr
 

@@ -79,8 +79,8 @@ TABLES: dict[str, Table] = {
                 _PRODUCT,
                 _c("sent_at", "time", "timestamp", "simulated send time"),
                 _c("ref_msg_id", "str", "-", "message answered (acks, rejections)", nullable=True),
-                _c("verdict", "str", "-", "for 'in' messages: accepted, rejected or redelivery (the same message again, "
-                   "answered as the first time); 'sent' for 'out'"),
+                _c("verdict", "str", "-", "for 'in' messages: accepted, rejected or redelivery (the same message "
+                   "again, answered as the first time); 'sent' for 'out'"),
                 _c("payload", "str", "JSON", "the whole message as JSON (raw text if malformed)"),
             ),
         ),
@@ -108,7 +108,8 @@ TABLES: dict[str, Table] = {
                 _c("buyer", "str", "-", "participant that opened the market"),
                 _c("location", "str", "-", "feeder or area the flexibility must come from"),
                 _c("direction", "str", "-", "down (consume less) or up (consume more)"),
-                _c("state", "str", "-", "final life-cycle state: open, gate_closed, cleared, delivered, settled, cancelled, failed"),
+                _c("state", "str", "-",
+                   "final life-cycle state: open, gate_closed, cleared, delivered, settled, cancelled, failed"),
                 _c("requested_at", "time", "timestamp", "when the market request arrived"),
                 _c("gate_close", "time", "timestamp", "bids accepted strictly before this time"),
                 _c("delivery_start", "time", "timestamp", "start of the delivery window"),
@@ -282,7 +283,8 @@ TABLES: dict[str, Table] = {
                 _c("location", "str", "-", "feeder"),
                 _ISTART,
                 _c("load_kw", "float", "kW", "true average net power (consumption - PV)"),
-                _c("reduction_kw", "float", "kW", "load shed by dispatch against the households' own plan (negative = added)"),
+                _c("reduction_kw", "float", "kW",
+                   "load shed by dispatch against the households' own plan (negative = added)"),
             ),
         ),
         Table(
@@ -481,7 +483,7 @@ tuple path stays (a named tuple *is* a tuple)."""
 
 
 def _row_type(table: Table) -> type[tuple[Any, ...]]:
-    return namedtuple(f"{table.name}_row", table.names)  # type: ignore[return-value]
+    return namedtuple(f"{table.name}_row", table.names)
 
 
 def register_table(table: Table) -> None:

@@ -13,9 +13,8 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -33,9 +32,9 @@ from .agents.data_provider import DataProvider
 from .clearing import SolverOptions
 from .coordination import Coordinator
 from .dispatcher import Dispatcher
+from .endpoint import Connection, Endpoint
 from .events import EventBus
 from .fingerprint import fingerprint
-from .endpoint import Connection, Endpoint
 from .households import child_seed
 from .inputs import record_inputs
 from .metering import METER_PRODUCT_ID, MeterService
@@ -96,7 +95,7 @@ def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
     dispatcher = Dispatcher(endpoint.send)
     endpoint.route = dispatcher.route
     meter = MeterService(env, persistor, metering_points)
-    dispatcher.register(METER_PRODUCT_ID, meter)  # type: ignore[arg-type]
+    dispatcher.register(METER_PRODUCT_ID, meter)
     by_location: dict[str, list[str]] = {}
     for s in sorted(sellers):
         for loc in sellers[s]:
@@ -199,7 +198,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
         except RunInterrupted as exc:
             interrupted = exc
             error = f"interrupted by {exc} at simulated minute {int(env.now)}"
-        except Exception as exc:  # recorded, flushed and reported: never a silent crash
+        except Exception as exc:  # noqa: BLE001 -- recorded, flushed and reported: never a silent crash
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         finally:
             signals.defer()  # a second signal must not cut the flushing short
@@ -219,7 +218,7 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
     if error is None:
         try:
             fp = fingerprint(out_dir)
-        except Exception as exc:  # the tables are written; say why there is no fingerprint
+        except Exception as exc:  # noqa: BLE001 -- the tables are written; say why there is no fingerprint
             error = f"fingerprint failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     if transport is not None:  # who took part from outside, how, and what the transport refused
         manifest["transport"] = transport.describe()

@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from .kpis import HEADLINES as KPI_HEADLINES
 from .constants import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
+from .kpis import HEADLINES as KPI_HEADLINES
 from .scenario import Scenario, ScenarioError, read_scenario_file, scenario_from_dict
 
 DEFAULT_WORKERS = 2
@@ -107,7 +106,8 @@ def expand(raw: dict[str, Any], source: str = "<scenario>") -> list[RunSpec]:
     seeds = list(sweep.seeds) if sweep and sweep.seeds else [base.seed]
     for path, values in grid.items():
         if path in ("seed", "sweep") or path.startswith("sweep."):
-            raise ScenarioError(f"{source}: sweep.grid.{path}: not a sweepable parameter (list seeds under sweep.seeds)")
+            raise ScenarioError(
+                f"{source}: sweep.grid.{path}: not a sweepable parameter (list seeds under sweep.seeds)")
         if not values:
             raise ScenarioError(f"{source}: sweep.grid.{path}: needs at least one value")
     specs: list[RunSpec] = []
@@ -213,7 +213,7 @@ def run_one(run_id: str, scenario_doc: dict[str, Any], out_dir: str) -> dict[str
         row = _outcome_fields(manifest)
         row["status"] = "completed" if result.completed else "failed"
         row["error"] = _first_line(result.error)
-    except Exception as exc:  # a failure outside run() (e.g. the directory): still one row, never a lost run
+    except Exception as exc:  # noqa: BLE001 -- a failure outside run() (e.g. the directory): still one row
         row = _outcome_fields({})
         row["status"] = "failed"
         row["error"] = f"{type(exc).__name__}: {exc}"
@@ -322,7 +322,7 @@ def _execute(client: Any, todo: list[RunSpec], out_dir: Path) -> Iterator[tuple[
         spec = futures[fut]
         try:
             row = fut.result()
-        except Exception as exc:  # the worker died (e.g. killed for memory): recorded like any failure
+        except Exception as exc:  # noqa: BLE001 -- the worker died (e.g. killed for memory): recorded like a failure
             row = _outcome_fields({})
             row.update(status="failed", error=f"{type(exc).__name__}: {exc}", wall_seconds=None)
         yield spec.run_id, row
@@ -445,7 +445,7 @@ def add_ensemble_columns(index: list[dict[str, Any]], param_names: list[str]) ->
     for members in groups.values():
         ok = [r for r in members if r["status"] in ("completed", "skipped")]
         for key, _ in KPI_HEADLINES:
-            n, mean, std, lo, hi = t_interval([r[f"kpi_{key}"] for r in ok])
+            _n, mean, std, lo, hi = t_interval([r[f"kpi_{key}"] for r in ok])
             for r in members:
                 r.update({f"kpi_{key}_mean": mean, f"kpi_{key}_std": std, f"kpi_{key}_ci95_low": lo,
                           f"kpi_{key}_ci95_high": hi})

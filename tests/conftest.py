@@ -94,7 +94,8 @@ class Harness:
             block: bool = False, baseline: tuple[float, ...] | None = None, product: str = "SRP") -> Bid:
         p = self.people[seller]
         return Bid(**p.env_fields(market_id, product, int(self.env.now)), bid_id=bid_id, price=price,
-                   quantities_kw=qty, block=block, baseline_kw=baseline if baseline is not None else tuple(500.0 for _ in qty))
+                   quantities_kw=qty, block=block,
+                   baseline_kw=baseline if baseline is not None else tuple(500.0 for _ in qty))
 
     def send(self, who: str, msg: Message | str) -> None:
         self.people[who].conn.send(msg)

@@ -15,7 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from flech_sim.messages import (
-    Activation, Award, Bid, ClearingResult, Message, MeterData, Rejection, SettlementStatement,
+    Activation,
+    Award,
+    Bid,
+    ClearingResult,
+    Message,
+    MeterData,
+    Rejection,
+    SettlementStatement,
 )
 from flech_sim.scenario import Scenario, scenario_from_dict
 from tests.conftest import Harness, scenario_dict

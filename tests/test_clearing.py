@@ -21,8 +21,9 @@ from flech_sim.clearing import (
     ClearingStatus,
     SolverOptions,
     clear,
+    highs_direct,
+    least_cost,
 )
-from flech_sim.clearing import highs_direct, least_cost
 
 GOLDEN = sorted((Path(__file__).parent / "golden" / "clearing").glob("*.yaml"))
 ALL_METHODS = list(ClearingMethod)

@@ -65,7 +65,7 @@ def test_mfrr_pays_everyone_the_clearing_price(competition) -> None:  # type: ig
     a = a[(a.product_id == "mFRR") & (a.accepted_kw > 0)]
     bids = competition["bids"].set_index(["bid_id", "interval"]).price
     assert len(a) > 0
-    assert (a.price.to_numpy() >= bids.loc[list(zip(a.bid_id, a.interval))].to_numpy() - 1e-9).all()
+    assert (a.price.to_numpy() >= bids.loc[list(zip(a.bid_id, a.interval, strict=True))].to_numpy() - 1e-9).all()
     assert (a.groupby("market_id").price.nunique() == 1).all()
 
 

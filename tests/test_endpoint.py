@@ -176,12 +176,14 @@ def test_invalid_market_times_and_cancellation(harness) -> None:
     h.at(1, lambda: h.send("agg-a", h.bid("agg-a", "b1", 1.0, (10.0,), market_id="m2")))
     from flech_sim.messages import MarketCancellation
 
-    h.at(2, lambda: h.send("dso-1", MarketCancellation(**h.people["dso-1"].env_fields("m2", "SRP", 2), reason="forecast changed")))
+    cancel = MarketCancellation(**h.people["dso-1"].env_fields("m2", "SRP", 2), reason="forecast changed")
+    h.at(2, lambda: h.send("dso-1", cancel))
     h.at(3, lambda: h.send("agg-b", h.bid("agg-b", "b2", 1.0, (10.0,), market_id="m2")))
     h.run(300)
     assert [r.reason for r in rejections_of(h, "dso-1")] == [RejectReason.INVALID_TIMES]
     assert [r.reason for r in rejections_of(h, "agg-b")] == [RejectReason.GATE_CLOSED]
-    assert [m.kind for m in h.people["agg-a"].inbox if m.market_id == "m2"] == ["bid_request", "ack", "market_cancellation"]
+    assert [m.kind for m in h.people["agg-a"].inbox if m.market_id == "m2"] == [
+        "bid_request", "ack", "market_cancellation"]
     t = finish(h)
     m2 = t["markets"].set_index("market_id").loc["m2"]
     assert (m2.state, m2.note) == ("cancelled", "forecast changed")

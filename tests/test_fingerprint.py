@@ -109,7 +109,9 @@ def test_float_noise_below_nine_digits_is_ignored_real_changes_are_not(runs: dic
     ("settlements", "meter_gap", True),
     ("messages", "payload", "{}"),
 ])
-def test_any_changed_cell_changes_it(runs: dict[str, Path], tmp_path: Path, table: str, column: str, value: object) -> None:
+def test_any_changed_cell_changes_it(
+    runs: dict[str, Path], tmp_path: Path, table: str, column: str, value: object
+) -> None:
     d = _copy(runs["a"], tmp_path / "d")
     t = pq.read_table(d / f"{table}.parquet")
     values = t[column].to_pylist()
@@ -140,7 +142,7 @@ def test_dropped_row_and_moved_string_boundary_change_it(runs: dict[str, Path], 
 def test_missing_table_is_an_error(runs: dict[str, Path], tmp_path: Path) -> None:
     d = _copy(runs["a"], tmp_path / "d")
     (d / "awards.parquet").unlink()
-    with pytest.raises(FileNotFoundError, match="awards.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"awards\.parquet"):
         fingerprint(d)
 
 

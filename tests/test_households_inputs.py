@@ -6,8 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flech_sim.households import (BaseLoad, CsvBaseLoad, FleetSpec, build_params, draw, generate_weather,
-                                  load_weather_csv)
+from flech_sim.households import (
+    BaseLoad,
+    CsvBaseLoad,
+    FleetSpec,
+    build_params,
+    draw,
+    generate_weather,
+    load_weather_csv,
+)
 
 START = datetime(2024, 1, 8)
 

@@ -8,9 +8,26 @@ import pytest
 
 from flech_sim.limits import check_message
 from flech_sim.messages import (
-    MESSAGE_TYPES, Activation, Acknowledgement, Award, Bid, BidRequest, ClearingResult, Direction,
-    MalformedMessage, MarketCancellation, MarketClosed, MarketRequest, MeterData, Rejected, Rejection, RejectReason,
-    SettlementStatement, checked_copy, from_json, to_json,
+    MESSAGE_TYPES,
+    Acknowledgement,
+    Activation,
+    Award,
+    Bid,
+    BidRequest,
+    ClearingResult,
+    Direction,
+    MalformedMessage,
+    MarketCancellation,
+    MarketClosed,
+    MarketRequest,
+    MeterData,
+    Rejected,
+    Rejection,
+    RejectReason,
+    SettlementStatement,
+    checked_copy,
+    from_json,
+    to_json,
 )
 
 ENV = {"msg_id": "x-1", "sender": "a", "recipient": "flech", "market_id": "m1", "product_id": "SRP", "sent_at": 17}

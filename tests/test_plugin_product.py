@@ -61,7 +61,8 @@ def test_plugin_product_end_to_end_in_the_core(harness) -> None:  # type: ignore
     h.run(300)
     rej = rejections(h, "agg-a") + rejections(h, "agg-b")
     assert sorted((r.reason, r.detail.split(" ")[0]) for r in rej) == [
-        (RejectReason.OUT_OF_RANGE, "RSV"), (RejectReason.OUT_OF_RANGE, "RSV"), (RejectReason.OUT_OF_RANGE, "energy_kwh")]
+        (RejectReason.OUT_OF_RANGE, "RSV"), (RejectReason.OUT_OF_RANGE, "RSV"),
+        (RejectReason.OUT_OF_RANGE, "energy_kwh")]
     assert any("colour" in r.detail for r in rej) and any("response_minutes" in r.detail for r in rej)
     got = {m.bid_id: m for p in ("agg-a", "agg-b") for m in h.people[p].inbox if isinstance(m, Award)}
     assert got["A"].accepted_kw == pytest.approx((40.0, 20.0)) and got["B"].accepted_kw == pytest.approx((10.0, 30.0))

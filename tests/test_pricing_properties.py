@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from flech_sim.clearing import BidOffer, ClearingProblem, ClearingStatus, SolverOptions, clear
 from flech_sim.clearing.options import OptionOffer, availability_payments, expected_price, option_problem
 from flech_sim.clearing.pricing import (
-    ACCEPTED_KW, clear_vcg, clearing_prices, pay_as_bid, pay_as_clear, uniform_prices, vcg,
+    ACCEPTED_KW,
+    clear_vcg,
+    clearing_prices,
+    pay_as_bid,
+    pay_as_clear,
+    uniform_prices,
+    vcg,
 )
 
 EXAMPLES = int(os.environ.get("PRICING_EXAMPLES", "30"))

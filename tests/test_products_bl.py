@@ -46,7 +46,7 @@ def test_hand_worked_bl_clearing(harness, name: str) -> None:  # type: ignore[no
     h.run(61)
     got = awards(h)
     assert sorted(got) == sorted(case["accepted"])
-    for seller, bid_id, price, qty, block, minute in case["bids"]:
+    for _seller, bid_id, price, _qty, _block, _minute in case["bids"]:
         assert got[bid_id].accepted_kw == pytest.approx(case["accepted"][bid_id]), bid_id
         assert got[bid_id].prices == tuple(price for _ in case["need"])  # pay-as-bid
     res = result(h)

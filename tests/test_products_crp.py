@@ -87,7 +87,7 @@ def test_hand_worked_crp_clearing(harness, name: str) -> None:  # type: ignore[n
     got = awards(h)
     assert sorted(got) == sorted(case["accepted"])
     window_h = len(case["need"])
-    for seller, bid_id, avail, act, qty, block, minute in case["bids"]:
+    for _seller, bid_id, avail, act, _qty, _block, _minute in case["bids"]:
         a = got[bid_id]
         assert a.accepted_kw == pytest.approx(case["accepted"][bid_id]), bid_id
         assert a.prices == tuple(act for _ in case["need"])  # the activation price, pay-as-bid

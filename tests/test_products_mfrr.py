@@ -95,7 +95,7 @@ def test_hand_worked_mfrr_clearing(harness, name: str) -> None:  # type: ignore[
     h.run(61)
     got = awards(h)
     assert sorted(got) == sorted(case["accepted"])
-    for seller, bid_id, price, qty, block, minute in case["bids"]:
+    for _seller, bid_id, price, _qty, _block, _minute in case["bids"]:
         a = got[bid_id]
         assert a.accepted_kw == pytest.approx(case["accepted"][bid_id]), bid_id
         # pay-as-clear: everyone the uniform price (a block above it its own)

@@ -58,7 +58,7 @@ def test_toy_product_by_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_bad_product_paths_are_scenario_errors() -> None:
-    with pytest.raises(ScenarioError, match="products.TOY: no entry point 'TOY'"):
+    with pytest.raises(ScenarioError, match=r"products\.TOY: no entry point 'TOY'"):
         scenario_from_dict(toy_scenario("entry_point"))
     with pytest.raises(ScenarioError, match="is not a subclass"):
         scenario_from_dict(toy_scenario("pathlib:Path"))

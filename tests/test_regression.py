@@ -88,7 +88,8 @@ def test_every_reference_scenario_has_golden_outcomes() -> None:
     assert len(SCENARIOS) >= 2
     for path in SCENARIOS:
         assert load_scenario(path).name == path.stem, "golden directories are named after the scenario"
-        assert {f"{o.table}.csv" for o in OUTCOMES} | {"manifest.json"} <= {p.name for p in (GOLDEN / path.stem).iterdir()}
+        expected = {f"{o.table}.csv" for o in OUTCOMES} | {"manifest.json"}
+        assert expected <= {p.name for p in (GOLDEN / path.stem).iterdir()}
     assert {p.name for p in GOLDEN.iterdir() if p.is_dir()} == {p.stem for p in SCENARIOS}, "stale golden directory"
 
 
@@ -113,8 +114,9 @@ def test_reference_goldens_cover_the_interesting_cases() -> None:
     assert {r["role"] for r in rows("srp_block_bids", "settlements")} == {"buyer", "seller"}
     assert {r["seller"] for r in rows("srp_block_bids", "awards")} == {"agg-a", "agg-b"}
     # CL with VCG pricing and BL with a platform baseline (here its recorded fallback), end to end
-    assert {(r["product_id"], r["state"]) for r in rows("cl_bl_mix", "markets")} == {("CL", "settled"), ("BL", "settled")}
-    cl = [r for r in rows("cl_bl_mix", "clearings") if r["product_id"] == "CL"][0]
+    states = {(r["product_id"], r["state"]) for r in rows("cl_bl_mix", "markets")}
+    assert states == {("CL", "settled"), ("BL", "settled")}
+    cl = next(r for r in rows("cl_bl_mix", "clearings") if r["product_id"] == "CL")
     assert float(cl["cost_dkk"]) > float(cl["objective_dkk"])  # VCG pays each winner its externality, above its bid
     manifest = json.loads((GOLDEN / "srp_block_bids" / "manifest.json").read_text())
     assert manifest["scenario_name"] == "srp_block_bids" and len(manifest["fingerprint"]) == 64

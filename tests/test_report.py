@@ -76,7 +76,8 @@ def test_embedded_markets_bids_awards_and_settlements_equal_the_tables(page: tup
         s = settlements[settlements.market_id == mid]
         shown = _section(data, mid, "settlement")
         assert len(shown) == len(s) and shown.net_dkk.sum() == pytest.approx(s.net_dkk.sum(), abs=1e-4)
-        assert _section(data, mid, "clearing").status.tolist() == r.table("clearings", filter={"market_id": mid}).status.tolist()
+        clearings = r.table("clearings", filter={"market_id": mid})
+        assert _section(data, mid, "clearing").status.tolist() == clearings.status.tolist()
         request = _section(data, mid, "request").set_index("field").value
         assert request["buyer"] == markets.set_index("market_id").buyer[mid]
 

@@ -97,7 +97,8 @@ def test_same_seed_same_tables_other_seed_differs(tmp_path: Path) -> None:
         if table.deterministic:
             pd.testing.assert_frame_equal(a, b, check_exact=True)
             if name != "solver_timings":
-                assert (runs[0].out_dir / f"{name}.parquet").read_bytes() == (runs[1].out_dir / f"{name}.parquet").read_bytes(), name
+                first, second = (r.out_dir / f"{name}.parquet" for r in runs)
+                assert first.read_bytes() == second.read_bytes(), name
         else:
             assert len(a) == len(b)
     c = pd.read_parquet(other.out_dir / "portfolio_load.parquet")

@@ -265,7 +265,7 @@ def test_validate_imports_nothing_run_imports_and_checks(tmp_path: Path, monkeyp
     assert "located it without running it" in capsys.readouterr().out
     assert not marker.exists() and "plug_pkg" not in sys.modules
     # a missing module is still found out without running anything
-    with pytest.raises(LookupError, match="no module named 'plug_pkg.nope'"):
+    with pytest.raises(LookupError, match=r"no module named 'plug_pkg\.nope'"):
         resolve_product("X", "plug_pkg.nope:C", load=False)
     assert not marker.exists()
     # run: the code is imported (that is what loading a plug-in means) and refused before anything is written

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from flech_sim.cli import main
 from flech_sim.clearing import ClearingOutcome, ClearingProblem
+from flech_sim.cli import main
 from flech_sim.fingerprint import fingerprint
 from flech_sim.products.srp import SRPProduct
 from flech_sim.results import sql

@@ -144,7 +144,7 @@ def test_an_agent_needs_a_recorder_for_its_errors_and_writes_only_its_tables(
 def test_strict_rows_refuse_positional_tuples_and_the_endpoint_complies(
         tmp_path: Path, make_scenario: Callable[..., Scenario], strict_rows: None) -> None:
     p = _persistor(tmp_path, make_scenario())
-    with pytest.raises(TypeError, match="schema.row"):
+    with pytest.raises(TypeError, match=r"schema\.row"):
         p.append("conflicts", ("m", "b", "s", "f", 0, 0, 1.0, "d", "r", "a", "why"))
     p.append_dict("agent_errors", {"participant": "x", "msg_id": "m", "kind": "k", "market_id": "", "product_id": "",
                                    "at": 0, "error": "e", "detail": "d"})

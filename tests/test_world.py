@@ -90,7 +90,7 @@ def test_data_provider_gaps_and_household_meters(tmp_path: Path) -> None:
     meter, st, hh = tables(out, "meter_data", "settlements", "households")
     assert meter.consumption_kw.isna().any()
     owned = hh[hh.owner != "unaggregated"]
-    assert {f"{p}#{h}" for p, h in zip(owned.metering_point, owned.household)} <= set(meter.metering_point)
+    assert {f"{p}#{h}" for p, h in zip(owned.metering_point, owned.household, strict=True)} <= set(meter.metering_point)
     gaps = st[(st.role == "seller") & st.meter_gap]
     assert len(gaps) > 0 and (gaps.delivered_kwh == 0).all()  # the declared rule: no_delivery
 
@@ -109,9 +109,10 @@ def test_every_simulated_step_is_written(tmp_path: Path) -> None:
 def test_weather_and_base_load_from_csv(tmp_path: Path) -> None:
     """Series named in the scenario replace the generated ones (hourly, read at each step's midpoint)."""
     hours = pd.date_range("2026-01-11", periods=24 * 7, freq="h")
-    pd.DataFrame({"timestamp": hours, "outdoor_temp_c": -5.0, "irradiance_w_m2": 0.0}).to_csv(tmp_path / "w.csv", index=False)
-    pd.DataFrame({"timestamp": hours, "flat": 0.5, "peaky": [2.0 if 17 <= h.hour <= 19 else 0.3 for h in hours]}).to_csv(
-        tmp_path / "b.csv", index=False)
+    weather = pd.DataFrame({"timestamp": hours, "outdoor_temp_c": -5.0, "irradiance_w_m2": 0.0})
+    weather.to_csv(tmp_path / "w.csv", index=False)
+    peaky = [2.0 if 17 <= h.hour <= 19 else 0.3 for h in hours]
+    pd.DataFrame({"timestamp": hours, "flat": 0.5, "peaky": peaky}).to_csv(tmp_path / "b.csv", index=False)
     s = default().model_copy(update={"horizon_hours": 48})
     s = with_households(s, weather_csv=str(tmp_path / "w.csv"), base_load_csv=str(tmp_path / "b.csv"),
                         fleet={"share_heat_pump": 0.0, "share_panel_heater": 0.0, "share_ev": 0.0,

@@ -23,10 +23,10 @@ class ToyProduct(Product):
         left = list(problem.need)
         accepted = []
         for b in sorted(problem.bids, key=lambda b: (b.submitted_at, b.bid_id)):
-            take = tuple(min(q, r) for q, r in zip(b.quantities, left))
-            left = [r - t for r, t in zip(left, take)]
+            take = tuple(min(q, r) for q, r in zip(b.quantities, left, strict=True))
+            left = [r - t for r, t in zip(left, take, strict=True)]
             accepted.append(take)
-        cost = sum(b.price * sum(a) * problem.interval_hours for b, a in zip(problem.bids, accepted))
+        cost = sum(b.price * sum(a) * problem.interval_hours for b, a in zip(problem.bids, accepted, strict=True))
         return problem, ClearingOutcome(
             market_id=problem.market_id, status=ClearingStatus.OPTIMAL, method=ClearingMethod.MERIT,
             objective=cost, procurement_cost=cost, mip_gap=None, solve_time_s=0.0,
@@ -42,7 +42,7 @@ class ToyProduct(Product):
             if not a.awarded:
                 continue
             kwh = tuple(q * market.hours for q in a.accepted_kw)
-            pay = tuple(k * p for k, p in zip(kwh, a.prices))
+            pay = tuple(k * p for k, p in zip(kwh, a.prices, strict=True))
             zero = tuple(0.0 for _ in kwh)
             out.append(self.statement(market, a.recipient, "seller", market.request.sender, interval_start=starts,
                                       ordered_kwh=kwh, delivered_kwh=kwh, payment_dkk=pay, penalty_dkk=zero,

@@ -52,7 +52,8 @@ class DataProvider(Agent):
             day += 1
 
     def _send(self, point: str, day: int, kw: np.ndarray, rng: np.random.Generator) -> None:
-        values: list[float | None] = [round(x, 6) for x in (kw * (1 + self.cfg.noise * rng.standard_normal(len(kw)))).tolist()]
+        noisy = kw * (1 + self.cfg.noise * rng.standard_normal(len(kw)))
+        values: list[float | None] = [round(x, 6) for x in noisy.tolist()]
         if self.cfg.gap_probability > 0:
             for k in np.flatnonzero(rng.random(len(kw)) < self.cfg.gap_probability):
                 values[k] = None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import sys
-
 from dataclasses import dataclass
 
 import highspy
@@ -249,6 +248,7 @@ def solve(arrays: ProblemArrays, options: SolverOptions) -> RawSolution:
     status, message = status_from_highs(h.getModelStatus(), has_sol)
     if not has_sol or status in (ClearingStatus.ERROR, ClearingStatus.INFEASIBLE):
         return RawSolution(status, message=message)
+    dual: np.ndarray | None
     x, dual = _primal_dual(h, m)
     if m.n_blk == 0:
         return RawSolution(status, _accepted(arrays, m, x, None), dual, None, message)

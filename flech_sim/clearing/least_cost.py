@@ -103,10 +103,7 @@ def _outcome(
     Without a solution (ERROR / INFEASIBLE) nothing is accepted and all need is reported
     unmet, priced at the cap: that is what the market delivers when clearing fails.
     """
-    if raw.accepted is None:
-        accepted = np.zeros_like(arrays.quantity)
-    else:
-        accepted = _clean_accepted(arrays, raw.accepted)
+    accepted = np.zeros_like(arrays.quantity) if raw.accepted is None else _clean_accepted(arrays, raw.accepted)
     unmet = arrays.need - accepted.sum(axis=0)
     unmet[unmet <= _SNAP_KW * np.maximum(1.0, arrays.need)] = 0.0
     h = arrays.hours

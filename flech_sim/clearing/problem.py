@@ -17,6 +17,7 @@ import numpy as np
 from ..constants import SOLVER_TIME_LIMIT_S
 
 __all__ = [
+    "TIE_EPS",
     "BidOffer",
     "ClearingMethod",
     "ClearingOutcome",
@@ -25,7 +26,6 @@ __all__ = [
     "ProblemArrays",
     "RawSolution",
     "SolverOptions",
-    "TIE_EPS",
     "solver_costs",
 ]
 

@@ -190,7 +190,8 @@ class Product:
                                  is_participant=self.s.is_participant)
         self.check_request(req)
         terms = self.read_terms(req)
-        penalty = req.penalty_price if req.penalty_price is not None else self.s.settlement.penalty_factor * req.price_cap
+        penalty = (req.penalty_price if req.penalty_price is not None
+                   else self.s.settlement.penalty_factor * req.price_cap)
         market = Market(request=req, requested_at=self.now, penalty_price=penalty, terms=terms)
         self.markets[req.market_id] = market
         self.opened.append(market)
@@ -377,7 +378,9 @@ class Product:
             ))
         return out
 
-    def statement(self, market: Market, recipient: str, role: str, counterparty: str, **fields: Any) -> SettlementStatement:
+    def statement(
+        self, market: Market, recipient: str, role: str, counterparty: str, **fields: Any
+    ) -> SettlementStatement:
         """Build a settlement statement message addressed from the platform."""
         return SettlementStatement(
             msg_id=self.s.new_msg_id(), sender=PLATFORM, recipient=recipient, market_id=market.market_id,

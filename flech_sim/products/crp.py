@@ -73,7 +73,7 @@ Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions
 from ..clearing.options import OptionOffer, availability_payments, option_problem
@@ -216,7 +216,9 @@ class CRPProduct(TermsProduct):
             activated = [sum(market.activated.get(a.bid_id, [0.0] * n)[i] for a in awards) for i in range(n)]
             value = [sum(market.activated.get(a.bid_id, [0.0] * n)[i] * a.prices[i] for a in awards) for i in range(n)]
             price = [v / q if q > 0 else 0.0 for v, q in zip(value, activated, strict=True)]
-            availability = [sum(a.attrs["availability_dkk"][i] for a in awards) for i in range(n)]  # type: ignore[index]
+            # AWARD_ATTRS declares availability_dkk as per-interval floats (check_attrs enforced it)
+            per_award = [cast("tuple[float, ...]", a.attrs["availability_dkk"]) for a in awards]
+            availability = [sum(p[i] for p in per_award) for i in range(n)]
             metered = self.metered_kw(market, seller) if any(activated) else [None] * n
             delivered, gaps = verify_against_baseline(
                 direction=req.direction, ordered_kw=activated, baseline_kw=market.baselines[seller],

@@ -35,7 +35,7 @@ def _typed(p: Param, value: Any) -> Any:
     if p.type is bool:
         ok = isinstance(value, bool)
     elif p.type is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) or (
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
             isinstance(value, float) and value.is_integer())
         value = int(value) if ok else value
     elif p.type is float:

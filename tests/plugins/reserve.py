@@ -44,7 +44,8 @@ def pay_as_bid_plus_10pc(problem: ClearingProblem, outcome: ClearingOutcome, opt
     h = problem.interval_hours
     acc = outcome.accepted_by_bid()
     prices = tuple(tuple(min(1.1 * b.price, problem.price_cap) for _ in problem.need) for b in problem.bids)
-    payments = tuple(sum(q * p * h for q, p in zip(acc[b.bid_id], pr)) for b, pr in zip(problem.bids, prices))
+    payments = tuple(sum(q * p * h for q, p in zip(acc[b.bid_id], pr, strict=True))
+                     for b, pr in zip(problem.bids, prices, strict=True))
     return Pricing(RULE, tuple(b.bid_id for b in problem.bids), prices, payments, outcome.status)
 
 
@@ -112,13 +113,13 @@ class ReserveProduct(Product):
         left = list(problem.need)
         by_id: dict[str, tuple[float, ...]] = {}
         for b in sorted(problem.bids, key=lambda b: (b.price, b.submitted_at, b.bid_id)):
-            take = tuple(min(q, r) for q, r in zip(b.quantities, left))
-            left = [r - t for r, t in zip(left, take)]
+            take = tuple(min(q, r) for q, r in zip(b.quantities, left, strict=True))
+            left = [r - t for r, t in zip(left, take, strict=True)]
             by_id[b.bid_id] = take
         accepted = tuple(by_id[b.bid_id] for b in problem.bids)
         h = problem.interval_hours
-        cost = sum(b.price * sum(a) * h for b, a in zip(problem.bids, accepted))
-        top = [max((b.price for b, a in zip(problem.bids, accepted) if a[t] > 0), default=None)
+        cost = sum(b.price * sum(a) * h for b, a in zip(problem.bids, accepted, strict=True))
+        top = [max((b.price for b, a in zip(problem.bids, accepted, strict=True) if a[t] > 0), default=None)
                for t in range(len(left))]
         return problem, ClearingOutcome(
             market_id=problem.market_id, status=ClearingStatus.OPTIMAL, method=ClearingMethod.MERIT,
