@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from functools import partial
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,7 @@ import simpy
 from . import __version__
 from .agents.aggregator import FLEX_FORECASTS, Aggregator
 from .agents.base import AGENT_ERRORS, Agent, Recorder
-from .agents.buyers import Buyer
+from .agents.buyers import Buyer, meter_data_due
 from .agents.data_provider import DataProvider
 from .clearing import SolverOptions
 from .coordination import Coordinator
@@ -193,6 +194,8 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
         listed = ", ".join(f"{t} ({why})" for t, why in sorted(write_errors.items()))
         error = f"could not write table(s): {listed}" + (f"\n{error}" if error else "")
     summary = summarize(core, scenario, env) if core else {}
+    if summary and wiring is not None:  # markets a buyer did not open: they could not settle in the horizon
+        summary["markets_skipped_horizon"] = sum(len(getattr(a, "skipped_horizon", ())) for a in wiring.agents.values())
     study: dict[str, Any] = {}
     if error is None and persistor is not None:  # the twin and the KPI tables (flech_sim.twin, flech_sim.kpis)
         try:
@@ -323,7 +326,9 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> 
     for i, b in enumerate(sorted(scenario.buyers, key=lambda b: b.id)):
         grid = world.grid_view() if b.role == "dso" else None
         agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, grid, scenario.start,
-                             scenario.horizon_minutes, child_seed(buyer_seeds, i), own)
+                             scenario.horizon_minutes, child_seed(buyer_seeds, i), own,
+                             settle_due=partial(meter_data_due, delay_days=dp.delay_days,
+                                                publish_minute=dp.publish_time.hour * 60 + dp.publish_time.minute))
     seller_tables = Recorder(persistor, frozenset({AGENT_ERRORS, FLEX_FORECASTS}))
     for a_id, portfolio in portfolios.items():
         cfg = next(a for a in scenario.aggregators if a.id == a_id)
