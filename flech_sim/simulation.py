@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from functools import partial
+from types import SimpleNamespace
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,7 +45,8 @@ from .persistor import Persistor
 from .prices import generate_spot, load_spot_csv
 from .products.base import MarketState, PlatformServices, Product
 from .registry import resolve_product
-from .scenario import Scenario
+from .messages import MarketRequest, Rejected
+from .scenario import DataProviderConfig, Scenario
 from .twin import finish_study
 from .world import World
 
@@ -327,8 +329,7 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> 
         grid = world.grid_view() if b.role == "dso" else None
         agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, grid, scenario.start,
                              scenario.horizon_minutes, child_seed(buyer_seeds, i), own,
-                             settle_due=partial(meter_data_due, delay_days=dp.delay_days,
-                                                publish_minute=dp.publish_time.hour * 60 + dp.publish_time.minute))
+                             settle_due=partial(_settlement_due, core, dp))
     seller_tables = Recorder(persistor, frozenset({AGENT_ERRORS, FLEX_FORECASTS}))
     for a_id, portfolio in portfolios.items():
         cfg = next(a for a in scenario.aggregators if a.id == a_id)
@@ -339,6 +340,19 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> 
     for agent_id in sorted(agents):
         agents[agent_id].start()
     return Wiring(core, world, agents)
+
+
+def _settlement_due(core: Core, dp: DataProviderConfig, req: MarketRequest) -> int:
+    """Earliest minute a market can settle: when the data provider has published the readings of
+    the product's meter window (which may extend past delivery, e.g. a before/after baseline)."""
+    end = req.delivery_end
+    product = core.products.get(req.product_id)
+    if product is not None:
+        try:
+            end = max(end, product.meter_window(SimpleNamespace(request=req, terms=product.market_terms(req)))[1])
+        except Rejected:  # a request the product rejects opens no market: nothing to settle
+            pass
+    return meter_data_due(end, dp.delay_days, dp.publish_time.hour * 60 + dp.publish_time.minute)
 
 
 def _run_clock(env: simpy.Environment, scenario: Scenario, progress: bool) -> None:

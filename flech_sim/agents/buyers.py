@@ -12,9 +12,9 @@
   consume less).
 
 Horizon honesty: a buyer opens no market whose settlement cannot complete
-inside the horizon (its meter data, through :data:`METER_MARGIN_MINUTES`
-after delivery, is published after the horizon ends); such markets are
-counted in ``skipped_horizon`` and the run summary reports them.
+inside the horizon (the meter data its settlement waits for is published
+after the horizon ends); such markets are counted in ``skipped_horizon`` and
+the run summary reports them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from ..baselines import BaselineSpec
 from ..constants import MINUTES_PER_DAY
 from ..endpoint import Connection
 from ..messages import Activation, ClearingResult, Direction, MarketRequest, Rejection, SettlementStatement
@@ -36,11 +35,6 @@ from ..world import GridView
 from .base import Agent, Recorder
 
 DAY = MINUTES_PER_DAY
-METER_MARGIN_MINUTES = BaselineSpec().after_minutes
-"""Meter data a market's settlement may need past its delivery end (a before/after baseline's
-'after' hour): a buyer only opens markets whose data through this margin is due inside the horizon."""
-
-
 def meter_data_due(end_minute: int, delay_days: int, publish_minute: int) -> int:
     """Minute at which the readings of [.., end_minute) are all published: data for day D is
     published on day D + delay_days at ``publish_minute`` (the DataHub's timetable)."""
@@ -112,11 +106,11 @@ def imbalance_series(cfg: ImbalanceConfig, start: Any, n: int, dt: int, seed: np
 class Buyer(Agent):
     def __init__(self, env: simpy.Environment, conn: Connection, cfg: BuyerConfig, grid: GridView | None,
                  calendar_start: datetime, horizon_minutes: int, seed: np.random.SeedSequence,
-                 recorder: Recorder, settle_due: Callable[[int], int] | None = None) -> None:
+                 recorder: Recorder, settle_due: Callable[[MarketRequest], int] | None = None) -> None:
         """``grid``: a DSO's view of its feeders (None for a TSO, which sees no feeder);
         ``calendar_start``: the date and time of minute 0 (the TSO's imbalance follows the clock);
-        ``settle_due``: minute by which the meter data up to a given minute is published (None:
-        settlement assumed possible right at the end of delivery)."""
+        ``settle_due``: the earliest minute a market's settlement can complete (when the meter data
+        it waits for is published; None: at the end of delivery)."""
         super().__init__(env, conn, recorder)
         self.cfg = cfg
         self.grid = grid
@@ -126,7 +120,7 @@ class Buyer(Agent):
         self.paid_dkk = 0.0  # over the buyer's settlement statements (negative nets: money out)
         self.rejections: list[Rejection] = []
         self._requests: dict[str, MarketRequest] = {}  # markets opened and not yet cleared
-        self.settle_due = settle_due or (lambda end: end)
+        self.settle_due = settle_due or (lambda req: req.delivery_end)
         self.skipped_horizon: list[str] = []  # markets not opened: settlement would fall after the horizon
 
     def start(self) -> None:
@@ -149,9 +143,9 @@ class Buyer(Agent):
         return self.grid
 
     def settles_in_horizon(self, req: MarketRequest) -> bool:
-        """Whether delivery ends and the meter data settlement needs is due by the horizon."""
-        end = req.delivery_end
-        return end <= self.horizon and self.settle_due(end + METER_MARGIN_MINUTES) <= self.horizon
+        """Whether delivery ends and the meter data settlement needs is published before the horizon
+        (strictly: the clock stops at the horizon before events due at that very minute)."""
+        return req.delivery_end <= self.horizon and self.settle_due(req) < self.horizon
 
     def _open(self, market_id: str, product: str, **fields: Any) -> MarketRequest | None:
         """Send the request, unless its market could not settle inside the horizon (then count it)."""
