@@ -2,7 +2,8 @@
 
 Real feeders are above their limits only on cold-day peaks, a few per cent of the time
 (docs/reference_ranges.md, "Feeder limit sizing"). The documented rule is therefore: run the
-scenario's no-flexibility twin (same seed, households and weather, no market opened) and set each
+scenario's no-flexibility twin (same households and weather, no market opened; optionally over several
+seeds, pooled) and set each
 feeder's limit at a high percentile (97th-99th) of its load over the study horizon, so that about
 ``100 - percentile`` per cent of the model steps are above it without flexibility. The twin's load
 does not depend on the limits (nothing reacts to them without markets), so one run sizes every feeder.
@@ -25,20 +26,27 @@ from .scenario import Scenario, ScenarioError, load_scenario
 DEFAULT_PERCENTILE = 98.0
 
 
-def twin_feeder_load(scenario: Scenario, horizon_hours: int | None = None) -> pd.DataFrame:
-    """The no-flexibility twin's ``feeder_load`` table (feeder, interval_start, load_kw, limit_kw)."""
+def twin_feeder_load(scenario: Scenario, horizon_hours: float | None = None, seeds: int = 1) -> pd.DataFrame:
+    """The no-flexibility twin's ``feeder_load`` (feeder, interval_start, load_kw, limit_kw, seed), pooled
+    over ``seeds`` consecutive seeds from the scenario's: weather and households differ by seed, so a
+    limit sized on several is not tuned to one draw."""
     from .results import open_run
     from .simulation import run
     from .twin import twin_scenario
 
-    twin = twin_scenario(scenario)
-    if horizon_hours is not None:
-        twin = twin.model_copy(update={"horizon_hours": horizon_hours})
+    frames = []
     with tempfile.TemporaryDirectory(prefix="flech-size-") as tmp:
-        result = run(twin, Path(tmp) / "twin", progress=False)
-        if not result.completed:
-            raise RuntimeError(f"the twin run failed: {(result.error or '').strip().splitlines()[0]}")
-        return open_run(Path(tmp) / "twin").table("feeder_load").copy()
+        for k in range(seeds):
+            update: dict[str, Any] = {"seed": scenario.seed + k}
+            if horizon_hours is not None:
+                update["horizon_hours"] = horizon_hours
+            twin = twin_scenario(scenario).model_copy(update=update)
+            out = Path(tmp) / f"twin-{k}"
+            result = run(twin, out, progress=False)
+            if not result.completed:
+                raise RuntimeError(f"the twin run failed: {(result.error or '').strip().splitlines()[0]}")
+            frames.append(open_run(out).table("feeder_load").assign(seed=scenario.seed + k))
+    return pd.concat(frames, ignore_index=True)
 
 
 def size_limits(feeder_load: pd.DataFrame, percentile: float = DEFAULT_PERCENTILE, round_to: float = 10.0
@@ -65,7 +73,7 @@ def size_limits(feeder_load: pd.DataFrame, percentile: float = DEFAULT_PERCENTIL
 
 def format_limits(limits: pd.DataFrame, percentile: float) -> str:
     """The sized limits as a table and as the YAML ``feeders:`` block to paste into the scenario."""
-    lines = [f"feeder limits at the {percentile:g}th percentile of the no-flexibility twin's load:",
+    lines = [f"feeder limits at the {percentile:g}th percentile of the no-flexibility twin's load (all seeds pooled):",
              f"  {'feeder':<14}{'limit kW':>10}{'peak kW':>10}{'mean kW':>10}{'above':>8}"
              f"{'now kW':>10}{'above now':>11}"]
     for r in limits.itertuples():
@@ -85,7 +93,10 @@ def cli_size_feeders(args: argparse.Namespace) -> int:
     if not 0 < args.percentile < 100:
         print(f"error: --percentile must be in (0, 100), got {args.percentile}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    limits = size_limits(twin_feeder_load(scenario, args.hours), args.percentile)
+    if args.seeds < 1:
+        print(f"error: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    limits = size_limits(twin_feeder_load(scenario, args.hours, args.seeds), args.percentile)
     print(format_limits(limits, args.percentile))
     if args.out is not None:
         limits.to_csv(args.out, index=False)
@@ -98,6 +109,7 @@ def register_cli(sub: Any) -> None:
     p.add_argument("scenario", type=Path, help="scenario YAML file")
     p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
                    help=f"load percentile used as the limit (default {DEFAULT_PERCENTILE:g}: ~2 %% of steps above)")
-    p.add_argument("--hours", type=int, help="size over this horizon instead of the scenario's")
+    p.add_argument("--hours", type=float, help="size over this horizon instead of the scenario's")
+    p.add_argument("--seeds", type=int, default=1, help="pool the twin's load over this many seeds (default 1)")
     p.add_argument("--out", type=Path, help="also write the table as CSV")
     p.set_defaults(func=cli_size_feeders)
