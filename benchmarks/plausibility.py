@@ -151,19 +151,27 @@ def _values(kpis: pd.DataFrame, seeds: list[int], metric: str, scope: str, produ
     return [None if pd.isna(by_seed.get(s)) else float(by_seed[s]) for s in seeds]
 
 
+COLUMNS = ["scenario", "who", "figure", "fmt", "n", "mean", "half", "reference", "source", "flag",
+           "metric", "scope", "product_id", "participant", "feeder", "scale"]
+
+
 def figures(name: str, kpis: pd.DataFrame, facts: dict[str, Any]) -> pd.DataFrame:
     """Rows (scenario, who, figure, n, mean, half-width, reference, flag) from the runs' kpis tables."""
     refs = references()
     seeds = sorted(kpis.seed.unique().tolist())
     rows: list[dict[str, Any]] = []
 
-    def add(who: str, label: str, fmt: str, values: list[float | None], ref: Reference, scale: float = 1.0) -> None:
+    def add(who: str, label: str, fmt: str, ref: Reference, metric: str, scope: str, product: str | None = None,
+            participant: str | None = None, feeder: str | None = None, scale: float = 1.0) -> None:
+        values = _values(kpis, seeds, metric, scope, product, participant, feeder)
         n, mean, _, lo, hi = t_interval([v * scale for v in values if v is not None])
         if n == 0:
             return
         half = (hi - lo) / 2 if n >= 2 else float("nan")
         rows.append({"scenario": name, "who": who, "figure": label, "fmt": fmt, "n": n, "mean": mean, "half": half,
-                     "reference": ref.text(fmt.lstrip(",")), "source": ref.label, "flag": ref.flag(mean)})
+                     "reference": ref.text(fmt.lstrip(",")), "source": ref.label, "flag": ref.flag(mean),
+                     "metric": metric, "scope": scope, "product_id": product, "participant": participant,
+                     "feeder": feeder, "scale": scale})
 
     money = kpis[kpis.metric == "ordered_kwh"]
     products = sorted(money.loc[money.scope == "product", "product_id"].dropna().unique())
@@ -171,29 +179,23 @@ def figures(name: str, kpis: pd.DataFrame, facts: dict[str, Any]) -> pd.DataFram
         pairs = money[(money.scope == "aggregator") & (money.product_id == p)]
         for who in [None, *sorted(pairs.participant.dropna().unique())]:
             for metric, label, fmt in FIGURES:
-                scope = "product" if who is None else "aggregator"
-                vals = _values(kpis, seeds, metric, scope, p, who)
-                add(f"{p}" + ("" if who is None else f" / {who}"), label, fmt, vals, reference_for(metric, p, refs))
+                add(f"{p}" + ("" if who is None else f" / {who}"), label, fmt, reference_for(metric, p, refs), metric,
+                    "product" if who is None else "aggregator", p, who)
     for f in sorted(kpis.loc[kpis.scope == "feeder", "feeder"].dropna().unique()):
         for suffix, tag in (("", "with flex"), ("_without_flex", "without flex")):
-            add(f"feeder {f}", f"overload energy {tag}, kWh", ",.0f",
-                _values(kpis, seeds, "overload_kwh" + suffix, "feeder", feeder=f), refs["none"])
-            add(f"feeder {f}", f"share of steps above the limit {tag}", ".1%",
-                _values(kpis, seeds, "overload_steps" + suffix, "feeder", feeder=f), refs["overload_share"],
-                scale=1.0 / facts["steps"])
+            add(f"feeder {f}", f"overload energy {tag}, kWh", ",.0f", refs["none"], "overload_kwh" + suffix, "feeder",
+                feeder=f)
+            add(f"feeder {f}", f"share of steps above the limit {tag}", ".1%", refs["overload_share"],
+                "overload_steps" + suffix, "feeder", feeder=f, scale=1.0 / facts["steps"])
     aggs = sorted(kpis.loc[(kpis.scope == "aggregator") & (kpis.metric == "comfort_degree_hours"),
                            "participant"].dropna().unique())
     for who in [None, *aggs]:
-        scope = "run" if who is None else "aggregator"
-        label = "run" if who is None else who
-        add(label, "comfort degree-hours, K h", ",.1f", _values(kpis, seeds, "comfort_degree_hours", scope,
-                                                               participant=who), refs["none"])
-        add(label, "rebound ratio (recovered/shifted)", ".2f", _values(kpis, seeds, "rebound_ratio", scope,
-                                                                       participant=who), refs["rebound"])
-    add("run", "baseline error: mean abs(declared - twin), kW", ".1f", _values(kpis, seeds, "baseline_mae_kw", "run"),
-        refs["none"])
-    return pd.DataFrame(rows, columns=["scenario", "who", "figure", "fmt", "n", "mean", "half", "reference", "source",
-                                       "flag"])
+        scope, label = ("run", "run") if who is None else ("aggregator", who)
+        add(label, "comfort degree-hours, K h", ",.1f", refs["none"], "comfort_degree_hours", scope, participant=who)
+        add(label, "rebound ratio (recovered/shifted)", ".2f", refs["rebound"], "rebound_ratio", scope,
+            participant=who)
+    add("run", "baseline error: mean abs(declared - twin), kW", ".1f", refs["none"], "baseline_mae_kw", "run")
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def fmt_value(mean: float, half: float, n: int, fmt: str) -> str:
