@@ -132,7 +132,12 @@ def run_scenario(path: Path, seeds: int, hours: float | None, out: Path, workers
         frames.append(k.assign(seed=row["seed"]))
     sc = scenario_from_dict({k: v for k, v in doc.items() if k != "sweep"}, source=str(path))
     facts = {"hours": sc.horizon_hours, "steps": sc.horizon_minutes // sc.households.dt_minutes,
-             "skipped": [_summary(Path(r["run_dir"])).get("markets_skipped_horizon") for r in result.rows]}
+             "skipped": [], "unmet_share": []}
+    for r in result.rows:
+        summary = _summary(Path(r["run_dir"]))
+        facts["skipped"].append(summary.get("markets_skipped_horizon"))
+        need = (summary.get("procured_kwh") or 0.0) + (summary.get("unmet_kwh") or 0.0)
+        facts["unmet_share"].append((summary.get("unmet_kwh") or 0.0) / need if need > 0 else None)
     return pd.concat(frames, ignore_index=True), facts
 
 
@@ -230,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         kpis, facts = run_scenario(path, seeds, hours, args.out / "plausibility", args.workers)
         tables.append(figures(path.stem, kpis, facts))
-        notes.append(f"{path.stem}: {facts['hours']:g} h, markets not opened (settlement after the horizon) "
-                     f"per seed {facts['skipped']}")
+        unmet = [u for u in facts["unmet_share"] if u is not None]
+        notes.append(f"{path.stem}: {facts['hours']:g} h; markets not opened (settlement after the horizon) "
+                     f"per seed {facts['skipped']}; buyers' need unmet "
+                     + (f"{sum(unmet) / len(unmet):.0%} (mean over seeds)" if unmet else "n/a"))
     table = pd.concat(tables, ignore_index=True)
     header = (f"Plausibility benchmark: {seeds} seeds per scenario"
               + (f", horizons cut to {hours:g} h" if hours is not None else ", full horizons")

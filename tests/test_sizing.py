@@ -44,6 +44,11 @@ def test_sized_limits_put_the_twin_above_them_in_the_chosen_share(tmp_path: Path
     scenario = scenario_from_dict(_tiny())
     load = twin_feeder_load(scenario)
     assert set(load.feeder) == {"feeder-1", "feeder-2"} and len(load) == 2 * 48 * 4
+    pooled = twin_feeder_load(scenario, seeds=2)
+    assert sorted(pooled.seed.unique()) == [7, 8] and len(pooled) == 2 * len(load)
+    first = pooled[pooled.seed == 7].merge(load, on=["feeder", "interval_start"], suffixes=("", "_one"))
+    assert len(first) == len(load) and np.allclose(first.load_kw, first.load_kw_one)  # seed 7: the same run
+    assert not np.allclose(pooled[pooled.seed == 7].load_kw.to_numpy(), pooled[pooled.seed == 8].load_kw.to_numpy())
     limits = size_limits(load, 97, round_to=0)
     # a run of the twin with the sized limits: above them are the steps ranked past 0.97 x (n - 1), i.e. ~3 %
     feeders = {r.feeder: {"limit_kw": r.limit_kw} for r in limits.itertuples()}
