@@ -98,7 +98,9 @@ def reference_for(metric: str, product: str | None, refs: dict[str, Reference]) 
     if metric == "delivery_ratio":
         return refs["delivery"]
     if metric == "avg_energy_price_dkk_per_kwh":
-        return refs["mfrr_price"] if product == "mFRR" else refs["dso_price"] if product in DSO_PRODUCTS else refs["none"]
+        if product == "mFRR":
+            return refs["mfrr_price"]
+        return refs["dso_price"] if product in DSO_PRODUCTS else refs["none"]
     if metric == "net_dkk":
         return refs["net"]
     return refs["none"]

@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from types import SimpleNamespace
 from collections.abc import Mapping
@@ -348,10 +348,8 @@ def _settlement_due(core: Core, dp: DataProviderConfig, req: MarketRequest) -> i
     end = req.delivery_end
     product = core.products.get(req.product_id)
     if product is not None:
-        try:
+        with suppress(Rejected):  # a request the product rejects opens no market: nothing to settle
             end = max(end, product.meter_window(SimpleNamespace(request=req, terms=product.market_terms(req)))[1])
-        except Rejected:  # a request the product rejects opens no market: nothing to settle
-            pass
     return meter_data_due(end, dp.delay_days, dp.publish_time.hour * 60 + dp.publish_time.minute)
 
 

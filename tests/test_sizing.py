@@ -11,8 +11,8 @@ import yaml
 
 from flech_sim.cli import main
 from flech_sim.scenario import scenario_from_dict
-from flech_sim.sizing import size_limits, twin_feeder_load
 from flech_sim.simulation import run
+from flech_sim.sizing import size_limits, twin_feeder_load
 from flech_sim.twin import twin_scenario
 
 from .conftest import scenario_dict
