@@ -32,6 +32,8 @@ time. Read them with `flech_sim.results.open_run(RUN_DIR).table(NAME)`.
 
 def tables_markdown() -> str:
     """The whole of docs/tables.md."""
+    import flech_sim.products  # noqa: F401  (registers the built-in products' own tables, e.g. crp_bids)
+
     return TABLES_MD_HEADER + markdown_reference().rstrip("\n") + "\n"
 
 

@@ -206,6 +206,23 @@ class Endpoint:
         self._record_in(seq, msg, conn, "accepted", text)
         self._ack(conn, msg, ref_id)
 
+    def refuse(self, raw: str | bytes, conn: Connection, reason: RejectReason, detail: str) -> None:
+        """Record and refuse what a transport will not pass on (a flood, a topic not the message's):
+        one ``messages`` row (verdict ``rejected``) and one rejection, like any refused message."""
+        self.counts["in"] += 1
+        seq = self._next_seq()
+        text, why = _as_text(raw)
+        try:
+            if why:
+                raise MalformedMessage(why)
+            msg = from_json(raw)
+            check_message(msg, self.now)
+        except (MalformedMessage, Rejected):
+            self._record_malformed(seq, text, conn, detail, _best_effort_fields(text), reason)
+            return
+        self._record_in(seq, msg, conn, "rejected", text)
+        self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, reason, detail)
+
     def _ack(self, conn: Connection, msg: Message, ref_id: str) -> None:
         self.send(
             Acknowledgement(

@@ -80,6 +80,8 @@ def fingerprint(run_dir: str | Path) -> str:
 
 def outcome_tables() -> list[Table]:
     """The tables that enter the fingerprint, in order."""
+    import flech_sim.products  # noqa: F401  (registers the built-in products' own tables, e.g. crp_bids)
+
     return [t for t in TABLES.values() if t.deterministic]
 
 

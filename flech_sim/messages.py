@@ -25,6 +25,10 @@ PLATFORM = "flech"
 """Participant ID of the platform itself (recipient of every request and bid)."""
 
 
+AttrValue = str | bool | int | float | tuple[float, ...]
+"""A product-specific field's value: a scalar, or one number per interval (a JSON list; a tuple in Python)."""
+
+
 class Direction(StrEnum):
     """Sign of the requested re-profiling, seen from the grid."""
 
@@ -45,6 +49,7 @@ class RejectReason(StrEnum):
     INVALID_TIMES = "invalid_times"  # inconsistent gate/delivery times in a request
     NOT_ELIGIBLE = "not_eligible"  # seller not eligible for this market
     TOO_LARGE = "too_large"  # a message, list, ID or text beyond the size bounds of flech_sim.limits
+    RATE_LIMITED = "rate_limited"  # a participant sent faster than its transport allows (flech_sim.bridge)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +135,9 @@ class Bid(Message):
     block: bool = False  # all-or-nothing over all intervals
     baseline_kw: tuple[float, ...] = ()  # seller's declared portfolio baseline per interval
     location: str = ""  # feeder the flexibility comes from, for system-wide markets ("" = pooled)
-    availability_price: float | None = None  # DKK/kW per delivery window, for options (CRP); None elsewhere
+    attrs: dict[str, AttrValue] = field(default_factory=dict)
+    """Product-specific fields (e.g. CRP's ``availability_price``), checked against the product's declared
+    :class:`flech_sim.products.attrs.AttrSpec` list; unknown keys are refused."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,9 +203,8 @@ class Award(Message):
     delivery_start: int
     interval_minutes: int
     direction: Direction
-    availability_price: float | None = None  # CRP: DKK/kW per window of the bid
-    availability_dkk: tuple[float, ...] = ()  # CRP: availability payment per interval (payment_dkk is their sum)
-    cap_kw: tuple[float, ...] = ()  # CL: the seller's portfolio cap per interval (binds where accepted_kw > 0)
+    attrs: dict[str, AttrValue] = field(default_factory=dict)
+    """Product-specific award fields (e.g. CRP's ``availability_dkk``, CL's ``cap_kw``), as the product declares."""
 
     @property
     def awarded(self) -> bool:
@@ -322,6 +328,9 @@ def check_finite(msg: Message) -> None:
             raise MalformedMessage(f"{msg.kind}.{name}: NaN or infinity cannot be carried as JSON")
 
 
+_N_FIELDS: dict[type[Message], int] = {}
+
+
 def from_dict(data: Any) -> Message:
     """Validate a decoded payload into its message type (msgspec checks every field's type)."""
     if not isinstance(data, dict):
@@ -337,6 +346,13 @@ def from_dict(data: Any) -> Message:
         raise MalformedMessage(f"{kind}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - whatever else a hostile payload provokes
         raise MalformedMessage(f"{kind}: {type(exc).__name__}: {_brief(str(exc))}") from None
+    n_fields = _N_FIELDS.get(cls)
+    if n_fields is None:
+        n_fields = _N_FIELDS[cls] = len(dataclasses.fields(cls))
+    if len(vars(msg)) < n_fields:
+        # msgspec leaves omitted defaulted fields out of the instance's __dict__ (read from the class):
+        # rebuilt, so vars(msg) -- the limits' checks, to_json -- sees every field
+        msg = dataclasses.replace(msg)
     topic = data.get("topic")
     if topic is not None and topic != msg.topic:
         raise MalformedMessage(f"topic {_brief(topic)} does not match message (expected {_brief(msg.topic)})")

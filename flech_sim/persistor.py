@@ -90,6 +90,12 @@ class Persistor:
             if stale.is_dir():
                 shutil.rmtree(stale)
 
+    def add_table(self, name: str) -> None:
+        """Take rows for a table registered after this persistor was made (a plug-in product's own)."""
+        if name not in self._buffers:
+            self._buffers[name], self._parts[name], self._pending[name] = [], [], 0
+            self.row_counts.setdefault(name, 0)
+
     # -- writing rows -------------------------------------------------------------
     def append(self, table: str, row: tuple[Any, ...]) -> None:
         """Add one row given in the table's column order (the fast path): a ``schema.row`` named tuple."""
@@ -172,7 +178,8 @@ class Persistor:
 
     def flush(self) -> None:
         for name in TABLES:
-            self._flush(name)
+            if name in self._buffers:
+                self._flush(name)
 
     def close(self) -> dict[str, str]:
         """Flush everything and write each table's final file, empty tables included.

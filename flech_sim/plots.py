@@ -24,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .results import Run, open_run
+from . import products as _products  # noqa: F401  (registers the built-in products' own tables)
 from .schema import TABLES
 
 TEMPERATURE_TABLE = "household_temperatures"
@@ -367,17 +368,19 @@ def clearing(run: RunLike) -> Figure:
 
 
 def _option_prices(r: Run) -> pd.DataFrame:
-    """Accepted option bids (awards with an availability payment) per interval: activation price
-    (the award's price) and the bid's availability price. Empty when no product sells options."""
-    aw = r.table("awards", columns=["bid_id", "market_id", "product_id", "interval_start", "accepted_kw", "price",
-                                    "availability_dkk"])
-    aw = aw[aw.availability_dkk.notna() & (aw.accepted_kw > 0)]
-    if aw.empty:
-        return pd.DataFrame(columns=["product_id", "interval_start", "activation_price", "availability_price"])
-    bids = r.table("bids", columns=["bid_id", "market_id", "interval_start", "availability_price"])
-    out = aw.merge(bids, on=["bid_id", "market_id", "interval_start"], how="left")
-    return out.rename(columns={"price": "activation_price"})[["product_id", "interval_start", "activation_price",
-                                                              "availability_price"]]
+    """Accepted option bids per interval: activation price (the award's price) and the bid's availability
+    price, read from every product table that records an availability price per bid (CRP's ``crp_bids``,
+    or a plug-in's of the same shape). Empty when no product sells options."""
+    cols = ["product_id", "interval_start", "activation_price", "availability_price"]
+    key = ["market_id", "bid_id"]
+    parts = [df for t in TABLES.values()
+             if t.name != "bids" and {*key, "availability_price"} <= set(t.names)
+             and (df := optional_table(r, t.name, [*key, "availability_price"])) is not None and len(df)]
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    aw = r.table("awards", columns=["bid_id", "market_id", "product_id", "interval_start", "accepted_kw", "price"])
+    aw = aw[aw.accepted_kw > 0].merge(pd.concat(parts, ignore_index=True), on=key, how="inner")
+    return aw.rename(columns={"price": "activation_price"})[cols]
 
 
 def _fit_price_axis(ax: Axes, prices: np.ndarray, caps: pd.Series) -> None:

@@ -231,6 +231,10 @@ class BuyerConfig(_Strict):
     """DSO only: markets opened when the feeder forecast shows congestion."""
     balancing: BalancingConfig | None = None
     """TSO only: regulating-power markets for the system imbalance."""
+    external: bool = False
+    """Not simulated: its own software takes part through the MQTT broker (`flech-sim serve`; `run` simulates it)."""
+    password_file: str | None = Field(None, max_length=300)
+    """External only: file (relative to the scenario) holding its broker password; none: one is generated."""
 
 
 class BiddingConfig(_Strict):
@@ -274,6 +278,10 @@ class AggregatorConfig(_Strict):
     """How the aggregator prices and sizes its bids."""
     forecast_refresh_hours: Annotated[float, Field(ge=0.25, le=MAX_DAYS * 24)] = 6.0
     """[h] A flexibility forecast is reused for this long before it is made again."""
+    external: bool = False
+    """Not simulated: its own software takes part through the MQTT broker (`flech-sim serve`; `run` simulates it)."""
+    password_file: str | None = Field(None, max_length=300)
+    """External only: file (relative to the scenario) holding its broker password; none: one is generated."""
 
 
 class HouseholdsConfig(_Strict):

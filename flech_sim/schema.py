@@ -141,8 +141,6 @@ TABLES: dict[str, Table] = {
                 _c("block", "bool", "-", "all-or-nothing over all intervals"),
                 _c("baseline_kw", "float", "kW", "seller's declared baseline for the interval", nullable=True),
                 _c("submitted_at", "time", "timestamp", "arrival time at the platform"),
-                _c("availability_price", "float", "DKK/kW", "options (CRP): price for holding one kW ready over the "
-                   "whole window; null for other products", nullable=True),
             ),
         ),
         Table(
@@ -177,7 +175,8 @@ TABLES: dict[str, Table] = {
                 _c("need_kw", "float", "kW", "requested"),
                 _c("accepted_kw", "float", "kW", "accepted from bids"),
                 _c("unmet_kw", "float", "kW", "not covered"),
-                _c("clearing_price", "float", "DKK/kWh", "highest accepted bid price (null if none)", nullable=True),
+                _c("clearing_price", "float", "DKK/kWh", "highest accepted bid price; pay-as-clear: the uniform price "
+                   "paid (null if none)", nullable=True),
             ),
         ),
         Table(
@@ -204,12 +203,9 @@ TABLES: dict[str, Table] = {
                 _ISTART,
                 _c("accepted_kw", "float", "kW", "accepted flexibility"),
                 _c("price", "float", "DKK/kWh", "price paid for the accepted energy (CRP: the activation price)"),
-                _c("payment_dkk", "float", "DKK", "what the award pays: accepted energy x price; for CRP the "
-                   "availability payment (activated energy is paid in settlement)"),
-                _c("availability_dkk", "float", "DKK", "CRP: availability payment for the interval "
-                   "(availability price x reserved kW / intervals in the window); null otherwise", nullable=True),
-                _c("cap_kw", "float", "kW", "CL: the seller's portfolio cap (declared expected load - accepted "
-                   "reduction); binds where accepted_kw > 0; null otherwise", nullable=True),
+                _c("payment_dkk", "float", "DKK", "what the award pays for the interval, by the product's pricing "
+                   "rule: accepted energy x price; for options (CRP) the availability payment (activated energy is "
+                   "paid in settlement). Product-specific award fields are in the product's own tables"),
             ),
         ),
         Table(

@@ -18,11 +18,11 @@ from contextlib import contextmanager, suppress
 from functools import partial
 from types import SimpleNamespace
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -37,7 +37,7 @@ from .coordination import Coordinator
 from .dispatcher import Dispatcher
 from .events import EventBus
 from .fingerprint import fingerprint
-from .endpoint import Endpoint
+from .endpoint import Connection, Endpoint
 from .households import child_seed
 from .inputs import record_inputs
 from .metering import METER_PRODUCT_ID, MeterService
@@ -49,6 +49,9 @@ from .messages import MarketRequest, Rejected
 from .scenario import DataProviderConfig, Scenario
 from .twin import finish_study
 from .world import World
+
+if TYPE_CHECKING:
+    from .bridge import Transport
 
 RESULT_PACKAGES = ("simpy", "numpy", "pandas", "pyomo", "highspy", "pyarrow", "pydantic")
 
@@ -74,6 +77,8 @@ class Core:
     meter: MeterService
     events: EventBus
     coordinator: Coordinator
+    external: dict[str, Connection] = field(default_factory=dict)
+    """Connections of participants taking part from outside (``transport.external``), not simulated."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
         solver=SolverOptions(method=scenario.solver.method, time_limit_s=scenario.solver.time_limit_s,
                              mip_gap=scenario.solver.mip_gap, seed=scenario.seed),
         settlement=scenario.settlement, locations=frozenset(scenario.feeders),
+        is_participant=lambda pid: endpoint.role_of(pid) is not None,
     )
     products: dict[str, Product] = {}
     for pid in sorted(scenario.products):
@@ -137,7 +143,8 @@ class RunInterrupted(KeyboardInterrupt):
         return signal.Signals(self.signum).name
 
 
-def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False) -> RunResult:
+def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
+        transport: Transport | None = None) -> RunResult:
     """Run a validated scenario to its horizon and write every table and the manifest.
 
     The manifest is written first (``completed: false, status: running``) and kept current as
@@ -146,11 +153,15 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
     says ``completed: false`` with the error, and the result carries it (the CLI turns it into
     a non-zero exit). SIGTERM and SIGINT are handled the same way -- flushed, recorded with
     ``status: interrupted`` -- and then :class:`RunInterrupted` (a KeyboardInterrupt) is raised.
+
+    ``transport`` (:class:`flech_sim.bridge.Transport`): participants in ``transport.external`` are
+    connected but not simulated; the transport makes the environment, carries their traffic and runs
+    the clock. None: everything in-process, the fast path.
     """
     out_dir = Path(out_dir) if out_dir else default_run_dir(scenario)
     started = time.perf_counter()
     started_at = datetime.now().isoformat(timespec="seconds")
-    env = simpy.Environment()
+    env = transport.environment() if transport is not None else simpy.Environment()
     error: str | None = None
     interrupted: RunInterrupted | None = None
     core: Core | None = None
@@ -180,10 +191,14 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
             persistor = Persistor(out_dir, scenario.start)
             progress_manifest()
             persistor.on_publish = progress_manifest
-            wiring = _build(env, persistor, scenario)
+            wiring = _build(env, persistor, scenario, transport.external if transport else frozenset())
             core = wiring.core
             with relaxed_gc():
-                _run_clock(env, scenario, progress)
+                if transport is not None:
+                    transport.attach(core)
+                    transport.run_clock(env, scenario.horizon_minutes)
+                else:
+                    _run_clock(env, scenario, progress)
         except RunInterrupted as exc:
             interrupted = exc
             error = f"interrupted by {exc} at simulated minute {int(env.now)}"
@@ -211,6 +226,8 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False)
             fp = fingerprint(out_dir)
         except Exception as exc:  # the tables are written; say why there is no fingerprint
             error = f"fingerprint failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    if transport is not None:  # who took part from outside, how, and what the transport refused
+        manifest["transport"] = transport.describe()
     manifest |= {
         "status": "completed" if error is None else "interrupted" if interrupted else "failed",
         "wall_seconds": round(time.perf_counter() - started, 3),
@@ -306,12 +323,14 @@ def relaxed_gc() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> Wiring:
+def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
+           external: frozenset[str] = frozenset()) -> Wiring:
     """Physical world, platform core and agents, always in the same order (determinism).
 
     The one place where participants meet the world: a DSO gets a grid view, a TSO the calendar,
     an aggregator the handle on its own portfolio, the data provider a meter feed; each gets a
-    recorder for its own tables only."""
+    recorder for its own tables only. Participants in ``external`` are connected
+    (``core.external``) but not simulated: their traffic is the transport's."""
     root = np.random.SeedSequence(scenario.seed)
     world = World(env, scenario, child_seed(root, 1), persistor)
     n_steps = scenario.horizon_minutes // world.dt + 2 * world.steps_per_day
@@ -325,13 +344,23 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario) -> 
     own = Recorder(persistor, frozenset({AGENT_ERRORS}))
     agents: dict[str, Agent] = {}
     buyer_seeds = child_seed(root, 4)
+    for b in sorted(scenario.buyers, key=lambda b: b.id):
+        if b.id in external:
+            core.external[b.id] = core.endpoint.connect(b.id, b.role)
+    for a in sorted(scenario.aggregators, key=lambda a: a.id):
+        if a.id in external:
+            core.external[a.id] = core.endpoint.connect(a.id, "aggregator")
     for i, b in enumerate(sorted(scenario.buyers, key=lambda b: b.id)):
+        if b.id in external:
+            continue
         grid = world.grid_view() if b.role == "dso" else None
         agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, grid, scenario.start,
                              scenario.horizon_minutes, child_seed(buyer_seeds, i), own,
                              settle_due=partial(_settlement_due, core, dp))
     seller_tables = Recorder(persistor, frozenset({AGENT_ERRORS, FLEX_FORECASTS}))
     for a_id, portfolio in portfolios.items():
+        if a_id in external:
+            continue
         cfg = next(a for a in scenario.aggregators if a.id == a_id)
         agents[a_id] = Aggregator(env, core.endpoint.connect(a_id, "aggregator"), cfg, portfolio, spot, seller_tables)
     agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, feed, child_seed(root, 3),

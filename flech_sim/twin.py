@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from . import kpis as K
 from .results import _to_pandas
 from .scenario import Scenario
+from .schema import TABLES
 
 TWIN_DIR = "twin"
 NEEDED = ("markets", "awards", "activations", "settlements", "bids", "feeder_load", "portfolio_load", "households")
@@ -50,7 +52,26 @@ def run_twin(scenario: Scenario, out_dir: Path) -> dict[str, Any]:
 
 
 def _read(run_dir: Path) -> dict[str, pd.DataFrame]:
-    return {name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet")) for name in NEEDED}
+    tables = {name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet")) for name in NEEDED}
+    tables["awards"] = _with_availability(Path(run_dir), tables["awards"])
+    return tables
+
+
+_AVAILABILITY_KEY = ["market_id", "bid_id", "interval"]
+
+
+def _with_availability(run_dir: Path, awards: pd.DataFrame) -> pd.DataFrame:
+    """``awards`` plus ``availability_dkk`` (NaN where none) from every product table that records
+    availability payments per award interval (CRP's ``crp_awards``, or a plug-in's of the same shape):
+    product-specific award fields live in the products' own tables, not in ``awards``."""
+    parts = [pq.read_table(run_dir / f"{t.name}.parquet", columns=[*_AVAILABILITY_KEY, "availability_dkk"])
+             for t in TABLES.values()
+             if t.name != "awards" and {*_AVAILABILITY_KEY, "availability_dkk"} <= set(t.names)
+             and (run_dir / f"{t.name}.parquet").is_file()]
+    if not parts:
+        return awards.assign(availability_dkk=np.nan)
+    avail = pd.concat([_to_pandas(p) for p in parts], ignore_index=True)
+    return awards.merge(avail, on=_AVAILABILITY_KEY, how="left")
 
 
 def finish_study(scenario: Scenario, out_dir: Path, row_counts: dict[str, int]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# (seller, bid_id, price, quantities, block, minute sent)
+# (seller, bid_id, price, quantities, block, minute sent); ties at equal price rank by arrival at the platform
 LEAST_COST_CASES: dict[str, dict[str, Any]] = {
     # need 100: cheapest first. A1 60 @0.5, A2 40 of 60 @0.8, B1 @1.0 nothing.
     # cost 60*0.5 + 40*0.8 = 62 DKK; marginal price 0.8.
@@ -32,11 +32,12 @@ LEAST_COST_CASES: dict[str, dict[str, Any]] = {
         bids=[("agg-a", "A1", 1.0, (40.0,), False, 10), ("agg-b", "B1", 1.0, (40.0,), False, 5)],
         accepted={"A1": (10.0,), "B1": (40.0,)}, cost=50.0, price=(1.0,), unmet=(0.0,),
     ),
-    # tie on price and time: bid ID order decides, 'a-y' < 'b-x'. cost 50.
-    "tie_id": dict(
+    # tie on price within one minute: arrival order at the platform decides (b-x arrived first, although
+    # 'a-y' < 'b-x'): b-x 40, a-y 10. cost 50.
+    "tie_arrival": dict(
         need=(50.0,),
         bids=[("agg-b", "b-x", 1.0, (40.0,), False, 5), ("agg-a", "a-y", 1.0, (40.0,), False, 5)],
-        accepted={"a-y": (40.0,), "b-x": (10.0,)}, cost=50.0, price=(1.0,), unmet=(0.0,),
+        accepted={"a-y": (10.0,), "b-x": (40.0,)}, cost=50.0, price=(1.0,), unmet=(0.0,),
     ),
     # block rejected: with block C (80/80 @1.2) + 20 of A: 2*(96+18) = 228; without: A 50 + B 50 per interval
     # = 2*(45+55) = 200, cheaper, so C is not taken.

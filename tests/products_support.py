@@ -28,11 +28,17 @@ def all_products_scenario(**kw: Any) -> Scenario:
 
 
 def bid(h: Harness, seller: str, bid_id: str, price: float, qty: tuple[float, ...], *, product: str,
-        market_id: str = "m1", block: bool = False, baseline: tuple[float, ...] | None = None, **extra: Any) -> Bid:
-    """A bid; the declared baseline defaults to 5000 kW per interval (give () for none)."""
+        market_id: str = "m1", block: bool = False, baseline: tuple[float, ...] | None = None,
+        availability_price: float | None = None, **extra: Any) -> Bid:
+    """A bid; the declared baseline defaults to 5000 kW per interval (give () for none); ``availability_price``
+    (CRP) goes into ``attrs``."""
     p = h.people[seller]
+    attrs = dict(extra.pop("attrs", {}))
+    if availability_price is not None:
+        attrs["availability_price"] = availability_price
     return Bid(**p.env_fields(market_id, product, int(h.env.now)), bid_id=bid_id, price=price, quantities_kw=qty,
-               block=block, baseline_kw=baseline if baseline is not None else tuple(5000.0 for _ in qty), **extra)
+               block=block, baseline_kw=baseline if baseline is not None else tuple(5000.0 for _ in qty),
+               attrs=attrs, **extra)
 
 
 def activation(h: Harness, who: str, activation_id: str, start: int, qty: tuple[float, ...], *, seller: str = "",

@@ -261,7 +261,7 @@ def test_implausible_requests_are_refused_with_a_specific_reason(harness, change
 def test_bounds_do_not_touch_honest_messages(harness) -> None:
     h = harness
     h.at(0, lambda: h.send("dso-1", h.request("m1", need=(100.0,) * 96, interval_minutes=15, delivery_start=120,
-                                              params={"note": "x" * 100})))
+                                              params={"dispatch": "on_award"})))
     h.at(1, lambda: h.send("datahub", meter_data(h, consumption_kw=(1.0, None) * 48)))
     h.run(5)
     assert [m.kind for m in answers(h, "dso-1")] == ["ack"]

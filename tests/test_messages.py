@@ -102,8 +102,9 @@ def test_checked_copy_types_inprocess_messages_like_json() -> None:
             checked_copy(dataclasses.replace(bid, **bad))
     # NaN in an optional field is written as null, i.e. None: the endpoint's bounds check, run on
     # the original, refuses it
-    nan = dataclasses.replace(bid, availability_price=float("nan"))
-    assert checked_copy(nan)[0].availability_price is None
+    req = SAMPLES[0]
+    nan = dataclasses.replace(req, penalty_price=float("nan"))
+    assert checked_copy(nan)[0].penalty_price is None
     with pytest.raises(Rejected, match="NaN or infinity") as rej:
         check_message(nan, 0)
     assert rej.value.reason is RejectReason.MALFORMED

@@ -376,7 +376,7 @@ def test_cli_writes_files_and_prints_their_paths(r: Run, tmp_path: Path, capsys:
 
 
 def test_option_prices_are_drawn_apart(tmp_path: Path) -> None:
-    """CRP: the activation price (awards.price) and the availability price (bids.availability_price) of the
+    """CRP: the activation price (awards.price) and the availability price (crp_bids.availability_price) of the
     accepted bids, each on its own axis, instead of the score held in clearing_price."""
     out = tmp_path / "mix"
     assert run(load_scenario(REPO / "tests" / "reference_scenarios" / "products_mix.yaml"), out).completed
@@ -386,8 +386,8 @@ def test_option_prices_are_drawn_apart(tmp_path: Path) -> None:
     aw = r.table("awards", filter={"product_id": "CRP"})
     aw = aw[aw.accepted_kw > 0]
     assert len(aw)
-    bids = r.table("bids", filter={"product_id": "CRP"})
-    both = aw.merge(bids[["bid_id", "interval_start", "availability_price"]], on=["bid_id", "interval_start"])
+    bids = r.table("crp_bids")  # CRP's own table holds its product-specific bid field
+    both = aw.merge(bids[["market_id", "bid_id", "availability_price"]], on=["market_id", "bid_id"])
     act = _line(ax_p, "activation price, accepted (mean)")
     np.testing.assert_allclose(act.get_ydata(), both.groupby("interval_start").price.mean())
     twin = next(ax for ax in fig.axes if ax is not ax_p and ax.bbox.bounds == ax_p.bbox.bounds)

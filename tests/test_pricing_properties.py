@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from flech_sim.clearing import BidOffer, ClearingProblem, ClearingStatus, SolverOptions, clear
 from flech_sim.clearing.options import OptionOffer, availability_payments, expected_price, option_problem
-from flech_sim.clearing.pricing import ACCEPTED_KW, clear_vcg, clearing_prices, pay_as_bid, pay_as_clear, vcg
+from flech_sim.clearing.pricing import (
+    ACCEPTED_KW, clear_vcg, clearing_prices, pay_as_bid, pay_as_clear, uniform_prices, vcg,
+)
 
 EXAMPLES = int(os.environ.get("PRICING_EXAMPLES", "30"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -60,11 +62,19 @@ def test_pay_as_clear_price_covers_every_accepted_bid_and_stays_under_the_cap(pr
     assert out.is_ok
     pricing = pay_as_clear(problem, out)
     cp = clearing_prices(problem, out)
+    up = uniform_prices(problem, out)
     for b, acc, prices in zip(problem.bids, _accepted(problem, out), pricing.prices, strict=True):
         for t, q in enumerate(acc):
             if q > ACCEPTED_KW:
-                assert cp[t] is not None and cp[t] >= b.price
-                assert prices[t] == cp[t] <= problem.price_cap
+                assert cp[t] is not None and up[t] is not None and up[t] <= cp[t]
+                assert b.price <= prices[t] <= problem.price_cap
+                # the uniform price, except a block above it, which is paid its own (make-whole)
+                assert prices[t] == (b.price if b.block and b.price > up[t] else up[t])
+                if not b.block and b.quantities[t] - q > ACCEPTED_KW:
+                    assert b.price >= up[t]
+            elif up[t] is not None and not b.block:
+                # no paradoxically rejected divisible bid: none priced below the uniform price is left out
+                assert b.price >= up[t] or b.quantities[t] - q <= ACCEPTED_KW
     for b, acc, prices in zip(problem.bids, _accepted(problem, out), pay_as_bid(problem, out).prices, strict=True):
         if any(q > ACCEPTED_KW for q in acc):
             assert max(prices) == b.price <= problem.price_cap

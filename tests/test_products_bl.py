@@ -33,7 +33,7 @@ def make_scenario():  # type: ignore[no-untyped-def]
 
 
 # BL clears as SRP does: the same hand-worked books, sent as BL bids (which need no declared baseline)
-CASES = {k: LEAST_COST_CASES[k] for k in ("merit_order", "thin", "tie_id", "block_rejected", "block_overshoots")}
+CASES = {k: LEAST_COST_CASES[k] for k in ("merit_order", "thin", "tie_arrival", "block_rejected", "block_overshoots")}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -91,9 +91,9 @@ def test_hand_worked_crp_clearing(harness, name: str) -> None:  # type: ignore[n
         a = got[bid_id]
         assert a.accepted_kw == pytest.approx(case["accepted"][bid_id]), bid_id
         assert a.prices == tuple(act for _ in case["need"])  # the activation price, pay-as-bid
-        assert a.availability_price == avail
-        assert a.availability_dkk == pytest.approx(tuple(avail * q / window_h for q in a.accepted_kw))
-        assert a.payment_dkk == pytest.approx(sum(a.availability_dkk))
+        assert a.attrs["availability_price"] == avail
+        assert a.attrs["availability_dkk"] == pytest.approx(tuple(avail * q / window_h for q in a.accepted_kw))
+        assert a.payment_dkk == pytest.approx(sum(a.attrs["availability_dkk"]))
     res = result(h)
     assert res.status == "optimal"
     assert res.cost_dkk == pytest.approx(case["cost"])
@@ -217,9 +217,12 @@ def test_activation_checks_and_settlement(harness) -> None:  # type: ignore[no-u
     rej_rows = {r["detail"].split(":")[0]: r["reason"] for r in table(h, "rejections") if r["ref_kind"] == "activation"}
     assert rej_rows["late"] == "invalid_times"
     assert "unauthorised" in rej_rows.values() and "out_of_range" in rej_rows.values()
-    bids = table(h, "bids")
+    bids = table(h, "crp_bids")  # CRP's own table: shared tables carry only what every product has
     assert {r["bid_id"]: r["availability_price"] for r in bids} == {"A": 0.5, "B": 0.3}
-    aw = {(r["bid_id"], r["interval"]): (r["payment_dkk"], r["availability_dkk"]) for r in table(h, "awards")}
+    assert "availability_price" not in table(h, "bids")[0]
+    avail = {(r["bid_id"], r["interval"]): r["availability_dkk"] for r in table(h, "crp_awards")}
+    aw = {(r["bid_id"], r["interval"]): (r["payment_dkk"], avail[r["bid_id"], r["interval"]])
+          for r in table(h, "awards")}
     assert aw[("A", 0)] == pytest.approx((15.0, 15.0)) and aw[("B", 1)] == pytest.approx((6.0, 6.0))
 
 
@@ -260,14 +263,16 @@ def test_new_message_fields_round_trip() -> None:
 
     env = {"msg_id": "x-1", "sender": "a", "recipient": "flech", "market_id": "m1", "product_id": "CRP", "sent_at": 3}
     msgs = [
-        Bid(**env, bid_id="b", price=1.0, quantities_kw=(1.0,), availability_price=0.25, location="feeder-1"),
+        Bid(**env, bid_id="b", price=1.0, quantities_kw=(1.0,), attrs={"availability_price": 0.25},
+            location="feeder-1"),
         Award(**env, bid_id="b", accepted_kw=(1.0, 2.0), prices=(1.0, 1.0), payment_dkk=0.3, delivery_start=120,
-              interval_minutes=60, direction=Direction.DOWN, availability_price=0.2, availability_dkk=(0.1, 0.2),
-              cap_kw=(40.0, 41.5)),
+              interval_minutes=60, direction=Direction.DOWN,
+              attrs={"availability_price": 0.2, "availability_dkk": (0.1, 0.2), "cap_kw": (40.0, 41.5), "n": 2,
+                     "flag": True, "text": "x"}),
         Activation(**env, activation_id="a1", start=120, interval_minutes=60, quantities_kw=(2.0,)),
     ]
     for m in msgs:
         assert from_json(to_json(m)) == m
     old = '{"kind":"bid","msg_id":"x","sender":"a","recipient":"flech","market_id":"m","product_id":"SRP",' \
           '"sent_at":1,"bid_id":"b","price":1.0,"quantities_kw":[1.0]}'
-    assert from_json(old).availability_price is None  # older payloads still parse
+    assert from_json(old).attrs == {}  # payloads without product fields still parse

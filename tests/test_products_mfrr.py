@@ -35,29 +35,39 @@ def _request(h, need, **kw):  # type: ignore[no-untyped-def]
 
 # (seller, bid_id, price, kW per interval, block, minute sent)
 CASES = {
-    # merit order: A1 1000 @0.30, B1 1000 @0.45, C1 500 of 1500 @0.60. Pay-as-clear at 0.60 for all:
-    # A1 1000 x 0.25 x 0.6 = 150, B1 150, C1 500 x 0.25 x 0.6 = 75 -> 375. (Pay-as-bid would be 75 + 112.5 + 75.)
+    # merit order: A1 1000 @0.30, B1 1000 @0.45, C1 1000 of 1500 @0.60. Pay-as-clear at 0.60 for all:
+    # A1 1000 x 0.25 x 0.6 = 150, B1 150, C1 150 -> 450. (Pay-as-bid would be 75 + 112.5 + 150.)
     "pay_as_clear": dict(
+        need=(3000.0,),
+        bids=[("agg-a", "A1", 0.30, (1000.0,), False, 5), ("agg-b", "B1", 0.45, (1000.0,), False, 5),
+              ("agg-c", "C1", 0.60, (1500.0,), False, 5)],
+        accepted={"A1": (1000.0,), "B1": (1000.0,), "C1": (1000.0,)}, price=(0.60,), cost=450.0, unmet=(0.0,),
+    ),
+    # minimum size on the accepted part (min_bid_kw 1000): need 2500; merit order would take C1 for 500 kW,
+    # below the 1 MW minimum, so C1 is withdrawn and the 500 kW stay unmet. A1, B1 1000 each at 0.45:
+    # 2000 x 0.25 x 0.45 = 225.
+    "accepted_part_below_minimum": dict(
         need=(2500.0,),
         bids=[("agg-a", "A1", 0.30, (1000.0,), False, 5), ("agg-b", "B1", 0.45, (1000.0,), False, 5),
               ("agg-c", "C1", 0.60, (1500.0,), False, 5)],
-        accepted={"A1": (1000.0,), "B1": (1000.0,), "C1": (500.0,)}, price=(0.60,), cost=375.0, unmet=(0.0,),
+        accepted={"A1": (1000.0,), "B1": (1000.0,), "C1": (0.0,)}, price=(0.45,), cost=225.0, unmet=(500.0,),
     ),
-    # tie at 0.5: B1 (minute 5) before A1 (minute 10): B1 1000, A1 500. 1500 x 0.25 x 0.5 = 187.5.
+    # tie at 0.5: B1 (arrived minute 5) before A1 (minute 10): B1 1500, A1 1000. 2500 x 0.25 x 0.5 = 312.5.
     "tie_earlier_bid": dict(
-        need=(1500.0,),
-        bids=[("agg-a", "A1", 0.5, (1000.0,), False, 10), ("agg-b", "B1", 0.5, (1000.0,), False, 5)],
-        accepted={"A1": (500.0,), "B1": (1000.0,)}, price=(0.5,), cost=187.5, unmet=(0.0,),
+        need=(2500.0,),
+        bids=[("agg-a", "A1", 0.5, (1500.0,), False, 10), ("agg-b", "B1", 0.5, (1500.0,), False, 5)],
+        accepted={"A1": (1000.0,), "B1": (1500.0,)}, price=(0.5,), cost=312.5, unmet=(0.0,),
     ),
-    # block sets the price: need 1500. D 1000 @0.30 divisible, BLK 1000 @0.50 all-or-nothing.
-    # Without BLK: 1000 x 0.3 + 500 unmet x 3.0 (x 0.25) = 75 + 375 = 450; with BLK: BLK 1000 at 0.5 (125) and,
-    # re-solved with BLK fixed, D only 500 (37.5) = 162.5 -> BLK in, D 500. Total 1500 = need.
-    # Clearing price = highest accepted = 0.50 (the LP dual, 0.30 from D, would pay BLK below its bid).
-    # Payments: D 500 x 0.25 x 0.5 = 62.5, BLK 125 -> 187.5.
-    "block_sets_price": dict(
-        need=(1500.0,),
-        bids=[("agg-a", "D", 0.30, (1000.0,), False, 5), ("agg-b", "BLK", 0.50, (1000.0,), True, 5)],
-        accepted={"D": (500.0,), "BLK": (1000.0,)}, price=(0.50,), cost=187.5, unmet=(0.0,),
+    # a block above a divisible bid left with spare (no paradoxically rejected divisible bid): need 2000.
+    # D 1500 @0.30 divisible, BLK 1000 @0.50 all-or-nothing. Without BLK: D 1500 (112.5) + 500 unmet at the cap
+    # (500 x 0.25 x 3.0 = 375) = 487.5; with BLK: BLK 125 + D 1000 (75) = 200 -> BLK in, D 1000 of 1500.
+    # The highest accepted price is BLK's 0.50, but D has 500 kW spare at 0.30: the uniform price is 0.30 (D is
+    # not rejected below it) and BLK is paid its own 0.50 (make-whole). 1000 x 0.25 x 0.3 + 125 = 200.
+    "block_above_uniform_price": dict(
+        need=(2000.0,),
+        bids=[("agg-a", "D", 0.30, (1500.0,), False, 5), ("agg-b", "BLK", 0.50, (1000.0,), True, 5)],
+        accepted={"D": (1000.0,), "BLK": (1000.0,)}, price=(0.30,), prices={"BLK": (0.50,)}, cost=200.0,
+        unmet=(0.0,),
     ),
     # linked block over two intervals over-covers: need (1500, 1500); BLK (2000, 2000) @0.35 = 4000 x 0.25 x 0.35
     # = 350 beats D (1500, 1500) @0.50 = 375. BLK only; price 0.35; overshoot 500 forced by the block.
@@ -88,7 +98,8 @@ def test_hand_worked_mfrr_clearing(harness, name: str) -> None:  # type: ignore[
     for seller, bid_id, price, qty, block, minute in case["bids"]:
         a = got[bid_id]
         assert a.accepted_kw == pytest.approx(case["accepted"][bid_id]), bid_id
-        assert a.prices == pytest.approx(case["price"])  # pay-as-clear: everyone the clearing price
+        # pay-as-clear: everyone the uniform price (a block above it its own)
+        assert a.prices == pytest.approx(case.get("prices", {}).get(bid_id, case["price"]))
         if a.awarded:
             assert all(p >= price for p in a.prices)
     res = result(h)

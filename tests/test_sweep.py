@@ -30,7 +30,8 @@ PRICE = "aggregators.agg-north.bidding.comfort_cost_dkk_per_kwh"
 class ExplodingSRP(SRPProduct):
     """Passes scenario validation (it is a product), then fails every run at the first clearing."""
 
-    def run_clearing(self, problem: ClearingProblem) -> ClearingOutcome:
+    @classmethod
+    def solve(cls, problem: ClearingProblem, terms: Any, options: Any) -> tuple[ClearingProblem, ClearingOutcome]:
         raise RuntimeError(f"boom while clearing {problem.market_id}")
 
 

@@ -8,13 +8,18 @@ which the seed explicitly allows.
 
 from __future__ import annotations
 
-from flech_sim.clearing import ClearingMethod, ClearingOutcome, ClearingProblem, ClearingStatus
+from collections.abc import Mapping
+from typing import Any
+
+from flech_sim.clearing import ClearingMethod, ClearingOutcome, ClearingProblem, ClearingStatus, SolverOptions
 from flech_sim.messages import SettlementStatement
 from flech_sim.products.base import Market, Product
 
 
 class ToyProduct(Product):
-    def run_clearing(self, problem: ClearingProblem) -> ClearingOutcome:
+    @classmethod
+    def solve(cls, problem: ClearingProblem, terms: Mapping[str, Any],
+              options: SolverOptions) -> tuple[ClearingProblem, ClearingOutcome]:
         left = list(problem.need)
         accepted = []
         for b in sorted(problem.bids, key=lambda b: (b.submitted_at, b.bid_id)):
@@ -22,7 +27,7 @@ class ToyProduct(Product):
             left = [r - t for r, t in zip(left, take)]
             accepted.append(take)
         cost = sum(b.price * sum(a) * problem.interval_hours for b, a in zip(problem.bids, accepted))
-        return ClearingOutcome(
+        return problem, ClearingOutcome(
             market_id=problem.market_id, status=ClearingStatus.OPTIMAL, method=ClearingMethod.MERIT,
             objective=cost, procurement_cost=cost, mip_gap=None, solve_time_s=0.0,
             accepted=tuple(accepted), unmet=tuple(left),

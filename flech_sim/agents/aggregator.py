@@ -177,7 +177,7 @@ class Aggregator(Agent):
                   split: np.ndarray) -> None:
         bid = Bid(**self.envelope(req.market_id, req.product_id), bid_id=f"{self.id}-{req.market_id}-{j}",
                   price=offer.price, quantities_kw=offer.quantities_kw, block=offer.block, baseline_kw=baseline,
-                  **offer.extra)
+                  attrs=dict(offer.extra))
         ob = _OpenBid(req, bid, split)
         self._reserve(ob, split, +1)
         self._open[bid.msg_id] = ob

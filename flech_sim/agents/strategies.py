@@ -13,25 +13,21 @@ Pure functions (no SimPy, no messages sent), so each can be checked by hand.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from ..messages import Bid, BidRequest, Direction
+from ..messages import BidRequest, Direction
 from ..scenario import BiddingConfig
-
-_BID_FIELDS = {f.name for f in dataclasses.fields(Bid)}
-
 
 @dataclass(frozen=True)
 class Offer:
     price: float  # DKK/kWh
     quantities_kw: tuple[float, ...]
     block: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  # product-specific Bid fields
+    extra: dict[str, Any] = field(default_factory=dict)  # product-specific fields, sent as Bid.attrs
 
 
 def unit_cost(cfg: BiddingConfig, direction: Direction, rebound_ratio: float,
@@ -73,7 +69,7 @@ def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, reb
         if price > req.price_cap:
             break
         extra: dict[str, Any] = {}
-        if option and "availability_price" in _BID_FIELDS:
+        if option:
             extra["availability_price"] = round(0.25 * price * window_h, 6)  # DKK/kW for holding it ready
         offers.append(Offer(price, tuple(per_step.tolist()), cfg.block_last_step and j == steps - 1 and j > 0, extra))
     return offers

@@ -33,7 +33,7 @@ Bid
 
 Clearing / Award
     Least cost to cover need_kw per interval, pay-as-bid; blocks by MILP; ties:
-    earlier bid, then bid ID. Award as SRP (accepted_kw, prices, payment_dkk).
+    earlier arrival at the platform. Award as SRP (accepted_kw, prices, payment_dkk).
 
 Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
     baseline = the platform's (method or fallback, from published meter
@@ -47,13 +47,17 @@ Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..baselines import FALLBACKS, METHODS, PARAM_NAMES, BaselineSpec, compute
+from ..clearing import SolverOptions
 from ..messages import Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..registry import register_product
+from ..schema import row
 from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
 from .base import Market
+from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
 from .params import Param
 
@@ -88,7 +92,8 @@ class BLProduct(TermsProduct):
     pricing = "pay_as_bid"
     declared_baseline = "optional"
 
-    def complete_terms(self, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def complete_terms(cls, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
         try:
             baseline_spec(terms)
         except ValueError as exc:
@@ -114,9 +119,10 @@ class BLProduct(TermsProduct):
             base = compute(self.s.meter.reader(point), spec, req.delivery_start, req.interval_minutes, n,
                            market.baselines.get(seller, ()))
             for i, v in enumerate(base.values):
-                self.s.persistor.append("baselines", (
-                    market.market_id, self.product_id, seller, point, i, market.interval_start(i), base.method,
-                    base.used, base.fallback, v, base.detail,
+                self.s.persistor.append("baselines", row(
+                    "baselines", market_id=market.market_id, product_id=self.product_id, seller=seller,
+                    metering_point=point, interval=i, interval_start=market.interval_start(i), method=base.method,
+                    used=base.used, fallback=base.fallback, baseline_kw=v, detail=base.detail,
                 ))
             if base.fallback:
                 market.note = "; ".join(filter(None, (market.note, f"{seller}: baseline {base.used} ({base.detail})")))
@@ -130,3 +136,9 @@ class BLProduct(TermsProduct):
                 penalty_price=market.penalty_price, fixed_dkk=self.award_payments(market, seller),
             )
         return self.issue_statements(market, results)
+
+
+def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
+                 book: Sequence[Bid] | None = None) -> MarketClearing:
+    """Clear a book of acknowledged BL bids (arrival order) for ``request``: awards, prices, status."""
+    return clear_book(BLProduct, request, bids, options, book=book)

@@ -25,8 +25,8 @@ Bid
 
 Clearing
     Least total bid cost such that the accepted reductions cover need_kw per
-    interval (unmet priced at price_cap); blocks by MILP; ties: earlier bid,
-    then bid ID. Pricing:
+    interval (unmet priced at price_cap); blocks by MILP; ties: earlier arrival
+    at the platform. Pricing:
 
     * pay_as_bid: accepted kWh x bid price;
     * vcg: cleared exactly (MIP gap 0); each winning seller is paid its
@@ -41,9 +41,10 @@ Clearing
 
 Award
     ``accepted_kw`` = accepted reduction per interval; ``prices`` DKK/kWh;
-    ``payment_dkk``; ``cap_kw`` = your portfolio cap per interval = E_t - the
-    sum of all your accepted reductions in this market (the same in all your
-    awards; binds only where you have an accepted reduction > 0).
+    ``payment_dkk``; ``attrs["cap_kw"]`` (on awards with an accepted reduction) =
+    your portfolio cap per interval = E_t - the sum of all your accepted reductions
+    in this market (the same in all your awards; binds only where you have an
+    accepted reduction > 0). Table of its own: ``cl_caps``.
 
 Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
     ordered = accepted reduction (kWh); excess = max(0, metered - cap);
@@ -57,14 +58,18 @@ Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions, clear
-from ..clearing.pricing import PAY_AS_BID, VCG, pay_as_bid, vcg
-from ..messages import Award, Bid, Direction, MarketRequest, Rejected, RejectReason, SettlementStatement
+from ..clearing import SolverOptions
+from ..clearing.pricing import PAY_AS_BID, VCG
+from ..messages import AttrValue, Bid, Direction, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..registry import register_product
+from ..schema import Column, Table, register_table, row
 from ..settlement import IntervalSettlement, cap_compliance
-from .base import Market, _clean
+from .attrs import AttrSpec
+from .base import Market
+from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
 from .params import Param
 
@@ -73,12 +78,34 @@ PARAMS = (
           choices=(PAY_AS_BID, VCG)),
     dispatch_param("on_award"),
 )
+AWARD_ATTRS = (
+    AttrSpec("cap_kw", float, "the seller's portfolio cap per interval (declared expected load - accepted "
+             "reduction); binds where accepted_kw > 0; only on awards with an accepted reduction", unit="kW",
+             per_interval=True),
+)
+TABLES = (
+    Table("cl_caps", "CL: the portfolio cap of every award with an accepted reduction, one row per award and interval.",
+          (Column("market_id", "str", "-", "market the row belongs to"),
+           Column("product_id", "str", "-", "product ID (CL)"),
+           Column("msg_id", "str", "-", "the award message"),
+           Column("bid_id", "str", "-", "the bid"),
+           Column("seller", "str", "-", "bidder"),
+           Column("interval", "int", "-", "interval index within the delivery window, from 0"),
+           Column("interval_start", "time", "timestamp", "start of the interval"),
+           Column("cap_kw", "float", "kW", "declared expected load - the seller's accepted reductions; binds "
+                  "where the award's accepted_kw > 0"))),
+)
+
+for _t in TABLES:  # built-ins register at import, so every run and docs/tables.md know them
+    register_table(_t)
 
 
 @register_product("CL")
 class CLProduct(TermsProduct):
     PARAMS = PARAMS
-    pricing = "pay_as_bid"
+    AWARD_ATTRS = AWARD_ATTRS
+    TABLES = TABLES
+    pricing = PAY_AS_BID
     declared_baseline = "required"
 
     def check_request(self, req: MarketRequest) -> None:
@@ -96,45 +123,35 @@ class CLProduct(TermsProduct):
                                f"interval {i}: reductions offered ({total:g} kW over your bids) exceed your expected "
                                f"consumption baseline_kw ({e:g} kW); the cap would be negative")
 
-    def _options(self, market: Market) -> SolverOptions:
+    @classmethod
+    def pricing_rule(cls, terms: Mapping[str, Any]) -> str:
+        return str(terms["pricing"])
+
+    @classmethod
+    def solver_options(cls, terms: Mapping[str, Any], options: SolverOptions) -> SolverOptions:
         """VCG needs the exact optimum: MIP gap 0 (the time limit stays)."""
-        if market.terms["pricing"] == VCG:
-            return dataclasses.replace(self.s.solver, mip_gap=0.0)
-        return self.s.solver
+        return dataclasses.replace(options, mip_gap=0.0) if terms["pricing"] == VCG else options
 
-    def run_clearing(self, problem: ClearingProblem) -> ClearingOutcome:
-        return clear(problem, self._options(self.markets[problem.market_id]))
-
-    def make_awards(self, market: Market, outcome: ClearingOutcome) -> list[Award]:
-        req = market.request
+    @classmethod
+    def award_attrs(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
+                    accepted: Mapping[str, tuple[float, ...]]) -> dict[str, dict[str, AttrValue]]:
         n = req.n_intervals
-        problem = self.build_problem(market)
-        if market.terms["pricing"] == VCG:
-            pricing = vcg(problem, outcome, self._options(market))
-            if pricing.message:
-                market.note = f"vcg: {pricing.message}"
-        else:
-            pricing = pay_as_bid(problem, outcome)
-        priced = pricing.by_bid()
-        accepted = outcome.accepted_by_bid()
-        qty = {b.bid_id: tuple(_clean(x) for x in accepted.get(b.bid_id, (0.0,) * n)) for b in market.bids}
         reduction: dict[str, list[float]] = {}
-        for b in market.bids:
+        for b in bids:
             r = reduction.setdefault(b.sender, [0.0] * n)
-            for i, q in enumerate(qty[b.bid_id]):
+            for i, q in enumerate(accepted[b.bid_id]):
                 r[i] += q
-        awards = []
-        for b in market.bids:
-            q = qty[b.bid_id]
-            prices, payment = priced.get(b.bid_id, (tuple(b.price for _ in q), 0.0))
-            extra: dict[str, Any] = {}
-            if any(x > 0 for x in q):
-                e = market.baselines[b.sender]
-                extra["cap_kw"] = tuple(e[i] - reduction[b.sender][i] for i in range(n))
-            else:
-                payment = 0.0
-            awards.append(self.new_award(market, b, q, tuple(float(p) for p in prices), float(payment), **extra))
-        return awards
+        return {b.bid_id: {"cap_kw": tuple(float(b.baseline_kw[i]) - reduction[b.sender][i] for i in range(n))}
+                for b in bids if any(x > 0 for x in accepted[b.bid_id])}
+
+    def on_cleared(self, market: Market) -> None:
+        for a in market.awards:
+            for i, cap in enumerate(a.attrs.get("cap_kw", ())):  # type: ignore[arg-type]
+                self.s.persistor.append("cl_caps", row(
+                    "cl_caps", market_id=market.market_id, product_id=self.product_id, msg_id=a.msg_id,
+                    bid_id=a.bid_id, seller=a.recipient, interval=i, interval_start=market.interval_start(i),
+                    cap_kw=cap,
+                ))
 
     def settle(self, market: Market) -> list[SettlementStatement]:
         req = market.request
@@ -149,10 +166,15 @@ class CLProduct(TermsProduct):
                 reduction_kw=reduction, cap_kw=cap, metered_kw=self.metered_kw(market, seller),
                 gap_rule=self.s.settlement.gap_rule,
             )
-            payment = [sum(a.accepted_kw[i] * a.prices[i] * h for a in market.awards if a.recipient == seller)
-                       for i in range(n)]
             results[seller] = IntervalSettlement(
                 ordered_kwh=tuple(r * h for r in reduction), delivered_kwh=tuple(d * h for d in delivered),
-                payment_dkk=tuple(payment), penalty_dkk=tuple(x * h * market.penalty_price for x in excess), gap=gaps,
+                payment_dkk=tuple(self.award_payments(market, seller)),
+                penalty_dkk=tuple(x * h * market.penalty_price for x in excess), gap=gaps,
             )
         return self.issue_statements(market, results)
+
+
+def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
+                 book: Sequence[Bid] | None = None) -> MarketClearing:
+    """Clear a book of acknowledged CL bids (arrival order) for ``request``: awards, prices, status."""
+    return clear_book(CLProduct, request, bids, options, book=book)

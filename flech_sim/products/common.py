@@ -1,18 +1,18 @@
-"""What the CRP, CL, BL and mFRR products share: typed terms, declared baselines, metering, awards.
+"""What the built-in products share: typed terms, declared baselines, metering, awards.
 
-Kept out of :mod:`base` (the life cycle every product shares) because it is
-policy these four products happen to agree on, not plumbing.
+Kept out of :mod:`base` (the plumbing every product shares) because it is
+policy these five products happen to agree on.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ..messages import Bid, MarketRequest, Rejected, RejectReason
 from ..metering import metering_point
 from .base import Market, Product, iter_awards_of
 from .params import Param, read_params
+from .validation import check_declared_baseline
 
 
 def dispatch_param(value: str) -> Param:
@@ -29,10 +29,12 @@ class TermsProduct(Product):
     declared_baseline = "required"  # 'required', 'optional' (checked if given) or 'ignored'
 
     # -- terms ------------------------------------------------------------------------
-    def market_terms(self, req: MarketRequest) -> dict[str, Any]:
-        return self.complete_terms(req, read_params(self.product_id, req.params, self.PARAMS))
+    @classmethod
+    def read_terms(cls, req: MarketRequest) -> dict[str, Any]:
+        return cls.complete_terms(req, read_params(req.product_id, req.params, cls.PARAMS))
 
-    def complete_terms(self, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def complete_terms(cls, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
         """Fill defaults that depend on the request and check params against each other."""
         return terms
 
@@ -52,26 +54,14 @@ class TermsProduct(Product):
                            f"bid location {bid.location!r} is not the market's {market.request.location!r}")
         declared = None
         if self.declared_baseline == "required" or (self.declared_baseline == "optional" and bid.baseline_kw):
-            declared = self._check_declared_baseline(market, bid)
+            declared = check_declared_baseline(self.product_id, market.request, bid,
+                                               market.baselines.get(bid.sender))
         self.check_product_bid(market, bid)
         if declared is not None:
             market.baselines[bid.sender] = declared
 
     def check_product_bid(self, market: Market, bid: Bid) -> None:
         """Product-specific checks (the declared baseline, if any, is already checked); raise Rejected."""
-
-    def _check_declared_baseline(self, market: Market, bid: Bid) -> tuple[float, ...]:
-        n = market.request.n_intervals
-        ok = len(bid.baseline_kw) == n and all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in bid.baseline_kw)
-        if not ok:
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           f"{self.product_id} bids must declare baseline_kw: {n} finite values")
-        earlier = market.baselines.get(bid.sender)
-        if earlier is not None and earlier != tuple(bid.baseline_kw):
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           "baseline_kw differs from the baseline of your earlier bid in this market")
-        return tuple(float(x) for x in bid.baseline_kw)
 
     # -- awards and metering --------------------------------------------------------------
     @staticmethod

@@ -23,7 +23,7 @@ MarketRequest / BidRequest
 
 Bid
     ``price`` = activation price, DKK/kWh (<= price_cap);
-    ``availability_price`` = DKK per kW for the whole window (required, >= 0,
+    ``attrs["availability_price"]`` = DKK per kW for the whole window (required, >= 0,
     <= availability_price_cap); ``quantities_kw`` = kW you can hold ready per
     interval (>= 0, not all 0); ``block`` = all-or-nothing over the window;
     ``baseline_kw`` = your declared portfolio consumption per interval on the
@@ -35,14 +35,16 @@ Clearing
     price per kWh reserved is e_b = availability_price / window_hours +
     activation_share x price; the least-cost problem covers need_kw per
     interval, unmet priced at the same formula applied to the caps. Blocks:
-    MILP. Ties: earlier bid, then bid ID. ClearingResult.clearing_price is the
+    MILP. Ties: earlier arrival at the platform. ClearingResult.clearing_price is the
     highest accepted *expected* price; cost_dkk the availability payments.
 
 Award
     ``accepted_kw`` = kW reserved per interval; ``prices`` = your activation
-    price (DKK/kWh) per interval; ``availability_price`` = your bid's;
-    ``availability_dkk`` per interval = availability_price x reserved_kw / n
-    intervals; ``payment_dkk`` = their sum (certain). Do not dispatch on it.
+    price (DKK/kWh) per interval; ``attrs["availability_price"]`` = your bid's;
+    ``attrs["availability_dkk"]`` per interval = availability_price x reserved_kw / n
+    intervals; ``payment_dkk`` = their sum (certain), by the pricing rule
+    'availability' of :mod:`flech_sim.clearing.pricing`. Do not dispatch on it.
+    Tables of its own: ``crp_bids``, ``crp_awards``.
 
 Activation (buyer -> platform -> seller)
     The market's buyer sends ``Activation(activation_id, start, interval_minutes,
@@ -70,15 +72,20 @@ Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..clearing import ClearingOutcome, ClearingProblem
+from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions
 from ..clearing.options import OptionOffer, availability_payments, option_problem
-from ..messages import Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
+from ..clearing.pricing import AVAILABILITY, Pricing, pay_availability
+from ..messages import AttrValue, Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..registry import register_product
+from ..schema import Column, Table, register_table, row
 from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
-from .base import ACTIVATION_LEAD_MINUTES, Market, _clean, iter_awards_of
+from .activation import ACTIVATION_LEAD_MINUTES
+from .attrs import AttrSpec
+from .base import Market, iter_awards_of
+from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
 from .params import Param
 
@@ -97,49 +104,103 @@ PARAMS = (
     dispatch_param("on_activation"),
 )
 
+BID_ATTRS = (
+    AttrSpec("availability_price", float, "price for holding one kW ready over the whole window", unit="DKK/kW",
+             required=True, min=0.0, max_term="availability_price_cap"),
+)
+AWARD_ATTRS = (
+    AttrSpec("availability_price", float, "the bid's availability price", unit="DKK/kW"),
+    AttrSpec("availability_dkk", float, "availability payment per interval (payment_dkk is their sum)", unit="DKK",
+             per_interval=True),
+)
+
+_KEYS = (Column("market_id", "str", "-", "market the row belongs to"),
+         Column("product_id", "str", "-", "product ID (CRP)"),
+         Column("bid_id", "str", "-", "the bid"),
+         Column("seller", "str", "-", "bidder"))
+TABLES = (
+    Table("crp_bids", "CRP: the availability price of every acknowledged bid, one row per bid.", (
+        *_KEYS, Column("msg_id", "str", "-", "the bid message"),
+        Column("availability_price", "float", "DKK/kW", "price for holding one kW ready over the whole window"),
+    )),
+    Table("crp_awards", "CRP: the availability payment of every award, one row per bid and interval.", (
+        *_KEYS, Column("msg_id", "str", "-", "the award message"),
+        Column("interval", "int", "-", "interval index within the delivery window, from 0"),
+        Column("interval_start", "time", "timestamp", "start of the interval"),
+        Column("availability_dkk", "float", "DKK",
+               "availability price x reserved kW / intervals in the window"),
+    )),
+)
+
+for _t in TABLES:  # built-ins register at import, so every run and docs/tables.md know them
+    register_table(_t)
+
+
+def _offers(bids: Sequence[Bid], book: Sequence[Bid]) -> list[OptionOffer]:
+    arrival = {b.bid_id: i for i, b in enumerate(bids)}
+    return [OptionOffer(b.bid_id, b.sender, float(b.attrs["availability_price"]), b.price,  # type: ignore[arg-type]
+                        tuple(b.quantities_kw), b.block, arrival[b.bid_id]) for b in book]
+
 
 @register_product("CRP")
 class CRPProduct(TermsProduct):
     PARAMS = PARAMS
-    pricing = "pay_as_bid"
+    BID_ATTRS = BID_ATTRS
+    AWARD_ATTRS = AWARD_ATTRS
+    TABLES = TABLES
+    pricing = AVAILABILITY
     accepts_activations = True
     declared_baseline = "required"
 
-    def complete_terms(self, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def complete_terms(cls, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
         if terms["availability_price_cap"] is None:
             terms["availability_price_cap"] = req.price_cap * req.n_intervals * req.interval_minutes / 60.0
         if terms["activation_min_lead_minutes"] > terms["activation_max_lead_minutes"]:
             raise Rejected(RejectReason.OUT_OF_RANGE, "activation_min_lead_minutes exceeds activation_max_lead_minutes")
         return terms
 
-    def check_product_bid(self, market: Market, bid: Bid) -> None:
-        a = bid.availability_price
-        cap = market.terms["availability_price_cap"]
-        if not (isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) and 0 <= a <= cap):
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           f"CRP bids need availability_price (DKK/kW per window) in [0, {cap:g}], got {a!r}")
-
-    def build_problem(self, market: Market) -> ClearingProblem:
-        req = market.request
+    @classmethod
+    def clearing_problem(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
+                         book: Sequence[Bid]) -> ClearingProblem:
         return option_problem(
-            market.market_id, req.need_kw, activation_price_cap=req.price_cap,
-            availability_price_cap=market.terms["availability_price_cap"],
-            activation_share=market.terms["activation_share"], interval_hours=market.hours,
-            offers=[OptionOffer(b.bid_id, b.sender, float(b.availability_price or 0.0), b.price,
-                                tuple(b.quantities_kw), b.block, b.sent_at) for b in market.book],
+            req.market_id, req.need_kw, activation_price_cap=req.price_cap,
+            availability_price_cap=terms["availability_price_cap"], activation_share=terms["activation_share"],
+            interval_hours=req.interval_minutes / 60.0, offers=_offers(bids, book),
         )
 
-    def make_awards(self, market: Market, outcome: ClearingOutcome) -> list[Award]:
-        n = market.request.n_intervals
-        accepted = outcome.accepted_by_bid()
-        awards = []
-        for bid in market.bids:
-            q = tuple(_clean(x) for x in accepted.get(bid.bid_id, (0.0,) * n))
-            avail = float(bid.availability_price or 0.0)
-            per_interval = availability_payments(avail, q)
-            awards.append(self.new_award(market, bid, q, tuple(bid.price for _ in q), sum(per_interval),
-                                         availability_price=avail, availability_dkk=per_interval))
-        return awards
+    @classmethod
+    def price(cls, problem: ClearingProblem, outcome: ClearingOutcome, terms: Mapping[str, Any],
+              book: Sequence[Bid], options: SolverOptions) -> Pricing:
+        return pay_availability(problem, outcome, {b.bid_id: float(b.attrs["availability_price"])  # type: ignore[arg-type]
+                                                   for b in book}, {b.bid_id: b.price for b in book})
+
+    @classmethod
+    def award_attrs(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
+                    accepted: Mapping[str, tuple[float, ...]]) -> dict[str, dict[str, AttrValue]]:
+        out: dict[str, dict[str, AttrValue]] = {}
+        for b in bids:
+            a = float(b.attrs["availability_price"])  # type: ignore[arg-type]
+            out[b.bid_id] = {"availability_price": a, "availability_dkk": availability_payments(a, accepted[b.bid_id])}
+        return out
+
+    def interval_payments(self, market: Market, award: Award) -> tuple[float, ...]:
+        return award.attrs["availability_dkk"]  # type: ignore[return-value]
+
+    def on_bid(self, market: Market, bid: Bid) -> None:
+        self.s.persistor.append("crp_bids", row(
+            "crp_bids", market_id=bid.market_id, product_id=self.product_id, bid_id=bid.bid_id, seller=bid.sender,
+            msg_id=bid.msg_id, availability_price=float(bid.attrs["availability_price"]),  # type: ignore[arg-type]
+        ))
+
+    def on_cleared(self, market: Market) -> None:
+        for a in market.awards:
+            for i, v in enumerate(a.attrs["availability_dkk"]):  # type: ignore[arg-type]
+                self.s.persistor.append("crp_awards", row(
+                    "crp_awards", market_id=market.market_id, product_id=self.product_id, bid_id=a.bid_id,
+                    seller=a.recipient, msg_id=a.msg_id, interval=i, interval_start=market.interval_start(i),
+                    availability_dkk=v,
+                ))
 
     def meter_points(self, market: Market) -> list[str]:
         """Only sellers that were activated need meter data."""
@@ -155,7 +216,7 @@ class CRPProduct(TermsProduct):
             activated = [sum(market.activated.get(a.bid_id, [0.0] * n)[i] for a in awards) for i in range(n)]
             value = [sum(market.activated.get(a.bid_id, [0.0] * n)[i] * a.prices[i] for a in awards) for i in range(n)]
             price = [v / q if q > 0 else 0.0 for v, q in zip(value, activated, strict=True)]
-            availability = [sum(a.availability_dkk[i] for a in awards) for i in range(n)]
+            availability = [sum(a.attrs["availability_dkk"][i] for a in awards) for i in range(n)]  # type: ignore[index]
             metered = self.metered_kw(market, seller) if any(activated) else [None] * n
             delivered, gaps = verify_against_baseline(
                 direction=req.direction, ordered_kw=activated, baseline_kw=market.baselines[seller],
@@ -167,3 +228,9 @@ class CRPProduct(TermsProduct):
                 penalty_price=market.penalty_price, fixed_dkk=availability, energy_price=price,
             )
         return self.issue_statements(market, results)
+
+
+def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
+                 book: Sequence[Bid] | None = None) -> MarketClearing:
+    """Clear a book of acknowledged CRP bids (arrival order) for ``request``: awards, prices, status."""
+    return clear_book(CRPProduct, request, bids, options, book=book)

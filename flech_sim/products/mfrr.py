@@ -20,7 +20,9 @@ MarketRequest / BidRequest
     ``params``:
 
     * ``min_bid_kw`` (float >= 0, default 1000 = 1 MW): every offered quantity
-      > 0 must be at least this;
+      > 0 must be at least this, and so must every *accepted* quantity > 0
+      (see :meth:`MFRRProduct.solve`: a bid whose accepted part would fall
+      below it is withdrawn from that interval and the book cleared again);
     * ``dispatch`` = 'on_award' (fixed): the award *is* the activation order
       (full activation within the interval); mFRR takes no Activation messages.
 
@@ -35,9 +37,12 @@ Bid
 
 Clearing / Award
     Least cost (merit order; blocks by MILP with the divisible part from the
-    LP re-solved with binaries fixed) against need_kw; ties: earlier bid, then
-    bid ID. Pay-as-clear: ``prices`` = the interval's clearing price = the
-    highest price accepted in it (>= every accepted bid's price, <= the cap);
+    LP re-solved with binaries fixed) against need_kw; ties: earlier arrival at
+    the platform. Pay-as-clear (:func:`flech_sim.clearing.pricing.pay_as_clear`):
+    ``prices`` = the interval's uniform price = the highest price accepted in
+    it, lowered to the price of any divisible bid left with spare quantity (so
+    no divisible bid priced below it is rejected); a block accepted above it is
+    paid its own price;
     ``payment_dkk`` = accepted kWh x clearing price if fully delivered. Each
     award's accepted quantities are also rows of the ``activations`` table
     (activation_id = the award's msg_id).
@@ -54,14 +59,19 @@ Settlement (per seller and interval)
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..clearing import ClearingOutcome
+from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions, clear
+from ..clearing.pricing import PAY_AS_CLEAR, accepted_quantities
 from ..messages import Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..metering import metering_point
 from ..registry import register_product
 from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
+from . import records
 from .base import Market, iter_awards_of
+from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
 from .params import Param
 
@@ -79,7 +89,7 @@ PARAMS = (
 @register_product("mFRR")
 class MFRRProduct(TermsProduct):
     PARAMS = PARAMS
-    pricing = "pay_as_clear"
+    pricing = PAY_AS_CLEAR
     feeder_only = False
     declared_baseline = "required"
 
@@ -125,16 +135,38 @@ class MFRRProduct(TermsProduct):
             return [metering_point(seller, loc)]
         return [metering_point(seller, f) for f in sorted(self.s.locations) if seller in self.s.sellers_at(f)]
 
-    def make_awards(self, market: Market, outcome: ClearingOutcome) -> list[Award]:
-        awards = super().make_awards(market, outcome)
-        for a in awards:
+    @classmethod
+    def solve(cls, problem: ClearingProblem, terms: Mapping[str, Any],
+              options: SolverOptions) -> tuple[ClearingProblem, ClearingOutcome]:
+        """Least cost, then the minimum bid size on what is *accepted* (issue 13).
+
+        Rule: in every interval a bid's accepted quantity is 0 or at least ``min_bid_kw``. A bid whose
+        accepted part in an interval falls below the minimum is withdrawn from that interval (a block bid
+        cannot be partly accepted, so only divisible bids are affected) and the book is cleared again,
+        until no accepted part is below the minimum; the need it leaves is taken further up the merit
+        order or stays unmet. Each round removes at least one (bid, interval) cell, so this ends.
+        """
+        least = float(terms.get("min_bid_kw", 0.0))
+        outcome = clear(problem, options)
+        while least > 0 and outcome.is_ok:
+            acc = accepted_quantities(problem, outcome)
+            small = {(k, t) for k, a in enumerate(acc) for t, q in enumerate(a) if 0 < q < least - 1e-9}
+            if not small:
+                break
+            bids = tuple(dataclasses.replace(b, quantities=tuple(0.0 if (k, t) in small else q
+                                                                  for t, q in enumerate(b.quantities)))
+                         for k, b in enumerate(problem.bids))
+            problem = dataclasses.replace(problem, bids=bids)
+            outcome = clear(problem, options)
+        return problem, outcome
+
+    def on_cleared(self, market: Market) -> None:
+        """The award is the activation order: its accepted quantities are rows of ``activations``."""
+        for a in market.awards:
             for i, q in enumerate(a.accepted_kw):
                 if q > 0:
-                    self.s.persistor.append("activations", (
-                        a.msg_id, a.msg_id, market.market_id, self.product_id, a.recipient, a.bid_id,
-                        market.interval_start(i), q,
-                    ))
-        return awards
+                    records.write_activation(self.s.persistor, market, self.product_id, a.msg_id, a.msg_id,
+                                             a.recipient, a.bid_id, i, q)
 
     def settle(self, market: Market) -> list[SettlementStatement]:
         req = market.request
@@ -143,7 +175,7 @@ class MFRRProduct(TermsProduct):
         for seller in self.awarded_sellers(market):
             ordered = self.ordered_kw(market, seller)
             awards = [a for a in iter_awards_of(market, seller) if a.awarded]
-            price = [awards[0].prices[i] for i in range(n)]  # pay-as-clear: the same for all bids
+            price = [_energy_price(awards, i) for i in range(n)]
             delivered, gaps = verify_against_baseline(
                 direction=req.direction, ordered_kw=ordered, baseline_kw=market.baselines[seller],
                 metered_kw=self.metered_kw(market, seller), gap_rule=self.s.settlement.gap_rule,
@@ -153,3 +185,18 @@ class MFRRProduct(TermsProduct):
                 penalty_price=market.penalty_price, energy_price=price,
             )
         return self.issue_statements(market, results)
+
+
+def _energy_price(awards: Sequence[Award], i: int) -> float:
+    """The interval's uniform price, or the kWh-weighted price when a block of the seller is paid its own."""
+    prices = {a.prices[i] for a in awards if a.accepted_kw[i] > 0}
+    if len(prices) <= 1:
+        return prices.pop() if prices else awards[0].prices[i]
+    q = sum(a.accepted_kw[i] for a in awards)
+    return sum(a.accepted_kw[i] * a.prices[i] for a in awards) / q
+
+
+def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
+                 book: Sequence[Bid] | None = None) -> MarketClearing:
+    """Clear a book of acknowledged mFRR bids (arrival order) for ``request``: awards, prices, status."""
+    return clear_book(MFRRProduct, request, bids, options, book=book)

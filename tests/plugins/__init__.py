@@ -1,0 +1,1 @@
+"""Third-party products that plug into flech_sim from outside the package (no edit to the core)."""
