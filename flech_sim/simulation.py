@@ -378,7 +378,7 @@ def _settlement_due(core: Core, dp: DataProviderConfig, req: MarketRequest) -> i
     product = core.products.get(req.product_id)
     if product is not None:
         with suppress(Rejected):  # a request the product rejects opens no market: nothing to settle
-            end = max(end, product.meter_window(SimpleNamespace(request=req, terms=product.market_terms(req)))[1])
+            end = max(end, product.meter_window(SimpleNamespace(request=req, terms=product.read_terms(req)))[1])
     return meter_data_due(end, dp.delay_days, dp.publish_time.hour * 60 + dp.publish_time.minute)
 
 
