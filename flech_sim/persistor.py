@@ -56,13 +56,13 @@ def _publish(tmp: Path, final: Path) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, final)
 
-_require_row_types = False
+_require_row_types = True
 
 
 def require_row_types(on: bool = True) -> None:
-    """Make :meth:`Persistor.append` refuse any row that is not its table's row type
-    (``schema.row(table, ...)``), so positional tuples cannot come back. Off until every
-    writer builds rows by name; then it is meant to be on for good."""
+    """Whether :meth:`Persistor.append` refuses any row that is not its table's row type
+    (``schema.row(table, ...)``), so positional tuples cannot come back. On by default: every writer
+    builds rows by name; switching it off exists only to measure what the check costs."""
     global _require_row_types
     _require_row_types = on
 
