@@ -13,7 +13,7 @@ from .scenario import ScenarioError, load_scenario
 
 
 COMMAND_MODULES = ("flech_sim.regression", "flech_sim.sweep", "flech_sim.plots", "flech_sim.report", "flech_sim.docs",
-                   "flech_sim.bridge.serve")
+                   "flech_sim.bridge.serve", "flech_sim.sizing")
 """Modules adding subcommands: each has ``register_cli(subparsers)`` that sets ``func=handler(args) -> int``."""
 
 
@@ -112,6 +112,7 @@ def format_summary(s: dict[str, Any], out_dir: Path, completed: bool) -> str:
         f"{'completed' if completed else 'FAILED'}: {s['simulated_hours']:.0f} simulated hours",
         f"  markets opened    {s['markets_opened']} (final states: {states})",
         f"  markets cleared   {s['markets_cleared']}, settled {s['markets_settled']}",
+        f"  not opened        {s.get('markets_skipped_horizon', 0)} (settlement would fall after the horizon)",
         f"  volume procured   {s['procured_kwh']:.1f} kWh (unmet {s['unmet_kwh']:.1f} kWh)",
         f"  procurement cost  {s['procurement_cost_dkk']:.2f} DKK",
         f"  messages          {s['messages']} ({s['messages_rejected']} rejected)",

@@ -14,7 +14,9 @@ import threading
 import time
 import traceback
 from collections.abc import Generator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from functools import partial
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -27,7 +29,7 @@ import simpy
 from . import __version__
 from .agents.aggregator import FLEX_FORECASTS, Aggregator
 from .agents.base import AGENT_ERRORS, Agent, Recorder
-from .agents.buyers import Buyer
+from .agents.buyers import Buyer, meter_data_due
 from .agents.data_provider import DataProvider
 from .clearing import SolverOptions
 from .coordination import Coordinator
@@ -42,7 +44,8 @@ from .persistor import Persistor
 from .prices import generate_spot, load_spot_csv
 from .products.base import MarketState, PlatformServices, Product
 from .registry import resolve_product
-from .scenario import Scenario
+from .messages import MarketRequest, Rejected
+from .scenario import DataProviderConfig, Scenario
 from .twin import finish_study
 from .world import World
 
@@ -207,6 +210,8 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
         listed = ", ".join(f"{t} ({why})" for t, why in sorted(write_errors.items()))
         error = f"could not write table(s): {listed}" + (f"\n{error}" if error else "")
     summary = summarize(core, scenario, env) if core else {}
+    if summary and wiring is not None:  # markets a buyer did not open: they could not settle in the horizon
+        summary["markets_skipped_horizon"] = sum(len(getattr(a, "skipped_horizon", ())) for a in wiring.agents.values())
     study: dict[str, Any] = {}
     if error is None and persistor is not None:  # the twin and the KPI tables (flech_sim.twin, flech_sim.kpis)
         try:
@@ -349,7 +354,8 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
             continue
         grid = world.grid_view() if b.role == "dso" else None
         agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, grid, scenario.start,
-                             scenario.horizon_minutes, child_seed(buyer_seeds, i), own)
+                             scenario.horizon_minutes, child_seed(buyer_seeds, i), own,
+                             settle_due=partial(_settlement_due, core, dp))
     seller_tables = Recorder(persistor, frozenset({AGENT_ERRORS, FLEX_FORECASTS}))
     for a_id, portfolio in portfolios.items():
         if a_id in external:
@@ -362,6 +368,17 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
     for agent_id in sorted(agents):
         agents[agent_id].start()
     return Wiring(core, world, agents)
+
+
+def _settlement_due(core: Core, dp: DataProviderConfig, req: MarketRequest) -> int:
+    """Earliest minute a market can settle: when the data provider has published the readings of
+    the product's meter window (which may extend past delivery, e.g. a before/after baseline)."""
+    end = req.delivery_end
+    product = core.products.get(req.product_id)
+    if product is not None:
+        with suppress(Rejected):  # a request the product rejects opens no market: nothing to settle
+            end = max(end, product.meter_window(SimpleNamespace(request=req, terms=product.read_terms(req)))[1])
+    return meter_data_due(end, dp.delay_days, dp.publish_time.hour * 60 + dp.publish_time.minute)
 
 
 def _run_clock(env: simpy.Environment, scenario: Scenario, progress: bool) -> None:

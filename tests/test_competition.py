@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flech_sim.scenario import load_scenario
+from flech_sim.scenario import FeederConfig, load_scenario
 from flech_sim.simulation import run
 
 from .conftest import REPO
@@ -21,9 +21,15 @@ def _run(name: str, tmp: Path, **update) -> dict[str, pd.DataFrame]:  # type: ig
     return {n: pd.read_parquet(tmp / name / f"{n}.parquet") for n in names}
 
 
+# The bundled scenario is sized like a real grid (feeders above their limits on a few peak steps), so
+# in 56 h a conflict may not arise; these mechanics tests tighten the limits until the DSO buys all day.
+CONGESTED = {"feeders": {"feeder-1": FeederConfig(limit_kw=1500), "feeder-2": FeederConfig(limit_kw=1100),
+                         "feeder-3": FeederConfig(limit_kw=1400)}}
+
+
 @pytest.fixture(scope="module")
 def competition(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    return _run("tso_dso_competition", tmp_path_factory.mktemp("c"), horizon_hours=56)
+    return _run("tso_dso_competition", tmp_path_factory.mktemp("c"), horizon_hours=56, **CONGESTED)
 
 
 def test_both_buyers_trade_with_the_same_aggregators(competition) -> None:  # type: ignore[no-untyped-def]
@@ -49,7 +55,7 @@ def test_conflicts_are_recorded_and_the_dso_prevails(competition) -> None:  # ty
 
 
 def test_tso_prevails_records_but_allows(tmp_path: Path) -> None:
-    t = _run("tso_dso_competition", tmp_path, horizon_hours=56, coordination="tso_prevails")
+    t = _run("tso_dso_competition", tmp_path, horizon_hours=56, coordination="tso_prevails", **CONGESTED)
     assert len(t["conflicts"]) > 0 and set(t["conflicts"].action) == {"allowed"}
 
 
@@ -70,7 +76,8 @@ def test_mfrr_pays_everyone_the_clearing_price(competition) -> None:  # type: ig
 
 
 def test_dso_activates_its_options_when_congestion_appears(tmp_path: Path) -> None:
-    t = _run("dso_congestion", tmp_path, horizon_hours=72)
+    t = _run("dso_congestion", tmp_path, horizon_hours=72,  # the limits before the scenario was sized like a grid
+             feeders={"feeder-1": FeederConfig(limit_kw=700), "feeder-2": FeederConfig(limit_kw=520)})
     acts, msgs, st = t["activations"], t["messages"], t["settlements"]
     assert len(acts) > 0 and t["rejections"].empty
     calls = msgs[(msgs.kind == "activation") & (msgs.direction == "in")]

@@ -118,7 +118,7 @@ def test_sigterm_and_sigint_flush_and_write_the_manifest(tmp_path: Path, signum:
 
 
 def test_complete_run_has_no_parts_and_opens_quietly(tmp_path: Path) -> None:
-    result = run(scenario_from_dict(scenario_dict(horizon_hours=30)), tmp_path / "r")
+    result = run(scenario_from_dict(scenario_dict(horizon_hours=56)), tmp_path / "r")
     assert result.completed and result.manifest["status"] == "completed"
     assert not list((tmp_path / "r").glob(f"*{PARTS_SUFFIX}")) and not list((tmp_path / "r").glob(".*"))
     with warnings.catch_warnings():
@@ -128,7 +128,7 @@ def test_complete_run_has_no_parts_and_opens_quietly(tmp_path: Path) -> None:
 
 def test_small_batches_give_the_same_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Parts joined at close are the same rows as one streamed file: the fingerprint cannot tell."""
-    s = scenario_from_dict(scenario_dict(horizon_hours=30))
+    s = scenario_from_dict(scenario_dict(horizon_hours=56))
     a = run(s, tmp_path / "a")
     monkeypatch.setattr(persistor_mod, "DEFAULT_BATCH_ROWS", 50)
     b = run(s, tmp_path / "b")
@@ -147,7 +147,7 @@ def test_one_unwritable_table_loses_only_itself(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(Persistor, "_close_table", failing)
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(scenario_dict(horizon_hours=30)))
+    path.write_text(yaml.safe_dump(scenario_dict(horizon_hours=56)))
     assert main(["run", str(path), "--out", str(tmp_path / "r"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "could not write table(s): awards (OSError: [Errno 28] No space left on device)" in err
@@ -170,7 +170,7 @@ def test_disk_full_during_the_run_is_recorded(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(Persistor, "_flush", full)
     monkeypatch.setattr(persistor_mod, "DEFAULT_BATCH_ROWS", 100)
-    result = run(scenario_from_dict(scenario_dict(horizon_hours=30)), tmp_path / "r")
+    result = run(scenario_from_dict(scenario_dict(horizon_hours=56)), tmp_path / "r")
     assert not result.completed and "No space left on device" in (result.error or "")
     m = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert m["status"] == "failed" and m["simulated_until_minute"] < 30 * 60
@@ -179,7 +179,7 @@ def test_disk_full_during_the_run_is_recorded(tmp_path: Path, monkeypatch: pytes
 
 def test_out_naming_a_file_or_an_unwritable_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(scenario_dict(horizon_hours=30)))
+    path.write_text(yaml.safe_dump(scenario_dict(horizon_hours=56)))
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert main(["run", str(path), "--out", str(a_file), "--no-progress"]) == 2
@@ -194,7 +194,7 @@ def test_out_naming_a_file_or_an_unwritable_place(tmp_path: Path, capsys: pytest
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_read_only_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(scenario_dict(horizon_hours=30)))
+    path.write_text(yaml.safe_dump(scenario_dict(horizon_hours=56)))
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
@@ -210,6 +210,6 @@ def test_stale_parts_of_an_earlier_run_do_not_mix_in(tmp_path: Path) -> None:
     stale = out / f"awards{PARTS_SUFFIX}"
     stale.mkdir(parents=True)
     (stale / "part-000001.parquet").write_bytes(b"not parquet")
-    result = run(scenario_from_dict(scenario_dict(horizon_hours=30)), out)
+    result = run(scenario_from_dict(scenario_dict(horizon_hours=56)), out)
     assert result.completed, result.error
     assert not stale.exists()

@@ -141,7 +141,7 @@ def test_example_aggregator_as_a_separate_process_is_cleared_like_a_simulated_on
     pw.write_text(broker.credentials[ME])
     proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--id", ME, "--password-file", str(pw), "--broker",
                              broker.url, "--price", str(PRICE), "--capacity-kw", str(CAPACITY_KW),
-                             "--exit-after-settlements", "1"], stdout=subprocess.PIPE, text=True)
+                             "--exit-after-settlements", "2"], stdout=subprocess.PIPE, text=True)
     try:
         bridge = _mqtt_bridge(broker)
         result = run(_scenario(), tmp_path / "run", transport=bridge)

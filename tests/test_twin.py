@@ -84,7 +84,7 @@ def test_duckdb_views_hold_every_row(with_twin: Path, tmp_path: Path) -> None:
 
 
 def test_twin_equals_the_run_when_no_flexibility_is_traded(tmp_path: Path) -> None:
-    doc = scenario_dict(horizon_hours=48)
+    doc = scenario_dict(horizon_hours=56)  # the day-1 market settles at 54 h (meter data): it is opened
     doc["buyers"][0]["markets"][0]["price_cap"] = 0.001  # every bid is priced above it: nothing is awarded
     result = run(scenario_from_dict(doc), tmp_path / "r")
     assert result.completed, result.error
@@ -99,17 +99,18 @@ def test_twin_equals_the_run_when_no_flexibility_is_traded(tmp_path: Path) -> No
 
 def test_imbalance_table_is_the_series_the_tso_bought(tmp_path: Path) -> None:
     doc = yaml.safe_load((REPO / "tests" / "reference_scenarios" / "products_mix.yaml").read_text())
-    doc.update(horizon_hours=12, twin=False)
+    hours = 32  # day 0's meter data is out at 30 h: the TSO opens the markets it can settle
+    doc.update(horizon_hours=hours, twin=False)
     assert run(scenario_from_dict(doc), tmp_path / "r").completed
     r = open_run(tmp_path / "r")
     imb = r.table("imbalance")
-    assert len(imb) == 12 * 60 // imb.interval_minutes.iloc[0] and set(imb.buyer) == {"tso-ref"}
+    assert len(imb) == hours * 60 // imb.interval_minutes.iloc[0] and set(imb.buyer) == {"tso-ref"}
     mk = r.table("markets")
     mk = mk[mk.buyer == "tso-ref"].merge(imb, left_on="delivery_start", right_on="interval_start")
     assert len(mk) > 0
     np.testing.assert_allclose(mk.need_kwh, mk.need_kw.abs() * mk.interval_minutes_x / 60, atol=1e-3)  # need rounded
     w = r.table("weather")
-    assert len(w) == 12 * 60 // doc.get("households", {}).get("dt_minutes", 15) and w.outdoor_temp_c.notna().all()
+    assert len(w) == hours * 60 // doc.get("households", {}).get("dt_minutes", 15) and w.outdoor_temp_c.notna().all()
     assert r.table("feeder_limits").to_dict("records") == [{"feeder": "feeder-1", "limit_kw": 1285.0,
                                                             "households": 470}]
 

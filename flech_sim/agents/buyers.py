@@ -10,11 +10,16 @@
 * TSO: one market per 15-minute interval for the share of the system
   imbalance it buys here; the sign gives the direction (system short ->
   consume less).
+
+Horizon honesty: a buyer opens no market whose settlement cannot complete
+inside the horizon (the meter data its settlement waits for is published
+after the horizon ends); such markets are counted in ``skipped_horizon`` and
+the run summary reports them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +35,11 @@ from ..world import GridView
 from .base import Agent, Recorder
 
 DAY = MINUTES_PER_DAY
+def meter_data_due(end_minute: int, delay_days: int, publish_minute: int) -> int:
+    """Minute at which the readings of [.., end_minute) are all published: data for day D is
+    published on day D + delay_days at ``publish_minute`` (the DataHub's timetable)."""
+    last_day = (end_minute - 1) // DAY
+    return (last_day + delay_days) * DAY + publish_minute
 
 
 def _minute(t: Any) -> int:
@@ -96,9 +106,11 @@ def imbalance_series(cfg: ImbalanceConfig, start: Any, n: int, dt: int, seed: np
 class Buyer(Agent):
     def __init__(self, env: simpy.Environment, conn: Connection, cfg: BuyerConfig, grid: GridView | None,
                  calendar_start: datetime, horizon_minutes: int, seed: np.random.SeedSequence,
-                 recorder: Recorder) -> None:
+                 recorder: Recorder, settle_due: Callable[[MarketRequest], int] | None = None) -> None:
         """``grid``: a DSO's view of its feeders (None for a TSO, which sees no feeder);
-        ``calendar_start``: the date and time of minute 0 (the TSO's imbalance follows the clock)."""
+        ``calendar_start``: the date and time of minute 0 (the TSO's imbalance follows the clock);
+        ``settle_due``: the earliest minute a market's settlement can complete (when the meter data
+        it waits for is published; None: at the end of delivery)."""
         super().__init__(env, conn, recorder)
         self.cfg = cfg
         self.grid = grid
@@ -108,6 +120,8 @@ class Buyer(Agent):
         self.paid_dkk = 0.0  # over the buyer's settlement statements (negative nets: money out)
         self.rejections: list[Rejection] = []
         self._requests: dict[str, MarketRequest] = {}  # markets opened and not yet cleared
+        self.settle_due = settle_due or (lambda req: req.delivery_end)
+        self.skipped_horizon: list[str] = []  # markets not opened: settlement would fall after the horizon
 
     def start(self) -> None:
         super().start()
@@ -128,8 +142,17 @@ class Buyer(Agent):
             raise ValueError(f"buyer {self.id} watches feeders but was given no grid view (only a DSO has one)")
         return self.grid
 
-    def _open(self, market_id: str, product: str, **fields: Any) -> MarketRequest:
+    def settles_in_horizon(self, req: MarketRequest) -> bool:
+        """Whether delivery ends and the meter data settlement needs is published before the horizon
+        (strictly: the clock stops at the horizon before events due at that very minute)."""
+        return req.delivery_end <= self.horizon and self.settle_due(req) < self.horizon
+
+    def _open(self, market_id: str, product: str, **fields: Any) -> MarketRequest | None:
+        """Send the request, unless its market could not settle inside the horizon (then count it)."""
         req = MarketRequest(**self.envelope(market_id, product), **fields)
+        if not self.settles_in_horizon(req):
+            self.skipped_horizon.append(market_id)
+            return None
         self._requests[market_id] = req
         self.conn.send(req)
         return req
@@ -181,7 +204,7 @@ class Buyer(Agent):
             if send > self.now:
                 yield self.env.timeout(send - self.now)
             need = imbalance[t] * b.share
-            if abs(need) < b.min_need_kw or delivery + b.interval_minutes > self.horizon:
+            if abs(need) < b.min_need_kw:
                 continue
             self._open(
                 f"{self.id}-{b.product}-{t:06d}", b.product, location="*",
