@@ -499,7 +499,7 @@ class Scenario(_Strict):
 
     @property
     def horizon_minutes(self) -> int:
-        return int(round(self.horizon_hours * 60))
+        return round(self.horizon_hours * 60)
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -607,7 +607,7 @@ class _ScenarioLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
         try:
             if self._depth > YAML_MAX_DEPTH:
@@ -617,7 +617,7 @@ class _ScenarioLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def get_single_node(self) -> Any:  # type: ignore[override]
+    def get_single_node(self) -> Any:
         node = super().get_single_node()
         if node is not None:
             n = _expanded_size(node, {}, set())
@@ -625,7 +625,7 @@ class _ScenarioLoader(yaml.SafeLoader):
                 raise yaml.YAMLError(f"{n} values with aliases expanded; at most {YAML_MAX_NODES} (an alias bomb?)")
         return node
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":

@@ -15,10 +15,9 @@ import time
 import traceback
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from functools import partial
-from types import SimpleNamespace
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,12 +38,12 @@ from .events import EventBus
 from .fingerprint import fingerprint
 from .households import child_seed
 from .inputs import record_inputs
+from .messages import MarketRequest, Rejected
 from .metering import METER_PRODUCT_ID, MeterService
 from .persistor import Persistor
 from .prices import generate_spot, load_spot_csv
-from .products.base import MarketState, PlatformServices, Product
+from .products.base import Market, MarketState, PlatformServices, Product
 from .registry import resolve_product
-from .messages import MarketRequest, Rejected
 from .scenario import DataProviderConfig, Scenario
 from .twin import finish_study
 from .world import World
@@ -377,7 +376,8 @@ def _settlement_due(core: Core, dp: DataProviderConfig, req: MarketRequest) -> i
     product = core.products.get(req.product_id)
     if product is not None:
         with suppress(Rejected):  # a request the product rejects opens no market: nothing to settle
-            end = max(end, product.meter_window(SimpleNamespace(request=req, terms=product.read_terms(req)))[1])
+            planned = Market(request=req, requested_at=req.sent_at, penalty_price=0.0, terms=product.read_terms(req))
+            end = max(end, product.meter_window(planned)[1])
     return meter_data_due(end, dp.delay_days, dp.publish_time.hour * 60 + dp.publish_time.minute)
 
 

@@ -187,7 +187,8 @@ class Buyer(Agent):
                 first, need = hit
                 self._open(
                     f"{self.id}-{c.product}-{f}-d{day + 1:03d}", c.product, location=f, direction=Direction.DOWN,
-                    gate_close=day * DAY + _minute(c.gate_close_time), delivery_start=tomorrow + first * c.interval_minutes,
+                    gate_close=day * DAY + _minute(c.gate_close_time),
+                    delivery_start=tomorrow + first * c.interval_minutes,
                     interval_minutes=c.interval_minutes, need_kw=tuple(need.tolist()), price_cap=c.price_cap,
                     penalty_price=c.penalty_price, params=dict(c.params),
                 )
