@@ -257,6 +257,11 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
     conflicts, settle_t = tables.get("conflicts", empty), tables.get("settlements", empty)
     markets_t = tables.get("markets", empty)
     audits: list[MarketAudit] = []
+    meter_log = [(int(q), m) for q, m in zip(inc.seq[inc.kind == "meter_data"],
+                                             parsed(inc[inc.kind == "meter_data"]), strict=True)
+                 if isinstance(m, MeterData)]
+    inc_by = {str(k): g for k, g in inc.groupby("market_id", sort=False)}
+    out_by = {str(k): g for k, g in out.groupby("market_id", sort=False)}
     for req in parsed(inc[inc.kind == "market_request"]):
         assert isinstance(req, MarketRequest)
         mid, pid = req.market_id, req.product_id
@@ -267,9 +272,10 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
         except Exception as exc:  # noqa: BLE001 -- an unknown product is a finding, not a crash
             a.differences.append(f"product {pid!r} cannot be loaded: {exc}")
             continue
-        of_market = (inc.market_id == mid) & (inc.product_id == pid)
-        bids = [b for b in parsed(inc[of_market & (inc.kind == "bid")]) if isinstance(b, Bid)]
-        results = [from_json(p) for p in out[(out.market_id == mid) & (out.kind == "clearing_result")].payload]
+        m_in, m_out = inc_by[mid], out_by.get(mid, out.iloc[0:0])
+        m_in = m_in[m_in.product_id == pid]
+        bids = [b for b in parsed(m_in[m_in.kind == "bid"]) if isinstance(b, Bid)]
+        results = [from_json(p) for p in m_out[m_out.kind == "clearing_result"].payload]
         row = markets_t[markets_t.market_id == mid] if "market_id" in markets_t else empty
         state = str(row.state.iloc[0]) if len(row) else ""
         if not results:
@@ -312,7 +318,7 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
             _cmp(d, "clearings.accepted_kwh", sum(accepted) * h if cleared.is_ok else 0.0, c.accepted_kwh)
             _cmp(d, "clearings.unmet_kwh", sum(cleared.outcome.unmet) * h if cleared.is_ok else c.unmet_kwh,
                  c.unmet_kwh)
-        sent = {m.bid_id: m for m in (from_json(p) for p in out[(out.market_id == mid) & (out.kind == "award")].payload)
+        sent = {m.bid_id: m for m in (from_json(p) for p in m_out[m_out.kind == "award"].payload)
                 if isinstance(m, Award)}
         table = awards_t[awards_t.market_id == mid] if len(awards_t) else awards_t
         expected = {x.bid_id: x for x in cleared.awards} if cleared.is_ok else {}
@@ -341,7 +347,7 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
                  rows.payment_dkk.tolist())
         if len(table) and set(table.bid_id.astype(str)) - set(expected):
             d.append(f"awards table: rows for bids not recomputed: {sorted(set(table.bid_id) - set(expected))}")
-        _audit_settlement(a, cls, req, bids, recomputed_awards, scenario, inc, out, settle_t)
+        _audit_settlement(a, cls, req, bids, recomputed_awards, scenario, m_in, m_out, meter_log, settle_t)
     return RunAudit(run_dir, audits, errors)
 
 
@@ -350,25 +356,27 @@ _STATEMENT_FIELDS = ("ordered_kwh", "delivered_kwh", "payment_dkk", "penalty_dkk
 
 def _audit_settlement(a: MarketAudit, cls: type[Product], req: MarketRequest, bids: Sequence[Bid],
                       awards: Sequence[Award], scenario: Mapping[str, Any], inc: pd.DataFrame, out: pd.DataFrame,
-                      settle_t: pd.DataFrame) -> None:
-    mine = out[(out.market_id == req.market_id) & (out.kind == "settlement")]
+                      meter_log: Sequence[tuple[int, MeterData]], settle_t: pd.DataFrame) -> None:
+    """Re-settle one market (its incoming and outgoing messages, the run's meter data by ``seq``); compare."""
+    mine = out[out.kind == "settlement"]
     sent = [m for m in (from_json(p) for p in mine.payload) if isinstance(m, SettlementStatement)]
     rows = settle_t[settle_t.market_id == req.market_id] if len(settle_t) else settle_t
     if not any(x.awarded for x in awards):
         if sent or len(rows):
             a.differences.append("settlement recorded for a market with no awards")
+        else:
+            a.notes.append("nothing to settle: no bid was awarded")
         return
     if not sent:
         a.notes.append("not re-settled: the run recorded no settlement for this market (not delivered and "
                        "metered within the horizon)")
         return
     before = int(mine.seq.min())  # what the platform had received when it settled
-    acts = inc[(inc.market_id == req.market_id) & (inc.kind == "activation") & (inc.seq < before)]
-    meters = inc[(inc.kind == "meter_data") & (inc.seq < before)]
+    acts = inc[(inc.kind == "activation") & (inc.seq < before)]
     try:
         statements = _resettle(cls, req, bids, awards,
                                [m for m in (from_json(p) for p in acts.payload) if isinstance(m, Activation)],
-                               [m for m in (from_json(p) for p in meters.payload) if isinstance(m, MeterData)],
+                               [m for q, m in meter_log if q < before],
                                scenario, int(sent[0].sent_at))
     except NotImplementedError as exc:
         a.notes.append(f"not re-settled: {exc}")
