@@ -35,11 +35,20 @@ from typing import Any
 import pandas as pd
 
 from .clearing import SolverOptions
-from .messages import Activation, Rejected, Award, Bid, MarketRequest, MeterData, SettlementStatement, from_json
-from .products.base import Market, Product
-from .products.book import MarketClearing
-from .registry import resolve_product
+from .messages import (
+    Activation,
+    Award,
+    Bid,
+    ClearingResult,
+    MarketRequest,
+    MeterData,
+    Rejected,
+    SettlementStatement,
+    from_json,
+)
 from .products.activation import draw_activation
+from .products.base import Market, Product
+from .registry import resolve_product
 from .scenario import ClearingMethod, SettlementConfig
 
 __all__ = ["MarketAudit", "RunAudit", "audit_run", "audit_tables", "register_cli"]
@@ -82,7 +91,7 @@ class RunAudit:
 def _close(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
-    if isinstance(a, float) and math.isnan(a) or isinstance(b, float) and math.isnan(b):
+    if (isinstance(a, float) and math.isnan(a)) or (isinstance(b, float) and math.isnan(b)):
         return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
     return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
@@ -269,13 +278,14 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
         audits.append(a)
         try:
             cls = resolve_product(pid, impls.get(pid, "builtin"))
-        except Exception as exc:  # noqa: BLE001 -- an unknown product is a finding, not a crash
+        except Exception as exc:
             a.differences.append(f"product {pid!r} cannot be loaded: {exc}")
             continue
         m_in, m_out = inc_by[mid], out_by.get(mid, out.iloc[0:0])
         m_in = m_in[m_in.product_id == pid]
         bids = [b for b in parsed(m_in[m_in.kind == "bid"]) if isinstance(b, Bid)]
-        results = [from_json(p) for p in m_out[m_out.kind == "clearing_result"].payload]
+        results = [r for r in (from_json(p) for p in m_out[m_out.kind == "clearing_result"].payload)
+                   if isinstance(r, ClearingResult)]
         row = markets_t[markets_t.market_id == mid] if "market_id" in markets_t else empty
         state = str(row.state.iloc[0]) if len(row) else ""
         if not results:
@@ -384,7 +394,7 @@ def _audit_settlement(a: MarketAudit, cls: type[Product], req: MarketRequest, bi
     except Rejected as exc:  # an accepted bid the product's own checks refuse on replay
         a.differences.append(f"re-settlement: a recorded accepted bid fails {cls.__name__}.check_bid: {exc}")
         return
-    except Exception as exc:  # noqa: BLE001 -- a product whose settle needs more than the record: say so
+    except Exception as exc:
         a.notes.append(f"not re-settled: {cls.__name__}.settle needs platform state the record does not rebuild "
                        f"({type(exc).__name__}: {exc})")
         return
