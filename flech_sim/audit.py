@@ -40,7 +40,9 @@ from .messages import (
     Award,
     Bid,
     ClearingResult,
+    MalformedMessage,
     MarketRequest,
+    Message,
     MeterData,
     Rejected,
     SettlementStatement,
@@ -109,8 +111,19 @@ def _cmp(out: list[str], what: str, recomputed: Any, recorded: Any) -> None:
         out.append(f"{what}: recomputed {recomputed!r}, recorded {recorded!r}")
 
 
-def _nullable(v: Any) -> Any:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+def _parse_seq(df: pd.DataFrame, problems: list[str]) -> list[tuple[int, Message]]:
+    """(seq, message) of ``df``'s rows in order; a payload that no longer parses is a finding."""
+    out = []
+    for seq, kind, payload in zip(df.seq, df.kind, df.payload, strict=True):
+        try:
+            out.append((int(seq), from_json(payload)))
+        except MalformedMessage as exc:
+            problems.append(f"recorded {kind} (seq {seq}) does not parse: {exc}")
+    return out
+
+
+def _parse(df: pd.DataFrame, problems: list[str]) -> list[Message]:
+    return [m for _, m in _parse_seq(df, problems)]
 
 
 def _solver_options(scenario: Mapping[str, Any]) -> SolverOptions:
@@ -249,7 +262,10 @@ def _interval_payments(cls: type[Product], req: MarketRequest, award: Award) -> 
 
 def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], manifest: Mapping[str, Any],
                  run_dir: str = "") -> RunAudit:
-    """Audit a run given its ``messages`` table, its other tables (by name) and its manifest. Pure."""
+    """Audit a run given its ``messages`` table, its other tables (by name) and its manifest.
+
+    No SimPy and no files: the product implementations the scenario names are loaded (as ``run`` does)
+    and everything else comes from the arguments."""
     scenario = manifest.get("scenario") or {}
     impls = scenario.get("products") or {}
     options = _solver_options(scenario)
@@ -259,20 +275,20 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
     errors: list[str] = []
 
     def parsed(df: pd.DataFrame) -> list[Any]:
-        return [from_json(p) for p in df.payload]
+        return _parse(df, errors)
 
     empty = pd.DataFrame(columns=["market_id"])
     awards_t, clear_t = tables.get("awards", empty), tables.get("clearings", empty)
     conflicts, settle_t = tables.get("conflicts", empty), tables.get("settlements", empty)
     markets_t = tables.get("markets", empty)
     audits: list[MarketAudit] = []
-    meter_log = [(int(q), m) for q, m in zip(inc.seq[inc.kind == "meter_data"],
-                                             parsed(inc[inc.kind == "meter_data"]), strict=True)
-                 if isinstance(m, MeterData)]
+    meter_log = [(q, m) for q, m in _parse_seq(inc[inc.kind == "meter_data"], errors) if isinstance(m, MeterData)]
     inc_by = {str(k): g for k, g in inc.groupby("market_id", sort=False)}
     out_by = {str(k): g for k, g in out.groupby("market_id", sort=False)}
     for req in parsed(inc[inc.kind == "market_request"]):
-        assert isinstance(req, MarketRequest)
+        if not isinstance(req, MarketRequest):
+            errors.append(f"a recorded market_request row holds a {req.kind!r} message ({req.msg_id})")
+            continue
         mid, pid = req.market_id, req.product_id
         a = MarketAudit(mid, pid)
         audits.append(a)
@@ -283,8 +299,8 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
             continue
         m_in, m_out = inc_by[mid], out_by.get(mid, out.iloc[0:0])
         m_in = m_in[m_in.product_id == pid]
-        bids = [b for b in parsed(m_in[m_in.kind == "bid"]) if isinstance(b, Bid)]
-        results = [r for r in (from_json(p) for p in m_out[m_out.kind == "clearing_result"].payload)
+        bids = [b for b in _parse(m_in[m_in.kind == "bid"], a.differences) if isinstance(b, Bid)]
+        results = [r for r in _parse(m_out[m_out.kind == "clearing_result"], a.differences)
                    if isinstance(r, ClearingResult)]
         row = markets_t[markets_t.market_id == mid] if "market_id" in markets_t else empty
         state = str(row.state.iloc[0]) if len(row) else ""
@@ -328,7 +344,7 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
             _cmp(d, "clearings.accepted_kwh", sum(accepted) * h if cleared.is_ok else 0.0, c.accepted_kwh)
             _cmp(d, "clearings.unmet_kwh", sum(cleared.outcome.unmet) * h if cleared.is_ok else c.unmet_kwh,
                  c.unmet_kwh)
-        sent = {m.bid_id: m for m in (from_json(p) for p in m_out[m_out.kind == "award"].payload)
+        sent = {m.bid_id: m for m in _parse(m_out[m_out.kind == "award"], d)
                 if isinstance(m, Award)}
         table = awards_t[awards_t.market_id == mid] if len(awards_t) else awards_t
         expected = {x.bid_id: x for x in cleared.awards} if cleared.is_ok else {}
@@ -369,7 +385,7 @@ def _audit_settlement(a: MarketAudit, cls: type[Product], req: MarketRequest, bi
                       meter_log: Sequence[tuple[int, MeterData]], settle_t: pd.DataFrame) -> None:
     """Re-settle one market (its incoming and outgoing messages, the run's meter data by ``seq``); compare."""
     mine = out[out.kind == "settlement"]
-    sent = [m for m in (from_json(p) for p in mine.payload) if isinstance(m, SettlementStatement)]
+    sent = [m for m in _parse(mine, a.differences) if isinstance(m, SettlementStatement)]
     rows = settle_t[settle_t.market_id == req.market_id] if len(settle_t) else settle_t
     if not any(x.awarded for x in awards):
         if sent or len(rows):
@@ -385,7 +401,7 @@ def _audit_settlement(a: MarketAudit, cls: type[Product], req: MarketRequest, bi
     acts = inc[(inc.kind == "activation") & (inc.seq < before)]
     try:
         statements = _resettle(cls, req, bids, awards,
-                               [m for m in (from_json(p) for p in acts.payload) if isinstance(m, Activation)],
+                               [m for m in _parse(acts, a.differences) if isinstance(m, Activation)],
                                [m for q, m in meter_log if q < before],
                                scenario, int(sent[0].sent_at))
     except NotImplementedError as exc:

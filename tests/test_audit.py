@@ -175,3 +175,16 @@ def test_coordination_refusals_are_applied_to_the_rebuilt_book(competition: Path
 def test_not_a_run_directory(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["audit", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_an_unparsable_recorded_payload_is_a_finding_not_a_crash(reference_runs: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    run_dir = _copy(reference_runs["srp_block_bids"], tmp_path)
+    msgs = pd.read_parquet(run_dir / "messages.parquet")
+    i = msgs.index[(msgs.kind == "bid") & (msgs.verdict == "accepted")][0]
+    market = str(msgs.at[i, "market_id"])
+    msgs.at[i, "payload"] = msgs.at[i, "payload"][:-5]
+    msgs.to_parquet(run_dir / "messages.parquet", index=False)
+    bad = [m for m in audit_run(run_dir).markets if not m.ok]
+    assert [m.market_id for m in bad] == [market]
+    assert any("does not parse" in d for d in bad[0].differences)
