@@ -322,7 +322,8 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
         d = a.differences
         res = results[-1]
         n, h = req.n_intervals, req.interval_minutes / 60.0
-        accepted = cleared.accepted_kw if cleared.awards else (0.0,) * n
+        acc = cleared.outcome.accepted  # the column sums the platform reports (zeros when nothing was solved)
+        accepted = [sum(col) for col in zip(*acc, strict=True)] if acc else [0.0] * n
         _cmp(d, "clearing_result.status", cleared.status, res.status)
         _cmp(d, "clearing_result.n_bids", len(bids), res.n_bids)
         _cmp(d, "clearing_result.n_accepted", sum(1 for x in cleared.awards if x.awarded), res.n_accepted)
@@ -330,8 +331,7 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
         _cmp(d, "clearing_result.objective_dkk", cleared.outcome.objective, res.objective_dkk)
         _cmp(d, "clearing_result.unmet_kw", cleared.outcome.unmet, res.unmet_kw)
         _cmp(d, "clearing_result.clearing_price", cleared.clearing_price, res.clearing_price)
-        if cleared.is_ok:
-            _cmp(d, "clearing_result.accepted_kw", accepted, res.accepted_kw)
+        _cmp(d, "clearing_result.accepted_kw", accepted, res.accepted_kw)
         crow = clear_t[clear_t.market_id == mid]
         if len(crow) != 1:
             d.append(f"clearings table: {len(crow)} rows for the market (expected 1)")
@@ -341,9 +341,9 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
             _cmp(d, "clearings.n_accepted", sum(1 for x in cleared.awards if x.awarded), c.n_accepted)
             _cmp(d, "clearings.cost_dkk", cleared.cost_dkk, c.cost_dkk)
             _cmp(d, "clearings.objective_dkk", cleared.outcome.objective, c.objective_dkk)
-            _cmp(d, "clearings.accepted_kwh", sum(accepted) * h if cleared.is_ok else 0.0, c.accepted_kwh)
-            _cmp(d, "clearings.unmet_kwh", sum(cleared.outcome.unmet) * h if cleared.is_ok else c.unmet_kwh,
-                 c.unmet_kwh)
+            _cmp(d, "clearings.method", str(cleared.outcome.method), c.method)
+            _cmp(d, "clearings.accepted_kwh", sum(accepted) * h, c.accepted_kwh)
+            _cmp(d, "clearings.unmet_kwh", sum(cleared.outcome.unmet) * h, c.unmet_kwh)
         sent = {m.bid_id: m for m in _parse(m_out[m_out.kind == "award"], d)
                 if isinstance(m, Award)}
         table = awards_t[awards_t.market_id == mid] if len(awards_t) else awards_t
