@@ -12,7 +12,7 @@ from .constants import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
 from .scenario import ScenarioError, load_scenario
 
 COMMAND_MODULES = ("flech_sim.regression", "flech_sim.sweep", "flech_sim.plots", "flech_sim.report", "flech_sim.docs",
-                   "flech_sim.bridge.serve", "flech_sim.sizing")
+                   "flech_sim.bridge.serve", "flech_sim.sizing", "flech_sim.audit")
 """Modules adding subcommands: each has ``register_cli(subparsers)`` that sets ``func=handler(args) -> int``."""
 
 
