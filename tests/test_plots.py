@@ -269,7 +269,7 @@ def test_indoor_temperatures_say_plainly_when_there_is_no_data(r: Run, monkeypat
     else:  # the default run's recorded homes were never dispatched: held at their setpoint, and the figure says so
         assert "no recorded home was dispatched" in fig._flech_no_data  # type: ignore[attr-defined]
         assert f"{t.household.nunique()} recorded home(s) not drawn" in fig._flech_no_data  # type: ignore[attr-defined]
-    monkeypatch.setattr(plots, "TABLES", {k: v for k, v in TABLES.items() if k != plots.TEMPERATURE_TABLE})
+    monkeypatch.setattr(plots.temperatures, "TABLES", {k: v for k, v in TABLES.items() if k != plots.TEMPERATURE_TABLE})
     fig = plots.indoor_temperatures(r)
     assert "writes no 'household_temperatures' table" in fig._flech_no_data  # type: ignore[attr-defined]
 
