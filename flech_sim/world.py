@@ -141,13 +141,21 @@ class MeterFeed:
         return [(p, loads[h]) for p, h in zip(self.household_points, self._households.tolist(), strict=True)]
 
 
-def _control_at(targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray) -> Control | None:
+def _control_at(targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray,
+                ends: dict[int, np.ndarray] | None = None) -> Control | None:
     """The fleet's control at step ``s`` from per-step kW changes per portfolio: each portfolio
-    holds its change for as long as the following steps keep its sign (its reference plan)."""
+    holds its change until ``ends[s]`` (the end of the award asking for it), or, without ends,
+    for as long as the following steps keep its sign (its reference plan)."""
     target = targets.get(s)
     if target is None or not target.any():
         return None
     duration = np.ones(len(target), dtype=np.int64)
+    if ends is not None:
+        end = ends.get(s)
+        if end is not None:
+            duration = np.maximum(end.astype(np.int64) - s, 1)
+        n_groups = int(portfolio.max()) + 1
+        return Control(target_kw=target[:n_groups], by=portfolio, duration_steps=duration[:n_groups])
     for g in np.flatnonzero(target):
         k = s + 1
         while k in targets and np.sign(targets[k][g]) == np.sign(target[g]):
@@ -205,6 +213,7 @@ class World:
         self._shared_forecast: tuple[tuple[int, ...] | None, list[np.ndarray]] = (None, [])
         self._persisted = 0  # model steps already written to the load tables
         self._targets: dict[int, np.ndarray] = {}  # step -> kW change per portfolio (negative = shed)
+        self._ends: dict[int, np.ndarray] = {}  # step -> end step of the award asking for that change
         n_days = n_steps // self.steps_per_day + 1
         self._meter = np.zeros((self.n_portfolios, n_days * self.steps_per_day))
         self._achieved = np.zeros_like(self._meter)
@@ -361,6 +370,15 @@ class World:
             return
         o = self.owners.index(owner) * len(self.feeders)
         groups = np.array([o + self.feeders.index(f) for f in feeders], dtype=np.int64)
+        # Each feeder holds its change until the end of this award's run of same-sign intervals:
+        # a later award is a new commitment, sized on its own, not a reason to plan this one longer.
+        sign = np.sign(change)
+        run_end = np.zeros(change.shape, dtype=np.int64)  # model step ending each interval's run
+        for i in range(change.shape[1] - 1, -1, -1):
+            own = -(-(start + (i + 1) * interval_minutes) // self.dt)
+            nxt = run_end[:, i + 1] if i + 1 < change.shape[1] else np.zeros(len(feeders), dtype=np.int64)
+            same = (i + 1 < change.shape[1]) & (sign[:, i] == (sign[:, i + 1] if i + 1 < change.shape[1] else 0))
+            run_end[:, i] = np.where(same & (sign[:, i] != 0), nxt, own)
         for i in np.flatnonzero(change.any(axis=0)):
             q = change[:, i]
             t0 = start + int(i) * interval_minutes
@@ -368,7 +386,10 @@ class World:
                 vec = self._targets.get(s)
                 if vec is None:
                     vec = self._targets[s] = np.zeros(self.n_portfolios)
+                    self._ends[s] = np.full(self.n_portfolios, s + 1, dtype=np.int64)
                 vec[groups] += q
+                end = self._ends[s]
+                end[groups] = np.maximum(end[groups], np.where(q != 0, run_end[:, i], s + 1))
 
     # -- meters and grid ------------------------------------------------------------------
     def metered(self, point: str, day: int) -> np.ndarray:
@@ -399,8 +420,9 @@ class World:
         self.env.process(self._run())
 
     def _control(self, s: int) -> Control | None:
-        ctl = _control_at(self._targets, s, self.portfolio)
+        ctl = _control_at(self._targets, s, self.portfolio, self._ends)
         self._targets.pop(s, None)
+        self._ends.pop(s, None)
         return ctl
 
     def _run(self) -> Generator[simpy.Event, Any, None]:
