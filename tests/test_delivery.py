@@ -42,14 +42,22 @@ def longest_run(intervals: list[int]) -> int:
     return best
 
 
-def test_perfect_forecasts_deliver_consecutive_mfrr_activations(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def competition(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("delivery") / "mfrr"
+    result = run(perfect("tso_dso_competition", horizon_hours=36), out)
+    assert result.completed, result.error
+    return out
+
+
+def test_perfect_forecasts_deliver_consecutive_mfrr_activations(competition: Path) -> None:
     """A persistent imbalance activates the same portfolio again and again: each offer is sized on
     the state earlier activations leave, so delivery holds up (it fell to a third after 3 h when
     every offer was sized from the undisturbed state)."""
-    s = perfect("tso_dso_competition", horizon_hours=36)
-    st = seller_settlements(s, tmp_path / "mfrr")
+    st = pd.read_parquet(competition / "settlements.parquet")
+    st = st[st.role == "seller"]
     mfrr = st[(st.product_id == "mFRR") & (st.ordered_kwh > 0)]
-    markets = pd.read_parquet(tmp_path / "mfrr" / "markets.parquet").set_index("market_id")
+    markets = pd.read_parquet(competition / "markets.parquet").set_index("market_id")
     mfrr = mfrr.assign(t=mfrr.market_id.str.rsplit("-", n=1).str[1].astype(int),
                        direction=markets.loc[mfrr.market_id, "direction"].to_numpy())
     runs = {(p, d): longest_run(sorted(g.t.unique())) for (p, d), g in mfrr.groupby(["party", "direction"])}
@@ -63,6 +71,26 @@ def test_perfect_forecasts_deliver_in_the_default_scenario(tmp_path: Path) -> No
     assert len(st) > 0
     for product, g in st.groupby("product_id"):
         assert g.delivered_kwh.sum() >= 0.98 * g.ordered_kwh.sum(), product
+
+
+def test_perfect_forecasts_declare_the_load_that_follows(competition: Path) -> None:
+    """Where a seller's mFRR bid got nothing, the metered load of its portfolios *is* the
+    counterfactual of that market: under perfect forecasts the declared baseline -- made under
+    the seller's earlier activations, their rebound included -- matches it, so a shortfall can
+    only come from physics, never from the baseline."""
+    bids = pd.read_parquet(competition / "bids.parquet")
+    awards = pd.read_parquet(competition / "awards.parquet")
+    load = pd.read_parquet(competition / "portfolio_load.parquet")
+    load = load.assign(seller=load.metering_point.str.split("@").str[0])
+    metered = load.assign(slot=load.interval_start.dt.floor("15min")).groupby(["seller", "slot"]).load_kw.sum()
+    got = awards[awards.accepted_kw > 0].groupby(["market_id", "seller"]).size()
+    b = bids[bids.product_id == "mFRR"].drop_duplicates(["market_id", "seller"])
+    b = b[[(m, s) not in got.index for m, s in zip(b.market_id, b.seller, strict=True)]]
+    m = metered.reindex(list(zip(b.seller, b.interval_start, strict=True))).to_numpy()
+    ok = ~np.isnan(m)
+    assert ok.sum() >= 20  # enough unawarded bids to judge by
+    err = np.abs(b.baseline_kw.to_numpy()[ok] - m[ok]) / m[ok]
+    assert np.median(err) < 0.01 and np.quantile(err, 0.9) < 0.05, (np.median(err), np.quantile(err, 0.9))
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from ..messages import (
     Rejection,
     SettlementStatement,
 )
-from ..scenario import AggregatorConfig
+from ..scenario import AggregatorConfig, BiddingConfig
 from ..schema import row
 from ..world import Portfolio, PortfolioForecast
 from .base import Agent, Recorder
@@ -74,6 +74,8 @@ class Aggregator(Agent):
         self._awarded: dict[str, _OpenBid] = {}  # bid_id -> awarded option, waiting for activations
         self.revenue_dkk = 0.0
         self.penalties_dkk = 0.0
+        # Its own delivery record per product: (sum of squared relative shortfalls, intervals settled)
+        self._shortfall: dict[str, tuple[float, int]] = {}
         self.rejections: list[Rejection] = []
 
     # -- forecasting ------------------------------------------------------------------------
@@ -178,7 +180,7 @@ class Aggregator(Agent):
         if down:  # never offer to shed more than the portfolio is expected to draw
             total_free = np.minimum(total_free, np.maximum(baseline, 0.0))
         offers = make_offers(
-            self.cfg.bidding, req, free_kw=total_free,
+            self._bidding(req.product_id), req, free_kw=total_free,
             rebound_ratio=rebound / (full_flex * window * self.dt / 60) if full_flex > 0 else 0.0,
             spot_during=self.spot[np.minimum(steps, len(self.spot) - 1)].mean(axis=1),
             spot_after=self.spot[np.minimum(steps.max() + 1 + np.arange(4), len(self.spot) - 1)].mean(),
@@ -284,9 +286,29 @@ class Aggregator(Agent):
                 self._by_bid_id.pop(ob.bid.bid_id, None)
                 self._reserve(ob, ob.split, -1)
 
+    def delivery_risk(self, product_id: str) -> float | None:
+        """Root-mean-square relative shortfall of its settled intervals of a product (None before any)."""
+        sq, n = self._shortfall.get(product_id, (0.0, 0))
+        return float(np.sqrt(sq / n)) if n else None
+
+    def _bidding(self, product_id: str) -> BiddingConfig:
+        """'expected_profit' prices the risk it has measured: the relative sd of its deliverable
+        flexibility is the larger of the configured one and its own record of shortfalls."""
+        cfg = self.cfg.bidding
+        risk = self.delivery_risk(product_id)
+        if cfg.strategy != "expected_profit" or risk is None or risk <= cfg.forecast_cv:
+            return cfg
+        return cfg.model_copy(update={"forecast_cv": min(risk, 10.0)})
+
     def on_settlement(self, st: SettlementStatement) -> None:
         self.revenue_dkk += sum(st.payment_dkk)
         self.penalties_dkk += sum(st.penalty_dkk)
+        ordered, delivered = np.asarray(st.ordered_kwh, dtype=float), np.asarray(st.delivered_kwh, dtype=float)
+        ok = ordered > 0
+        if st.party_role == "seller" and ok.any():
+            rel = (ordered[ok] - delivered[ok]) / ordered[ok]
+            sq, n = self._shortfall.get(st.product_id, (0.0, 0))
+            self._shortfall[st.product_id] = (sq + float(np.sum(rel ** 2)), n + int(ok.sum()))
         # A settled market activates nothing more: forget its options (a year of them adds up).
         for bid_id in [b for b, o in self._awarded.items() if o.request.market_id == st.market_id]:
             del self._awarded[bid_id]
