@@ -43,7 +43,6 @@ from .base import Agent, Recorder
 from .strategies import Offer, make_offers
 
 FLEX_FORECASTS = "flex_forecasts"
-MAX_HOLD_STEPS = 2 * 96  # the longest hold an offer is sized for (two days of 15-minute steps)
 
 
 @dataclass
@@ -88,12 +87,6 @@ class Aggregator(Agent):
         than ``forecast_refresh_hours`` (and covering the window) and no reservation changed
         since, else made again, covering window starts up to that much further ahead."""
         now = self.now // self.dt
-        # Inside a longer commitment the households take the new change on for as long as that one
-        # lasts (the world plans a step by the longest award in it): size it to be held that long.
-        ahead = self.committed_schedule(first_step, first_step + MAX_HOLD_STEPS).any(axis=0)
-        if ahead[:duration].any():
-            gaps = np.flatnonzero(~ahead[duration:])
-            duration += int(gaps[0]) if gaps.size else MAX_HOLD_STEPS - duration
         schedule = self.committed_schedule(now, first_step + duration)
         if schedule.any():
             key = (self._version, now, first_step, duration)
