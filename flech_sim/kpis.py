@@ -60,6 +60,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "rebound_ratio": ("-", "recovered_kwh / shifted_kwh over all events"),
     "baseline_mae_kw": ("kW", "mean |declared baseline - twin load| per market interval"),
     "baseline_bias_kw": ("kW", "mean (declared baseline - twin load) per market interval"),
+    "baseline_mae_unawarded_kw": ("kW", "mean |declared baseline - metered load| where the seller's bid got "
+                                  "nothing: the market's observed counterfactual (the seller's other "
+                                  "commitments and their rebound included), so it measures forecast error alone"),
+    "baseline_bias_unawarded_kw": ("kW", "mean (declared baseline - metered load) where the seller's bid got nothing"),
 }
 
 HEADLINES: tuple[tuple[str, str], ...] = (
@@ -307,7 +311,17 @@ def baseline_errors(bids: pd.DataFrame, markets: pd.DataFrame, twin_portfolio_lo
     return df[cols]
 
 
-def baseline_kpis(errors: pd.DataFrame) -> list[dict[str, Any]]:
+def unawarded_bids(bids: pd.DataFrame, awards: pd.DataFrame) -> pd.DataFrame:
+    """Bids of (market, seller) pairs that were awarded nothing: there the metered load is the
+    counterfactual the declared baseline stands for."""
+    won = awards[awards.accepted_kw > 0][["market_id", "seller"]].drop_duplicates().assign(_won=True)
+    b = bids.merge(won, on=["market_id", "seller"], how="left")
+    return b[b._won.isna()].drop(columns="_won")
+
+
+def baseline_kpis(errors: pd.DataFrame, suffix: str = "") -> list[dict[str, Any]]:
+    """MAE and bias of declared baselines; ``suffix`` '_unawarded' for the errors against the run's
+    own metered load where the seller got nothing."""
     rows: list[dict[str, Any]] = []
     if errors.empty:
         return rows
@@ -315,8 +329,8 @@ def baseline_kpis(errors: pd.DataFrame) -> list[dict[str, Any]]:
     groups += [("product", str(p), None, g) for p, g in errors.groupby("product_id", sort=True)]
     groups += [("aggregator", str(p), str(s), g) for (p, s), g in errors.groupby(["product_id", "seller"], sort=True)]
     for scope, p, s, g in groups:
-        rows += [_row(scope, "baseline_mae_kw", float(g.error_kw.abs().mean()), product_id=p, participant=s),
-                 _row(scope, "baseline_bias_kw", float(g.error_kw.mean()), product_id=p, participant=s)]
+        rows += [_row(scope, f"baseline_mae{suffix}_kw", float(g.error_kw.abs().mean()), product_id=p, participant=s),
+                 _row(scope, f"baseline_bias{suffix}_kw", float(g.error_kw.mean()), product_id=p, participant=s)]
     return rows
 
 
@@ -327,6 +341,9 @@ def compute_kpis(tables: Mapping[str, pd.DataFrame], twin: Mapping[str, pd.DataF
     rows = money_kpis(tables["settlements"], tables["awards"], tables["markets"], schedule)
     rows += feeder_kpis(tables["feeder_load"], twin["feeder_load"] if twin is not None else None, dt)
     rows += comfort_kpis(tables["households"])
+    if "portfolio_load" in tables:
+        rows += baseline_kpis(baseline_errors(unawarded_bids(tables["bids"], tables["awards"]), tables["markets"],
+                                              tables["portfolio_load"], start), "_unawarded")
     if twin is not None:
         if events is None:
             events = rebound_events(schedule, tables["portfolio_load"], twin["portfolio_load"], dt)

@@ -245,9 +245,12 @@ class BiddingConfig(_Strict):
     households' lost comfort -- rising by ``step_markup`` per price step.
     'risk_aware': the same prices plus the expected penalty of non-delivery, on a
     forecast quantile of the flexibility, keeping a margin unsold.
+    'expected_profit': newsvendor -- each price step sells up to the quantity q with
+    P(flexibility < q) = margin / (margin + shortfall loss), the flexibility taken as
+    normal with relative sd ``forecast_cv``: offers shrink as the penalty rises.
     """
 
-    strategy: Literal["cost", "risk_aware"] = "cost"
+    strategy: Literal["cost", "risk_aware", "expected_profit"] = "cost"
     """Bidding strategy (see the section text above)."""
     steps: Annotated[int, Field(ge=1, le=20)] = 3
     """Number of price-quantity steps per offered interval."""
@@ -262,7 +265,7 @@ class BiddingConfig(_Strict):
     quantile: Annotated[float, Field(gt=0, lt=0.5)] = 0.2
     """'risk_aware': offer the flexibility exceeded with probability 1 - quantile."""
     forecast_cv: Annotated[float, Field(ge=0, le=10)] = 0.15
-    """'risk_aware': relative standard deviation assumed for the flexibility forecast."""
+    """'risk_aware', 'expected_profit': relative standard deviation assumed for the flexibility forecast."""
     margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """[fraction] 'risk_aware': share of the quantile kept back against non-delivery."""
     block_last_step: bool = False

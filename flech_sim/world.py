@@ -92,8 +92,17 @@ class Portfolio:
         self.dt = world.dt
         self.feeders = tuple(world.feeders_of(owner))
 
-    def forecast(self, first_step: int, duration_steps: int, last_first_step: int | None = None) -> PortfolioForecast:
-        return self._world.forecast(self.owner, first_step, duration_steps, last_first_step)
+    def forecast(self, first_step: int, duration_steps: int, last_first_step: int | None = None,
+                 schedule: tuple[int, np.ndarray] | None = None,
+                 awarded: tuple[int, np.ndarray] | None = None) -> PortfolioForecast:
+        """Baseline and flexibility of windows starting in [first_step, last_first_step].
+
+        ``schedule``: (first model step, (len(feeders), steps) signed kW) the changes the
+        owner has already committed to (negative = shed). When it holds any change, the
+        forecast is of the one window at ``first_step`` and is made *under* those
+        commitments; ``awarded`` (same form): the part of them already ordered, which the declared
+        baseline is stepped under (default: all of ``schedule``)."""
+        return self._world.forecast(self.owner, first_step, duration_steps, last_first_step, schedule, awarded)
 
     def schedule(self, start: int, interval_minutes: int, change_kw: np.ndarray) -> None:
         """A consumption change (negative = shed): (len(feeders), intervals) kW from ``start``."""
@@ -130,6 +139,30 @@ class MeterFeed:
             return []
         loads = self._world.household_day(day)
         return [(p, loads[h]) for p, h in zip(self.household_points, self._households.tolist(), strict=True)]
+
+
+def _control_at(targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray,
+                ends: dict[int, np.ndarray] | None = None) -> Control | None:
+    """The fleet's control at step ``s`` from per-step kW changes per portfolio: each portfolio
+    holds its change until ``ends[s]`` (the end of the award asking for it), or, without ends,
+    for as long as the following steps keep its sign (its reference plan)."""
+    target = targets.get(s)
+    if target is None or not target.any():
+        return None
+    duration = np.ones(len(target), dtype=np.int64)
+    if ends is not None:
+        end = ends.get(s)
+        if end is not None:
+            duration = np.maximum(end.astype(np.int64) - s, 1)
+        n_groups = int(portfolio.max()) + 1
+        return Control(target_kw=target[:n_groups], by=portfolio, duration_steps=duration[:n_groups])
+    for g in np.flatnonzero(target):
+        k = s + 1
+        while k in targets and np.sign(targets[k][g]) == np.sign(target[g]):
+            k += 1
+        duration[g] = k - s
+    n_groups = int(portfolio.max()) + 1  # the fleet counts groups up to the last one with households
+    return Control(target_kw=target[:n_groups], by=portfolio, duration_steps=duration[:n_groups])
 
 
 def household_point(portfolio: str, household: int) -> str:
@@ -180,6 +213,7 @@ class World:
         self._shared_forecast: tuple[tuple[int, ...] | None, list[np.ndarray]] = (None, [])
         self._persisted = 0  # model steps already written to the load tables
         self._targets: dict[int, np.ndarray] = {}  # step -> kW change per portfolio (negative = shed)
+        self._ends: dict[int, np.ndarray] = {}  # step -> end step of the award asking for that change
         n_days = n_steps // self.steps_per_day + 1
         self._meter = np.zeros((self.n_portfolios, n_days * self.steps_per_day))
         self._achieved = np.zeros_like(self._meter)
@@ -219,7 +253,8 @@ class World:
         return list(self._feeders_of[owner])
 
     def forecast(self, owner: str, first_step: int, duration_steps: int,
-                 last_first_step: int | None = None) -> PortfolioForecast:
+                 last_first_step: int | None = None, schedule: tuple[int, np.ndarray] | None = None,
+                 awarded: tuple[int, np.ndarray] | None = None) -> PortfolioForecast:
         """One aggregator's baseline, and the flexibility it can hold through windows of
         ``duration_steps`` model steps starting anywhere in [first_step, last_first_step],
         simulated from its households' current state on forecast inputs.
@@ -232,6 +267,8 @@ class World:
         if first_step < now or last < first_step:
             raise ValueError(f"windows from step {first_step} to {last}: already simulated or empty")
         o = self.owners.index(owner)
+        if schedule is not None and np.any(schedule[1]):
+            return self._forecast_committed(owner, now, first_step, duration_steps, schedule, awarded)
         key = (now, first_step, duration_steps, last)
         if self._shared_forecast[0] != key:
             self._shared_forecast = (key, self._forecast_all(now, first_step, duration_steps, last))
@@ -242,6 +279,59 @@ class World:
             start_step=now, first_window=first_step, duration_steps=duration_steps, feeders=tuple(feeders),
             baseline_kw=fc[0][:, cols], flex_down_kw=fc[1][:, cols],
             flex_up_kw=fc[2][:, cols], rebound_down_kwh=fc[3][:, cols],
+        )
+
+    def _forecast_committed(self, owner: str, now: int, first: int, duration: int,
+                            schedule: tuple[int, np.ndarray],
+                            awarded: tuple[int, np.ndarray] | None = None) -> PortfolioForecast:
+        """One owner's forecast of the window [first, first + duration) under its commitments.
+
+        A forecast copy of the fleet is stepped from now by the same controlled physics as real
+        dispatch, on forecast inputs. The window's flexibility is that of the households in the
+        state they reach at its start under ``schedule`` (everything the owner may have to deliver:
+        buffers drained by earlier activations, rebound under way). The baseline is the load
+        stepped under ``awarded`` (what it has been ordered to deliver; default ``schedule``), so
+        the rebound of earlier activations and changes already sold in the window are in it and
+        never count as this market's delivery.
+        """
+        feeders = self.feeders_of(owner)
+        cols = self.owners.index(owner) * len(self.feeders) \
+            + np.array([self.feeders.index(f) for f in feeders], dtype=np.int64)
+        hh = self.households_of(owner)
+        k = first - now + duration
+
+        def targets(sched: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
+            base, change = sched
+            change = np.asarray(change, dtype=float).reshape(len(feeders), -1)
+            out: dict[int, np.ndarray] = {}
+            for j in np.flatnonzero(change.any(axis=0)).tolist():
+                if base + j >= now:
+                    out[base + j] = vec = np.zeros(self.n_portfolios)
+                    vec[cols] = change[:, j]
+            return out
+
+        def run(tg: dict[int, np.ndarray], until: int, flex_too: bool) -> tuple[np.ndarray, Any]:
+            twin = self.fleet.forecast_copy()
+            baseline, flex = np.zeros((until - now, len(cols))), None
+            for i, s in enumerate(range(now, until)):
+                if flex_too and s == first:
+                    flex = twin.forecast(duration, duration, by=self.portfolio, households=hh,
+                                         chunk=max(len(hh), 1), starts=np.zeros(1, dtype=np.int64))
+                res = twin.step(_control_at(tg, s, self.portfolio))
+                baseline[i] = np.bincount(self.portfolio, res.net_kw, self.n_portfolios)[cols]
+            return baseline, flex
+
+        worst = targets(schedule)
+        same = awarded is None or (awarded[0] == schedule[0] and np.array_equal(awarded[1], schedule[1]))
+        baseline, flex = run(worst, now + k, True) if same else run(worst, first + 1, True)
+        if not same:
+            assert awarded is not None
+            baseline = run(targets(awarded), now + k, False)[0]
+        assert flex is not None
+        return PortfolioForecast(
+            start_step=now, first_window=first, duration_steps=duration, feeders=tuple(feeders),
+            baseline_kw=baseline, flex_down_kw=flex.flex_down_kw[:, cols], flex_up_kw=flex.flex_up_kw[:, cols],
+            rebound_down_kwh=flex.rebound_down_kwh[:, cols],
         )
 
     def _forecast_all(self, now: int, first_step: int, duration_steps: int, last: int) -> list[np.ndarray]:
@@ -280,6 +370,15 @@ class World:
             return
         o = self.owners.index(owner) * len(self.feeders)
         groups = np.array([o + self.feeders.index(f) for f in feeders], dtype=np.int64)
+        # Each feeder holds its change until the end of this award's run of same-sign intervals:
+        # a later award is a new commitment, sized on its own, not a reason to plan this one longer.
+        sign = np.sign(change)
+        run_end = np.zeros(change.shape, dtype=np.int64)  # model step ending each interval's run
+        for i in range(change.shape[1] - 1, -1, -1):
+            own = -(-(start + (i + 1) * interval_minutes) // self.dt)
+            nxt = run_end[:, i + 1] if i + 1 < change.shape[1] else np.zeros(len(feeders), dtype=np.int64)
+            same = (i + 1 < change.shape[1]) & (sign[:, i] == (sign[:, i + 1] if i + 1 < change.shape[1] else 0))
+            run_end[:, i] = np.where(same & (sign[:, i] != 0), nxt, own)
         for i in np.flatnonzero(change.any(axis=0)):
             q = change[:, i]
             t0 = start + int(i) * interval_minutes
@@ -287,7 +386,10 @@ class World:
                 vec = self._targets.get(s)
                 if vec is None:
                     vec = self._targets[s] = np.zeros(self.n_portfolios)
+                    self._ends[s] = np.full(self.n_portfolios, s + 1, dtype=np.int64)
                 vec[groups] += q
+                end = self._ends[s]
+                end[groups] = np.maximum(end[groups], np.where(q != 0, run_end[:, i], s + 1))
 
     # -- meters and grid ------------------------------------------------------------------
     def metered(self, point: str, day: int) -> np.ndarray:
@@ -318,17 +420,10 @@ class World:
         self.env.process(self._run())
 
     def _control(self, s: int) -> Control | None:
-        target = self._targets.pop(s, None)
-        if target is None or not target.any():
-            return None
-        duration = np.ones(self.n_portfolios, dtype=np.int64)
-        for g in np.flatnonzero(target):
-            k = s + 1
-            while k in self._targets and np.sign(self._targets[k][g]) == np.sign(target[g]):
-                k += 1
-            duration[g] = k - s
-        n_groups = int(self.portfolio.max()) + 1  # the fleet counts groups up to the last one with households
-        return Control(target_kw=target[:n_groups], by=self.portfolio, duration_steps=duration[:n_groups])
+        ctl = _control_at(self._targets, s, self.portfolio, self._ends)
+        self._targets.pop(s, None)
+        self._ends.pop(s, None)
+        return ctl
 
     def _run(self) -> Generator[simpy.Event, Any, None]:
         """Step the fleet at the start of every interval; the step covers [t, t + dt)."""

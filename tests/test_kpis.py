@@ -172,3 +172,17 @@ def test_summarize_kpis_groups_seeds_per_grid_point() -> None:
     assert s.price.tolist() == [0.1, 0.8] and s.n.tolist() == [2, 2]
     assert s["mean"].tolist() == [3.0, 10.0] and s["std"].iloc[1] == 0.0
     assert s.ci95_low.iloc[0] == pytest.approx(3 - 12.706204736174698 * math.sqrt(2) / math.sqrt(2))
+
+
+def test_baseline_error_where_the_bid_got_nothing() -> None:
+    """Against the run's own meters, only (market, seller) pairs awarded nothing count: there the
+    metered load is the counterfactual the declared baseline stands for."""
+    bids = pd.DataFrame({"market_id": ["m-srp", "m-srp", "m-srp"], "product_id": "SRP",
+                         "seller": ["agg-a", "agg-a", "agg-b"], "interval_start": [_t(0), _t(1), _t(0)],
+                         "baseline_kw": [55.0, 40.0, 99.0]})
+    awards = pd.DataFrame({"market_id": ["m-srp", "m-srp"], "seller": ["agg-a", "agg-b"],
+                           "accepted_kw": [0.0, 3.0]})
+    left = K.unawarded_bids(bids, awards)
+    assert left.seller.tolist() == ["agg-a", "agg-a"]  # agg-b won something: its meters show its delivery
+    k = pd.DataFrame(K.baseline_kpis(K.baseline_errors(left, _markets(), _portfolio([50, 50]), T0), "_unawarded"))
+    assert _value(k, "baseline_mae_unawarded_kw") == 7.5 and _value(k, "baseline_bias_unawarded_kw") == -2.5

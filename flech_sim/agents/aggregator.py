@@ -2,7 +2,11 @@
 
 * Forecast: the world's physics run forward from the households' current
   state on *forecast* weather and base load (so forecast error is real),
-  cached for ``forecast_refresh_hours``.
+  cached for ``forecast_refresh_hours`` while nothing new is committed. Once
+  it has commitments (open bids, awards), every offer is sized on a forecast
+  made *under* them: the households are stepped through the signed committed
+  schedule, so consecutive activations see the buffers earlier ones drained,
+  and the declared baseline carries the rebound of earlier activations.
 * Bids: price steps from :mod:`flech_sim.agents.strategies` ('cost' or
   'risk_aware').
 * Commitments: every kW offered is reserved per model step and feeder until
@@ -32,7 +36,7 @@ from ..messages import (
     Rejection,
     SettlementStatement,
 )
-from ..scenario import AggregatorConfig
+from ..scenario import AggregatorConfig, BiddingConfig
 from ..schema import row
 from ..world import Portfolio, PortfolioForecast
 from .base import Agent, Recorder
@@ -62,25 +66,56 @@ class Aggregator(Agent):
         self.dt = portfolio.dt
         # kW reserved by open bids and awards: direction -> (first model step, (feeders, steps) array)
         self._reserved: dict[str, tuple[int, np.ndarray]] = {}
-        self._forecasts: dict[int, PortfolioForecast] = {}  # by window length in steps
+        self._forecasts: dict[int, tuple[int, PortfolioForecast]] = {}  # by window length: (version, forecast)
+        self._committed_fc: tuple[tuple[int, ...], PortfolioForecast] | None = None
+        self._version = 0  # bumped whenever a reservation changes: forecasts made before are stale
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
         self._awarded: dict[str, _OpenBid] = {}  # bid_id -> awarded option, waiting for activations
         self.revenue_dkk = 0.0
         self.penalties_dkk = 0.0
+        # Its own delivery record per product: (sum of squared relative shortfalls, intervals settled)
+        self._shortfall: dict[str, tuple[float, int]] = {}
         self.rejections: list[Rejection] = []
 
     # -- forecasting ------------------------------------------------------------------------
     def _forecast(self, first_step: int, duration: int) -> PortfolioForecast:
-        """A forecast covering windows of ``duration`` steps from ``first_step``: reused while
-        younger than ``forecast_refresh_hours`` (and covering the window), else made again,
-        covering window starts up to that much further ahead."""
+        """A forecast covering windows of ``duration`` steps from ``first_step``.
+
+        With commitments between now and the window's end, it is made under them, for this
+        window only (reused while no reservation changes). Without, it is reused while younger
+        than ``forecast_refresh_hours`` (and covering the window) and no reservation changed
+        since, else made again, covering window starts up to that much further ahead."""
         now = self.now // self.dt
+        schedule = self.committed_schedule(now, first_step + duration)
+        if schedule.any():
+            key = (self._version, now, first_step, duration)
+            if self._committed_fc is None or self._committed_fc[0] != key:
+                awarded = self.committed_schedule(now, first_step + duration, awarded_only=True)
+                fc = self.portfolio.forecast(first_step, duration, schedule=(now, schedule), awarded=(now, awarded))
+                self._committed_fc = (key, fc)
+            return self._committed_fc[1]
         refresh = max(1, int(self.cfg.forecast_refresh_hours * 60 // self.dt))
-        fc = self._forecasts.get(duration)
-        if fc is None or now - fc.start_step >= refresh or not fc.first_window <= first_step <= fc.last_window:
-            fc = self._forecasts[duration] = self.portfolio.forecast(first_step, duration, first_step + refresh)
+        version, fc = self._forecasts.get(duration, (-1, None))
+        if fc is None or version != self._version or now - fc.start_step >= refresh \
+                or not fc.first_window <= first_step <= fc.last_window:
+            fc = self.portfolio.forecast(first_step, duration, first_step + refresh)
+            self._forecasts[duration] = (self._version, fc)
         return fc
+
+    def committed_schedule(self, lo: int, hi: int, awarded_only: bool = False) -> np.ndarray:
+        """(feeders, hi - lo) signed kW committed at model steps [lo, hi) (negative = shed):
+        awards and open bids alike, the latter as if taken in full (the worst case for
+        delivery), options as if fully activated; ``awarded_only``: awards alone."""
+        out = np.zeros((len(self.feeders), max(hi - lo, 0)))
+        if hi <= lo:
+            return out
+        for direction, sign in ((Direction.UP, 1.0), (Direction.DOWN, -1.0)):
+            key = f"awarded-{direction}" if awarded_only else str(direction)
+            if key in self._reserved:
+                r, base = self._reservations(key, lo, hi)
+                out += sign * r[:, lo - base:hi - base]
+        return out
 
     def _steps(self, req: BidRequest) -> np.ndarray:
         """(n_intervals, k) model steps of each market interval."""
@@ -145,7 +180,7 @@ class Aggregator(Agent):
         if down:  # never offer to shed more than the portfolio is expected to draw
             total_free = np.minimum(total_free, np.maximum(baseline, 0.0))
         offers = make_offers(
-            self.cfg.bidding, req, free_kw=total_free,
+            self._bidding(req.product_id), req, free_kw=total_free,
             rebound_ratio=rebound / (full_flex * window * self.dt / 60) if full_flex > 0 else 0.0,
             spot_during=self.spot[np.minimum(steps, len(self.spot) - 1)].mean(axis=1),
             spot_after=self.spot[np.minimum(steps.max() + 1 + np.arange(4), len(self.spot) - 1)].mean(),
@@ -184,11 +219,14 @@ class Aggregator(Agent):
         self._by_bid_id[bid.bid_id] = bid.msg_id
         self.conn.send(bid)
 
-    def _reserve(self, ob: _OpenBid, kw: np.ndarray, sign: int) -> None:
-        """Add (sign +1) or release (-1) ``kw`` (feeders, intervals) over the bid's model steps."""
+    def _reserve(self, ob: _OpenBid, kw: np.ndarray, sign: int, awarded: bool = False) -> None:
+        """Add (sign +1) or release (-1) ``kw`` (feeders, intervals) over the bid's model steps;
+        ``awarded``: in the record of awards alone (what the declared baselines are made under)."""
         req = ob.request
         steps = self._steps(req)
-        r, base = self._reservations(str(req.direction), int(steps.min()), int(steps.max()) + 1)
+        key = f"awarded-{req.direction}" if awarded else str(req.direction)
+        r, base = self._reservations(key, int(steps.min()), int(steps.max()) + 1)
+        self._version += 1
         steps = steps - base
         if req.delivery_start % self.dt == 0 and req.interval_minutes % self.dt == 0:
             s0, k = int(steps[0, 0]), steps.shape[1]  # whole steps, contiguous: a slice does it
@@ -220,6 +258,7 @@ class Aggregator(Agent):
         ob.split = accepted
         if not award.awarded:
             return
+        self._reserve(ob, accepted, +1, awarded=True)
         if ob.request.params.get("dispatch", "on_award") == "on_award":
             self._dispatch(ob, award.delivery_start, award.interval_minutes, accepted)
         else:  # an option: kept until the buyer activates it
@@ -247,9 +286,29 @@ class Aggregator(Agent):
                 self._by_bid_id.pop(ob.bid.bid_id, None)
                 self._reserve(ob, ob.split, -1)
 
+    def delivery_risk(self, product_id: str) -> float | None:
+        """Root-mean-square relative shortfall of its settled intervals of a product (None before any)."""
+        sq, n = self._shortfall.get(product_id, (0.0, 0))
+        return float(np.sqrt(sq / n)) if n else None
+
+    def _bidding(self, product_id: str) -> BiddingConfig:
+        """'expected_profit' prices the risk it has measured: the relative sd of its deliverable
+        flexibility is the larger of the configured one and its own record of shortfalls."""
+        cfg = self.cfg.bidding
+        risk = self.delivery_risk(product_id)
+        if cfg.strategy != "expected_profit" or risk is None or risk <= cfg.forecast_cv:
+            return cfg
+        return cfg.model_copy(update={"forecast_cv": min(risk, 10.0)})
+
     def on_settlement(self, st: SettlementStatement) -> None:
         self.revenue_dkk += sum(st.payment_dkk)
         self.penalties_dkk += sum(st.penalty_dkk)
+        ordered, delivered = np.asarray(st.ordered_kwh, dtype=float), np.asarray(st.delivered_kwh, dtype=float)
+        ok = ordered > 0
+        if st.party_role == "seller" and ok.any():
+            rel = (ordered[ok] - delivered[ok]) / ordered[ok]
+            sq, n = self._shortfall.get(st.product_id, (0.0, 0))
+            self._shortfall[st.product_id] = (sq + float(np.sum(rel ** 2)), n + int(ok.sum()))
         # A settled market activates nothing more: forget its options (a year of them adds up).
         for bid_id in [b for b, o in self._awarded.items() if o.request.market_id == st.market_id]:
             del self._awarded[bid_id]

@@ -9,6 +9,13 @@ Pure functions (no SimPy, no messages sent), so each can be checked by hand.
 * ``risk_aware``: offers the forecast quantile of the flexibility (the kW it
   will have with probability 1 - quantile), keeps a margin unsold, and adds
   the expected penalty of non-delivery to the price.
+* ``expected_profit``: newsvendor. The deliverable flexibility is uncertain
+  (normal, relative sd ``forecast_cv`` around the forecast); selling a kWh that
+  is delivered earns the margin (price - cost), selling one that is not costs
+  the shortfall penalty (less the price, where the product pays the award
+  regardless). Each price step sells up to the quantity q with
+  P(flex < q) = margin / (margin + loss): the dearer the penalty, the less
+  offered; a riskless forecast offers all of it.
 """
 
 from __future__ import annotations
@@ -40,10 +47,46 @@ def unit_cost(cfg: BiddingConfig, direction: Direction, rebound_ratio: float,
     return max(cfg.min_price_dkk_per_kwh, c)
 
 
+def newsvendor_kw(free_kw: np.ndarray, cv: float, margin: float, loss: float) -> np.ndarray:
+    """The quantity q maximising expected profit when the deliverable kW are normal with mean
+    ``free_kw`` and sd ``cv * free_kw``: P(flex < q) = margin / (margin + loss), never above the
+    forecast (the physics bound it was sized on) and never below zero."""
+    free = np.maximum(np.asarray(free_kw, dtype=float), 0.0)
+    if margin <= 0:
+        return np.zeros_like(free)
+    if loss <= 0 or cv <= 0:
+        return free
+    ratio = margin / (margin + loss)
+    z = NormalDist().inv_cdf(min(max(ratio, 1e-9), 1 - 1e-9))
+    return free * min(1.0, max(0.0, 1.0 + z * cv))
+
+
+def expected_profit_offers(cfg: BiddingConfig, free_kw: np.ndarray, cost: float, penalty: float,
+                           pays_undelivered: bool, price_cap: float) -> list[tuple[float, np.ndarray]]:
+    """(price, kW of this step) per price step: step j asks ``cost * (1 + step_markup) ** (j + 1)``
+    (never below the price floor) and brings the cumulative offer to its newsvendor quantity."""
+    out: list[tuple[float, np.ndarray]] = []
+    sold = np.zeros_like(np.asarray(free_kw, dtype=float))
+    floor = max(cost, cfg.min_price_dkk_per_kwh)
+    for j in range(cfg.steps):
+        price = round(floor * (1 + cfg.step_markup) ** (j + 1), 6)
+        if price > price_cap:
+            break
+        loss = penalty - price if pays_undelivered else penalty
+        q = newsvendor_kw(free_kw, cfg.forecast_cv, price - cost, loss)
+        step = np.round(np.maximum(q - sold, 0.0), 3)
+        sold = sold + step
+        out.append((price, step))
+    return out
+
+
 def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, rebound_ratio: float,
                 spot_during: np.ndarray, spot_after: float) -> list[Offer]:
     hours = req.interval_minutes / 60.0
     qty = np.asarray(free_kw, dtype=float)
+    if cfg.strategy == "expected_profit":
+        return _expected_profit(cfg, req, qty, unit_cost(cfg, req.direction, rebound_ratio,
+                                                          float(np.mean(spot_during)), spot_after))
     if cfg.strategy == "risk_aware":
         z = NormalDist().inv_cdf(cfg.quantile)  # negative: a low quantile of the flexibility
         qty = qty * max(0.0, 1.0 + z * cfg.forecast_cv) * (1.0 - cfg.margin)
@@ -72,4 +115,27 @@ def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, reb
         if option:
             extra["availability_price"] = round(0.25 * price * window_h, 6)  # DKK/kW for holding it ready
         offers.append(Offer(price, tuple(per_step.tolist()), cfg.block_last_step and j == steps - 1 and j > 0, extra))
+    return offers
+
+
+def _expected_profit(cfg: BiddingConfig, req: BidRequest, free_kw: np.ndarray, cost: float) -> list[Offer]:
+    """Offers of the ``expected_profit`` strategy; a slice below the product's minimum bid size is
+    dropped (pooling steps would change their prices)."""
+    penalty = float(req.penalty_price or 0.0)
+    pays_undelivered = bool(req.params.get("pays_undelivered", False))
+    min_kw = float(req.params.get("min_bid_kw", 0.0) or 0.0)
+    option = req.params.get("dispatch") == "on_activation"
+    window_h = req.interval_minutes / 60.0 * len(req.need_kw)
+    if min_kw > 0:  # one step carrying the whole newsvendor quantity reaches the minimum most often
+        cfg = cfg.model_copy(update={"steps": 1})
+    offers = []
+    steps = expected_profit_offers(cfg, free_kw, cost, penalty, pays_undelivered, req.price_cap)
+    for j, (price, kw) in enumerate(steps):
+        kw = np.where(kw >= min_kw, kw, 0.0) if min_kw > 0 else kw
+        if not np.any(kw > 0):
+            continue
+        extra: dict[str, Any] = {}
+        if option and "availability_price" in _BID_FIELDS:
+            extra["availability_price"] = round(0.25 * price * window_h, 6)
+        offers.append(Offer(price, tuple(kw.tolist()), cfg.block_last_step and j == len(steps) - 1 and j > 0, extra))
     return offers

@@ -12,6 +12,7 @@ controllers then recover the deficit - the rebound.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -83,6 +84,7 @@ class HouseholdFleet:
         self.violation_degree_minutes = np.zeros(n)
         self.ev_unmet_kwh = np.zeros(n)
         self.step_index = 0
+        self._forecasting = False  # a forecast copy (see forecast_copy) steps on forecast inputs
 
     @classmethod
     def create(cls, n_households: int, weather: Weather, seed: SeedLike,
@@ -125,6 +127,7 @@ class HouseholdFleet:
         return g, int(g.max()) + 1 if self.n else 0
 
     def _inputs(self, s: int, idx: np.ndarray | None, forecast: bool) -> StepInputs:
+        forecast = forecast or self._forecasting
         w = self.forecast_weather if forecast else self.weather
         i = min(s, w.n_steps - 1)  # beyond the weather horizon a forecast persists the last value
         use_expected = forecast and self._base_fc == "expected"
@@ -195,6 +198,20 @@ class HouseholdFleet:
         return kernels.simulate_default(packed, self._scalars, t0, rem0, soc0, t_out, irr, base, conn, dep,
                                         arriving, energy)
 
+    def forecast_copy(self) -> HouseholdFleet:
+        """A copy of the fleet in its current state whose ``step`` uses the *forecast* inputs.
+
+        Stepping it under the commitments an aggregator has made predicts, with the same
+        controlled physics as real dispatch, the state its households will be in when a
+        later window starts (drained buffers, rebound) without touching the real fleet.
+        """
+        twin = copy.copy(self)
+        for name in ("t_in", "ev_remaining_kwh", "soc_kwh", "_tw_t", "_tw_rem", "_tw_soc", "_prev_off",
+                     "violation_steps", "violation_degree_minutes", "ev_unmet_kwh"):
+            setattr(twin, name, getattr(self, name).copy())
+        twin._forecasting = True
+        return twin
+
     def baseline_power(self, horizon_steps: int, by: GroupBy = "owner",
                        households: np.ndarray | None = None) -> np.ndarray:
         """Expected net power (K, G) without control; `forecast` gives flexibility as well."""
@@ -240,11 +257,6 @@ class HouseholdFleet:
 
     def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:
         p = self.p
-        # Households not in control last step start a fresh reference plan from their actual state.
-        free = self._prev_off == 0
-        self._tw_t = np.where(free, self.t_in, self._tw_t)
-        self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
-        self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
         dur = np.asarray(c.duration_steps, dtype=np.int64)
         if c.offset_kw is None:
             group, n_groups = self.group_index(c.by)
@@ -252,6 +264,16 @@ class HouseholdFleet:
             if target.shape != (n_groups,):
                 raise ValueError(f"target_kw must have one value per group ({n_groups})")
             dur = dur[group] if dur.ndim else dur
+            asked = np.sign(target)[group]
+        else:
+            asked = np.sign(np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,)))
+        # Households not in control last step, or asked now for the opposite change, start a fresh
+        # reference plan from their actual state: a 'consume more' after a shed is measured against
+        # the recovering household, not against the plan the shed left behind.
+        free = (self._prev_off == 0) | (np.sign(self._prev_off) != asked)
+        self._tw_t = np.where(free, self.t_in, self._tw_t)
+        self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
+        self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
         dur = np.broadcast_to(dur, (self.n,))
         # Only households that can be asked for a change need their reference plan simulated: the
         # others get no offset (zero headroom below), so they are free and re-planned next step.
