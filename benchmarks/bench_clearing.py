@@ -47,9 +47,7 @@ def random_problem(n_bids: int, n_intervals: int, block_share: float, seed: int)
 
 
 def raw_run_seconds(problem: ClearingProblem, options: SolverOptions) -> tuple[float, str]:
-    h = highs_direct.make_highs(
-        highs_direct.build_matrices(ProblemArrays.from_problem(problem)), options
-    )
+    h = highs_direct.make_highs(highs_direct.build_matrices(ProblemArrays.from_problem(problem)), options)
     t0 = time.perf_counter()
     h.run()
     return time.perf_counter() - t0, str(h.getModelStatus()).rsplit(".", 1)[-1]
@@ -93,8 +91,7 @@ def bench(args: argparse.Namespace) -> None:
             )  # fmt: skip
             row["raw"] = _median(lambda p=problem, b=base: raw_run_seconds(p, b)[0], args.repeat)
             cells = " ".join(
-                f"{row[k]:>9.4f}" if row[k] is not None else f"{'-':>9}"
-                for k in ("pyomo", "highs", "merit")
+                f"{row[k]:>9.4f}" if row[k] is not None else f"{'-':>9}" for k in ("pyomo", "highs", "merit")
             )
             print(f"{n:>7} {t:>4} {cells} {row['raw']:>10.4f} "
                   f"{row['highs'] / row['raw']:>9.2f}", flush=True)  # fmt: skip
@@ -105,10 +102,8 @@ def presolve_study(args: argparse.Namespace) -> None:
     for t in args.intervals:
         for n in args.bids:
             problem = random_problem(n, t, args.block_share, seed=n * 1000 + t)
-            off, status_off = raw_run_seconds(problem, SolverOptions(presolve=False,
-                                                            time_limit_s=args.time_limit))
-            on, status = raw_run_seconds(problem, SolverOptions(presolve=True,
-                                                                time_limit_s=args.time_limit))
+            off, status_off = raw_run_seconds(problem, SolverOptions(presolve=False, time_limit_s=args.time_limit))
+            on, status = raw_run_seconds(problem, SolverOptions(presolve=True, time_limit_s=args.time_limit))
             print(f"{n:>7} {t:>4} {off:>15.3f} {on:>14.3f}  {status_off}/{status}", flush=True)
 
 
@@ -116,14 +111,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bids", type=int, nargs="+", default=[10, 100, 1000, 10000])
     p.add_argument("--intervals", type=int, nargs="+", default=[24, 96])
-    p.add_argument("--pyomo-max-cells", type=int, default=250_000,
-                   help="skip pyomo when bids*intervals exceeds this (10,000x96 takes ~25 s)")
+    p.add_argument(
+        "--pyomo-max-cells",
+        type=int,
+        default=250_000,
+        help="skip pyomo when bids*intervals exceeds this (10,000x96 takes ~25 s)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="median of this many runs")
     p.add_argument("--block-share", type=float, default=0.0, help="share of block bids")
     p.add_argument("--time-limit", type=float, default=60.0)
     p.add_argument("--presolve", action="store_true", help="HiGHS presolve on")
-    p.add_argument("--presolve-study", action="store_true",
-                   help="time raw HiGHS with presolve off and on instead")
+    p.add_argument("--presolve-study", action="store_true", help="time raw HiGHS with presolve off and on instead")
     args = p.parse_args()
     presolve_study(args) if args.presolve_study else bench(args)
 

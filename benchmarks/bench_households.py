@@ -74,10 +74,14 @@ def run(n_households: int, days: int, engine: kernels.Engine, seed: int = 2024) 
             fleet.step()
     wall = time.perf_counter() - t0
     return {
-        "wall_s": wall, "forecast_s": t_forecast, "steps_per_s": n_steps / wall,
-        "household_steps_per_s": n_steps * n_households / wall, "events": events,
+        "wall_s": wall,
+        "forecast_s": t_forecast,
+        "steps_per_s": n_steps / wall,
+        "household_steps_per_s": n_steps * n_households / wall,
+        "events": events,
         "delivered_share": delivered / requested if requested else float("nan"),
-        "violations": int(fleet.violation_steps.sum()), "ev_unmet_kwh": float(fleet.ev_unmet_kwh.sum()),
+        "violations": int(fleet.violation_steps.sum()),
+        "ev_unmet_kwh": float(fleet.ev_unmet_kwh.sum()),
         "t_in_sum": float(fleet.t_in.sum()),
     }
 
@@ -106,8 +110,10 @@ def main() -> None:
             tracemalloc.stop()
     med = {e: {k: statistics.median(r[k] for r in res[e]) for k in ("wall_s", "forecast_s")} for e in ENGINES}
     r0 = {e: res[e][0] for e in ENGINES}
-    print(f"households={args.households} days={args.days} steps={args.days * 96} events={r0['numpy']['events']} "
-          f"repeats={args.repeats} (medians)")
+    print(
+        f"households={args.households} days={args.days} steps={args.days * 96} events={r0['numpy']['events']} "
+        f"repeats={args.repeats} (medians)"
+    )
     print(f"numba first call (cache load or compile) {first:.2f} s")
     print(f"{'':22s}{'numpy':>12s}{'numba':>12s}{'ratio':>9s}")
     for label, key in (("wall time s", "wall_s"), ("of which forecasts s", "forecast_s")):
@@ -121,8 +127,10 @@ def main() -> None:
     print(f"process RSS      {rss / 2**20:.1f} MiB (grew {(rss - rss0) / 2**20:.1f} MiB)")
     for e in ENGINES:
         r = r0[e]
-        print(f"{e:6s} delivered/asked {r['delivered_share']:.6f}; comfort violations {r['violations']}; "
-              f"EV unmet {r['ev_unmet_kwh']:.1f} kWh")
+        print(
+            f"{e:6s} delivered/asked {r['delivered_share']:.6f}; comfort violations {r['violations']}; "
+            f"EV unmet {r['ev_unmet_kwh']:.1f} kWh"
+        )
     same = all(r0["numpy"][k] == r0["numba"][k] for k in ("delivered_share", "violations", "ev_unmet_kwh", "t_in_sum"))
     print(f"outcomes identical: {same}")
 

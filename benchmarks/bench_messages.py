@@ -99,14 +99,24 @@ def raw_request_reply(n: int) -> tuple[int, float, float]:
 
 def platform(n_bids: int, n_sellers: int, out_dir: Path) -> tuple[int, float, float]:
     sellers = [f"agg-{i:03d}" for i in range(n_sellers)]
-    scenario = scenario_from_dict({
-        "name": "bench-messages", "horizon_hours": 1, "feeders": {"feeder-1": {"limit_kw": 1e6}},
-        "buyers": [{"id": "dso-1"}], "aggregators": [{"id": s, "households": {"feeder-1": 1}} for s in sellers],
-    })
+    scenario = scenario_from_dict(
+        {
+            "name": "bench-messages",
+            "horizon_hours": 1,
+            "feeders": {"feeder-1": {"limit_kw": 1e6}},
+            "buyers": [{"id": "dso-1"}],
+            "aggregators": [{"id": s, "households": {"feeder-1": 1}} for s in sellers],
+        }
+    )
     env = simpy.Environment()
     persistor = Persistor(out_dir, scenario.start)
-    core = build_core(env, persistor, scenario, {s: frozenset({"feeder-1"}) for s in sellers},
-                      frozenset(f"{s}@feeder-1" for s in sellers))
+    core = build_core(
+        env,
+        persistor,
+        scenario,
+        {s: frozenset({"feeder-1"}) for s in sellers},
+        frozenset(f"{s}@feeder-1" for s in sellers),
+    )
     buyer = core.endpoint.connect("dso-1", "dso")
     conns = [core.endpoint.connect(s, "aggregator") for s in sellers]
     per_seller = n_bids // n_sellers
@@ -115,16 +125,40 @@ def platform(n_bids: int, n_sellers: int, out_dir: Path) -> tuple[int, float, fl
         request = yield conn.inbox.get()  # the bid request of the market
         sid = conn.participant_id
         for k in range(per_seller):
-            conn.send(Bid(msg_id=conn.next_id(), sender=sid, recipient=PLATFORM, market_id=request.market_id,
-                          product_id="SRP", sent_at=int(env.now), bid_id=f"{sid}-{k}", price=1.0,
-                          quantities_kw=(10.0,), baseline_kw=(100.0,)))
+            conn.send(
+                Bid(
+                    msg_id=conn.next_id(),
+                    sender=sid,
+                    recipient=PLATFORM,
+                    market_id=request.market_id,
+                    product_id="SRP",
+                    sent_at=int(env.now),
+                    bid_id=f"{sid}-{k}",
+                    price=1.0,
+                    quantities_kw=(10.0,),
+                    baseline_kw=(100.0,),
+                )
+            )
             ack = yield conn.inbox.get()
             assert ack.kind == "ack", ack
 
-    buyer.send(MarketRequest(msg_id=buyer.next_id(), sender="dso-1", recipient=PLATFORM, market_id="m1",
-                             product_id="SRP", sent_at=0, location="feeder-1", direction=Direction.DOWN,
-                             gate_close=FAR, delivery_start=FAR, interval_minutes=60, need_kw=(100.0,),
-                             price_cap=3.0))
+    buyer.send(
+        MarketRequest(
+            msg_id=buyer.next_id(),
+            sender="dso-1",
+            recipient=PLATFORM,
+            market_id="m1",
+            product_id="SRP",
+            sent_at=0,
+            location="feeder-1",
+            direction=Direction.DOWN,
+            gate_close=FAR,
+            delivery_start=FAR,
+            interval_minutes=60,
+            need_kw=(100.0,),
+            price_cap=3.0,
+        )
+    )
     for conn in conns:
         env.process(seller(conn))
     with Timer() as t, relaxed_gc():  # as flech_sim.simulation.run does
@@ -193,10 +227,13 @@ def stubbed(what: str) -> Iterator[None]:
 def breakdown(bids: int, sellers: int, repeat: int, tmp: Path) -> list[tuple[str, float]]:
     """CPU microseconds per bid round trip (bid in + ack out) with each stage stubbed out."""
     out = []
-    for what, label in (("none", "whole path"), ("json", "without JSON encoding (to_json)"),
-                        ("persistor", "without persistor.append (no rows)"),
-                        ("product", "without the product (_accept_bid: checks + bids row)"),
-                        ("all", "without all three (endpoint, dispatcher, Store, message objects)")):
+    for what, label in (
+        ("none", "whole path"),
+        ("json", "without JSON encoding (to_json)"),
+        ("persistor", "without persistor.append (no rows)"),
+        ("product", "without the product (_accept_bid: checks + bids row)"),
+        ("all", "without all three (endpoint, dispatcher, Store, message objects)"),
+    ):
         r = Rates()
         with stubbed(what):
             for i in range(repeat):
@@ -224,14 +261,20 @@ def main() -> None:
             platform(a.bids, a.sellers, tmp / "profiled")
             prof.disable()
     st, rr, pf = rates["store"], rates["reqrep"], rates["platform"]
-    print(f"message path: {a.bids:,} bids from {a.sellers} sellers = {2 * a.bids:,} messages; best of {a.repeat}, "
-          f"interleaved; by wall time (by CPU time of this process); load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"message path: {a.bids:,} bids from {a.sellers} sellers = {2 * a.bids:,} messages; best of {a.repeat}, "
+        f"interleaved; by wall time (by CPU time of this process); load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"  raw SimPy Store put/get            {st.best_wall:10,.0f} msg/s  ({st.best_cpu:,.0f})")
     print(f"  raw request/reply over 2 Stores    {rr.best_wall:10,.0f} msg/s  ({rr.best_cpu:,.0f})")
-    print(f"  platform end to end                {pf.best_wall:10,.0f} msg/s  ({pf.best_cpu:,.0f})"
-          f"   = {pf.best_wall / 2:,.0f} bids acknowledged/s")
-    print(f"  platform / raw Store               {pf.best_wall / st.best_wall:10.3f}        "
-          f"({pf.best_cpu / st.best_cpu:.3f})   target >= 0.333")
+    print(
+        f"  platform end to end                {pf.best_wall:10,.0f} msg/s  ({pf.best_cpu:,.0f})"
+        f"   = {pf.best_wall / 2:,.0f} bids acknowledged/s"
+    )
+    print(
+        f"  platform / raw Store               {pf.best_wall / st.best_wall:10.3f}        "
+        f"({pf.best_cpu / st.best_cpu:.3f})   target >= 0.333"
+    )
     print(f"  platform / 100,000 msg/s target    {pf.best_wall / 1e5:10.3f}        ({pf.best_cpu / 1e5:.3f})")
     print(f"  per message: platform {1e6 / pf.best_cpu:.2f} us, raw Store {1e6 / st.best_cpu:.2f} us (CPU)")
     if stages:

@@ -44,7 +44,10 @@ from flech_sim.simulation import build_core
 REPO = Path(__file__).resolve().parents[1]
 ME = "agg-x"
 SCENARIO: dict[str, Any] = {
-    "name": "bench_mqtt", "horizon_hours": 24, "twin": False, "feeders": {"feeder-1": {"limit_kw": 400}},
+    "name": "bench_mqtt",
+    "horizon_hours": 24,
+    "twin": False,
+    "feeders": {"feeder-1": {"limit_kw": 400}},
     "buyers": [{"id": "dso-1", "role": "dso"}],
     "aggregators": [{"id": ME, "households": {"feeder-1": 10}, "external": True}],
 }
@@ -57,8 +60,7 @@ class Client:
         self.acks: dict[str, float] = {}
         self.request: dict[str, Any] | None = None
         self.changed = threading.Condition()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ME, clean_session=True,
-                             protocol=mqtt.MQTTv311)
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ME, clean_session=True, protocol=mqtt.MQTTv311)
         self.c.username_pw_set(ME, password)
         self.c.max_inflight_messages_set(100)
         subscribed = threading.Event()
@@ -88,10 +90,20 @@ class Client:
         self.n += 1
         r = self.request
         msg_id = f"{ME}-{self.n:07d}"
-        bid = {"kind": "bid", "topic": f"flech/SRP/{r['market_id']}/bid", "msg_id": msg_id, "sender": ME,
-               "recipient": PLATFORM, "market_id": r["market_id"], "product_id": "SRP", "sent_at": r["sent_at"],
-               "bid_id": f"b{self.n}", "price": 0.5, "quantities_kw": [1.0] * len(r["need_kw"]),
-               "baseline_kw": [10.0] * len(r["need_kw"])}
+        bid = {
+            "kind": "bid",
+            "topic": f"flech/SRP/{r['market_id']}/bid",
+            "msg_id": msg_id,
+            "sender": ME,
+            "recipient": PLATFORM,
+            "market_id": r["market_id"],
+            "product_id": "SRP",
+            "sent_at": r["sent_at"],
+            "bid_id": f"b{self.n}",
+            "price": 0.5,
+            "quantities_kw": [1.0] * len(r["need_kw"]),
+            "baseline_kw": [10.0] * len(r["need_kw"]),
+        }
         self.c.publish(f"flech/in/{ME}/SRP/{r['market_id']}/bid", json.dumps(bid), qos=1)
         return msg_id
 
@@ -112,17 +124,28 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env_vars = os.environ | {"PYTHON": sys.executable, "PYTHONPATH": str(REPO),
-                             "MOSQUITTO_LOG_DENIED": "0" if args.no_log_denied else "1"}
+    env_vars = os.environ | {
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(REPO),
+        "MOSQUITTO_LOG_DENIED": "0" if args.no_log_denied else "1",
+    }
     script = REPO / "scripts" / "start-mosquitto.sh"
-    subprocess.run(["bash", str(script), "start", str(tmp / "scenario.yaml"), str(port), str(tmp / "broker")],
-                   check=True, env=env_vars, capture_output=True)
+    subprocess.run(
+        ["bash", str(script), "start", str(tmp / "scenario.yaml"), str(port), str(tmp / "broker")],
+        check=True,
+        env=env_vars,
+        capture_output=True,
+    )
     try:
         creds = read_credentials(tmp / "broker" / "credentials")
         scenario = scenario_from_dict(SCENARIO)
         n_total = args.round_trips + args.burst
-        bridge = Bridge(MqttWire(f"mqtt://127.0.0.1:{port}", creds[PLATFORM], wait_online_s=10), frozenset({ME}),
-                        speed=60.0, rate=RateLimit(per_second=1e9, burst=10 * n_total))
+        bridge = Bridge(
+            MqttWire(f"mqtt://127.0.0.1:{port}", creds[PLATFORM], wait_online_s=10),
+            frozenset({ME}),
+            speed=60.0,
+            rate=RateLimit(per_second=1e9, burst=10 * n_total),
+        )
         env = bridge.environment()
         persistor = Persistor(tmp / "run", scenario.start)
         core = build_core(env, persistor, scenario, {ME: frozenset({"feeder-1"})}, frozenset())
@@ -131,10 +154,23 @@ def main() -> None:
 
         def open_market() -> Any:
             yield env.timeout(0)
-            dso.send(MarketRequest(msg_id=dso.next_id(), sender="dso-1", recipient=PLATFORM, market_id="m-bench",
-                                   product_id="SRP", sent_at=0, location="feeder-1", direction=Direction.DOWN,
-                                   gate_close=1200, delivery_start=1260, interval_minutes=60,
-                                   need_kw=(50.0, 50.0), price_cap=3.0))
+            dso.send(
+                MarketRequest(
+                    msg_id=dso.next_id(),
+                    sender="dso-1",
+                    recipient=PLATFORM,
+                    market_id="m-bench",
+                    product_id="SRP",
+                    sent_at=0,
+                    location="feeder-1",
+                    direction=Direction.DOWN,
+                    gate_close=1200,
+                    delivery_start=1260,
+                    interval_minutes=60,
+                    need_kw=(50.0, 50.0),
+                    price_cap=3.0,
+                )
+            )
 
         env.process(open_market())
         client = Client(port, creds[ME])
@@ -156,18 +192,26 @@ def main() -> None:
         bridge.stop()
         platform.join(10)
         persistor.close()
-        print("Mosquitto on 127.0.0.1, QoS 1, platform in real time at speed 60 (bridge, endpoint, SRP, persistor); "
-              f"broker debug log (denied publishes recorded): {'off' if args.no_log_denied else 'on'}")
+        print(
+            "Mosquitto on 127.0.0.1, QoS 1, platform in real time at speed 60 (bridge, endpoint, SRP, persistor); "
+            f"broker debug log (denied publishes recorded): {'off' if args.no_log_denied else 'on'}"
+        )
         latencies.sort()
         p95 = latencies[int(0.95 * (len(latencies) - 1))]
-        print(f"round trip bid -> ack ({len(latencies)} sequential bids): median "
-              f"{statistics.median(latencies) * 1e3:.2f} ms, p95 {p95 * 1e3:.2f} ms, max {latencies[-1] * 1e3:.2f} ms")
-        print(f"burst of {args.burst} bids: all acked in {burst_s:.2f} s = {args.burst / burst_s:,.0f} bids/s in, "
-              f"{2 * args.burst / burst_s:,.0f} messages/s through the broker (bids and acks)")
+        print(
+            f"round trip bid -> ack ({len(latencies)} sequential bids): median "
+            f"{statistics.median(latencies) * 1e3:.2f} ms, p95 {p95 * 1e3:.2f} ms, max {latencies[-1] * 1e3:.2f} ms"
+        )
+        print(
+            f"burst of {args.burst} bids: all acked in {burst_s:.2f} s = {args.burst / burst_s:,.0f} bids/s in, "
+            f"{2 * args.burst / burst_s:,.0f} messages/s through the broker (bids and acks)"
+        )
         inner = sorted(bridge.stats.latencies_s)
         print(f"inside the platform (arrival -> ack published): median {statistics.median(inner) * 1e3:.3f} ms")
-        print(f"(bridge saw {bridge.stats.received} in, {bridge.stats.published} out; "
-              f"simulated minute {env.now:.1f} after {time.perf_counter() - t_start:.1f} s wall)")
+        print(
+            f"(bridge saw {bridge.stats.received} in, {bridge.stats.published} out; "
+            f"simulated minute {env.now:.1f} after {time.perf_counter() - t_start:.1f} s wall)"
+        )
         client.c.disconnect()
         client.c.loop_stop()
     finally:

@@ -27,11 +27,29 @@ def big_scenario(days: int, feeders: int, aggregators: int, households: int, blo
         "seed": 1,
         "horizon_hours": 24 * (days + 2),
         "feeders": {f: {"limit_kw": 1000} for f in names},
-        "buyers": [{"id": f"dso-{f}", "markets": [{
-            "product": "SRP", "location": f, "count": days, "need_kw": [40.0, 60.0, 60.0, 40.0],
-            "price_cap": 3.0}]} for f in names],
-        "aggregators": [{"id": f"agg-{j:02d}", "households": {f: households for f in names},
-                         "bidding": {"steps": 4, "block_last_step": block}} for j in range(aggregators)],
+        "buyers": [
+            {
+                "id": f"dso-{f}",
+                "markets": [
+                    {
+                        "product": "SRP",
+                        "location": f,
+                        "count": days,
+                        "need_kw": [40.0, 60.0, 60.0, 40.0],
+                        "price_cap": 3.0,
+                    }
+                ],
+            }
+            for f in names
+        ],
+        "aggregators": [
+            {
+                "id": f"agg-{j:02d}",
+                "households": {f: households for f in names},
+                "bidding": {"steps": 4, "block_last_step": block},
+            }
+            for j in range(aggregators)
+        ],
     }
 
 
@@ -51,8 +69,10 @@ def main() -> None:
     assert result.completed, result.error
     s = result.summary
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"scenario: {a.days} days x {a.feeders} feeders x {a.aggregators} aggregators "
-          f"({'block' if a.block else 'divisible'} bids)")
+    print(
+        f"scenario: {a.days} days x {a.feeders} feeders x {a.aggregators} aggregators "
+        f"({'block' if a.block else 'divisible'} bids)"
+    )
     print(f"wall time          {wall:8.2f} s")
     print(f"messages           {s['messages']:8d}  -> {s['messages'] / wall:10.0f} messages/s")
     print(f"markets cleared    {s['markets_cleared']:8d}  -> {s['markets_cleared'] / wall:10.1f} markets/s")

@@ -44,19 +44,25 @@ def main() -> None:
             assert result.ok, [r for r in result.rows if r["status"] != "completed"]
             results[n] = result
     runs = len(next(iter(results.values())).rows)
-    print(f"sweep {a.scenario.name}: {runs} runs (grid x {a.seeds} seeds), horizon {raw['horizon_hours']} h; "
-          f"{os.cpu_count()} CPUs, load average before/after {load_before[0]:.2f}/{os.getloadavg()[0]:.2f}")
-    print(f"  {'workers':>7}  {'wall s':>7}  {'cluster start s':>15}  {'running s':>9}  {'runs/s':>6}  "
-          f"{'mean run s':>10}  {'mean CPU s':>10}  {'speed-up':>8}")
+    print(
+        f"sweep {a.scenario.name}: {runs} runs (grid x {a.seeds} seeds), horizon {raw['horizon_hours']} h; "
+        f"{os.cpu_count()} CPUs, load average before/after {load_before[0]:.2f}/{os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"  {'workers':>7}  {'wall s':>7}  {'cluster start s':>15}  {'running s':>9}  {'runs/s':>6}  "
+        f"{'mean run s':>10}  {'mean CPU s':>10}  {'speed-up':>8}"
+    )
     base = results[a.workers[0]]
     for n, r in results.items():
         running = r.wall_seconds - r.cluster_seconds
         base_running = base.wall_seconds - base.cluster_seconds
         mean_run = sum(row["wall_seconds"] for row in r.rows) / runs
         mean_cpu = sum(row["cpu_seconds"] for row in r.rows) / runs
-        print(f"  {n:>7}  {r.wall_seconds:7.2f}  {r.cluster_seconds:15.2f}  {running:9.2f}"
-              f"  {runs / r.wall_seconds:6.2f}  {mean_run:10.2f}  {mean_cpu:10.2f}"
-              f"  {base.wall_seconds / r.wall_seconds:7.2f}x  (running only {base_running / running:.2f}x)")
+        print(
+            f"  {n:>7}  {r.wall_seconds:7.2f}  {r.cluster_seconds:15.2f}  {running:9.2f}"
+            f"  {runs / r.wall_seconds:6.2f}  {mean_run:10.2f}  {mean_cpu:10.2f}"
+            f"  {base.wall_seconds / r.wall_seconds:7.2f}x  (running only {base_running / running:.2f}x)"
+        )
     print("  (mean run s / mean CPU s: wall and CPU time of one run inside its worker; wall above CPU means the")
     print("   worker waited for a core)")
 

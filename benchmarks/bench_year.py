@@ -24,9 +24,20 @@ from flech_sim.simulation import run
 def year_scenario(days: int, households: int, aggregators: int, feeders: int) -> dict:  # type: ignore[type-arg]
     names = [f"feeder-{i:02d}" for i in range(feeders)]
     per = households // (aggregators * feeders)
-    hourly = [{"product": "SRP", "location": names[h % feeders], "count": days, "request_time": f"{h:02d}:00",
-               "gate_close_time": f"{h:02d}:30", "delivery_start_time": f"{h:02d}:00", "interval_minutes": 60,
-               "need_kw": [30.0], "price_cap": 3.0} for h in range(24)]
+    hourly = [
+        {
+            "product": "SRP",
+            "location": names[h % feeders],
+            "count": days,
+            "request_time": f"{h:02d}:00",
+            "gate_close_time": f"{h:02d}:30",
+            "delivery_start_time": f"{h:02d}:00",
+            "interval_minutes": 60,
+            "need_kw": [30.0],
+            "price_cap": 3.0,
+        }
+        for h in range(24)
+    ]
     return {
         "name": "bench_year",
         "seed": 1,
@@ -36,8 +47,11 @@ def year_scenario(days: int, households: int, aggregators: int, feeders: int) ->
         "households": {"record_households": 1},
         "buyers": [
             {"id": "dso", "role": "dso", "markets": hourly},
-            {"id": "tso", "role": "tso", "balancing": {"product": "mFRR", "imbalance": {"sd_kw": 1500},
-                                                        "params": {"min_bid_kw": 100}}},
+            {
+                "id": "tso",
+                "role": "tso",
+                "balancing": {"product": "mFRR", "imbalance": {"sd_kw": 1500}, "params": {"min_bid_kw": 100}},
+            },
         ],
         "aggregators": [{"id": f"agg-{j:02d}", "households": {f: per for f in names}} for j in range(aggregators)],
     }

@@ -70,8 +70,9 @@ def references() -> dict[str, Reference]:
     return {
         "dso_price": Reference(lo, hi, "dso_activation_price_switch_per_market"),
         # mFRR energy is paid the regulating price = spot + a premium (derived: two published ranges added)
-        "mfrr_price": Reference(spot_lo + prem_lo, spot_hi + prem_hi,
-                                "spot_dk2_daily_avg_sampled_days + regulating_minus_spot_price"),
+        "mfrr_price": Reference(
+            spot_lo + prem_lo, spot_hi + prem_hi, "spot_dk2_daily_avg_sampled_days + regulating_minus_spot_price"
+        ),
         # below the threshold a local flexibility market pays nothing: delivery must be at or above it
         "delivery": Reference(thr.low, 1.0, "dso_delivery_threshold (payment forfeited below)"),
         # not a published figure: issue 10's target "a few per cent of steps, on cold-day peaks"
@@ -133,8 +134,12 @@ def run_scenario(path: Path, seeds: int, hours: float | None, out: Path, workers
         k = pd.read_parquet(Path(row["run_dir"]) / "kpis.parquet")
         frames.append(k.assign(seed=row["seed"]))
     sc = scenario_from_dict({k: v for k, v in doc.items() if k != "sweep"}, source=str(path))
-    facts = {"hours": sc.horizon_hours, "steps": sc.horizon_minutes // sc.households.dt_minutes,
-             "skipped": [], "unmet_share": []}
+    facts = {
+        "hours": sc.horizon_hours,
+        "steps": sc.horizon_minutes // sc.households.dt_minutes,
+        "skipped": [],
+        "unmet_share": [],
+    }
     for r in result.rows:
         summary = _summary(Path(r["run_dir"]))
         facts["skipped"].append(summary.get("markets_skipped_horizon"))
@@ -148,8 +153,15 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 
 
 # == the figures =================================================================================
-def _values(kpis: pd.DataFrame, seeds: list[int], metric: str, scope: str, product: str | None = None,
-            participant: str | None = None, feeder: str | None = None) -> list[float | None]:
+def _values(
+    kpis: pd.DataFrame,
+    seeds: list[int],
+    metric: str,
+    scope: str,
+    product: str | None = None,
+    participant: str | None = None,
+    feeder: str | None = None,
+) -> list[float | None]:
     """One value per seed (None where a run has no such row or a null value)."""
     sel = (kpis.metric == metric) & (kpis.scope == scope)
     for col, v in (("product_id", product), ("participant", participant), ("feeder", feeder)):
@@ -158,8 +170,24 @@ def _values(kpis: pd.DataFrame, seeds: list[int], metric: str, scope: str, produ
     return [None if pd.isna(by_seed.get(s)) else float(by_seed[s]) for s in seeds]
 
 
-COLUMNS = ["scenario", "who", "figure", "fmt", "n", "mean", "half", "reference", "source", "flag",
-           "metric", "scope", "product_id", "participant", "feeder", "scale"]
+COLUMNS = [
+    "scenario",
+    "who",
+    "figure",
+    "fmt",
+    "n",
+    "mean",
+    "half",
+    "reference",
+    "source",
+    "flag",
+    "metric",
+    "scope",
+    "product_id",
+    "participant",
+    "feeder",
+    "scale",
+]
 
 
 def figures(name: str, kpis: pd.DataFrame, facts: dict[str, Any]) -> pd.DataFrame:
@@ -168,17 +196,43 @@ def figures(name: str, kpis: pd.DataFrame, facts: dict[str, Any]) -> pd.DataFram
     seeds = sorted(kpis.seed.unique().tolist())
     rows: list[dict[str, Any]] = []
 
-    def add(who: str, label: str, fmt: str, ref: Reference, metric: str, scope: str, product: str | None = None,
-            participant: str | None = None, feeder: str | None = None, scale: float = 1.0) -> None:
+    def add(
+        who: str,
+        label: str,
+        fmt: str,
+        ref: Reference,
+        metric: str,
+        scope: str,
+        product: str | None = None,
+        participant: str | None = None,
+        feeder: str | None = None,
+        scale: float = 1.0,
+    ) -> None:
         values = _values(kpis, seeds, metric, scope, product, participant, feeder)
         n, mean, _, lo, hi = t_interval([v * scale for v in values if v is not None])
         if n == 0:
             return
         half = (hi - lo) / 2 if n >= 2 else float("nan")
-        rows.append({"scenario": name, "who": who, "figure": label, "fmt": fmt, "n": n, "mean": mean, "half": half,
-                     "reference": ref.text(fmt.lstrip(",")), "source": ref.label, "flag": ref.flag(mean),
-                     "metric": metric, "scope": scope, "product_id": product, "participant": participant,
-                     "feeder": feeder, "scale": scale})
+        rows.append(
+            {
+                "scenario": name,
+                "who": who,
+                "figure": label,
+                "fmt": fmt,
+                "n": n,
+                "mean": mean,
+                "half": half,
+                "reference": ref.text(fmt.lstrip(",")),
+                "source": ref.label,
+                "flag": ref.flag(mean),
+                "metric": metric,
+                "scope": scope,
+                "product_id": product,
+                "participant": participant,
+                "feeder": feeder,
+                "scale": scale,
+            }
+        )
 
     money = kpis[kpis.metric == "ordered_kwh"]
     products = sorted(money.loc[money.scope == "product", "product_id"].dropna().unique())
@@ -186,21 +240,46 @@ def figures(name: str, kpis: pd.DataFrame, facts: dict[str, Any]) -> pd.DataFram
         pairs = money[(money.scope == "aggregator") & (money.product_id == p)]
         for who in [None, *sorted(pairs.participant.dropna().unique())]:
             for metric, label, fmt in FIGURES:
-                add(f"{p}" + ("" if who is None else f" / {who}"), label, fmt, reference_for(metric, p, refs), metric,
-                    "product" if who is None else "aggregator", p, who)
+                add(
+                    f"{p}" + ("" if who is None else f" / {who}"),
+                    label,
+                    fmt,
+                    reference_for(metric, p, refs),
+                    metric,
+                    "product" if who is None else "aggregator",
+                    p,
+                    who,
+                )
     for f in sorted(kpis.loc[kpis.scope == "feeder", "feeder"].dropna().unique()):
         for suffix, tag in (("", "with flex"), ("_without_flex", "without flex")):
-            add(f"feeder {f}", f"overload energy {tag}, kWh", ",.0f", refs["none"], "overload_kwh" + suffix, "feeder",
-                feeder=f)
-            add(f"feeder {f}", f"share of steps above the limit {tag}", ".1%", refs["overload_share"],
-                "overload_steps" + suffix, "feeder", feeder=f, scale=1.0 / facts["steps"])
-    aggs = sorted(kpis.loc[(kpis.scope == "aggregator") & (kpis.metric == "comfort_degree_hours"),
-                           "participant"].dropna().unique())
+            add(
+                f"feeder {f}",
+                f"overload energy {tag}, kWh",
+                ",.0f",
+                refs["none"],
+                "overload_kwh" + suffix,
+                "feeder",
+                feeder=f,
+            )
+            add(
+                f"feeder {f}",
+                f"share of steps above the limit {tag}",
+                ".1%",
+                refs["overload_share"],
+                "overload_steps" + suffix,
+                "feeder",
+                feeder=f,
+                scale=1.0 / facts["steps"],
+            )
+    aggs = sorted(
+        kpis.loc[(kpis.scope == "aggregator") & (kpis.metric == "comfort_degree_hours"), "participant"]
+        .dropna()
+        .unique()
+    )
     for who in [None, *aggs]:
         scope, label = ("run", "run") if who is None else ("aggregator", who)
         add(label, "comfort degree-hours, K h", ",.1f", refs["none"], "comfort_degree_hours", scope, participant=who)
-        add(label, "rebound ratio (recovered/shifted)", ".2f", refs["rebound"], "rebound_ratio", scope,
-            participant=who)
+        add(label, "rebound ratio (recovered/shifted)", ".2f", refs["rebound"], "rebound_ratio", scope, participant=who)
     add("run", "baseline error: mean abs(declared - twin), kW", ".1f", refs["none"], "baseline_mae_kw", "run")
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -213,12 +292,19 @@ def fmt_value(mean: float, half: float, n: int, fmt: str) -> str:
 
 
 def markdown(table: pd.DataFrame, header: str) -> str:
-    lines = [header, "", "| Scenario | Product / aggregator / feeder | Figure | Simulated (mean ± 95 % CI) | "
-             "Reference range | Source | Flag |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        "| Scenario | Product / aggregator / feeder | Figure | Simulated (mean ± 95 % CI) | "
+        "Reference range | Source | Flag |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in table.itertuples():
         flag = f"**{r.flag}**" if r.flag else ""
-        lines.append(f"| {r.scenario} | {r.who} | {r.figure} | {fmt_value(r.mean, r.half, r.n, r.fmt)} | "
-                     f"{r.reference} | {r.source} | {flag} |")
+        lines.append(
+            f"| {r.scenario} | {r.who} | {r.figure} | {fmt_value(r.mean, r.half, r.n, r.fmt)} | "
+            f"{r.reference} | {r.source} | {flag} |"
+        )
     return "\n".join(lines)
 
 
@@ -238,13 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         kpis, facts = run_scenario(path, seeds, hours, args.out / "plausibility", args.workers)
         tables.append(figures(path.stem, kpis, facts))
         unmet = [u for u in facts["unmet_share"] if u is not None]
-        notes.append(f"{path.stem}: {facts['hours']:g} h; markets not opened (settlement after the horizon) "
-                     f"per seed {facts['skipped']}; buyers' need unmet "
-                     + (f"{sum(unmet) / len(unmet):.0%} (mean over seeds)" if unmet else "n/a"))
+        notes.append(
+            f"{path.stem}: {facts['hours']:g} h; markets not opened (settlement after the horizon) "
+            f"per seed {facts['skipped']}; buyers' need unmet "
+            + (f"{sum(unmet) / len(unmet):.0%} (mean over seeds)" if unmet else "n/a")
+        )
     table = pd.concat(tables, ignore_index=True)
-    header = (f"Plausibility benchmark: {seeds} seeds per scenario"
-              + (f", horizons cut to {hours:g} h" if hours is not None else ", full horizons")
-              + ". Flags: mean outside the reference range.\n\n" + "\n".join(f"- {n}" for n in notes))
+    header = (
+        f"Plausibility benchmark: {seeds} seeds per scenario"
+        + (f", horizons cut to {hours:g} h" if hours is not None else ", full horizons")
+        + ". Flags: mean outside the reference range.\n\n"
+        + "\n".join(f"- {n}" for n in notes)
+    )
     md = markdown(table, header)
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -53,10 +53,18 @@ class FixedPriceStrategy:
         self.sent += 1
         product, market = msg["product_id"], msg["market_id"]
         bid = {
-            "kind": "bid", "topic": f"flech/{product}/{market}/bid",
-            "msg_id": f"{self.me}-{self.sent:06d}", "sender": self.me, "recipient": "flech",
-            "market_id": market, "product_id": product, "sent_at": msg["sent_at"],
-            "bid_id": f"{self.me}-{market}-0", "price": self.price, "quantities_kw": quantities, "block": False,
+            "kind": "bid",
+            "topic": f"flech/{product}/{market}/bid",
+            "msg_id": f"{self.me}-{self.sent:06d}",
+            "sender": self.me,
+            "recipient": "flech",
+            "market_id": market,
+            "product_id": product,
+            "sent_at": msg["sent_at"],
+            "bid_id": f"{self.me}-{market}-0",
+            "price": self.price,
+            "quantities_kw": quantities,
+            "block": False,
             "baseline_kw": [self.baseline_kw] * len(quantities),  # its portfolio's expected draw, declared
         }
         return [json.dumps(bid, separators=(",", ":"))]
@@ -72,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--price", type=float, default=0.6, help="DKK/kWh")
     p.add_argument("--capacity-kw", type=float, default=30.0)
     p.add_argument("--baseline-kw", type=float, default=60.0, help="declared portfolio baseline per interval")
-    p.add_argument("--exit-after-settlements", type=int, default=0,
-                   help="stop after this many settlement statements (0: run until SIGTERM/SIGINT)")
+    p.add_argument(
+        "--exit-after-settlements",
+        type=int,
+        default=0,
+        help="stop after this many settlement statements (0: run until SIGTERM/SIGINT)",
+    )
     args = p.parse_args(argv)
     url = urlparse(args.broker)
     strategy = FixedPriceStrategy(args.id, args.price, args.capacity_kw, args.baseline_kw)
@@ -96,16 +108,27 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_message(client, userdata, message):  # type: ignore[no-untyped-def]
         msg = json.loads(message.payload)
-        print(json.dumps({"event": "received", "kind": msg.get("kind"), "market_id": msg.get("market_id"),
-                          "msg_id": msg.get("msg_id")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "event": "received",
+                    "kind": msg.get("kind"),
+                    "market_id": msg.get("market_id"),
+                    "msg_id": msg.get("msg_id"),
+                }
+            ),
+            flush=True,
+        )
         for out in strategy(message.payload):
             client.publish(f"flech/in/{me}/{json.loads(out)['topic'].removeprefix('flech/')}", out, qos=1)
-        if (args.exit_after_settlements and msg.get("kind") == "settlement"
-                and strategy.received.get("settlement", 0) >= args.exit_after_settlements):
+        if (
+            args.exit_after_settlements
+            and msg.get("kind") == "settlement"
+            and strategy.received.get("settlement", 0) >= args.exit_after_settlements
+        ):
             done.set()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=me, clean_session=False,
-                         protocol=mqtt.MQTTv311)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=me, clean_session=False, protocol=mqtt.MQTTv311)
     client.username_pw_set(me, args.password_file.read_text().strip())
     client.will_set(f"flech/status/{me}", b"offline", qos=1, retain=True)
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message

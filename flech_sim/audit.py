@@ -86,8 +86,12 @@ class RunAudit:
         return not self.errors and all(m.ok for m in self.markets)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": self.run_dir, "ok": self.ok, "errors": self.errors,
-                "markets": [asdict(m) | {"ok": m.ok} for m in self.markets]}
+        return {
+            "run_dir": self.run_dir,
+            "ok": self.ok,
+            "errors": self.errors,
+            "markets": [asdict(m) | {"ok": m.ok} for m in self.markets],
+        }
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -129,9 +133,12 @@ def _parse(df: pd.DataFrame, problems: list[str]) -> list[Message]:
 def _solver_options(scenario: Mapping[str, Any]) -> SolverOptions:
     s = scenario.get("solver") or {}
     base = SolverOptions()
-    return SolverOptions(method=ClearingMethod(s.get("method", base.method)),
-                         time_limit_s=float(s.get("time_limit_s", base.time_limit_s)),
-                         mip_gap=float(s.get("mip_gap", base.mip_gap)), seed=int(scenario.get("seed", 0)))
+    return SolverOptions(
+        method=ClearingMethod(s.get("method", base.method)),
+        time_limit_s=float(s.get("time_limit_s", base.time_limit_s)),
+        mip_gap=float(s.get("mip_gap", base.mip_gap)),
+        seed=int(scenario.get("seed", 0)),
+    )
 
 
 def _screen(bids: list[Bid], refused: pd.DataFrame) -> list[Bid]:
@@ -165,8 +172,13 @@ def _meter_series(meters: Iterable[MeterData]) -> tuple[dict[str, dict[int, floa
     return readings, resolution
 
 
-def _average_kw(readings: Mapping[str, Mapping[int, float | None]], resolution: Mapping[str, int], point: str,
-                start: int, minutes: int) -> float | None:
+def _average_kw(
+    readings: Mapping[str, Mapping[int, float | None]],
+    resolution: Mapping[str, int],
+    point: str,
+    start: int,
+    minutes: int,
+) -> float | None:
     """As MeterService.average_kw: the mean of the readings in [start, start+minutes); None on any gap."""
     step = resolution.get(point)
     if step is None:
@@ -219,9 +231,16 @@ class _RecordedServices:
         return sorted(s for s, feeders in self.sellers.items() if location == "*" or location in feeders)
 
 
-def _resettle(cls: type[Product], req: MarketRequest, bids: Sequence[Bid], awards: Sequence[Award],
-              activations: Sequence[Activation], meters: Sequence[MeterData],
-              scenario: Mapping[str, Any], settled_at: int) -> list[SettlementStatement]:
+def _resettle(
+    cls: type[Product],
+    req: MarketRequest,
+    bids: Sequence[Bid],
+    awards: Sequence[Award],
+    activations: Sequence[Activation],
+    meters: Sequence[MeterData],
+    scenario: Mapping[str, Any],
+    settled_at: int,
+) -> list[SettlementStatement]:
     """The product's own ``settle`` over a market rebuilt from the record: its terms, declared baselines
     (the last declared per seller, as the platform keeps them), the recomputed awards, the buyer's accepted
     activations drawn by :func:`flech_sim.products.activation.draw_activation`, and the meter readings.
@@ -231,8 +250,13 @@ def _resettle(cls: type[Product], req: MarketRequest, bids: Sequence[Bid], award
     st = SettlementConfig(**{k: v for k, v in (scenario.get("settlement") or {}).items()})
     penalty = req.penalty_price if req.penalty_price is not None else st.penalty_factor * req.price_cap
     sellers = {str(a["id"]): frozenset(a.get("households") or {}) for a in scenario.get("aggregators") or []}
-    services = _RecordedServices(meter=_RecordedMeter(meters), settlement=st, env=SimpleNamespace(now=settled_at),
-                                 sellers=sellers, locations=frozenset(scenario.get("feeders") or {}))
+    services = _RecordedServices(
+        meter=_RecordedMeter(meters),
+        settlement=st,
+        env=SimpleNamespace(now=settled_at),
+        sellers=sellers,
+        locations=frozenset(scenario.get("feeders") or {}),
+    )
     product = cls(req.product_id, services)  # type: ignore[arg-type]
     market = Market(request=req, requested_at=0, penalty_price=penalty, terms=dict(cls.read_terms(req)))
     product.markets[req.market_id] = market
@@ -260,8 +284,9 @@ def _interval_payments(cls: type[Product], req: MarketRequest, award: Award) -> 
     return tuple(product.interval_payments(market, award))
 
 
-def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], manifest: Mapping[str, Any],
-                 run_dir: str = "") -> RunAudit:
+def audit_tables(
+    messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], manifest: Mapping[str, Any], run_dir: str = ""
+) -> RunAudit:
     """Audit a run given its ``messages`` table, its other tables (by name) and its manifest.
 
     No SimPy and no files: the product implementations the scenario names are loaded (as ``run`` does)
@@ -294,14 +319,15 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
         audits.append(a)
         try:
             cls = resolve_product(pid, impls.get(pid, "builtin"))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- a product that cannot load is a finding of the audit, not a crash
             a.differences.append(f"product {pid!r} cannot be loaded: {exc}")
             continue
         m_in, m_out = inc_by[mid], out_by.get(mid, out.iloc[0:0])
         m_in = m_in[m_in.product_id == pid]
         bids = [b for b in _parse(m_in[m_in.kind == "bid"], a.differences) if isinstance(b, Bid)]
-        results = [r for r in _parse(m_out[m_out.kind == "clearing_result"], a.differences)
-                   if isinstance(r, ClearingResult)]
+        results = [
+            r for r in _parse(m_out[m_out.kind == "clearing_result"], a.differences) if isinstance(r, ClearingResult)
+        ]
         row = markets_t[markets_t.market_id == mid] if "market_id" in markets_t else empty
         state = str(row.state.iloc[0]) if len(row) else ""
         if not results:
@@ -310,11 +336,14 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
             else:
                 a.notes.append(f"not cleared in the run (state {state or 'unknown'}): nothing to re-clear")
             continue
-        refused = conflicts[(conflicts.market_id == mid) & (conflicts.action == "refused")] \
-            if len(conflicts) else conflicts
+        refused = (
+            conflicts[(conflicts.market_id == mid) & (conflicts.action == "refused")] if len(conflicts) else conflicts
+        )
         if len(refused):
-            a.notes.append(f"book screened by TSO/DSO coordination: {len(refused)} refused bid part(s) applied "
-                           "from the conflicts table")
+            a.notes.append(
+                f"book screened by TSO/DSO coordination: {len(refused)} refused bid part(s) applied "
+                "from the conflicts table"
+            )
         book = _screen(bids, refused)
         cleared = cls.clear_market(req, bids, options, book=book) if hasattr(cls, "clear_market") else None
         assert cleared is not None
@@ -344,8 +373,7 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
             _cmp(d, "clearings.method", str(cleared.outcome.method), c.method)
             _cmp(d, "clearings.accepted_kwh", sum(accepted) * h, c.accepted_kwh)
             _cmp(d, "clearings.unmet_kwh", sum(cleared.outcome.unmet) * h, c.unmet_kwh)
-        sent = {m.bid_id: m for m in _parse(m_out[m_out.kind == "award"], d)
-                if isinstance(m, Award)}
+        sent = {m.bid_id: m for m in _parse(m_out[m_out.kind == "award"], d) if isinstance(m, Award)}
         table = awards_t[awards_t.market_id == mid] if len(awards_t) else awards_t
         expected = {x.bid_id: x for x in cleared.awards} if cleared.is_ok else {}
         recomputed_awards: list[Award] = []
@@ -360,8 +388,9 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
             _cmp(d, f"award {bid_id} prices", x.prices, msg.prices)
             _cmp(d, f"award {bid_id} payment_dkk", x.payment_dkk, msg.payment_dkk)
             _cmp(d, f"award {bid_id} seller", x.seller, msg.recipient)
-            recomputed_award = dataclasses.replace(msg, accepted_kw=x.accepted_kw, prices=x.prices,
-                                                   payment_dkk=x.payment_dkk, attrs=dict(x.attrs))
+            recomputed_award = dataclasses.replace(
+                msg, accepted_kw=x.accepted_kw, prices=x.prices, payment_dkk=x.payment_dkk, attrs=dict(x.attrs)
+            )
             recomputed_awards.append(recomputed_award)
             rows = table[table.bid_id == bid_id].sort_values("interval")
             if len(rows) != n:
@@ -369,8 +398,12 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
                 continue
             _cmp(d, f"awards table {bid_id} accepted_kw", x.accepted_kw, rows.accepted_kw.tolist())
             _cmp(d, f"awards table {bid_id} price", x.prices, rows.price.tolist())
-            _cmp(d, f"awards table {bid_id} payment_dkk", _interval_payments(cls, req, recomputed_award),
-                 rows.payment_dkk.tolist())
+            _cmp(
+                d,
+                f"awards table {bid_id} payment_dkk",
+                _interval_payments(cls, req, recomputed_award),
+                rows.payment_dkk.tolist(),
+            )
         if len(table) and set(table.bid_id.astype(str)) - set(expected):
             d.append(f"awards table: rows for bids not recomputed: {sorted(set(table.bid_id) - set(expected))}")
         _audit_settlement(a, cls, req, bids, recomputed_awards, scenario, m_in, m_out, meter_log, settle_t)
@@ -380,9 +413,18 @@ def audit_tables(messages: pd.DataFrame, tables: Mapping[str, pd.DataFrame], man
 _STATEMENT_FIELDS = ("ordered_kwh", "delivered_kwh", "payment_dkk", "penalty_dkk", "net_dkk", "meter_gap")
 
 
-def _audit_settlement(a: MarketAudit, cls: type[Product], req: MarketRequest, bids: Sequence[Bid],
-                      awards: Sequence[Award], scenario: Mapping[str, Any], inc: pd.DataFrame, out: pd.DataFrame,
-                      meter_log: Sequence[tuple[int, MeterData]], settle_t: pd.DataFrame) -> None:
+def _audit_settlement(
+    a: MarketAudit,
+    cls: type[Product],
+    req: MarketRequest,
+    bids: Sequence[Bid],
+    awards: Sequence[Award],
+    scenario: Mapping[str, Any],
+    inc: pd.DataFrame,
+    out: pd.DataFrame,
+    meter_log: Sequence[tuple[int, MeterData]],
+    settle_t: pd.DataFrame,
+) -> None:
     """Re-settle one market (its incoming and outgoing messages, the run's meter data by ``seq``); compare."""
     mine = out[out.kind == "settlement"]
     sent = [m for m in _parse(mine, a.differences) if isinstance(m, SettlementStatement)]
@@ -394,25 +436,35 @@ def _audit_settlement(a: MarketAudit, cls: type[Product], req: MarketRequest, bi
             a.notes.append("nothing to settle: no bid was awarded")
         return
     if not sent:
-        a.notes.append("not re-settled: the run recorded no settlement for this market (not delivered and "
-                       "metered within the horizon)")
+        a.notes.append(
+            "not re-settled: the run recorded no settlement for this market (not delivered and "
+            "metered within the horizon)"
+        )
         return
     before = int(mine.seq.min())  # what the platform had received when it settled
     acts = inc[(inc.kind == "activation") & (inc.seq < before)]
     try:
-        statements = _resettle(cls, req, bids, awards,
-                               [m for m in _parse(acts, a.differences) if isinstance(m, Activation)],
-                               [m for q, m in meter_log if q < before],
-                               scenario, int(sent[0].sent_at))
+        statements = _resettle(
+            cls,
+            req,
+            bids,
+            awards,
+            [m for m in _parse(acts, a.differences) if isinstance(m, Activation)],
+            [m for q, m in meter_log if q < before],
+            scenario,
+            int(sent[0].sent_at),
+        )
     except NotImplementedError as exc:
         a.notes.append(f"not re-settled: {exc}")
         return
     except Rejected as exc:  # an accepted bid the product's own checks refuse on replay
         a.differences.append(f"re-settlement: a recorded accepted bid fails {cls.__name__}.check_bid: {exc}")
         return
-    except Exception as exc:
-        a.notes.append(f"not re-settled: {cls.__name__}.settle needs platform state the record does not rebuild "
-                       f"({type(exc).__name__}: {exc})")
+    except Exception as exc:  # noqa: BLE001 -- said plainly in the report: this market was not re-settled
+        a.notes.append(
+            f"not re-settled: {cls.__name__}.settle needs platform state the record does not rebuild "
+            f"({type(exc).__name__}: {exc})"
+        )
         return
     a.resettled = True
     d = a.differences
@@ -446,9 +498,11 @@ def audit_run(run_dir: str | Path) -> RunAudit:
 
 
 def format_report(audit: RunAudit) -> str:
-    lines = [f"audit of {audit.run_dir}: {'OK' if audit.ok else 'DIFFERENCES'} "
-             f"({sum(m.ok for m in audit.markets)}/{len(audit.markets)} markets match, "
-             f"{sum(m.resettled for m in audit.markets)} re-settled)"]
+    lines = [
+        f"audit of {audit.run_dir}: {'OK' if audit.ok else 'DIFFERENCES'} "
+        f"({sum(m.ok for m in audit.markets)}/{len(audit.markets)} markets match, "
+        f"{sum(m.resettled for m in audit.markets)} re-settled)"
+    ]
     lines += [f"  error: {e}" for e in audit.errors]
     for m in audit.markets:
         settled = "re-settled" if m.resettled else "not re-settled"

@@ -44,8 +44,17 @@ from dataclasses import dataclass, fields
 
 from .constants import MINUTES_PER_DAY
 
-__all__ = ["FALLBACKS", "METHODS", "PARAM_NAMES", "Baseline", "BaselineSpec", "compute",
-           "meter_before_after", "rolling_average", "x_of_y"]
+__all__ = [
+    "FALLBACKS",
+    "METHODS",
+    "PARAM_NAMES",
+    "Baseline",
+    "BaselineSpec",
+    "compute",
+    "meter_before_after",
+    "rolling_average",
+    "x_of_y",
+]
 
 DAY_MINUTES = MINUTES_PER_DAY
 METHODS = ("x_of_y", "rolling_average", "meter_before_after")
@@ -124,8 +133,9 @@ def _day_window(read: Reader, start: int, interval_minutes: int, n: int, days_ba
     return out
 
 
-def x_of_y(read: Reader, start: int, interval_minutes: int, n: int, x: int, y: int
-           ) -> tuple[tuple[float, ...] | None, str]:
+def x_of_y(
+    read: Reader, start: int, interval_minutes: int, n: int, x: int, y: int
+) -> tuple[tuple[float, ...] | None, str]:
     complete = [(d, w) for d in range(1, y + 1) if (w := _day_window(read, start, interval_minutes, n, d)) is not None]
     if len(complete) < x:
         return None, f"x_of_y: {len(complete)} complete day(s) of the last {y}; {x} needed"
@@ -134,8 +144,9 @@ def x_of_y(read: Reader, start: int, interval_minutes: int, n: int, x: int, y: i
     return values, f"x_of_y: days -{', -'.join(str(d) for d, _ in sorted(chosen))} of {len(complete)} complete"
 
 
-def rolling_average(read: Reader, start: int, interval_minutes: int, n: int, days: int, min_days: int
-                    ) -> tuple[tuple[float, ...] | None, str]:
+def rolling_average(
+    read: Reader, start: int, interval_minutes: int, n: int, days: int, min_days: int
+) -> tuple[tuple[float, ...] | None, str]:
     complete = [w for d in range(1, days + 1) if (w := _day_window(read, start, interval_minutes, n, d)) is not None]
     if len(complete) < min_days:
         return None, f"rolling_average: {len(complete)} complete day(s) of the last {days}; {min_days} needed"
@@ -143,20 +154,25 @@ def rolling_average(read: Reader, start: int, interval_minutes: int, n: int, day
     return values, f"rolling_average: {len(complete)} complete day(s) of the last {days}"
 
 
-def meter_before_after(read: Reader, start: int, interval_minutes: int, n: int, before_minutes: int,
-                       after_minutes: int) -> tuple[tuple[float, ...] | None, str]:
+def meter_before_after(
+    read: Reader, start: int, interval_minutes: int, n: int, before_minutes: int, after_minutes: int
+) -> tuple[tuple[float, ...] | None, str]:
     before = read(start - before_minutes, before_minutes)
     end = start + n * interval_minutes
     after = read(end, after_minutes) if after_minutes > 0 else 0.0
     if before is None or after is None:
-        return None, f"meter_before_after: readings missing in the {before_minutes} min before or " \
-                     f"{after_minutes} min after the window"
+        return (
+            None,
+            f"meter_before_after: readings missing in the {before_minutes} min before or "
+            f"{after_minutes} min after the window",
+        )
     value = (before * before_minutes + after * after_minutes) / (before_minutes + after_minutes)
     return (value,) * n, f"meter_before_after: {before_minutes} min before, {after_minutes} min after"
 
 
-def _run(method: str, spec: BaselineSpec, read: Reader, start: int, interval_minutes: int, n: int
-         ) -> tuple[tuple[float, ...] | None, str]:
+def _run(
+    method: str, spec: BaselineSpec, read: Reader, start: int, interval_minutes: int, n: int
+) -> tuple[tuple[float, ...] | None, str]:
     if method == "x_of_y":
         return x_of_y(read, start, interval_minutes, n, spec.x, spec.y)
     if method == "rolling_average":
@@ -164,8 +180,9 @@ def _run(method: str, spec: BaselineSpec, read: Reader, start: int, interval_min
     return meter_before_after(read, start, interval_minutes, n, spec.before_minutes, spec.after_minutes)
 
 
-def compute(read: Reader, spec: BaselineSpec, start: int, interval_minutes: int, n: int,
-            declared: Sequence[float] = ()) -> Baseline:
+def compute(
+    read: Reader, spec: BaselineSpec, start: int, interval_minutes: int, n: int, declared: Sequence[float] = ()
+) -> Baseline:
     """The baseline of one metering point for a window of n intervals from ``start``."""
     values, detail = _run(spec.method, spec, read, start, interval_minutes, n)
     if values is not None:
@@ -177,6 +194,11 @@ def compute(read: Reader, spec: BaselineSpec, start: int, interval_minutes: int,
             return Baseline(spec.method, "meter_before_after", fb, True, f"{detail}; fallback {fb_detail}")
         return Baseline(spec.method, "none", none, True, f"{detail}; fallback {fb_detail}; no baseline")
     if spec.fallback == "declared" and len(declared) == n:
-        return Baseline(spec.method, "declared", tuple(float(v) for v in declared), True,
-                        f"{detail}; fallback: the seller's declared baseline")
+        return Baseline(
+            spec.method,
+            "declared",
+            tuple(float(v) for v in declared),
+            True,
+            f"{detail}; fallback: the seller's declared baseline",
+        )
     return Baseline(spec.method, "none", none, True, f"{detail}; fallback {spec.fallback}: no baseline")

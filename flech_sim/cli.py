@@ -11,8 +11,16 @@ from typing import Any
 from .constants import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
 from .scenario import ScenarioError, load_scenario
 
-COMMAND_MODULES = ("flech_sim.regression", "flech_sim.sweep", "flech_sim.plots", "flech_sim.report", "flech_sim.docs",
-                   "flech_sim.bridge.serve", "flech_sim.sizing", "flech_sim.audit")
+COMMAND_MODULES = (
+    "flech_sim.regression",
+    "flech_sim.sweep",
+    "flech_sim.plots",
+    "flech_sim.report",
+    "flech_sim.docs",
+    "flech_sim.bridge.serve",
+    "flech_sim.sizing",
+    "flech_sim.audit",
+)
 """Modules adding subcommands: each has ``register_cli(subparsers)`` that sets ``func=handler(args) -> int``."""
 
 
@@ -70,8 +78,10 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"{args.scenario}: valid scenario {scenario.name!r} (hash {scenario.digest()[:12]})")
         plugins = sorted(pid for pid, impl in scenario.products.items() if impl != "builtin")
         if plugins:
-            print(f"note: product(s) {plugins} name code outside flech_sim; validate located it without running it, "
-                  "'run' imports (runs) it and checks it implements the product interface")
+            print(
+                f"note: product(s) {plugins} name code outside flech_sim; validate located it without running it, "
+                "'run' imports (runs) it and checks it implements the product interface"
+            )
         return EXIT_OK
     out = args.out
     if out is not None and out.exists() and not out.is_dir():
@@ -107,30 +117,40 @@ def format_summary(s: dict[str, Any], out_dir: Path, completed: bool) -> str:
     if not s:
         return f"run failed before any market opened; see {out_dir}/manifest.json"
     states = ", ".join(f"{k} {v}" for k, v in s["markets_by_state"].items()) or "none"
-    return "\n".join([
-        f"{'completed' if completed else 'FAILED'}: {s['simulated_hours']:.0f} simulated hours",
-        f"  markets opened    {s['markets_opened']} (final states: {states})",
-        f"  markets cleared   {s['markets_cleared']}, settled {s['markets_settled']}",
-        f"  not opened        {s.get('markets_skipped_horizon', 0)} (settlement would fall after the horizon)",
-        f"  volume procured   {s['procured_kwh']:.1f} kWh (unmet {s['unmet_kwh']:.1f} kWh)",
-        f"  procurement cost  {s['procurement_cost_dkk']:.2f} DKK",
-        f"  messages          {s['messages']} ({s['messages_rejected']} rejected)",
-        *kpi_lines(s.get("kpis") or {}),
-        f"  results           {out_dir}",
-    ])
+    return "\n".join(
+        [
+            f"{'completed' if completed else 'FAILED'}: {s['simulated_hours']:.0f} simulated hours",
+            f"  markets opened    {s['markets_opened']} (final states: {states})",
+            f"  markets cleared   {s['markets_cleared']}, settled {s['markets_settled']}",
+            f"  not opened        {s.get('markets_skipped_horizon', 0)} (settlement would fall after the horizon)",
+            f"  volume procured   {s['procured_kwh']:.1f} kWh (unmet {s['unmet_kwh']:.1f} kWh)",
+            f"  procurement cost  {s['procurement_cost_dkk']:.2f} DKK",
+            f"  messages          {s['messages']} ({s['messages_rejected']} rejected)",
+            *kpi_lines(s.get("kpis") or {}),
+            f"  results           {out_dir}",
+        ]
+    )
 
 
 def kpi_lines(k: dict[str, Any]) -> list[str]:
     """The headline KPIs (flech_sim.kpis.HEADLINES); figures needing the twin read 'n/a' without it."""
+
     def f(key: str, fmt: str) -> str:
         return "n/a" if k.get(key) is None else format(k[key], fmt)
+
     if not k:
         return []
-    return [(f"  delivered/ordered {f('delivery_ratio', '.1%')}; sellers' net {f('seller_net_dkk', '.2f')} DKK "
-             f"(penalties {f('penalties_dkk', '.2f')} DKK)"),
-            (f"  overload          {f('overload_kwh', '.1f')} kWh (without flexibility "
-             f"{f('overload_kwh_without_flex', '.1f')} kWh); rebound ratio {f('rebound_ratio', '.2f')}; "
-             f"comfort {f('comfort_degree_hours', '.1f')} K h")]
+    return [
+        (
+            f"  delivered/ordered {f('delivery_ratio', '.1%')}; sellers' net {f('seller_net_dkk', '.2f')} DKK "
+            f"(penalties {f('penalties_dkk', '.2f')} DKK)"
+        ),
+        (
+            f"  overload          {f('overload_kwh', '.1f')} kWh (without flexibility "
+            f"{f('overload_kwh_without_flex', '.1f')} kWh); rebound ratio {f('rebound_ratio', '.2f')}; "
+            f"comfort {f('comfort_degree_hours', '.1f')} K h"
+        ),
+    ]
 
 
 if __name__ == "__main__":  # pragma: no cover

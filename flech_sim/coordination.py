@@ -47,8 +47,14 @@ class Coordinator:
     """Learns of cleared DSO markets from the platform's events (``MarketCleared``, ``MarketEnded``),
     never from a product's internal state, and screens TSO books against them."""
 
-    def __init__(self, rule: str, log: ConflictLog, events: EventBus,
-                 role_of: Callable[[str], str | None], seller_feeders: Mapping[str, frozenset[str]]) -> None:
+    def __init__(
+        self,
+        rule: str,
+        log: ConflictLog,
+        events: EventBus,
+        role_of: Callable[[str], str | None],
+        seller_feeders: Mapping[str, frozenset[str]],
+    ) -> None:
         if rule not in RULES:
             raise ValueError(f"unknown coordination rule {rule!r}; known: {RULES}")
         self.rule = rule
@@ -102,17 +108,34 @@ class Coordinator:
                     continue
                 t0 = req.delivery_start + i * req.interval_minutes
                 t1 = t0 + req.interval_minutes
-                hit = next((w for w in windows if w.feeder in feeders and w.start < t1 and t0 < w.end
-                            and w.direction is not req.direction), None)
+                hit = next(
+                    (
+                        w
+                        for w in windows
+                        if w.feeder in feeders and w.start < t1 and t0 < w.end and w.direction is not req.direction
+                    ),
+                    None,
+                )
                 if hit is None:
                     continue
                 refused = self.rule == "dso_prevails"
-                self.log.append("conflicts", row(
-                    "conflicts", market_id=req.market_id, bid_id=bid.bid_id, seller=bid.sender, feeder=hit.feeder,
-                    interval=i, interval_start=t0, quantity_kw=float(q), dso_market_id=hit.market_id,
-                    rule=self.rule, action="refused" if refused else "allowed",
-                    reason=f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
-                ))
+                self.log.append(
+                    "conflicts",
+                    row(
+                        "conflicts",
+                        market_id=req.market_id,
+                        bid_id=bid.bid_id,
+                        seller=bid.sender,
+                        feeder=hit.feeder,
+                        interval=i,
+                        interval_start=t0,
+                        quantity_kw=float(q),
+                        dso_market_id=hit.market_id,
+                        rule=self.rule,
+                        action="refused" if refused else "allowed",
+                        reason=f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
+                    ),
+                )
                 if refused:
                     qty[i] = 0.0
             if qty != list(bid.quantities_kw):

@@ -164,26 +164,48 @@ class Endpoint:
             original = msg
         try:
             if len(text) > MAX_MESSAGE_BYTES:
-                raise Rejected(RejectReason.TOO_LARGE, f"message of {len(text)} characters as JSON; "
-                               f"at most {MAX_MESSAGE_BYTES} (flech_sim.limits)")
+                raise Rejected(
+                    RejectReason.TOO_LARGE,
+                    f"message of {len(text)} characters as JSON; at most {MAX_MESSAGE_BYTES} (flech_sim.limits)",
+                )
             check_message(original, self.now)
         except Rejected as rej:  # implausible: answered, never remembered as a used ID
             if len(text) > MAX_MESSAGE_BYTES:
                 text = clip_text(text, MAX_MESSAGE_BYTES)
             self._record_in(seq, msg, conn, "rejected", text, safe=False)
-            self._reject(conn, clip_text(msg.msg_id), msg.kind, clip_text(msg.market_id),
-                         clip_text(msg.product_id), rej.reason, rej.detail)
+            self._reject(
+                conn,
+                clip_text(msg.msg_id),
+                msg.kind,
+                clip_text(msg.market_id),
+                clip_text(msg.product_id),
+                rej.reason,
+                rej.detail,
+            )
             return
         if msg.sender != conn.participant_id:  # not its ID to use: nothing is remembered
             self._record_in(seq, msg, conn, "rejected", text)
-            self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, RejectReason.UNAUTHORISED,
-                         f"connection is authenticated as {conn.participant_id!r} but the message claims "
-                         f"sender {msg.sender!r}")
+            self._reject(
+                conn,
+                msg.msg_id,
+                msg.kind,
+                msg.market_id,
+                msg.product_id,
+                RejectReason.UNAUTHORISED,
+                f"connection is authenticated as {conn.participant_id!r} but the message claims sender {msg.sender!r}",
+            )
             return
         if not msg.msg_id:
             self._record_in(seq, msg, conn, "rejected", text)
-            self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, RejectReason.MALFORMED,
-                         "msg_id must not be empty")
+            self._reject(
+                conn,
+                msg.msg_id,
+                msg.kind,
+                msg.market_id,
+                msg.product_id,
+                RejectReason.MALFORMED,
+                "msg_id must not be empty",
+            )
             return
         digest = hash(text if original is raw else to_json(msg))
         used = self._used(conn.participant_id, msg.msg_id)
@@ -256,8 +278,7 @@ class Endpoint:
             mine = self._seen[sender] = {}
         mine[msg_id] = answer
 
-    def _answer_again(self, seq: int, msg: Message, conn: Connection, text: str, used: _Answer,
-                      digest: int) -> None:
+    def _answer_again(self, seq: int, msg: Message, conn: Connection, text: str, used: _Answer, digest: int) -> None:
         """A message ID the sender used before: the same message again is answered as the first time
         (a broker delivers at least once; nothing is done twice), another message is a duplicate."""
         if used.digest == digest:
@@ -270,9 +291,16 @@ class Endpoint:
         # Recorded under an ID of its own, so that the rejection cannot be read as one of the first message.
         copy_id = f"{PLATFORM}-duplicate-{seq}"
         self._record_in(seq, msg, conn, "rejected", text, msg_id=copy_id)
-        self._reject(conn, copy_id, msg.kind, msg.market_id, msg.product_id, RejectReason.DUPLICATE,
-                     f"message ID {msg.msg_id!r} was already used by another message of yours; "
-                     f"this one is recorded as {copy_id!r}")
+        self._reject(
+            conn,
+            copy_id,
+            msg.kind,
+            msg.market_id,
+            msg.product_id,
+            RejectReason.DUPLICATE,
+            f"message ID {msg.msg_id!r} was already used by another message of yours; "
+            f"this one is recorded as {copy_id!r}",
+        )
 
     def _authorise(self, msg: Message, conn: Connection) -> None:
         if not isinstance(msg, ROLE_MAY_SEND[conn.role]):
@@ -283,48 +311,123 @@ class Endpoint:
                 f"participants address the platform {PLATFORM!r}, not {msg.recipient!r}",
             )
 
-    def _record_in(self, seq: int, msg: Message, conn: Connection, verdict: str, text: str,
-                   msg_id: str | None = None, safe: bool = True) -> None:
+    def _record_in(
+        self,
+        seq: int,
+        msg: Message,
+        conn: Connection,
+        verdict: str,
+        text: str,
+        msg_id: str | None = None,
+        safe: bool = True,
+    ) -> None:
         """One ``messages`` row; ``safe=False``: fields beyond the limits, clipped for the columns
         (the payload keeps the message itself)."""
         msg_id = msg.msg_id if msg_id is None else msg_id
-        sender, recipient, market_id, product_id, sent_at = (msg.sender, msg.recipient, msg.market_id,
-                                                              msg.product_id, msg.sent_at)
+        sender, recipient, market_id, product_id, sent_at = (
+            msg.sender,
+            msg.recipient,
+            msg.market_id,
+            msg.product_id,
+            msg.sent_at,
+        )
         topic = msg.topic
         if not safe:
             msg_id, sender, recipient, market_id, product_id, topic = map(
-                clip_text, (msg_id, sender, recipient, market_id, product_id, topic))
+                clip_text, (msg_id, sender, recipient, market_id, product_id, topic)
+            )
             sent_at = clamp_minute(sent_at)
-        self.persistor.append("messages", row(
-            "messages", seq=seq, msg_id=msg_id, kind=msg.kind, topic=topic, direction="in",
-            sender=sender, recipient=recipient, authenticated_as=conn.participant_id,
-            market_id=market_id, product_id=product_id, sent_at=sent_at, ref_msg_id=None,
-            verdict=verdict, payload=text,
-        ))
+        self.persistor.append(
+            "messages",
+            row(
+                "messages",
+                seq=seq,
+                msg_id=msg_id,
+                kind=msg.kind,
+                topic=topic,
+                direction="in",
+                sender=sender,
+                recipient=recipient,
+                authenticated_as=conn.participant_id,
+                market_id=market_id,
+                product_id=product_id,
+                sent_at=sent_at,
+                ref_msg_id=None,
+                verdict=verdict,
+                payload=text,
+            ),
+        )
 
-    def _record_malformed(self, seq: int, text: str, conn: Connection, why: str, guess: dict[str, Any],
-                          reason: RejectReason = RejectReason.MALFORMED) -> None:
+    def _record_malformed(
+        self,
+        seq: int,
+        text: str,
+        conn: Connection,
+        why: str,
+        guess: dict[str, Any],
+        reason: RejectReason = RejectReason.MALFORMED,
+    ) -> None:
         sender, market_id, product_id = (_guess(guess, k) for k in ("sender", "market_id", "product_id"))
         msg_id = f"{PLATFORM}-malformed-{seq}"
-        self.persistor.append("messages", row(
-            "messages", seq=seq, msg_id=msg_id, kind="malformed", topic="flech/-/-/malformed", direction="in",
-            sender=sender, recipient=PLATFORM, authenticated_as=conn.participant_id,
-            market_id=market_id, product_id=product_id,
-            sent_at=self.now, ref_msg_id=None, verdict="rejected", payload=text,
-        ))
+        self.persistor.append(
+            "messages",
+            row(
+                "messages",
+                seq=seq,
+                msg_id=msg_id,
+                kind="malformed",
+                topic="flech/-/-/malformed",
+                direction="in",
+                sender=sender,
+                recipient=PLATFORM,
+                authenticated_as=conn.participant_id,
+                market_id=market_id,
+                product_id=product_id,
+                sent_at=self.now,
+                ref_msg_id=None,
+                verdict="rejected",
+                payload=text,
+            ),
+        )
         self._reject(conn, msg_id, "malformed", market_id, product_id, reason, why)
 
-    def _reject(self, conn: Connection, ref_msg_id: str, ref_kind: str, market_id: str, product_id: str,
-                reason: RejectReason, detail: str) -> None:
+    def _reject(
+        self,
+        conn: Connection,
+        ref_msg_id: str,
+        ref_kind: str,
+        market_id: str,
+        product_id: str,
+        reason: RejectReason,
+        detail: str,
+    ) -> None:
         self.counts["rejected"] += 1
         rej = Rejection(
-            msg_id=self.new_msg_id(), sender=PLATFORM, recipient=conn.participant_id, market_id=market_id,
-            product_id=product_id, sent_at=self.now, ref_msg_id=ref_msg_id, reason=reason, detail=detail,
+            msg_id=self.new_msg_id(),
+            sender=PLATFORM,
+            recipient=conn.participant_id,
+            market_id=market_id,
+            product_id=product_id,
+            sent_at=self.now,
+            ref_msg_id=ref_msg_id,
+            reason=reason,
+            detail=detail,
         )
-        self.persistor.append("rejections", row(
-            "rejections", msg_id=rej.msg_id, ref_msg_id=ref_msg_id, ref_kind=ref_kind, participant=conn.participant_id,
-            market_id=market_id, product_id=product_id, reason=str(reason), detail=detail, at=self.now,
-        ))
+        self.persistor.append(
+            "rejections",
+            row(
+                "rejections",
+                msg_id=rej.msg_id,
+                ref_msg_id=ref_msg_id,
+                ref_kind=ref_kind,
+                participant=conn.participant_id,
+                market_id=market_id,
+                product_id=product_id,
+                reason=str(reason),
+                detail=detail,
+                at=self.now,
+            ),
+        )
         self.send(rej)
 
     # -- outgoing -------------------------------------------------------------------
@@ -335,12 +438,26 @@ class Endpoint:
             raise ValueError(f"platform tried to send {msg.kind} to unknown participant {msg.recipient!r}")
         self.counts["out"] += 1
         topic = msg.topic
-        self.persistor.append("messages", row(
-            "messages", seq=self._next_seq(), msg_id=msg.msg_id, kind=msg.kind, topic=topic, direction="out",
-            sender=msg.sender, recipient=msg.recipient, authenticated_as=PLATFORM, market_id=msg.market_id,
-            product_id=msg.product_id, sent_at=msg.sent_at, ref_msg_id=getattr(msg, "ref_msg_id", None),
-            verdict="sent", payload=to_json(msg, topic),
-        ))
+        self.persistor.append(
+            "messages",
+            row(
+                "messages",
+                seq=self._next_seq(),
+                msg_id=msg.msg_id,
+                kind=msg.kind,
+                topic=topic,
+                direction="out",
+                sender=msg.sender,
+                recipient=msg.recipient,
+                authenticated_as=PLATFORM,
+                market_id=msg.market_id,
+                product_id=msg.product_id,
+                sent_at=msg.sent_at,
+                ref_msg_id=getattr(msg, "ref_msg_id", None),
+                verdict="sent",
+                payload=to_json(msg, topic),
+            ),
+        )
         conn.inbox.put(msg)
 
     @property

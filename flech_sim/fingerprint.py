@@ -132,8 +132,8 @@ def _canonical(type_: str, arr: pa.Array) -> list[bytes]:
 def _string_bytes(arr: pa.Array) -> bytes:
     """The UTF-8 bytes of all values of a null-free large_string array, back to back."""
     _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
-    return data_buf.to_pybytes()[offsets[0]: offsets[-1]] if len(arr) else b""
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    return data_buf.to_pybytes()[offsets[0] : offsets[-1]] if len(arr) else b""
 
 
 def canonical_floats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,14 +182,19 @@ def _scaled(v: np.ndarray, e: np.ndarray) -> np.ndarray:
         out[~pos] = v[~pos] / pw[~pos]
         return np.rint(out).astype(np.int64)
     # |v| beyond 1e30: 10**shift is no exact double; scale exactly in decimal instead (rare, so slow is fine)
-    return np.array([int(Decimal(vi).scaleb(si).to_integral_value(ROUND_HALF_EVEN))
-                     for vi, si in zip(v.tolist(), shift.tolist(), strict=True)], dtype=np.int64)
+    return np.array(
+        [
+            int(Decimal(vi).scaleb(si).to_integral_value(ROUND_HALF_EVEN))
+            for vi, si in zip(v.tolist(), shift.tolist(), strict=True)
+        ],
+        dtype=np.int64,
+    )
 
 
 def describe() -> str:
     """One line for documentation and the CLI."""
     names = ", ".join(t.name for t in outcome_tables())
-    return (f"{SCHEME}: SHA-256 over {names}; floats at {SIGNIFICANT_DIGITS} significant digits, "
-            f"|x| < {ZERO_SNAP:g} as zero; messages.payload as written")
-
-
+    return (
+        f"{SCHEME}: SHA-256 over {names}; floats at {SIGNIFICANT_DIGITS} significant digits, "
+        f"|x| < {ZERO_SNAP:g} as zero; messages.payload as written"
+    )

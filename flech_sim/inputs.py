@@ -29,24 +29,39 @@ def record_inputs(persistor: Persistor, scenario: Scenario, wiring: Wiring) -> N
         n = int(horizon // dt)
         minutes = np.arange(n, dtype=np.int64) * dt
         w = world.fleet.weather
-        persistor.append_columns("weather", {
-            "interval_start": minutes, "outdoor_temp_c": w.outdoor_temp_c[:n], "irradiance_w_m2": w.irradiance_w_m2[:n],
-        })
+        persistor.append_columns(
+            "weather",
+            {
+                "interval_start": minutes,
+                "outdoor_temp_c": w.outdoor_temp_c[:n],
+                "irradiance_w_m2": w.irradiance_w_m2[:n],
+            },
+        )
         spot = next((a.spot for a in agents.values() if hasattr(a, "spot")), None)
         if spot is not None:
             persistor.append_columns("spot_prices", {"interval_start": minutes, "price_dkk_per_kwh": spot[:n]})
         counts = np.bincount(world.feeder, minlength=len(world.feeders))
-        persistor.append_columns("feeder_limits", {
-            "feeder": list(world.feeders), "limit_kw": world.limits.astype(float), "households": counts,
-        })
+        persistor.append_columns(
+            "feeder_limits",
+            {
+                "feeder": list(world.feeders),
+                "limit_kw": world.limits.astype(float),
+                "households": counts,
+            },
+        )
     for buyer in sorted((a for a in agents.values() if isinstance(a, Buyer)), key=lambda b: b.id):
         b = buyer.cfg.balancing
         if b is None:
             continue
         n = int(horizon // b.interval_minutes)
         series = imbalance_series(b.imbalance, buyer.calendar_start, n + 1, b.interval_minutes, buyer.seed)
-        persistor.append_columns("imbalance", {
-            "buyer": [buyer.id] * n, "interval_start": np.arange(n, dtype=np.int64) * b.interval_minutes,
-            "interval_minutes": np.full(n, b.interval_minutes, dtype=np.int64),
-            "imbalance_kw": series[:n], "need_kw": series[:n] * b.share,
-        })
+        persistor.append_columns(
+            "imbalance",
+            {
+                "buyer": [buyer.id] * n,
+                "interval_start": np.arange(n, dtype=np.int64) * b.interval_minutes,
+                "interval_minutes": np.full(n, b.interval_minutes, dtype=np.int64),
+                "imbalance_kw": series[:n],
+                "need_kw": series[:n] * b.share,
+            },
+        )

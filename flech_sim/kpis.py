@@ -60,9 +60,12 @@ METRICS: dict[str, tuple[str, str]] = {
     "rebound_ratio": ("-", "recovered_kwh / shifted_kwh over all events"),
     "baseline_mae_kw": ("kW", "mean |declared baseline - twin load| per market interval"),
     "baseline_bias_kw": ("kW", "mean (declared baseline - twin load) per market interval"),
-    "baseline_mae_unawarded_kw": ("kW", "mean |declared baseline - metered load| where the seller's bid got "
-                                  "nothing: the market's observed counterfactual (the seller's other "
-                                  "commitments and their rebound included), so it measures forecast error alone"),
+    "baseline_mae_unawarded_kw": (
+        "kW",
+        "mean |declared baseline - metered load| where the seller's bid got "
+        "nothing: the market's observed counterfactual (the seller's other "
+        "commitments and their rebound included), so it measures forecast error alone",
+    ),
     "baseline_bias_unawarded_kw": ("kW", "mean (declared baseline - metered load) where the seller's bid got nothing"),
 }
 
@@ -85,7 +88,8 @@ def feeder_compare(feeder_load: pd.DataFrame, twin_feeder_load: pd.DataFrame) ->
     """Per feeder and step: load with and without flexibility, their difference and the overloads."""
     twin = twin_feeder_load[["feeder", "interval_start", "load_kw"]].rename(columns={"load_kw": "twin_load_kw"})
     df = feeder_load[["feeder", "interval_start", "load_kw", "limit_kw"]].merge(
-        twin, on=["feeder", "interval_start"], how="inner", validate="one_to_one")
+        twin, on=["feeder", "interval_start"], how="inner", validate="one_to_one"
+    )
     df["change_kw"] = df.load_kw - df.twin_load_kw
     df["over_kw"] = (df.load_kw - df.limit_kw).clip(lower=0.0)
     df["twin_over_kw"] = (df.twin_load_kw - df.limit_kw).clip(lower=0.0)
@@ -104,11 +108,13 @@ def scheduled_change(markets: pd.DataFrame, awards: pd.DataFrame, activations: p
     activating = set(activations.product_id) | set(awards.loc[awards.availability_dkk.notna(), "product_id"])
     price = awards[["market_id", "bid_id", "interval_start", "price"]]
     act = activations.merge(price, on=["market_id", "bid_id", "interval_start"], how="left")
-    act = act.rename(columns={"quantity_kw": "kw"})[["seller", "market_id", "product_id", "interval_start", "kw",
-                                                      "price"]]
+    act = act.rename(columns={"quantity_kw": "kw"})[
+        ["seller", "market_id", "product_id", "interval_start", "kw", "price"]
+    ]
     aw = awards[~awards.product_id.isin(activating) & (awards.accepted_kw != 0)]
-    aw = aw.rename(columns={"accepted_kw": "kw"})[["seller", "market_id", "product_id", "interval_start", "kw",
-                                                    "price"]]
+    aw = aw.rename(columns={"accepted_kw": "kw"})[
+        ["seller", "market_id", "product_id", "interval_start", "kw", "price"]
+    ]
     parts = [p for p in (act, aw) if len(p)]
     if not parts:
         return pd.DataFrame(columns=cols)
@@ -130,7 +136,7 @@ def _step_series(sched: pd.DataFrame, index: pd.DatetimeIndex, dt: int) -> pd.Se
         i0 = pos.get(pd.Timestamp(start))
         if i0 is None:
             continue
-        values[i0:i0 + max(int(minutes) // dt, 1)] += kw
+        values[i0 : i0 + max(int(minutes) // dt, 1)] += kw
     return pd.Series(values, index=index)
 
 
@@ -141,8 +147,9 @@ def aggregator_load(portfolio_load: pd.DataFrame) -> pd.DataFrame:
     return df.pivot_table(index="interval_start", columns="participant", values="load_kw", aggfunc="sum")
 
 
-def rebound_events(schedule: pd.DataFrame, portfolio_load: pd.DataFrame, twin_portfolio_load: pd.DataFrame,
-                   dt: int) -> pd.DataFrame:
+def rebound_events(
+    schedule: pd.DataFrame, portfolio_load: pd.DataFrame, twin_portfolio_load: pd.DataFrame, dt: int
+) -> pd.DataFrame:
     """Activation events and what followed them, per aggregator (definitions: the rebound_events schema doc)."""
     names = list(TABLES["rebound_events"].names)
     ctrl, twin = aggregator_load(portfolio_load), aggregator_load(twin_portfolio_load)
@@ -184,16 +191,23 @@ def rebound_events(schedule: pd.DataFrame, portfolio_load: pd.DataFrame, twin_po
             shifted = float(sg * d[a:b].sum() * h)
             back = -sg * d[b:end]
             recovered = float(back.sum() * h)
-            rows.append({
-                "participant": participant, "direction": "down" if sg > 0 else "up",
-                "event_start": index[a], "event_end": index[b - 1] + step,
-                "ordered_kwh": float(sg * s[a:b].sum() * h), "shifted_kwh": shifted,
-                "recovery_end": (index[end - 1] + step) if end > b else index[b - 1] + step,
-                "recovery_minutes": int((end - b) * dt), "recovered_kwh": recovered,
-                "rebound_peak_kw": float(max(back.max(), 0.0)) if len(back) else 0.0,
-                "rebound_ratio": recovered / shifted if shifted > 1e-9 else None,
-                "tolerance_kw": tol, "end_reason": reason,
-            })
+            rows.append(
+                {
+                    "participant": participant,
+                    "direction": "down" if sg > 0 else "up",
+                    "event_start": index[a],
+                    "event_end": index[b - 1] + step,
+                    "ordered_kwh": float(sg * s[a:b].sum() * h),
+                    "shifted_kwh": shifted,
+                    "recovery_end": (index[end - 1] + step) if end > b else index[b - 1] + step,
+                    "recovery_minutes": int((end - b) * dt),
+                    "recovered_kwh": recovered,
+                    "rebound_peak_kw": float(max(back.max(), 0.0)) if len(back) else 0.0,
+                    "rebound_ratio": recovered / shifted if shifted > 1e-9 else None,
+                    "tolerance_kw": tol,
+                    "end_reason": reason,
+                }
+            )
     df = pd.DataFrame(rows, columns=[n for n in names if n != "event_id"])
     df = df.sort_values(["event_start", "participant"], kind="stable").reset_index(drop=True)
     df.insert(0, "event_id", np.arange(len(df), dtype=np.int64))
@@ -201,19 +215,33 @@ def rebound_events(schedule: pd.DataFrame, portfolio_load: pd.DataFrame, twin_po
 
 
 # == the KPIs ================================================================================
-def _row(scope: str, metric: str, value: float | None, product_id: str | None = None,
-         participant: str | None = None, feeder: str | None = None) -> dict[str, Any]:
+def _row(
+    scope: str,
+    metric: str,
+    value: float | None,
+    product_id: str | None = None,
+    participant: str | None = None,
+    feeder: str | None = None,
+) -> dict[str, Any]:
     v = None if value is None or (isinstance(value, float) and not np.isfinite(value)) else float(value)
-    return {"scope": scope, "product_id": product_id, "participant": participant, "feeder": feeder,
-            "metric": metric, "value": v, "unit": METRICS[metric][0]}
+    return {
+        "scope": scope,
+        "product_id": product_id,
+        "participant": participant,
+        "feeder": feeder,
+        "metric": metric,
+        "value": v,
+        "unit": METRICS[metric][0],
+    }
 
 
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b > 1e-12 else None
 
 
-def money_kpis(settlements: pd.DataFrame, awards: pd.DataFrame, markets: pd.DataFrame,
-               schedule: pd.DataFrame) -> list[dict[str, Any]]:
+def money_kpis(
+    settlements: pd.DataFrame, awards: pd.DataFrame, markets: pd.DataFrame, schedule: pd.DataFrame
+) -> list[dict[str, Any]]:
     """Volumes, delivery, prices and money per run, product, aggregator and (product, aggregator)."""
     sel = settlements[settlements.role == "seller"]
     aw = awards.merge(markets[["market_id", "n_intervals"]], on="market_id", how="left")
@@ -226,8 +254,12 @@ def money_kpis(settlements: pd.DataFrame, awards: pd.DataFrame, markets: pd.Data
     sellers = sorted(set(sel.party) | set(sch.seller))
     groups += [("product", p, None) for p in products]
     groups += [("aggregator", None, s) for s in sellers]
-    groups += [("aggregator", p, s) for p in products for s in sellers
-               if ((sel.product_id == p) & (sel.party == s)).any() or ((sch.product_id == p) & (sch.seller == s)).any()]
+    groups += [
+        ("aggregator", p, s)
+        for p in products
+        for s in sellers
+        if ((sel.product_id == p) & (sel.party == s)).any() or ((sch.product_id == p) & (sch.seller == s)).any()
+    ]
     rows: list[dict[str, Any]] = []
     for scope, p, s in groups:
         st, a, sc = sel, aw, sch
@@ -239,13 +271,19 @@ def money_kpis(settlements: pd.DataFrame, awards: pd.DataFrame, markets: pd.Data
         pay, pen = float(st.payment_dkk.sum()), float(st.penalty_dkk.sum())
         key = {"product_id": p, "participant": s}
         rows += [
-            _row(scope, "ordered_kwh", ordered, **key), _row(scope, "delivered_kwh", delivered, **key),
+            _row(scope, "ordered_kwh", ordered, **key),
+            _row(scope, "delivered_kwh", delivered, **key),
             _row(scope, "delivery_ratio", _ratio(delivered, ordered), **key),
-            _row(scope, "payments_dkk", pay, **key), _row(scope, "penalties_dkk", pen, **key),
+            _row(scope, "payments_dkk", pay, **key),
+            _row(scope, "penalties_dkk", pen, **key),
             _row(scope, "net_dkk", float(st.net_dkk.sum()), **key),
             _row(scope, "availability_dkk", float(a.availability_dkk.sum()), **key),
-            _row(scope, "avg_availability_price_dkk_per_kw",
-                 _ratio(float(a.availability_dkk.sum()), float(a.kw_share.sum())), **key),
+            _row(
+                scope,
+                "avg_availability_price_dkk_per_kw",
+                _ratio(float(a.availability_dkk.sum()), float(a.kw_share.sum())),
+                **key,
+            ),
             _row(scope, "scheduled_kwh", float(sc.kwh.sum()), **key),
             _row(scope, "avg_energy_price_dkk_per_kwh", _ratio(float(sc.pk.sum()), float(sc.kwh.sum())), **key),
         ]
@@ -261,35 +299,47 @@ def feeder_kpis(feeder_load: pd.DataFrame, twin_feeder_load: pd.DataFrame | None
         over = (fl.load_kw - fl.limit_kw).clip(lower=0.0)
         fl = fl.assign(over=over)
         for f, g in fl.groupby("feeder", sort=True):
-            rows += [_row("feeder", "overload_kwh" + suffix, float(g.over.sum() * h), feeder=str(f)),
-                     _row("feeder", "overload_steps" + suffix, float((g.over > 0).sum()), feeder=str(f)),
-                     _row("feeder", "peak_kw" + suffix, float(g.load_kw.max()), feeder=str(f))]
-        rows += [_row("run", "overload_kwh" + suffix, float(fl.over.sum() * h)),
-                 _row("run", "overload_steps" + suffix, float((fl.over > 0).sum()))]
+            rows += [
+                _row("feeder", "overload_kwh" + suffix, float(g.over.sum() * h), feeder=str(f)),
+                _row("feeder", "overload_steps" + suffix, float((g.over > 0).sum()), feeder=str(f)),
+                _row("feeder", "peak_kw" + suffix, float(g.load_kw.max()), feeder=str(f)),
+            ]
+        rows += [
+            _row("run", "overload_kwh" + suffix, float(fl.over.sum() * h)),
+            _row("run", "overload_steps" + suffix, float((fl.over > 0).sum())),
+        ]
     return rows
 
 
 def comfort_kpis(households: pd.DataFrame) -> list[dict[str, Any]]:
     """Degree-hours outside the comfort band per aggregator and the run (unaggregated homes in the run only)."""
     dh = households.assign(dh=households.comfort_violation_degree_minutes / 60.0)
-    rows = [_row("aggregator", "comfort_degree_hours", float(g.dh.sum()), participant=str(o))
-            for o, g in dh.groupby("owner", sort=True) if o != "unaggregated"]
+    rows = [
+        _row("aggregator", "comfort_degree_hours", float(g.dh.sum()), participant=str(o))
+        for o, g in dh.groupby("owner", sort=True)
+        if o != "unaggregated"
+    ]
     return [*rows, _row("run", "comfort_degree_hours", float(dh.dh.sum()))]
 
 
 def rebound_kpis(events: pd.DataFrame) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for scope, g, who in [("run", events, None), *(("aggregator", g, str(p)) for p, g in
-                                                    events.groupby("participant", sort=True))]:
+    for scope, g, who in [
+        ("run", events, None),
+        *(("aggregator", g, str(p)) for p, g in events.groupby("participant", sort=True)),
+    ]:
         shifted, recovered = float(g.shifted_kwh.sum()), float(g.recovered_kwh.sum())
-        rows += [_row(scope, "shifted_kwh", shifted, participant=who),
-                 _row(scope, "recovered_kwh", recovered, participant=who),
-                 _row(scope, "rebound_ratio", _ratio(recovered, shifted) if shifted > 0 else None, participant=who)]
+        rows += [
+            _row(scope, "shifted_kwh", shifted, participant=who),
+            _row(scope, "recovered_kwh", recovered, participant=who),
+            _row(scope, "rebound_ratio", _ratio(recovered, shifted) if shifted > 0 else None, participant=who),
+        ]
     return rows
 
 
-def baseline_errors(bids: pd.DataFrame, markets: pd.DataFrame, twin_portfolio_load: pd.DataFrame,
-                    start: pd.Timestamp) -> pd.DataFrame:
+def baseline_errors(
+    bids: pd.DataFrame, markets: pd.DataFrame, twin_portfolio_load: pd.DataFrame, start: pd.Timestamp
+) -> pd.DataFrame:
     """Per market, seller and interval: declared baseline, the twin's load of the same portfolio(s), error."""
     b = bids[bids.baseline_kw.notna()]
     cols = ["market_id", "product_id", "seller", "interval_start", "baseline_kw", "twin_kw", "error_kw"]
@@ -329,21 +379,32 @@ def baseline_kpis(errors: pd.DataFrame, suffix: str = "") -> list[dict[str, Any]
     groups += [("product", str(p), None, g) for p, g in errors.groupby("product_id", sort=True)]
     groups += [("aggregator", str(p), str(s), g) for (p, s), g in errors.groupby(["product_id", "seller"], sort=True)]
     for scope, p, s, g in groups:
-        rows += [_row(scope, f"baseline_mae{suffix}_kw", float(g.error_kw.abs().mean()), product_id=p, participant=s),
-                 _row(scope, f"baseline_bias{suffix}_kw", float(g.error_kw.mean()), product_id=p, participant=s)]
+        rows += [
+            _row(scope, f"baseline_mae{suffix}_kw", float(g.error_kw.abs().mean()), product_id=p, participant=s),
+            _row(scope, f"baseline_bias{suffix}_kw", float(g.error_kw.mean()), product_id=p, participant=s),
+        ]
     return rows
 
 
-def compute_kpis(tables: Mapping[str, pd.DataFrame], twin: Mapping[str, pd.DataFrame] | None, dt: int,
-                 start: pd.Timestamp, events: pd.DataFrame | None = None) -> pd.DataFrame:
+def compute_kpis(
+    tables: Mapping[str, pd.DataFrame],
+    twin: Mapping[str, pd.DataFrame] | None,
+    dt: int,
+    start: pd.Timestamp,
+    events: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """The ``kpis`` table from a run's tables and (optionally) its twin's and the rebound events."""
     schedule = scheduled_change(tables["markets"], tables["awards"], tables["activations"])
     rows = money_kpis(tables["settlements"], tables["awards"], tables["markets"], schedule)
     rows += feeder_kpis(tables["feeder_load"], twin["feeder_load"] if twin is not None else None, dt)
     rows += comfort_kpis(tables["households"])
     if "portfolio_load" in tables:
-        rows += baseline_kpis(baseline_errors(unawarded_bids(tables["bids"], tables["awards"]), tables["markets"],
-                                              tables["portfolio_load"], start), "_unawarded")
+        rows += baseline_kpis(
+            baseline_errors(
+                unawarded_bids(tables["bids"], tables["awards"]), tables["markets"], tables["portfolio_load"], start
+            ),
+            "_unawarded",
+        )
     if twin is not None:
         if events is None:
             events = rebound_events(schedule, tables["portfolio_load"], twin["portfolio_load"], dt)

@@ -96,8 +96,9 @@ _KWH = Bound(-MAX_KWH, MAX_KWH, "kWh")
 FIELD_BOUNDS: dict[str, Bound] = {
     **dict.fromkeys(("sent_at", "gate_close", "delivery_start", "start", "interval_start"), _TIME),
     "interval_minutes": Bound(1, MAX_INTERVAL_MINUTES, "min"),
-    **dict.fromkeys(("need_kw", "quantities_kw", "baseline_kw", "accepted_kw", "unmet_kw", "consumption_kw",
-                     "cap_kw"), _KW),
+    **dict.fromkeys(
+        ("need_kw", "quantities_kw", "baseline_kw", "accepted_kw", "unmet_kw", "consumption_kw", "cap_kw"), _KW
+    ),
     **dict.fromkeys(("price", "price_cap", "penalty_price", "prices", "clearing_price"), _PRICE),
     "availability_price": Bound(-MAX_AVAILABILITY_PRICE, MAX_AVAILABILITY_PRICE, "DKK/kW"),
     **dict.fromkeys(("objective_dkk", "cost_dkk", "payment_dkk", "availability_dkk", "net_dkk", "penalty_dkk"), _DKK),
@@ -151,8 +152,8 @@ def _ids(names: tuple[str, ...], limit: int) -> Callable[[Message, int], None]:
         d = vars(msg)
         for name in names:
             if len(d[name]) > limit:
-                raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name} has {len(d[name])} characters; "
-                            f"at most {limit}")
+                raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name} has {len(d[name])} characters; at most {limit}")
+
     return check
 
 
@@ -165,6 +166,7 @@ def _scalars(names: tuple[str, ...], bounds: tuple[Bound, ...]) -> Callable[[Mes
             x = d[name]
             if x is not None and not b.lo <= x <= b.hi:
                 _out_of_bound(msg, name, x, b)
+
     return check
 
 
@@ -174,8 +176,9 @@ def _out_of_bound(msg: Message, name: str, x: Any, b: Bound) -> None:
     raise _fail(b.reason, f"{msg.kind}.{name} = {_short(x)} {b.unit} is outside [{b.lo:g}, {b.hi:g}]")
 
 
-def _lists(names: tuple[str, ...], bounds: tuple[Bound, ...], limits: tuple[int, ...],
-           nullable: tuple[bool, ...]) -> Callable[[Message, int], None]:
+def _lists(
+    names: tuple[str, ...], bounds: tuple[Bound, ...], limits: tuple[int, ...], nullable: tuple[bool, ...]
+) -> Callable[[Message, int], None]:
     spec = tuple(zip(names, bounds, limits, nullable, strict=True))
 
     def check(msg: Message, now: int) -> None:
@@ -195,6 +198,7 @@ def _lists(names: tuple[str, ...], bounds: tuple[Bound, ...], limits: tuple[int,
                 for i, x in enumerate(v):
                     if not b.lo <= x <= b.hi:
                         _out_of_bound(msg, f"{name}[{i}]", x, b)
+
     return check
 
 
@@ -207,14 +211,18 @@ def _params(name: str) -> Callable[[Message, int], None]:
             raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name} has {len(params)} entries; at most {MAX_PARAMS}")
         for k, v in params.items():
             if len(k) > MAX_ID_CHARS:
-                raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name}: a key has {len(k)} characters; "
-                            f"at most {MAX_ID_CHARS}")
+                raise _fail(
+                    RejectReason.TOO_LARGE, f"{msg.kind}.{name}: a key has {len(k)} characters; at most {MAX_ID_CHARS}"
+                )
             if isinstance(v, str):
                 if len(v) > MAX_TEXT_CHARS:
-                    raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name}[{_short(k)}] has {len(v)} characters; "
-                                f"at most {MAX_TEXT_CHARS}")
+                    raise _fail(
+                        RejectReason.TOO_LARGE,
+                        f"{msg.kind}.{name}[{_short(k)}] has {len(v)} characters; at most {MAX_TEXT_CHARS}",
+                    )
             elif not isinstance(v, bool) and not -MAX_PARAM_NUMBER <= v <= MAX_PARAM_NUMBER:
                 _out_of_bound(msg, f"{name}[{_short(k)}]", v, Bound(-MAX_PARAM_NUMBER, MAX_PARAM_NUMBER, "-"))
+
     return check
 
 
@@ -232,8 +240,10 @@ def _window(msg: Message, now: int) -> None:
         if t > MAX_MINUTE:
             raise _fail(RejectReason.INVALID_TIMES, f"{msg.kind}: {what} at minute {t} is after minute {MAX_MINUTE}")
         if t - now > MAX_LEAD_MINUTES:
-            raise _fail(RejectReason.INVALID_TIMES, f"{msg.kind}: {what} at minute {t} is {t - now} minutes ahead; "
-                        f"at most {MAX_LEAD_MINUTES}")
+            raise _fail(
+                RejectReason.INVALID_TIMES,
+                f"{msg.kind}: {what} at minute {t} is {t - now} minutes ahead; at most {MAX_LEAD_MINUTES}",
+            )
 
 
 class _Plan:
@@ -259,8 +269,9 @@ class _Plan:
                 item, gaps = _strip_none(typing.get_args(hint)[0])
                 if item in (int, float, bool):
                     default = _GENERIC_FLOAT if item is float else _GENERIC_INT
-                    lists.append((f.name, FIELD_BOUNDS.get(f.name, default), LIST_ITEMS.get(f.name, MAX_LIST_ITEMS),
-                                  gaps))
+                    lists.append(
+                        (f.name, FIELD_BOUNDS.get(f.name, default), LIST_ITEMS.get(f.name, MAX_LIST_ITEMS), gaps)
+                    )
             elif origin is dict:
                 params.append(f.name)
             # any other type (a plug-in's own): checked by its type only
@@ -275,8 +286,11 @@ class _Plan:
             self.checks.append(_lists(*(tuple(col) for col in zip(*lists, strict=True))))
         self.checks.extend(_params(p) for p in params)
         names = {f.name for f in dataclasses.fields(cls)}
-        windowed = bool("interval_minutes" in names and names & {"delivery_start", "start"}
-                        and names & {"need_kw", "quantities_kw", "consumption_kw"})
+        windowed = bool(
+            "interval_minutes" in names
+            and names & {"delivery_start", "start"}
+            and names & {"need_kw", "quantities_kw", "consumption_kw"}
+        )
         if windowed:
             self.checks.append(_window)
         # The fast path: one expression that is true only if every check above would pass.
@@ -287,14 +301,17 @@ class _Plan:
         for n, b, limit, gaps in lists:
             if gaps:
                 terms.append(f"None not in d[{n!r}]")
-            terms.append(f"len(d[{n!r}]) <= {limit} and (not d[{n!r}] or ({b.lo!r} <= min(d[{n!r}]) and "
-                         f"max(d[{n!r}]) <= {b.hi!r} and _finite(sum(d[{n!r}]))))")
+            terms.append(
+                f"len(d[{n!r}]) <= {limit} and (not d[{n!r}] or ({b.lo!r} <= min(d[{n!r}]) and "
+                f"max(d[{n!r}]) <= {b.hi!r} and _finite(sum(d[{n!r}]))))"
+            )
         terms += [f"not d[{p!r}]" for p in params]
         if windowed:
             terms.append("False")
         source = f"lambda d: {' and '.join(terms) or 'True'}"
-        self.fast: Callable[[dict[str, Any]], bool] = eval(source, {"_finite": _finite, "min": min, "max": max,
-                                                                     "sum": sum, "len": len})
+        self.fast: Callable[[dict[str, Any]], bool] = eval(
+            source, {"_finite": _finite, "min": min, "max": max, "sum": sum, "len": len}
+        )
 
 
 def _finite(total: float) -> bool:

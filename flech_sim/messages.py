@@ -398,8 +398,9 @@ def checked_copy(msg: Message) -> tuple[Message, str]:
     try:
         text = to_json(msg, msg.topic)
     except Exception as exc:  # noqa: BLE001 - an object JSON cannot carry, a lone surrogate, ...
-        raise MalformedMessage(f"{cls.kind}: not serialisable as JSON: {type(exc).__name__}: "
-                               f"{_brief(str(exc))}") from None
+        raise MalformedMessage(
+            f"{cls.kind}: not serialisable as JSON: {type(exc).__name__}: {_brief(str(exc))}"
+        ) from None
     try:
         return decoder.decode(text), text
     except msgspec.ValidationError as exc:

@@ -32,8 +32,13 @@ enough for every baseline method and settlement wait, small enough for a year-lo
 
 
 class MeterService:
-    def __init__(self, env: simpy.Environment, persistor: Persistor, metering_points: frozenset[str],
-                 retention_days: int = RETENTION_DAYS) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        persistor: Persistor,
+        metering_points: frozenset[str],
+        retention_days: int = RETENTION_DAYS,
+    ) -> None:
         self.env = env
         self.persistor = persistor
         self.metering_points = metering_points
@@ -60,11 +65,17 @@ class MeterService:
         n = len(msg.consumption_kw)
         times = range(msg.start, msg.start + n * step, step)
         series.update(zip(times, msg.consumption_kw, strict=True))
-        self.persistor.append_columns("meter_data", {
-            "msg_id": [msg.msg_id] * n, "metering_point": [msg.metering_point] * n, "interval_start": list(times),
-            "interval_minutes": [step] * n, "consumption_kw": list(msg.consumption_kw),
-            "published_at": [msg.sent_at] * n,
-        })
+        self.persistor.append_columns(
+            "meter_data",
+            {
+                "msg_id": [msg.msg_id] * n,
+                "metering_point": [msg.metering_point] * n,
+                "interval_start": list(times),
+                "interval_minutes": [step] * n,
+                "consumption_kw": list(msg.consumption_kw),
+                "published_at": [msg.sent_at] * n,
+            },
+        )
         self._forget_old()
         old, self.updated = self.updated, self.env.event()
         old.succeed()

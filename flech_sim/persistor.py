@@ -56,6 +56,7 @@ def _publish(tmp: Path, final: Path) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, final)
 
+
 _require_row_types = True
 
 
@@ -236,4 +237,3 @@ class Persistor:
 
 def _nullable(table: Table, name: str) -> bool:
     return next(c.nullable for c in table.columns if c.name == name)
-

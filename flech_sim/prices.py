@@ -17,13 +17,38 @@ from .constants import MINUTES_PER_DAY
 
 EUR_TO_DKK = 7.45
 _HOURLY_SHAPE = np.array(
-    [0.78, 0.74, 0.72, 0.71, 0.73, 0.82, 1.00, 1.22, 1.28, 1.18, 1.08, 1.02,
-     0.98, 0.95, 0.95, 1.00, 1.10, 1.32, 1.40, 1.25, 1.08, 0.98, 0.90, 0.82]
+    [
+        0.78,
+        0.74,
+        0.72,
+        0.71,
+        0.73,
+        0.82,
+        1.00,
+        1.22,
+        1.28,
+        1.18,
+        1.08,
+        1.02,
+        0.98,
+        0.95,
+        0.95,
+        1.00,
+        1.10,
+        1.32,
+        1.40,
+        1.25,
+        1.08,
+        0.98,
+        0.90,
+        0.82,
+    ]
 )
 
 
-def generate_spot(start: datetime, n_steps: int, dt_minutes: int, seed: np.random.SeedSequence,
-                  mean_eur_mwh: float = 35.0) -> np.ndarray:
+def generate_spot(
+    start: datetime, n_steps: int, dt_minutes: int, seed: np.random.SeedSequence, mean_eur_mwh: float = 35.0
+) -> np.ndarray:
     """Daily level (log-normal AR(1) around the mean) times the hourly shape, clipped to the seen range."""
     rng = np.random.default_rng(seed)
     steps_per_day = MINUTES_PER_DAY // dt_minutes

@@ -79,14 +79,24 @@ class Outcome:
 
 OUTCOMES: tuple[Outcome, ...] = (
     Outcome("markets", ("market_id", "product_id"), ("state", "n_bids", "gate_close", "delivery_start")),
-    Outcome("clearings", ("market_id", "product_id"),
-            ("status", "objective_dkk", "cost_dkk", "n_accepted", "accepted_kwh", "unmet_kwh")),
-    Outcome("clearing_intervals", ("market_id", "product_id", "interval"),
-            ("need_kw", "accepted_kw", "unmet_kw", "clearing_price")),
-    Outcome("awards", ("market_id", "product_id", "seller", "bid_id", "interval"),
-            ("accepted_kw", "price", "payment_dkk")),
-    Outcome("settlements", ("market_id", "product_id", "party", "role", "interval"),
-            ("ordered_kwh", "delivered_kwh", "payment_dkk", "penalty_dkk", "net_dkk", "meter_gap")),
+    Outcome(
+        "clearings",
+        ("market_id", "product_id"),
+        ("status", "objective_dkk", "cost_dkk", "n_accepted", "accepted_kwh", "unmet_kwh"),
+    ),
+    Outcome(
+        "clearing_intervals",
+        ("market_id", "product_id", "interval"),
+        ("need_kw", "accepted_kw", "unmet_kw", "clearing_price"),
+    ),
+    Outcome(
+        "awards", ("market_id", "product_id", "seller", "bid_id", "interval"), ("accepted_kw", "price", "payment_dkk")
+    ),
+    Outcome(
+        "settlements",
+        ("market_id", "product_id", "party", "role", "interval"),
+        ("ordered_kwh", "delivered_kwh", "payment_dkk", "penalty_dkk", "net_dkk", "meter_gap"),
+    ),
 )
 
 
@@ -146,8 +156,10 @@ class Report:
     def format(self, max_lines: int = 200) -> str:
         """The readable diff: grouped by market, one line per difference, golden vs new and delta."""
         rows = sum(self.rows_compared.values())
-        head = (f"{self.run_dir} against {self.golden_dir}: {rows} rows in {len(self.rows_compared)} tables "
-                f"compared (tolerance {self.tolerances})")
+        head = (
+            f"{self.run_dir} against {self.golden_dir}: {rows} rows in {len(self.rows_compared)} tables "
+            f"compared (tolerance {self.tolerances})"
+        )
         lines = [head]
         lines += [f"note: {n}" for n in self.notes]
         if self.ok:
@@ -195,9 +207,16 @@ def compare_runs(run_dir: str | Path, golden_dir: str | Path, tolerances: Tolera
             where = _where(spec, key)
             g, n = old_rows.get(key), new_rows.get(key)
             if n is None or g is None:
-                report.differences.append(Difference(key[0], spec.table, "(row)", where,
-                                                     "missing" if g is None else "present",
-                                                     "missing" if n is None else "present"))
+                report.differences.append(
+                    Difference(
+                        key[0],
+                        spec.table,
+                        "(row)",
+                        where,
+                        "missing" if g is None else "present",
+                        "missing" if n is None else "present",
+                    )
+                )
                 continue
             for f in spec.values:
                 if not _same(g[f], n[f], tol):
@@ -210,15 +229,20 @@ def _compare_manifests(report: Report, new: dict[str, Any], old: dict[str, Any])
         from .results import incomplete_reason
 
         report.differences.append(Difference("", "manifest", "completed", "", True, False))
-        report.notes.append(f"the run did not complete: {incomplete_reason(new)}; INCOMPLETE RUN, its outcomes "
-                            "are partial")
+        report.notes.append(
+            f"the run did not complete: {incomplete_reason(new)}; INCOMPLETE RUN, its outcomes are partial"
+        )
     if new.get("scenario_hash") and old.get("scenario_hash") and new["scenario_hash"] != old["scenario_hash"]:
-        report.notes.append(f"the run's scenario differs from the golden one's "
-                            f"(hash {new['scenario_hash'][:12]} vs {old['scenario_hash'][:12]})")
+        report.notes.append(
+            f"the run's scenario differs from the golden one's "
+            f"(hash {new['scenario_hash'][:12]} vs {old['scenario_hash'][:12]})"
+        )
     fp_new, fp_old = _fingerprint_of(report.run_dir, new), _fingerprint_of(report.golden_dir, old)
     if fp_new and fp_old:
-        report.notes.append(f"result fingerprints {'identical' if fp_new == fp_old else 'differ'} "
-                            f"({fp_new[:12]} vs golden {fp_old[:12]})")
+        report.notes.append(
+            f"result fingerprints {'identical' if fp_new == fp_old else 'differ'} "
+            f"({fp_new[:12]} vs golden {fp_old[:12]})"
+        )
 
 
 def _fingerprint_of(directory: Path, manifest: dict[str, Any]) -> str | None:
@@ -293,12 +317,14 @@ def load_outcomes(directory: Path) -> dict[str, list[dict[str, Any]]]:
         elif pq_path.exists():
             out[spec.table] = _read_parquet(spec, pq_path)
         elif (directory / "manifest.json").exists() and (
-                part_files(directory, spec.table) or _manifest(directory).get("completed") is False):
+            part_files(directory, spec.table) or _manifest(directory).get("completed") is False
+        ):
             # an incomplete run: the parts it published (none if it never flushed the table)
             out[spec.table] = [r for p in part_files(directory, spec.table) for r in _read_parquet(spec, p)]
         else:
             raise RegressionInputError(
-                f"{directory}: neither {csv_path.name} nor {pq_path.name}; not a flech-sim run or golden directory")
+                f"{directory}: neither {csv_path.name} nor {pq_path.name}; not a flech-sim run or golden directory"
+            )
     return out
 
 
@@ -410,19 +436,34 @@ def accept(run_dir: str | Path, golden_dir: str | Path) -> list[Path]:
 # == command line ========================================================================
 def register_cli(sub: Any) -> None:
     c = sub.add_parser(
-        "check", help="compare a run's clearing outcomes with golden ones (exit 0 same, 1 different, 2 bad input)",
+        "check",
+        help="compare a run's clearing outcomes with golden ones (exit 0 same, 1 different, 2 bad input)",
         description="Compare the clearing outcomes of a run (market states, clearing prices, awards, settlements) "
-                    "with golden ones; print every difference and exit 1 if there is any.",
+        "with golden ones; print every difference and exit 1 if there is any.",
     )
     c.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory written by flech-sim run")
-    c.add_argument("--against", dest="golden_dir", type=Path, required=True, metavar="GOLDEN_DIR",
-                   help="golden outcomes (CSV) or another run directory")
-    c.add_argument("--accept", action="store_true",
-                   help="write this run's outcomes into GOLDEN_DIR as the new golden ones (shows what changes)")
-    c.add_argument("--atol", type=float, default=DEFAULT_ATOL,
-                   help=f"absolute tolerance of numbers, in their unit (default {DEFAULT_ATOL:g})")
-    c.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
-                   help=f"relative tolerance of numbers (default {DEFAULT_RTOL:g})")
+    c.add_argument(
+        "--against",
+        dest="golden_dir",
+        type=Path,
+        required=True,
+        metavar="GOLDEN_DIR",
+        help="golden outcomes (CSV) or another run directory",
+    )
+    c.add_argument(
+        "--accept",
+        action="store_true",
+        help="write this run's outcomes into GOLDEN_DIR as the new golden ones (shows what changes)",
+    )
+    c.add_argument(
+        "--atol",
+        type=float,
+        default=DEFAULT_ATOL,
+        help=f"absolute tolerance of numbers, in their unit (default {DEFAULT_ATOL:g})",
+    )
+    c.add_argument(
+        "--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance of numbers (default {DEFAULT_RTOL:g})"
+    )
     c.add_argument("--max-lines", type=int, default=200, help="differences to print at most (default 200)")
     c.set_defaults(func=cli_check)
 
@@ -441,7 +482,8 @@ def cli_check(args: argparse.Namespace) -> int:
         if not args.golden_dir.is_dir():
             raise RegressionInputError(
                 f"{args.golden_dir}: no golden outcomes there; create them with "
-                f"'flech-sim check {args.run_dir} --against {args.golden_dir} --accept'")
+                f"'flech-sim check {args.run_dir} --against {args.golden_dir} --accept'"
+            )
         report = compare_runs(args.run_dir, args.golden_dir, tol)
     except RegressionInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

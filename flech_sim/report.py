@@ -59,11 +59,24 @@ def _value(v: Any) -> Any:
     return v
 
 
-NAMES = {"market_id": "market", "product_id": "product", "bid_id": "bid", "msg_id": "message",
-         "request_msg_id": "request message", "ref_msg_id": "answers message", "n_bids": "bids",
-         "n_accepted": "bids accepted", "n_intervals": "intervals", "interval_minutes": "interval length",
-         "activation_id": "activation", "metering_point": "metering point", "interval_start": "interval start",
-         "meter_gap": "meter gap", "objective_dkk": "objective", "mip_gap": "MIP gap"}
+NAMES = {
+    "market_id": "market",
+    "product_id": "product",
+    "bid_id": "bid",
+    "msg_id": "message",
+    "request_msg_id": "request message",
+    "ref_msg_id": "answers message",
+    "n_bids": "bids",
+    "n_accepted": "bids accepted",
+    "n_intervals": "intervals",
+    "interval_minutes": "interval length",
+    "activation_id": "activation",
+    "metering_point": "metering point",
+    "interval_start": "interval start",
+    "meter_gap": "meter gap",
+    "objective_dkk": "objective",
+    "mip_gap": "MIP gap",
+}
 """Column names a reader knows better under another name; the rest lose underscores and unit suffixes."""
 UNIT_SUFFIXES = ("_kwh", "_kw", "_dkk", "_c", "_s", "_minutes")
 
@@ -74,8 +87,17 @@ def _units() -> dict[str, str]:
         for c in table.columns:
             if c.unit not in ("-", "", "timestamp", "JSON"):
                 units.setdefault(c.name, c.unit)
-    units.update({"accepted_kwh": "kWh", "need_kwh": "kWh", "unmet_kwh": "kWh", "delivered_kwh": "kWh",
-                  "award_payments_dkk": "DKK", "settled_payments_dkk": "DKK", "penalties_dkk": "DKK"})
+    units.update(
+        {
+            "accepted_kwh": "kWh",
+            "need_kwh": "kWh",
+            "unmet_kwh": "kWh",
+            "delivered_kwh": "kWh",
+            "award_payments_dkk": "DKK",
+            "settled_payments_dkk": "DKK",
+            "penalties_dkk": "DKK",
+        }
+    )
     return units
 
 
@@ -100,9 +122,13 @@ def label(column: str) -> str:
 
 
 def _section(title: str, df: pd.DataFrame, key: str) -> dict[str, Any]:
-    return {"key": key, "title": title, "columns": [str(c) for c in df.columns],
-            "labels": [label(str(c)) for c in df.columns],
-            "rows": [[_value(v) for v in row] for row in df.itertuples(index=False, name=None)]}
+    return {
+        "key": key,
+        "title": title,
+        "columns": [str(c) for c in df.columns],
+        "labels": [label(str(c)) for c in df.columns],
+        "rows": [[_value(v) for v in row] for row in df.itertuples(index=False, name=None)],
+    }
 
 
 def _without_unused_intervals(df: pd.DataFrame) -> pd.DataFrame:
@@ -136,12 +162,18 @@ def market_sections(run: Run) -> dict[str, list[dict[str, Any]]]:
     ids = [str(m) for m in markets.market_id]
     out: dict[str, list[dict[str, Any]]] = {m: [] for m in ids}
 
-    requests = run.table("messages", columns=["msg_id", "payload"],
-                         filter={"msg_id": markets.request_msg_id.dropna().tolist()}) if len(markets) else None
+    requests = (
+        run.table(
+            "messages", columns=["msg_id", "payload"], filter={"msg_id": markets.request_msg_id.dropna().tolist()}
+        )
+        if len(markets)
+        else None
+    )
     payload = dict(zip(requests.msg_id, requests.payload, strict=True)) if requests is not None else {}
     for _, row in markets.iterrows():
-        terms = pd.DataFrame({"field": [label(str(c)) for c in row.index],
-                              "value": [_value(v) for v in row.to_numpy()]})
+        terms = pd.DataFrame(
+            {"field": [label(str(c)) for c in row.index], "value": [_value(v) for v in row.to_numpy()]}
+        )
         sec = _section("Request", terms, "request")
         sec["payload"] = payload.get(row.request_msg_id)
         out[str(row.market_id)].append(sec)
@@ -159,12 +191,21 @@ def market_sections(run: Run) -> dict[str, list[dict[str, Any]]]:
     kwh = awards.merge(markets[["market_id", "interval_minutes"]], on="market_id", how="left")
     kwh["accepted_kwh"] = kwh.accepted_kw * kwh.interval_minutes / 60.0
     money = {c: (c, lambda x: x.sum(min_count=1)) for c in _drop_empty(awards).columns if c.endswith("_dkk")}
-    aw = kwh.groupby(["market_id", "bid_id", "seller"], sort=False).agg(
-        price=("price", "first"), accepted_kwh=("accepted_kwh", "sum"), **money,
-    ).reset_index()
+    aw = (
+        kwh.groupby(["market_id", "bid_id", "seller"], sort=False)
+        .agg(
+            price=("price", "first"),
+            accepted_kwh=("accepted_kwh", "sum"),
+            **money,
+        )
+        .reset_index()
+    )
     if len(aw):
-        aw = aw.merge(_pivot_intervals(awards, ["market_id", "bid_id"], "accepted_kw", "kW"),
-                      on=["market_id", "bid_id"], how="left")
+        aw = aw.merge(
+            _pivot_intervals(awards, ["market_id", "bid_id"], "accepted_kw", "kW"),
+            on=["market_id", "bid_id"],
+            how="left",
+        )
     sections.append(("awards", "Awards (accepted kW per interval)", aw))
     sections.append(("activations", "Activations", run.table("activations").drop(columns=["product_id"])))
     st = run.table("settlements").drop(columns=["product_id"])
@@ -197,25 +238,44 @@ def product_summary(run: Run) -> pd.DataFrame:
     payments and penalties as settled (sellers' side)."""
     markets = run.table("markets", columns=["market_id", "product_id", "state", "need_kwh"])
     if markets.empty:
-        return pd.DataFrame(columns=["product_id", "markets", "states", "need_kwh", "accepted_kwh", "unmet_kwh",
-                                     "award_payments_dkk", "delivered_kwh", "settled_payments_dkk", "penalties_dkk"])
+        return pd.DataFrame(
+            columns=[
+                "product_id",
+                "markets",
+                "states",
+                "need_kwh",
+                "accepted_kwh",
+                "unmet_kwh",
+                "award_payments_dkk",
+                "delivered_kwh",
+                "settled_payments_dkk",
+                "penalties_dkk",
+            ]
+        )
     clearings = run.table("clearings", columns=["product_id", "unmet_kwh"])
     awards = _awards_kwh(run)
-    sellers = run.table("settlements", columns=["product_id", "delivered_kwh", "payment_dkk", "penalty_dkk"],
-                        filter={"role": "seller"})
+    sellers = run.table(
+        "settlements", columns=["product_id", "delivered_kwh", "payment_dkk", "penalty_dkk"], filter={"role": "seller"}
+    )
     rows = []
     for product, m in markets.groupby("product_id", sort=True):
         a = awards[awards.product_id == product]
         s = sellers[sellers.product_id == product]
         states = m.state.value_counts().sort_index()
-        rows.append({
-            "product_id": product, "markets": len(m),
-            "states": ", ".join(f"{k} {v}" for k, v in states.items()),
-            "need_kwh": m.need_kwh.sum(), "accepted_kwh": a.accepted_kwh.sum(),
-            "unmet_kwh": clearings[clearings.product_id == product].unmet_kwh.sum(),
-            "award_payments_dkk": a.payment_dkk.sum(), "delivered_kwh": s.delivered_kwh.sum(),
-            "settled_payments_dkk": s.payment_dkk.sum(), "penalties_dkk": s.penalty_dkk.sum(),
-        })
+        rows.append(
+            {
+                "product_id": product,
+                "markets": len(m),
+                "states": ", ".join(f"{k} {v}" for k, v in states.items()),
+                "need_kwh": m.need_kwh.sum(),
+                "accepted_kwh": a.accepted_kwh.sum(),
+                "unmet_kwh": clearings[clearings.product_id == product].unmet_kwh.sum(),
+                "award_payments_dkk": a.payment_dkk.sum(),
+                "delivered_kwh": s.delivered_kwh.sum(),
+                "settled_payments_dkk": s.payment_dkk.sum(),
+                "penalties_dkk": s.penalty_dkk.sum(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -228,12 +288,16 @@ def _overload(run: Run) -> dict[str, Any]:
         series = None
     step_h = (run.scenario.get("households") or {}).get("dt_minutes", 15) / 60.0
     if series is not None:
-        above = {c: float((series[c] - series.limit_kw).clip(lower=0).sum() * step_h)
-                 for c in ("with_kw", "without_kw")}
+        above = {
+            c: float((series[c] - series.limit_kw).clip(lower=0).sum() * step_h) for c in ("with_kw", "without_kw")
+        }
         return {"with_kwh": above["with_kw"], "without_kwh": above["without_kw"], "twin": True}
     fl = run.table("feeder_load", columns=["load_kw", "limit_kw"])
-    return {"with_kwh": float((fl.load_kw - fl.limit_kw).clip(lower=0).sum() * step_h), "without_kwh": None,
-            "twin": False}
+    return {
+        "with_kwh": float((fl.load_kw - fl.limit_kw).clip(lower=0).sum() * step_h),
+        "without_kwh": None,
+        "twin": False,
+    }
 
 
 def headline(run: Run) -> list[dict[str, Any]]:
@@ -241,33 +305,66 @@ def headline(run: Run) -> list[dict[str, Any]]:
     markets = run.table("markets", columns=["state"])
     awards = _awards_kwh(run)
     buyers = run.table("settlements", columns=["payment_dkk", "penalty_dkk"], filter={"role": "buyer"})
-    sellers = run.table("settlements", columns=["ordered_kwh", "delivered_kwh", "penalty_dkk"],
-                        filter={"role": "seller"})
+    sellers = run.table(
+        "settlements", columns=["ordered_kwh", "delivered_kwh", "penalty_dkk"], filter={"role": "seller"}
+    )
     ordered = float(sellers.ordered_kwh.sum())
     settled = ", ".join(f"{k} {v}" for k, v in markets.state.value_counts().sort_index().items())
     o = _overload(run)
     rows: list[dict[str, Any]] = [
         {"key": "markets", "label": "markets", "value": len(markets), "unit": "", "note": settled or "none"},
-        {"key": "volume", "label": "volume awarded", "value": float(awards.accepted_kwh.sum()), "unit": "kWh",
-         "note": "accepted energy over all markets"},
-        {"key": "cost", "label": "procurement cost", "value": float(awards.payment_dkk.sum()), "unit": "DKK",
-         "note": f"awards; settled buyers paid {buyers.payment_dkk.sum():,.0f} DKK" if len(buyers) else "awards"},
-        {"key": "delivery_ratio", "label": "delivery ratio",
-         "value": float(sellers.delivered_kwh.sum()) / ordered if ordered > 0 else None, "unit": "%",
-         "note": f"delivered / ordered over {ordered:,.0f} kWh settled" if ordered > 0 else "nothing settled yet"},
-        {"key": "penalties", "label": "penalties", "value": float(sellers.penalty_dkk.sum()), "unit": "DKK",
-         "note": "paid by sellers for shortfalls"},
+        {
+            "key": "volume",
+            "label": "volume awarded",
+            "value": float(awards.accepted_kwh.sum()),
+            "unit": "kWh",
+            "note": "accepted energy over all markets",
+        },
+        {
+            "key": "cost",
+            "label": "procurement cost",
+            "value": float(awards.payment_dkk.sum()),
+            "unit": "DKK",
+            "note": f"awards; settled buyers paid {buyers.payment_dkk.sum():,.0f} DKK" if len(buyers) else "awards",
+        },
+        {
+            "key": "delivery_ratio",
+            "label": "delivery ratio",
+            "value": float(sellers.delivered_kwh.sum()) / ordered if ordered > 0 else None,
+            "unit": "%",
+            "note": f"delivered / ordered over {ordered:,.0f} kWh settled" if ordered > 0 else "nothing settled yet",
+        },
+        {
+            "key": "penalties",
+            "label": "penalties",
+            "value": float(sellers.penalty_dkk.sum()),
+            "unit": "DKK",
+            "note": "paid by sellers for shortfalls",
+        },
     ]
     if o["twin"]:
         avoided = o["without_kwh"] - o["with_kwh"]
-        rows.append({"key": "overload", "label": "overload avoided" if avoided >= 0 else "overload caused",
-                     "value": abs(avoided), "unit": "kWh",
-                     "note": f"above feeder limits: {o['without_kwh']:,.0f} kWh without flexibility, "
-                             f"{o['with_kwh']:,.0f} kWh with it"})
+        rows.append(
+            {
+                "key": "overload",
+                "label": "overload avoided" if avoided >= 0 else "overload caused",
+                "value": abs(avoided),
+                "unit": "kWh",
+                "note": f"above feeder limits: {o['without_kwh']:,.0f} kWh without flexibility, "
+                f"{o['with_kwh']:,.0f} kWh with it",
+            }
+        )
     else:
-        rows.append({"key": "overload", "label": "overload", "value": o["with_kwh"], "unit": "kWh",
-                     "note": "above feeder limits with flexibility; avoided or caused needs the no-flexibility "
-                             "twin, which this run lacks"})
+        rows.append(
+            {
+                "key": "overload",
+                "label": "overload",
+                "value": o["with_kwh"],
+                "unit": "kWh",
+                "note": "above feeder limits with flexibility; avoided or caused needs the no-flexibility "
+                "twin, which this run lacks",
+            }
+        )
     return rows
 
 
@@ -275,17 +372,38 @@ def report_data(run: Run) -> dict[str, Any]:
     """Everything the page's script needs, as plain JSON-able data."""
     m = run.manifest
     markets = run.table("markets")
-    cols = ["market_id", "product_id", "buyer", "location", "direction", "state", "requested_at", "gate_close",
-            "delivery_start", "delivery_end", "need_kwh", "n_bids", "settled_at"]
+    cols = [
+        "market_id",
+        "product_id",
+        "buyer",
+        "location",
+        "direction",
+        "state",
+        "requested_at",
+        "gate_close",
+        "delivery_start",
+        "delivery_end",
+        "need_kwh",
+        "n_bids",
+        "settled_at",
+    ]
     start = m.get("scenario", {}).get("start")
     return {
-        "run": {"run_id": run.run_id, "scenario_name": m.get("scenario_name"), "seed": m.get("seed"),
-                "start": start, "simulated_until_minute": m.get("simulated_until_minute"),
-                "completed": m.get("completed"), "flech_sim_version": m.get("flech_sim_version")},
+        "run": {
+            "run_id": run.run_id,
+            "scenario_name": m.get("scenario_name"),
+            "seed": m.get("seed"),
+            "start": start,
+            "simulated_until_minute": m.get("simulated_until_minute"),
+            "completed": m.get("completed"),
+            "flech_sim_version": m.get("flech_sim_version"),
+        },
         "headline": headline(run),
         "products": _section("Products", product_summary(run), "products"),
-        "markets": [dict(zip(cols, (_value(v) for v in row), strict=True))
-                    for row in markets[[c for c in cols if c in markets]].itertuples(index=False, name=None)],
+        "markets": [
+            dict(zip(cols, (_value(v) for v in row), strict=True))
+            for row in markets[[c for c in cols if c in markets]].itertuples(index=False, name=None)
+        ],
         "details": market_sections(run),
     }
 
@@ -299,8 +417,10 @@ def _figure_html(run: Run, fmt: str) -> str:
         fig.savefig(buf, format=fmt, dpi=90)
         mime = "image/svg+xml" if fmt == "svg" else "image/png"
         data = base64.b64encode(buf.getvalue()).decode("ascii")
-        parts.append(f'<figure id="fig-{kind}"><img alt="{html.escape(kind)}" src="data:{mime};base64,{data}">'
-                     f"<figcaption>{html.escape(kind.replace('_', ' '))}</figcaption></figure>")
+        parts.append(
+            f'<figure id="fig-{kind}"><img alt="{html.escape(kind)}" src="data:{mime};base64,{data}">'
+            f"<figcaption>{html.escape(kind.replace('_', ' '))}</figcaption></figure>"
+        )
     return "\n".join(parts)
 
 
@@ -309,9 +429,11 @@ def _headline_html(data: dict[str, Any]) -> str:
     for h in data["headline"]:
         v = h["value"]
         text = "–" if v is None else f"{100 * v:.1f} %" if h["unit"] == "%" else f"{_fmt(v)} {h['unit']}".strip()
-        cards.append(f'<div class="kpi" data-kpi="{h["key"]}"><div class="kpi-value">{html.escape(text)}</div>'
-                     f'<div class="kpi-label">{html.escape(h["label"])}</div>'
-                     f'<div class="kpi-note">{html.escape(h["note"])}</div></div>')
+        cards.append(
+            f'<div class="kpi" data-kpi="{h["key"]}"><div class="kpi-value">{html.escape(text)}</div>'
+            f'<div class="kpi-label">{html.escape(h["label"])}</div>'
+            f'<div class="kpi-note">{html.escape(h["note"])}</div></div>'
+        )
     return f'<div id="headline">{"".join(cards)}</div>'
 
 
@@ -320,8 +442,14 @@ def _summary_html(data: dict[str, Any]) -> str:
     if not sec["rows"]:
         return '<p class="empty">No markets were opened in this run.</p>'
     head = "".join(f"<th>{html.escape(c)}</th>" for c in sec["labels"])
-    body = "".join("<tr>" + "".join(("<td class=\"num\">" if isinstance(v, int | float) else "<td>")
-                                    + f"{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in sec["rows"])
+    body = "".join(
+        "<tr>"
+        + "".join(
+            ('<td class="num">' if isinstance(v, int | float) else "<td>") + f"{html.escape(_fmt(v))}</td>" for v in r
+        )
+        + "</tr>"
+        for r in sec["rows"]
+    )
     return f'<table id="products"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -350,7 +478,8 @@ def render(run: Run, fmt: str = "png") -> str:
         "<!--FLECH:meta-->": html.escape(
             f"flech_sim {r['flech_sim_version']} · start {r['start']} · simulated "
             f"{(r['simulated_until_minute'] or 0) / 60:g} h · "
-            f"{'completed' if r['completed'] else 'FAILED'} · report by flech_sim {__version__}"),
+            f"{'completed' if r['completed'] else 'FAILED'} · report by flech_sim {__version__}"
+        ),
         "<!--FLECH:headline-->": _headline_html(data),
         "<!--FLECH:summary-->": _summary_html(data),
         "<!--FLECH:figures-->": _figure_html(run, fmt),

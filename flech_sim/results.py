@@ -114,8 +114,7 @@ class Run:
 
     def _source(self, name: str) -> Path | None:
         if name not in self.table_names:
-            raise UnknownTableError(
-                f"unknown table {name!r}; known tables: {', '.join(self.table_names)}")
+            raise UnknownTableError(f"unknown table {name!r}; known tables: {', '.join(self.table_names)}")
         for candidate in (self.path / f"{name}.parquet", self.path / name):
             if candidate.exists() and candidate.suffix != PARTS_SUFFIX:
                 return candidate
@@ -208,9 +207,17 @@ class Runs:
         for r in self.runs:
             m = r.manifest
             summary = {k: v for k, v in (m.get("summary") or {}).items() if not isinstance(v, dict)}
-            rows.append({"run_id": r.run_id, "path": str(r.path), "scenario_name": m.get("scenario_name"),
-                         "seed": m.get("seed"), "completed": m.get("completed") is True,
-                         "incomplete_reason": r.incomplete_reason, **summary})
+            rows.append(
+                {
+                    "run_id": r.run_id,
+                    "path": str(r.path),
+                    "scenario_name": m.get("scenario_name"),
+                    "seed": m.get("seed"),
+                    "completed": m.get("completed") is True,
+                    "incomplete_reason": r.incomplete_reason,
+                    **summary,
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -222,8 +229,11 @@ def open_run(path: str | Path) -> Run:
     """
     r = Run(Path(path))
     if r.incomplete_reason:
-        warnings.warn(f"{r.path}: incomplete run, its tables are partial: {r.incomplete_reason}",
-                      IncompleteRunWarning, stacklevel=2)
+        warnings.warn(
+            f"{r.path}: incomplete run, its tables are partial: {r.incomplete_reason}",
+            IncompleteRunWarning,
+            stacklevel=2,
+        )
     return r
 
 
@@ -313,8 +323,15 @@ def _common_parent(paths: list[Path]) -> str:
 
 
 _OPS: dict[str, Callable[[ds.Expression, Any], ds.Expression]] = {
-    "==": operator.eq, "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge, "in": lambda f, v: f.isin(list(v)), "not in": lambda f, v: ~f.isin(list(v)),
+    "==": operator.eq,
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "in": lambda f, v: f.isin(list(v)),
+    "not in": lambda f, v: ~f.isin(list(v)),
 }
 
 

@@ -85,8 +85,10 @@ def _check_params(v: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, str) and len(value) <= 200:
             continue
-        raise ValueError(f"{key}: must be text (at most 200 characters), a finite number of magnitude at most "
-                         f"{MAX_PARAM_NUMBER:g} or true/false")
+        raise ValueError(
+            f"{key}: must be text (at most 200 characters), a finite number of magnitude at most "
+            f"{MAX_PARAM_NUMBER:g} or true/false"
+        )
     return v
 
 
@@ -343,7 +345,8 @@ class SweepConfig(_Strict):
     """A grid of parameter values and a list of seeds; every combination is one run."""
 
     grid: dict[Annotated[str, Field(max_length=200)], Annotated[list[Any], Field(max_length=MAX_LIST)]] = Field(
-        default_factory=dict, max_length=64)
+        default_factory=dict, max_length=64
+    )
     """Dotted path into the scenario (list items by index, e.g. 'aggregators.0.bidding.steps') -> values."""
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=list, max_length=MAX_LIST)
     """Seeds to run each grid point with; empty = the scenario's own seed."""
@@ -361,7 +364,8 @@ class Scenario(_Strict):
     horizon_hours: Annotated[float, Field(ge=MIN_HORIZON_HOURS, le=MAX_HORIZON_HOURS)] = 72.0
     """[h] Length of the simulated run."""
     products: dict[Annotated[str, Field(pattern=PRODUCT_ID_PATTERN)], Annotated[str, Field(max_length=300)]] = Field(
-        default_factory=lambda: {"SRP": "builtin"}, max_length=64)
+        default_factory=lambda: {"SRP": "builtin"}, max_length=64
+    )
     """Product ID -> implementation: 'builtin', an entry point of group flech_sim.products
     ('entry_point'), or a dotted path 'package.module:Class'."""
     solver: SolverConfig = SolverConfig()
@@ -374,8 +378,9 @@ class Scenario(_Strict):
     """Feeder ID -> feeder; households, markets and limits refer to these IDs."""
     households: HouseholdsConfig = HouseholdsConfig()
     """The physical household fleet."""
-    unaggregated: dict[str, Annotated[int, Field(ge=0, le=MAX_HOUSEHOLDS)]] = Field(default_factory=dict,
-                                                                                       max_length=MAX_LIST)
+    unaggregated: dict[str, Annotated[int, Field(ge=0, le=MAX_HOUSEHOLDS)]] = Field(
+        default_factory=dict, max_length=MAX_LIST
+    )
     """Households per feeder that no aggregator controls (they load the feeder, nothing more)."""
     buyers: list[BuyerConfig] = Field(min_length=1, max_length=MAX_LIST)
     """DSOs and TSOs that open markets."""
@@ -413,9 +418,11 @@ class Scenario(_Strict):
                 resolve_product(pid, impl, load=False)  # imports nothing the user did not name
             except LookupError as exc:
                 errors.append(f"products.{pid}: {exc}")
-        named = ([(f"buyers.{i}.id", b.id) for i, b in enumerate(self.buyers)]
-                 + [(f"aggregators.{i}.id", a.id) for i, a in enumerate(self.aggregators)]
-                 + [("data_provider.id", self.data_provider.id)])
+        named = (
+            [(f"buyers.{i}.id", b.id) for i, b in enumerate(self.buyers)]
+            + [(f"aggregators.{i}.id", a.id) for i, a in enumerate(self.aggregators)]
+            + [("data_provider.id", self.data_provider.id)]
+        )
         for where, pid in named:
             if pid.lower() in RESERVED_IDS:
                 errors.append(f"{where}: {pid!r} is reserved by the platform (reserved: {list(RESERVED_IDS)})")
@@ -447,8 +454,10 @@ class Scenario(_Strict):
             for j, m in enumerate(b.markets):
                 where = f"buyers.{i}.markets.{j}"
                 if m.product not in self.products:
-                    errors.append(f"{where}.product: unknown product ID {m.product!r}; "
-                                  f"the scenario's products are {sorted(self.products)}")
+                    errors.append(
+                        f"{where}.product: unknown product ID {m.product!r}; "
+                        f"the scenario's products are {sorted(self.products)}"
+                    )
                 if m.location not in self.feeders:
                     errors.append(f"{where}.location: unknown feeder {m.location!r}; known: {sorted(self.feeders)}")
                 if _minutes(m.gate_close_time) <= _minutes(m.request_time):
@@ -472,8 +481,7 @@ class Scenario(_Strict):
         """(field, path, required value columns; None = any) of every CSV the run would read."""
         out: list[tuple[str, str, tuple[str, ...] | None]] = []
         if self.households.weather_csv:
-            out.append(("households.weather_csv", self.households.weather_csv,
-                        ("outdoor_temp_c", "irradiance_w_m2")))
+            out.append(("households.weather_csv", self.households.weather_csv, ("outdoor_temp_c", "irradiance_w_m2")))
         if self.households.base_load_csv:
             out.append(("households.base_load_csv", self.households.base_load_csv, None))
         if self.spot.csv:
@@ -553,7 +561,7 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})") from None
     try:
         raw = yaml.load(text, Loader=_ScenarioLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.MarkedYAMLError as exc:
@@ -639,11 +647,12 @@ class _ScenarioLoader(yaml.SafeLoader):
                 seen.add(key)
             except TypeError:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+                    None, None, f"unhashable key {key!r}", key_node.start_mark
+                ) from None
             if repeated:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (the first value would be silently lost)",
-                    key_node.start_mark)
+                    None, None, f"duplicate key {key!r} (the first value would be silently lost)", key_node.start_mark
+                )
         return super().construct_mapping(node, deep)
 
 

@@ -79,8 +79,13 @@ TABLES: dict[str, Table] = {
                 _PRODUCT,
                 _c("sent_at", "time", "timestamp", "simulated send time"),
                 _c("ref_msg_id", "str", "-", "message answered (acks, rejections)", nullable=True),
-                _c("verdict", "str", "-", "for 'in' messages: accepted, rejected or redelivery (the same message "
-                   "again, answered as the first time); 'sent' for 'out'"),
+                _c(
+                    "verdict",
+                    "str",
+                    "-",
+                    "for 'in' messages: accepted, rejected or redelivery (the same message "
+                    "again, answered as the first time); 'sent' for 'out'",
+                ),
                 _c("payload", "str", "JSON", "the whole message as JSON (raw text if malformed)"),
             ),
         ),
@@ -108,8 +113,12 @@ TABLES: dict[str, Table] = {
                 _c("buyer", "str", "-", "participant that opened the market"),
                 _c("location", "str", "-", "feeder or area the flexibility must come from"),
                 _c("direction", "str", "-", "down (consume less) or up (consume more)"),
-                _c("state", "str", "-",
-                   "final life-cycle state: open, gate_closed, cleared, delivered, settled, cancelled, failed"),
+                _c(
+                    "state",
+                    "str",
+                    "-",
+                    "final life-cycle state: open, gate_closed, cleared, delivered, settled, cancelled, failed",
+                ),
                 _c("requested_at", "time", "timestamp", "when the market request arrived"),
                 _c("gate_close", "time", "timestamp", "bids accepted strictly before this time"),
                 _c("delivery_start", "time", "timestamp", "start of the delivery window"),
@@ -176,8 +185,13 @@ TABLES: dict[str, Table] = {
                 _c("need_kw", "float", "kW", "requested"),
                 _c("accepted_kw", "float", "kW", "accepted from bids"),
                 _c("unmet_kw", "float", "kW", "not covered"),
-                _c("clearing_price", "float", "DKK/kWh", "highest accepted bid price; pay-as-clear: the uniform price "
-                   "paid (null if none)", nullable=True),
+                _c(
+                    "clearing_price",
+                    "float",
+                    "DKK/kWh",
+                    "highest accepted bid price; pay-as-clear: the uniform price paid (null if none)",
+                    nullable=True,
+                ),
             ),
         ),
         Table(
@@ -204,9 +218,14 @@ TABLES: dict[str, Table] = {
                 _ISTART,
                 _c("accepted_kw", "float", "kW", "accepted flexibility"),
                 _c("price", "float", "DKK/kWh", "price paid for the accepted energy (CRP: the activation price)"),
-                _c("payment_dkk", "float", "DKK", "what the award pays for the interval, by the product's pricing "
-                   "rule: accepted energy x price; for options (CRP) the availability payment (activated energy is "
-                   "paid in settlement). Product-specific award fields are in the product's own tables"),
+                _c(
+                    "payment_dkk",
+                    "float",
+                    "DKK",
+                    "what the award pays for the interval, by the product's pricing "
+                    "rule: accepted energy x price; for options (CRP) the availability payment (activated energy is "
+                    "paid in settlement). Product-specific award fields are in the product's own tables",
+                ),
             ),
         ),
         Table(
@@ -235,8 +254,13 @@ TABLES: dict[str, Table] = {
                 _IDX,
                 _ISTART,
                 _c("method", "str", "-", "method the market asked for: x_of_y, rolling_average, meter_before_after"),
-                _c("used", "str", "-", "what produced the value: the method, the fallback method, 'declared' "
-                   "(seller's declared baseline) or 'none' (no baseline: nothing counted as delivered)"),
+                _c(
+                    "used",
+                    "str",
+                    "-",
+                    "what produced the value: the method, the fallback method, 'declared' "
+                    "(seller's declared baseline) or 'none' (no baseline: nothing counted as delivered)",
+                ),
                 _c("fallback", "bool", "-", "the requested method had insufficient meter history"),
                 _c("baseline_kw", "float", "kW", "baseline used in settlement (null = none)", nullable=True),
                 _c("detail", "str", "-", "why the fallback was used, or what the method averaged"),
@@ -283,8 +307,12 @@ TABLES: dict[str, Table] = {
                 _c("location", "str", "-", "feeder"),
                 _ISTART,
                 _c("load_kw", "float", "kW", "true average net power (consumption - PV)"),
-                _c("reduction_kw", "float", "kW",
-                   "load shed by dispatch against the households' own plan (negative = added)"),
+                _c(
+                    "reduction_kw",
+                    "float",
+                    "kW",
+                    "load shed by dispatch against the households' own plan (negative = added)",
+                ),
             ),
         ),
         Table(
@@ -434,10 +462,19 @@ TABLES: dict[str, Table] = {
                 _c("recovery_end", "time", "timestamp", "end of the 'afterwards' window"),
                 _c("recovery_minutes", "int", "min", "length of the 'afterwards' window"),
                 _c("recovered_kwh", "float", "kWh", "energy drawn back afterwards, in the opposite direction"),
-                _c("rebound_peak_kw", "float", "kW", "largest change against the twin afterwards, opposite direction "
-                   "(0 if none)"),
-                _c("rebound_ratio", "float", "-", "recovered_kwh / shifted_kwh (null if nothing was shifted)",
-                   nullable=True),
+                _c(
+                    "rebound_peak_kw",
+                    "float",
+                    "kW",
+                    "largest change against the twin afterwards, opposite direction (0 if none)",
+                ),
+                _c(
+                    "rebound_ratio",
+                    "float",
+                    "-",
+                    "recovered_kwh / shifted_kwh (null if nothing was shifted)",
+                    nullable=True,
+                ),
                 _c("tolerance_kw", "float", "kW", "re-convergence tolerance: max(1 kW, 1 % of the twin's mean load)"),
                 _c("end_reason", "str", "-", "converged, next_event, cap or horizon"),
             ),

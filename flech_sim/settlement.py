@@ -27,9 +27,7 @@ class IntervalSettlement:
         return tuple(p - q for p, q in zip(self.payment_dkk, self.penalty_dkk, strict=True))
 
 
-def delivered_against_baseline(
-    direction: Direction, baseline_kw: float, metered_kw: float, ordered_kw: float
-) -> float:
+def delivered_against_baseline(direction: Direction, baseline_kw: float, metered_kw: float, ordered_kw: float) -> float:
     """Verified flexibility in one interval: the change from the baseline, capped at the order."""
     change = baseline_kw - metered_kw if direction is Direction.DOWN else metered_kw - baseline_kw
     return min(max(change, 0.0), ordered_kw)

@@ -89,8 +89,13 @@ class Wiring:
     agents: Mapping[str, Agent]
 
 
-def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
-               sellers: dict[str, frozenset[str]], metering_points: frozenset[str]) -> Core:
+def build_core(
+    env: simpy.Environment,
+    persistor: Persistor,
+    scenario: Scenario,
+    sellers: dict[str, frozenset[str]],
+    metering_points: frozenset[str],
+) -> Core:
     """Endpoint -> dispatcher -> products, with meter data routed like a product; the coordinator
     hears of cleared markets on the event bus that the products publish to."""
     endpoint = Endpoint(env, persistor)
@@ -108,14 +113,26 @@ def build_core(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
         return everyone if location == "*" else by_location.get(location, [])
 
     events = EventBus()
-    coordinator = Coordinator(scenario.coordination, Recorder(persistor, frozenset({"conflicts"})), events,
-                              endpoint.role_of, sellers)
+    coordinator = Coordinator(
+        scenario.coordination, Recorder(persistor, frozenset({"conflicts"})), events, endpoint.role_of, sellers
+    )
     services = PlatformServices(
-        env=env, persistor=persistor, reply=dispatcher.reply, new_msg_id=endpoint.new_msg_id,
-        sellers_at=sellers_at, meter=meter, screen=coordinator.screen, events=events,
-        solver=SolverOptions(method=scenario.solver.method, time_limit_s=scenario.solver.time_limit_s,
-                             mip_gap=scenario.solver.mip_gap, seed=scenario.seed),
-        settlement=scenario.settlement, locations=frozenset(scenario.feeders),
+        env=env,
+        persistor=persistor,
+        reply=dispatcher.reply,
+        new_msg_id=endpoint.new_msg_id,
+        sellers_at=sellers_at,
+        meter=meter,
+        screen=coordinator.screen,
+        events=events,
+        solver=SolverOptions(
+            method=scenario.solver.method,
+            time_limit_s=scenario.solver.time_limit_s,
+            mip_gap=scenario.solver.mip_gap,
+            seed=scenario.seed,
+        ),
+        settlement=scenario.settlement,
+        locations=frozenset(scenario.feeders),
         is_participant=lambda pid: endpoint.role_of(pid) is not None,
     )
     products: dict[str, Product] = {}
@@ -141,8 +158,9 @@ class RunInterrupted(KeyboardInterrupt):
         return signal.Signals(self.signum).name
 
 
-def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
-        transport: Transport | None = None) -> RunResult:
+def run(
+    scenario: Scenario, out_dir: Path | None = None, progress: bool = False, transport: Transport | None = None
+) -> RunResult:
     """Run a validated scenario to its horizon and write every table and the manifest.
 
     The manifest is written first (``completed: false, status: running``) and kept current as
@@ -179,9 +197,17 @@ def run(scenario: Scenario, out_dir: Path | None = None, progress: bool = False,
 
     def progress_manifest() -> None:
         assert persistor is not None
-        persistor.write_manifest(manifest | {
-            "status": "running", "completed": False, "error": None, "fingerprint": None,
-            "simulated_until_minute": int(env.now), "wall_seconds": round(time.perf_counter() - started, 3)})
+        persistor.write_manifest(
+            manifest
+            | {
+                "status": "running",
+                "completed": False,
+                "error": None,
+                "fingerprint": None,
+                "simulated_until_minute": int(env.now),
+                "wall_seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
     persistor: Persistor | None = None
     with _signals_raise() as signals:
@@ -321,8 +347,9 @@ def relaxed_gc() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
-           external: frozenset[str] = frozenset()) -> Wiring:
+def _build(
+    env: simpy.Environment, persistor: Persistor, scenario: Scenario, external: frozenset[str] = frozenset()
+) -> Wiring:
     """Physical world, platform core and agents, always in the same order (determinism).
 
     The one place where participants meet the world: a DSO gets a grid view, a TSO the calendar,
@@ -332,8 +359,11 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
     root = np.random.SeedSequence(scenario.seed)
     world = World(env, scenario, child_seed(root, 1), persistor)
     n_steps = scenario.horizon_minutes // world.dt + 2 * world.steps_per_day
-    spot = (load_spot_csv(scenario.spot.csv, scenario.start, n_steps, world.dt) if scenario.spot.csv
-            else generate_spot(scenario.start, n_steps, world.dt, child_seed(root, 2), scenario.spot.mean_eur_mwh))
+    spot = (
+        load_spot_csv(scenario.spot.csv, scenario.start, n_steps, world.dt)
+        if scenario.spot.csv
+        else generate_spot(scenario.start, n_steps, world.dt, child_seed(root, 2), scenario.spot.mean_eur_mwh)
+    )
     portfolios = {a.id: world.portfolio_of(a.id) for a in sorted(scenario.aggregators, key=lambda a: a.id)}
     sellers = {a: frozenset(p.feeders) for a, p in portfolios.items()}
     dp = scenario.data_provider
@@ -352,17 +382,24 @@ def _build(env: simpy.Environment, persistor: Persistor, scenario: Scenario,
         if b.id in external:
             continue
         grid = world.grid_view() if b.role == "dso" else None
-        agents[b.id] = Buyer(env, core.endpoint.connect(b.id, b.role), b, grid, scenario.start,
-                             scenario.horizon_minutes, child_seed(buyer_seeds, i), own,
-                             settle_due=partial(_settlement_due, core, dp))
+        agents[b.id] = Buyer(
+            env,
+            core.endpoint.connect(b.id, b.role),
+            b,
+            grid,
+            scenario.start,
+            scenario.horizon_minutes,
+            child_seed(buyer_seeds, i),
+            own,
+            settle_due=partial(_settlement_due, core, dp),
+        )
     seller_tables = Recorder(persistor, frozenset({AGENT_ERRORS, FLEX_FORECASTS}))
     for a_id, portfolio in portfolios.items():
         if a_id in external:
             continue
         cfg = next(a for a in scenario.aggregators if a.id == a_id)
         agents[a_id] = Aggregator(env, core.endpoint.connect(a_id, "aggregator"), cfg, portfolio, spot, seller_tables)
-    agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, feed, child_seed(root, 3),
-                                 own)
+    agents[dp.id] = DataProvider(env, core.endpoint.connect(dp.id, "data_provider"), dp, feed, child_seed(root, 3), own)
     world.start()
     for agent_id in sorted(agents):
         agents[agent_id].start()
@@ -389,6 +426,7 @@ def _run_clock(env: simpy.Environment, scenario: Scenario, progress: bool) -> No
     from tqdm import tqdm
 
     with tqdm(total=horizon // 60, unit="sim h", desc=scenario.name, leave=False) as bar:
+
         def tick() -> Generator[simpy.Event, Any, None]:
             while True:
                 yield env.timeout(60)

@@ -49,8 +49,9 @@ def twin_feeder_load(scenario: Scenario, horizon_hours: float | None = None, see
     return pd.concat(frames, ignore_index=True)
 
 
-def size_limits(feeder_load: pd.DataFrame, percentile: float = DEFAULT_PERCENTILE, round_to: float = 10.0
-                ) -> pd.DataFrame:
+def size_limits(
+    feeder_load: pd.DataFrame, percentile: float = DEFAULT_PERCENTILE, round_to: float = 10.0
+) -> pd.DataFrame:
     """Per feeder: the load percentile (rounded up to ``round_to`` kW), its peak and the share of steps above.
 
     Pure: takes any ``feeder_load``-shaped frame, so a test can hand-check it.
@@ -62,23 +63,46 @@ def size_limits(feeder_load: pd.DataFrame, percentile: float = DEFAULT_PERCENTIL
         load = g.load_kw.to_numpy(dtype=float)
         raw = float(np.percentile(load, percentile))
         limit = float(np.ceil(raw / round_to) * round_to) if round_to > 0 else raw
-        rows.append({"feeder": str(feeder), "limit_kw": limit, "percentile_kw": raw, "peak_kw": float(load.max()),
-                     "mean_kw": float(load.mean()), "share_above": float((load > limit).mean()),
-                     "current_limit_kw": float(g.limit_kw.iloc[0]) if "limit_kw" in g else float("nan"),
-                     "current_share_above": float((load > g.limit_kw.to_numpy()).mean()) if "limit_kw" in g
-                     else float("nan")})
-    return pd.DataFrame(rows, columns=["feeder", "limit_kw", "percentile_kw", "peak_kw", "mean_kw", "share_above",
-                                       "current_limit_kw", "current_share_above"])
+        rows.append(
+            {
+                "feeder": str(feeder),
+                "limit_kw": limit,
+                "percentile_kw": raw,
+                "peak_kw": float(load.max()),
+                "mean_kw": float(load.mean()),
+                "share_above": float((load > limit).mean()),
+                "current_limit_kw": float(g.limit_kw.iloc[0]) if "limit_kw" in g else float("nan"),
+                "current_share_above": float((load > g.limit_kw.to_numpy()).mean())
+                if "limit_kw" in g
+                else float("nan"),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "feeder",
+            "limit_kw",
+            "percentile_kw",
+            "peak_kw",
+            "mean_kw",
+            "share_above",
+            "current_limit_kw",
+            "current_share_above",
+        ],
+    )
 
 
 def format_limits(limits: pd.DataFrame, percentile: float) -> str:
     """The sized limits as a table and as the YAML ``feeders:`` block to paste into the scenario."""
-    lines = [f"feeder limits at the {percentile:g}th percentile of the no-flexibility twin's load (all seeds pooled):",
-             f"  {'feeder':<14}{'limit kW':>10}{'peak kW':>10}{'mean kW':>10}{'above':>8}"
-             f"{'now kW':>10}{'above now':>11}"]
+    lines = [
+        f"feeder limits at the {percentile:g}th percentile of the no-flexibility twin's load (all seeds pooled):",
+        f"  {'feeder':<14}{'limit kW':>10}{'peak kW':>10}{'mean kW':>10}{'above':>8}{'now kW':>10}{'above now':>11}",
+    ]
     for r in limits.itertuples():
-        lines.append(f"  {r.feeder:<14}{r.limit_kw:>10.0f}{r.peak_kw:>10.0f}{r.mean_kw:>10.0f}{r.share_above:>8.1%}"
-                     f"{r.current_limit_kw:>10.0f}{r.current_share_above:>11.1%}")
+        lines.append(
+            f"  {r.feeder:<14}{r.limit_kw:>10.0f}{r.peak_kw:>10.0f}{r.mean_kw:>10.0f}{r.share_above:>8.1%}"
+            f"{r.current_limit_kw:>10.0f}{r.current_share_above:>11.1%}"
+        )
     lines.append("feeders:")
     lines += [f"  {r.feeder}: {{limit_kw: {r.limit_kw:.0f}}}" for r in limits.itertuples()]
     return "\n".join(lines)
@@ -107,8 +131,12 @@ def cli_size_feeders(args: argparse.Namespace) -> int:
 def register_cli(sub: Any) -> None:
     p = sub.add_parser("size-feeders", help="size feeder limits at a percentile of the no-flexibility twin's load")
     p.add_argument("scenario", type=Path, help="scenario YAML file")
-    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
-                   help=f"load percentile used as the limit (default {DEFAULT_PERCENTILE:g}: ~2 %% of steps above)")
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=DEFAULT_PERCENTILE,
+        help=f"load percentile used as the limit (default {DEFAULT_PERCENTILE:g}: ~2 %% of steps above)",
+    )
     p.add_argument("--hours", type=float, help="size over this horizon instead of the scenario's")
     p.add_argument("--seeds", type=int, default=1, help="pool the twin's load over this many seeds (default 1)")
     p.add_argument("--out", type=Path, help="also write the table as CSV")

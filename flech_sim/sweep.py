@@ -107,7 +107,8 @@ def expand(raw: dict[str, Any], source: str = "<scenario>") -> list[RunSpec]:
     for path, values in grid.items():
         if path in ("seed", "sweep") or path.startswith("sweep."):
             raise ScenarioError(
-                f"{source}: sweep.grid.{path}: not a sweepable parameter (list seeds under sweep.seeds)")
+                f"{source}: sweep.grid.{path}: not a sweepable parameter (list seeds under sweep.seeds)"
+            )
         if not values:
             raise ScenarioError(f"{source}: sweep.grid.{path}: needs at least one value")
     specs: list[RunSpec] = []
@@ -154,14 +155,17 @@ def set_path(doc: dict[str, Any], path: str, value: Any, source: str = "<scenari
                 ids = [x.get("id") for x in node if isinstance(x, dict) and "id" in x]
                 raise ScenarioError(
                     f"{source}: sweep.grid.{path}: {where!r} matches no list item "
-                    f"(indexes 0..{len(node) - 1}{'; ids ' + ', '.join(map(str, ids)) if ids else ''})")
+                    f"(indexes 0..{len(node) - 1}{'; ids ' + ', '.join(map(str, ids)) if ids else ''})"
+                )
             if last:
                 node[i] = copy.deepcopy(value)
                 return
             node = node[i]
         else:
-            raise ScenarioError(f"{source}: sweep.grid.{path}: {'.'.join(parts[:depth])!r} is a value, "
-                                f"not a section, so it has no {part!r}")
+            raise ScenarioError(
+                f"{source}: sweep.grid.{path}: {'.'.join(parts[:depth])!r} is a value, "
+                f"not a section, so it has no {part!r}"
+            )
 
 
 def _list_index(items: list[Any], part: str) -> int | None:
@@ -291,8 +295,14 @@ def run_sweep(
     cluster_seconds = 0.0
     from tqdm import tqdm
 
-    with tqdm(total=len(specs), initial=len(specs) - len(todo), unit="run", desc="sweep",
-              disable=not progress, file=sys.stderr) as bar:
+    with tqdm(
+        total=len(specs),
+        initial=len(specs) - len(todo),
+        unit="run",
+        desc="sweep",
+        disable=not progress,
+        file=sys.stderr,
+    ) as bar:
         if todo:
             t0 = time.perf_counter()
             with _client(workers, scheduler) as client:
@@ -301,8 +311,9 @@ def run_sweep(
                     rows[run_id] = row
                     bar.update(1)
     index = add_ensemble_columns([_index_row(spec, rows[spec.run_id], out_dir) for spec in specs], param_names)
-    result = SweepResult(out_dir, index, param_names, round(time.perf_counter() - started, 3),
-                         round(cluster_seconds, 3))
+    result = SweepResult(
+        out_dir, index, param_names, round(time.perf_counter() - started, 3), round(cluster_seconds, 3)
+    )
     result.index_paths = write_index(out_dir, index, param_names)
     result.index_paths += write_kpis_summary(out_dir, index, param_names)
     return result
@@ -315,8 +326,9 @@ def _execute(client: Any, todo: list[RunSpec], out_dir: Path) -> Iterator[tuple[
     attempt = uuid.uuid4().hex[:8]  # task keys unique per sweep: a long-lived scheduler may remember old ones
     for spec in todo:
         doc = spec.scenario.model_dump(mode="json")
-        fut = client.submit(run_one, spec.run_id, doc, str(out_dir / spec.run_id),
-                            key=f"flech-run-{spec.run_id}-{attempt}")
+        fut = client.submit(
+            run_one, spec.run_id, doc, str(out_dir / spec.run_id), key=f"flech-run-{spec.run_id}-{attempt}"
+        )
         futures[fut] = spec
     for fut in as_completed(futures):
         spec = futures[fut]
@@ -342,8 +354,13 @@ class _client:
         if self.scheduler:
             self._client = Client(self.scheduler, timeout="30s")
         else:
-            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=logging.ERROR)
+            self._cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
             self._client = Client(self._cluster)
         return self._client
 
@@ -432,8 +449,16 @@ def summarize_kpis(kpis: Any, param_names: list[str]) -> Any:
     rows = []
     for key, g in df.groupby(keys, sort=True, dropna=False):
         n, mean, std, lo, hi = t_interval(g["value"].tolist())
-        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
-                     "n": n, "mean": mean, "std": std, "ci95_low": lo, "ci95_high": hi})
+        rows.append(
+            {
+                **dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
+                "n": n,
+                "mean": mean,
+                "std": std,
+                "ci95_low": lo,
+                "ci95_high": hi,
+            }
+        )
     return pd.DataFrame(rows, columns=[*keys, "n", "mean", "std", "ci95_low", "ci95_high"])
 
 
@@ -447,8 +472,14 @@ def add_ensemble_columns(index: list[dict[str, Any]], param_names: list[str]) ->
         for key, _ in KPI_HEADLINES:
             _n, mean, std, lo, hi = t_interval([r[f"kpi_{key}"] for r in ok])
             for r in members:
-                r.update({f"kpi_{key}_mean": mean, f"kpi_{key}_std": std, f"kpi_{key}_ci95_low": lo,
-                          f"kpi_{key}_ci95_high": hi})
+                r.update(
+                    {
+                        f"kpi_{key}_mean": mean,
+                        f"kpi_{key}_std": std,
+                        f"kpi_{key}_ci95_low": lo,
+                        f"kpi_{key}_ci95_high": hi,
+                    }
+                )
     return index
 
 
@@ -491,8 +522,9 @@ def cli_kpis(args: argparse.Namespace) -> int:
         if not (d / "kpis_summary.parquet").is_file():
             idx = pd.read_parquet(d / "index.parquet")
             fixed = {"run_id", "seed", "status", "error", "wall_seconds", "cpu_seconds", "fingerprint", "run_dir"}
-            params = [c for c in idx.columns if c not in fixed and c not in dict(HEADLINES)
-                      and not c.startswith("kpi_")]
+            params = [
+                c for c in idx.columns if c not in fixed and c not in dict(HEADLINES) and not c.startswith("kpi_")
+            ]
             write_kpis_summary(d, idx.to_dict("records"), params)
         if not (d / "kpis_summary.parquet").is_file():
             print(f"error: no completed run in {d} has a kpis table", file=sys.stderr)
@@ -512,15 +544,26 @@ def cli_kpis(args: argparse.Namespace) -> int:
 def register_cli(sub: Any) -> None:
     k = sub.add_parser("kpis", help="print a run's KPIs, or a sweep's KPIs over seeds (mean, std, 95 % CI)")
     k.add_argument("dir", type=Path, metavar="RUN_OR_SWEEP_DIR")
-    k.add_argument("--scope", action="append", choices=["run", "product", "aggregator", "feeder"],
-                   help="only these scopes (repeatable)")
+    k.add_argument(
+        "--scope",
+        action="append",
+        choices=["run", "product", "aggregator", "feeder"],
+        help="only these scopes (repeatable)",
+    )
     k.set_defaults(func=cli_kpis)
-    s = sub.add_parser("sweep", help="run every grid point x seed of a scenario's sweep section, in parallel",
-                       description="Run a scenario's sweep (grid x seeds) on Dask and write an index of the runs.")
+    s = sub.add_parser(
+        "sweep",
+        help="run every grid point x seed of a scenario's sweep section, in parallel",
+        description="Run a scenario's sweep (grid x seeds) on Dask and write an index of the runs.",
+    )
     s.add_argument("scenario", type=Path, metavar="SCENARIO.yaml", help="scenario file with a sweep section")
     s.add_argument("--out", type=Path, help="sweep directory (default: results/<scenario>/sweep)")
-    s.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                   help=f"local worker processes (default {DEFAULT_WORKERS}; ignored with --scheduler)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"local worker processes (default {DEFAULT_WORKERS}; ignored with --scheduler)",
+    )
     s.add_argument("--scheduler", metavar="ADDR", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cli_sweep)
@@ -531,8 +574,13 @@ def cli_sweep(args: argparse.Namespace) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        result = run_sweep(args.scenario, args.out, workers=args.workers, scheduler=args.scheduler,
-                           progress=not args.no_progress and sys.stderr.isatty())
+        result = run_sweep(
+            args.scenario,
+            args.out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -545,9 +593,11 @@ def cli_sweep(args: argparse.Namespace) -> int:
 
 def format_result(result: SweepResult) -> str:
     n = len(result.rows)
-    lines = [f"{n} run(s): {result.count('completed')} completed, {result.count('failed')} failed, "
-             f"{result.count('skipped')} skipped (already completed) in {result.wall_seconds:.1f} s",
-             f"  index  {result.index_paths[1] if len(result.index_paths) > 1 else result.out_dir}"]
+    lines = [
+        f"{n} run(s): {result.count('completed')} completed, {result.count('failed')} failed, "
+        f"{result.count('skipped')} skipped (already completed) in {result.wall_seconds:.1f} s",
+        f"  index  {result.index_paths[1] if len(result.index_paths) > 1 else result.out_dir}",
+    ]
     for r in result.rows:
         if r["status"] == "failed":
             lines.append(f"  FAILED {r['run_id']}: {r['error']}")

@@ -47,8 +47,12 @@ def run_twin(scenario: Scenario, out_dir: Path) -> dict[str, Any]:
     manifest = json.loads(manifest_path.read_text())
     manifest.update(is_twin=True, twin_of=str(out_dir))
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    return {"run_dir": str(path), "completed": result.completed, "error": result.error,
-            "wall_seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "run_dir": str(path),
+        "completed": result.completed,
+        "error": result.error,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _read(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -64,10 +68,13 @@ def _with_availability(run_dir: Path, awards: pd.DataFrame) -> pd.DataFrame:
     """``awards`` plus ``availability_dkk`` (NaN where none) from every product table that records
     availability payments per award interval (CRP's ``crp_awards``, or a plug-in's of the same shape):
     product-specific award fields live in the products' own tables, not in ``awards``."""
-    parts = [pq.read_table(run_dir / f"{t.name}.parquet", columns=[*_AVAILABILITY_KEY, "availability_dkk"])
-             for t in TABLES.values()
-             if t.name != "awards" and {*_AVAILABILITY_KEY, "availability_dkk"} <= set(t.names)
-             and (run_dir / f"{t.name}.parquet").is_file()]
+    parts = [
+        pq.read_table(run_dir / f"{t.name}.parquet", columns=[*_AVAILABILITY_KEY, "availability_dkk"])
+        for t in TABLES.values()
+        if t.name != "awards"
+        and {*_AVAILABILITY_KEY, "availability_dkk"} <= set(t.names)
+        and (run_dir / f"{t.name}.parquet").is_file()
+    ]
     if not parts:
         return awards.assign(availability_dkk=np.nan)
     avail = pd.concat([_to_pandas(p) for p in parts], ignore_index=True)
@@ -86,8 +93,11 @@ def finish_study(scenario: Scenario, out_dir: Path, row_counts: dict[str, int]) 
     tables = _read(out_dir)
     twin = _read(out_dir / TWIN_DIR) if twin_info is not None else None
     dt = scenario.households.dt_minutes
-    start = pd.Timestamp(scenario.start).tz_localize(None) if pd.Timestamp(scenario.start).tzinfo is None \
+    start = (
+        pd.Timestamp(scenario.start).tz_localize(None)
+        if pd.Timestamp(scenario.start).tzinfo is None
         else pd.Timestamp(scenario.start).tz_convert(None)
+    )
     events = None
     if twin is not None:
         compare = K.feeder_compare(tables["feeder_load"], twin["feeder_load"])

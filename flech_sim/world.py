@@ -92,9 +92,14 @@ class Portfolio:
         self.dt = world.dt
         self.feeders = tuple(world.feeders_of(owner))
 
-    def forecast(self, first_step: int, duration_steps: int, last_first_step: int | None = None,
-                 schedule: tuple[int, np.ndarray] | None = None,
-                 awarded: tuple[int, np.ndarray] | None = None) -> PortfolioForecast:
+    def forecast(
+        self,
+        first_step: int,
+        duration_steps: int,
+        last_first_step: int | None = None,
+        schedule: tuple[int, np.ndarray] | None = None,
+        awarded: tuple[int, np.ndarray] | None = None,
+    ) -> PortfolioForecast:
         """Baseline and flexibility of windows starting in [first_step, last_first_step].
 
         ``schedule``: (first model step, (len(feeders), steps) signed kW) the changes the
@@ -120,8 +125,9 @@ class MeterFeed:
         owned = np.flatnonzero(world.owner < world.owners.index(UNAGGREGATED))
         self.household_meters = household_meters
         self._households = owned if household_meters else np.zeros(0, dtype=np.int64)
-        self.household_points = tuple(household_point(world.points[world.portfolio[h]], int(h))
-                                      for h in self._households.tolist())
+        self.household_points = tuple(
+            household_point(world.points[world.portfolio[h]], int(h)) for h in self._households.tolist()
+        )
         if household_meters:
             world.keep_household_series = True  # the world keeps per-household days only for a household feed
 
@@ -141,8 +147,9 @@ class MeterFeed:
         return [(p, loads[h]) for p, h in zip(self.household_points, self._households.tolist(), strict=True)]
 
 
-def _control_at(targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray,
-                ends: dict[int, np.ndarray] | None = None) -> Control | None:
+def _control_at(
+    targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray, ends: dict[int, np.ndarray] | None = None
+) -> Control | None:
     """The fleet's control at step ``s`` from per-step kW changes per portfolio: each portfolio
     holds its change until ``ends[s]`` (the end of the award asking for it), or, without ends,
     for as long as the following steps keep its sign (its reference plan)."""
@@ -171,8 +178,9 @@ def household_point(portfolio: str, household: int) -> str:
 
 
 class World:
-    def __init__(self, env: simpy.Environment, scenario: Scenario, seed: np.random.SeedSequence,
-                 persistor: Persistor) -> None:
+    def __init__(
+        self, env: simpy.Environment, scenario: Scenario, seed: np.random.SeedSequence, persistor: Persistor
+    ) -> None:
         cfg = scenario.households
         self.env = env
         self.persistor = persistor
@@ -180,7 +188,7 @@ class World:
         self.steps_per_day = MINUTES_PER_DAY // self.dt
         self.feeders = sorted(scenario.feeders)
         self.limits = np.array([scenario.feeders[f].limit_kw for f in self.feeders])
-        self.owners = sorted(a.id for a in scenario.aggregators) + [UNAGGREGATED]
+        self.owners = [*sorted(a.id for a in scenario.aggregators), UNAGGREGATED]
         counts = {a.id: a.households for a in scenario.aggregators} | {UNAGGREGATED: scenario.unaggregated}
         owner, feeder = [], []
         for o, name in enumerate(self.owners):
@@ -202,11 +210,20 @@ class World:
             weather = load_weather_csv(cfg.weather_csv, scenario.start, n_steps, self.dt)
         else:
             weather = generate_weather(cfg.season, scenario.start, n_steps, self.dt, child_seed(seed, 1))
-        base_load = CsvBaseLoad(cfg.base_load_csv, len(self.owner), scenario.start, n_steps, self.dt) \
-            if cfg.base_load_csv else None
+        base_load = (
+            CsvBaseLoad(cfg.base_load_csv, len(self.owner), scenario.start, n_steps, self.dt)
+            if cfg.base_load_csv
+            else None
+        )
         self.fleet = HouseholdFleet.create(
-            len(self.owner), weather, child_seed(seed, 2), cfg.fleet, feeder=self.feeder, owner=self.owner,
-            perfect_forecast=cfg.perfect_forecast, base_load=base_load,
+            len(self.owner),
+            weather,
+            child_seed(seed, 2),
+            cfg.fleet,
+            feeder=self.feeder,
+            owner=self.owner,
+            perfect_forecast=cfg.perfect_forecast,
+            base_load=base_load,
         )
         self._households_of: dict[str, np.ndarray] = {}
         self._feeders_of: dict[str, list[str]] = {}
@@ -252,9 +269,15 @@ class World:
             self._feeders_of[owner] = [f for f, ok in zip(self.feeders, present, strict=True) if ok]
         return list(self._feeders_of[owner])
 
-    def forecast(self, owner: str, first_step: int, duration_steps: int,
-                 last_first_step: int | None = None, schedule: tuple[int, np.ndarray] | None = None,
-                 awarded: tuple[int, np.ndarray] | None = None) -> PortfolioForecast:
+    def forecast(
+        self,
+        owner: str,
+        first_step: int,
+        duration_steps: int,
+        last_first_step: int | None = None,
+        schedule: tuple[int, np.ndarray] | None = None,
+        awarded: tuple[int, np.ndarray] | None = None,
+    ) -> PortfolioForecast:
         """One aggregator's baseline, and the flexibility it can hold through windows of
         ``duration_steps`` model steps starting anywhere in [first_step, last_first_step],
         simulated from its households' current state on forecast inputs.
@@ -276,14 +299,25 @@ class World:
         feeders = self.feeders_of(owner)
         cols = o * len(self.feeders) + np.array([self.feeders.index(f) for f in feeders], dtype=np.int64)
         return PortfolioForecast(
-            start_step=now, first_window=first_step, duration_steps=duration_steps, feeders=tuple(feeders),
-            baseline_kw=fc[0][:, cols], flex_down_kw=fc[1][:, cols],
-            flex_up_kw=fc[2][:, cols], rebound_down_kwh=fc[3][:, cols],
+            start_step=now,
+            first_window=first_step,
+            duration_steps=duration_steps,
+            feeders=tuple(feeders),
+            baseline_kw=fc[0][:, cols],
+            flex_down_kw=fc[1][:, cols],
+            flex_up_kw=fc[2][:, cols],
+            rebound_down_kwh=fc[3][:, cols],
         )
 
-    def _forecast_committed(self, owner: str, now: int, first: int, duration: int,
-                            schedule: tuple[int, np.ndarray],
-                            awarded: tuple[int, np.ndarray] | None = None) -> PortfolioForecast:
+    def _forecast_committed(
+        self,
+        owner: str,
+        now: int,
+        first: int,
+        duration: int,
+        schedule: tuple[int, np.ndarray],
+        awarded: tuple[int, np.ndarray] | None = None,
+    ) -> PortfolioForecast:
         """One owner's forecast of the window [first, first + duration) under its commitments.
 
         A forecast copy of the fleet is stepped from now by the same controlled physics as real
@@ -295,8 +329,9 @@ class World:
         never count as this market's delivery.
         """
         feeders = self.feeders_of(owner)
-        cols = self.owners.index(owner) * len(self.feeders) \
-            + np.array([self.feeders.index(f) for f in feeders], dtype=np.int64)
+        cols = self.owners.index(owner) * len(self.feeders) + np.array(
+            [self.feeders.index(f) for f in feeders], dtype=np.int64
+        )
         hh = self.households_of(owner)
         k = first - now + duration
 
@@ -315,8 +350,14 @@ class World:
             baseline, flex = np.zeros((until - now, len(cols))), None
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
-                    flex = twin.forecast(duration, duration, by=self.portfolio, households=hh,
-                                         chunk=max(len(hh), 1), starts=np.zeros(1, dtype=np.int64))
+                    flex = twin.forecast(
+                        duration,
+                        duration,
+                        by=self.portfolio,
+                        households=hh,
+                        chunk=max(len(hh), 1),
+                        starts=np.zeros(1, dtype=np.int64),
+                    )
                 res = twin.step(_control_at(tg, s, self.portfolio))
                 baseline[i] = np.bincount(self.portfolio, res.net_kw, self.n_portfolios)[cols]
             return baseline, flex
@@ -329,8 +370,13 @@ class World:
             baseline = run(targets(awarded), now + k, False)[0]
         assert flex is not None
         return PortfolioForecast(
-            start_step=now, first_window=first, duration_steps=duration, feeders=tuple(feeders),
-            baseline_kw=baseline, flex_down_kw=flex.flex_down_kw[:, cols], flex_up_kw=flex.flex_up_kw[:, cols],
+            start_step=now,
+            first_window=first,
+            duration_steps=duration,
+            feeders=tuple(feeders),
+            baseline_kw=baseline,
+            flex_down_kw=flex.flex_down_kw[:, cols],
+            flex_up_kw=flex.flex_up_kw[:, cols],
             rebound_down_kwh=flex.rebound_down_kwh[:, cols],
         )
 
@@ -353,16 +399,24 @@ class World:
             sel = np.concatenate(batch)
             # Grouped by portfolio: the fleet counts groups up to the last portfolio with
             # households, so every aggregator's own columns exist.
-            fcs.append(self.fleet.forecast(last - now + duration_steps, duration_steps, by=self.portfolio,
-                                           households=sel, chunk=max(len(sel), 1),
-                                           starts=np.arange(first_step - now, last - now + 1)))
+            fcs.append(
+                self.fleet.forecast(
+                    last - now + duration_steps,
+                    duration_steps,
+                    by=self.portfolio,
+                    households=sel,
+                    chunk=max(len(sel), 1),
+                    starts=np.arange(first_step - now, last - now + 1),
+                )
+            )
             batch = []
         names = ("baseline_kw", "flex_down_kw", "flex_up_kw", "rebound_down_kwh")
         # An owner's columns come from one batch and are zero in the others: the sum is exact.
         return [sum((getattr(f, nm) for f in fcs[1:]), getattr(fcs[0], nm)) for nm in names]
 
-    def schedule(self, owner: str, feeders: list[str], start: int, interval_minutes: int,
-                 change_kw: np.ndarray) -> None:
+    def schedule(
+        self, owner: str, feeders: list[str], start: int, interval_minutes: int, change_kw: np.ndarray
+    ) -> None:
         """Ask the owner's households for a consumption change (negative = shed): ``change_kw``
         is (len(feeders), intervals), one row per feeder, one column per market interval."""
         change = np.asarray(change_kw, dtype=float).reshape(len(feeders), -1)
@@ -379,7 +433,7 @@ class World:
             nxt = run_end[:, i + 1] if i + 1 < change.shape[1] else np.zeros(len(feeders), dtype=np.int64)
             same = (i + 1 < change.shape[1]) & (sign[:, i] == (sign[:, i + 1] if i + 1 < change.shape[1] else 0))
             run_end[:, i] = np.where(same & (sign[:, i] != 0), nxt, own)
-        for i in np.flatnonzero(change.any(axis=0)):
+        for i in map(int, np.flatnonzero(change.any(axis=0))):
             q = change[:, i]
             t0 = start + int(i) * interval_minutes
             for s in range(t0 // self.dt, -(-(t0 + interval_minutes) // self.dt)):
@@ -398,7 +452,7 @@ class World:
         s = day * self.steps_per_day
         if (day + 1) * self.steps_per_day > self.fleet.step_index:
             raise ValueError(f"day {day} is not over yet")
-        return self._meter[g, s:s + self.steps_per_day].copy()
+        return self._meter[g, s : s + self.steps_per_day].copy()
 
     def household_day(self, day: int) -> np.ndarray:
         """(n_households, steps) net load of a past day; handed over once (then forgotten)."""
@@ -455,46 +509,61 @@ class World:
         k0 = s0 % self.steps_per_day
         minutes = (s0 + np.arange(spd)) * dt
         active = [self.points.index(p) for p in self.active_points]
-        self.persistor.append_columns("portfolio_load", {
-            "metering_point": np.repeat([self.points[g] for g in active], spd).tolist(),
-            "location": np.repeat([self.feeders[g % len(self.feeders)] for g in active], spd).tolist(),
-            "interval_start": np.tile(minutes, len(active)),
-            "load_kw": self._meter[active, s0:s0 + spd].ravel(),
-            "reduction_kw": -self._achieved[active, s0:s0 + spd].ravel(),
-        })
+        self.persistor.append_columns(
+            "portfolio_load",
+            {
+                "metering_point": np.repeat([self.points[g] for g in active], spd).tolist(),
+                "location": np.repeat([self.feeders[g % len(self.feeders)] for g in active], spd).tolist(),
+                "interval_start": np.tile(minutes, len(active)),
+                "load_kw": self._meter[active, s0 : s0 + spd].ravel(),
+                "reduction_kw": -self._achieved[active, s0 : s0 + spd].ravel(),
+            },
+        )
         nf = len(self.feeders)
-        self.persistor.append_columns("feeder_load", {
-            "feeder": np.repeat(self.feeders, spd).tolist(),
-            "interval_start": np.tile(minutes, nf),
-            "load_kw": self._feeder_kw[:, s0:s0 + spd].ravel(),
-            "limit_kw": np.repeat(self.limits, spd),
-        })
+        self.persistor.append_columns(
+            "feeder_load",
+            {
+                "feeder": np.repeat(self.feeders, spd).tolist(),
+                "interval_start": np.tile(minutes, nf),
+                "load_kw": self._feeder_kw[:, s0 : s0 + spd].ravel(),
+                "limit_kw": np.repeat(self.limits, spd),
+            },
+        )
         if len(self._recorded):
             p = self.fleet.p
             hh = self._recorded
-            self.persistor.append_columns("household_temperatures", {
-                "household": np.repeat(hh, spd),
-                "metering_point": np.repeat([self.points[g] for g in self.portfolio[hh]], spd).tolist(),
-                "interval_start": np.tile(minutes + dt, len(hh)),
-                "t_in_c": self._temps[:, k0:k0 + spd].ravel().copy(),  # _temps is refilled every day: no view
-                "t_min_c": np.repeat(p.t_min[hh], spd),
-                "t_max_c": np.repeat(p.t_max[hh], spd),
-            })
+            self.persistor.append_columns(
+                "household_temperatures",
+                {
+                    "household": np.repeat(hh, spd),
+                    "metering_point": np.repeat([self.points[g] for g in self.portfolio[hh]], spd).tolist(),
+                    "interval_start": np.tile(minutes + dt, len(hh)),
+                    "t_in_c": self._temps[:, k0 : k0 + spd].ravel().copy(),  # _temps is refilled every day: no view
+                    "t_min_c": np.repeat(p.t_min[hh], spd),
+                    "t_max_c": np.repeat(p.t_max[hh], spd),
+                },
+            )
 
     def finalize(self) -> None:
         """The steps of the last (partial) day, then one row per household: its devices,
         comfort band and what control cost it in comfort."""
         self._persist(self.fleet.step_index)
         p, f = self.fleet.p, self.fleet
-        self.persistor.append_columns("households", {
-            "household": np.arange(f.n),
-            "metering_point": [self.points[g] for g in self.portfolio],
-            "owner": [self.owners[o] for o in self.owner],
-            "feeder": [self.feeders[i] for i in self.feeder],
-            "heating": np.array(["none", "heat_pump", "panel"])[p.heat_type].tolist(),
-            "has_ev": p.has_ev, "has_battery": p.bat_cap > 0, "has_pv": p.kwp > 0,
-            "t_min_c": p.t_min, "t_max_c": p.t_max,
-            "comfort_violation_steps": f.violation_steps,
-            "comfort_violation_degree_minutes": f.violation_degree_minutes,
-            "ev_unmet_kwh": f.ev_unmet_kwh,
-        })
+        self.persistor.append_columns(
+            "households",
+            {
+                "household": np.arange(f.n),
+                "metering_point": [self.points[g] for g in self.portfolio],
+                "owner": [self.owners[o] for o in self.owner],
+                "feeder": [self.feeders[i] for i in self.feeder],
+                "heating": np.array(["none", "heat_pump", "panel"])[p.heat_type].tolist(),
+                "has_ev": p.has_ev,
+                "has_battery": p.bat_cap > 0,
+                "has_pv": p.kwp > 0,
+                "t_min_c": p.t_min,
+                "t_max_c": p.t_max,
+                "comfort_violation_steps": f.violation_steps,
+                "comfort_violation_degree_minutes": f.violation_degree_minutes,
+                "ev_unmet_kwh": f.ev_unmet_kwh,
+            },
+        )

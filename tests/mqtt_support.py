@@ -11,10 +11,21 @@ EXAMPLE = REPO / "examples" / "external_aggregator.py"
 ME = "agg-x"
 
 SCENARIO: dict[str, Any] = {
-    "name": "mqtt_unit", "seed": 7, "start": "2026-01-12T00:00:00", "horizon_hours": 80, "twin": False,
+    "name": "mqtt_unit",
+    "seed": 7,
+    "start": "2026-01-12T00:00:00",
+    "horizon_hours": 80,
+    "twin": False,
     "feeders": {"feeder-1": {"limit_kw": 400}, "feeder-2": {"limit_kw": 300}},
-    "buyers": [{"id": "dso-1", "role": "dso", "markets": [{
-        "product": "SRP", "location": "feeder-1", "count": 2, "need_kw": [60, 90, 90, 60], "price_cap": 3.0}]}],
+    "buyers": [
+        {
+            "id": "dso-1",
+            "role": "dso",
+            "markets": [
+                {"product": "SRP", "location": "feeder-1", "count": 2, "need_kw": [60, 90, 90, 60], "price_cap": 3.0}
+            ],
+        }
+    ],
     "aggregators": [
         {"id": "agg-a", "households": {"feeder-1": 120, "feeder-2": 50}},
         {"id": ME, "households": {"feeder-1": 40}, "external": True},

@@ -34,30 +34,69 @@ def all_products_scenario(**kw: Any) -> Scenario:
     return scenario_from_dict(scenario_dict(**{"products": ALL_PRODUCTS, **kw}))
 
 
-def bid(h: Harness, seller: str, bid_id: str, price: float, qty: tuple[float, ...], *, product: str,
-        market_id: str = "m1", block: bool = False, baseline: tuple[float, ...] | None = None,
-        availability_price: float | None = None, **extra: Any) -> Bid:
+def bid(
+    h: Harness,
+    seller: str,
+    bid_id: str,
+    price: float,
+    qty: tuple[float, ...],
+    *,
+    product: str,
+    market_id: str = "m1",
+    block: bool = False,
+    baseline: tuple[float, ...] | None = None,
+    availability_price: float | None = None,
+    **extra: Any,
+) -> Bid:
     """A bid; the declared baseline defaults to 5000 kW per interval (give () for none); ``availability_price``
     (CRP) goes into ``attrs``."""
     p = h.people[seller]
     attrs = dict(extra.pop("attrs", {}))
     if availability_price is not None:
         attrs["availability_price"] = availability_price
-    return Bid(**p.env_fields(market_id, product, int(h.env.now)), bid_id=bid_id, price=price, quantities_kw=qty,
-               block=block, baseline_kw=baseline if baseline is not None else tuple(5000.0 for _ in qty),
-               attrs=attrs, **extra)
+    return Bid(
+        **p.env_fields(market_id, product, int(h.env.now)),
+        bid_id=bid_id,
+        price=price,
+        quantities_kw=qty,
+        block=block,
+        baseline_kw=baseline if baseline is not None else tuple(5000.0 for _ in qty),
+        attrs=attrs,
+        **extra,
+    )
 
 
-def activation(h: Harness, who: str, activation_id: str, start: int, qty: tuple[float, ...], *, seller: str = "",
-               product: str = "CRP", market_id: str = "m1", interval_minutes: int = 60) -> Activation:
+def activation(
+    h: Harness,
+    who: str,
+    activation_id: str,
+    start: int,
+    qty: tuple[float, ...],
+    *,
+    seller: str = "",
+    product: str = "CRP",
+    market_id: str = "m1",
+    interval_minutes: int = 60,
+) -> Activation:
     p = h.people[who]
-    return Activation(**p.env_fields(market_id, product, int(h.env.now)), activation_id=activation_id, start=start,
-                      interval_minutes=interval_minutes, quantities_kw=qty, seller=seller)
+    return Activation(
+        **p.env_fields(market_id, product, int(h.env.now)),
+        activation_id=activation_id,
+        start=start,
+        interval_minutes=interval_minutes,
+        quantities_kw=qty,
+        seller=seller,
+    )
 
 
 def meter(h: Harness, point: str, start: int, values: list[float | None], step: int = 15) -> MeterData:
-    return MeterData(**h.people["datahub"].env_fields("", "METER", int(h.env.now)), metering_point=point,
-                     start=start, interval_minutes=step, consumption_kw=tuple(values))
+    return MeterData(
+        **h.people["datahub"].env_fields("", "METER", int(h.env.now)),
+        metering_point=point,
+        start=start,
+        interval_minutes=step,
+        consumption_kw=tuple(values),
+    )
 
 
 def received(h: Harness, who: str, cls: type[Message]) -> list[Any]:

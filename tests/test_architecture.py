@@ -38,24 +38,39 @@ def _modules(sub: str) -> list[Path]:
 
 
 def _offenders(sub: str, forbidden: tuple[str, ...]) -> list[str]:
-    return [f"{p.relative_to(PKG.parent)} imports {name}" for p in _modules(sub) for name in sorted(_imports(p))
-            if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    return [
+        f"{p.relative_to(PKG.parent)} imports {name}"
+        for p in _modules(sub)
+        for name in sorted(_imports(p))
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
 
 
-@pytest.mark.parametrize(("sub", "forbidden"), [
-    # clearing is pure: no clock, no messages bus, no participants, no products
-    ("clearing", ("simpy", "flech_sim.agents", "flech_sim.products", "flech_sim.endpoint", "flech_sim.world")),
-    # settlement arithmetic is pure too
-    ("settlement", ("simpy", "flech_sim.agents", "flech_sim.products", "flech_sim.world")),
-    # products never reach agents, the world, the wiring or the scenario (scenario -> registry -> products)
-    ("products", ("flech_sim.agents", "flech_sim.world", "flech_sim.simulation", "flech_sim.households",
-                  "flech_sim.coordination")),
-    # agents talk through messages: no product internals, no platform wiring (their Recorder writes only
-    # the tables it was handed, so agents/base.py may name the Persistor type it wraps)
-    ("agents", ("flech_sim.products", "flech_sim.simulation", "flech_sim.dispatcher", "flech_sim.coordination")),
-    # the coordinator hears of markets on the event bus, never from product internals
-    ("coordination", ("flech_sim.products",)),
-])
+@pytest.mark.parametrize(
+    ("sub", "forbidden"),
+    [
+        # clearing is pure: no clock, no messages bus, no participants, no products
+        ("clearing", ("simpy", "flech_sim.agents", "flech_sim.products", "flech_sim.endpoint", "flech_sim.world")),
+        # settlement arithmetic is pure too
+        ("settlement", ("simpy", "flech_sim.agents", "flech_sim.products", "flech_sim.world")),
+        # products never reach agents, the world, the wiring or the scenario (scenario -> registry -> products)
+        (
+            "products",
+            (
+                "flech_sim.agents",
+                "flech_sim.world",
+                "flech_sim.simulation",
+                "flech_sim.households",
+                "flech_sim.coordination",
+            ),
+        ),
+        # agents talk through messages: no product internals, no platform wiring (their Recorder writes only
+        # the tables it was handed, so agents/base.py may name the Persistor type it wraps)
+        ("agents", ("flech_sim.products", "flech_sim.simulation", "flech_sim.dispatcher", "flech_sim.coordination")),
+        # the coordinator hears of markets on the event bus, never from product internals
+        ("coordination", ("flech_sim.products",)),
+    ],
+)
 def test_layering(sub: str, forbidden: tuple[str, ...]) -> None:
     assert _offenders(sub, forbidden) == []
 
@@ -63,8 +78,12 @@ def test_layering(sub: str, forbidden: tuple[str, ...]) -> None:
 def test_agents_never_import_each_other() -> None:
     """Buyers, aggregators and the data provider share only base.py and strategies (pure)."""
     roles = {"aggregator", "buyers", "data_provider"}
-    bad = [f"{p.name} imports {name}" for p in _modules("agents") for name in _imports(p)
-           if name.startswith("flech_sim.agents.") and name.split(".")[2] in roles - {p.stem}]
+    bad = [
+        f"{p.name} imports {name}"
+        for p in _modules("agents")
+        for name in _imports(p)
+        if name.startswith("flech_sim.agents.") and name.split(".")[2] in roles - {p.stem}
+    ]
     assert bad == []
 
 

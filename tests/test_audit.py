@@ -36,14 +36,17 @@ def reference_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _tables(run_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, Any]]:
-    return (pd.read_parquet(run_dir / "messages.parquet"),
-            {n: pd.read_parquet(run_dir / f"{n}.parquet") for n in AUDITED},
-            json.loads((run_dir / "manifest.json").read_text()))
+    return (
+        pd.read_parquet(run_dir / "messages.parquet"),
+        {n: pd.read_parquet(run_dir / f"{n}.parquet") for n in AUDITED},
+        json.loads((run_dir / "manifest.json").read_text()),
+    )
 
 
 @pytest.mark.parametrize("name", [p.stem for p in REFERENCE])
-def test_every_reference_run_audits_clean(reference_runs: dict[str, Path], name: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_reference_run_audits_clean(
+    reference_runs: dict[str, Path], name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = reference_runs[name]
     assert main(["audit", str(run_dir)]) == 0
     assert "OK" in capsys.readouterr().out
@@ -69,8 +72,9 @@ def _copy(src: Path, tmp_path: Path) -> Path:
     return dst
 
 
-def test_a_tampered_award_is_found_and_the_market_named(reference_runs: dict[str, Path], tmp_path: Path,
-                                                        capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_tampered_award_is_found_and_the_market_named(
+    reference_runs: dict[str, Path], tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
     run_dir = _copy(reference_runs["srp_block_bids"], tmp_path)
     awards = pd.read_parquet(run_dir / "awards.parquet")
     i = awards.index[awards.accepted_kw > 0][0]
@@ -126,15 +130,27 @@ def test_a_run_that_received_bad_messages_audits_clean(tmp_path: Path, monkeypat
             injected.append(msg.msg_id)
             send(self, msg)  # redelivery
             send(self, "{not json")  # malformed
-            send(self, to_json(Bid(**{**_fields(msg), "msg_id": msg.msg_id + "-x", "bid_id": msg.bid_id + "-x",
-                                      "price": -1.0})))  # out of range
-            send(self, Bid(**{**_fields(msg), "msg_id": msg.msg_id + "-y", "bid_id": msg.bid_id + "-y",
-                              "market_id": "no-such-market"}))  # unknown market
+            send(
+                self,
+                to_json(
+                    Bid(**{**_fields(msg), "msg_id": msg.msg_id + "-x", "bid_id": msg.bid_id + "-x", "price": -1.0})
+                ),
+            )  # out of range
+            send(
+                self,
+                Bid(
+                    **{
+                        **_fields(msg),
+                        "msg_id": msg.msg_id + "-y",
+                        "bid_id": msg.bid_id + "-y",
+                        "market_id": "no-such-market",
+                    }
+                ),
+            )  # unknown market
             send(self, Bid(**{**_fields(msg), "msg_id": msg.msg_id + "-z", "sender": "agg-a"}))  # impersonation
 
     monkeypatch.setattr(Connection, "send", noisy)
-    s = load_scenario(REPO / "tests" / "reference_scenarios" / "srp_block_bids.yaml").model_copy(
-        update={"twin": False})
+    s = load_scenario(REPO / "tests" / "reference_scenarios" / "srp_block_bids.yaml").model_copy(update={"twin": False})
     result = run(s, tmp_path / "noisy")
     assert result.completed, result.error
     msgs = pd.read_parquet(tmp_path / "noisy" / "messages.parquet")
@@ -155,7 +171,8 @@ def competition(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from .test_competition import CONGESTED  # the bundled study is sized to rare overload: congest it for conflicts
 
     s = load_scenario(REPO / "scenarios" / "tso_dso_competition.yaml").model_copy(
-        update={"horizon_hours": 56, "twin": False, **CONGESTED})
+        update={"horizon_hours": 56, "twin": False, **CONGESTED}
+    )
     result = run(s, tmp_path_factory.mktemp("audit-comp") / "c")
     assert result.completed, result.error
     return result.out_dir
@@ -179,8 +196,9 @@ def test_not_a_run_directory(tmp_path: Path, capsys) -> None:  # type: ignore[no
     assert "not a run directory" in capsys.readouterr().err
 
 
-def test_an_unparsable_recorded_payload_is_a_finding_not_a_crash(reference_runs: dict[str, Path],
-                                                                 tmp_path: Path) -> None:
+def test_an_unparsable_recorded_payload_is_a_finding_not_a_crash(
+    reference_runs: dict[str, Path], tmp_path: Path
+) -> None:
     run_dir = _copy(reference_runs["srp_block_bids"], tmp_path)
     msgs = pd.read_parquet(run_dir / "messages.parquet")
     i = msgs.index[(msgs.kind == "bid") & (msgs.verdict == "accepted")][0]

@@ -58,8 +58,20 @@ def test_json_without_defaulted_fields_is_a_complete_message() -> None:
     from flech_sim.limits import check_message
     from flech_sim.messages import Bid, from_json, to_json
 
-    text = json.dumps({"kind": "bid", "msg_id": "a-1", "sender": "a", "recipient": "flech", "market_id": "m",
-                       "product_id": "SRP", "sent_at": 0, "bid_id": "b", "price": 1.0, "quantities_kw": [1.0]})
+    text = json.dumps(
+        {
+            "kind": "bid",
+            "msg_id": "a-1",
+            "sender": "a",
+            "recipient": "flech",
+            "market_id": "m",
+            "product_id": "SRP",
+            "sent_at": 0,
+            "bid_id": "b",
+            "price": 1.0,
+            "quantities_kw": [1.0],
+        }
+    )
     msg = from_json(text)
     assert isinstance(msg, Bid) and vars(msg)["location"] == "" and vars(msg)["baseline_kw"] == ()
     check_message(msg, 0)  # raised KeyError('location') before

@@ -162,9 +162,7 @@ def test_outcome_helpers_and_immutability() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         out.status = ClearingStatus.ERROR  # type: ignore[misc]
     again = clear(problem)
-    assert dataclasses.replace(again, solve_time_s=0.0) == dataclasses.replace(
-        out, solve_time_s=0.0
-    )
+    assert dataclasses.replace(again, solve_time_s=0.0) == dataclasses.replace(out, solve_time_s=0.0)
 
 
 def test_lists_are_stored_as_tuples() -> None:
@@ -183,9 +181,7 @@ def test_default_options_have_a_gap_a_limit_and_presolve_off() -> None:
 
 
 @pytest.mark.parametrize("method", [ClearingMethod.HIGHS, ClearingMethod.PYOMO], ids=str)
-def test_solver_exception_becomes_error_outcome(
-    monkeypatch: pytest.MonkeyPatch, method: ClearingMethod
-) -> None:
+def test_solver_exception_becomes_error_outcome(monkeypatch: pytest.MonkeyPatch, method: ClearingMethod) -> None:
     def boom(self: highspy.Highs) -> None:
         raise RuntimeError("solver exploded")
 

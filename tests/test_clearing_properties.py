@@ -27,9 +27,7 @@ from flech_sim.clearing.merit_order import allocate
 from flech_sim.clearing.problem import TIE_EPS, ProblemArrays
 
 EXAMPLES = int(os.environ.get("CLEARING_EXAMPLES", "40"))
-SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LP_METHODS = (ClearingMethod.MERIT, ClearingMethod.HIGHS, ClearingMethod.PYOMO)
 EXACT_MIP = {"mip_gap": 0.0}  # ties between block combinations only resolve at gap 0
 
@@ -149,8 +147,11 @@ def _brute_force(problem: ClearingProblem) -> tuple[float, int]:
             rest_arrays = ProblemArrays.from_problem(rest)
             acc = allocate(rest_arrays)
             unmet = np.maximum(rest_arrays.need - acc.sum(axis=0), 0.0)
-            cost = h * (sum(problem.bids[k].price * arrays.quantity[k].sum() for k in subset)
-                        + rest_arrays.price @ acc.sum(axis=1) + problem.price_cap * unmet.sum())
+            cost = h * (
+                sum(problem.bids[k].price * arrays.quantity[k].sum() for k in subset)
+                + rest_arrays.price @ acc.sum(axis=1)
+                + problem.price_cap * unmet.sum()
+            )
             costs.append(float(cost))
     best = min(costs)
     return best, sum(c <= best + 1e-9 for c in costs)
@@ -192,8 +193,7 @@ def test_empty_and_zero_need_books_give_a_status(problem: ClearingProblem,
                                                  method: ClearingMethod) -> None:  # fmt: skip
     for p in (
         ClearingProblem("e", problem.need, problem.price_cap, problem.interval_hours, ()),
-        ClearingProblem("z", (0.0,) * len(problem.need), problem.price_cap,
-                        problem.interval_hours, problem.bids),
+        ClearingProblem("z", (0.0,) * len(problem.need), problem.price_cap, problem.interval_hours, problem.bids),
     ):
         out = clear(p, SolverOptions(method=method))
         if not p.bids:

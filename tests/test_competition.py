@@ -23,8 +23,13 @@ def _run(name: str, tmp: Path, **update) -> dict[str, pd.DataFrame]:  # type: ig
 
 # The bundled scenario is sized like a real grid (feeders above their limits on a few peak steps), so
 # in 56 h a conflict may not arise; these mechanics tests tighten the limits until the DSO buys all day.
-CONGESTED = {"feeders": {"feeder-1": FeederConfig(limit_kw=1500), "feeder-2": FeederConfig(limit_kw=1100),
-                         "feeder-3": FeederConfig(limit_kw=1400)}}
+CONGESTED = {
+    "feeders": {
+        "feeder-1": FeederConfig(limit_kw=1500),
+        "feeder-2": FeederConfig(limit_kw=1100),
+        "feeder-3": FeederConfig(limit_kw=1400),
+    }
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +81,12 @@ def test_mfrr_pays_everyone_the_clearing_price(competition) -> None:  # type: ig
 
 
 def test_dso_activates_its_options_when_congestion_appears(tmp_path: Path) -> None:
-    t = _run("dso_congestion", tmp_path, horizon_hours=72,  # the limits before the scenario was sized like a grid
-             feeders={"feeder-1": FeederConfig(limit_kw=700), "feeder-2": FeederConfig(limit_kw=520)})
+    t = _run(
+        "dso_congestion",
+        tmp_path,
+        horizon_hours=72,  # the limits before the scenario was sized like a grid
+        feeders={"feeder-1": FeederConfig(limit_kw=700), "feeder-2": FeederConfig(limit_kw=520)},
+    )
     acts, msgs, st = t["activations"], t["messages"], t["settlements"]
     assert len(acts) > 0 and t["rejections"].empty
     calls = msgs[(msgs.kind == "activation") & (msgs.direction == "in")]

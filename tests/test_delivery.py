@@ -58,8 +58,10 @@ def test_perfect_forecasts_deliver_consecutive_mfrr_activations(competition: Pat
     st = st[st.role == "seller"]
     mfrr = st[(st.product_id == "mFRR") & (st.ordered_kwh > 0)]
     markets = pd.read_parquet(competition / "markets.parquet").set_index("market_id")
-    mfrr = mfrr.assign(t=mfrr.market_id.str.rsplit("-", n=1).str[1].astype(int),
-                       direction=markets.loc[mfrr.market_id, "direction"].to_numpy())
+    mfrr = mfrr.assign(
+        t=mfrr.market_id.str.rsplit("-", n=1).str[1].astype(int),
+        direction=markets.loc[mfrr.market_id, "direction"].to_numpy(),
+    )
     runs = {(p, d): longest_run(sorted(g.t.unique())) for (p, d), g in mfrr.groupby(["party", "direction"])}
     assert max(runs.values()) >= 30, runs  # the premise: >= 30 consecutive activations of one portfolio
     for product, g in st.groupby("product_id"):
@@ -118,17 +120,17 @@ def test_rebound_of_a_shed_is_in_the_next_baseline_not_in_its_delivery(world: Wo
     undisturbed = pf.forecast(first, window)
     now = env.now // dt
     schedule = np.zeros((nf, first + window - now))
-    schedule[:, shed_from - now:first - now] = -shed
+    schedule[:, shed_from - now : first - now] = -shed
     committed = pf.forecast(first, window, schedule=(now, schedule))
     pf.schedule(shed_from * dt, shed_steps * dt, -shed)
     env.run(until=24 * 60 + dt)  # the day is over: its meter readings are published
-    metered = np.array([world.metered(f"{owner}@{f}", 0)[first:first + window] for f in pf.feeders]).T
-    base_new = committed.baseline_kw[first - committed.start_step:][:window]
-    base_old = undisturbed.baseline_kw[first - undisturbed.start_step:][:window]
+    metered = np.array([world.metered(f"{owner}@{f}", 0)[first : first + window] for f in pf.feeders]).T
+    base_new = committed.baseline_kw[first - committed.start_step :][:window]
+    base_old = undisturbed.baseline_kw[first - undisturbed.start_step :][:window]
     rebound = (metered - base_old).sum()
     assert rebound > 0.3 * shed.sum() * window / shed_steps  # the shed is paid back after it ...
     assert abs((metered - base_new).sum()) < 0.02 * rebound  # ... and the new baseline carries it
     # the shed itself was delivered against the baseline declared under no earlier commitment
     shed_metered = np.array([world.metered(f"{owner}@{f}", 0)[shed_from:first] for f in pf.feeders]).T
-    shed_base = undisturbed.baseline_kw[shed_from - undisturbed.start_step:first - undisturbed.start_step]
+    shed_base = undisturbed.baseline_kw[shed_from - undisturbed.start_step : first - undisturbed.start_step]
     assert (shed_base - shed_metered).mean(axis=0).sum() >= 0.98 * shed.sum()

@@ -16,8 +16,10 @@ def finish(h) -> dict[str, pd.DataFrame]:  # type: ignore[no-untyped-def]
     for p in h.core.products.values():
         p.finalize()
     h.persistor.close()
-    return {name: pd.read_parquet(h.persistor.out_dir / f"{name}.parquet")
-            for name in ("messages", "rejections", "bids", "markets")}
+    return {
+        name: pd.read_parquet(h.persistor.out_dir / f"{name}.parquet")
+        for name in ("messages", "rejections", "bids", "markets")
+    }
 
 
 def rejections_of(h, who: str) -> list[Rejection]:  # type: ignore[no-untyped-def]
@@ -95,10 +97,25 @@ def test_role_may_not_send_kind(harness) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["{not json", "[1, 2]", json.dumps({"kind": "teleport"}),
-     json.dumps({"kind": "bid", "msg_id": "agg-a-9", "sender": "agg-a", "recipient": PLATFORM,
-                 "market_id": "m1", "product_id": "SRP", "sent_at": 0, "bid_id": "b", "price": "cheap",
-                 "quantities_kw": [1, 2]})],
+    [
+        "{not json",
+        "[1, 2]",
+        json.dumps({"kind": "teleport"}),
+        json.dumps(
+            {
+                "kind": "bid",
+                "msg_id": "agg-a-9",
+                "sender": "agg-a",
+                "recipient": PLATFORM,
+                "market_id": "m1",
+                "product_id": "SRP",
+                "sent_at": 0,
+                "bid_id": "b",
+                "price": "cheap",
+                "quantities_kw": [1, 2],
+            }
+        ),
+    ],
 )
 def test_malformed_payload_is_rejected_and_kept_verbatim(harness, raw: str) -> None:
     h = harness
@@ -183,7 +200,10 @@ def test_invalid_market_times_and_cancellation(harness) -> None:
     assert [r.reason for r in rejections_of(h, "dso-1")] == [RejectReason.INVALID_TIMES]
     assert [r.reason for r in rejections_of(h, "agg-b")] == [RejectReason.GATE_CLOSED]
     assert [m.kind for m in h.people["agg-a"].inbox if m.market_id == "m2"] == [
-        "bid_request", "ack", "market_cancellation"]
+        "bid_request",
+        "ack",
+        "market_cancellation",
+    ]
     t = finish(h)
     m2 = t["markets"].set_index("market_id").loc["m2"]
     assert (m2.state, m2.note) == ("cancelled", "forecast changed")

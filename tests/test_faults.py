@@ -33,23 +33,38 @@ from flech_sim.simulation import run
 from .conftest import REPO, scenario_dict
 
 LONG = {
-    "name": "longrun", "seed": 7, "start": "2026-01-12T00:00:00", "horizon_hours": 4000,
+    "name": "longrun",
+    "seed": 7,
+    "start": "2026-01-12T00:00:00",
+    "horizon_hours": 4000,
     "feeders": {"feeder-1": {"limit_kw": 400}},
-    "buyers": [{"id": "dso-1", "markets": [{"product": "SRP", "location": "feeder-1", "count": 160,
-                                            "need_kw": [60, 90], "price_cap": 3.0}]}],
+    "buyers": [
+        {
+            "id": "dso-1",
+            "markets": [
+                {"product": "SRP", "location": "feeder-1", "count": 160, "need_kw": [60, 90], "price_cap": 3.0}
+            ],
+        }
+    ],
     "aggregators": [{"id": "agg-a", "households": {"feeder-1": 40}}],
 }
-CHILD = ("import sys, flech_sim.persistor as p; p.DEFAULT_BATCH_ROWS = 300\n"
-         "from flech_sim.cli import main; sys.exit(main(sys.argv[1:]))")
+CHILD = (
+    "import sys, flech_sim.persistor as p; p.DEFAULT_BATCH_ROWS = 300\n"
+    "from flech_sim.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def _start(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     scenario = tmp_path / "long.yaml"
     scenario.write_text(yaml.safe_dump(LONG))
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, "run", str(scenario), "--out", str(out), "--no-progress"],
-                            cwd=REPO, env=os.environ | {"PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, "run", str(scenario), "--out", str(out), "--no-progress"],
+        cwd=REPO,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     return proc, out
 
 
@@ -136,8 +151,9 @@ def test_small_batches_give_the_same_fingerprint(tmp_path: Path, monkeypatch: py
     assert pq.ParquetFile(tmp_path / "b" / "feeder_load.parquet").num_row_groups > 1  # it was written in parts
 
 
-def test_one_unwritable_table_loses_only_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_unwritable_table_loses_only_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real = Persistor._close_table
 
     def failing(self: Persistor, table: Any) -> None:

@@ -73,8 +73,11 @@ def test_independent_of_parquet_encoding(runs: dict[str, Path], tmp_path: Path) 
     for name in TABLES:
         t = pq.read_table(d / f"{name}.parquet")
         # other codec, one-row row groups, dictionary encoding off, string columns as large_string
-        t = t.cast(pa.schema([pa.field(f.name, pa.large_string() if f.type == pa.string() else f.type, f.nullable)
-                              for f in t.schema]))
+        t = t.cast(
+            pa.schema(
+                [pa.field(f.name, pa.large_string() if f.type == pa.string() else f.type, f.nullable) for f in t.schema]
+            )
+        )
         _rewrite(d / f"{name}.parquet", t, compression="gzip", row_group_size=1, use_dictionary=False)
     assert fingerprint(d) == fingerprint(runs["a"])
 
@@ -101,14 +104,17 @@ def test_float_noise_below_nine_digits_is_ignored_real_changes_are_not(runs: dic
     assert perturbed(1e-6) != base  # a real change of the physics
 
 
-@pytest.mark.parametrize("table,column,value", [
-    ("awards", "seller", "someone-else"),
-    ("clearings", "status", "infeasible"),
-    ("clearing_intervals", "interval", 7),
-    ("markets", "cleared_at", None),
-    ("settlements", "meter_gap", True),
-    ("messages", "payload", "{}"),
-])
+@pytest.mark.parametrize(
+    "table,column,value",
+    [
+        ("awards", "seller", "someone-else"),
+        ("clearings", "status", "infeasible"),
+        ("clearing_intervals", "interval", 7),
+        ("markets", "cleared_at", None),
+        ("settlements", "meter_gap", True),
+        ("messages", "payload", "{}"),
+    ],
+)
 def test_any_changed_cell_changes_it(
     runs: dict[str, Path], tmp_path: Path, table: str, column: str, value: object
 ) -> None:
@@ -147,14 +153,38 @@ def test_missing_table_is_an_error(runs: dict[str, Path], tmp_path: Path) -> Non
 
 
 def test_canonical_floats() -> None:
-    x = np.array([0.0, -0.0, 1e-10, -1e-10, 1.0, 0.1, 1 / 3, -2 / 3, 63.019999999999996, 63.02,
-                  9.9999999996, 999999999.7, 1e35, np.nan, np.inf, -np.inf, 123456789.5, 123456788.5])
+    x = np.array(
+        [
+            0.0,
+            -0.0,
+            1e-10,
+            -1e-10,
+            1.0,
+            0.1,
+            1 / 3,
+            -2 / 3,
+            63.019999999999996,
+            63.02,
+            9.9999999996,
+            999999999.7,
+            1e35,
+            np.nan,
+            np.inf,
+            -np.inf,
+            123456789.5,
+            123456788.5,
+        ]
+    )
     code, m, e = canonical_floats(x)
     got = list(zip(code.tolist(), m.tolist(), e.tolist(), strict=True))
     zero, finite, nan, pinf, ninf = 1, 2, 3, 4, 5
     assert got[:4] == [(zero, 0, 0)] * 4  # signed zero and dust are zero
-    assert got[4:8] == [(finite, 100000000, 0), (finite, 100000000, -1), (finite, 333333333, -1),
-                        (finite, -666666667, -1)]
+    assert got[4:8] == [
+        (finite, 100000000, 0),
+        (finite, 100000000, -1),
+        (finite, 333333333, -1),
+        (finite, -666666667, -1),
+    ]
     assert got[8] == got[9] == (finite, 630200000, 1)  # repr noise of a sum rounds away
     assert got[10] == (finite, 100000000, 1) and got[11] == (finite, 100000000, 9)  # rounding carries a digit
     assert got[12] == (finite, 100000000, 35)

@@ -28,23 +28,32 @@ def test_meter_data_due_is_the_publication_of_the_last_day_read() -> None:
 
 
 def _run(tmp: Path, **overrides: Any) -> tuple[dict[str, Any], pd.DataFrame]:
-    doc = scenario_dict(twin=False, aggregators=[{"id": "agg-a", "households": {"feeder-1": 60, "feeder-2": 40}}],
-                        **overrides)
+    doc = scenario_dict(
+        twin=False, aggregators=[{"id": "agg-a", "households": {"feeder-1": 60, "feeder-2": 40}}], **overrides
+    )
     result = run(scenario_from_dict(doc), tmp)
     assert result.completed, result.error
     return result.summary, pd.read_parquet(tmp / "markets.parquet")
 
 
 def _srp(count: int, start: str = "17:00", need: list[float] | None = None, **kw: Any) -> dict[str, Any]:
-    return {"product": "SRP", "location": "feeder-1", "count": count, "delivery_start_time": start,
-            "need_kw": need or [20, 30, 30, 20], "price_cap": 3.0, **kw}
+    return {
+        "product": "SRP",
+        "location": "feeder-1",
+        "count": count,
+        "delivery_start_time": start,
+        "need_kw": need or [20, 30, 30, 20],
+        "price_cap": 3.0,
+        **kw,
+    }
 
 
 def test_markets_delivered_or_settled_after_the_horizon_are_not_opened(tmp_path: Path) -> None:
     # markets sent on days 0, 1, 2 for 17-21 on days 1, 2, 3; day 2's data is out at 78 h, day 3's at 102 h
     for hours, opened in [(80, 2), (77, 1)]:  # 80 h: day 3 delivers after it; 77 h: day 2 settles after it
-        summary, markets = _run(tmp_path / f"h{hours}", horizon_hours=hours,
-                                buyers=[{"id": "dso-1", "role": "dso", "markets": [_srp(3)]}])
+        summary, markets = _run(
+            tmp_path / f"h{hours}", horizon_hours=hours, buyers=[{"id": "dso-1", "role": "dso", "markets": [_srp(3)]}]
+        )
         assert summary["markets_opened"] == len(markets) == opened
         assert summary["markets_skipped_horizon"] == 3 - opened
         assert summary["markets_settled"] == opened and set(markets.state) == {"settled"}
@@ -53,17 +62,29 @@ def test_markets_delivered_or_settled_after_the_horizon_are_not_opened(tmp_path:
 def test_a_meter_window_past_midnight_needs_the_next_days_data(tmp_path: Path) -> None:
     # 22-24 on day 1: SRP reads day 1 only (due 54 h); BL's before/after fallback reads 00-01 of day 2 (due 78 h)
     late = {"delivery_start_time": "22:00", "need": [10, 10]}
-    buyers = [{"id": "dso-1", "role": "dso", "markets": [
-        _srp(1, **late), {**_srp(1, **late), "product": "BL", "location": "feeder-2"}]}]
+    buyers = [
+        {
+            "id": "dso-1",
+            "role": "dso",
+            "markets": [_srp(1, **late), {**_srp(1, **late), "product": "BL", "location": "feeder-2"}],
+        }
+    ]
     summary, markets = _run(tmp_path, horizon_hours=60, products={"SRP": "builtin", "BL": "builtin"}, buyers=buyers)
     assert list(markets.product_id) == ["SRP"] and set(markets.state) == {"settled"}
     assert summary["markets_skipped_horizon"] == 1
 
 
 def test_the_tso_opens_no_regulating_power_market_it_cannot_settle(tmp_path: Path) -> None:
-    tso = {"id": "tso-1", "role": "tso", "balancing": {"product": "mFRR", "min_need_kw": 1.0,
-                                                       "imbalance": {"sd_kw": 60, "autocorrelation": 0.5},
-                                                       "params": {"min_bid_kw": 5}}}
+    tso = {
+        "id": "tso-1",
+        "role": "tso",
+        "balancing": {
+            "product": "mFRR",
+            "min_need_kw": 1.0,
+            "imbalance": {"sd_kw": 60, "autocorrelation": 0.5},
+            "params": {"min_bid_kw": 5},
+        },
+    }
     summary, markets = _run(tmp_path, horizon_hours=31, products={"mFRR": "builtin"}, buyers=[tso])
     # day 0's data is out at 30 h: every market delivered on day 0 can settle, none after midnight can
     start = pd.Timestamp("2026-01-12")

@@ -25,8 +25,9 @@ def weather():
 
 
 def make(weather, perfect=True, seed=7, **kw):
-    return HouseholdFleet.create(N, weather, np.random.SeedSequence(seed), n_feeders=4, n_owners=3,
-                                 perfect_forecast=perfect, **kw)
+    return HouseholdFleet.create(
+        N, weather, np.random.SeedSequence(seed), n_feeders=4, n_owners=3, perfect_forecast=perfect, **kw
+    )
 
 
 def check_balance(fleet, res):
@@ -34,8 +35,7 @@ def check_balance(fleet, res):
     assert math.isclose(res.by_feeder_kw.sum(), total, rel_tol=1e-12, abs_tol=1e-9)
     assert math.isclose(res.by_owner_kw.sum(), total, rel_tol=1e-12, abs_tol=1e-9)
     for f in range(fleet.n_feeders):
-        assert math.isclose(res.by_feeder_kw[f], math.fsum(res.net_kw[fleet.feeder == f]),
-                            rel_tol=1e-12, abs_tol=1e-9)
+        assert math.isclose(res.by_feeder_kw[f], math.fsum(res.net_kw[fleet.feeder == f]), rel_tol=1e-12, abs_tol=1e-9)
     parts = res.base_kw + res.heat_kw + res.ev_kw + res.battery_kw - res.pv_kw
     np.testing.assert_allclose(res.net_kw, parts, rtol=0, atol=1e-12)
 
@@ -237,8 +237,9 @@ def test_overlapping_requests_with_their_own_durations(weather):
         if j == 2:
             fc_b = fleet.forecast(2, 2)
         x_b = 0.8 * fc_b.flex_down_kw[0, 1] if fc_b is not None else 0.0
-        res = fleet.step(Control(target_kw=np.array([-x_a, -x_b, 0.0]),
-                                 duration_steps=np.array([4 - j, max(4 - j, 1), 1])))
+        res = fleet.step(
+            Control(target_kw=np.array([-x_a, -x_b, 0.0]), duration_steps=np.array([4 - j, max(4 - j, 1), 1]))
+        )
         np.testing.assert_allclose(fc_a.baseline_kw[j, 0] - res.by_owner_kw[0], x_a, rtol=1e-9, atol=1e-6)
         np.testing.assert_allclose(res.by_owner_kw[2], fc_a.baseline_kw[j, 2], rtol=1e-9, atol=1e-6)
         if fc_b is not None:

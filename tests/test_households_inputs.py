@@ -25,6 +25,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 # --- params -------------------------------------------------------------------------------------
 
+
 def test_draw_distributions_respect_bounds():
     x = draw({"dist": "uniform", "low": 2, "high": 10}, 10_000, rng())
     assert x.min() >= 2 and x.max() <= 10 and abs(x.mean() - 6) < 0.1
@@ -36,14 +37,17 @@ def test_draw_distributions_respect_bounds():
     assert set(np.unique(z)) == {3.7, 11.0} and abs((z == 3.7).mean() - 0.6) < 0.03
 
 
-@pytest.mark.parametrize("spec, msg", [
-    ({"dist": "gamma"}, "unknown dist"),
-    ({"dist": "uniform", "low": 5, "high": 1}, "low <= high"),
-    ({"dist": "normal", "mean": 0}, "sd"),
-    ({"dist": "uniform", "low": 1, "high": 2, "mu": 3}, "unexpected keys"),
-    ({"dist": "choice", "values": [1, 2], "p": [0.5]}, "'p'"),
-    ("five", "expected a number"),
-])
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ({"dist": "gamma"}, "unknown dist"),
+        ({"dist": "uniform", "low": 5, "high": 1}, "low <= high"),
+        ({"dist": "normal", "mean": 0}, "sd"),
+        ({"dist": "uniform", "low": 1, "high": 2, "mu": 3}, "unexpected keys"),
+        ({"dist": "choice", "values": [1, 2], "p": [0.5]}, "'p'"),
+        ("five", "expected a number"),
+    ],
+)
 def test_draw_rejects_bad_specs(spec, msg):
     with pytest.raises(ValueError, match=msg):
         draw(spec, 3, rng(), name="r_k_per_kw")
@@ -88,6 +92,7 @@ def test_params_same_seed_identical_different_seed_different():
 
 # --- weather ------------------------------------------------------------------------------------
 
+
 def test_generated_weather_is_danish_and_seeded():
     n = 90 * 96
     w = generate_weather("winter", datetime(2024, 1, 1), n, 15, 5)
@@ -96,7 +101,7 @@ def test_generated_weather_is_danish_and_seeded():
     by_hour = s.outdoor_temp_c.reshape(-1, 96).mean(0)
     assert 12 * 4 <= by_hour.argmax() <= 17 * 4 and by_hour.argmin() <= 7 * 4  # afternoon max, night min
     assert 4 < by_hour.max() - by_hour.min() < 8
-    january = w.irradiance_w_m2[:30 * 96]
+    january = w.irradiance_w_m2[: 30 * 96]
     assert s.irradiance_w_m2.max() > 3 * january.max() and s.irradiance_w_m2.max() < 1000
     again = generate_weather("winter", datetime(2024, 1, 1), n, 15, 5)
     other = generate_weather("winter", datetime(2024, 1, 1), n, 15, 6)
@@ -109,8 +114,9 @@ def test_generated_weather_is_danish_and_seeded():
 
 def _write_weather(tmp_path, hours=48, drop=None):
     ts = pd.date_range(START, periods=hours, freq="h")
-    df = pd.DataFrame({"timestamp": ts, "outdoor_temp_c": np.arange(hours, dtype=float),
-                       "irradiance_w_m2": np.full(hours, 100.0)})
+    df = pd.DataFrame(
+        {"timestamp": ts, "outdoor_temp_c": np.arange(hours, dtype=float), "irradiance_w_m2": np.full(hours, 100.0)}
+    )
     if drop:
         df = df.drop(columns=drop)
     path = tmp_path / "w.csv"
@@ -136,6 +142,7 @@ def test_weather_csv_errors_name_the_problem(tmp_path):
 
 # --- base load ----------------------------------------------------------------------------------
 
+
 def test_base_load_is_chunking_independent_and_seeded():
     annual = np.linspace(2500, 5000, 2500)
     a = BaseLoad(annual, START, 15, np.random.SeedSequence(9))
@@ -156,10 +163,10 @@ def test_base_load_shape_and_annual_energy():
     year = bl.block(0, 8760)
     energy = year.sum(axis=1)
     assert abs(energy.mean() / 4000 - 1) < 0.03
-    hourly = year[:, :24 * 364].reshape(40, 364, 24).mean(axis=(0, 1))
+    hourly = year[:, : 24 * 364].reshape(40, 364, 24).mean(axis=(0, 1))
     assert hourly.argmax() in (17, 18, 19) and hourly.argmin() in (2, 3, 4)
     assert 6 <= hourly[:12].argmax() <= 9  # a morning peak too
-    winter, summer = year[:, :24 * 30].mean(), year[:, 24 * 180:24 * 210].mean()
+    winter, summer = year[:, : 24 * 30].mean(), year[:, 24 * 180 : 24 * 210].mean()
     assert winter > 1.3 * summer
     np.testing.assert_allclose(bl.expected(5), bl.mean_kw * bl._mean_shape(0)[5])
 

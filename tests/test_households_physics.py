@@ -13,8 +13,15 @@ START = datetime(2024, 1, 8)
 
 
 @settings(max_examples=200, deadline=None)
-@given(r=st.floats(0.5, 50), c=st.floats(0.5, 50), dt_min=st.sampled_from([1, 5, 15, 60]),
-       n=st.integers(1, 500), t0=st.floats(-10, 30), t_out=st.floats(-25, 35), q=st.floats(0, 15))
+@given(
+    r=st.floats(0.5, 50),
+    c=st.floats(0.5, 50),
+    dt_min=st.sampled_from([1, 5, 15, 60]),
+    n=st.integers(1, 500),
+    t0=st.floats(-10, 30),
+    t_out=st.floats(-25, 35),
+    q=st.floats(0, 15),
+)
 def test_thermal_step_equals_analytic_solution(r, c, dt_min, n, t0, t_out, q):
     dt_h = dt_min / 60.0
     a = np.exp(-dt_h / (r * c))

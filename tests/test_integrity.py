@@ -39,8 +39,13 @@ def next_msg_id(h, who: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def meter_data(h, who: str = "datahub", **kw: Any) -> MeterData:  # type: ignore[no-untyped-def]
-    fields = {"metering_point": "agg-b@feeder-1", "start": 0, "interval_minutes": 15, "consumption_kw": (1.0, 2.0),
-              **kw}
+    fields = {
+        "metering_point": "agg-b@feeder-1",
+        "start": 0,
+        "interval_minutes": 15,
+        "consumption_kw": (1.0, 2.0),
+        **kw,
+    }
     return MeterData(**h.people[who].env_fields("", "METER", int(h.env.now)), **fields)
 
 
@@ -143,10 +148,19 @@ def test_at_least_once_redelivery_leaves_every_outcome_unchanged(tmp_path, monke
             redelivered.append(msg)
             send(self, msg)
             if old_platform:
-                self.inbox.put(Rejection(msg_id="flech-old", sender=PLATFORM, recipient="agg-b",
-                                         market_id=msg.market_id, product_id=msg.product_id,
-                                         sent_at=msg.sent_at, ref_msg_id=msg.msg_id, reason=RejectReason.DUPLICATE,
-                                         detail="message ID already used"))
+                self.inbox.put(
+                    Rejection(
+                        msg_id="flech-old",
+                        sender=PLATFORM,
+                        recipient="agg-b",
+                        market_id=msg.market_id,
+                        product_id=msg.product_id,
+                        sent_at=msg.sent_at,
+                        ref_msg_id=msg.msg_id,
+                        reason=RejectReason.DUPLICATE,
+                        detail="message ID already used",
+                    )
+                )
 
     monkeypatch.setattr(Connection, "send", at_least_once)
     twice = run(scenario, tmp_path / "twice")
@@ -241,8 +255,9 @@ def test_hostile_payload_becomes_a_recorded_rejection(harness, raw: Any) -> None
     ],
 )
 @pytest.mark.parametrize("path", ["typed", "json"])
-def test_implausible_requests_are_refused_with_a_specific_reason(harness, change: dict[str, Any],
-                                                                 reason: RejectReason, field: str, path: str) -> None:
+def test_implausible_requests_are_refused_with_a_specific_reason(
+    harness, change: dict[str, Any], reason: RejectReason, field: str, path: str
+) -> None:
     h = harness
     change = dict(change)
     market_id = change.pop("market_id", "m1")
@@ -260,8 +275,15 @@ def test_implausible_requests_are_refused_with_a_specific_reason(harness, change
 
 def test_bounds_do_not_touch_honest_messages(harness) -> None:
     h = harness
-    h.at(0, lambda: h.send("dso-1", h.request("m1", need=(100.0,) * 96, interval_minutes=15, delivery_start=120,
-                                              params={"dispatch": "on_award"})))
+    h.at(
+        0,
+        lambda: h.send(
+            "dso-1",
+            h.request(
+                "m1", need=(100.0,) * 96, interval_minutes=15, delivery_start=120, params={"dispatch": "on_award"}
+            ),
+        ),
+    )
     h.at(1, lambda: h.send("datahub", meter_data(h, consumption_kw=(1.0, None) * 48)))
     h.run(5)
     assert [m.kind for m in answers(h, "dso-1")] == ["ack"]

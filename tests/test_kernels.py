@@ -33,8 +33,10 @@ def weather():
 
 
 def fleets(weather, **kw):
-    return [HouseholdFleet.create(N, weather, np.random.SeedSequence(5), n_feeders=4, n_owners=3, engine=e, **kw)
-            for e in ("numpy", "numba")]
+    return [
+        HouseholdFleet.create(N, weather, np.random.SeedSequence(5), n_feeders=4, n_owners=3, engine=e, **kw)
+        for e in ("numpy", "numba")
+    ]
 
 
 def drive(fleet, force_at=()):
@@ -47,14 +49,12 @@ def drive(fleet, force_at=()):
         if slot in (28, 68):
             fc = fleet.forecast(8, 4, per_household=True)
             out.append(("forecast", fc))
-            out.append(("forecast", fleet.forecast(12, 4, by="feeder", per_household=True,
-                                                   starts=np.array([0, 3, 8]))))
+            out.append(("forecast", fleet.forecast(12, 4, by="feeder", per_household=True, starts=np.array([0, 3, 8]))))
             fleet._target = -np.minimum(0.3 * fc.baseline_kw[0], fc.flex_down_kw[0]) * (1 if slot == 28 else -0.5)
         if slot in range(28, 32) or slot in range(68, 72):
             left = (32 if slot < 32 else 72) - slot
             alloc = "greedy" if slot < 32 else "proportional"
-            r = fleet.step(Control(target_kw=fleet._target, duration_steps=left, allocation=alloc,
-                                   force=s in force_at))
+            r = fleet.step(Control(target_kw=fleet._target, duration_steps=left, allocation=alloc, force=s in force_at))
         elif slot == 50:
             off = np.where(rng.random(fleet.n) < 0.3, -0.5, 0.0)
             r = fleet.step(Control(offset_kw=off, duration_steps=2))
@@ -71,8 +71,18 @@ def test_numba_fleet_reproduces_numpy_fleet_over_days_with_control(weather, perf
     controlled = 0
     for (kind, x), (_, y) in zip(a, b, strict=True):
         if kind == "step":
-            for f in ("net_kw", "heat_kw", "ev_kw", "battery_kw", "pv_kw", "allocated_kw", "achieved_kw",
-                      "shortfall_kw", "by_feeder_kw", "by_owner_kw"):
+            for f in (
+                "net_kw",
+                "heat_kw",
+                "ev_kw",
+                "battery_kw",
+                "pv_kw",
+                "allocated_kw",
+                "achieved_kw",
+                "shortfall_kw",
+                "by_feeder_kw",
+                "by_owner_kw",
+            ):
                 assert_same(getattr(x, f), getattr(y, f), f"step {x.step} {f}")
             controlled += int(np.any(x.allocated_kw))
         else:

@@ -18,26 +18,46 @@ def _t(hours: float) -> pd.Timestamp:
 
 
 def _markets() -> pd.DataFrame:
-    return pd.DataFrame({
-        "market_id": ["m-srp", "m-crp"], "product_id": ["SRP", "CRP"], "direction": ["down", "up"],
-        "interval_minutes": [60, 60], "n_intervals": [2, 2], "location": ["f1", "f1"],
-    })
+    return pd.DataFrame(
+        {
+            "market_id": ["m-srp", "m-crp"],
+            "product_id": ["SRP", "CRP"],
+            "direction": ["down", "up"],
+            "interval_minutes": [60, 60],
+            "n_intervals": [2, 2],
+            "location": ["f1", "f1"],
+        }
+    )
 
 
 def _awards() -> pd.DataFrame:
     # SRP: agg-a 10 kW x 2 h at 0.5; CRP: agg-a reserves 4 kW at activation price 1.0, availability 6 DKK/kW
-    return pd.DataFrame({
-        "market_id": ["m-srp", "m-srp", "m-crp", "m-crp"], "bid_id": ["b1", "b1", "c1", "c1"],
-        "product_id": ["SRP", "SRP", "CRP", "CRP"], "seller": ["agg-a"] * 4,
-        "interval_start": [_t(0), _t(1), _t(2), _t(3)], "accepted_kw": [10.0, 10.0, 4.0, 4.0],
-        "price": [0.5, 0.5, 1.0, 1.0], "payment_dkk": [5.0, 5.0, 12.0, 12.0],
-        "availability_dkk": [None, None, 12.0, 12.0],  # 6 DKK/kW x 4 kW / 2 intervals
-    })
+    return pd.DataFrame(
+        {
+            "market_id": ["m-srp", "m-srp", "m-crp", "m-crp"],
+            "bid_id": ["b1", "b1", "c1", "c1"],
+            "product_id": ["SRP", "SRP", "CRP", "CRP"],
+            "seller": ["agg-a"] * 4,
+            "interval_start": [_t(0), _t(1), _t(2), _t(3)],
+            "accepted_kw": [10.0, 10.0, 4.0, 4.0],
+            "price": [0.5, 0.5, 1.0, 1.0],
+            "payment_dkk": [5.0, 5.0, 12.0, 12.0],
+            "availability_dkk": [None, None, 12.0, 12.0],  # 6 DKK/kW x 4 kW / 2 intervals
+        }
+    )
 
 
 def _activations() -> pd.DataFrame:
-    return pd.DataFrame({"market_id": ["m-crp"], "product_id": ["CRP"], "seller": ["agg-a"], "bid_id": ["c1"],
-                         "interval_start": [_t(2)], "quantity_kw": [3.0]})
+    return pd.DataFrame(
+        {
+            "market_id": ["m-crp"],
+            "product_id": ["CRP"],
+            "seller": ["agg-a"],
+            "bid_id": ["c1"],
+            "interval_start": [_t(2)],
+            "quantity_kw": [3.0],
+        }
+    )
 
 
 def _settlements() -> pd.DataFrame:
@@ -47,14 +67,31 @@ def _settlements() -> pd.DataFrame:
         ("m-srp", "SRP", "dso", "buyer", 20.0, 16.0, 10.0, 6.0),
         ("m-crp", "CRP", "agg-a", "seller", 3.0, 3.0, 27.0, 0.0),
     ]
-    df = pd.DataFrame(rows, columns=["market_id", "product_id", "party", "role", "ordered_kwh", "delivered_kwh",
-                                     "payment_dkk", "penalty_dkk"])
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "market_id",
+            "product_id",
+            "party",
+            "role",
+            "ordered_kwh",
+            "delivered_kwh",
+            "payment_dkk",
+            "penalty_dkk",
+        ],
+    )
     df["net_dkk"] = [5.0, -1.0, -4.0, 27.0]
     return df
 
 
-def _value(kpis: pd.DataFrame, metric: str, scope: str = "run", product: str | None = None,
-           participant: str | None = None, feeder: str | None = None) -> float | None:
+def _value(
+    kpis: pd.DataFrame,
+    metric: str,
+    scope: str = "run",
+    product: str | None = None,
+    participant: str | None = None,
+    feeder: str | None = None,
+) -> float | None:
     sel = (kpis.scope == scope) & (kpis.metric == metric)
     for col, v in (("product_id", product), ("participant", participant), ("feeder", feeder)):
         sel &= kpis[col].isna() if v is None else kpis[col] == v
@@ -66,8 +103,11 @@ def _value(kpis: pd.DataFrame, metric: str, scope: str = "run", product: str | N
 
 def test_scheduled_change_uses_activations_for_options_and_signs_up_negative() -> None:
     s = K.scheduled_change(_markets(), _awards(), _activations())
-    assert sorted(zip(s.market_id, s.kw, s.price, strict=True)) == [("m-crp", -3.0, 1.0), ("m-srp", 10.0, 0.5),
-                                                                   ("m-srp", 10.0, 0.5)]
+    assert sorted(zip(s.market_id, s.kw, s.price, strict=True)) == [
+        ("m-crp", -3.0, 1.0),
+        ("m-srp", 10.0, 0.5),
+        ("m-srp", 10.0, 0.5),
+    ]
 
 
 def test_money_kpis_conserve_and_match_hand_figures() -> None:
@@ -91,8 +131,14 @@ def test_money_kpis_conserve_and_match_hand_figures() -> None:
 
 
 def _feeder(loads: list[float], feeder: str = "f1", limit: float = 100.0) -> pd.DataFrame:
-    return pd.DataFrame({"feeder": feeder, "interval_start": [_t(i / 4) for i in range(len(loads))],
-                         "load_kw": loads, "limit_kw": limit})
+    return pd.DataFrame(
+        {
+            "feeder": feeder,
+            "interval_start": [_t(i / 4) for i in range(len(loads))],
+            "load_kw": loads,
+            "limit_kw": limit,
+        }
+    )
 
 
 def test_feeder_kpis_with_and_without_flexibility() -> None:
@@ -101,20 +147,37 @@ def test_feeder_kpis_with_and_without_flexibility() -> None:
     assert _value(k, "overload_kwh", "feeder", feeder="f1") == pytest.approx((10 + 30) / 4)
     assert _value(k, "overload_kwh_without_flex", "feeder", feeder="f1") == pytest.approx(40 / 4)
     assert _value(k, "overload_steps", "feeder", feeder="f1") == 2
-    assert _value(k, "peak_kw", "feeder", feeder="f1") == 130 and _value(k, "peak_kw_without_flex", "feeder",
-                                                                          feeder="f1") == 120
+    assert (
+        _value(k, "peak_kw", "feeder", feeder="f1") == 130
+        and _value(k, "peak_kw_without_flex", "feeder", feeder="f1") == 120
+    )
     cmp = K.feeder_compare(ctrl, twin)
     assert cmp.change_kw.tolist() == [-30, -10, 30, 20] and cmp.twin_over_kw.tolist() == [20, 20, 0, 0]
 
 
 def _portfolio(loads: list[float], who: str = "agg-a") -> pd.DataFrame:
-    return pd.DataFrame({"metering_point": f"{who}@f1", "location": "f1",
-                         "interval_start": [_t(i) for i in range(len(loads))], "load_kw": loads})
+    return pd.DataFrame(
+        {
+            "metering_point": f"{who}@f1",
+            "location": "f1",
+            "interval_start": [_t(i) for i in range(len(loads))],
+            "load_kw": loads,
+        }
+    )
 
 
 def test_rebound_event_shed_recovered_peak_and_ratio() -> None:
-    sched = pd.DataFrame({"seller": ["agg-a", "agg-a"], "market_id": "m", "product_id": "SRP",
-                          "interval_start": [_t(1), _t(2)], "kw": [10.0, 10.0], "minutes": 60, "price": 0.5})
+    sched = pd.DataFrame(
+        {
+            "seller": ["agg-a", "agg-a"],
+            "market_id": "m",
+            "product_id": "SRP",
+            "interval_start": [_t(1), _t(2)],
+            "kw": [10.0, 10.0],
+            "minutes": 60,
+            "price": 0.5,
+        }
+    )
     twin = _portfolio([50, 50, 50, 50, 50, 50, 50, 50])
     ctrl = _portfolio([50, 40, 42, 56, 58, 50, 50, 50])
     ev = K.rebound_events(sched, ctrl, twin, dt=60)
@@ -131,8 +194,17 @@ def test_rebound_event_shed_recovered_peak_and_ratio() -> None:
 
 
 def test_rebound_window_stops_at_the_next_event() -> None:
-    sched = pd.DataFrame({"seller": "agg-a", "market_id": "m", "product_id": "SRP",
-                          "interval_start": [_t(1), _t(3)], "kw": [10.0, -5.0], "minutes": 60, "price": 0.5})
+    sched = pd.DataFrame(
+        {
+            "seller": "agg-a",
+            "market_id": "m",
+            "product_id": "SRP",
+            "interval_start": [_t(1), _t(3)],
+            "kw": [10.0, -5.0],
+            "minutes": 60,
+            "price": 0.5,
+        }
+    )
     ev = K.rebound_events(sched, _portfolio([50, 40, 60, 55, 50, 50]), _portfolio([50] * 6), dt=60)
     assert ev.direction.tolist() == ["down", "up"]
     assert ev.end_reason.tolist() == ["next_event", "converged"]
@@ -140,8 +212,15 @@ def test_rebound_window_stops_at_the_next_event() -> None:
 
 
 def test_baseline_error_against_the_twin() -> None:
-    bids = pd.DataFrame({"market_id": "m-srp", "product_id": "SRP", "seller": "agg-a",
-                         "interval_start": [_t(0), _t(0), _t(1)], "baseline_kw": [55.0, 55.0, 40.0]})
+    bids = pd.DataFrame(
+        {
+            "market_id": "m-srp",
+            "product_id": "SRP",
+            "seller": "agg-a",
+            "interval_start": [_t(0), _t(0), _t(1)],
+            "baseline_kw": [55.0, 55.0, 40.0],
+        }
+    )
     twin = _portfolio([50, 50])
     err = K.baseline_errors(bids, _markets(), twin, T0)
     assert err.error_kw.tolist() == [5.0, -10.0]  # two price steps of one interval count once
@@ -150,8 +229,13 @@ def test_baseline_error_against_the_twin() -> None:
 
 
 def test_headlines_pick_run_scope_figures() -> None:
-    k = pd.DataFrame([K._row("run", "delivery_ratio", 0.8), K._row("product", "delivery_ratio", 0.5, "SRP"),
-                      K._row("run", "net_dkk", 3.0)])
+    k = pd.DataFrame(
+        [
+            K._row("run", "delivery_ratio", 0.8),
+            K._row("product", "delivery_ratio", 0.5, "SRP"),
+            K._row("run", "net_dkk", 3.0),
+        ]
+    )
     h = K.headlines(k)
     assert h["delivery_ratio"] == 0.8 and h["seller_net_dkk"] == 3.0 and h["rebound_ratio"] is None
 
@@ -177,11 +261,16 @@ def test_summarize_kpis_groups_seeds_per_grid_point() -> None:
 def test_baseline_error_where_the_bid_got_nothing() -> None:
     """Against the run's own meters, only (market, seller) pairs awarded nothing count: there the
     metered load is the counterfactual the declared baseline stands for."""
-    bids = pd.DataFrame({"market_id": ["m-srp", "m-srp", "m-srp"], "product_id": "SRP",
-                         "seller": ["agg-a", "agg-a", "agg-b"], "interval_start": [_t(0), _t(1), _t(0)],
-                         "baseline_kw": [55.0, 40.0, 99.0]})
-    awards = pd.DataFrame({"market_id": ["m-srp", "m-srp"], "seller": ["agg-a", "agg-b"],
-                           "accepted_kw": [0.0, 3.0]})
+    bids = pd.DataFrame(
+        {
+            "market_id": ["m-srp", "m-srp", "m-srp"],
+            "product_id": "SRP",
+            "seller": ["agg-a", "agg-a", "agg-b"],
+            "interval_start": [_t(0), _t(1), _t(0)],
+            "baseline_kw": [55.0, 40.0, 99.0],
+        }
+    )
+    awards = pd.DataFrame({"market_id": ["m-srp", "m-srp"], "seller": ["agg-a", "agg-b"], "accepted_kw": [0.0, 3.0]})
     left = K.unawarded_bids(bids, awards)
     assert left.seller.tolist() == ["agg-a", "agg-a"]  # agg-b won something: its meters show its delivery
     k = pd.DataFrame(K.baseline_kpis(K.baseline_errors(left, _markets(), _portfolio([50, 50]), T0), "_unawarded"))

@@ -33,24 +33,68 @@ from flech_sim.messages import (
 ENV = {"msg_id": "x-1", "sender": "a", "recipient": "flech", "market_id": "m1", "product_id": "SRP", "sent_at": 17}
 
 SAMPLES = [
-    MarketRequest(**ENV, location="feeder-1", direction=Direction.DOWN, gate_close=60, delivery_start=120,
-                  interval_minutes=60, need_kw=(1.5, 2.0), price_cap=3.0, params={"note": "x", "k": 2}),
-    BidRequest(**ENV, buyer="dso", location="f", direction=Direction.UP, gate_close=60, delivery_start=120,
-               interval_minutes=15, need_kw=(1.0,), price_cap=2.0),
+    MarketRequest(
+        **ENV,
+        location="feeder-1",
+        direction=Direction.DOWN,
+        gate_close=60,
+        delivery_start=120,
+        interval_minutes=60,
+        need_kw=(1.5, 2.0),
+        price_cap=3.0,
+        params={"note": "x", "k": 2},
+    ),
+    BidRequest(
+        **ENV,
+        buyer="dso",
+        location="f",
+        direction=Direction.UP,
+        gate_close=60,
+        delivery_start=120,
+        interval_minutes=15,
+        need_kw=(1.0,),
+        price_cap=2.0,
+    ),
     Bid(**ENV, bid_id="b1", price=0.75, quantities_kw=(1.0, 0.0), block=True, baseline_kw=(3.0, 3.5)),
     Acknowledgement(**ENV, ref_msg_id="y-1", ref_id="b1"),
     Rejection(**ENV, ref_msg_id="y-2", reason=RejectReason.GATE_CLOSED, detail="late"),
     MarketCancellation(**ENV, reason="no congestion"),
     MarketClosed(**ENV, n_bids=3),
-    ClearingResult(**ENV, status="optimal", objective_dkk=10.0, cost_dkk=9.5, accepted_kw=(1.0, 2.0),
-                   unmet_kw=(0.0, 0.5), clearing_price=(0.7, None), n_bids=3, n_accepted=2),
-    Award(**ENV, bid_id="b1", accepted_kw=(1.0, 0.0), prices=(0.75, 0.75), payment_dkk=0.75, delivery_start=120,
-          interval_minutes=60, direction=Direction.DOWN),
+    ClearingResult(
+        **ENV,
+        status="optimal",
+        objective_dkk=10.0,
+        cost_dkk=9.5,
+        accepted_kw=(1.0, 2.0),
+        unmet_kw=(0.0, 0.5),
+        clearing_price=(0.7, None),
+        n_bids=3,
+        n_accepted=2,
+    ),
+    Award(
+        **ENV,
+        bid_id="b1",
+        accepted_kw=(1.0, 0.0),
+        prices=(0.75, 0.75),
+        payment_dkk=0.75,
+        delivery_start=120,
+        interval_minutes=60,
+        direction=Direction.DOWN,
+    ),
     Activation(**ENV, activation_id="a1", start=120, interval_minutes=15, quantities_kw=(2.0,), seller="agg"),
     MeterData(**ENV, metering_point="agg@f", start=0, interval_minutes=15, consumption_kw=(1.0, None, 2.5)),
-    SettlementStatement(**ENV, party_role="seller", counterparty="dso", interval_start=(120,), ordered_kwh=(1.0,),
-                        delivered_kwh=(0.5,), payment_dkk=(0.75,), penalty_dkk=(0.5,), net_dkk=(0.25,),
-                        meter_gap=(False,)),
+    SettlementStatement(
+        **ENV,
+        party_role="seller",
+        counterparty="dso",
+        interval_start=(120,),
+        ordered_kwh=(1.0,),
+        delivered_kwh=(0.5,),
+        payment_dkk=(0.75,),
+        penalty_dkk=(0.5,),
+        net_dkk=(0.25,),
+        meter_gap=(False,),
+    ),
 ]
 
 
@@ -109,12 +153,14 @@ def test_checked_copy_types_inprocess_messages_like_json() -> None:
     copy, text = checked_copy(dataclasses.replace(bid, quantities_kw=[1, 0], price=1))
     assert copy == dataclasses.replace(bid, quantities_kw=(1.0, 0.0), price=1.0) and type(copy.price) is float
     assert text == to_json(dataclasses.replace(bid, quantities_kw=[1, 0], price=1))
-    for bad, match in [({"sender": 5}, r"Expected `str`, got `int` - at `\$\.sender`"),
-                       ({"msg_id": None}, r"got `null` - at `\$\.msg_id`"),
-                       ({"quantities_kw": None}, r"at `\$\.quantities_kw`"),
-                       ({"quantities_kw": (float("inf"), 1.0)}, "NaN or infinity"),
-                       ({"price": object()}, "not serialisable as JSON"),
-                       ({"bid_id": "\ud800"}, "not serialisable as JSON")]:
+    for bad, match in [
+        ({"sender": 5}, r"Expected `str`, got `int` - at `\$\.sender`"),
+        ({"msg_id": None}, r"got `null` - at `\$\.msg_id`"),
+        ({"quantities_kw": None}, r"at `\$\.quantities_kw`"),
+        ({"quantities_kw": (float("inf"), 1.0)}, "NaN or infinity"),
+        ({"price": object()}, "not serialisable as JSON"),
+        ({"bid_id": "\ud800"}, "not serialisable as JSON"),
+    ]:
         with pytest.raises(MalformedMessage, match=match):
             checked_copy(dataclasses.replace(bid, **bad))
     # NaN in an optional field is written as null, i.e. None: the endpoint's bounds check, run on

@@ -64,8 +64,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Any:
     port = _free_port()
     env = os.environ | {"PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
     try:
-        r = subprocess.run(["bash", str(SCRIPT), "start", str(scenario_file), str(port), str(d / "broker")],
-                           capture_output=True, text=True, timeout=180, env=env)
+        r = subprocess.run(
+            ["bash", str(SCRIPT), "start", str(scenario_file), str(port), str(d / "broker")],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         pytest.skip("mosquitto could not be installed or started within 180 s")
     if r.returncode != 0:
@@ -81,8 +86,9 @@ def _scenario() -> Any:
 
 
 def _mqtt_bridge(broker: Broker, **kw: Any) -> Bridge:
-    wire = MqttWire(broker.url, broker.credentials["flech"], wait_online_s=10,
-                    broker_log=broker.directory / "mosquitto.log")
+    wire = MqttWire(
+        broker.url, broker.credentials["flech"], wait_online_s=10, broker_log=broker.directory / "mosquitto.log"
+    )
     kw.setdefault("answer_timeout_s", 10.0)
     return Bridge(wire, frozenset({ME}), **kw)
 
@@ -92,8 +98,7 @@ def in_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: the same scenario, its external aggregator answered in-process by the same strategy."""
     out = tmp_path_factory.mktemp("loopback")
     strategy = example().FixedPriceStrategy(ME, PRICE, CAPACITY_KW)
-    result = run(_scenario(), out, transport=Bridge(LoopbackWire(lambda pid, text: strategy(text)),
-                                                    frozenset({ME})))
+    result = run(_scenario(), out, transport=Bridge(LoopbackWire(lambda pid, text: strategy(text)), frozenset({ME})))
     assert result.completed, result.error
     return out
 
@@ -136,12 +141,30 @@ def _publish(c: mqtt.Client, text: str, topic: str | None = None) -> None:
 
 
 def test_example_aggregator_as_a_separate_process_is_cleared_like_a_simulated_one(
-        broker: Broker, in_process: Path, tmp_path: Path) -> None:
+    broker: Broker, in_process: Path, tmp_path: Path
+) -> None:
     pw = tmp_path / "agg-x.password"
     pw.write_text(broker.credentials[ME])
-    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--id", ME, "--password-file", str(pw), "--broker",
-                             broker.url, "--price", str(PRICE), "--capacity-kw", str(CAPACITY_KW),
-                             "--exit-after-settlements", "2"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--id",
+            ME,
+            "--password-file",
+            str(pw),
+            "--broker",
+            broker.url,
+            "--price",
+            str(PRICE),
+            "--capacity-kw",
+            str(CAPACITY_KW),
+            "--exit-after-settlements",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         bridge = _mqtt_bridge(broker)
         result = run(_scenario(), tmp_path / "run", transport=bridge)
@@ -167,7 +190,8 @@ def test_example_aggregator_as_a_separate_process_is_cleared_like_a_simulated_on
 
 
 def test_misbehaving_client_is_refused_and_recorded_and_honest_outcomes_are_unchanged(
-        broker: Broker, in_process: Path, tmp_path: Path) -> None:
+    broker: Broker, in_process: Path, tmp_path: Path
+) -> None:
     strategy = example().FixedPriceStrategy(ME, PRICE, CAPACITY_KW)
     requests = 0
 
@@ -232,8 +256,9 @@ def test_a_participant_that_reconnects_gets_what_it_missed(broker: Broker, tmp_p
     client = _participant(broker, on_message)
     try:
         bridge = _mqtt_bridge(broker)
-        runner = threading.Thread(target=lambda: setattr(bridge, "result", run(_scenario(), tmp_path,
-                                                                                 transport=bridge)))
+        runner = threading.Thread(
+            target=lambda: setattr(bridge, "result", run(_scenario(), tmp_path, transport=bridge))
+        )
         runner.start()
         assert away.wait(20)
         time.sleep(1.0)  # away: the ack, market_closed, award and the next bid request wait at the broker
@@ -262,14 +287,46 @@ def test_serve_runs_in_real_time_with_the_example_aggregator(broker: Broker, tmp
     (tmp_path / "pw").write_text(broker.credentials[ME])
     speed = 72_000.0  # 1200 simulated minutes a wall second: 60 simulated hours in 3 s
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--id", ME, "--password-file", str(tmp_path / "pw"),
-                             "--broker", broker.url, "--price", str(PRICE)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--id",
+            ME,
+            "--password-file",
+            str(tmp_path / "pw"),
+            "--broker",
+            broker.url,
+            "--price",
+            str(PRICE),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "flech_sim.cli", "serve", str(tmp_path / "scenario.yaml"),
-                            "--broker", broker.url, "--credentials", str(tmp_path / "credentials"), "--speed",
-                            str(speed), "--out", str(tmp_path / "run"), "--wait-online", "10"],
-                           capture_output=True, text=True, timeout=90, env=env)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flech_sim.cli",
+                "serve",
+                str(tmp_path / "scenario.yaml"),
+                "--broker",
+                broker.url,
+                "--credentials",
+                str(tmp_path / "credentials"),
+                "--speed",
+                str(speed),
+                "--out",
+                str(tmp_path / "run"),
+                "--wait-online",
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=env,
+        )
         wall = time.perf_counter() - t0
     finally:
         proc.terminate()
@@ -300,17 +357,32 @@ def test_password_files_of_the_scenario_are_used(tmp_path: Path) -> None:
     assert creds[ME] == "s3cret-from-file" and len(creds["flech"]) >= 20
 
 
-def test_serve_stopped_midway_leaves_readable_tables_and_an_incomplete_manifest(broker: Broker,
-                                                                                 tmp_path: Path) -> None:
+def test_serve_stopped_midway_leaves_readable_tables_and_an_incomplete_manifest(broker: Broker, tmp_path: Path) -> None:
     (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(SCENARIO))
     (tmp_path / "credentials").write_text("".join(f"{u}:{p}\n" for u, p in broker.credentials.items()))
     fresh = _participant(broker, lambda *_: None)  # online (retained) and subscribed, answering nothing
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "flech_sim.cli", "serve", str(tmp_path / "scenario.yaml"),
-                                 "--broker", broker.url, "--credentials", str(tmp_path / "credentials"),
-                                 "--speed", "12000", "--out", str(tmp_path / "run")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=os.environ | {"PYTHONPATH": str(REPO)})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flech_sim.cli",
+                "serve",
+                str(tmp_path / "scenario.yaml"),
+                "--broker",
+                broker.url,
+                "--credentials",
+                str(tmp_path / "credentials"),
+                "--speed",
+                "12000",
+                "--out",
+                str(tmp_path / "run"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ | {"PYTHONPATH": str(REPO)},
+        )
         assert proc.stderr is not None and "serving" in proc.stderr.readline()  # the world is built next
         time.sleep(5.0)  # 200 simulated minutes a second: past the market request at minute 600
         proc.terminate()

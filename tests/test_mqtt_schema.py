@@ -20,8 +20,13 @@ from .mqtt_support import ME, REPO, SCENARIO, example
 
 
 def test_committed_message_schema_is_current() -> None:
-    r = subprocess.run([sys.executable, "-m", "flech_sim.bridge.schema", "--check"], cwd=REPO,
-                       capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, "-m", "flech_sim.bridge.schema", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     refs = {r["$ref"].rsplit("/", 1)[1] for r in json.loads(OUT.read_text())["oneOf"]}
     assert refs == {c.__name__ for c in MESSAGE_TYPES.values() if c.__module__ == "flech_sim.messages"}
@@ -30,8 +35,11 @@ def test_committed_message_schema_is_current() -> None:
 def test_every_message_of_a_run_validates_and_broken_ones_do_not(tmp_path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     strategy = example().FixedPriceStrategy(ME, 0.1, 30.0)
-    result = run(scenario_from_dict(SCENARIO), tmp_path,
-                 transport=Bridge(LoopbackWire(lambda pid, text: strategy(text)), frozenset({ME})))
+    result = run(
+        scenario_from_dict(SCENARIO),
+        tmp_path,
+        transport=Bridge(LoopbackWire(lambda pid, text: strategy(text)), frozenset({ME})),
+    )
     assert result.completed, result.error
     msgs = pd.read_parquet(tmp_path / "messages.parquet")
     ok = msgs[msgs.verdict.isin(["sent", "accepted"])]

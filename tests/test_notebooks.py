@@ -133,9 +133,15 @@ def test_the_three_notebooks_exist() -> None:
 def _kernel_manager(tmp: Path) -> KernelManager:
     spec_dir = tmp / "kernels" / KERNEL
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "flech_sim test", "language": "python"}))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "flech_sim test",
+                "language": "python",
+            }
+        )
+    )
     ksm = KernelSpecManager(kernel_dirs=[str(tmp / "kernels")], ensure_native_kernel=False)
     return KernelManager(kernel_name=KERNEL, kernel_spec_manager=ksm)
 
@@ -147,16 +153,27 @@ def test_notebook_runs_without_errors(path: Path, tmp_path: Path, monkeypatch: p
     nb = nbformat.read(path, as_version=4)
     n_cells = len(nb.cells)
     nb.cells.append(nbformat.v4.new_code_cell(_PRELUDE + CHECKS[path.stem]))
-    client = NotebookClient(nb, km=_kernel_manager(tmp_path), timeout=CELL_TIMEOUT_S, allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        km=_kernel_manager(tmp_path),
+        timeout=CELL_TIMEOUT_S,
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     client.execute()
-    errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(nb.cells[:n_cells]) if c.cell_type == "code"
-              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        (i, o.get("ename"), o.get("evalue"))
+        for i, c in enumerate(nb.cells[:n_cells])
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, f"{path.name}: error in cell(s) {errors}"
     failed = [o for o in nb.cells[-1].outputs if o.get("output_type") == "error"]
     assert not failed, f"{path.name}: what it shows disagrees with its runs' files:\n" + "\n".join(failed[0].traceback)
-    images = sum("image/png" in o.get("data", {}) for c in nb.cells[:n_cells] if c.cell_type == "code"
-                 for o in c.outputs)
+    images = sum(
+        "image/png" in o.get("data", {}) for c in nb.cells[:n_cells] if c.cell_type == "code" for o in c.outputs
+    )
     assert images >= 3, f"{path.name}: expected its figures to be displayed, got {images} image(s)"
     # the notebook wrote its runs where it was told, not into the repository
     assert any((tmp_path / "out").rglob("manifest.json"))

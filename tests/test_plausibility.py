@@ -27,9 +27,13 @@ def _bench():  # type: ignore[no-untyped-def]
 
 def test_quick_benchmark_prints_the_runs_kpis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bench = _bench()
-    tiny = scenario_dict(name="tiny", aggregators=[
-        {"id": "agg-a", "households": {"feeder-1": 60, "feeder-2": 30}},
-        {"id": "agg-b", "households": {"feeder-1": 40}, "bidding": {"strategy": "risk_aware", "steps": 2}}])
+    tiny = scenario_dict(
+        name="tiny",
+        aggregators=[
+            {"id": "agg-a", "households": {"feeder-1": 60, "feeder-2": 30}},
+            {"id": "agg-b", "households": {"feeder-1": 40}, "bidding": {"strategy": "risk_aware", "steps": 2}},
+        ],
+    )
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny))
     assert bench.main(["--quick", "--scenario", str(path), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
@@ -55,8 +59,15 @@ def test_quick_benchmark_prints_the_runs_kpis(tmp_path: Path, capsys: pytest.Cap
             out += [float(v) * row.scale for v in vals]
         return out
 
-    assert {"delivery_ratio", "net_dkk", "overload_kwh", "overload_steps_without_flex", "rebound_ratio",
-            "comfort_degree_hours", "baseline_mae_kw"} <= set(table.metric)
+    assert {
+        "delivery_ratio",
+        "net_dkk",
+        "overload_kwh",
+        "overload_steps_without_flex",
+        "rebound_ratio",
+        "comfort_degree_hours",
+        "baseline_mae_kw",
+    } <= set(table.metric)
     assert set(table.who) >= {"SRP", "SRP / agg-a", "feeder feeder-1", "run"}
     for row in table.itertuples(index=False):
         r = pd.Series(row._asdict())

@@ -45,7 +45,7 @@ def test_feeder_load_of_a_real_twin_run_plots_the_twins_load(tmp_path: Path) -> 
     fc = real.table("feeder_compare")
     assert "twin run (feeder_compare)" in fig.legends[0].get_title().get_text()
     feeders = sorted(fc.feeder.unique())
-    for ax, loc in zip(fig.axes[:len(feeders)], feeders, strict=True):
+    for ax, loc in zip(fig.axes[: len(feeders)], feeders, strict=True):
         g = fc[fc.feeder == loc].set_index("interval_start").sort_index()
         np.testing.assert_allclose(_line(ax, "without flexibility").get_ydata(), g.twin_load_kw)
         np.testing.assert_allclose(_line(ax, "with flexibility").get_ydata(), g.load_kw)
@@ -102,7 +102,7 @@ def test_feeder_load_without_a_twin_says_so_and_draws_the_runs_own_tables(r: Run
     fl = r.table("feeder_load")
     red = r.table("portfolio_load").groupby(["location", "interval_start"]).reduction_kw.sum()
     feeders = sorted(fl.feeder.unique())
-    load_axes = fig.axes[:len(feeders)]
+    load_axes = fig.axes[: len(feeders)]
     assert [_title(ax).split(":")[0] for ax in load_axes] == feeders
     assert "no twin in this run" in fig.legends[0].get_title().get_text()
     for ax, loc in zip(load_axes, feeders, strict=True):
@@ -125,8 +125,12 @@ def test_delivery_shading_stops_at_the_end_of_the_run(r: Run) -> None:
     assert end == pd.Timestamp(r.scenario["start"]) + pd.Timedelta(hours=r.scenario["horizon_hours"])
     fig = Figure()
     ax = fig.subplots()
-    markets = pd.DataFrame({"delivery_start": [end - pd.Timedelta(hours=2), end + pd.Timedelta(hours=1)],
-                            "delivery_end": [end + pd.Timedelta(hours=22), end + pd.Timedelta(hours=5)]})
+    markets = pd.DataFrame(
+        {
+            "delivery_start": [end - pd.Timedelta(hours=2), end + pd.Timedelta(hours=1)],
+            "delivery_end": [end + pd.Timedelta(hours=22), end + pd.Timedelta(hours=5)],
+        }
+    )
     plots._shade_delivery(ax, markets, end)
     assert len(ax.patches) == 1  # the window starting after the end is not drawn
     span = ax.patches[0]
@@ -137,12 +141,18 @@ def test_feeder_load_from_the_twins_feeder_compare_with_outdoor_temperature(r: R
     """feeder_compare: feeder, interval_start, load_kw (with), load_no_flex_kw (twin), limit_kw; a rebound
     (with > without after delivery) must show as drawn; weather: interval_start, t_out_c."""
     times = pd.date_range("2026-01-12 16:00", periods=8, freq="15min")
-    fc = pd.DataFrame({"feeder": ["feeder-1"] * 8, "interval_start": times,
-                       "load_kw": [900, 700, 700, 900, 1000, 950, 900, 900.0],
-                       "load_no_flex_kw": [900, 900, 900, 900, 880, 890, 900, 900.0],
-                       "limit_kw": [800.0] * 8})
-    weather = pd.DataFrame({"interval_start": times, "t_out_c": [-2.0, -2.5, -3.0, -3.5, -4.0, -4.0, -3.0, -2.0],
-                            "wind_ms": [3.0] * 8})
+    fc = pd.DataFrame(
+        {
+            "feeder": ["feeder-1"] * 8,
+            "interval_start": times,
+            "load_kw": [900, 700, 700, 900, 1000, 950, 900, 900.0],
+            "load_no_flex_kw": [900, 900, 900, 900, 880, 890, 900, 900.0],
+            "limit_kw": [800.0] * 8,
+        }
+    )
+    weather = pd.DataFrame(
+        {"interval_start": times, "t_out_c": [-2.0, -2.5, -3.0, -3.5, -4.0, -4.0, -3.0, -2.0], "wind_ms": [3.0] * 8}
+    )
     fig = plots.feeder_load(_synthetic(r, tmp_path, feeder_compare=fc, weather=weather))
     ax, ax_t = fig.axes[0], fig.axes[-1]
     assert len(fig.axes) == 2 and _title(ax).startswith("feeder-1")
@@ -280,15 +290,25 @@ def test_indoor_temperatures_are_each_homes_own_against_its_own_band(r: Run, tmp
     times = pd.date_range("2026-01-12 00:15", periods=4, freq="15min").astype("datetime64[s]")
     temps = {7: [20.0, 20.4, 20.1, 20.3], 9: [21.0, 21.0, 21.0, 21.0], 11: [19.5, 19.2, 19.8, 19.6]}
     bands = {7: (19.5, 22.0), 9: (20.0, 23.0), 11: (19.0, 21.5)}
-    rows = [{"household": h, "metering_point": f"agg-north@feeder-{1 if h != 11 else 2}", "interval_start": t,
-             "t_in_c": v, "t_min_c": bands[h][0], "t_max_c": bands[h][1]}
-            for h, vs in temps.items() for t, v in zip(times, vs, strict=True)]
+    rows = [
+        {
+            "household": h,
+            "metering_point": f"agg-north@feeder-{1 if h != 11 else 2}",
+            "interval_start": t,
+            "t_in_c": v,
+            "t_min_c": bands[h][0],
+            "t_max_c": bands[h][1],
+        }
+        for h, vs in temps.items()
+        for t, v in zip(times, vs, strict=True)
+    ]
     df = pd.DataFrame(rows)[list(table.names)]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "manifest.json").write_text((r.path / "manifest.json").read_text())
-    pq.write_table(pa.Table.from_pandas(df, schema=table.arrow_schema(), preserve_index=False),
-                   run_dir / f"{table.name}.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(df, schema=table.arrow_schema(), preserve_index=False), run_dir / f"{table.name}.parquet"
+    )
     fig = plots.indoor_temperatures(run_dir)
     drawn = [ax for ax in fig.axes if ax.get_lines()]
     assert [_title(ax).split(" · ")[0] for ax in drawn] == ["home 7", "home 11"]
@@ -310,9 +330,17 @@ def test_kpis_across_seeds_from_the_runs_kpis_tables(r: Run, tmp_path: Path) -> 
     for seed, v in enumerate(values):
         d = tmp_path / "sweep" / f"seed{seed}"
         shutil.copytree(r.path, d)
-        pd.DataFrame({"scope": ["product", "product"], "product_id": ["SRP", "SRP"], "participant": [None, None],
-                      "feeder": [None, None], "metric": ["delivery_ratio", "cost_dkk"],
-                      "value": [v, 100.0 * (seed + 1)], "unit": ["-", "DKK"]}).to_parquet(d / "kpis.parquet")
+        pd.DataFrame(
+            {
+                "scope": ["product", "product"],
+                "product_id": ["SRP", "SRP"],
+                "participant": [None, None],
+                "feeder": [None, None],
+                "metric": ["delivery_ratio", "cost_dkk"],
+                "value": [v, 100.0 * (seed + 1)],
+                "unit": ["-", "DKK"],
+            }
+        ).to_parquet(d / "kpis.parquet")
     s = plots.kpi_summary_frame(tmp_path / "sweep").set_index("metric")
     assert s.loc["delivery_ratio", "mean"] == pytest.approx(0.9)
     assert s.loc["delivery_ratio", "ci_high"] - 0.9 == pytest.approx(4.303 * 0.1 / np.sqrt(3))
@@ -326,10 +354,22 @@ def test_kpis_across_seeds_from_the_runs_kpis_tables(r: Run, tmp_path: Path) -> 
 
 def test_kpis_across_seeds_from_a_summary_with_a_swept_parameter_draws_a_band(r: Run, tmp_path: Path) -> None:
     """kpis_summary: per grid point (here a numeric parameter) and metric: n, mean, std, ci_low, ci_high, unit."""
-    summary = pd.DataFrame({"penalty_factor": [1.0, 1.5, 2.0], "scope": "run", "product_id": "SRP",
-                            "participant": None, "feeder": None, "metric": "net_margin_dkk", "unit": "DKK",
-                            "n": 6, "mean": [10.0, 12.0, 15.0], "std": 1.0, "ci_low": [9.0, 11.0, 14.0],
-                            "ci_high": [11.0, 13.0, 16.0]})
+    summary = pd.DataFrame(
+        {
+            "penalty_factor": [1.0, 1.5, 2.0],
+            "scope": "run",
+            "product_id": "SRP",
+            "participant": None,
+            "feeder": None,
+            "metric": "net_margin_dkk",
+            "unit": "DKK",
+            "n": 6,
+            "mean": [10.0, 12.0, 15.0],
+            "std": 1.0,
+            "ci_low": [9.0, 11.0, 14.0],
+            "ci_high": [11.0, 13.0, 16.0],
+        }
+    )
     (tmp_path / "sw").mkdir()
     summary.to_parquet(tmp_path / "sw" / "kpis_summary.parquet")
     ax = plots.kpis_across_seeds(tmp_path / "sw").axes[0]
@@ -342,8 +382,10 @@ def test_kpis_across_seeds_from_a_summary_with_a_swept_parameter_draws_a_band(r:
 
 
 def test_every_kind_degrades_to_a_message_on_a_run_without_markets(empty_run: Run) -> None:
-    has_rows = {"feeder_load": empty_run.count("portfolio_load") > 0,  # the households still ran
-                "temperatures": plots.TEMPERATURE_TABLE in TABLES and empty_run.count(plots.TEMPERATURE_TABLE) > 0}
+    has_rows = {
+        "feeder_load": empty_run.count("portfolio_load") > 0,  # the households still ran
+        "temperatures": plots.TEMPERATURE_TABLE in TABLES and empty_run.count(plots.TEMPERATURE_TABLE) > 0,
+    }
     assert has_rows["feeder_load"]
     for kind, make in plots.KINDS.items():
         fig = make(empty_run)

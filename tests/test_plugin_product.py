@@ -41,8 +41,10 @@ def make_scenario():  # type: ignore[no-untyped-def]
 
 
 def _book(h):  # type: ignore[no-untyped-def]
-    h.at(0, lambda: h.send("dso-1", h.request("m1", need=(50.0, 50.0), product="RSV",
-                                              params={"max_response_minutes": 10})))
+    h.at(
+        0,
+        lambda: h.send("dso-1", h.request("m1", need=(50.0, 50.0), product="RSV", params={"max_response_minutes": 10})),
+    )
     book = [  # (seller, bid_id, price, kW, attrs)
         ("agg-a", "A", 1.0, (40.0, 40.0), {"energy_kwh": 60.0, "response_minutes": 2}),
         ("agg-b", "B", 2.0, (50.0, 50.0), {"response_minutes": 8}),
@@ -51,8 +53,10 @@ def _book(h):  # type: ignore[no-untyped-def]
         ("agg-a", "unknown", 1.0, (10.0, 10.0), {"colour": "red"}),
     ]
     for k, (who, bid_id, price, qty, attrs) in enumerate(book):
-        h.at(5 + k, lambda w=who, b=bid_id, p=price, q=qty, a=attrs: h.send(
-            w, bid(h, w, b, p, q, product="RSV", attrs=a)))
+        h.at(
+            5 + k,
+            lambda w=who, b=bid_id, p=price, q=qty, a=attrs: h.send(w, bid(h, w, b, p, q, product="RSV", attrs=a)),
+        )
 
 
 def test_plugin_product_end_to_end_in_the_core(harness) -> None:  # type: ignore[no-untyped-def]
@@ -61,8 +65,10 @@ def test_plugin_product_end_to_end_in_the_core(harness) -> None:  # type: ignore
     h.run(300)
     rej = rejections(h, "agg-a") + rejections(h, "agg-b")
     assert sorted((r.reason, r.detail.split(" ")[0]) for r in rej) == [
-        (RejectReason.OUT_OF_RANGE, "RSV"), (RejectReason.OUT_OF_RANGE, "RSV"),
-        (RejectReason.OUT_OF_RANGE, "energy_kwh")]
+        (RejectReason.OUT_OF_RANGE, "RSV"),
+        (RejectReason.OUT_OF_RANGE, "RSV"),
+        (RejectReason.OUT_OF_RANGE, "energy_kwh"),
+    ]
     assert any("colour" in r.detail for r in rej) and any("response_minutes" in r.detail for r in rej)
     got = {m.bid_id: m for p in ("agg-a", "agg-b") for m in h.people[p].inbox if isinstance(m, Award)}
     assert got["A"].accepted_kw == pytest.approx((40.0, 20.0)) and got["B"].accepted_kw == pytest.approx((10.0, 30.0))
@@ -85,12 +91,31 @@ def test_plugin_public_clearing_matches_the_core() -> None:
     from flech_sim.messages import Bid, Direction, MarketRequest
 
     env = dict(recipient="flech", market_id="m1", product_id="RSV", sent_at=0)
-    req = MarketRequest(msg_id="r", sender="dso-1", **env, location="feeder-1", direction=Direction.DOWN,
-                        gate_close=60, delivery_start=120, interval_minutes=60, need_kw=(50.0, 50.0),
-                        price_cap=3.0, params={"max_response_minutes": 10})
-    bids = [Bid(msg_id="a", sender="agg-a", **env, bid_id="A", price=1.0, quantities_kw=(40.0, 40.0),
-                attrs={"energy_kwh": 60.0}),
-            Bid(msg_id="b", sender="agg-b", **env, bid_id="B", price=2.0, quantities_kw=(50.0, 50.0))]
+    req = MarketRequest(
+        msg_id="r",
+        sender="dso-1",
+        **env,
+        location="feeder-1",
+        direction=Direction.DOWN,
+        gate_close=60,
+        delivery_start=120,
+        interval_minutes=60,
+        need_kw=(50.0, 50.0),
+        price_cap=3.0,
+        params={"max_response_minutes": 10},
+    )
+    bids = [
+        Bid(
+            msg_id="a",
+            sender="agg-a",
+            **env,
+            bid_id="A",
+            price=1.0,
+            quantities_kw=(40.0, 40.0),
+            attrs={"energy_kwh": 60.0},
+        ),
+        Bid(msg_id="b", sender="agg-b", **env, bid_id="B", price=2.0, quantities_kw=(50.0, 50.0)),
+    ]
     cleared = reserve.clear_market(req, bids)
     assert cleared.is_ok and cleared.pricing is not None and cleared.pricing.rule == reserve.RULE
     assert {a.bid_id: a.accepted_kw for a in cleared.awards} == {"A": (40.0, 20.0), "B": (10.0, 30.0)}

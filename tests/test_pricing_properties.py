@@ -167,8 +167,15 @@ def test_empty_and_one_sided_books_give_a_status(rule: str) -> None:
 def option_books(draw: st.DrawFn) -> tuple[list[OptionOffer], tuple[float, ...], float]:
     n_t = draw(st.integers(1, 3))
     offers = [
-        OptionOffer(f"o{i}", draw(st.sampled_from(["s1", "s2"])), draw(price), draw(price),
-                    tuple(draw(st.lists(kw, min_size=n_t, max_size=n_t))), draw(st.booleans()), draw(st.integers(0, 2)))
+        OptionOffer(
+            f"o{i}",
+            draw(st.sampled_from(["s1", "s2"])),
+            draw(price),
+            draw(price),
+            tuple(draw(st.lists(kw, min_size=n_t, max_size=n_t))),
+            draw(st.booleans()),
+            draw(st.integers(0, 2)),
+        )
         for i in range(draw(st.integers(0, 5)))
     ]
     need = tuple(draw(st.lists(kw, min_size=n_t, max_size=n_t)))
@@ -179,8 +186,9 @@ def option_books(draw: st.DrawFn) -> tuple[list[OptionOffer], tuple[float, ...],
 @given(option_books(), st.randoms(use_true_random=False))
 def test_options_clear_at_least_expected_cost_whatever_the_order(book, rnd) -> None:  # type: ignore[no-untyped-def]
     offers, need, share = book
-    kw_args = dict(activation_price_cap=3.0, availability_price_cap=3.0 * len(need), activation_share=share,
-                   interval_hours=1.0)
+    kw_args = dict(
+        activation_price_cap=3.0, availability_price_cap=3.0 * len(need), activation_share=share, interval_hours=1.0
+    )
     problem = option_problem("o", need, offers=offers, **kw_args)
     out = clear(problem, EXACT)
     assert out.is_ok  # an empty book is a status (EMPTY), not an exception
@@ -211,7 +219,9 @@ def test_pricing_options_and_baselines_are_pure() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, flech_sim.clearing.pricing, flech_sim.clearing.options, flech_sim.baselines; "
-            "bad = [m for m in ('simpy', 'flech_sim.agents', 'flech_sim.products') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, flech_sim.clearing.pricing, flech_sim.clearing.options, flech_sim.baselines; "
+        "bad = [m for m in ('simpy', 'flech_sim.agents', 'flech_sim.products') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

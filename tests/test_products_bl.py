@@ -41,8 +41,12 @@ def test_hand_worked_bl_clearing(harness, name: str) -> None:  # type: ignore[no
     h, case = harness, CASES[name]
     h.at(0, lambda: h.send("dso-1", h.request("m1", need=case["need"], product="BL")))
     for seller, bid_id, price, qty, block, minute in case["bids"]:
-        h.at(minute, lambda s=seller, b=bid_id, p=price, q=qty, k=block: h.send(
-            s, bid(h, s, b, p, q, product="BL", block=k, baseline=())))
+        h.at(
+            minute,
+            lambda s=seller, b=bid_id, p=price, q=qty, k=block: h.send(
+                s, bid(h, s, b, p, q, product="BL", block=k, baseline=())
+            ),
+        )
     h.run(61)
     got = awards(h)
     assert sorted(got) == sorted(case["accepted"])
@@ -65,9 +69,17 @@ def test_terms_in_the_bid_request_and_bad_methods(harness) -> None:  # type: ign
     h.at(5, lambda: h.send("agg-a", bid(h, "agg-a", "A", 0.5, (10.0,), product="BL", market_id="m4", baseline=())))
     h.run(6)
     br = next(m for m in received(h, "agg-a", BidRequest) if m.market_id == "m1")
-    assert br.params == {"baseline": "rolling_average", "baseline_x": 4, "baseline_y": 5, "baseline_days": 10,
-                         "baseline_min_days": 5, "baseline_before_minutes": 60, "baseline_after_minutes": 60,
-                         "baseline_fallback": "meter_before_after", "dispatch": "on_award"}
+    assert br.params == {
+        "baseline": "rolling_average",
+        "baseline_x": 4,
+        "baseline_y": 5,
+        "baseline_days": 10,
+        "baseline_min_days": 5,
+        "baseline_before_minutes": 60,
+        "baseline_after_minutes": 60,
+        "baseline_fallback": "meter_before_after",
+        "dispatch": "on_award",
+    }
     r2, r3 = rejections(h, "dso-1")
     assert r2.reason == r3.reason == RejectReason.OUT_OF_RANGE
     assert "baseline" in r2.detail and "x <= y" in r3.detail
@@ -88,8 +100,19 @@ def test_bl_settles_on_the_platform_baseline_with_a_recorded_fallback(harness) -
     h = harness
     # need 100 in hour 17-18 of day 5; x_of_y with X = 2, Y = 3. A 60 @0.5 (declares 900: ignored), B 60 @1.0.
     # Cleared: A 60 (30 DKK), B 40 (40 DKK).
-    h.at(0, lambda: h.send("dso-1", h.request("m1", need=(100.0,), product="BL", delivery_start=DELIVERY,
-                                              params={"baseline": "x_of_y", "baseline_x": 2, "baseline_y": 3})))
+    h.at(
+        0,
+        lambda: h.send(
+            "dso-1",
+            h.request(
+                "m1",
+                need=(100.0,),
+                product="BL",
+                delivery_start=DELIVERY,
+                params={"baseline": "x_of_y", "baseline_x": 2, "baseline_y": 3},
+            ),
+        ),
+    )
     h.at(5, lambda: h.send("agg-a", bid(h, "agg-a", "A", 0.5, (60.0,), product="BL", baseline=(900.0,))))
     h.at(5, lambda: h.send("agg-b", bid(h, "agg-b", "B", 1.0, (60.0,), product="BL", baseline=())))
     # A's history: days -1, -2, -3 at 500, 480, 520: the 2 highest are 520 and 500 -> baseline 510.
@@ -98,10 +121,14 @@ def test_bl_settles_on_the_platform_baseline_with_a_recorded_fallback(harness) -
     # after (320) = 310, recorded as a fallback.
     _history(h, "agg-b@feeder-1", {1: 290.0})
     # Day 5, 16:00-19:00: A 500 / 460 / 500; B 300 / 280 / 320.
-    h.at(DELIVERY + DAY, lambda: h.send("datahub", meter(h, "agg-a@feeder-1", DELIVERY - 60, [500.0] * 4 + [460.0] * 4
-                                                         + [500.0] * 4)))
-    h.at(DELIVERY + DAY, lambda: h.send("datahub", meter(h, "agg-b@feeder-1", DELIVERY - 60, [300.0] * 4 + [280.0] * 4
-                                                         + [320.0] * 4)))
+    h.at(
+        DELIVERY + DAY,
+        lambda: h.send("datahub", meter(h, "agg-a@feeder-1", DELIVERY - 60, [500.0] * 4 + [460.0] * 4 + [500.0] * 4)),
+    )
+    h.at(
+        DELIVERY + DAY,
+        lambda: h.send("datahub", meter(h, "agg-b@feeder-1", DELIVERY - 60, [300.0] * 4 + [280.0] * 4 + [320.0] * 4)),
+    )
     h.run(DELIVERY + DAY + 1)
     sts = statements(h)
     penalty = 1.5 * 3.0
@@ -116,7 +143,10 @@ def test_bl_settles_on_the_platform_baseline_with_a_recorded_fallback(harness) -
     rows = {r["seller"]: r for r in table(h, "baselines")}
     assert (rows["agg-a"]["used"], rows["agg-a"]["fallback"], rows["agg-a"]["baseline_kw"]) == ("x_of_y", False, 510.0)
     assert (rows["agg-b"]["method"], rows["agg-b"]["used"], rows["agg-b"]["fallback"]) == (
-        "x_of_y", "meter_before_after", True)
+        "x_of_y",
+        "meter_before_after",
+        True,
+    )
     assert rows["agg-b"]["baseline_kw"] == pytest.approx(310.0)
 
 
@@ -124,9 +154,19 @@ def test_no_delivery_fallback_counts_nothing(harness) -> None:  # type: ignore[n
     h = harness
     # rolling_average needs 5 complete days; there are none, and the fallback is 'no_delivery':
     # A 10 kW @0.5 is paid 5 DKK and penalised 10 x 4.5 = 45: net -40.
-    h.at(0, lambda: h.send("dso-1", h.request("m1", need=(10.0,), product="BL", delivery_start=DELIVERY,
-                                              params={"baseline": "rolling_average",
-                                                      "baseline_fallback": "no_delivery"})))
+    h.at(
+        0,
+        lambda: h.send(
+            "dso-1",
+            h.request(
+                "m1",
+                need=(10.0,),
+                product="BL",
+                delivery_start=DELIVERY,
+                params={"baseline": "rolling_average", "baseline_fallback": "no_delivery"},
+            ),
+        ),
+    )
     h.at(5, lambda: h.send("agg-a", bid(h, "agg-a", "A", 0.5, (10.0,), product="BL", baseline=())))
     h.at(DELIVERY + DAY, lambda: h.send("datahub", meter(h, "agg-a@feeder-1", DELIVERY, [100.0] * 4)))
     h.run(DELIVERY + DAY + 1)
@@ -144,6 +184,7 @@ def _reader(series: dict[int, float | None], step: int = 15):  # type: ignore[no
     def read(start: int, minutes: int) -> float | None:
         vals = [series.get(t) for t in range(start, start + minutes, step)]
         return None if any(v is None for v in vals) else sum(vals) / len(vals)  # type: ignore[arg-type, misc]
+
     return read
 
 

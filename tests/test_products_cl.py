@@ -32,43 +32,67 @@ CASES = {
     # pay-as-bid merit order: A1 60 @0.5, A2 40 of 60 @0.8, B1 nothing. Cost 30 + 32 = 62.
     # agg-a's cap: 500 - (60 + 40) = 400 in its two awards.
     "merit_pay_as_bid": dict(
-        need=(100.0,), pricing="pay_as_bid",
-        bids=[("agg-a", "A1", 0.5, (60.0,), False, 5, 500.0), ("agg-a", "A2", 0.8, (60.0,), False, 5, 500.0),
-              ("agg-b", "B1", 1.0, (60.0,), False, 5, 300.0)],
-        accepted={"A1": (60.0,), "A2": (40.0,), "B1": (0.0,)}, prices={"A1": 0.5, "A2": 0.8, "B1": 1.0},
-        caps={"A1": (400.0,), "A2": (400.0,), "B1": ()}, cost=62.0, unmet=(0.0,),
+        need=(100.0,),
+        pricing="pay_as_bid",
+        bids=[
+            ("agg-a", "A1", 0.5, (60.0,), False, 5, 500.0),
+            ("agg-a", "A2", 0.8, (60.0,), False, 5, 500.0),
+            ("agg-b", "B1", 1.0, (60.0,), False, 5, 300.0),
+        ],
+        accepted={"A1": (60.0,), "A2": (40.0,), "B1": (0.0,)},
+        prices={"A1": 0.5, "A2": 0.8, "B1": 1.0},
+        caps={"A1": (400.0,), "A2": (400.0,), "B1": ()},
+        cost=62.0,
+        unmet=(0.0,),
     ),
     # VCG, two sellers. Optimum A 60 @0.5 + B 40 @1.0: C* = 30 + 40 = 70.
     # Without A: B 60 (60 DKK) + 40 unmet at 3.0 (120) = 180; others' cost with A = 70 - 30 = 40 -> P_A = 140,
     # 140/60 = 2.3333 DKK/kWh. Without B: A 60 (30) + 40 unmet (120) = 150; others with B = 70 - 40 = 30 ->
     # P_B = 120 = 40 kWh x 3.0 (the marginal winner is paid the cap). Total 260. Both >= their bids (30, 40).
     "vcg_two_sellers": dict(
-        need=(100.0,), pricing="vcg",
+        need=(100.0,),
+        pricing="vcg",
         bids=[("agg-a", "A", 0.5, (60.0,), False, 5, 500.0), ("agg-b", "B", 1.0, (60.0,), False, 5, 300.0)],
-        accepted={"A": (60.0,), "B": (40.0,)}, prices={"A": 140.0 / 60.0, "B": 3.0},
-        caps={"A": (440.0,), "B": (260.0,)}, cost=260.0, unmet=(0.0,),
+        accepted={"A": (60.0,), "B": (40.0,)},
+        prices={"A": 140.0 / 60.0, "B": 3.0},
+        caps={"A": (440.0,), "B": (260.0,)},
+        cost=260.0,
+        unmet=(0.0,),
     ),
     # VCG with a block that over-covers: need 50; block A 60 @0.5 (30 DKK) beats B 50 @1.0 (50 DKK). C* = 30.
     # Without A: B 50 = 50; others' cost with A = 30 - 30 = 0 -> P_A = 50, 50/60 = 0.8333 DKK/kWh. B loses.
     "vcg_block": dict(
-        need=(50.0,), pricing="vcg",
+        need=(50.0,),
+        pricing="vcg",
         bids=[("agg-a", "A", 0.5, (60.0,), True, 5, 500.0), ("agg-b", "B", 1.0, (50.0,), False, 5, 300.0)],
-        accepted={"A": (60.0,), "B": (0.0,)}, prices={"A": 50.0 / 60.0, "B": 1.0},
-        caps={"A": (440.0,), "B": ()}, cost=50.0, unmet=(0.0,),
+        accepted={"A": (60.0,), "B": (0.0,)},
+        prices={"A": 50.0 / 60.0, "B": 1.0},
+        caps={"A": (440.0,), "B": ()},
+        cost=50.0,
+        unmet=(0.0,),
     ),
     # tie on price: the earlier bid (B1, minute 5) first: B1 40, A1 10. Cost 50.
     "tie_earlier_bid": dict(
-        need=(50.0,), pricing="pay_as_bid",
+        need=(50.0,),
+        pricing="pay_as_bid",
         bids=[("agg-a", "A1", 1.0, (40.0,), False, 10, 500.0), ("agg-b", "B1", 1.0, (40.0,), False, 5, 300.0)],
-        accepted={"A1": (10.0,), "B1": (40.0,)}, prices={"A1": 1.0, "B1": 1.0},
-        caps={"A1": (490.0,), "B1": (260.0,)}, cost=50.0, unmet=(0.0,),
+        accepted={"A1": (10.0,), "B1": (40.0,)},
+        prices={"A1": 1.0, "B1": 1.0},
+        caps={"A1": (490.0,), "B1": (260.0,)},
+        cost=50.0,
+        unmet=(0.0,),
     ),
     # thin, VCG: only A 30/30 @1.0 against need 100/100. C* = 60 + 3.0 x 140 = 480. Without A: 3.0 x 200 = 600;
     # others' cost with A = 480 - 60 = 420 -> P_A = 180 = 60 kWh x 3.0 (a monopolist is paid the cap).
     "thin_vcg": dict(
-        need=(100.0, 100.0), pricing="vcg",
+        need=(100.0, 100.0),
+        pricing="vcg",
         bids=[("agg-a", "A", 1.0, (30.0, 30.0), False, 5, 200.0)],
-        accepted={"A": (30.0, 30.0)}, prices={"A": 3.0}, caps={"A": (170.0, 170.0)}, cost=180.0, unmet=(70.0, 70.0),
+        accepted={"A": (30.0, 30.0)},
+        prices={"A": 3.0},
+        caps={"A": (170.0, 170.0)},
+        cost=180.0,
+        unmet=(70.0, 70.0),
     ),
 }
 
@@ -77,11 +101,17 @@ CASES = {
 def test_hand_worked_cl_clearing(harness, name: str) -> None:  # type: ignore[no-untyped-def]
     h, case = harness, CASES[name]
     n = len(case["need"])
-    h.at(0, lambda: h.send("dso-1", h.request("m1", need=case["need"], product="CL",
-                                              params={"pricing": case["pricing"]})))
+    h.at(
+        0,
+        lambda: h.send("dso-1", h.request("m1", need=case["need"], product="CL", params={"pricing": case["pricing"]})),
+    )
     for seller, bid_id, price, qty, block, minute, e in case["bids"]:
-        h.at(minute, lambda s=seller, b=bid_id, p=price, q=qty, k=block, e=e: h.send(
-            s, bid(h, s, b, p, q, product="CL", block=k, baseline=(e,) * n)))
+        h.at(
+            minute,
+            lambda s=seller, b=bid_id, p=price, q=qty, k=block, e=e: h.send(
+                s, bid(h, s, b, p, q, product="CL", block=k, baseline=(e,) * n)
+            ),
+        )
     h.run(61)
     got = awards(h)
     assert sorted(got) == sorted(case["accepted"])

@@ -27,8 +27,18 @@ def test_readme_example_clears_an_srp_book_without_a_simulation() -> None:
     from flech_sim.products import srp
 
     env = dict(recipient="flech", product_id="SRP", market_id="m1", sent_at=0)
-    request = MarketRequest(msg_id="r1", sender="dso-1", **env, location="feeder-1", direction=Direction.DOWN,
-                            gate_close=60, delivery_start=120, interval_minutes=60, need_kw=(100.0,), price_cap=3.0)
+    request = MarketRequest(
+        msg_id="r1",
+        sender="dso-1",
+        **env,
+        location="feeder-1",
+        direction=Direction.DOWN,
+        gate_close=60,
+        delivery_start=120,
+        interval_minutes=60,
+        need_kw=(100.0,),
+        price_cap=3.0,
+    )
     bids = [  # in arrival order: ties at equal price go to the earlier
         Bid(msg_id="b1", sender="agg-a", **env, bid_id="A1", price=0.5, quantities_kw=(60.0,), baseline_kw=(500.0,)),
         Bid(msg_id="b2", sender="agg-b", **env, bid_id="B1", price=0.8, quantities_kw=(60.0,), baseline_kw=(400.0,)),
@@ -41,19 +51,44 @@ def test_readme_example_clears_an_srp_book_without_a_simulation() -> None:
     # need 100: A1 60 @0.5 (30 DKK) + 40 of B1 @0.8 (32 DKK) = 62 DKK; marginal price 0.8.
     assert (result.status, result.clearing_price, result.cost_dkk) == ("optimal", (0.8,), pytest.approx(62.0))
     assert [(a.bid_id, a.accepted_kw, a.prices) for a in result.awards] == [
-        ("A1", (60.0,), (0.5,)), ("B1", (40.0,), (0.8,))]
+        ("A1", (60.0,), (0.5,)),
+        ("B1", (40.0,), (0.8,)),
+    ]
 
 
 def _req(product: str, need: tuple[float, ...], minutes: int = 60, **kw) -> MarketRequest:  # type: ignore[no-untyped-def]
-    return MarketRequest(msg_id="r", sender="dso-1", recipient="flech", market_id="m1", product_id=product,
-                         sent_at=0, location=kw.pop("location", "feeder-1"), direction=Direction.DOWN, gate_close=60,
-                         delivery_start=120, interval_minutes=minutes, need_kw=need, price_cap=3.0, **kw)
+    return MarketRequest(
+        msg_id="r",
+        sender="dso-1",
+        recipient="flech",
+        market_id="m1",
+        product_id=product,
+        sent_at=0,
+        location=kw.pop("location", "feeder-1"),
+        direction=Direction.DOWN,
+        gate_close=60,
+        delivery_start=120,
+        interval_minutes=minutes,
+        need_kw=need,
+        price_cap=3.0,
+        **kw,
+    )
 
 
 def _bid(product: str, bid_id: str, seller: str, price: float, qty: tuple[float, ...], **kw) -> Bid:  # type: ignore[no-untyped-def]
-    return Bid(msg_id=bid_id, sender=seller, recipient="flech", market_id="m1", product_id=product, sent_at=0,
-               bid_id=bid_id, price=price, quantities_kw=qty, baseline_kw=kw.pop("baseline_kw", (500.0,) * len(qty)),
-               **kw)
+    return Bid(
+        msg_id=bid_id,
+        sender=seller,
+        recipient="flech",
+        market_id="m1",
+        product_id=product,
+        sent_at=0,
+        bid_id=bid_id,
+        price=price,
+        quantities_kw=qty,
+        baseline_kw=kw.pop("baseline_kw", (500.0,) * len(qty)),
+        **kw,
+    )
 
 
 def test_every_builtin_product_clears_a_book_from_messages() -> None:
@@ -65,24 +100,38 @@ def test_every_builtin_product_clears_a_book_from_messages() -> None:
     # CL under VCG: need 50; A 40 @1.0 (E 100), B 40 @2.0 (E 100). Without A: B 40 + 10 unmet at 3 = 110;
     # others' cost with A = B's 10 x 2 = 20 -> A paid 90 (2.25/kWh). Without B: A 40 + 10 x 3 = 70; others with
     # B = A's 40 -> B paid 30 (3.0/kWh, the cap). cap_kw: A 100 - 40 = 60, B 90.
-    r = cl.clear_market(_req("CL", (50.0,), params={"pricing": "vcg"}),
-                        [_bid("CL", "A", "a", 1.0, (40.0,), baseline_kw=(100.0,)),
-                         _bid("CL", "B", "b", 2.0, (40.0,), baseline_kw=(100.0,))])
+    r = cl.clear_market(
+        _req("CL", (50.0,), params={"pricing": "vcg"}),
+        [
+            _bid("CL", "A", "a", 1.0, (40.0,), baseline_kw=(100.0,)),
+            _bid("CL", "B", "b", 2.0, (40.0,), baseline_kw=(100.0,)),
+        ],
+    )
     got = r.by_bid()
     assert got["A"].payment_dkk == pytest.approx(90.0) and got["B"].payment_dkk == pytest.approx(30.0)
     assert got["A"].attrs["cap_kw"] == (60.0,) and got["B"].attrs["cap_kw"] == (90.0,)
     # CRP: need 100 over 2 h, share 0.2: e(A) = 0.5/2 + 0.2 x 1.0 = 0.45, e(B) = 0.3/2 + 0.4 = 0.55 -> A 60, B 40;
     # availability A 0.5 x 60 = 30, B 0.3 x 40 = 12.
-    r = crp.clear_market(_req("CRP", (100.0, 100.0)),
-                         [_bid("CRP", "A", "a", 1.0, (60.0, 60.0), attrs={"availability_price": 0.5}),
-                          _bid("CRP", "B", "b", 2.0, (60.0, 60.0), attrs={"availability_price": 0.3})])
+    r = crp.clear_market(
+        _req("CRP", (100.0, 100.0)),
+        [
+            _bid("CRP", "A", "a", 1.0, (60.0, 60.0), attrs={"availability_price": 0.5}),
+            _bid("CRP", "B", "b", 2.0, (60.0, 60.0), attrs={"availability_price": 0.3}),
+        ],
+    )
     got = r.by_bid()
     assert got["A"].payment_dkk == pytest.approx(30.0) and got["B"].payment_dkk == pytest.approx(12.0)
     assert got["B"].attrs["availability_dkk"] == pytest.approx((6.0, 6.0)) and got["A"].prices == (1.0, 1.0)
     # mFRR: need 3000 per 15 min; 1000 @0.3, 1000 @0.45, 1000 of 1500 @0.6: uniform 0.6, 3000 x 0.25 x 0.6 = 450.
-    r = mfrr.clear_market(_req("mFRR", (3000.0,), 15, location="*"),
-                          [_bid("mFRR", "A", "a", 0.30, (1000.0,)), _bid("mFRR", "B", "b", 0.45, (1000.0,)),
-                           _bid("mFRR", "C", "c", 0.60, (1500.0,))], SolverOptions())
+    r = mfrr.clear_market(
+        _req("mFRR", (3000.0,), 15, location="*"),
+        [
+            _bid("mFRR", "A", "a", 0.30, (1000.0,)),
+            _bid("mFRR", "B", "b", 0.45, (1000.0,)),
+            _bid("mFRR", "C", "c", 0.60, (1500.0,)),
+        ],
+        SolverOptions(),
+    )
     assert r.clearing_price == (0.6,) and r.cost_dkk == pytest.approx(450.0)
     assert all(a.prices == (0.6,) for a in r.awards)
 
@@ -92,8 +141,7 @@ def test_a_backdated_bid_does_not_win_a_tie(harness) -> None:  # type: ignore[no
     h = harness
     h.at(0, lambda: h.send("dso-1", h.request("m1", need=(50.0,))))
     h.at(5, lambda: h.send("agg-a", bid(h, "agg-a", "A", 1.0, (40.0,), product="SRP")))
-    h.at(10, lambda: h.send("agg-b", dataclasses.replace(bid(h, "agg-b", "B", 1.0, (40.0,), product="SRP"),
-                                                          sent_at=0)))
+    h.at(10, lambda: h.send("agg-b", dataclasses.replace(bid(h, "agg-b", "B", 1.0, (40.0,), product="SRP"), sent_at=0)))
     h.run(61)
     got = {m.bid_id: m for p in ("agg-a", "agg-b") for m in received(h, p, Award)}
     assert got["A"].accepted_kw == (40.0,) and got["B"].accepted_kw == (10.0,)
@@ -105,8 +153,13 @@ def test_activation_draws_the_earlier_arrival_at_equal_price(harness) -> None:  
     h = harness
     h.at(0, lambda: h.send("dso-1", h.request("m1", need=(100.0,), product="CRP")))
     h.at(5, lambda: h.send("agg-a", bid(h, "agg-a", "A", 1.0, (50.0,), product="CRP", availability_price=0.5)))
-    h.at(8, lambda: h.send("agg-b", dataclasses.replace(
-        bid(h, "agg-b", "B", 1.0, (50.0,), product="CRP", availability_price=0.5), sent_at=0)))
+    h.at(
+        8,
+        lambda: h.send(
+            "agg-b",
+            dataclasses.replace(bid(h, "agg-b", "B", 1.0, (50.0,), product="CRP", availability_price=0.5), sent_at=0),
+        ),
+    )
     h.at(70, lambda: h.send("dso-1", activation(h, "dso-1", "act", 120, (30.0,))))
     h.run(80)
     rows = table(h, "activations")

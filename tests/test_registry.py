@@ -49,8 +49,11 @@ def test_toy_product_by_dotted_path(tmp_path: Path) -> None:
 
 def test_toy_product_by_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ep = EntryPoint(name="TOY", value="tests.toy_product:ToyProduct", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points",
-                        lambda group, name: [ep] if (group, name) == (registry.ENTRY_POINT_GROUP, "TOY") else [])
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        lambda group, name: [ep] if (group, name) == (registry.ENTRY_POINT_GROUP, "TOY") else [],
+    )
     assert registry.resolve_product("TOY", "entry_point") is ToyProduct
     result = run(scenario_from_dict(toy_scenario("entry_point")), tmp_path / "run")
     assert result.completed, result.error

@@ -105,6 +105,7 @@ def test_reference_scenario_matches_its_golden_outcomes(name: str, reference_run
 
 def test_reference_goldens_cover_the_interesting_cases() -> None:
     """The goldens exercise unmet need, an empty book (null clearing price) and settlement of both sides."""
+
     def rows(name: str, table: str) -> list[dict[str, str]]:
         return _csv_rows(GOLDEN / name / f"{table}.csv")
 
@@ -155,8 +156,15 @@ def test_changed_run_fails_the_check_with_a_readable_diff(
     new_row = pd.read_parquet(changed.out_dir / "clearing_intervals.parquet").iloc[0]
     g, n = float(golden_row["unmet_kw"]), float(new_row.unmet_kw)
     assert n != g  # less need, less unmet
-    assert ["clearing_intervals", "unmet_kw", "interval=0", f"{g:.10g}", f"{n:.10g}", f"{n - g:+.6g}",
-            f"({(n - g) / g:+.2%})"] in lines
+    assert [
+        "clearing_intervals",
+        "unmet_kw",
+        "interval=0",
+        f"{g:.10g}",
+        f"{n:.10g}",
+        f"{n - g:+.6g}",
+        f"({(n - g) / g:+.2%})",
+    ] in lines
 
 
 def test_edited_golden_values_and_rows_are_reported(
@@ -173,8 +181,10 @@ def test_edited_golden_values_and_rows_are_reported(
 
     _edit_csv(golden / "clearing_intervals.csv", nudge)
     _edit_csv(golden / "awards.csv", lambda rows: rows[:-1])  # the run has a row the golden lacks
-    _edit_csv(golden / "settlements.csv", lambda rows: [{**r, "meter_gap": "true"} if i == 0 else r
-                                                        for i, r in enumerate(rows)])
+    _edit_csv(
+        golden / "settlements.csv",
+        lambda rows: [{**r, "meter_gap": "true"} if i == 0 else r for i, r in enumerate(rows)],
+    )
     report = compare_runs(reference_runs["srp_block_bids"], golden)
     assert not report.ok
     got = {(d.market_id, d.table, d.field, d.where): (d.golden, d.new) for d in report.differences}
@@ -188,8 +198,15 @@ def test_edited_golden_values_and_rows_are_reported(
     out = capsys.readouterr().out
     assert "3 difference(s) in 2 market(s)" in out and "\nmarket dso-ref-SRP-0-d001\n" in out
     line = next(ln for ln in out.splitlines() if "clearing_price" in ln)
-    assert line.split() == ["clearing_intervals", "clearing_price", "interval=1", f"{p + 0.01:.10g}", f"{p:.10g}",
-                            "-0.01", f"({-0.01 / (p + 0.01):+.2%})"]
+    assert line.split() == [
+        "clearing_intervals",
+        "clearing_price",
+        "interval=1",
+        f"{p + 0.01:.10g}",
+        f"{p:.10g}",
+        "-0.01",
+        f"({-0.01 / (p + 0.01):+.2%})",
+    ]
 
 
 def test_tolerances_decide_what_counts_as_a_change(
@@ -202,6 +219,7 @@ def test_tolerances_decide_what_counts_as_a_change(
         def edit(rows):  # type: ignore[no-untyped-def]
             rows[0]["payment_dkk"] = repr(float(rows[0]["payment_dkk"]) + delta)
             return rows
+
         return edit
 
     _edit_csv(golden / "awards.csv", shift(1e-9))  # well inside the defaults

@@ -125,17 +125,31 @@ def _browser() -> str:
         found = shutil.which(name)
         if found:
             return found
-    message = (f"Chromium is needed to test the report in a real browser; install it with "
-               f"bash scripts/install-chromium.sh, or as root: {INSTALL}")
+    message = (
+        f"Chromium is needed to test the report in a real browser; install it with "
+        f"bash scripts/install-chromium.sh, or as root: {INSTALL}"
+    )
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
 
 
 def _dom(browser: str, url: str, tmp: Path) -> str:
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=5000", "--dump-dom", url]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        url,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     assert done.returncode == 0 and "</html>" in done.stdout, done.stderr[-2000:]
     return done.stdout
@@ -179,8 +193,9 @@ def test_a_headless_browser_shows_the_market_named_in_the_url(page: tuple[Run, P
     assert re.search(rf'data-kpi="markets"><div class="kpi-value">{len(markets)}</div>', headline)
 
 
-def test_a_headless_browser_lists_the_markets_open_at_a_chosen_time(page: tuple[Run, Path, str],
-                                                                     tmp_path: Path) -> None:
+def test_a_headless_browser_lists_the_markets_open_at_a_chosen_time(
+    page: tuple[Run, Path, str], tmp_path: Path
+) -> None:
     browser = _browser()
     r, path, _ = page
     markets = r.table("markets")
@@ -231,9 +246,15 @@ def test_overload_avoided_comes_from_the_twin_when_present(page: tuple[Run, Path
     r, _, _ = page
     d = tmp_path / "run"
     shutil.copytree(r.path, d)
-    pd.DataFrame({"feeder": ["feeder-1"] * 3, "interval_start": pd.date_range("2026-01-12", periods=3, freq="15min"),
-                  "load_kw": [120.0, 90.0, 100.0], "load_no_flex_kw": [140.0, 130.0, 90.0],
-                  "limit_kw": [100.0] * 3}).to_parquet(d / "feeder_compare.parquet")
+    pd.DataFrame(
+        {
+            "feeder": ["feeder-1"] * 3,
+            "interval_start": pd.date_range("2026-01-12", periods=3, freq="15min"),
+            "load_kw": [120.0, 90.0, 100.0],
+            "load_no_flex_kw": [140.0, 130.0, 90.0],
+            "limit_kw": [100.0] * 3,
+        }
+    ).to_parquet(d / "feeder_compare.parquet")
     h = {x["key"]: x for x in headline(open_run(d))}["overload"]
     assert h["label"] == "overload avoided"
     assert h["value"] == pytest.approx((40 + 30 - 20) * 0.25)  # without 70 kW x 0.25 h, with 20 kW x 0.25 h

@@ -111,11 +111,13 @@ def test_twenty_runs_concatenate_to_the_sum_of_their_rows(tmp_path: Path) -> Non
     for name in TABLES:
         each = [open_run(p).table(name) for p in paths]
         combined = runs.table(name)
-        assert len(combined) == sum(len(df) for df in each) == sum(
-            Run(p).manifest["row_counts"][name] for p in paths), name
+        assert (
+            len(combined) == sum(len(df) for df in each) == sum(Run(p).manifest["row_counts"][name] for p in paths)
+        ), name
         assert list(combined.columns) == ["run_id", *TABLES[name].names]
         assert combined.run_id.value_counts().reindex([p.name for p in paths]).fillna(0).tolist() == [
-            len(df) for df in each], name
+            len(df) for df in each
+        ], name
     # the same runs opened by glob and by list
     assert open_runs(str(tmp_path / "sweep" / "run-1*")).run_ids == [f"run-1{i}" for i in range(10)]
     assert len(open_runs(paths[:3]).table("markets")) == sum(len(open_run(p).table("markets")) for p in paths[:3])
@@ -138,6 +140,7 @@ def test_table_docs_are_generated_from_the_schema() -> None:
     for name, table in TABLES.items():
         assert f"`{name}.parquet`" in committed
         assert all(f"| `{c.name}` |" in committed for c in table.columns)
-    check = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_table_docs.py"), "--check"],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen_table_docs.py"), "--check"], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr

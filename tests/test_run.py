@@ -32,8 +32,17 @@ def test_every_message_is_a_row(default_run) -> None:  # type: ignore[no-untyped
     assert sorted(msgs.seq) == list(range(1, len(msgs) + 1))  # arrival order; a reply may be written first
     assert msgs.msg_id.is_unique
     # every kind of the life cycle occurred
-    assert {"market_request", "bid_request", "bid", "ack", "market_closed", "clearing_result", "award",
-            "meter_data", "settlement"} <= set(msgs.kind)
+    assert {
+        "market_request",
+        "bid_request",
+        "bid",
+        "ack",
+        "market_closed",
+        "clearing_result",
+        "award",
+        "meter_data",
+        "settlement",
+    } <= set(msgs.kind)
     # each incoming message got exactly one answer (ack or rejection)
     incoming = msgs[msgs.direction == "in"]
     answers = msgs[msgs.kind.isin(["ack", "rejection"])]
@@ -43,8 +52,13 @@ def test_every_message_is_a_row(default_run) -> None:  # type: ignore[no-untyped
 def test_records_trace_back_to_messages(default_run) -> None:  # type: ignore[no-untyped-def]
     _, t = default_run
     msgs = t["messages"].set_index("msg_id")
-    for table, kind in [("bids", "bid"), ("awards", "award"), ("settlements", "settlement"),
-                        ("meter_data", "meter_data"), ("clearings", "clearing_result")]:
+    for table, kind in [
+        ("bids", "bid"),
+        ("awards", "award"),
+        ("settlements", "settlement"),
+        ("meter_data", "meter_data"),
+        ("clearings", "clearing_result"),
+    ]:
         df = t[table]
         assert len(df) > 0, table
         assert (msgs.loc[df.msg_id.unique(), "kind"] == kind).all(), table

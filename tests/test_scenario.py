@@ -24,21 +24,35 @@ def test_bundled_scenarios_are_valid() -> None:
         (lambda d: d.update(horizon_hourz=5), "horizon_hourz: unknown key"),
         (lambda d: d.update(horizon_hours=-5), "horizon_hours: Input should be greater than or equal to 0.25 (got -5)"),
         (lambda d: d.update(seed="many"), "seed: Input should be a valid integer"),
-        (lambda d: d["buyers"][0]["markets"][0].update(product="XRP"),
-         "buyers.0.markets.0.product: unknown product ID 'XRP'"),
-        (lambda d: d["buyers"][0]["markets"][0].update(location="feeder-9"),
-         "buyers.0.markets.0.location: unknown feeder 'feeder-9'"),
-        (lambda d: d["buyers"][0]["markets"][0].update(need_kw="lots"),
-         "buyers.0.markets.0.need_kw: Input should be a valid list"),
-        (lambda d: d["aggregators"][1]["bidding"].update(steps=0),
-         "aggregators.1.bidding.steps: Input should be greater than or equal to 1"),
+        (
+            lambda d: d["buyers"][0]["markets"][0].update(product="XRP"),
+            "buyers.0.markets.0.product: unknown product ID 'XRP'",
+        ),
+        (
+            lambda d: d["buyers"][0]["markets"][0].update(location="feeder-9"),
+            "buyers.0.markets.0.location: unknown feeder 'feeder-9'",
+        ),
+        (
+            lambda d: d["buyers"][0]["markets"][0].update(need_kw="lots"),
+            "buyers.0.markets.0.need_kw: Input should be a valid list",
+        ),
+        (
+            lambda d: d["aggregators"][1]["bidding"].update(steps=0),
+            "aggregators.1.bidding.steps: Input should be greater than or equal to 1",
+        ),
         (lambda d: d.update(products={"SRP": "builtin", "ZZZ": "builtin"}), "products.ZZZ: no built-in product 'ZZZ'"),
-        (lambda d: d.update(products={"SRP": "no.such.module:Thing"}),
-         "products.SRP: cannot load 'no.such.module:Thing'"),
-        (lambda d: d["buyers"][0]["markets"][0].update(gate_close_time="09:00"),
-         "gate_close_time: must be after request_time"),
-        (lambda d: d["aggregators"][0]["households"].update({"nowhere": 5}),
-         "aggregators.0.households.nowhere: unknown feeder"),
+        (
+            lambda d: d.update(products={"SRP": "no.such.module:Thing"}),
+            "products.SRP: cannot load 'no.such.module:Thing'",
+        ),
+        (
+            lambda d: d["buyers"][0]["markets"][0].update(gate_close_time="09:00"),
+            "gate_close_time: must be after request_time",
+        ),
+        (
+            lambda d: d["aggregators"][0]["households"].update({"nowhere": 5}),
+            "aggregators.0.households.nowhere: unknown feeder",
+        ),
     ],
 )
 def test_mistakes_name_the_path(change, expected: str) -> None:  # type: ignore[no-untyped-def]

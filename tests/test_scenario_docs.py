@@ -25,16 +25,29 @@ def test_committed_scenario_docs_match_the_models() -> None:
     schema = (REPO / "docs" / "scenario.schema.json").read_text()
     assert md == scenario_markdown(), f"docs/scenario.md is stale: {FIX}"
     assert schema == scenario_json_schema(), f"docs/scenario.schema.json is stale: {FIX}"
-    check = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_scenario_docs.py"), "--check"],
-                           check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    check = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen_scenario_docs.py"), "--check"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert check.returncode == 0, check.stderr
 
 
 def test_every_key_of_every_section_has_a_row_with_its_default() -> None:
     md = scenario_markdown()
     sections = _sections(Scenario, "")
-    assert {p for p, _ in sections} >= {"", "solver", "feeders.<name>", "buyers[]", "buyers[].markets[]",
-                                        "buyers[].balancing.imbalance", "aggregators[].bidding", "sweep"}
+    assert {p for p, _ in sections} >= {
+        "",
+        "solver",
+        "feeders.<name>",
+        "buyers[]",
+        "buyers[].markets[]",
+        "buyers[].balancing.imbalance",
+        "aggregators[].bidding",
+        "sweep",
+    }
     for path, model in sections:
         block = md.split(f"## `{path}`\n" if path else "## Top level\n", 1)[1].split("\n## ", 1)[0]
         for name in model.model_fields:

@@ -48,12 +48,15 @@ def test_a_directory(tmp_path: Path) -> None:
     assert "is a directory" in msg
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    (b"name: caf\xe9\n", "not UTF-8 text (byte 9"),
-    ("name: x\n".encode("utf-16"), "UTF-16; save it as UTF-8"),
-    (b"name: x\x00\n", "not valid YAML"),
-    (b"name: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"name: caf\xe9\n", "not UTF-8 text (byte 9"),
+        ("name: x\n".encode("utf-16"), "UTF-16; save it as UTF-8"),
+        (b"name: x\x00\n", "not valid YAML"),
+        (b"name: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_undecodable_or_broken_text(tmp_path: Path, data: bytes, expected: str) -> None:
     p = tmp_path / "s.yaml"
     p.write_bytes(data)
@@ -143,22 +146,25 @@ def test_small_aliases_still_work(tmp_path: Path) -> None:
 
 
 # == numbers ==============================================================================
-@pytest.mark.parametrize(("change", "field"), [
-    (lambda d: d.update(horizon_hours=math.inf), "horizon_hours"),
-    (lambda d: d.update(horizon_hours=math.nan), "horizon_hours"),
-    (lambda d: d.update(horizon_hours=0.001), "horizon_hours"),
-    (lambda d: d.update(horizon_hours=100 * 365 * 24), "horizon_hours"),
-    (lambda d: d.update(start="9999-12-31T00:00:00"), "start"),
-    (lambda d: d.update(seed=2**64), "seed"),
-    (lambda d: d["aggregators"][0]["households"].update({"feeder-1": 10**8}), "aggregators.0.households.feeder-1"),
-    (lambda d: d["buyers"][0]["markets"][0].update(count=10**8), "buyers.0.markets.0.count"),
-    (lambda d: d["buyers"][0]["markets"][0].update(need_kw=[math.inf]), "buyers.0.markets.0.need_kw.0"),
-    (lambda d: d["buyers"][0]["markets"][0].update(need_kw=[1.0] * 100_000), "buyers.0.markets.0.need_kw"),
-    (lambda d: d["buyers"][0]["markets"][0].update(price_cap=math.inf), "buyers.0.markets.0.price_cap"),
-    (lambda d: d["buyers"][0]["markets"][0].update(params={"x": math.nan}), "buyers.0.markets.0.params"),
-    (lambda d: d["feeders"]["feeder-1"].update(limit_kw=1e308), "feeders.feeder-1.limit_kw"),
-    (lambda d: d.update(solver={"time_limit_s": 1e9}), "solver.time_limit_s"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d.update(horizon_hours=math.inf), "horizon_hours"),
+        (lambda d: d.update(horizon_hours=math.nan), "horizon_hours"),
+        (lambda d: d.update(horizon_hours=0.001), "horizon_hours"),
+        (lambda d: d.update(horizon_hours=100 * 365 * 24), "horizon_hours"),
+        (lambda d: d.update(start="9999-12-31T00:00:00"), "start"),
+        (lambda d: d.update(seed=2**64), "seed"),
+        (lambda d: d["aggregators"][0]["households"].update({"feeder-1": 10**8}), "aggregators.0.households.feeder-1"),
+        (lambda d: d["buyers"][0]["markets"][0].update(count=10**8), "buyers.0.markets.0.count"),
+        (lambda d: d["buyers"][0]["markets"][0].update(need_kw=[math.inf]), "buyers.0.markets.0.need_kw.0"),
+        (lambda d: d["buyers"][0]["markets"][0].update(need_kw=[1.0] * 100_000), "buyers.0.markets.0.need_kw"),
+        (lambda d: d["buyers"][0]["markets"][0].update(price_cap=math.inf), "buyers.0.markets.0.price_cap"),
+        (lambda d: d["buyers"][0]["markets"][0].update(params={"x": math.nan}), "buyers.0.markets.0.params"),
+        (lambda d: d["feeders"]["feeder-1"].update(limit_kw=1e308), "feeders.feeder-1.limit_kw"),
+        (lambda d: d.update(solver={"time_limit_s": 1e9}), "solver.time_limit_s"),
+    ],
+)
 def test_numbers_are_bounded(change, field: str) -> None:  # type: ignore[no-untyped-def]
     d = scenario_dict()
     change(d)
@@ -182,22 +188,29 @@ def test_yaml_inf_from_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 # == identities ===========================================================================
-@pytest.mark.parametrize(("change", "expected"), [
-    (lambda d: d["aggregators"][0].update(id="unaggregated"), "aggregators.0.id: 'unaggregated' is reserved"),
-    (lambda d: d["aggregators"][0].update(id="flech"), "aggregators.0.id: 'flech' is reserved"),
-    (lambda d: d.update(data_provider={"id": "FLECH"}), "data_provider.id: 'FLECH' is reserved"),
-    (lambda d: d.update(data_provider={"id": ""}), "data_provider.id: String should match pattern"),
-    (lambda d: d.update(data_provider={"id": "../../x y"}), "data_provider.id: String should match pattern"),
-    (lambda d: d["buyers"][0].update(id="a/b"), "buyers.0.id: String should match pattern"),
-    (lambda d: d.update(name=".."), "name: String should match pattern"),
-    (lambda d: d.update(name="a/../../b"), "name: String should match pattern"),
-    (lambda d: d.update(products={"SRP": "builtin", "METER": "builtin"}),
-     "products.METER: the product ID 'METER' is reserved"),
-    (lambda d: d.update(products={"SRP": "builtin", "X": ".x:Y"}), "products.X: '.x:Y' is not 'builtin'"),
-    (lambda d: d.update(products={"SRP": "builtin", "X": "flech_sim.products.base:Product"}),
-     "products.X: 'flech_sim.products.base:Product' is abstract"),
-    (lambda d: d.update(products={"SRP": "builtin", "X": "os:system"}), "is not a subclass"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d["aggregators"][0].update(id="unaggregated"), "aggregators.0.id: 'unaggregated' is reserved"),
+        (lambda d: d["aggregators"][0].update(id="flech"), "aggregators.0.id: 'flech' is reserved"),
+        (lambda d: d.update(data_provider={"id": "FLECH"}), "data_provider.id: 'FLECH' is reserved"),
+        (lambda d: d.update(data_provider={"id": ""}), "data_provider.id: String should match pattern"),
+        (lambda d: d.update(data_provider={"id": "../../x y"}), "data_provider.id: String should match pattern"),
+        (lambda d: d["buyers"][0].update(id="a/b"), "buyers.0.id: String should match pattern"),
+        (lambda d: d.update(name=".."), "name: String should match pattern"),
+        (lambda d: d.update(name="a/../../b"), "name: String should match pattern"),
+        (
+            lambda d: d.update(products={"SRP": "builtin", "METER": "builtin"}),
+            "products.METER: the product ID 'METER' is reserved",
+        ),
+        (lambda d: d.update(products={"SRP": "builtin", "X": ".x:Y"}), "products.X: '.x:Y' is not 'builtin'"),
+        (
+            lambda d: d.update(products={"SRP": "builtin", "X": "flech_sim.products.base:Product"}),
+            "products.X: 'flech_sim.products.base:Product' is abstract",
+        ),
+        (lambda d: d.update(products={"SRP": "builtin", "X": "os:system"}), "is not a subclass"),
+    ],
+)
 def test_identities(change, expected: str) -> None:  # type: ignore[no-untyped-def]
     d = scenario_dict()
     change(d)
@@ -221,8 +234,12 @@ def _with_csv(field: str, path: str) -> dict[str, Any]:
     return d
 
 
-WHERE = {"weather": "households.weather_csv", "base_load": "households.base_load_csv", "spot": "spot.csv",
-         "imbalance": "buyers.1.balancing.imbalance.csv"}
+WHERE = {
+    "weather": "households.weather_csv",
+    "base_load": "households.base_load_csv",
+    "spot": "spot.csv",
+    "imbalance": "buyers.1.balancing.imbalance.csv",
+}
 
 
 @pytest.mark.parametrize("field", sorted(WHERE))
@@ -236,8 +253,12 @@ def test_csv_paths_are_checked_at_validation(tmp_path: Path, field: str) -> None
     }
     (tmp_path / "bin.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe" * 50)
     (tmp_path / "cols.csv").write_text("when,value\n2026-01-12,1\n")
-    cols = {"weather": "outdoor_temp_c,irradiance_w_m2", "base_load": "p1", "spot": "price_dkk_per_kwh",
-            "imbalance": "imbalance_kw"}[field]
+    cols = {
+        "weather": "outdoor_temp_c,irradiance_w_m2",
+        "base_load": "p1",
+        "spot": "price_dkk_per_kwh",
+        "imbalance": "imbalance_kw",
+    }[field]
     (tmp_path / "text.csv").write_text(f"timestamp,{cols}\n2026-01-12," + ",".join(["x"] * len(cols.split(","))) + "\n")
     for case, (path, expected) in bad.items():
         with pytest.raises(ScenarioError) as exc:
@@ -250,8 +271,9 @@ def test_csv_paths_are_checked_at_validation(tmp_path: Path, field: str) -> None
 
 
 # == code named by a scenario =============================================================
-def test_validate_imports_nothing_run_imports_and_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_imports_nothing_run_imports_and_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     pkg = tmp_path / "plug_pkg"
     pkg.mkdir()
     marker = tmp_path / "imported"
@@ -278,9 +300,45 @@ def test_validate_imports_nothing_run_imports_and_checks(tmp_path: Path, monkeyp
 
 
 # == fuzz =================================================================================
-KEYS = ["name", "seed", "start", "horizon_hours", "feeders", "buyers", "aggregators", "products", "households",
-        "id", "need_kw", "limit_kw", "&a", "*a", "<<", "!!python/object:os.system", "- ", ": ", "{", "}", "[", "]",
-        "\n", "  ", ".inf", "-.nan", "0x1F", "1e400", "~", "'", '"', "\\", "\t", "%YAML 1.1", "---", "...", "#"]
+KEYS = [
+    "name",
+    "seed",
+    "start",
+    "horizon_hours",
+    "feeders",
+    "buyers",
+    "aggregators",
+    "products",
+    "households",
+    "id",
+    "need_kw",
+    "limit_kw",
+    "&a",
+    "*a",
+    "<<",
+    "!!python/object:os.system",
+    "- ",
+    ": ",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\n",
+    "  ",
+    ".inf",
+    "-.nan",
+    "0x1F",
+    "1e400",
+    "~",
+    "'",
+    '"',
+    "\\",
+    "\t",
+    "%YAML 1.1",
+    "---",
+    "...",
+    "#",
+]
 yamlish = st.lists(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), max_size=60).map("".join)
 
 
@@ -312,12 +370,23 @@ def test_fuzz_bytes(tmp_path: Path, data: bytes) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(edit=st.dictionaries(st.sampled_from(["seed", "horizon_hours", "start", "name", "feeders", "buyers",
-                                             "aggregators", "unaggregated", "products"]),
-                            st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
-                                      st.lists(st.integers(), max_size=3),
-                                      st.dictionaries(st.text(max_size=4), st.integers(), max_size=3)),
-                            max_size=3))
+@given(
+    edit=st.dictionaries(
+        st.sampled_from(
+            ["seed", "horizon_hours", "start", "name", "feeders", "buyers", "aggregators", "unaggregated", "products"]
+        ),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=5),
+            st.lists(st.integers(), max_size=3),
+            st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
+        ),
+        max_size=3,
+    )
+)
 def test_fuzz_values_of_a_valid_scenario(tmp_path: Path, edit: dict[str, Any]) -> None:
     d = scenario_dict() | edit
     _check_reader(tmp_path, yaml.safe_dump(d, allow_unicode=True).encode())

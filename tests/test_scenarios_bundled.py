@@ -30,9 +30,15 @@ def test_every_bundled_scenario_validates() -> None:
 def test_scenarios_study_every_builtin_product() -> None:
     studied = set().union(*(load_scenario(p).products for p in STUDIES))
     assert set(builtin_products()) <= studied, sorted(set(builtin_products()) - studied)
-    used = set().union(*({m.product for m in b.markets} | ({b.congestion.product} if b.congestion else set())
-                         | ({b.balancing.product} if b.balancing else set())
-                         for p in STUDIES for b in load_scenario(p).buyers))
+    used = set().union(
+        *(
+            {m.product for m in b.markets}
+            | ({b.congestion.product} if b.congestion else set())
+            | ({b.balancing.product} if b.balancing else set())
+            for p in STUDIES
+            for b in load_scenario(p).buyers
+        )
+    )
     assert set(builtin_products()) <= used  # not only declared: some buyer buys each of them
 
 

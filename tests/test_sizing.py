@@ -21,8 +21,13 @@ from .conftest import scenario_dict
 def test_size_limits_hand_checked() -> None:
     # feeder a: 1..100 kW; the 98th percentile (linear) is 98.02, rounded up to 10 kW -> 100: no step above
     # feeder b: 50 steps of 10 kW and 50 of 20 kW: the 90th percentile is 20 -> nothing above; limit 20
-    fl = pd.DataFrame({"feeder": ["a"] * 100 + ["b"] * 100,
-                       "load_kw": list(np.arange(1.0, 101.0)) + [10.0] * 50 + [20.0] * 50, "limit_kw": 50.0})
+    fl = pd.DataFrame(
+        {
+            "feeder": ["a"] * 100 + ["b"] * 100,
+            "load_kw": list(np.arange(1.0, 101.0)) + [10.0] * 50 + [20.0] * 50,
+            "limit_kw": 50.0,
+        }
+    )
     out = size_limits(fl, 98, round_to=10).set_index("feeder")
     assert out.loc["a", "percentile_kw"] == pytest.approx(98.02)
     assert out.loc["a", "limit_kw"] == 100 and out.loc["a", "share_above"] == 0.0
@@ -36,8 +41,12 @@ def test_size_limits_hand_checked() -> None:
 
 
 def _tiny(**over: object) -> dict:
-    return scenario_dict(horizon_hours=48, twin=False,
-                         aggregators=[{"id": "agg-a", "households": {"feeder-1": 50, "feeder-2": 30}}], **over)
+    return scenario_dict(
+        horizon_hours=48,
+        twin=False,
+        aggregators=[{"id": "agg-a", "households": {"feeder-1": 50, "feeder-2": 30}}],
+        **over,
+    )
 
 
 def test_sized_limits_put_the_twin_above_them_in_the_chosen_share(tmp_path: Path) -> None:
@@ -69,8 +78,10 @@ def test_sized_limits_put_the_twin_above_them_in_the_chosen_share(tmp_path: Path
 def test_cli_size_feeders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(_tiny()))
-    assert main(["size-feeders", str(path), "--percentile", "97", "--hours", "24", "--out",
-                 str(tmp_path / "limits.csv")]) == 0
+    assert (
+        main(["size-feeders", str(path), "--percentile", "97", "--hours", "24", "--out", str(tmp_path / "limits.csv")])
+        == 0
+    )
     out = capsys.readouterr().out
     table = pd.read_csv(tmp_path / "limits.csv").set_index("feeder")
     for f in ("feeder-1", "feeder-2"):

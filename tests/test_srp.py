@@ -45,8 +45,13 @@ def test_hand_worked_srp_clearing(harness, name: str) -> None:  # type: ignore[n
 
 
 def meter(h, point: str, start: int, values):  # type: ignore[no-untyped-def]
-    return MeterData(**h.people["datahub"].env_fields("", "METER", int(h.env.now)), metering_point=point,
-                     start=start, interval_minutes=15, consumption_kw=tuple(values))
+    return MeterData(
+        **h.people["datahub"].env_fields("", "METER", int(h.env.now)),
+        metering_point=point,
+        start=start,
+        interval_minutes=15,
+        consumption_kw=tuple(values),
+    )
 
 
 def test_settlement_penalises_shortfall_and_conserves_money(harness) -> None:  # type: ignore[no-untyped-def]

@@ -72,19 +72,28 @@ def test_set_path_by_index_id_and_new_key() -> None:
     set_path(doc, "aggregators.0.bidding.steps", 4)
     set_path(doc, "aggregators.y.bidding.steps", 5)
     set_path(doc, "solver.mip_gap", 0.01)
-    assert doc == {"aggregators": [{"id": "x", "bidding": {"steps": 4}}, {"id": "y", "bidding": {"steps": 5}}],
-                   "solver": {"mip_gap": 0.01}}
+    assert doc == {
+        "aggregators": [{"id": "x", "bidding": {"steps": 4}}, {"id": "y", "bidding": {"steps": 5}}],
+        "solver": {"mip_gap": 0.01},
+    }
 
 
-@pytest.mark.parametrize("path,value,message", [
-    ("aggregators.agg-nowhere.bidding.steps", [2], "'aggregators.agg-nowhere' matches no list item"),
-    ("aggregators.5.noise", [0.1], "'aggregators.5' matches no list item (indexes 0..1; ids agg-north, agg-south)"),
-    ("horizon_hours.days", [2], "'horizon_hours' is a value, not a section"),
-    ("aggregators.0.bidding.stepz", [2], "aggregators.0.bidding.stepz: unknown key"),
-    ("aggregators.0.bidding.steps", [2, 0], "aggregators.0.bidding.steps: Input should be greater than or equal to 1"),
-    ("seed", [1, 2], "sweep.grid.seed: not a sweepable parameter"),
-    ("solver.mip_gap", [], "sweep.grid.solver.mip_gap: needs at least one value"),
-])
+@pytest.mark.parametrize(
+    "path,value,message",
+    [
+        ("aggregators.agg-nowhere.bidding.steps", [2], "'aggregators.agg-nowhere' matches no list item"),
+        ("aggregators.5.noise", [0.1], "'aggregators.5' matches no list item (indexes 0..1; ids agg-north, agg-south)"),
+        ("horizon_hours.days", [2], "'horizon_hours' is a value, not a section"),
+        ("aggregators.0.bidding.stepz", [2], "aggregators.0.bidding.stepz: unknown key"),
+        (
+            "aggregators.0.bidding.steps",
+            [2, 0],
+            "aggregators.0.bidding.steps: Input should be greater than or equal to 1",
+        ),
+        ("seed", [1, 2], "sweep.grid.seed: not a sweepable parameter"),
+        ("solver.mip_gap", [], "sweep.grid.solver.mip_gap: needs at least one value"),
+    ],
+)
 def test_bad_grid_is_a_scenario_error_naming_the_path(path: str, value: list[Any], message: str) -> None:
     with pytest.raises(ScenarioError) as err:
         expand(_raw(grid={path: value}), "s.yaml")
@@ -113,8 +122,14 @@ def test_failed_runs_are_recorded_and_do_not_stop_the_others(failing_sweep: tupl
     out, result = failing_sweep
     index = pd.read_parquet(out / "index.parquet")
     assert list(index.columns[:6]) == ["run_id", "products.SRP", "seed", "status", "error", "wall_seconds"]
-    assert {"markets_cleared", "procured_kwh", "procurement_cost_dkk", "unmet_kwh", "messages_rejected",
-            "fingerprint"} <= set(index.columns)
+    assert {
+        "markets_cleared",
+        "procured_kwh",
+        "procurement_cost_dkk",
+        "unmet_kwh",
+        "messages_rejected",
+        "fingerprint",
+    } <= set(index.columns)
     assert len(index) == 4 and index.run_id.is_unique
     assert index["status"].tolist() == ["completed", "completed", "failed", "failed"]
     assert index["seed"].tolist() == [1, 2, 1, 2]
@@ -147,8 +162,9 @@ def test_rerun_skips_completed_runs_on_an_existing_cluster(failing_sweep: tuple[
     out, first = failing_sweep
     before = {r["run_id"]: (out / r["run_id"] / "manifest.json").stat().st_mtime_ns for r in first.rows}
     raw = _raw(grid={"products.SRP": ["builtin", f"{__name__}:ExplodingSRP"]}, seeds=[1, 2])
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    ) as cluster:
         again = run_sweep(raw, out, scheduler=cluster.scheduler_address, progress=False)
     assert [r["status"] for r in again.rows] == ["skipped", "skipped", "failed", "failed"]
     for old, new in zip(first.rows, again.rows, strict=True):

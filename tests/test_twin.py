@@ -111,8 +111,9 @@ def test_imbalance_table_is_the_series_the_tso_bought(tmp_path: Path) -> None:
     np.testing.assert_allclose(mk.need_kwh, mk.need_kw.abs() * mk.interval_minutes_x / 60, atol=1e-3)  # need rounded
     w = r.table("weather")
     assert len(w) == hours * 60 // doc.get("households", {}).get("dt_minutes", 15) and w.outdoor_temp_c.notna().all()
-    assert r.table("feeder_limits").to_dict("records") == [{"feeder": "feeder-1", "limit_kw": 1285.0,
-                                                            "households": 470}]
+    assert r.table("feeder_limits").to_dict("records") == [
+        {"feeder": "feeder-1", "limit_kw": 1285.0, "households": 470}
+    ]
 
 
 def test_cli_no_twin_and_kpis_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

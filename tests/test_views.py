@@ -54,23 +54,54 @@ def _read(p: Persistor, table: str) -> pd.DataFrame:
 
 # == the coordinator, fed by events it is published ======================================
 def _tso_request(start: int = 600, n: int = 2) -> MarketRequest:
-    return MarketRequest(msg_id="tso-1-1", sender="tso-1", recipient=PLATFORM, market_id="tso-m", product_id="mFRR",
-                         sent_at=0, location="*", direction=Direction.UP, gate_close=start - 30,
-                         delivery_start=start, interval_minutes=60, need_kw=(50.0,) * n, price_cap=3.0)
+    return MarketRequest(
+        msg_id="tso-1-1",
+        sender="tso-1",
+        recipient=PLATFORM,
+        market_id="tso-m",
+        product_id="mFRR",
+        sent_at=0,
+        location="*",
+        direction=Direction.UP,
+        gate_close=start - 30,
+        delivery_start=start,
+        interval_minutes=60,
+        need_kw=(50.0,) * n,
+        price_cap=3.0,
+    )
 
 
 def _bid(seller: str, bid_id: str, qty: tuple[float, ...], block: bool = False) -> Bid:
-    return Bid(msg_id=f"{seller}-{bid_id}", sender=seller, recipient=PLATFORM, market_id="tso-m", product_id="mFRR",
-               sent_at=0, bid_id=bid_id, price=1.0, quantities_kw=qty, block=block)
+    return Bid(
+        msg_id=f"{seller}-{bid_id}",
+        sender=seller,
+        recipient=PLATFORM,
+        market_id="tso-m",
+        product_id="mFRR",
+        sent_at=0,
+        bid_id=bid_id,
+        price=1.0,
+        quantities_kw=qty,
+        block=block,
+    )
 
 
 def _dso_cleared(awarded: tuple[float, ...], buyer: str = "dso-1", start: int = 600) -> MarketCleared:
-    return MarketCleared(product_id="SRP", market_id="dso-m", buyer=buyer, location="feeder-1",
-                         direction=Direction.DOWN, delivery_start=start, interval_minutes=60, awarded_kw=awarded)
+    return MarketCleared(
+        product_id="SRP",
+        market_id="dso-m",
+        buyer=buyer,
+        location="feeder-1",
+        direction=Direction.DOWN,
+        delivery_start=start,
+        interval_minutes=60,
+        awarded_kw=awarded,
+    )
 
 
-def test_coordinator_screens_against_published_dso_markets(tmp_path: Path, make_scenario: Callable[..., Scenario],
-                                                           strict_rows: None) -> None:
+def test_coordinator_screens_against_published_dso_markets(
+    tmp_path: Path, make_scenario: Callable[..., Scenario], strict_rows: None
+) -> None:
     p = _persistor(tmp_path, make_scenario())
     bus = EventBus()
     coord = Coordinator("dso_prevails", Recorder(p, frozenset({"conflicts"})), bus, ROLES.get, SELLERS)
@@ -87,12 +118,15 @@ def test_coordinator_screens_against_published_dso_markets(tmp_path: Path, make_
     assert coord.screen(req, bids) == bids  # forgotten once it ended
     c = _read(p, "conflicts")
     assert list(zip(c.bid_id, c.interval, c.action, c.dso_market_id, strict=True)) == [
-        ("a0", 1, "refused", "dso-m"), ("a1", 1, "refused", "dso-m")]
+        ("a0", 1, "refused", "dso-m"),
+        ("a1", 1, "refused", "dso-m"),
+    ]
     assert (c.feeder == "feeder-1").all() and c.quantity_kw.tolist() == [20.0, 3.0]
 
 
-def test_coordinator_forgets_cancelled_markets_and_past_deliveries(tmp_path: Path,
-                                                                   make_scenario: Callable[..., Scenario]) -> None:
+def test_coordinator_forgets_cancelled_markets_and_past_deliveries(
+    tmp_path: Path, make_scenario: Callable[..., Scenario]
+) -> None:
     p = _persistor(tmp_path, make_scenario())
     bus = EventBus()
     coord = Coordinator("tso_prevails", Recorder(p, frozenset({"conflicts"})), bus, ROLES.get, SELLERS)
@@ -112,8 +146,9 @@ class _Silent(Agent):
     """An agent with no handlers at all."""
 
 
-def test_unknown_message_kind_is_recorded(tmp_path: Path, make_scenario: Callable[..., Scenario],
-                                          strict_rows: None) -> None:
+def test_unknown_message_kind_is_recorded(
+    tmp_path: Path, make_scenario: Callable[..., Scenario], strict_rows: None
+) -> None:
     p = _persistor(tmp_path, make_scenario())
     env = simpy.Environment()
     conn = Endpoint(env, p).connect("agg-a", "aggregator")
@@ -126,11 +161,13 @@ def test_unknown_message_kind_is_recorded(tmp_path: Path, make_scenario: Callabl
     assert agent.received == {"ack": 1, "market_cancellation": 1} and agent.unhandled == {"market_cancellation": 1}
     e = _read(p, AGENT_ERRORS)
     assert e[["participant", "msg_id", "kind", "market_id", "error"]].values.tolist() == [
-        ["agg-a", "flech-2", "market_cancellation", "m1", "unhandled_kind"]]
+        ["agg-a", "flech-2", "market_cancellation", "m1", "unhandled_kind"]
+    ]
 
 
 def test_an_agent_needs_a_recorder_for_its_errors_and_writes_only_its_tables(
-        tmp_path: Path, make_scenario: Callable[..., Scenario]) -> None:
+    tmp_path: Path, make_scenario: Callable[..., Scenario]
+) -> None:
     p = _persistor(tmp_path, make_scenario())
     env = simpy.Environment()
     conn = Endpoint(env, p).connect("agg-a", "aggregator")
@@ -142,12 +179,24 @@ def test_an_agent_needs_a_recorder_for_its_errors_and_writes_only_its_tables(
 
 # == rows by name ==========================================================================
 def test_strict_rows_refuse_positional_tuples_and_the_endpoint_complies(
-        tmp_path: Path, make_scenario: Callable[..., Scenario], strict_rows: None) -> None:
+    tmp_path: Path, make_scenario: Callable[..., Scenario], strict_rows: None
+) -> None:
     p = _persistor(tmp_path, make_scenario())
     with pytest.raises(TypeError, match=r"schema\.row"):
         p.append("conflicts", ("m", "b", "s", "f", 0, 0, 1.0, "d", "r", "a", "why"))
-    p.append_dict("agent_errors", {"participant": "x", "msg_id": "m", "kind": "k", "market_id": "", "product_id": "",
-                                   "at": 0, "error": "e", "detail": "d"})
+    p.append_dict(
+        "agent_errors",
+        {
+            "participant": "x",
+            "msg_id": "m",
+            "kind": "k",
+            "market_id": "",
+            "product_id": "",
+            "at": 0,
+            "error": "e",
+            "detail": "d",
+        },
+    )
     env = simpy.Environment()
     endpoint = Endpoint(env, p)  # no dispatcher: every message is rejected, so no product writes a row
     conn = endpoint.connect("agg-a", "aggregator")
@@ -162,11 +211,17 @@ def test_strict_rows_refuse_positional_tuples_and_the_endpoint_complies(
 # == the wiring and the views ==============================================================
 @pytest.fixture
 def wiring(tmp_path: Path, make_scenario: Callable[..., Scenario]) -> Wiring:
-    s = make_scenario(buyers=[
-        {"id": "dso-1", "role": "dso", "markets": [{"product": "SRP", "location": "feeder-1", "need_kw": [60, 90],
-                                                     "price_cap": 3.0}]},
-        {"id": "tso-1", "role": "tso", "balancing": {"product": "mFRR"}}],
-        products={"SRP": "builtin", "mFRR": "builtin"})
+    s = make_scenario(
+        buyers=[
+            {
+                "id": "dso-1",
+                "role": "dso",
+                "markets": [{"product": "SRP", "location": "feeder-1", "need_kw": [60, 90], "price_cap": 3.0}],
+            },
+            {"id": "tso-1", "role": "tso", "balancing": {"product": "mFRR"}},
+        ],
+        products={"SRP": "builtin", "mFRR": "builtin"},
+    )
     env = simpy.Environment()
     return _build(env, _persistor(tmp_path, s), s)
 
@@ -183,12 +238,18 @@ def test_each_role_is_handed_only_its_view(wiring: Wiring) -> None:
     assert not hasattr(agg_b, "world") and not hasattr(dp, "world") and not hasattr(dso, "world")
     assert dp.feed.points == ("agg-a@feeder-1", "agg-a@feeder-2", "agg-b@feeder-1")
     assert not world.keep_household_series  # only a household meter feed asks for it
-    assert set(wiring.core.products) == {"SRP", "mFRR"} and set(agents) == {"dso-1", "tso-1", "agg-a", "agg-b",
-                                                                             "datahub"}
+    assert set(wiring.core.products) == {"SRP", "mFRR"} and set(agents) == {
+        "dso-1",
+        "tso-1",
+        "agg-a",
+        "agg-b",
+        "datahub",
+    }
 
 
-def test_household_meter_feed_lists_every_aggregated_household(tmp_path: Path,
-                                                               make_scenario: Callable[..., Scenario]) -> None:
+def test_household_meter_feed_lists_every_aggregated_household(
+    tmp_path: Path, make_scenario: Callable[..., Scenario]
+) -> None:
     s = make_scenario()
     world = World(simpy.Environment(), s, child_seed(np.random.SeedSequence(1), 1), _persistor(tmp_path, s))
     feed = world.meter_feed(household_meters=True)
@@ -202,6 +263,5 @@ def test_products_do_not_import_the_scenario() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, flech_sim.products, flech_sim.registry; "
-            "sys.exit('flech_sim.scenario' in sys.modules)")
+    code = "import sys, flech_sim.products, flech_sim.registry; sys.exit('flech_sim.scenario' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

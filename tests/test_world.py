@@ -83,8 +83,13 @@ def test_forecast_error_brings_penalised_shortfalls(tmp_path: Path) -> None:
 
 def test_data_provider_gaps_and_household_meters(tmp_path: Path) -> None:
     s = default()
-    s = s.model_copy(update={"data_provider": s.data_provider.model_copy(
-        update={"gap_probability": 0.3, "household_meters": True, "noise": 0.01})})
+    s = s.model_copy(
+        update={
+            "data_provider": s.data_provider.model_copy(
+                update={"gap_probability": 0.3, "household_meters": True, "noise": 0.01}
+            )
+        }
+    )
     out = tmp_path / "gaps"
     assert run(s, out).completed
     meter, st, hh = tables(out, "meter_data", "settlements", "households")
@@ -114,9 +119,18 @@ def test_weather_and_base_load_from_csv(tmp_path: Path) -> None:
     peaky = [2.0 if 17 <= h.hour <= 19 else 0.3 for h in hours]
     pd.DataFrame({"timestamp": hours, "flat": 0.5, "peaky": peaky}).to_csv(tmp_path / "b.csv", index=False)
     s = default().model_copy(update={"horizon_hours": 48})
-    s = with_households(s, weather_csv=str(tmp_path / "w.csv"), base_load_csv=str(tmp_path / "b.csv"),
-                        fleet={"share_heat_pump": 0.0, "share_panel_heater": 0.0, "share_ev": 0.0,
-                               "share_battery": 0.0, "share_pv": 0.0})
+    s = with_households(
+        s,
+        weather_csv=str(tmp_path / "w.csv"),
+        base_load_csv=str(tmp_path / "b.csv"),
+        fleet={
+            "share_heat_pump": 0.0,
+            "share_panel_heater": 0.0,
+            "share_ev": 0.0,
+            "share_battery": 0.0,
+            "share_pv": 0.0,
+        },
+    )
     out = tmp_path / "csv"
     assert run(s, out).completed
     (feeder,) = tables(out, "feeder_load")

@@ -18,8 +18,9 @@ from flech_sim.products.base import Market, Product
 
 class ToyProduct(Product):
     @classmethod
-    def solve(cls, problem: ClearingProblem, terms: Mapping[str, Any],
-              options: SolverOptions) -> tuple[ClearingProblem, ClearingOutcome]:
+    def solve(
+        cls, problem: ClearingProblem, terms: Mapping[str, Any], options: SolverOptions
+    ) -> tuple[ClearingProblem, ClearingOutcome]:
         left = list(problem.need)
         accepted = []
         for b in sorted(problem.bids, key=lambda b: (b.submitted_at, b.bid_id)):
@@ -28,11 +29,19 @@ class ToyProduct(Product):
             accepted.append(take)
         cost = sum(b.price * sum(a) * problem.interval_hours for b, a in zip(problem.bids, accepted, strict=True))
         return problem, ClearingOutcome(
-            market_id=problem.market_id, status=ClearingStatus.OPTIMAL, method=ClearingMethod.MERIT,
-            objective=cost, procurement_cost=cost, mip_gap=None, solve_time_s=0.0,
-            accepted=tuple(accepted), unmet=tuple(left),
-            marginal_price=tuple(None for _ in left), dual_price=tuple(None for _ in left),
-            bid_ids=tuple(b.bid_id for b in problem.bids), message="first come, first served",
+            market_id=problem.market_id,
+            status=ClearingStatus.OPTIMAL,
+            method=ClearingMethod.MERIT,
+            objective=cost,
+            procurement_cost=cost,
+            mip_gap=None,
+            solve_time_s=0.0,
+            accepted=tuple(accepted),
+            unmet=tuple(left),
+            marginal_price=tuple(None for _ in left),
+            dual_price=tuple(None for _ in left),
+            bid_ids=tuple(b.bid_id for b in problem.bids),
+            message="first come, first served",
         )
 
     def settle(self, market: Market) -> list[SettlementStatement]:
@@ -44,10 +53,32 @@ class ToyProduct(Product):
             kwh = tuple(q * market.hours for q in a.accepted_kw)
             pay = tuple(k * p for k, p in zip(kwh, a.prices, strict=True))
             zero = tuple(0.0 for _ in kwh)
-            out.append(self.statement(market, a.recipient, "seller", market.request.sender, interval_start=starts,
-                                      ordered_kwh=kwh, delivered_kwh=kwh, payment_dkk=pay, penalty_dkk=zero,
-                                      net_dkk=pay))
-            out.append(self.statement(market, market.request.sender, "buyer", a.recipient, interval_start=starts,
-                                      ordered_kwh=kwh, delivered_kwh=kwh, payment_dkk=pay, penalty_dkk=zero,
-                                      net_dkk=tuple(-x for x in pay)))
+            out.append(
+                self.statement(
+                    market,
+                    a.recipient,
+                    "seller",
+                    market.request.sender,
+                    interval_start=starts,
+                    ordered_kwh=kwh,
+                    delivered_kwh=kwh,
+                    payment_dkk=pay,
+                    penalty_dkk=zero,
+                    net_dkk=pay,
+                )
+            )
+            out.append(
+                self.statement(
+                    market,
+                    market.request.sender,
+                    "buyer",
+                    a.recipient,
+                    interval_start=starts,
+                    ordered_kwh=kwh,
+                    delivered_kwh=kwh,
+                    payment_dkk=pay,
+                    penalty_dkk=zero,
+                    net_dkk=tuple(-x for x in pay),
+                )
+            )
         return out

@@ -32,8 +32,8 @@ from ..messages import (
     BidRequest,
     Direction,
     MarketCancellation,
-    RejectReason,
     Rejection,
+    RejectReason,
     SettlementStatement,
 )
 from ..scenario import AggregatorConfig, BiddingConfig
@@ -53,8 +53,15 @@ class _OpenBid:
 
 
 class Aggregator(Agent):
-    def __init__(self, env: simpy.Environment, conn: Connection, cfg: AggregatorConfig, portfolio: Portfolio,
-                 spot_dkk_per_kwh: np.ndarray, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        conn: Connection,
+        cfg: AggregatorConfig,
+        portfolio: Portfolio,
+        spot_dkk_per_kwh: np.ndarray,
+        recorder: Recorder,
+    ) -> None:
         """``portfolio``: the handle on its own households; ``recorder``: its own tables
         (``flex_forecasts``, when it takes them, and ``agent_errors``), never the platform's."""
         super().__init__(env, conn, recorder)
@@ -96,11 +103,17 @@ class Aggregator(Agent):
                 self._committed_fc = (key, fc)
             return self._committed_fc[1]
         refresh = max(1, int(self.cfg.forecast_refresh_hours * 60 // self.dt))
-        version, fc = self._forecasts.get(duration, (-1, None))
-        if fc is None or version != self._version or now - fc.start_step >= refresh \
-                or not fc.first_window <= first_step <= fc.last_window:
-            fc = self.portfolio.forecast(first_step, duration, first_step + refresh)
-            self._forecasts[duration] = (self._version, fc)
+        cached = self._forecasts.get(duration)
+        if cached is not None:
+            version, fc = cached
+            if (
+                version == self._version
+                and now - fc.start_step < refresh
+                and fc.first_window <= first_step <= fc.last_window
+            ):
+                return fc
+        fc = self.portfolio.forecast(first_step, duration, first_step + refresh)
+        self._forecasts[duration] = (self._version, fc)
         return fc
 
     def committed_schedule(self, lo: int, hi: int, awarded_only: bool = False) -> np.ndarray:
@@ -114,7 +127,7 @@ class Aggregator(Agent):
             key = f"awarded-{direction}" if awarded_only else str(direction)
             if key in self._reserved:
                 r, base = self._reservations(key, lo, hi)
-                out += sign * r[:, lo - base:hi - base]
+                out += sign * r[:, lo - base : hi - base]
         return out
 
     def _steps(self, req: BidRequest) -> np.ndarray:
@@ -122,8 +135,10 @@ class Aggregator(Agent):
         n, m, dt = len(req.need_kw), req.interval_minutes, self.dt
         if req.delivery_start % dt == 0 and m % dt == 0:
             return req.delivery_start // dt + np.arange(n * (m // dt)).reshape(n, m // dt)
-        rows = [np.arange((req.delivery_start + i * m) // dt, -(-(req.delivery_start + (i + 1) * m) // dt))
-                for i in range(n)]
+        rows = [
+            np.arange((req.delivery_start + i * m) // dt, -(-(req.delivery_start + (i + 1) * m) // dt))
+            for i in range(n)
+        ]
         width = max(len(r) for r in rows)
         return np.array([np.pad(r, (0, width - len(r)), mode="edge") for r in rows])
 
@@ -138,7 +153,7 @@ class Aggregator(Agent):
             grown = np.zeros((len(self.feeders), 2 * (hi - new_base)))
             keep_lo, keep_hi = max(base, new_base), min(base + r.shape[1], new_base + grown.shape[1])
             if keep_hi > keep_lo:
-                grown[:, keep_lo - new_base:keep_hi - new_base] = r[:, keep_lo - base:keep_hi - base]
+                grown[:, keep_lo - new_base : keep_hi - new_base] = r[:, keep_lo - base : keep_hi - base]
             self._reserved[direction] = (new_base, grown)
             base, r = new_base, grown
         return r, base
@@ -180,39 +195,66 @@ class Aggregator(Agent):
         if down:  # never offer to shed more than the portfolio is expected to draw
             total_free = np.minimum(total_free, np.maximum(baseline, 0.0))
         offers = make_offers(
-            self._bidding(req.product_id), req, free_kw=total_free,
+            self._bidding(req.product_id),
+            req,
+            free_kw=total_free,
             rebound_ratio=rebound / (full_flex * window * self.dt / 60) if full_flex > 0 else 0.0,
             spot_during=self.spot[np.minimum(steps, len(self.spot) - 1)].mean(axis=1),
             spot_after=self.spot[np.minimum(steps.max() + 1 + np.arange(4), len(self.spot) - 1)].mean(),
         )
         share = np.divide(free, total_free, out=np.zeros_like(free), where=total_free > 0)
-        base = tuple(np.round(baseline, 3).tolist())
+        declared = tuple(np.round(baseline, 3).tolist())
         offered = np.sum([o.quantities_kw for o in offers], axis=0) if offers else np.zeros(n)
         for j, offer in enumerate(offers):
-            self._send_bid(req, j, offer, base, np.asarray(offer.quantities_kw) * share)
+            self._send_bid(req, j, offer, declared, np.asarray(offer.quantities_kw) * share)
         if FLEX_FORECASTS in self.recorder.tables:
             self._log_forecast(req, np.flatnonzero(mask), base_f, flex, held, offered * share)
 
-    def _log_forecast(self, req: BidRequest, rows: np.ndarray, base_f: np.ndarray, flex: np.ndarray,
-                      held: np.ndarray, mine: np.ndarray) -> None:
+    def _log_forecast(
+        self,
+        req: BidRequest,
+        rows: np.ndarray,
+        base_f: np.ndarray,
+        flex: np.ndarray,
+        held: np.ndarray,
+        mine: np.ndarray,
+    ) -> None:
         n = len(req.need_kw)
         starts = (req.delivery_start + req.interval_minutes * np.arange(n)).tolist()
         direction = str(req.direction)
         for r in rows.tolist():
             f = self.feeders[r]
-            for i, t, b, x, h, o in zip(range(n), starts, base_f[r].tolist(), flex[r].tolist(), held[r].tolist(),
-                                        mine[r].tolist(), strict=True):
-                self.recorder.append(FLEX_FORECASTS, row(
-                    "flex_forecasts", aggregator=self.id, market_id=req.market_id, product_id=req.product_id,
-                    feeder=f, interval=i, interval_start=t, direction=direction, baseline_kw=b, flex_kw=x,
-                    committed_kw=h, offered_kw=o,
-                ))
+            for i, t, b, x, h, o in zip(
+                range(n), starts, base_f[r].tolist(), flex[r].tolist(), held[r].tolist(), mine[r].tolist(), strict=True
+            ):
+                self.recorder.append(
+                    FLEX_FORECASTS,
+                    row(
+                        "flex_forecasts",
+                        aggregator=self.id,
+                        market_id=req.market_id,
+                        product_id=req.product_id,
+                        feeder=f,
+                        interval=i,
+                        interval_start=t,
+                        direction=direction,
+                        baseline_kw=b,
+                        flex_kw=x,
+                        committed_kw=h,
+                        offered_kw=o,
+                    ),
+                )
 
-    def _send_bid(self, req: BidRequest, j: int, offer: Offer, baseline: tuple[float, ...],
-                  split: np.ndarray) -> None:
-        bid = Bid(**self.envelope(req.market_id, req.product_id), bid_id=f"{self.id}-{req.market_id}-{j}",
-                  price=offer.price, quantities_kw=offer.quantities_kw, block=offer.block, baseline_kw=baseline,
-                  attrs=dict(offer.extra))
+    def _send_bid(self, req: BidRequest, j: int, offer: Offer, baseline: tuple[float, ...], split: np.ndarray) -> None:
+        bid = Bid(
+            **self.envelope(req.market_id, req.product_id),
+            bid_id=f"{self.id}-{req.market_id}-{j}",
+            price=offer.price,
+            quantities_kw=offer.quantities_kw,
+            block=offer.block,
+            baseline_kw=baseline,
+            attrs=dict(offer.extra),
+        )
         ob = _OpenBid(req, bid, split)
         self._reserve(ob, split, +1)
         self._open[bid.msg_id] = ob
@@ -230,9 +272,9 @@ class Aggregator(Agent):
         steps = steps - base
         if req.delivery_start % self.dt == 0 and req.interval_minutes % self.dt == 0:
             s0, k = int(steps[0, 0]), steps.shape[1]  # whole steps, contiguous: a slice does it
-            r[:, s0:s0 + steps.size] += sign * np.repeat(kw, k, axis=1)
+            r[:, s0 : s0 + steps.size] += sign * np.repeat(kw, k, axis=1)
         else:  # intervals that share a model step both count there
-            np.add.at(r, (slice(None), steps), sign * kw[:, :, None])
+            np.add.at(r, (slice(None), steps), sign * kw[:, :, None])  # type: ignore[arg-type]  # stubs reject (slice, array)
 
     # -- outcomes ----------------------------------------------------------------------------
     def on_rejection(self, rej: Rejection) -> None:
@@ -308,7 +350,7 @@ class Aggregator(Agent):
         if st.party_role == "seller" and ok.any():
             rel = (ordered[ok] - delivered[ok]) / ordered[ok]
             sq, n = self._shortfall.get(st.product_id, (0.0, 0))
-            self._shortfall[st.product_id] = (sq + float(np.sum(rel ** 2)), n + int(ok.sum()))
+            self._shortfall[st.product_id] = (sq + float(np.sum(rel**2)), n + int(ok.sum()))
         # A settled market activates nothing more: forget its options (a year of them adds up).
         for bid_id in [b for b, o in self._awarded.items() if o.request.market_id == st.market_id]:
             del self._awarded[bid_id]

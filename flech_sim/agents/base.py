@@ -57,8 +57,14 @@ class Agent:
 
     def envelope(self, market_id: str, product_id: str) -> dict[str, Any]:
         """Routing fields for a message from this agent to the platform."""
-        return {"msg_id": self.conn.next_id(), "sender": self.id, "recipient": PLATFORM,
-                "market_id": market_id, "product_id": product_id, "sent_at": self.now}
+        return {
+            "msg_id": self.conn.next_id(),
+            "sender": self.id,
+            "recipient": PLATFORM,
+            "market_id": market_id,
+            "product_id": product_id,
+            "sent_at": self.now,
+        }
 
     def start(self) -> None:
         self.env.process(self._listen())
@@ -76,10 +82,20 @@ class Agent:
             if msg.kind in self.ignores:
                 return
             self.unhandled[msg.kind] += 1
-            self.recorder.append(AGENT_ERRORS, row(
-                AGENT_ERRORS, participant=self.id, msg_id=msg.msg_id, kind=msg.kind, market_id=msg.market_id,
-                product_id=msg.product_id, at=self.now, error="unhandled_kind",
-                detail=f"{type(self).__name__} has no handler for {msg.kind!r} messages; the message was not acted on",
-            ))
+            self.recorder.append(
+                AGENT_ERRORS,
+                row(
+                    AGENT_ERRORS,
+                    participant=self.id,
+                    msg_id=msg.msg_id,
+                    kind=msg.kind,
+                    market_id=msg.market_id,
+                    product_id=msg.product_id,
+                    at=self.now,
+                    error="unhandled_kind",
+                    detail=f"{type(self).__name__} has no handler for {msg.kind!r} messages; "
+                    "the message was not acted on",
+                ),
+            )
         else:
             handler(msg)

@@ -35,6 +35,8 @@ from ..world import GridView
 from .base import Agent, Recorder
 
 DAY = MINUTES_PER_DAY
+
+
 def meter_data_due(end_minute: int, delay_days: int, publish_minute: int) -> int:
     """Minute at which the readings of [.., end_minute) are all published: data for day D is
     published on day D + delay_days at ``publish_minute`` (the DataHub's timetable)."""
@@ -67,8 +69,9 @@ def scheduled_requests(schedule: MarketSchedule, index: int) -> list[tuple[int, 
     return out
 
 
-def congestion_need(forecast_kw: np.ndarray, limit_kw: float, threshold: float, steps_per_interval: int
-                    ) -> tuple[int, np.ndarray] | None:
+def congestion_need(
+    forecast_kw: np.ndarray, limit_kw: float, threshold: float, steps_per_interval: int
+) -> tuple[int, np.ndarray] | None:
     """(first interval, need per interval) covering every congested interval of a day; None if none.
 
     ``forecast_kw`` is one day at model resolution; intervals average it.
@@ -80,7 +83,7 @@ def congestion_need(forecast_kw: np.ndarray, limit_kw: float, threshold: float, 
     if hot.size == 0:
         return None
     first, last = int(hot[0]), int(hot[-1])
-    return first, np.round(np.maximum(excess[first:last + 1], 0.0), 3)
+    return first, np.round(np.maximum(excess[first : last + 1], 0.0), 3)
 
 
 def imbalance_series(cfg: ImbalanceConfig, start: Any, n: int, dt: int, seed: np.random.SeedSequence) -> np.ndarray:
@@ -104,9 +107,18 @@ def imbalance_series(cfg: ImbalanceConfig, start: Any, n: int, dt: int, seed: np
 
 
 class Buyer(Agent):
-    def __init__(self, env: simpy.Environment, conn: Connection, cfg: BuyerConfig, grid: GridView | None,
-                 calendar_start: datetime, horizon_minutes: int, seed: np.random.SeedSequence,
-                 recorder: Recorder, settle_due: Callable[[MarketRequest], int] | None = None) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        conn: Connection,
+        cfg: BuyerConfig,
+        grid: GridView | None,
+        calendar_start: datetime,
+        horizon_minutes: int,
+        seed: np.random.SeedSequence,
+        recorder: Recorder,
+        settle_due: Callable[[MarketRequest], int] | None = None,
+    ) -> None:
         """``grid``: a DSO's view of its feeders (None for a TSO, which sees no feeder);
         ``calendar_start``: the date and time of minute 0 (the TSO's imbalance follows the clock);
         ``settle_due``: the earliest minute a market's settlement can complete (when the meter data
@@ -181,16 +193,22 @@ class Buyer(Agent):
             horizon = (tomorrow + DAY - self.now) // w.dt
             fc = w.forecast(horizon)
             for f in feeders:
-                hit = congestion_need(fc[f][(tomorrow - self.now) // w.dt:], w.limit_kw(f), c.threshold, k)
+                hit = congestion_need(fc[f][(tomorrow - self.now) // w.dt :], w.limit_kw(f), c.threshold, k)
                 if hit is None:
                     continue
                 first, need = hit
                 self._open(
-                    f"{self.id}-{c.product}-{f}-d{day + 1:03d}", c.product, location=f, direction=Direction.DOWN,
+                    f"{self.id}-{c.product}-{f}-d{day + 1:03d}",
+                    c.product,
+                    location=f,
+                    direction=Direction.DOWN,
                     gate_close=day * DAY + _minute(c.gate_close_time),
                     delivery_start=tomorrow + first * c.interval_minutes,
-                    interval_minutes=c.interval_minutes, need_kw=tuple(need.tolist()), price_cap=c.price_cap,
-                    penalty_price=c.penalty_price, params=dict(c.params),
+                    interval_minutes=c.interval_minutes,
+                    need_kw=tuple(need.tolist()),
+                    price_cap=c.price_cap,
+                    penalty_price=c.penalty_price,
+                    params=dict(c.params),
                 )
             day += 1
 
@@ -208,10 +226,16 @@ class Buyer(Agent):
             if abs(need) < b.min_need_kw:
                 continue
             self._open(
-                f"{self.id}-{b.product}-{t:06d}", b.product, location="*",
-                direction=Direction.DOWN if need > 0 else Direction.UP, gate_close=delivery - b.gate_close_lead_minutes,
-                delivery_start=delivery, interval_minutes=b.interval_minutes, need_kw=(round(abs(need), 3),),
-                price_cap=b.price_cap, params=dict(b.params),
+                f"{self.id}-{b.product}-{t:06d}",
+                b.product,
+                location="*",
+                direction=Direction.DOWN if need > 0 else Direction.UP,
+                gate_close=delivery - b.gate_close_lead_minutes,
+                delivery_start=delivery,
+                interval_minutes=b.interval_minutes,
+                need_kw=(round(abs(need), 3),),
+                price_cap=b.price_cap,
+                params=dict(b.params),
             )
 
     # -- answers -------------------------------------------------------------------------------
@@ -221,8 +245,9 @@ class Buyer(Agent):
         if c is not None and c.activate and req is not None and any(q > 0 for q in msg.accepted_kw):
             self.env.process(self._activate_on_congestion(c, req, list(msg.accepted_kw)))
 
-    def _activate_on_congestion(self, c: CongestionConfig, req: MarketRequest,
-                                reserved: list[float]) -> Generator[simpy.Event, Any, None]:
+    def _activate_on_congestion(
+        self, c: CongestionConfig, req: MarketRequest, reserved: list[float]
+    ) -> Generator[simpy.Event, Any, None]:
         """Measure the feeder every model step; when it is congested, call the reserve for the
         first interval far enough ahead, up to the excess (each interval at most once)."""
         w = self._grid()
@@ -239,11 +264,15 @@ class Buyer(Agent):
             excess = w.load_now(req.location) - c.threshold * limit
             if i >= 0 and excess > 0 and not called[i] and reserved[i] > 0:
                 called[i] = True
-                self.conn.send(Activation(
-                    **self.envelope(req.market_id, req.product_id), activation_id=f"{req.market_id}-a{i}",
-                    start=req.delivery_start + i * m, interval_minutes=m,
-                    quantities_kw=(round(min(reserved[i], excess), 3),),
-                ))
+                self.conn.send(
+                    Activation(
+                        **self.envelope(req.market_id, req.product_id),
+                        activation_id=f"{req.market_id}-a{i}",
+                        start=req.delivery_start + i * m,
+                        interval_minutes=m,
+                        quantities_kw=(round(min(reserved[i], excess), 3),),
+                    )
+                )
             t = self.now + w.dt
 
     def on_settlement(self, msg: SettlementStatement) -> None:

@@ -26,8 +26,15 @@ from .base import Agent, Recorder
 
 
 class DataProvider(Agent):
-    def __init__(self, env: simpy.Environment, conn: Connection, cfg: DataProviderConfig, feed: MeterFeed,
-                 seed: np.random.SeedSequence, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        conn: Connection,
+        cfg: DataProviderConfig,
+        feed: MeterFeed,
+        seed: np.random.SeedSequence,
+        recorder: Recorder,
+    ) -> None:
         """``feed``: the meters it reads (made by the wiring with ``cfg.household_meters``)."""
         super().__init__(env, conn, recorder)
         self.cfg = cfg
@@ -57,7 +64,12 @@ class DataProvider(Agent):
         if self.cfg.gap_probability > 0:
             for k in np.flatnonzero(rng.random(len(kw)) < self.cfg.gap_probability):
                 values[k] = None
-        self.conn.send(MeterData(
-            **self.envelope("", METER_PRODUCT_ID), metering_point=point, start=day * MINUTES_PER_DAY,
-            interval_minutes=self.feed.dt, consumption_kw=tuple(values),
-        ))
+        self.conn.send(
+            MeterData(
+                **self.envelope("", METER_PRODUCT_ID),
+                metering_point=point,
+                start=day * MINUTES_PER_DAY,
+                interval_minutes=self.feed.dt,
+                consumption_kw=tuple(values),
+            )
+        )

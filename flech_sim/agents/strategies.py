@@ -29,6 +29,7 @@ import numpy as np
 from ..messages import BidRequest, Direction
 from ..scenario import BiddingConfig
 
+
 @dataclass(frozen=True)
 class Offer:
     price: float  # DKK/kWh
@@ -37,8 +38,14 @@ class Offer:
     extra: dict[str, Any] = field(default_factory=dict)  # product-specific fields, sent as Bid.attrs
 
 
-def unit_cost(cfg: BiddingConfig, direction: Direction, rebound_ratio: float,
-              spot_during: float, spot_after: float) -> float:
+def _option_attrs(option: bool, price: float, window_h: float) -> dict[str, Any]:
+    """An option's availability price (DKK/kW for holding it ready over the window), sent as Bid.attrs."""
+    return {"availability_price": round(0.25 * price * window_h, 6)} if option else {}
+
+
+def unit_cost(
+    cfg: BiddingConfig, direction: Direction, rebound_ratio: float, spot_during: float, spot_after: float
+) -> float:
     """DKK per kWh of flexibility, before markups; ``rebound_ratio`` = kWh drawn back per kWh shed."""
     if direction is Direction.DOWN:
         c = rebound_ratio * spot_after - spot_during + cfg.comfort_cost_dkk_per_kwh
@@ -61,8 +68,9 @@ def newsvendor_kw(free_kw: np.ndarray, cv: float, margin: float, loss: float) ->
     return free * min(1.0, max(0.0, 1.0 + z * cv))
 
 
-def expected_profit_offers(cfg: BiddingConfig, free_kw: np.ndarray, cost: float, penalty: float,
-                           pays_undelivered: bool, price_cap: float) -> list[tuple[float, np.ndarray]]:
+def expected_profit_offers(
+    cfg: BiddingConfig, free_kw: np.ndarray, cost: float, penalty: float, pays_undelivered: bool, price_cap: float
+) -> list[tuple[float, np.ndarray]]:
     """(price, kW of this step) per price step: step j asks ``cost * (1 + step_markup) ** (j + 1)``
     (never below the price floor) and brings the cumulative offer to its newsvendor quantity."""
     out: list[tuple[float, np.ndarray]] = []
@@ -80,13 +88,21 @@ def expected_profit_offers(cfg: BiddingConfig, free_kw: np.ndarray, cost: float,
     return out
 
 
-def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, rebound_ratio: float,
-                spot_during: np.ndarray, spot_after: float) -> list[Offer]:
+def make_offers(
+    cfg: BiddingConfig,
+    req: BidRequest,
+    *,
+    free_kw: np.ndarray,
+    rebound_ratio: float,
+    spot_during: np.ndarray,
+    spot_after: float,
+) -> list[Offer]:
     hours = req.interval_minutes / 60.0
     qty = np.asarray(free_kw, dtype=float)
     if cfg.strategy == "expected_profit":
-        return _expected_profit(cfg, req, qty, unit_cost(cfg, req.direction, rebound_ratio,
-                                                          float(np.mean(spot_during)), spot_after))
+        return _expected_profit(
+            cfg, req, qty, unit_cost(cfg, req.direction, rebound_ratio, float(np.mean(spot_during)), spot_after)
+        )
     if cfg.strategy == "risk_aware":
         z = NormalDist().inv_cdf(cfg.quantile)  # negative: a low quantile of the flexibility
         qty = qty * max(0.0, 1.0 + z * cfg.forecast_cv) * (1.0 - cfg.margin)
@@ -111,10 +127,14 @@ def make_offers(cfg: BiddingConfig, req: BidRequest, *, free_kw: np.ndarray, reb
         price = round(float(c) * (1 + cfg.step_markup) ** j, 6)
         if price > req.price_cap:
             break
-        extra: dict[str, Any] = {}
-        if option:
-            extra["availability_price"] = round(0.25 * price * window_h, 6)  # DKK/kW for holding it ready
-        offers.append(Offer(price, tuple(per_step.tolist()), cfg.block_last_step and j == steps - 1 and j > 0, extra))
+        offers.append(
+            Offer(
+                price,
+                tuple(per_step.tolist()),
+                cfg.block_last_step and j == steps - 1 and j > 0,
+                _option_attrs(option, price, window_h),
+            )
+        )
     return offers
 
 
@@ -134,8 +154,12 @@ def _expected_profit(cfg: BiddingConfig, req: BidRequest, free_kw: np.ndarray, c
         kw = np.where(kw >= min_kw, kw, 0.0) if min_kw > 0 else kw
         if not np.any(kw > 0):
             continue
-        extra: dict[str, Any] = {}
-        if option and "availability_price" in _BID_FIELDS:
-            extra["availability_price"] = round(0.25 * price * window_h, 6)
-        offers.append(Offer(price, tuple(kw.tolist()), cfg.block_last_step and j == len(steps) - 1 and j > 0, extra))
+        offers.append(
+            Offer(
+                price,
+                tuple(kw.tolist()),
+                cfg.block_last_step and j == len(steps) - 1 and j > 0,
+                _option_attrs(option, price, window_h),
+            )
+        )
     return offers

@@ -65,8 +65,13 @@ def acl(participants: list[str]) -> str:
     """Mosquitto ACL: the platform everywhere under flech/, each participant its own topics only."""
     lines = [f"user {PLATFORM}", "topic read flech/in/#", "topic read flech/status/#", "topic write flech/inbox/#", ""]
     for pid in participants:
-        lines += [f"user {pid}", f"topic write {INCOMING.format(pid)}#", f"topic write {STATUS.format(pid)}",
-                  f"topic read {INBOX.format(pid)}", ""]
+        lines += [
+            f"user {pid}",
+            f"topic write {INCOMING.format(pid)}#",
+            f"topic write {STATUS.format(pid)}",
+            f"topic read {INBOX.format(pid)}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -75,33 +80,41 @@ def config(directory: Path, port: int, log_denied: bool = True) -> str:
     ``log_denied``: log at debug level, the only one at which Mosquitto logs a publish its ACL denied
     (the bridge reads them from the log and records them); it costs the broker time on every message."""
     d = directory.resolve()
-    return "\n".join([
-        f"user {pwd.getpwuid(os.getuid()).pw_name}",  # started as root, mosquitto would switch to its own user
-        "per_listener_settings false",
-        f"listener {port} 127.0.0.1",
-        "set_tcp_nodelay true",  # else Nagle's algorithm and delayed ACKs add ~40 ms per hop to a round trip
-        "allow_anonymous false",
-        f"password_file {d / 'passwd'}",
-        f"acl_file {d / 'acl'}",
-        "use_username_as_clientid true",
-        "max_queued_messages 100000",  # an offline participant's inbox, kept for its reconnect
-        "persistent_client_expiration 1d",
-        "max_inflight_messages 100",
-        "log_dest stdout",
-        f"log_dest file {d / 'mosquitto.log'}",
-        "log_type error",
-        "log_type warning",
-        "log_type notice",
-        "log_type information",
-        *(["log_type debug"] if log_denied else []),
-        "connection_messages true",
-        "log_timestamp true",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",  # started as root, mosquitto would switch to its own user
+            "per_listener_settings false",
+            f"listener {port} 127.0.0.1",
+            "set_tcp_nodelay true",  # else Nagle's algorithm and delayed ACKs add ~40 ms per hop to a round trip
+            "allow_anonymous false",
+            f"password_file {d / 'passwd'}",
+            f"acl_file {d / 'acl'}",
+            "use_username_as_clientid true",
+            "max_queued_messages 100000",  # an offline participant's inbox, kept for its reconnect
+            "persistent_client_expiration 1d",
+            "max_inflight_messages 100",
+            "log_dest stdout",
+            f"log_dest file {d / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            *(["log_type debug"] if log_denied else []),
+            "connection_messages true",
+            "log_timestamp true",
+            "",
+        ]
+    )
 
 
-def write_broker_files(scenario: Scenario, directory: Path, port: int, base: Path | None = None,
-                       passwords: dict[str, str] | None = None, log_denied: bool = True) -> Path:
+def write_broker_files(
+    scenario: Scenario,
+    directory: Path,
+    port: int,
+    base: Path | None = None,
+    passwords: dict[str, str] | None = None,
+    log_denied: bool = True,
+) -> Path:
     """Write credentials, passwd (hashed with ``mosquitto_passwd``), acl and mosquitto.conf; returns the conf."""
     directory.mkdir(parents=True, exist_ok=True)
     users = passwords if passwords is not None else credentials(scenario, base)
@@ -124,12 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("scenario", type=Path)
     p.add_argument("directory", type=Path)
     p.add_argument("port", type=int)
-    p.add_argument("--no-log-denied", action="store_true",
-                   help="no debug log: faster, but publishes the ACL denies are not recorded by the platform")
+    p.add_argument(
+        "--no-log-denied",
+        action="store_true",
+        help="no debug log: faster, but publishes the ACL denies are not recorded by the platform",
+    )
     args = p.parse_args(argv)
     scenario = load_scenario(args.scenario)
-    print(write_broker_files(scenario, args.directory, args.port, base=args.scenario.parent,
-                             log_denied=not args.no_log_denied))
+    print(
+        write_broker_files(
+            scenario, args.directory, args.port, base=args.scenario.parent, log_denied=not args.no_log_denied
+        )
+    )
     return 0
 
 

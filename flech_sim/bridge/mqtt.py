@@ -51,8 +51,15 @@ def parse_broker(url: str) -> tuple[str, int]:
 class MqttWire:
     """The platform's MQTT client: subscribes to every ``flech/in`` topic, publishes to inboxes."""
 
-    def __init__(self, broker: str, password: str, username: str = PLATFORM, connect_timeout_s: float = 10.0,
-                 wait_online_s: float = 0.0, broker_log: Path | None = None) -> None:
+    def __init__(
+        self,
+        broker: str,
+        password: str,
+        username: str = PLATFORM,
+        connect_timeout_s: float = 10.0,
+        wait_online_s: float = 0.0,
+        broker_log: Path | None = None,
+    ) -> None:
         self.host, self.port = parse_broker(broker)
         self.broker_log = broker_log
         self._tail: threading.Thread | None = None
@@ -69,8 +76,9 @@ class MqttWire:
         self._subscribed = threading.Event()
         self._connect_rc: object = None
         self._last: mqtt.MQTTMessageInfo | None = None
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=username, clean_session=True,
-                                  protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=username, clean_session=True, protocol=mqtt.MQTTv311
+        )
         self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)  # paho's own outgoing queue: unbounded, nothing dropped
@@ -91,8 +99,10 @@ class MqttWire:
         self.client.loop_start()
         if not self._subscribed.wait(self.connect_timeout_s):
             self.client.loop_stop()
-            raise ConnectionError(f"no connection to the MQTT broker at {self.host}:{self.port} within "
-                                  f"{self.connect_timeout_s:g} s (connect result: {self._connect_rc})")
+            raise ConnectionError(
+                f"no connection to the MQTT broker at {self.host}:{self.port} within "
+                f"{self.connect_timeout_s:g} s (connect result: {self._connect_rc})"
+            )
         if self.wait_online_s > 0:
             deadline = time.monotonic() + self.wait_online_s
             with self._online_changed:
@@ -100,8 +110,11 @@ class MqttWire:
                     self._online_changed.wait(max(0.0, deadline - time.monotonic()))
                 missing = sorted(self._participants - self._online)
             if missing:  # the run goes on: the broker keeps their inboxes once they have connected
-                print(f"warning: not online after {self.wait_online_s:g} s: {missing}; starting anyway",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"warning: not online after {self.wait_online_s:g} s: {missing}; starting anyway",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def publish(self, participant: str, text: str) -> None:
         self._last = self.client.publish(f"flech/inbox/{participant}", text, qos=QOS)
@@ -160,8 +173,13 @@ class MqttWire:
             full = self._queued[item.participant] >= MAX_QUEUED_PER_PARTICIPANT
             self._queued[item.participant] += 1
         if full:
-            item = Incoming(item.participant, item.topic, b"", dropped=f"more than {MAX_QUEUED_PER_PARTICIPANT} "
-                            "messages waiting for the platform; this one was dropped unread")
+            item = Incoming(
+                item.participant,
+                item.topic,
+                b"",
+                dropped=f"more than {MAX_QUEUED_PER_PARTICIPANT} "
+                "messages waiting for the platform; this one was dropped unread",
+            )
         self._queue.put(item)
 
     @property
@@ -170,16 +188,18 @@ class MqttWire:
             return frozenset(self._online)
 
     # -- paho callbacks (its network thread) ------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object,
-                    properties: object = None) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, properties: object = None
+    ) -> None:
         self._connect_rc = rc
         if getattr(rc, "is_failure", False):
             return
         no_delay(client)
         client.subscribe([("flech/in/#", QOS), ("flech/status/+", QOS)])
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, rcs: object,
-                      properties: object = None) -> None:
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, rcs: object, properties: object = None
+    ) -> None:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -205,8 +225,9 @@ def no_delay(client: mqtt.Client) -> None:
 def participant_client(participant: str, password: str, broker: str, clean: bool = False) -> mqtt.Client:
     """A participant's client as the public interface expects it: its ID as user and client ID, a
     persistent session, ``offline`` as its will; call ``go_online`` once connected."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=participant, clean_session=clean,
-                    protocol=mqtt.MQTTv311)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=participant, clean_session=clean, protocol=mqtt.MQTTv311
+    )
     c.username_pw_set(participant, password)
     c.will_set(f"flech/status/{participant}", b"offline", qos=QOS, retain=True)
     return c

@@ -124,8 +124,15 @@ class BridgeStats:
 class Bridge:
     """The transport for :func:`flech_sim.simulation.run` (its ``transport`` argument)."""
 
-    def __init__(self, wire: Wire, external: frozenset[str], speed: float = 0.0, answer_timeout_s: float = 5.0,
-                 rate: RateLimit | None = None, quiet_s: float = 0.005) -> None:
+    def __init__(
+        self,
+        wire: Wire,
+        external: frozenset[str],
+        speed: float = 0.0,
+        answer_timeout_s: float = 5.0,
+        rate: RateLimit | None = None,
+        quiet_s: float = 0.005,
+    ) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0: as fast as the external participants answer)")
         self.wire = wire
@@ -144,8 +151,9 @@ class Bridge:
 
     # -- the Transport interface of flech_sim.simulation.run --------------------------------------
     def environment(self) -> simpy.Environment:
-        self.env = (WaitingRealtimeEnvironment(60.0 / self.speed, self._wait_wall) if self.speed > 0
-                    else simpy.Environment())
+        self.env = (
+            WaitingRealtimeEnvironment(60.0 / self.speed, self._wait_wall) if self.speed > 0 else simpy.Environment()
+        )
         return self.env
 
     def attach(self, core: Any) -> None:
@@ -180,11 +188,16 @@ class Bridge:
         s = self.stats
         lat = sorted(s.latencies_s)
         return {
-            "wire": type(self.wire).__name__, "external": sorted(self.external), "speed": self.speed,
+            "wire": type(self.wire).__name__,
+            "external": sorted(self.external),
+            "speed": self.speed,
             "answer_timeout_s": self.answer_timeout_s,
             "rate_limit": {"per_second": self.rate.per_second, "burst": self.rate.burst},
-            "received": s.received, "published": s.published, "refused_topic": s.refused_topic,
-            "refused_rate": s.refused_rate, "denied_by_broker": s.denied_by_broker,
+            "received": s.received,
+            "published": s.published,
+            "refused_topic": s.refused_topic,
+            "refused_rate": s.refused_rate,
+            "denied_by_broker": s.denied_by_broker,
             "deadlines_passed": s.deadlines_passed,
             "unknown_participant": s.unknown_participant,
             "answer_ms_median": round(1e3 * lat[len(lat) // 2], 3) if lat else None,
@@ -214,15 +227,26 @@ class Bridge:
             return
         if item.denied:  # recorded as it reached the broker; not a message the platform could act on
             self.stats.denied_by_broker += 1
-            self.endpoint.refuse(f"(refused by the broker: {item.denied})", conn, RejectReason.UNAUTHORISED,
-                                 f"the broker refused {item.denied}: not a topic of yours (broker ACL)")
+            self.endpoint.refuse(
+                f"(refused by the broker: {item.denied})",
+                conn,
+                RejectReason.UNAUTHORISED,
+                f"the broker refused {item.denied}: not a topic of yours (broker ACL)",
+            )
             return
         now = time.perf_counter()
         if item.dropped or not self.rate.allow(item.participant, now):
             self.stats.refused_rate += 1
-            self.endpoint.refuse(item.payload, conn, RejectReason.RATE_LIMITED, item.dropped or (
-                f"more than {self.rate.burst} messages at once or {self.rate.per_second:g} a second "
-                "(flech_sim.bridge.RateLimit)"))
+            self.endpoint.refuse(
+                item.payload,
+                conn,
+                RejectReason.RATE_LIMITED,
+                item.dropped
+                or (
+                    f"more than {self.rate.burst} messages at once or {self.rate.per_second:g} a second "
+                    "(flech_sim.bridge.RateLimit)"
+                ),
+            )
             return
         self._arrived[item.participant] = now
         try:
@@ -231,9 +255,13 @@ class Bridge:
             msg = None  # the endpoint records and refuses it, saying why
         if msg is not None and msg.topic != f"flech/{item.topic}":
             self.stats.refused_topic += 1
-            self.endpoint.refuse(item.payload, conn, RejectReason.UNAUTHORISED,
-                                 f"published on flech/in/{item.participant}/{item.topic[:200]} but the message's "
-                                 f"topic is {msg.topic[:200]}: publish under flech/in/<you>/ + the message's topic")
+            self.endpoint.refuse(
+                item.payload,
+                conn,
+                RejectReason.UNAUTHORISED,
+                f"published on flech/in/{item.participant}/{item.topic[:200]} but the message's "
+                f"topic is {msg.topic[:200]}: publish under flech/in/<you>/ + the message's topic",
+            )
             return
         if msg is not None:
             self._pending[item.participant].discard(msg.market_id)

@@ -74,9 +74,7 @@ def use_threads(threads: int) -> None:
     _threads_in_use = threads
 
 
-def status_from_highs(
-    model_status: highspy.HighsModelStatus, has_solution: bool
-) -> tuple[ClearingStatus, str]:
+def status_from_highs(model_status: highspy.HighsModelStatus, has_solution: bool) -> tuple[ClearingStatus, str]:
     """The one mapping from a HiGHS model status to a ClearingStatus (+ message)."""
     name = str(model_status).rsplit(".", 1)[-1]
     if model_status == _MS.kOptimal:
@@ -139,14 +137,10 @@ def build_matrices(arrays: ProblemArrays) -> LpMatrices:
     n_div, n_blk = div_bid.size, blk_bid.size
     per_blk = np.bincount(k_row, minlength=n_blk)
     blk_start = np.cumsum(per_blk) - per_blk
-    start = np.concatenate(
-        (np.arange(n_div), n_div + blk_start, n_div + k_row.size + np.arange(n_t))
-    ).astype(np.int32)
+    start = np.concatenate((np.arange(n_div), n_div + blk_start, n_div + k_row.size + np.arange(n_t))).astype(np.int32)
     index = np.concatenate((div_t, k_t, np.arange(n_t))).astype(np.int32)
     value = np.concatenate((np.ones(n_div), q_blk[k_row, k_t], np.ones(n_t)))
-    cost = np.concatenate(
-        (bid_cost[div_bid], bid_cost[blk_bid] * q_blk.sum(axis=1), np.full(n_t, unmet_cost))
-    )
+    cost = np.concatenate((bid_cost[div_bid], bid_cost[blk_bid] * q_blk.sum(axis=1), np.full(n_t, unmet_cost)))
     upper = np.concatenate((q[div_bid, div_t], np.ones(n_blk), residual))
     integrality = np.zeros(cost.size, dtype=np.int32)
     integrality[n_div : n_div + n_blk] = 1
@@ -158,9 +152,7 @@ def build_matrices(arrays: ProblemArrays) -> LpMatrices:
     )  # fmt: skip
 
 
-def _divisible_cells(
-    arrays: ProblemArrays, blk_bid: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _divisible_cells(arrays: ProblemArrays, blk_bid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(free, fixed) (B, T) masks of divisible cells with Q > 0 (see module docstring)."""
     q = arrays.quantity
     cells = (q > 0) & (arrays.eligible & ~arrays.block)[:, None]
@@ -290,9 +282,7 @@ def _primal_dual(h: highspy.Highs, m: LpMatrices) -> tuple[np.ndarray, np.ndarra
     return np.asarray(sol.col_value), np.asarray(sol.row_dual) / m.scale
 
 
-def _accepted(
-    arrays: ProblemArrays, m: LpMatrices, x: np.ndarray, y: np.ndarray | None
-) -> np.ndarray:
+def _accepted(arrays: ProblemArrays, m: LpMatrices, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
     acc = np.where(m.fixed, arrays.quantity, 0.0)
     acc[m.div_bid, m.div_t] = x[: m.n_div]
     if y is not None:

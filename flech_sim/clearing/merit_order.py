@@ -56,6 +56,4 @@ def solve(arrays: ProblemArrays) -> RawSolution:
             message="merit order cannot clear block bids; use method 'highs' or 'auto'",
         )
     accepted = allocate(arrays)
-    return RawSolution(
-        ClearingStatus.OPTIMAL, accepted=accepted, dual=marginal_values(arrays, accepted)
-    )
+    return RawSolution(ClearingStatus.OPTIMAL, accepted=accepted, dual=marginal_values(arrays, accepted))

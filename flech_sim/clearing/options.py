@@ -43,16 +43,24 @@ class OptionOffer:
     submitted_at: int = 0
 
 
-def expected_price(availability_price: float, activation_price: float, activation_share: float,
-                   n_intervals: int, interval_hours: float) -> float:
+def expected_price(
+    availability_price: float, activation_price: float, activation_share: float, n_intervals: int, interval_hours: float
+) -> float:
     """DKK per kWh reserved: a / (n h) + s p (rounded to 1e-9)."""
     window_h = n_intervals * interval_hours
     return round(availability_price / window_h + activation_share * activation_price, PRICE_DECIMALS)
 
 
-def option_problem(market_id: str, need: Sequence[float], *, activation_price_cap: float,
-                   availability_price_cap: float, activation_share: float, interval_hours: float,
-                   offers: Sequence[OptionOffer]) -> ClearingProblem:
+def option_problem(
+    market_id: str,
+    need: Sequence[float],
+    *,
+    activation_price_cap: float,
+    availability_price_cap: float,
+    activation_share: float,
+    interval_hours: float,
+    offers: Sequence[OptionOffer],
+) -> ClearingProblem:
     """The equivalent least-cost problem (prices are expected prices; see the module text)."""
     n = len(need)
 
@@ -65,8 +73,14 @@ def option_problem(market_id: str, need: Sequence[float], *, activation_price_ca
         price_cap=e(availability_price_cap, activation_price_cap),
         interval_hours=interval_hours,
         bids=tuple(
-            BidOffer(o.bid_id, o.seller, e(o.availability_price, o.activation_price), tuple(o.quantities), o.block,
-                     o.submitted_at)
+            BidOffer(
+                o.bid_id,
+                o.seller,
+                e(o.availability_price, o.activation_price),
+                tuple(o.quantities),
+                o.block,
+                o.submitted_at,
+            )
             for o in offers
         ),
     )

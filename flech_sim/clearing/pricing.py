@@ -41,8 +41,20 @@ from dataclasses import dataclass, field
 from flech_sim.clearing.least_cost import clear
 from flech_sim.clearing.problem import ClearingOutcome, ClearingProblem, ClearingStatus, SolverOptions
 
-__all__ = ["PRICING_RULES", "Pricing", "accepted_quantities", "clear_vcg", "clearing_prices", "pay_as_bid",
-           "pay_as_clear", "pay_availability", "price_by_rule", "register_pricing", "uniform_prices", "vcg"]
+__all__ = [
+    "PRICING_RULES",
+    "Pricing",
+    "accepted_quantities",
+    "clear_vcg",
+    "clearing_prices",
+    "pay_as_bid",
+    "pay_as_clear",
+    "pay_availability",
+    "price_by_rule",
+    "register_pricing",
+    "uniform_prices",
+    "vcg",
+]
 
 PAY_AS_BID = "pay_as_bid"
 PAY_AS_CLEAR = "pay_as_clear"
@@ -79,8 +91,7 @@ def accepted_quantities(problem: ClearingProblem, outcome: ClearingOutcome) -> l
     """kW accepted per bid (problem order) and interval, solver dust (< DUST_KW) dropped to exactly zero."""
     by_id = outcome.accepted_by_bid() if outcome.bid_ids else {}
     n = len(problem.need)
-    return [tuple(0.0 if abs(x) < DUST_KW else float(x) for x in by_id.get(b.bid_id, (0.0,) * n))
-            for b in problem.bids]
+    return [tuple(0.0 if abs(x) < DUST_KW else float(x) for x in by_id.get(b.bid_id, (0.0,) * n)) for b in problem.bids]
 
 
 _accepted = accepted_quantities
@@ -96,8 +107,9 @@ def clearing_prices(problem: ClearingProblem, outcome: ClearingOutcome) -> tuple
     return tuple(out)
 
 
-def _energy_payments(problem: ClearingProblem, acc: list[tuple[float, ...]],
-                     prices: tuple[tuple[float, ...], ...]) -> tuple[float, ...]:
+def _energy_payments(
+    problem: ClearingProblem, acc: list[tuple[float, ...]], prices: tuple[tuple[float, ...], ...]
+) -> tuple[float, ...]:
     h = problem.interval_hours
     return tuple(sum(q * p * h for q, p in zip(a, pr, strict=True)) for a, pr in zip(acc, prices, strict=True))
 
@@ -105,8 +117,13 @@ def _energy_payments(problem: ClearingProblem, acc: list[tuple[float, ...]],
 def pay_as_bid(problem: ClearingProblem, outcome: ClearingOutcome) -> Pricing:
     acc = _accepted(problem, outcome)
     prices = tuple(tuple(b.price for _ in problem.need) for b in problem.bids)
-    return Pricing(PAY_AS_BID, tuple(b.bid_id for b in problem.bids), prices, _energy_payments(problem, acc, prices),
-                   outcome.status)
+    return Pricing(
+        PAY_AS_BID,
+        tuple(b.bid_id for b in problem.bids),
+        prices,
+        _energy_payments(problem, acc, prices),
+        outcome.status,
+    )
 
 
 def uniform_prices(problem: ClearingProblem, outcome: ClearingOutcome) -> tuple[float | None, ...]:
@@ -115,8 +132,11 @@ def uniform_prices(problem: ClearingProblem, outcome: ClearingOutcome) -> tuple[
     acc = _accepted(problem, outcome)
     out: list[float | None] = []
     for t, top in enumerate(clearing_prices(problem, outcome)):
-        spare = [b.price for b, a in zip(problem.bids, acc, strict=True)
-                 if not b.block and b.price <= problem.price_cap and b.quantities[t] - a[t] > ACCEPTED_KW]
+        spare = [
+            b.price
+            for b, a in zip(problem.bids, acc, strict=True)
+            if not b.block and b.price <= problem.price_cap and b.quantities[t] - a[t] > ACCEPTED_KW
+        ]
         out.append(None if top is None else min([top, *spare]))
     return tuple(out)
 
@@ -128,26 +148,41 @@ def pay_as_clear(problem: ClearingProblem, outcome: ClearingOutcome) -> Pricing:
     acc = _accepted(problem, outcome)
     up = uniform_prices(problem, outcome)
     prices = tuple(
-        tuple(b.price if (c is not None and b.block and a[t] > ACCEPTED_KW and b.price > c)
-              else (c if c is not None else b.price) for t, c in enumerate(up))
+        tuple(
+            b.price
+            if (c is not None and b.block and a[t] > ACCEPTED_KW and b.price > c)
+            else (c if c is not None else b.price)
+            for t, c in enumerate(up)
+        )
         for b, a in zip(problem.bids, acc, strict=True)
     )
-    return Pricing(PAY_AS_CLEAR, tuple(b.bid_id for b in problem.bids), prices,
-                   _energy_payments(problem, acc, prices), outcome.status)
+    return Pricing(
+        PAY_AS_CLEAR,
+        tuple(b.bid_id for b in problem.bids),
+        prices,
+        _energy_payments(problem, acc, prices),
+        outcome.status,
+    )
 
 
-def pay_availability(problem: ClearingProblem, outcome: ClearingOutcome, availability_price: dict[str, float],
-                     activation_price: dict[str, float]) -> Pricing:
+def pay_availability(
+    problem: ClearingProblem,
+    outcome: ClearingOutcome,
+    availability_price: dict[str, float],
+    activation_price: dict[str, float],
+) -> Pricing:
     """Options: price = the bid's activation price; payment = availability price x mean reserved kW
     (:func:`flech_sim.clearing.options.availability_payments`); activated energy is paid in settlement."""
     from flech_sim.clearing.options import availability_payments
 
     acc = _accepted(problem, outcome)
     prices = tuple(tuple(float(activation_price[b.bid_id]) for _ in problem.need) for b in problem.bids)
-    payments = tuple(sum(availability_payments(availability_price[b.bid_id], a))
-                     for b, a in zip(problem.bids, acc, strict=True))
-    return Pricing(AVAILABILITY, tuple(b.bid_id for b in problem.bids), prices, payments, outcome.status,
-                   payment_from_prices=False)
+    payments = tuple(
+        sum(availability_payments(availability_price[b.bid_id], a)) for b, a in zip(problem.bids, acc, strict=True)
+    )
+    return Pricing(
+        AVAILABILITY, tuple(b.bid_id for b in problem.bids), prices, payments, outcome.status, payment_from_prices=False
+    )
 
 
 def vcg(problem: ClearingProblem, outcome: ClearingOutcome, options: SolverOptions | None = None) -> Pricing:
@@ -161,8 +196,9 @@ def vcg(problem: ClearingProblem, outcome: ClearingOutcome, options: SolverOptio
     cost = [e * b.price for e, b in zip(energy, problem.bids, strict=True)]
     base = pay_as_bid(problem, outcome)
     if not outcome.is_ok:
-        return dataclasses.replace(base, rule=VCG, message=f"no VCG payments: clearing {outcome.status}",
-                                   payment_from_prices=False)
+        return dataclasses.replace(
+            base, rule=VCG, message=f"no VCG payments: clearing {outcome.status}", payment_from_prices=False
+        )
     winners = sorted({b.seller for b, e in zip(problem.bids, energy, strict=True) if e > ACCEPTED_KW * h})
     payments = list(base.payments)
     prices = [list(p) for p in base.prices]
@@ -190,8 +226,16 @@ def vcg(problem: ClearingProblem, outcome: ClearingOutcome, options: SolverOptio
             payments[k] = pay
             price = pay / energy[k]
             prices[k] = [price] * len(problem.need)
-    return Pricing(VCG, ids, tuple(tuple(p) for p in prices), tuple(payments), outcome.status, seller_pay,
-                   "; ".join(notes), payment_from_prices=False)
+    return Pricing(
+        VCG,
+        ids,
+        tuple(tuple(p) for p in prices),
+        tuple(payments),
+        outcome.status,
+        seller_pay,
+        "; ".join(notes),
+        payment_from_prices=False,
+    )
 
 
 def clear_vcg(problem: ClearingProblem, options: SolverOptions | None = None) -> tuple[ClearingOutcome, Pricing]:
@@ -217,8 +261,9 @@ def register_pricing(name: str, rule: PricingRule) -> None:
     PRICING_RULES[name] = rule
 
 
-def price_by_rule(rule: str, problem: ClearingProblem, outcome: ClearingOutcome,
-                  options: SolverOptions | None = None) -> Pricing:
+def price_by_rule(
+    rule: str, problem: ClearingProblem, outcome: ClearingOutcome, options: SolverOptions | None = None
+) -> Pricing:
     try:
         fn = PRICING_RULES[rule]
     except KeyError:

@@ -198,8 +198,7 @@ class ProblemArrays:
                 raise ValueError(f"{problem.market_id}: bid_id {b.bid_id!r} is not a str")
             if len(b.quantities) != n_t:
                 raise ValueError(
-                    f"{problem.market_id}: bid {b.bid_id!r} has {len(b.quantities)} "
-                    f"quantities, need has {n_t}"
+                    f"{problem.market_id}: bid {b.bid_id!r} has {len(b.quantities)} quantities, need has {n_t}"
                 )
         ids = [b.bid_id for b in bids]
         if len(set(ids)) != len(ids):

@@ -8,11 +8,11 @@ consume less ("down", shed), positive consume more ("up").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
-GroupBy = Union[Literal["owner", "feeder"], np.ndarray]
+GroupBy = Literal["owner", "feeder"] | np.ndarray
 
 
 @dataclass(frozen=True)

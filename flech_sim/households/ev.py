@@ -32,8 +32,17 @@ class EvStep:
 class EvSchedule:
     """Lazily drawn sessions; a small per-day cache keeps stepping cheap."""
 
-    def __init__(self, params: HouseholdParams, start: datetime, dt_minutes: int, seed_seq: SeedLike,
-                 *, arrival_sd_min: float = 45.0, departure_sd_min: float = 30.0, energy_sigma: float = 0.3):
+    def __init__(
+        self,
+        params: HouseholdParams,
+        start: datetime,
+        dt_minutes: int,
+        seed_seq: SeedLike,
+        *,
+        arrival_sd_min: float = 45.0,
+        departure_sd_min: float = 30.0,
+        energy_sigma: float = 0.3,
+    ):
         m0 = start.hour * 60 + start.minute
         if m0 % dt_minutes or MINUTES_PER_DAY % dt_minutes:
             raise ValueError(f"start {start} must lie on the {dt_minutes}-minute grid")
@@ -72,11 +81,16 @@ class EvSchedule:
         steps = np.arange(start, start + n_steps, dtype=np.int64)
         days = (self._m0 + steps * self._dt) // MINUTES_PER_DAY
         parts = [self._status(steps[days == d][:, None], int(d), idx) for d in np.unique(days)]
-        return EvStep(*(np.concatenate([getattr(p, f) for p in parts]) if parts else
-                        np.zeros((0, self._p.n if idx is None else len(idx)))
-                        for f in ("connected", "dep_step", "arriving", "energy")))
+        return EvStep(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                if parts
+                else np.zeros((0, self._p.n if idx is None else len(idx)))
+                for f in ("connected", "dep_step", "arriving", "energy")
+            )
+        )
 
-    def _status(self, step: np.ndarray, day: int, idx: np.ndarray | None) -> EvStep:
+    def _status(self, step: np.ndarray | np.int64, day: int, idx: np.ndarray | None) -> EvStep:
         a1, d1, e1 = self.sessions(day - 1)
         a2, d2, e2 = self.sessions(day)
         has = self._p.has_ev

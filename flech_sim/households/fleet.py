@@ -46,10 +46,19 @@ _TOL_K = 1e-9  # temperature slack before a comfort breach is recorded (float ro
 class HouseholdFleet:
     """N households with heating, EV, battery, PV and base load; feeder and owner per household."""
 
-    def __init__(self, params: HouseholdParams, weather: Weather, base_load: BaseLoadSource,
-                 ev_schedule: EvSchedule, feeder: np.ndarray, owner: np.ndarray, *,
-                 forecast_weather: Weather | None = None,
-                 base_forecast: Literal["actual", "expected"] = "expected", engine: kernels.Engine | None = None):
+    def __init__(
+        self,
+        params: HouseholdParams,
+        weather: Weather,
+        base_load: BaseLoadSource,
+        ev_schedule: EvSchedule,
+        feeder: np.ndarray,
+        owner: np.ndarray,
+        *,
+        forecast_weather: Weather | None = None,
+        base_forecast: Literal["actual", "expected"] = "expected",
+        engine: kernels.Engine | None = None,
+    ):
         n = params.n
         self.feeder, self.owner = (np.asarray(x, dtype=np.int64) for x in (feeder, owner))
         for name, x in (("feeder", self.feeder), ("owner", self.owner)):
@@ -87,12 +96,23 @@ class HouseholdFleet:
         self._forecasting = False  # a forecast copy (see forecast_copy) steps on forecast inputs
 
     @classmethod
-    def create(cls, n_households: int, weather: Weather, seed: SeedLike,
-               spec: FleetSpec | Mapping[str, Any] | None = None, *, feeder: np.ndarray | None = None,
-               owner: np.ndarray | None = None, n_feeders: int = 1, n_owners: int = 1,
-               perfect_forecast: bool = False, forecast_temp_sd: float = 1.0,
-               forecast_irr_rel_sd: float = 0.2, base_load: BaseLoadSource | None = None,
-               engine: kernels.Engine | None = None) -> HouseholdFleet:
+    def create(
+        cls,
+        n_households: int,
+        weather: Weather,
+        seed: SeedLike,
+        spec: FleetSpec | Mapping[str, Any] | None = None,
+        *,
+        feeder: np.ndarray | None = None,
+        owner: np.ndarray | None = None,
+        n_feeders: int = 1,
+        n_owners: int = 1,
+        perfect_forecast: bool = False,
+        forecast_temp_sd: float = 1.0,
+        forecast_irr_rel_sd: float = 0.2,
+        base_load: BaseLoadSource | None = None,
+        engine: kernels.Engine | None = None,
+    ) -> HouseholdFleet:
         """Draw a fleet from `spec`. Default grouping: feeders in contiguous blocks, owners round-robin
         (aggregators compete on every feeder). perfect_forecast: forecasts see the actual weather
         and base load."""
@@ -102,12 +122,24 @@ class HouseholdFleet:
         params = build_params(spec, n, dt, child_seed(ss, 1))
         base = base_load or BaseLoad(params.annual_kwh, weather.start, dt, child_seed(ss, 2))
         evs = EvSchedule(params, weather.start, dt, child_seed(ss, 3))
-        fw = weather if perfect_forecast else perturb_weather(
-            weather, child_seed(ss, 4), forecast_temp_sd, forecast_irr_rel_sd)
+        fw = (
+            weather
+            if perfect_forecast
+            else perturb_weather(weather, child_seed(ss, 4), forecast_temp_sd, forecast_irr_rel_sd)
+        )
         feeder = (np.arange(n) * n_feeders) // max(n, 1) if feeder is None else feeder
         owner = np.arange(n) % n_owners if owner is None else owner
-        return cls(params, weather, base, evs, feeder, owner, forecast_weather=fw,
-                   base_forecast="actual" if perfect_forecast else "expected", engine=engine)
+        return cls(
+            params,
+            weather,
+            base,
+            evs,
+            feeder,
+            owner,
+            forecast_weather=fw,
+            base_forecast="actual" if perfect_forecast else "expected",
+            engine=engine,
+        )
 
     @property
     def n(self) -> int:
@@ -132,12 +164,18 @@ class HouseholdFleet:
         i = min(s, w.n_steps - 1)  # beyond the weather horizon a forecast persists the last value
         use_expected = forecast and self._base_fc == "expected"
         base = (self.base_load.expected if use_expected else self.base_load.at)(s, idx)
-        return StepInputs(float(w.outdoor_temp_c[i]), float(w.irradiance_w_m2[i]), base,
-                          self.ev_schedule.at(s, idx))
+        return StepInputs(float(w.outdoor_temp_c[i]), float(w.irradiance_w_m2[i]), base, self.ev_schedule.at(s, idx))
 
-    def forecast(self, horizon_steps: int, duration_steps: int = 4, by: GroupBy = "owner",
-                 households: np.ndarray | None = None, per_household: bool = False,
-                 chunk: int = 2048, starts: np.ndarray | None = None) -> Forecast:
+    def forecast(
+        self,
+        horizon_steps: int,
+        duration_steps: int = 4,
+        by: GroupBy = "owner",
+        households: np.ndarray | None = None,
+        per_household: bool = False,
+        chunk: int = 2048,
+        starts: np.ndarray | None = None,
+    ) -> Forecast:
         """Baseline and flexibility for the next `horizon_steps` steps, summed by group.
 
         Simulates default operation from the actual state on forecast inputs, in chunks
@@ -161,25 +199,33 @@ class HouseholdFleet:
         tot = {nm: np.zeros((k if nm == "baseline_kw" else rows, n_groups)) for nm in names}
         hh: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
         for c0 in range(0, sel.size, chunk):
-            idx = sel[c0:c0 + chunk]
+            idx = sel[c0 : c0 + chunk]
             p = self.p.subset(idx)
-            tr = self._simulate(idx, self.t_in[idx], self.ev_remaining_kwh[idx], self.soc_kwh[idx],
-                                self.step_index, k + d - 1)
+            tr = self._simulate(
+                idx, self.t_in[idx], self.ev_remaining_kwh[idx], self.soc_kwh[idx], self.step_index, k + d - 1
+            )
             if self.engine == "numba":
-                f = kernels.window_flex(np.ascontiguousarray(self._packed[:, idx]), self._scalars, tr, d,
-                                        self.step_index, starts=starts)
+                f = kernels.window_flex(
+                    np.ascontiguousarray(self._packed[:, idx]), self._scalars, tr, d, self.step_index, starts=starts
+                )
             else:
                 f = window_flex(p, tr, d, self.step_index, starts=starts)
-            for nm, v in zip(names, (tr.net[:k], f.down, f.up, f.rebound_down, f.rebound_up)):
+            for nm, v in zip(names, (tr.net[:k], f.down, f.up, f.rebound_down, f.rebound_up), strict=True):
                 tot[nm] += group_sum(v, group[idx], n_groups)
                 if per_household:
                     hh[nm].append(v)
         household = {nm: np.concatenate(v, axis=1) if v else np.zeros((k, 0)) for nm, v in hh.items()}
-        return Forecast(self.step_index, d, **tot, household=household if per_household else None,
-                        household_index=sel if per_household else None)
+        return Forecast(
+            self.step_index,
+            d,
+            **tot,
+            household=household if per_household else None,
+            household_index=sel if per_household else None,
+        )
 
-    def _simulate(self, idx: np.ndarray | None, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray, s0: int,
-                  k_steps: int) -> Trajectory:
+    def _simulate(
+        self, idx: np.ndarray | None, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray, s0: int, k_steps: int
+    ) -> Trajectory:
         """Default operation of households `idx` (all if None) on forecast inputs, by the fleet's engine."""
         if self.engine == "numpy":
             p = self.p if idx is None else self.p.subset(idx)
@@ -195,8 +241,9 @@ class HouseholdFleet:
         ev = self.ev_schedule.block(s0, k_steps, idx)
         conn, dep, arriving, energy = ev.connected, ev.dep_step, ev.arriving, ev.energy
         packed = self._packed if idx is None else np.ascontiguousarray(self._packed[:, idx])
-        return kernels.simulate_default(packed, self._scalars, t0, rem0, soc0, t_out, irr, base, conn, dep,
-                                        arriving, energy)
+        return kernels.simulate_default(
+            packed, self._scalars, t0, rem0, soc0, t_out, irr, base, conn, dep, arriving, energy
+        )
 
     def forecast_copy(self) -> HouseholdFleet:
         """A copy of the fleet in its current state whose ``step`` uses the *forecast* inputs.
@@ -206,14 +253,25 @@ class HouseholdFleet:
         later window starts (drained buffers, rebound) without touching the real fleet.
         """
         twin = copy.copy(self)
-        for name in ("t_in", "ev_remaining_kwh", "soc_kwh", "_tw_t", "_tw_rem", "_tw_soc", "_prev_off",
-                     "violation_steps", "violation_degree_minutes", "ev_unmet_kwh"):
+        for name in (
+            "t_in",
+            "ev_remaining_kwh",
+            "soc_kwh",
+            "_tw_t",
+            "_tw_rem",
+            "_tw_soc",
+            "_prev_off",
+            "violation_steps",
+            "violation_degree_minutes",
+            "ev_unmet_kwh",
+        ):
             setattr(twin, name, getattr(self, name).copy())
         twin._forecasting = True
         return twin
 
-    def baseline_power(self, horizon_steps: int, by: GroupBy = "owner",
-                       households: np.ndarray | None = None) -> np.ndarray:
+    def baseline_power(
+        self, horizon_steps: int, by: GroupBy = "owner", households: np.ndarray | None = None
+    ) -> np.ndarray:
         """Expected net power (K, G) without control; `forecast` gives flexibility as well."""
         return self.forecast(horizon_steps, 1, by, households, starts=np.zeros(0, dtype=np.int64)).baseline_kw
 
@@ -227,8 +285,17 @@ class HouseholdFleet:
         self.ev_remaining_kwh, unmet = (kernels.ev_events if fast else ev_events)(self.ev_remaining_kwh, inp.ev)
         self.ev_unmet_kwh += unmet
         if fast:
-            rows = kernels.default_powers(self._packed, self._scalars, inp.t_out, inp.irr, self.t_in,
-                                          self.ev_remaining_kwh, self.soc_kwh, inp.base, inp.ev.connected)
+            rows = kernels.default_powers(
+                self._packed,
+                self._scalars,
+                inp.t_out,
+                inp.irr,
+                self.t_in,
+                self.ev_remaining_kwh,
+                self.soc_kwh,
+                inp.base,
+                inp.ev.connected,
+            )
             dp = DefaultPowers(*rows)
         else:
             dp = default_powers(p, self.t_in, self.ev_remaining_kwh, self.soc_kwh, inp)
@@ -241,8 +308,18 @@ class HouseholdFleet:
             heat, ev, bat, alloc, achieved, short, groups = self._controlled(control, s, inp, dp)
         if fast:
             self.t_in, self.ev_remaining_kwh, self.soc_kwh, net = kernels.advance(
-                self._packed, self._scalars, inp.t_out, self.t_in, self.ev_remaining_kwh, self.soc_kwh, rows,
-                inp.base, np.ascontiguousarray(heat), np.ascontiguousarray(ev), np.ascontiguousarray(bat))
+                self._packed,
+                self._scalars,
+                inp.t_out,
+                self.t_in,
+                self.ev_remaining_kwh,
+                self.soc_kwh,
+                rows,
+                inp.base,
+                np.ascontiguousarray(heat),
+                np.ascontiguousarray(ev),
+                np.ascontiguousarray(bat),
+            )
         else:
             net = inp.base + heat + ev + bat - dp.pv
             t_new = thermal_step(self.t_in, inp.t_out, dp.eta * heat + dp.gains, p.r, p.a)
@@ -251,9 +328,21 @@ class HouseholdFleet:
             self.soc_kwh = battery_step(p, self.soc_kwh, bat)
         self._record_comfort(heat)
         self.step_index += 1
-        return StepResult(s, net, inp.base, heat, ev, bat, dp.pv, alloc, achieved, short,
-                          group_sum(net, self.feeder, self.n_feeders), group_sum(net, self.owner, self.n_owners),
-                          *groups)
+        return StepResult(
+            s,
+            net,
+            inp.base,
+            heat,
+            ev,
+            bat,
+            dp.pv,
+            alloc,
+            achieved,
+            short,
+            group_sum(net, self.feeder, self.n_feeders),
+            group_sum(net, self.owner, self.n_owners),
+            *groups,
+        )
 
     def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:
         p = self.p
@@ -297,8 +386,9 @@ class HouseholdFleet:
             need, amount = np.abs(target), np.zeros(self.n)
             for f in tiers:
                 head = np.where(sign < 0, f.down[0], np.where(sign > 0, f.up[0], 0.0))
-                more = allocate(np.maximum(head - amount, 0.0), group, need, np.maximum(prev - amount, 0.0),
-                                c.allocation)
+                more = allocate(
+                    np.maximum(head - amount, 0.0), group, need, np.maximum(prev - amount, 0.0), c.allocation
+                )
                 amount += more
                 need = np.maximum(need - group_sum(more, group, n_groups), 0.0)
             off = sign * amount
@@ -328,8 +418,9 @@ class HouseholdFleet:
         self._prev_off = off.copy()
         return heat, ev, bat, off.copy(), achieved, short, groups
 
-    def _headroom(self, pa: HouseholdParams, tr: Trajectory, dur: np.ndarray, s: int, dev: Deviation,
-                  act: np.ndarray, force: bool) -> DeviceFlex:
+    def _headroom(
+        self, pa: HouseholdParams, tr: Trajectory, dur: np.ndarray, s: int, dev: Deviation, act: np.ndarray, force: bool
+    ) -> DeviceFlex:
         """flex_for_durations of the households `act`, fleet-wide (zero headroom elsewhere)."""
         zero = np.zeros((1, self.n))
         if not act.size:
@@ -349,8 +440,9 @@ class HouseholdFleet:
         lo = p.has_heat & (t < p.t_min - _TOL_K)
         hi = p.has_heat & (heat > 0) & (t > p.t_max + _TOL_K)
         self.violation_steps += lo | hi
-        self.violation_degree_minutes += (np.where(lo, p.t_min - t, 0.0) + np.where(hi, t - p.t_max, 0.0)) \
-            * self.dt_minutes
+        self.violation_degree_minutes += (
+            np.where(lo, p.t_min - t, 0.0) + np.where(hi, t - p.t_max, 0.0)
+        ) * self.dt_minutes
 
     def group_sum(self, values: np.ndarray, by: GroupBy) -> np.ndarray:
         """Per-group sums of a per-household array (last axis)."""
@@ -363,4 +455,3 @@ def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(n)
     out[idx] = values
     return out
-

@@ -54,8 +54,15 @@ class DeviceFlex:
         return self.heat_up + self.ev_up + self.bat_up
 
 
-def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviation | None = None,
-                force: bool = False, starts: np.ndarray | None = None) -> DeviceFlex:
+def window_flex(
+    p: HouseholdParams,
+    tr: Trajectory,
+    d: int,
+    s0: int,
+    dev: Deviation | None = None,
+    force: bool = False,
+    starts: np.ndarray | None = None,
+) -> DeviceFlex:
     """Flex for every window [j, j+d) that fits in `tr` (j = 0..K-d), as arrays (K-d+1, n).
 
     `force` drops comfort and EV-deadline limits (physical power/SoC limits stay).
@@ -80,6 +87,7 @@ def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviat
 
         def at(off: int) -> slice | np.ndarray:
             return j0 + off
+
     z = np.zeros(p.n)
     dev = dev or Deviation(z, z, z)
     # Heating: temperature bounds along the window, and 0 <= P_ref - r, P_ref + r <= Pmax.
@@ -128,15 +136,26 @@ def window_flex(p: HouseholdParams, tr: Trajectory, d: int, s0: int, dev: Deviat
     bat_up = np.maximum(np.minimum(b_up, s_up), 0.0)
     rte = p.eta_c * p.eta_d
     return DeviceFlex(
-        heat_dn, heat_up, ev_dn, ev_up, bat_dn, bat_up,
+        heat_dn,
+        heat_up,
+        ev_dn,
+        ev_up,
+        bat_dn,
+        bat_up,
         rebound_down=heat_dn * heat_kwh + ev_dn * d * dt + bat_dn * d * dt / rte,
         rebound_up=heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte,
     )
 
 
-def flex_for_durations(p: HouseholdParams, tr: Trajectory, durations: np.ndarray, s0: int,
-                       dev: Deviation | None = None, force: bool = False,
-                       window: Callable[..., DeviceFlex] | None = None) -> DeviceFlex:
+def flex_for_durations(
+    p: HouseholdParams,
+    tr: Trajectory,
+    durations: np.ndarray,
+    s0: int,
+    dev: Deviation | None = None,
+    force: bool = False,
+    window: Callable[..., DeviceFlex] | None = None,
+) -> DeviceFlex:
     """Flex of the window starting now, each household over its own duration (rows: 1).
 
     Lets one step serve several requests (e.g. aggregators) with different remaining lengths.
@@ -146,14 +165,24 @@ def flex_for_durations(p: HouseholdParams, tr: Trajectory, durations: np.ndarray
     win: Callable[..., Any] = window or (lambda *a: window_flex(p, *a))
     for d in np.unique(durations):
         f = win(tr.head(int(d)), int(d), s0, dev, force)
-        out = f if out is None else DeviceFlex(
-            *(np.where(durations == d, getattr(f, x.name), getattr(out, x.name)) for x in fields(DeviceFlex)))
+        out = (
+            f
+            if out is None
+            else DeviceFlex(
+                *(np.where(durations == d, getattr(f, x.name), getattr(out, x.name)) for x in fields(DeviceFlex))
+            )
+        )
     assert out is not None
     return out
 
 
-def allocate(head: np.ndarray, group: np.ndarray, need: np.ndarray, prev: np.ndarray,
-             mode: Literal["greedy", "proportional"] = "greedy") -> np.ndarray:
+def allocate(
+    head: np.ndarray,
+    group: np.ndarray,
+    need: np.ndarray,
+    prev: np.ndarray,
+    mode: Literal["greedy", "proportional"] = "greedy",
+) -> np.ndarray:
     """Split each group's need (kW >= 0) over its households within their headroom.
 
     greedy: households already in this event keep their share first (releasing one
@@ -184,8 +213,9 @@ def allocate(head: np.ndarray, group: np.ndarray, need: np.ndarray, prev: np.nda
     return out
 
 
-def split_devices(offset: np.ndarray, tiers: list[DeviceFlex], row: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_devices(
+    offset: np.ndarray, tiers: list[DeviceFlex], row: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split household offsets (kW, signed) over battery, EV, then heating within headroom.
 
     Order: storage first (no comfort effect), EV deferral next, heating last. `tiers`
@@ -200,4 +230,4 @@ def split_devices(offset: np.ndarray, tiers: list[DeviceFlex], row: int = 0
             take = np.clip(np.where(down, dn[row], up[row]) - taken[i], 0.0, left)
             left = left - take
             taken[i] = taken[i] + take
-    return tuple(np.where(down, -t, t) for t in taken)  # type: ignore[return-value]
+    return tuple(np.where(down, -t, t) for t in taken)

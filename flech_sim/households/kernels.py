@@ -31,6 +31,7 @@ Engine = Literal["numba", "numpy"]
 
 try:
     from numba import njit
+
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - numba is a dependency; the numpy path still works
     HAVE_NUMBA = False
@@ -47,10 +48,31 @@ def default_engine() -> Engine:
 
 
 # Rows of the packed parameter matrix (one column per home).
-_FIELDS = ("heat_type", "r", "a", "oma", "p_heat_max", "cop_at_7c", "t_set", "gain_int", "solar_ap",
-           "kwp", "pr", "ev_pmax", "bat_pmax", "eta_c", "eta_d", "soc_min", "soc_max", "c", "t_min", "t_max")
-(HT, R, A, OMA, PMAX, COP7, TSET, GINT, SAP, KWP, PR, EVP, BATP, ETAC, ETAD, SOCMIN, SOCMAX, C, TMIN,
- TMAX) = range(len(_FIELDS))
+_FIELDS = (
+    "heat_type",
+    "r",
+    "a",
+    "oma",
+    "p_heat_max",
+    "cop_at_7c",
+    "t_set",
+    "gain_int",
+    "solar_ap",
+    "kwp",
+    "pr",
+    "ev_pmax",
+    "bat_pmax",
+    "eta_c",
+    "eta_d",
+    "soc_min",
+    "soc_max",
+    "c",
+    "t_min",
+    "t_max",
+)
+(HT, R, A, OMA, PMAX, COP7, TSET, GINT, SAP, KWP, PR, EVP, BATP, ETAC, ETAD, SOCMIN, SOCMAX, C, TMIN, TMAX) = range(
+    len(_FIELDS)
+)
 
 
 def pack(p: HouseholdParams) -> np.ndarray:
@@ -63,6 +85,7 @@ def scalars(p: HouseholdParams) -> np.ndarray:
 
 
 if HAVE_NUMBA:
+
     @njit(cache=True, inline="always")
     def _clip(x: float, lo: float, hi: float) -> float:
         # np.clip is minimum(maximum(x, lo), hi)
@@ -117,19 +140,22 @@ if HAVE_NUMBA:
     def _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out):
         for i in range(t_in.size):
             out[0, i], out[1, i], out[2, i], out[3, i], out[4, i], out[5, i] = _powers(
-                P, sc, i, t_out, irr, t_in[i], rem[i], soc[i], base[i], conn[i])
+                P, sc, i, t_out, irr, t_in[i], rem[i], soc[i], base[i], conn[i]
+            )
 
     @njit(cache=True)
     def _advance_all(P, sc, t_out, t_in, rem, soc, eta, g, pv, base, heat, ev, bat, net):
         """In place: state to the step's end; net power of the step."""
         for i in range(t_in.size):
             net[i] = base[i] + heat[i] + ev[i] + bat[i] - pv[i]
-            t_in[i], rem[i], soc[i] = _advance(P, sc, i, t_out, t_in[i], rem[i], soc[i], eta[i], g[i],
-                                               heat[i], ev[i], bat[i])
+            t_in[i], rem[i], soc[i] = _advance(
+                P, sc, i, t_out, t_in[i], rem[i], soc[i], eta[i], g[i], heat[i], ev[i], bat[i]
+            )
 
     @njit(cache=True)
-    def _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,
-                  t_in, eta, heat, ev, rem_end, bat, soc_end, net):
+    def _simulate(
+        P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy, t_in, eta, heat, ev, rem_end, bat, soc_end, net
+    ):
         """simulate_default over K steps (rows) for all homes (columns)."""
         k_steps, n = base.shape
         for i in range(n):
@@ -151,8 +177,9 @@ if HAVE_NUMBA:
                 net[k, i] = b + h + v + bt - pv
 
     @njit(cache=True)
-    def _window_flex(P, dt, d, s0, force, j0, t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end,
-                     dev_t, dev_rem, dev_soc, out):
+    def _window_flex(
+        P, dt, d, s0, force, j0, t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end, dev_t, dev_rem, dev_soc, out
+    ):
         """flex.window_flex for windows starting at j0 (rows of out[0..7])."""
         inf = np.inf
         n = t_in.shape[1]
@@ -213,37 +240,76 @@ def ev_events(rem: np.ndarray, ev: EvStep) -> tuple[np.ndarray, np.ndarray]:
     return out, unmet
 
 
-def default_powers(P: np.ndarray, sc: np.ndarray, t_out: float, irr: float, t_in: np.ndarray, rem: np.ndarray,
-                   soc: np.ndarray, base: np.ndarray, conn: np.ndarray) -> np.ndarray:
+def default_powers(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: float,
+    irr: float,
+    t_in: np.ndarray,
+    rem: np.ndarray,
+    soc: np.ndarray,
+    base: np.ndarray,
+    conn: np.ndarray,
+) -> np.ndarray:
     """physics.default_powers, compiled: rows eta, gains, pv, heat, ev, bat."""
     out = np.empty((6, t_in.size))
     _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out)
     return out
 
 
-def advance(P: np.ndarray, sc: np.ndarray, t_out: float, t_in: np.ndarray, rem: np.ndarray, soc: np.ndarray,
-            dp: np.ndarray, base: np.ndarray, heat: np.ndarray, ev: np.ndarray, bat: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def advance(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: float,
+    t_in: np.ndarray,
+    rem: np.ndarray,
+    soc: np.ndarray,
+    dp: np.ndarray,
+    base: np.ndarray,
+    heat: np.ndarray,
+    ev: np.ndarray,
+    bat: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(t_in, rem, soc, net) after a step with powers heat/ev/bat (new arrays; inputs untouched)."""
     t, r, s, net = t_in.copy(), rem.copy(), soc.copy(), np.empty(t_in.size)
     _advance_all(P, sc, t_out, t, r, s, dp[0], dp[1], dp[2], base, heat, ev, bat, net)
     return t, r, s, net
 
 
-def simulate_default(P: np.ndarray, sc: np.ndarray, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray,
-                     t_out: np.ndarray, irr: np.ndarray, base: np.ndarray, conn: np.ndarray, dep: np.ndarray,
-                     arriving: np.ndarray, energy: np.ndarray) -> Trajectory:
+def simulate_default(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t0: np.ndarray,
+    rem0: np.ndarray,
+    soc0: np.ndarray,
+    t_out: np.ndarray,
+    irr: np.ndarray,
+    base: np.ndarray,
+    conn: np.ndarray,
+    dep: np.ndarray,
+    arriving: np.ndarray,
+    energy: np.ndarray,
+) -> Trajectory:
     """physics.simulate_default, compiled, on inputs given as (K,) weather and (K, n) home arrays."""
     k, n = base.shape
     t_in = np.empty((k + 1, n))
     eta, heat, ev, rem_end, bat, soc_end, net = (np.empty((k, n)) for _ in range(7))
-    _simulate(P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy,
-              t_in, eta, heat, ev, rem_end, bat, soc_end, net)
+    _simulate(
+        P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy, t_in, eta, heat, ev, rem_end, bat, soc_end, net
+    )
     return Trajectory(t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end, net)
 
 
-def window_flex(P: np.ndarray, sc: np.ndarray, tr: Trajectory, d: int, s0: int, dev: Deviation | None = None,
-                force: bool = False, starts: np.ndarray | None = None) -> DeviceFlex:
+def window_flex(
+    P: np.ndarray,
+    sc: np.ndarray,
+    tr: Trajectory,
+    d: int,
+    s0: int,
+    dev: Deviation | None = None,
+    force: bool = False,
+    starts: np.ndarray | None = None,
+) -> DeviceFlex:
     """flex.window_flex, compiled; P = pack() of the trajectory's households."""
     k_steps = tr.heat.shape[0]
     if not 1 <= d <= k_steps:
@@ -256,6 +322,25 @@ def window_flex(P: np.ndarray, sc: np.ndarray, tr: Trajectory, d: int, s0: int, 
     dev = dev or Deviation(z, z, z)
     out = np.empty((8, j0.size, n))
     dv = [np.ascontiguousarray(x, dtype=float) for x in (dev.t_in, dev.ev_rem, dev.soc)]
-    _window_flex(P, float(sc[0]), int(d), int(s0), bool(force), j0.astype(np.int64), tr.t_in, tr.eta, tr.heat,
-                 tr.ev, tr.ev_rem_end, tr.conn, tr.dep, tr.bat, tr.soc_end, dv[0], dv[1], dv[2], out)
+    _window_flex(
+        P,
+        float(sc[0]),
+        int(d),
+        int(s0),
+        bool(force),
+        j0.astype(np.int64),
+        tr.t_in,
+        tr.eta,
+        tr.heat,
+        tr.ev,
+        tr.ev_rem_end,
+        tr.conn,
+        tr.dep,
+        tr.bat,
+        tr.soc_end,
+        dv[0],
+        dv[1],
+        dv[2],
+        out,
+    )
     return DeviceFlex(*out)

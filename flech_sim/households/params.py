@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-DistSpec = Union[float, int, Mapping[str, Any]]
-SeedLike = Union[np.random.SeedSequence, int, None]
+DistSpec = float | int | Mapping[str, Any]
+SeedLike = np.random.SeedSequence | int | None
 
 _KEYS = {
     "constant": {"value"},
@@ -45,7 +45,8 @@ def child_seed(seed: np.random.SeedSequence, *key: int) -> np.random.SeedSequenc
     if any(k < 0 for k in key):
         raise ValueError(f"seed keys must be non-negative, got {key}")
     return np.random.SeedSequence(
-        entropy=seed.entropy, spawn_key=tuple(seed.spawn_key) + tuple(int(k) for k in key),
+        entropy=seed.entropy,
+        spawn_key=tuple(seed.spawn_key) + tuple(int(k) for k in key),
         pool_size=seed.pool_size,
     )
 
@@ -68,9 +69,8 @@ def validate(spec: DistSpec, name: str = "spec") -> None:
         raise ValueError(f"{name}: unexpected keys {sorted(extra)} for dist {dist!r}")
     if dist == "constant" and "value" not in spec:
         raise ValueError(f"{name}: constant needs 'value'")
-    if dist == "uniform":
-        if "low" not in spec or "high" not in spec or float(spec["low"]) > float(spec["high"]):
-            raise ValueError(f"{name}: uniform needs low <= high")
+    if dist == "uniform" and ("low" not in spec or "high" not in spec or float(spec["low"]) > float(spec["high"])):
+        raise ValueError(f"{name}: uniform needs low <= high")
     if dist == "normal":
         if "mean" not in spec or "sd" not in spec or float(spec["sd"]) < 0:
             raise ValueError(f"{name}: normal needs mean and sd >= 0")

@@ -35,8 +35,9 @@ class DefaultPowers:
     bat: np.ndarray
 
 
-def thermal_step(t_in: np.ndarray, t_out: float | np.ndarray, q_kw: np.ndarray, r: np.ndarray,
-                 a: np.ndarray) -> np.ndarray:
+def thermal_step(
+    t_in: np.ndarray, t_out: float | np.ndarray, q_kw: np.ndarray, r: np.ndarray, a: np.ndarray
+) -> np.ndarray:
     """Exact step of C dT/dt = (T_out - T)/R + q for inputs constant over the step.
 
     T(t+dt) = T_ss + (T - T_ss)·exp(-dt/RC), T_ss = T_out + R·q; `a` = exp(-dt/RC).
@@ -46,8 +47,9 @@ def thermal_step(t_in: np.ndarray, t_out: float | np.ndarray, q_kw: np.ndarray, 
     return t_ss + (t_in - t_ss) * a
 
 
-def heat_to_reach(p: HouseholdParams, t_in: np.ndarray, t_target: np.ndarray, t_out: float,
-                  gains: np.ndarray, eta: np.ndarray) -> np.ndarray:
+def heat_to_reach(
+    p: HouseholdParams, t_in: np.ndarray, t_target: np.ndarray, t_out: float, gains: np.ndarray, eta: np.ndarray
+) -> np.ndarray:
     """Electric power (unclipped) that puts T_in exactly at `t_target` at the end of the step."""
     t_ss = t_target + p.a * (t_target - t_in) / p.oma  # inverse of thermal_step
     q = (t_ss - t_out) / p.r - gains
@@ -90,8 +92,9 @@ def ev_max(p: HouseholdParams, rem: np.ndarray, ev: EvStep) -> np.ndarray:
     return np.where(ev.connected, np.minimum(p.ev_pmax, rem / p.dt_h), 0.0)
 
 
-def default_powers(p: HouseholdParams, t_in: np.ndarray, rem: np.ndarray, soc: np.ndarray,
-                   inp: StepInputs) -> DefaultPowers:
+def default_powers(
+    p: HouseholdParams, t_in: np.ndarray, rem: np.ndarray, soc: np.ndarray, inp: StepInputs
+) -> DefaultPowers:
     """Uncontrolled operation: heat toward the setpoint (clipped), EV charges at full power on
     arrival, battery absorbs PV surplus / covers deficit (self-consumption)."""
     eta = p.cop(inp.t_out)
@@ -121,11 +124,18 @@ class Trajectory:
 
     def head(self, k: int) -> Trajectory:
         """The first k steps."""
-        return Trajectory(self.t_in[:k + 1], *(getattr(self, f.name)[:k] for f in fields(self)[1:]))
+        return Trajectory(self.t_in[: k + 1], *(getattr(self, f.name)[:k] for f in fields(self)[1:]))
 
 
-def simulate_default(p: HouseholdParams, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray, s0: int,
-                     k_steps: int, inputs: Callable[[int], StepInputs]) -> Trajectory:
+def simulate_default(
+    p: HouseholdParams,
+    t0: np.ndarray,
+    rem0: np.ndarray,
+    soc0: np.ndarray,
+    s0: int,
+    k_steps: int,
+    inputs: Callable[[int], StepInputs],
+) -> Trajectory:
     """Run default operation for `k_steps` from step `s0` (used for forecasts and headroom)."""
     n = p.n
     t_in = np.empty((k_steps + 1, n))

@@ -80,8 +80,11 @@ def build_params(spec: FleetSpec, n: int, dt_minutes: int, seed_seq: SeedLike) -
     rng = np.random.default_rng(as_seed_sequence(seed_seq))
     d = lambda name: draw(getattr(spec, name), n, rng, name)  # noqa: E731
     u_heat, u_ev, u_bat, u_pv = rng.random((4, n))
-    heat_type = np.where(u_heat < spec.share_heat_pump, HEAT_PUMP,
-                         np.where(u_heat < spec.share_heat_pump + spec.share_panel_heater, PANEL, NO_HEAT))
+    heat_type = np.where(
+        u_heat < spec.share_heat_pump,
+        HEAT_PUMP,
+        np.where(u_heat < spec.share_heat_pump + spec.share_panel_heater, PANEL, NO_HEAT),
+    )
     r, c = d("r_k_per_kw"), d("c_kwh_per_k")
     hp_p, pan_p, cop7 = d("hp_power_kw"), d("panel_power_kw"), d("cop_at_7c")
     t_min = d("t_min_c")
@@ -97,19 +100,40 @@ def build_params(spec: FleetSpec, n: int, dt_minutes: int, seed_seq: SeedLike) -
     dt_h = dt_minutes / 60.0
     has_ev, has_bat, has_pv = u_ev < spec.share_ev, u_bat < spec.share_battery, u_pv < spec.share_pv
     ev_p, arr_h, dep_h, ev_e = d("ev_charger_kw"), d("ev_arrival_h"), d("ev_departure_h"), d("ev_energy_kwh")
-    cap, bat_p, rte, soc0 = (d("battery_capacity_kwh"), d("battery_power_kw"), d("battery_rte"),
-                             d("battery_soc_init"))
+    cap, bat_p, rte, soc0 = (d("battery_capacity_kwh"), d("battery_power_kw"), d("battery_rte"), d("battery_soc_init"))
     kwp, pr = d("pv_kwp"), d("pv_performance_ratio")
     cap = np.where(has_bat, cap, 0.0)
     eta1 = np.sqrt(np.clip(rte, 1e-6, 1.0))
     return HouseholdParams(
-        dt_h=dt_h, heat_type=heat_type.astype(np.int8), r=r, c=c, a=np.exp(-dt_h / (r * c)),
-        oma=-np.expm1(-dt_h / (r * c)), p_heat_max=p_heat, cop_at_7c=cop7, cop_slope=spec.cop_slope_per_k,
-        cop_min=spec.cop_min, cop_max=spec.cop_max, t_min=t_min, t_max=t_max, t_set=t_set,
-        gain_int=d("internal_gain_kw"), solar_ap=d("solar_aperture_m2"),
-        ev_pmax=np.where(has_ev, ev_p, 0.0), ev_arr_h=arr_h, ev_dep_h=dep_h, ev_energy=np.where(has_ev, ev_e, 0.0),
-        ev_use_prob=spec.ev_daily_use_prob, bat_cap=cap, bat_pmax=np.where(has_bat, bat_p, 0.0),
-        eta_c=eta1, eta_d=eta1, soc_min=cap * spec.battery_soc_min, soc_max=cap * spec.battery_soc_max,
+        dt_h=dt_h,
+        heat_type=heat_type.astype(np.int8),
+        r=r,
+        c=c,
+        a=np.exp(-dt_h / (r * c)),
+        oma=-np.expm1(-dt_h / (r * c)),
+        p_heat_max=p_heat,
+        cop_at_7c=cop7,
+        cop_slope=spec.cop_slope_per_k,
+        cop_min=spec.cop_min,
+        cop_max=spec.cop_max,
+        t_min=t_min,
+        t_max=t_max,
+        t_set=t_set,
+        gain_int=d("internal_gain_kw"),
+        solar_ap=d("solar_aperture_m2"),
+        ev_pmax=np.where(has_ev, ev_p, 0.0),
+        ev_arr_h=arr_h,
+        ev_dep_h=dep_h,
+        ev_energy=np.where(has_ev, ev_e, 0.0),
+        ev_use_prob=spec.ev_daily_use_prob,
+        bat_cap=cap,
+        bat_pmax=np.where(has_bat, bat_p, 0.0),
+        eta_c=eta1,
+        eta_d=eta1,
+        soc_min=cap * spec.battery_soc_min,
+        soc_max=cap * spec.battery_soc_max,
         soc_init=np.clip(cap * soc0, cap * spec.battery_soc_min, cap * spec.battery_soc_max),
-        kwp=np.where(has_pv, kwp, 0.0), pr=pr, annual_kwh=d("annual_kwh"),
+        kwp=np.where(has_pv, kwp, 0.0),
+        pr=pr,
+        annual_kwh=d("annual_kwh"),
     )

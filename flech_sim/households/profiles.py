@@ -20,10 +20,62 @@ from .weather import read_series_csv
 
 # Danish residential shape by clock hour (no electric heating): low night, a
 # morning peak at 7-8, the evening (cooking) peak at 17-19. Normalised to mean 1.
-_WEEKDAY = np.array([0.55, 0.48, 0.45, 0.44, 0.45, 0.52, 0.75, 1.05, 1.05, 0.95, 0.90, 0.90,
-                     0.92, 0.88, 0.85, 0.92, 1.15, 1.60, 1.85, 1.70, 1.45, 1.25, 1.00, 0.75])
-_WEEKEND = np.array([0.60, 0.52, 0.47, 0.45, 0.45, 0.47, 0.55, 0.70, 0.90, 1.10, 1.15, 1.15,
-                     1.15, 1.05, 0.98, 1.00, 1.15, 1.55, 1.75, 1.60, 1.40, 1.25, 1.05, 0.80])
+_WEEKDAY = np.array(
+    [
+        0.55,
+        0.48,
+        0.45,
+        0.44,
+        0.45,
+        0.52,
+        0.75,
+        1.05,
+        1.05,
+        0.95,
+        0.90,
+        0.90,
+        0.92,
+        0.88,
+        0.85,
+        0.92,
+        1.15,
+        1.60,
+        1.85,
+        1.70,
+        1.45,
+        1.25,
+        1.00,
+        0.75,
+    ]
+)
+_WEEKEND = np.array(
+    [
+        0.60,
+        0.52,
+        0.47,
+        0.45,
+        0.45,
+        0.47,
+        0.55,
+        0.70,
+        0.90,
+        1.10,
+        1.15,
+        1.15,
+        1.15,
+        1.05,
+        0.98,
+        1.00,
+        1.15,
+        1.55,
+        1.75,
+        1.60,
+        1.40,
+        1.25,
+        1.05,
+        0.80,
+    ]
+)
 SEASONAL_AMPLITUDE = 0.2  # winter days use ~20 % more than the annual mean, summer ~20 % less
 
 
@@ -63,8 +115,18 @@ class _Clock:
 class BaseLoad:
     """Seeded synthetic base load: mean × daily shape × season × day factor × step noise."""
 
-    def __init__(self, annual_kwh: np.ndarray, start: datetime, dt_minutes: int, seed_seq: SeedLike,
-                 *, step_sd: float = 0.35, day_sd: float = 0.15, block: int = 1024, cache_days: int = 3):
+    def __init__(
+        self,
+        annual_kwh: np.ndarray,
+        start: datetime,
+        dt_minutes: int,
+        seed_seq: SeedLike,
+        *,
+        step_sd: float = 0.35,
+        day_sd: float = 0.15,
+        block: int = 1024,
+        cache_days: int = 3,
+    ):
         self.mean_kw = np.asarray(annual_kwh, float) / 8766.0
         self.n_households = int(self.mean_kw.size)
         self._clock = _Clock(start, dt_minutes)
@@ -89,7 +151,7 @@ class BaseLoad:
         for b0 in range(0, self.n_households, self._block):
             rng = np.random.default_rng(child_seed(self._seed, b0 // self._block, day + 2))
             z = rng.standard_normal((min(self._block, self.n_households - b0), spd + 1))
-            out[b0:b0 + z.shape[0]] = np.exp(z[:, :1] * dsd - 0.5 * dsd**2 + z[:, 1:] * sd - 0.5 * sd**2)
+            out[b0 : b0 + z.shape[0]] = np.exp(z[:, :1] * dsd - 0.5 * dsd**2 + z[:, 1:] * sd - 0.5 * sd**2)
         out *= self.mean_kw[:, None] * self._mean_shape(day)[None, :]
         if len(self._cache) >= self._cache_days:
             self._cache.pop(next(iter(self._cache)))
@@ -122,8 +184,15 @@ class CsvBaseLoad:
     of a run still work. The expected load equals the actual (a measured series).
     """
 
-    def __init__(self, path: str | Path, n_households: int, start: datetime, n_steps: int,
-                 dt_minutes: int = 15, scale: np.ndarray | float = 1.0):
+    def __init__(
+        self,
+        path: str | Path,
+        n_households: int,
+        start: datetime,
+        n_steps: int,
+        dt_minutes: int = 15,
+        scale: np.ndarray | float = 1.0,
+    ):
         self.columns, data = read_series_csv(path, None, start, n_steps, dt_minutes)
         self.n_households = int(n_households)
         self._assign = np.arange(self.n_households) % data.shape[0]

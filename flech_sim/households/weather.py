@@ -59,8 +59,9 @@ def _midpoints(start: datetime, n_steps: int, dt_minutes: int) -> tuple[np.ndarr
     return (minutes / 60.0) % 24.0, start.timetuple().tm_yday + days, days
 
 
-def solar_elevation_sin(hour: np.ndarray, doy: np.ndarray, lat_deg: float = LATITUDE_DEG,
-                        lon_deg: float = LONGITUDE_DEG) -> np.ndarray:
+def solar_elevation_sin(
+    hour: np.ndarray, doy: np.ndarray, lat_deg: float = LATITUDE_DEG, lon_deg: float = LONGITUDE_DEG
+) -> np.ndarray:
     """sin(solar elevation) from clock hour (CET) and day of year; Cooper declination + equation of time."""
     b = 2 * np.pi * (doy - 81) / 364.0
     eot_min = 9.87 * np.sin(2 * b) - 7.53 * np.cos(b) - 1.5 * np.sin(b)
@@ -90,8 +91,9 @@ def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     return out
 
 
-def generate_weather(season: Literal["winter", "summer"], start: datetime, n_steps: int,
-                     dt_minutes: int = 15, seed_seq: SeedLike = 0) -> Weather:
+def generate_weather(
+    season: Literal["winter", "summer"], start: datetime, n_steps: int, dt_minutes: int = 15, seed_seq: SeedLike = 0
+) -> Weather:
     """Seeded Danish weather: diurnal cycle + AR(1) day-to-day anomaly; sun geometry × cloudiness.
 
     The season sets the temperature climate and cloudiness; the sun follows the
@@ -119,8 +121,7 @@ def generate_weather(season: Literal["winter", "summer"], start: datetime, n_ste
     return Weather(start, dt_minutes, temp, irr)
 
 
-def perturb_weather(weather: Weather, seed_seq: SeedLike, temp_sd: float = 1.0,
-                    irr_rel_sd: float = 0.2) -> Weather:
+def perturb_weather(weather: Weather, seed_seq: SeedLike, temp_sd: float = 1.0, irr_rel_sd: float = 0.2) -> Weather:
     """A forecast of `weather`: AR(1) errors (~6 h memory) on temperature, multiplicative on sun."""
     rng = np.random.default_rng(as_seed_sequence(seed_seq))
     phi = float(np.exp(-weather.dt_minutes / 360.0))
@@ -130,8 +131,9 @@ def perturb_weather(weather: Weather, seed_seq: SeedLike, temp_sd: float = 1.0,
     return Weather(weather.start, weather.dt_minutes, t, g)
 
 
-def read_series_csv(path: str | Path, columns: list[str] | None, start: datetime, n_steps: int,
-                    dt_minutes: int) -> tuple[list[str], np.ndarray]:
+def read_series_csv(
+    path: str | Path, columns: list[str] | None, start: datetime, n_steps: int, dt_minutes: int
+) -> tuple[list[str], np.ndarray]:
     """Read a 'timestamp' + value-columns CSV and interpolate to step midpoints.
 
     Returns (column names, array (n_columns, n_steps)). `columns=None` takes every

@@ -49,9 +49,14 @@ def register_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("plot", help="write figures of a run as PNG or SVG files")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--kind", nargs="+", choices=[*KINDS, "kpis"], metavar="KIND",
-                       help=f"figures to make: {', '.join(KINDS)}; 'kpis' (KPIs across seeds) also takes a "
-                            f"sweep directory or any directory holding runs")
+    which.add_argument(
+        "--kind",
+        nargs="+",
+        choices=[*KINDS, "kpis"],
+        metavar="KIND",
+        help=f"figures to make: {', '.join(KINDS)}; 'kpis' (KPIs across seeds) also takes a "
+        f"sweep directory or any directory holding runs",
+    )
     which.add_argument("--all", action="store_true", help="every figure (the default)")
     p.add_argument("--out", type=Path, help="directory for the files (default: RUN_DIR/plots)")
     p.add_argument("--format", choices=["png", "svg"], default="png")

@@ -116,6 +116,13 @@ def _fit_price_axis(ax: Axes, prices: np.ndarray, caps: pd.Series) -> None:
         if cap <= top:
             ax.axhline(cap, color="C3", lw=1, ls="--", label=f"price cap {cap:g}")
         else:
-            ax.annotate(f"price cap {cap:g} DKK/kWh ↑ (off scale)", (1, 1), xycoords="axes fraction",
-                        ha="right", va="bottom", fontsize=8, color="C3")
+            ax.annotate(
+                f"price cap {cap:g} DKK/kWh ↑ (off scale)",
+                (1, 1),
+                xycoords="axes fraction",
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color="C3",
+            )
             break

@@ -17,9 +17,38 @@ from .common import (
 )
 
 # -- KPIs across seeds --------------------------------------------------------------------------
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def t975(df: int) -> float:
@@ -67,8 +96,20 @@ def kpis_across_seeds(source: str | Path | Run, metrics: list[str] | None = None
     names = list(dict.fromkeys(s.metric))[:9]
     if not names:
         return no_data_figure(what, f"no data for {what}: none of the metrics {metrics} is in the summary")
-    known = {"scope", "product_id", "participant", "feeder", "metric", "unit", "n", "mean", "std", "ci_low",
-             "ci_high", "run_id"}
+    known = {
+        "scope",
+        "product_id",
+        "participant",
+        "feeder",
+        "metric",
+        "unit",
+        "n",
+        "mean",
+        "std",
+        "ci_low",
+        "ci_high",
+        "run_id",
+    }
     params = [c for c in s.columns if c not in known and pd.api.types.is_numeric_dtype(s[c])]
     ncols = min(3, len(names))
     nrows = -(-len(names) // ncols)
@@ -89,8 +130,7 @@ def kpis_across_seeds(source: str | Path | Run, metrics: list[str] | None = None
         else:
             pos = np.arange(len(d))
             err = np.vstack([d["mean"] - d.ci_low, d.ci_high - d["mean"]]).clip(min=0)
-            ax.errorbar(pos, d["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=4, color="C0",
-                        label="mean ± 95 % CI")
+            ax.errorbar(pos, d["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=4, color="C0", label="mean ± 95 % CI")
             ax.set_xticks(pos, [f"{lab}\n(n={int(n)})" for lab, n in zip(labels, d.n, strict=True)], fontsize=7)
             ax.set_xlim(-0.6, len(d) - 0.4)
         unit = "" if unit in ("-", "None", "nan") else unit
@@ -99,7 +139,7 @@ def kpis_across_seeds(source: str | Path | Run, metrics: list[str] | None = None
         ax.set_title(name.replace("_", " ") + (f" ({unit})" if unit else ""), loc="left", fontsize=10)
         ax.set_ylabel(unit)
         ax.legend(fontsize=7)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_axis_off()
     fig.suptitle("KPIs across seeds (mean and 95 % confidence interval)", fontsize=11)
     return fig

@@ -45,28 +45,45 @@ def _feeder_series(r: Run) -> tuple[pd.DataFrame, str]:
     if fc is not None and not fc.empty:
         cols = fc.columns
         w = _pick(cols, "load_kw", "load_flex_kw", "with_flex_kw")
-        wo = _pick(cols, "load_no_flex_kw", "load_without_flex_kw", "twin_load_kw", "no_flex_kw",
-                   contains=("no_flex", "without", "twin"))
+        wo = _pick(
+            cols,
+            "load_no_flex_kw",
+            "load_without_flex_kw",
+            "twin_load_kw",
+            "no_flex_kw",
+            contains=("no_flex", "without", "twin"),
+        )
         feeder = _pick(cols, "feeder", "location")
         if w and wo and feeder:
-            out = pd.DataFrame({"feeder": fc[feeder], "interval_start": fc.interval_start, "with_kw": fc[w],
-                                "without_kw": fc[wo], "limit_kw": fc[_pick(cols, "limit_kw")] if "limit_kw" in cols
-                                else np.nan})
+            out = pd.DataFrame(
+                {
+                    "feeder": fc[feeder],
+                    "interval_start": fc.interval_start,
+                    "with_kw": fc[w],
+                    "without_kw": fc[wo],
+                    "limit_kw": fc[_pick(cols, "limit_kw")] if "limit_kw" in cols else np.nan,
+                }
+            )
             return out, "twin run (feeder_compare)"
     own = r.table("feeder_load")
     twin_dir = r.path / TWIN_DIR
     if (twin_dir / "manifest.json").is_file():
         tw = open_run(twin_dir).table("feeder_load", columns=["feeder", "interval_start", "load_kw"])
         out = own.merge(tw.rename(columns={"load_kw": "without_kw"}), on=["feeder", "interval_start"], how="left")
-        return (out.rename(columns={"load_kw": "with_kw"})[["feeder", "interval_start", "with_kw", "without_kw",
-                                                            "limit_kw"]], "twin run (twin/feeder_load)")
+        return (
+            out.rename(columns={"load_kw": "with_kw"})[
+                ["feeder", "interval_start", "with_kw", "without_kw", "limit_kw"]
+            ],
+            "twin run (twin/feeder_load)",
+        )
     pl = r.table("portfolio_load", columns=["location", "interval_start", "reduction_kw"])
     red = pl.groupby(["location", "interval_start"]).reduction_kw.sum().rename("red").reset_index()
     out = own.merge(red.rename(columns={"location": "feeder"}), on=["feeder", "interval_start"], how="left")
     out["without_kw"] = out.load_kw + out.red.fillna(0.0)
-    return (out.rename(columns={"load_kw": "with_kw"})[["feeder", "interval_start", "with_kw", "without_kw",
-                                                        "limit_kw"]],
-            "load + dispatched reduction: no twin in this run, so the rebound is not shown")
+    return (
+        out.rename(columns={"load_kw": "with_kw"})[["feeder", "interval_start", "with_kw", "without_kw", "limit_kw"]],
+        "load + dispatched reduction: no twin in this run, so the rebound is not shown",
+    )
 
 
 # -- feeder load ---------------------------------------------------------------------------
@@ -110,16 +127,31 @@ def feeder_load(run: RunLike, feeders: list[str] | None = None) -> Figure:
     for ax in axes[:n]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncols=4, fontsize=8,
-               title=f"without flexibility: {source}", title_fontsize=8)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside upper center",
+        ncols=4,
+        fontsize=8,
+        title=f"without flexibility: {source}",
+        title_fontsize=8,
+    )
     ax_t = axes[-1]
     if outdoor is not None:
         ax_t.plot(outdoor.index, outdoor.to_numpy(), color="C1", lw=1.1, label="outdoor temperature")
         ax_t.set_ylabel("°C")
         ax_t.legend(loc="upper right", fontsize=8)
     else:
-        ax_t.text(0.5, 0.5, "outdoor temperature: this run wrote no 'weather' table", ha="center",
-                  va="center", transform=ax_t.transAxes, fontsize=9, color="0.4")
+        ax_t.text(
+            0.5,
+            0.5,
+            "outdoor temperature: this run wrote no 'weather' table",
+            ha="center",
+            va="center",
+            transform=ax_t.transAxes,
+            fontsize=9,
+            color="0.4",
+        )
         ax_t.set_yticks([])
     ax_t.set_title("outdoor temperature", loc="left", fontsize=10)
     if end is not None:

@@ -23,8 +23,9 @@ MAX_TIMELINE_MARKETS = 60
 
 
 # -- market timeline --------------------------------------------------------------------------
-def market_timeline(run: RunLike, max_markets: int = MAX_TIMELINE_MARKETS,
-                    window: tuple[Any, Any] | None = None) -> Figure:
+def market_timeline(
+    run: RunLike, max_markets: int = MAX_TIMELINE_MARKETS, window: tuple[Any, Any] | None = None
+) -> Figure:
     """Markets over time: one row per market when few enough, else the count per product and day.
 
     ``window`` (start, end) zooms to the markets whose life (request to delivery end) overlaps it.
@@ -32,8 +33,20 @@ def market_timeline(run: RunLike, max_markets: int = MAX_TIMELINE_MARKETS,
     delivery day how many markets there were, stacked by final state (nothing left out).
     """
     r = _run(run)
-    m = r.table("markets", columns=["market_id", "product_id", "buyer", "location", "state", "requested_at",
-                                    "gate_close", "delivery_start", "delivery_end"])
+    m = r.table(
+        "markets",
+        columns=[
+            "market_id",
+            "product_id",
+            "buyer",
+            "location",
+            "state",
+            "requested_at",
+            "gate_close",
+            "delivery_start",
+            "delivery_end",
+        ],
+    )
     if window is not None:
         lo, hi = pd.Timestamp(window[0]), pd.Timestamp(window[1])
         m = m[(m.delivery_end > lo) & (m.requested_at < hi)]
@@ -46,15 +59,34 @@ def market_timeline(run: RunLike, max_markets: int = MAX_TIMELINE_MARKETS,
     fig = Figure(figsize=(11, 1.6 + 0.32 * len(m)), layout="constrained")
     ax = fig.subplots()
     start = mdates.date2num(m.requested_at)
-    ax.barh(y, _days(m.gate_close - m.requested_at), left=start, height=0.6, color="C0",
-            label="bidding (request → gate closure)")
-    ax.barh(y, _days(m.delivery_start - m.gate_close), left=mdates.date2num(m.gate_close), height=0.15,
-            color="0.6", label="cleared, before delivery")
-    ax.barh(y, _days(m.delivery_end - m.delivery_start), left=mdates.date2num(m.delivery_start), height=0.6,
-            color="C2", label="delivery window")
+    ax.barh(
+        y,
+        _days(m.gate_close - m.requested_at),
+        left=start,
+        height=0.6,
+        color="C0",
+        label="bidding (request → gate closure)",
+    )
+    ax.barh(
+        y,
+        _days(m.delivery_start - m.gate_close),
+        left=mdates.date2num(m.gate_close),
+        height=0.15,
+        color="0.6",
+        label="cleared, before delivery",
+    )
+    ax.barh(
+        y,
+        _days(m.delivery_end - m.delivery_start),
+        left=mdates.date2num(m.delivery_start),
+        height=0.6,
+        color="C2",
+        label="delivery window",
+    )
     ax.plot(mdates.date2num(m.gate_close), y, ls="none", marker="|", ms=12, color="k", label="gate closure")
-    ax.set_yticks(y, [f"{p} · {mid} ({s})" for p, mid, s in zip(m.product_id, m.market_id, m.state, strict=True)],
-                  fontsize=8)
+    ax.set_yticks(
+        y, [f"{p} · {mid} ({s})" for p, mid, s in zip(m.product_id, m.market_id, m.state, strict=True)], fontsize=8
+    )
     for boundary in np.flatnonzero(m.product_id.to_numpy()[1:] != m.product_id.to_numpy()[:-1]):
         ax.axhline(y[boundary] - 0.5, color="0.3", lw=0.8)
     end = run_end(r)
@@ -70,8 +102,15 @@ def market_timeline(run: RunLike, max_markets: int = MAX_TIMELINE_MARKETS,
     return fig
 
 
-STATE_COLORS = {"settled": "C2", "delivered": "C0", "cleared": "C9", "gate_closed": "C7", "open": "C8",
-                "cancelled": "0.6", "failed": "C3"}
+STATE_COLORS = {
+    "settled": "C2",
+    "delivered": "C0",
+    "cleared": "C9",
+    "gate_closed": "C7",
+    "open": "C8",
+    "cancelled": "0.6",
+    "failed": "C3",
+}
 
 
 def _markets_per_day(m: pd.DataFrame, window: tuple[Any, Any] | None) -> Figure:
@@ -88,8 +127,15 @@ def _markets_per_day(m: pd.DataFrame, window: tuple[Any, Any] | None) -> Figure:
         for st in states:
             if st not in counts:
                 continue
-            ax.bar(x, counts[st].to_numpy(), width=0.8, bottom=bottom, align="edge",
-                   color=STATE_COLORS.get(st, "C4"), label=st)
+            ax.bar(
+                x,
+                counts[st].to_numpy(),
+                width=0.8,
+                bottom=bottom,
+                align="edge",
+                color=STATE_COLORS.get(st, "C4"),
+                label=st,
+            )
             bottom += counts[st].to_numpy()
         ax.set_title(f"{product}: {int(bottom.sum())} markets by delivery day", loc="left", fontsize=10)
         ax.set_ylabel("markets")

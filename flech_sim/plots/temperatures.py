@@ -45,15 +45,19 @@ def indoor_temperatures(run: RunLike, max_homes: int = 9) -> Figure:
     r = _run(run)
     what = "indoor temperatures"
     if TEMPERATURE_TABLE not in TABLES:
-        return no_data_figure(what, f"no data for {what} in this run: this version of flech_sim writes no "
-                                    f"'{TEMPERATURE_TABLE}' table")
+        return no_data_figure(
+            what, f"no data for {what} in this run: this version of flech_sim writes no '{TEMPERATURE_TABLE}' table"
+        )
     t = TABLES[TEMPERATURE_TABLE]
     units = {c.name: c.unit for c in t.columns}
     time_col = next((c.name for c in t.columns if c.type == "time"), None)
     indoor, low, high = _temperature_columns(list(t.names), units)
     if time_col is None or indoor is None:
-        return no_data_figure(what, f"cannot find a time and an indoor temperature column in "
-                                    f"'{TEMPERATURE_TABLE}' (columns: {', '.join(t.names)})")
+        return no_data_figure(
+            what,
+            f"cannot find a time and an indoor temperature column in "
+            f"'{TEMPERATURE_TABLE}' (columns: {', '.join(t.names)})",
+        )
     ids = [c for c in ("household", "metering_point") if c in t.names]
     cols = [c for c in (time_col, indoor, low, high, *ids) if c]
     df = r.table(TEMPERATURE_TABLE, columns=cols)
@@ -65,8 +69,12 @@ def indoor_temperatures(run: RunLike, max_homes: int = 9) -> Figure:
     spread = df.groupby(key)[indoor].agg(lambda x: float(x.max() - x.min()))
     moved = sorted(spread.index[spread > HELD_K])
     held = len(spread) - len(moved)
-    note = (f"{held} recorded home(s) not drawn: their temperature never moved, the thermostat held them at "
-            f"their setpoint (not dispatched)" if held else "")
+    note = (
+        f"{held} recorded home(s) not drawn: their temperature never moved, the thermostat held them at "
+        f"their setpoint (not dispatched)"
+        if held
+        else ""
+    )
     if not moved:
         return no_data_figure(what, f"no recorded home was dispatched in this run; {note}")
     shown = moved[:max_homes]
@@ -88,12 +96,11 @@ def indoor_temperatures(run: RunLike, max_homes: int = 9) -> Figure:
         ax.set_title(f"home {home} · {where}", loc="left", fontsize=9)
         ax.set_ylabel(units.get(indoor, "°C").replace("degC", "°C"), fontsize=8)
         _date_axis(ax, maxticks=5)
-    for ax in axes[len(shown):]:
+    for ax in axes[len(shown) :]:
         ax.set_axis_off()
     more = f" (first {len(shown)} of {len(moved)})" if len(moved) > len(shown) else ""
     fig.suptitle(f"Indoor temperature of dispatched homes against each home's comfort band{more}", fontsize=11)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8,
-               title=note or None, title_fontsize=8)
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, title=note or None, title_fontsize=8)
     fig._flech_held_homes = held  # type: ignore[attr-defined]
     return fig

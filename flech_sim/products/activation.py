@@ -32,30 +32,40 @@ def check_activation(market: Market, msg: Activation, *, now: int, lead: tuple[i
         raise Rejected(RejectReason.DUPLICATE, f"activation ID {msg.activation_id!r} is empty or already used")
     step = req.interval_minutes
     if msg.interval_minutes != step:
-        raise Rejected(RejectReason.OUT_OF_RANGE,
-                       f"interval_minutes must be the market's {step}, got {msg.interval_minutes}")
+        raise Rejected(
+            RejectReason.OUT_OF_RANGE, f"interval_minutes must be the market's {step}, got {msg.interval_minutes}"
+        )
     offset = msg.start - req.delivery_start
-    if (offset < 0 or offset % step or not msg.quantities_kw
-            or msg.start + step * len(msg.quantities_kw) > req.delivery_end):
-        raise Rejected(RejectReason.INVALID_TIMES,
-                       f"an activation must start on an interval of the window [{req.delivery_start}, "
-                       f"{req.delivery_end}) every {step} min and end within it")
+    if (
+        offset < 0
+        or offset % step
+        or not msg.quantities_kw
+        or msg.start + step * len(msg.quantities_kw) > req.delivery_end
+    ):
+        raise Rejected(
+            RejectReason.INVALID_TIMES,
+            f"an activation must start on an interval of the window [{req.delivery_start}, "
+            f"{req.delivery_end}) every {step} min and end within it",
+        )
     if not finite_numbers(msg.quantities_kw, nonneg=True) or not any(q > 0 for q in msg.quantities_kw):
         raise Rejected(RejectReason.OUT_OF_RANGE, "quantities_kw must be finite, >= 0, and not all zero")
     lo, hi = lead
     notice = msg.start - now
     if notice < lo:
-        raise Rejected(RejectReason.INVALID_TIMES,
-                       f"late: sent at minute {now} for minute {msg.start} ({notice} min notice); "
-                       f"at least {lo} min needed")
+        raise Rejected(
+            RejectReason.INVALID_TIMES,
+            f"late: sent at minute {now} for minute {msg.start} ({notice} min notice); at least {lo} min needed",
+        )
     if notice > hi:
-        raise Rejected(RejectReason.INVALID_TIMES,
-                       f"too early: sent at minute {now} for minute {msg.start} ({notice} min notice); "
-                       f"at most {hi} min allowed")
+        raise Rejected(
+            RejectReason.INVALID_TIMES,
+            f"too early: sent at minute {now} for minute {msg.start} ({notice} min notice); at most {hi} min allowed",
+        )
 
 
-def draw_activation(market: Market, seller: str, first: int,
-                    quantities: tuple[float, ...]) -> dict[tuple[str, str], list[float]]:
+def draw_activation(
+    market: Market, seller: str, first: int, quantities: tuple[float, ...]
+) -> dict[tuple[str, str], list[float]]:
     """(seller, bid ID) -> kW drawn per activated interval; raise Rejected if the reserve is short."""
     awards = [a for a in market.awards if a.awarded and (not seller or a.recipient == seller)]
     if seller and not awards:
@@ -76,7 +86,9 @@ def draw_activation(market: Market, seller: str, first: int,
                 left -= take
         if left > _ACT_TOL_KW:
             who = seller or "the market's sellers"
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           f"activation of {want:g} kW at minute {market.interval_start(k)} exceeds what {who} "
-                           f"still hold(s) in reserve ({free_total:g} kW)")
+            raise Rejected(
+                RejectReason.OUT_OF_RANGE,
+                f"activation of {want:g} kW at minute {market.interval_start(k)} exceeds what {who} "
+                f"still hold(s) in reserve ({free_total:g} kW)",
+            )
     return plan

@@ -47,14 +47,22 @@ def _scalar_ok(spec: AttrSpec, v: object) -> bool:
     return isinstance(v, str)
 
 
-def check_attrs(product_id: str, specs: Sequence[AttrSpec], attrs: Mapping[str, Any], *, n_intervals: int,
-                terms: Mapping[str, Any] | None = None, what: str = "bids") -> dict[str, AttrValue]:
+def check_attrs(
+    product_id: str,
+    specs: Sequence[AttrSpec],
+    attrs: Mapping[str, Any],
+    *,
+    n_intervals: int,
+    terms: Mapping[str, Any] | None = None,
+    what: str = "bids",
+) -> dict[str, AttrValue]:
     """``attrs`` checked against ``specs`` (numbers made float where the spec says float); raise Rejected."""
     known = {s.name: s for s in specs}
     unknown = sorted(set(attrs) - set(known))
     if unknown:
-        raise Rejected(RejectReason.OUT_OF_RANGE,
-                       f"{product_id} {what} have no field(s) {unknown}; allowed: {sorted(known)}")
+        raise Rejected(
+            RejectReason.OUT_OF_RANGE, f"{product_id} {what} have no field(s) {unknown}; allowed: {sorted(known)}"
+        )
     out: dict[str, AttrValue] = {}
     for spec in specs:
         if spec.name not in attrs:
@@ -74,9 +82,11 @@ def check_attrs(product_id: str, specs: Sequence[AttrSpec], attrs: Mapping[str, 
             ok = (spec.min is None or min(values) >= spec.min) and (hi is None or max(values) <= hi)
         if not ok:
             shape = f"{n_intervals} finite numbers" if spec.per_interval else f"a {spec.type.__name__}"
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           f"{product_id} {what} need {spec.name} ({spec.unit}) as {shape}"
-                           f"{bounds if spec.type in (int, float) or spec.per_interval else ''}, got {v!r}")
+            raise Rejected(
+                RejectReason.OUT_OF_RANGE,
+                f"{product_id} {what} need {spec.name} ({spec.unit}) as {shape}"
+                f"{bounds if spec.type in (int, float) or spec.per_interval else ''}, got {v!r}",
+            )
         if spec.per_interval:
             out[spec.name] = values
         elif spec.type is float:

@@ -88,19 +88,26 @@ class Product:
         return {}
 
     @classmethod
-    def clearing_problem(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
-                         book: Sequence[Bid]) -> ClearingProblem:
+    def clearing_problem(
+        cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid], book: Sequence[Bid]
+    ) -> ClearingProblem:
         """The least-cost problem of ``book``; ties rank by arrival position in ``bids``."""
-        return ClearingProblem(market_id=req.market_id, need=tuple(req.need_kw), price_cap=req.price_cap,
-                               interval_hours=req.interval_minutes / 60.0, bids=offers(bids, book))
+        return ClearingProblem(
+            market_id=req.market_id,
+            need=tuple(req.need_kw),
+            price_cap=req.price_cap,
+            interval_hours=req.interval_minutes / 60.0,
+            bids=offers(bids, book),
+        )
 
     @classmethod
     def solver_options(cls, terms: Mapping[str, Any], options: SolverOptions) -> SolverOptions:
         return options
 
     @classmethod
-    def solve(cls, problem: ClearingProblem, terms: Mapping[str, Any],
-              options: SolverOptions) -> tuple[ClearingProblem, ClearingOutcome]:
+    def solve(
+        cls, problem: ClearingProblem, terms: Mapping[str, Any], options: SolverOptions
+    ) -> tuple[ClearingProblem, ClearingOutcome]:
         """(problem actually cleared, outcome); a product may clear its own way (the seed allows it)."""
         return problem, clear(problem, options)
 
@@ -109,20 +116,37 @@ class Product:
         return cls.pricing
 
     @classmethod
-    def price(cls, problem: ClearingProblem, outcome: ClearingOutcome, terms: Mapping[str, Any],
-              book: Sequence[Bid], options: SolverOptions) -> Pricing:
+    def price(
+        cls,
+        problem: ClearingProblem,
+        outcome: ClearingOutcome,
+        terms: Mapping[str, Any],
+        book: Sequence[Bid],
+        options: SolverOptions,
+    ) -> Pricing:
         """Award prices and payments, always by a rule of :mod:`flech_sim.clearing.pricing`."""
         return price_by_rule(cls.pricing_rule(terms), problem, outcome, cls.solver_options(terms, options))
 
     @classmethod
-    def award_attrs(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
-                    accepted: Mapping[str, tuple[float, ...]]) -> dict[str, dict[str, AttrValue]]:
+    def award_attrs(
+        cls,
+        req: MarketRequest,
+        terms: Mapping[str, Any],
+        bids: Sequence[Bid],
+        accepted: Mapping[str, tuple[float, ...]],
+    ) -> dict[str, dict[str, AttrValue]]:
         """Bid ID -> the product's award fields (declared in AWARD_ATTRS)."""
         return {}
 
     @classmethod
-    def clear_market(cls, request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
-                     book: Sequence[Bid] | None = None) -> MarketClearing:
+    def clear_market(
+        cls,
+        request: MarketRequest,
+        bids: Sequence[Bid],
+        options: SolverOptions | None = None,
+        *,
+        book: Sequence[Bid] | None = None,
+    ) -> MarketClearing:
         """Bids in, result out: see :func:`flech_sim.products.book.clear_book`."""
         return clear_book(cls, request, bids, options, book=book)
 
@@ -166,8 +190,10 @@ class Product:
     def activation_lead_minutes(self, market: Market) -> tuple[int, int]:
         """(min, max) minutes between sending an activation and its start."""
         lo, hi = ACTIVATION_LEAD_MINUTES
-        return (int(market.terms.get("activation_min_lead_minutes", lo)),
-                int(market.terms.get("activation_max_lead_minutes", hi)))
+        return (
+            int(market.terms.get("activation_min_lead_minutes", lo)),
+            int(market.terms.get("activation_max_lead_minutes", hi)),
+        )
 
     # == message handling ==============================================================
     @property
@@ -186,20 +212,33 @@ class Product:
         raise Rejected(RejectReason.MALFORMED, f"product {self.product_id} does not accept {msg.kind!r} messages")
 
     def _open(self, req: MarketRequest) -> str:
-        validation.check_request(req, now=self.now, locations=self.s.locations, existing=self.markets,
-                                 is_participant=self.s.is_participant)
+        validation.check_request(
+            req, now=self.now, locations=self.s.locations, existing=self.markets, is_participant=self.s.is_participant
+        )
         self.check_request(req)
         terms = self.read_terms(req)
-        penalty = (req.penalty_price if req.penalty_price is not None
-                   else self.s.settlement.penalty_factor * req.price_cap)
+        penalty = (
+            req.penalty_price if req.penalty_price is not None else self.s.settlement.penalty_factor * req.price_cap
+        )
         market = Market(request=req, requested_at=self.now, penalty_price=penalty, terms=terms)
         self.markets[req.market_id] = market
         self.opened.append(market)
         for seller in self.s.sellers_at(req.location):
-            self._reply(market, BidRequest, seller, buyer=req.sender, location=req.location, direction=req.direction,
-                        gate_close=req.gate_close, delivery_start=req.delivery_start,
-                        interval_minutes=req.interval_minutes, need_kw=req.need_kw, price_cap=req.price_cap,
-                        params={**self.bid_request_params(req), **req.params}, penalty_price=penalty)
+            self._reply(
+                market,
+                BidRequest,
+                seller,
+                buyer=req.sender,
+                location=req.location,
+                direction=req.direction,
+                gate_close=req.gate_close,
+                delivery_start=req.delivery_start,
+                interval_minutes=req.interval_minutes,
+                need_kw=req.need_kw,
+                price_cap=req.price_cap,
+                params={**self.bid_request_params(req), **req.params},
+                penalty_price=penalty,
+            )
         self.s.env.process(life_cycle(self, market))
         return req.market_id
 
@@ -207,11 +246,18 @@ class Product:
         market = self.markets.get(bid.market_id)
         if market is None:
             raise Rejected(RejectReason.UNKNOWN_MARKET, f"no {self.product_id} market {bid.market_id!r}")
-        validation.check_bid(market.request, bid, now=self.now, is_open=market.state is MarketState.OPEN,
-                             cancelled=market.state is MarketState.CANCELLED,
-                             sellers=self.s.sellers_at(market.request.location), bid_ids=market.bid_ids)
-        check_attrs(self.product_id, self.BID_ATTRS, bid.attrs, n_intervals=market.request.n_intervals,
-                    terms=market.terms)
+        validation.check_bid(
+            market.request,
+            bid,
+            now=self.now,
+            is_open=market.state is MarketState.OPEN,
+            cancelled=market.state is MarketState.CANCELLED,
+            sellers=self.s.sellers_at(market.request.location),
+            bid_ids=market.bid_ids,
+        )
+        check_attrs(
+            self.product_id, self.BID_ATTRS, bid.attrs, n_intervals=market.request.n_intervals, terms=market.terms
+        )
         self.check_bid(market, bid)
         market.arrival[bid.bid_id] = len(market.arrival)
         market.bids.append(bid)
@@ -270,11 +316,28 @@ class Product:
                     continue
                 done[first + j] += q
                 share[j] += q
-                records.write_activation(self.s.persistor, market, self.product_id, msg.msg_id, msg.activation_id,
-                                         seller, bid_id, first + j, q)
+                records.write_activation(
+                    self.s.persistor,
+                    market,
+                    self.product_id,
+                    msg.msg_id,
+                    msg.activation_id,
+                    seller,
+                    bid_id,
+                    first + j,
+                    q,
+                )
         for seller, kw in sorted(by_seller.items()):
-            self._reply(market, Activation, seller, activation_id=msg.activation_id, start=msg.start,
-                        interval_minutes=req.interval_minutes, quantities_kw=tuple(kw), seller=seller)
+            self._reply(
+                market,
+                Activation,
+                seller,
+                activation_id=msg.activation_id,
+                start=msg.start,
+                interval_minutes=req.interval_minutes,
+                quantities_kw=tuple(kw),
+                seller=seller,
+            )
         return msg.activation_id
 
     # == life-cycle steps (called by lifecycle.life_cycle) =================================
@@ -292,17 +355,24 @@ class Product:
         market.outcome = outcome
         market.cleared_at = self.now
         n, h = req.n_intervals, market.hours
-        accepted_total = ([sum(col) for col in zip(*outcome.accepted, strict=True)] if outcome.accepted
-                          else [0.0] * n)
+        accepted_total = [sum(col) for col in zip(*outcome.accepted, strict=True)] if outcome.accepted else [0.0] * n
         awards = [self.new_award(market, a) for a in cleared.awards]
         cost = sum(a.payment_dkk for a in awards)
         if cleared.note:
             market.note = cleared.note
         result = self._reply(
-            market, ClearingResult, req.sender, status=str(outcome.status), objective_dkk=outcome.objective,
-            cost_dkk=cost, accepted_kw=tuple(accepted_total), unmet_kw=tuple(outcome.unmet),
-            clearing_price=tuple(cleared.clearing_price), n_bids=len(market.bids),
-            n_accepted=sum(1 for a in awards if a.awarded), detail=outcome.message,
+            market,
+            ClearingResult,
+            req.sender,
+            status=str(outcome.status),
+            objective_dkk=outcome.objective,
+            cost_dkk=cost,
+            accepted_kw=tuple(accepted_total),
+            unmet_kw=tuple(outcome.unmet),
+            clearing_price=tuple(cleared.clearing_price),
+            n_bids=len(market.bids),
+            n_accepted=sum(1 for a in awards if a.awarded),
+            detail=outcome.message,
         )
         records.write_clearing(self.s.persistor, market, self.product_id, result, outcome, self.now)
         if not outcome.is_ok:
@@ -318,20 +388,37 @@ class Product:
             records.write_award(self.s.persistor, market, self.product_id, award, self.interval_payments(market, award))
             self.s.reply(award)
         self.on_cleared(market)
-        self.s.events.publish(MarketCleared(
-            product_id=self.product_id, market_id=market.market_id, buyer=req.sender, location=req.location,
-            direction=req.direction, delivery_start=req.delivery_start, interval_minutes=req.interval_minutes,
-            awarded_kw=tuple(sum(a.accepted_kw[i] for a in awards) for i in range(n)),
-        ))
+        self.s.events.publish(
+            MarketCleared(
+                product_id=self.product_id,
+                market_id=market.market_id,
+                buyer=req.sender,
+                location=req.location,
+                direction=req.direction,
+                delivery_start=req.delivery_start,
+                interval_minutes=req.interval_minutes,
+                awarded_kw=tuple(sum(a.accepted_kw[i] for a in awards) for i in range(n)),
+            )
+        )
 
     def new_award(self, market: Market, terms: AwardTerms) -> Award:
         """The one place an Award message is built."""
         req = market.request
         return Award(
-            msg_id=self.s.new_msg_id(), sender=PLATFORM, recipient=terms.seller, market_id=market.market_id,
-            product_id=self.product_id, sent_at=self.now, bid_id=terms.bid_id, accepted_kw=terms.accepted_kw,
-            prices=terms.prices, payment_dkk=terms.payment_dkk, delivery_start=req.delivery_start,
-            interval_minutes=req.interval_minutes, direction=req.direction, attrs=dict(terms.attrs),
+            msg_id=self.s.new_msg_id(),
+            sender=PLATFORM,
+            recipient=terms.seller,
+            market_id=market.market_id,
+            product_id=self.product_id,
+            sent_at=self.now,
+            bid_id=terms.bid_id,
+            accepted_kw=terms.accepted_kw,
+            prices=terms.prices,
+            payment_dkk=terms.payment_dkk,
+            delivery_start=req.delivery_start,
+            interval_minutes=req.interval_minutes,
+            direction=req.direction,
+            attrs=dict(terms.attrs),
         )
 
     def send_statement(self, market: Market, st: SettlementStatement) -> None:
@@ -345,8 +432,15 @@ class Product:
         market.bid_ids, market.outcome, market.arrival = set(), None, {}
 
     def _reply(self, market: Market, cls: type[Message], recipient: str, **fields: Any) -> Any:
-        msg = cls(msg_id=self.s.new_msg_id(), sender=PLATFORM, recipient=recipient, market_id=market.market_id,
-                  product_id=self.product_id, sent_at=self.now, **fields)
+        msg = cls(
+            msg_id=self.s.new_msg_id(),
+            sender=PLATFORM,
+            recipient=recipient,
+            market_id=market.market_id,
+            product_id=self.product_id,
+            sent_at=self.now,
+            **fields,
+        )
         self.s.reply(msg)
         return msg
 
@@ -360,22 +454,41 @@ class Product:
         out = []
         for seller in sellers:
             r = results[seller]
-            out.append(self.statement(
-                market, seller, "seller", req.sender, interval_start=starts, ordered_kwh=r.ordered_kwh,
-                delivered_kwh=r.delivered_kwh, payment_dkk=r.payment_dkk, penalty_dkk=r.penalty_dkk,
-                net_dkk=r.net_dkk, meter_gap=r.gap,
-            ))
+            out.append(
+                self.statement(
+                    market,
+                    seller,
+                    "seller",
+                    req.sender,
+                    interval_start=starts,
+                    ordered_kwh=r.ordered_kwh,
+                    delivered_kwh=r.delivered_kwh,
+                    payment_dkk=r.payment_dkk,
+                    penalty_dkk=r.penalty_dkk,
+                    net_dkk=r.net_dkk,
+                    meter_gap=r.gap,
+                )
+            )
         if sellers:
+
             def total(field_: str) -> tuple[float, ...]:
                 return tuple(sum(getattr(results[s], field_)[i] for s in sellers) for i in range(n))
 
-            out.append(self.statement(
-                market, req.sender, "buyer", ",".join(sellers), interval_start=starts,
-                ordered_kwh=total("ordered_kwh"), delivered_kwh=total("delivered_kwh"),
-                payment_dkk=total("payment_dkk"), penalty_dkk=total("penalty_dkk"),
-                net_dkk=tuple(-x for x in total("net_dkk")),
-                meter_gap=tuple(any(results[s].gap[i] for s in sellers) for i in range(n)),
-            ))
+            out.append(
+                self.statement(
+                    market,
+                    req.sender,
+                    "buyer",
+                    ",".join(sellers),
+                    interval_start=starts,
+                    ordered_kwh=total("ordered_kwh"),
+                    delivered_kwh=total("delivered_kwh"),
+                    payment_dkk=total("payment_dkk"),
+                    penalty_dkk=total("penalty_dkk"),
+                    net_dkk=tuple(-x for x in total("net_dkk")),
+                    meter_gap=tuple(any(results[s].gap[i] for s in sellers) for i in range(n)),
+                )
+            )
         return out
 
     def statement(
@@ -383,8 +496,15 @@ class Product:
     ) -> SettlementStatement:
         """Build a settlement statement message addressed from the platform."""
         return SettlementStatement(
-            msg_id=self.s.new_msg_id(), sender=PLATFORM, recipient=recipient, market_id=market.market_id,
-            product_id=self.product_id, sent_at=self.now, party_role=role, counterparty=counterparty, **fields,
+            msg_id=self.s.new_msg_id(),
+            sender=PLATFORM,
+            recipient=recipient,
+            market_id=market.market_id,
+            product_id=self.product_id,
+            sent_at=self.now,
+            party_role=role,
+            counterparty=counterparty,
+            **fields,
         )
 
     # == end of run ====================================================================

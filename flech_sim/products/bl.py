@@ -76,8 +76,17 @@ _CHOICES = {"method": METHODS, "fallback": FALLBACKS}
 _MIN = {"x": 1, "y": 1, "days": 1, "min_days": 1, "before_minutes": 1, "after_minutes": 0}
 
 PARAMS = (
-    *(Param(name, type(getattr(_DEFAULT, f)), getattr(_DEFAULT, f), _DOCS[f], choices=_CHOICES.get(f, ()),
-            min=_MIN.get(f)) for name, f in PARAM_NAMES.items()),
+    *(
+        Param(
+            name,
+            type(getattr(_DEFAULT, f)),
+            getattr(_DEFAULT, f),
+            _DOCS[f],
+            choices=_CHOICES.get(f, ()),
+            min=_MIN.get(f),
+        )
+        for name, f in PARAM_NAMES.items()
+    ),
     dispatch_param("on_award"),
 )
 
@@ -102,8 +111,10 @@ class BLProduct(TermsProduct):
 
     def check_product_bid(self, market: Market, bid: Bid) -> None:
         if market.terms["baseline_fallback"] == "declared" and not bid.baseline_kw:
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           "this market's baseline fallback is 'declared': bids must declare baseline_kw")
+            raise Rejected(
+                RejectReason.OUT_OF_RANGE,
+                "this market's baseline fallback is 'declared': bids must declare baseline_kw",
+            )
 
     def meter_window(self, market: Market) -> tuple[int, int]:
         req = market.request
@@ -116,29 +127,59 @@ class BLProduct(TermsProduct):
         results: dict[str, IntervalSettlement] = {}
         for seller in self.awarded_sellers(market):
             (point,) = self.seller_points(market, seller)
-            base = compute(self.s.meter.reader(point), spec, req.delivery_start, req.interval_minutes, n,
-                           market.baselines.get(seller, ()))
+            base = compute(
+                self.s.meter.reader(point),
+                spec,
+                req.delivery_start,
+                req.interval_minutes,
+                n,
+                market.baselines.get(seller, ()),
+            )
             for i, v in enumerate(base.values):
-                self.s.persistor.append("baselines", row(
-                    "baselines", market_id=market.market_id, product_id=self.product_id, seller=seller,
-                    metering_point=point, interval=i, interval_start=market.interval_start(i), method=base.method,
-                    used=base.used, fallback=base.fallback, baseline_kw=v, detail=base.detail,
-                ))
+                self.s.persistor.append(
+                    "baselines",
+                    row(
+                        "baselines",
+                        market_id=market.market_id,
+                        product_id=self.product_id,
+                        seller=seller,
+                        metering_point=point,
+                        interval=i,
+                        interval_start=market.interval_start(i),
+                        method=base.method,
+                        used=base.used,
+                        fallback=base.fallback,
+                        baseline_kw=v,
+                        detail=base.detail,
+                    ),
+                )
             if base.fallback:
                 market.note = "; ".join(filter(None, (market.note, f"{seller}: baseline {base.used} ({base.detail})")))
             ordered = self.ordered_kw(market, seller)
             delivered, gaps = verify_against_baseline(
-                direction=req.direction, ordered_kw=ordered, baseline_kw=base.values,
-                metered_kw=self.metered_kw(market, seller), gap_rule=self.s.settlement.gap_rule,
+                direction=req.direction,
+                ordered_kw=ordered,
+                baseline_kw=base.values,
+                metered_kw=self.metered_kw(market, seller),
+                gap_rule=self.s.settlement.gap_rule,
             )
             results[seller] = settle_delivered(
-                hours=market.hours, ordered_kw=ordered, delivered_kw=delivered, gaps=gaps,
-                penalty_price=market.penalty_price, fixed_dkk=self.award_payments(market, seller),
+                hours=market.hours,
+                ordered_kw=ordered,
+                delivered_kw=delivered,
+                gaps=gaps,
+                penalty_price=market.penalty_price,
+                fixed_dkk=self.award_payments(market, seller),
             )
         return self.issue_statements(market, results)
 
 
-def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
-                 book: Sequence[Bid] | None = None) -> MarketClearing:
+def clear_market(
+    request: MarketRequest,
+    bids: Sequence[Bid],
+    options: SolverOptions | None = None,
+    *,
+    book: Sequence[Bid] | None = None,
+) -> MarketClearing:
     """Clear a book of acknowledged BL bids (arrival order) for ``request``: awards, prices, status."""
     return clear_book(BLProduct, request, bids, options, book=book)

@@ -89,13 +89,21 @@ class MarketClearing:
 def offers(bids: Sequence[Bid], book: Sequence[Bid] | None = None) -> tuple[BidOffer, ...]:
     """The book as solver offers; ``submitted_at`` is the arrival position in ``bids`` (the tie-break)."""
     arrival = {b.bid_id: i for i, b in enumerate(bids)}
-    return tuple(BidOffer(b.bid_id, b.sender, b.price, tuple(b.quantities_kw), b.block, arrival[b.bid_id])
-                 for b in (bids if book is None else book))
+    return tuple(
+        BidOffer(b.bid_id, b.sender, b.price, tuple(b.quantities_kw), b.block, arrival[b.bid_id])
+        for b in (bids if book is None else book)
+    )
 
 
-def clear_book(rules: type[Product], request: MarketRequest, bids: Sequence[Bid],
-               options: SolverOptions | None = None, *, terms: Mapping[str, Any] | None = None,
-               book: Sequence[Bid] | None = None) -> MarketClearing:
+def clear_book(
+    rules: type[Product],
+    request: MarketRequest,
+    bids: Sequence[Bid],
+    options: SolverOptions | None = None,
+    *,
+    terms: Mapping[str, Any] | None = None,
+    book: Sequence[Bid] | None = None,
+) -> MarketClearing:
     """Clear ``request``'s market over ``bids`` (acknowledged, in arrival order) by ``rules``.
 
     ``book`` is the part of ``bids`` that may be cleared (the TSO/DSO coordination screen; default all);

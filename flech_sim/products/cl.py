@@ -74,26 +74,45 @@ from .common import TermsProduct, dispatch_param
 from .params import Param
 
 PARAMS = (
-    Param("pricing", str, PAY_AS_BID, "how winners are paid: pay-as-bid or VCG (each winner paid its externality)",
-          choices=(PAY_AS_BID, VCG)),
+    Param(
+        "pricing",
+        str,
+        PAY_AS_BID,
+        "how winners are paid: pay-as-bid or VCG (each winner paid its externality)",
+        choices=(PAY_AS_BID, VCG),
+    ),
     dispatch_param("on_award"),
 )
 AWARD_ATTRS = (
-    AttrSpec("cap_kw", float, "the seller's portfolio cap per interval (declared expected load - accepted "
-             "reduction); binds where accepted_kw > 0; only on awards with an accepted reduction", unit="kW",
-             per_interval=True),
+    AttrSpec(
+        "cap_kw",
+        float,
+        "the seller's portfolio cap per interval (declared expected load - accepted "
+        "reduction); binds where accepted_kw > 0; only on awards with an accepted reduction",
+        unit="kW",
+        per_interval=True,
+    ),
 )
 TABLES = (
-    Table("cl_caps", "CL: the portfolio cap of every award with an accepted reduction, one row per award and interval.",
-          (Column("market_id", "str", "-", "market the row belongs to"),
-           Column("product_id", "str", "-", "product ID (CL)"),
-           Column("msg_id", "str", "-", "the award message"),
-           Column("bid_id", "str", "-", "the bid"),
-           Column("seller", "str", "-", "bidder"),
-           Column("interval", "int", "-", "interval index within the delivery window, from 0"),
-           Column("interval_start", "time", "timestamp", "start of the interval"),
-           Column("cap_kw", "float", "kW", "declared expected load - the seller's accepted reductions; binds "
-                  "where the award's accepted_kw > 0"))),
+    Table(
+        "cl_caps",
+        "CL: the portfolio cap of every award with an accepted reduction, one row per award and interval.",
+        (
+            Column("market_id", "str", "-", "market the row belongs to"),
+            Column("product_id", "str", "-", "product ID (CL)"),
+            Column("msg_id", "str", "-", "the award message"),
+            Column("bid_id", "str", "-", "the bid"),
+            Column("seller", "str", "-", "bidder"),
+            Column("interval", "int", "-", "interval index within the delivery window, from 0"),
+            Column("interval_start", "time", "timestamp", "start of the interval"),
+            Column(
+                "cap_kw",
+                "float",
+                "kW",
+                "declared expected load - the seller's accepted reductions; binds where the award's accepted_kw > 0",
+            ),
+        ),
+    ),
 )
 
 for _t in TABLES:  # built-ins register at import, so every run and docs/tables.md know them
@@ -119,9 +138,11 @@ class CLProduct(TermsProduct):
         for i, (q, e) in enumerate(zip(bid.quantities_kw, expected, strict=True)):
             total = q + sum(b.quantities_kw[i] for b in earlier)
             if total > e + 1e-9:
-                raise Rejected(RejectReason.OUT_OF_RANGE,
-                               f"interval {i}: reductions offered ({total:g} kW over your bids) exceed your expected "
-                               f"consumption baseline_kw ({e:g} kW); the cap would be negative")
+                raise Rejected(
+                    RejectReason.OUT_OF_RANGE,
+                    f"interval {i}: reductions offered ({total:g} kW over your bids) exceed your expected "
+                    f"consumption baseline_kw ({e:g} kW); the cap would be negative",
+                )
 
     @classmethod
     def pricing_rule(cls, terms: Mapping[str, Any]) -> str:
@@ -133,25 +154,42 @@ class CLProduct(TermsProduct):
         return dataclasses.replace(options, mip_gap=0.0) if terms["pricing"] == VCG else options
 
     @classmethod
-    def award_attrs(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
-                    accepted: Mapping[str, tuple[float, ...]]) -> dict[str, dict[str, AttrValue]]:
+    def award_attrs(
+        cls,
+        req: MarketRequest,
+        terms: Mapping[str, Any],
+        bids: Sequence[Bid],
+        accepted: Mapping[str, tuple[float, ...]],
+    ) -> dict[str, dict[str, AttrValue]]:
         n = req.n_intervals
         reduction: dict[str, list[float]] = {}
         for b in bids:
             r = reduction.setdefault(b.sender, [0.0] * n)
             for i, q in enumerate(accepted[b.bid_id]):
                 r[i] += q
-        return {b.bid_id: {"cap_kw": tuple(float(b.baseline_kw[i]) - reduction[b.sender][i] for i in range(n))}
-                for b in bids if any(x > 0 for x in accepted[b.bid_id])}
+        return {
+            b.bid_id: {"cap_kw": tuple(float(b.baseline_kw[i]) - reduction[b.sender][i] for i in range(n))}
+            for b in bids
+            if any(x > 0 for x in accepted[b.bid_id])
+        }
 
     def on_cleared(self, market: Market) -> None:
         for a in market.awards:
             for i, cap in enumerate(a.attrs.get("cap_kw", ())):  # type: ignore[arg-type]
-                self.s.persistor.append("cl_caps", row(
-                    "cl_caps", market_id=market.market_id, product_id=self.product_id, msg_id=a.msg_id,
-                    bid_id=a.bid_id, seller=a.recipient, interval=i, interval_start=market.interval_start(i),
-                    cap_kw=cap,
-                ))
+                self.s.persistor.append(
+                    "cl_caps",
+                    row(
+                        "cl_caps",
+                        market_id=market.market_id,
+                        product_id=self.product_id,
+                        msg_id=a.msg_id,
+                        bid_id=a.bid_id,
+                        seller=a.recipient,
+                        interval=i,
+                        interval_start=market.interval_start(i),
+                        cap_kw=cap,
+                    ),
+                )
 
     def settle(self, market: Market) -> list[SettlementStatement]:
         req = market.request
@@ -163,18 +201,27 @@ class CLProduct(TermsProduct):
             expected = market.baselines[seller]
             cap = [expected[i] - reduction[i] for i in range(n)]
             delivered, excess, gaps = cap_compliance(
-                reduction_kw=reduction, cap_kw=cap, metered_kw=self.metered_kw(market, seller),
+                reduction_kw=reduction,
+                cap_kw=cap,
+                metered_kw=self.metered_kw(market, seller),
                 gap_rule=self.s.settlement.gap_rule,
             )
             results[seller] = IntervalSettlement(
-                ordered_kwh=tuple(r * h for r in reduction), delivered_kwh=tuple(d * h for d in delivered),
+                ordered_kwh=tuple(r * h for r in reduction),
+                delivered_kwh=tuple(d * h for d in delivered),
                 payment_dkk=tuple(self.award_payments(market, seller)),
-                penalty_dkk=tuple(x * h * market.penalty_price for x in excess), gap=gaps,
+                penalty_dkk=tuple(x * h * market.penalty_price for x in excess),
+                gap=gaps,
             )
         return self.issue_statements(market, results)
 
 
-def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
-                 book: Sequence[Bid] | None = None) -> MarketClearing:
+def clear_market(
+    request: MarketRequest,
+    bids: Sequence[Bid],
+    options: SolverOptions | None = None,
+    *,
+    book: Sequence[Bid] | None = None,
+) -> MarketClearing:
     """Clear a book of acknowledged CL bids (arrival order) for ``request``: awards, prices, status."""
     return clear_book(CLProduct, request, bids, options, book=book)

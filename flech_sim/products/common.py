@@ -16,9 +16,14 @@ from .validation import check_declared_baseline
 
 
 def dispatch_param(value: str) -> Param:
-    return Param("dispatch", str, value, "how sellers deliver: 'on_award' (firm: deliver what is awarded) or "
-                 "'on_activation' (option: deliver only what the buyer activates); fixed by the product",
-                 choices=(value,))
+    return Param(
+        "dispatch",
+        str,
+        value,
+        "how sellers deliver: 'on_award' (firm: deliver what is awarded) or "
+        "'on_activation' (option: deliver only what the buyer activates); fixed by the product",
+        choices=(value,),
+    )
 
 
 class TermsProduct(Product):
@@ -44,18 +49,20 @@ class TermsProduct(Product):
 
     def check_request(self, req: MarketRequest) -> None:
         if self.feeder_only and req.location == "*":
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           f"{self.product_id} needs a concrete location (a feeder), not '*'")
+            raise Rejected(
+                RejectReason.OUT_OF_RANGE, f"{self.product_id} needs a concrete location (a feeder), not '*'"
+            )
 
     # -- bids -------------------------------------------------------------------------
     def check_bid(self, market: Market, bid: Bid) -> None:
         if market.request.location != "*" and bid.location not in ("", market.request.location):
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           f"bid location {bid.location!r} is not the market's {market.request.location!r}")
+            raise Rejected(
+                RejectReason.OUT_OF_RANGE,
+                f"bid location {bid.location!r} is not the market's {market.request.location!r}",
+            )
         declared = None
         if self.declared_baseline == "required" or (self.declared_baseline == "optional" and bid.baseline_kw):
-            declared = check_declared_baseline(self.product_id, market.request, bid,
-                                               market.baselines.get(bid.sender))
+            declared = check_declared_baseline(self.product_id, market.request, bid, market.baselines.get(bid.sender))
         self.check_product_bid(market, bid)
         if declared is not None:
             market.baselines[bid.sender] = declared

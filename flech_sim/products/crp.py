@@ -93,43 +93,79 @@ DEFAULT_ACTIVATION_SHARE = 0.2
 """Expected share of reserved energy that is activated, when the request does not say."""
 
 PARAMS = (
-    Param("activation_share", float, DEFAULT_ACTIVATION_SHARE,
-          "expected share of the reserved energy the buyer will activate", min=0.0, max=1.0),
-    Param("availability_price_cap", float, None,
-          "highest availability price accepted, DKK/kW per window (default: price_cap x window hours)", min=0.0),
-    Param("activation_min_lead_minutes", int, ACTIVATION_LEAD_MINUTES[0],
-          "least notice of an activation, minutes", min=0),
-    Param("activation_max_lead_minutes", int, ACTIVATION_LEAD_MINUTES[1],
-          "most notice of an activation, minutes", min=0),
+    Param(
+        "activation_share",
+        float,
+        DEFAULT_ACTIVATION_SHARE,
+        "expected share of the reserved energy the buyer will activate",
+        min=0.0,
+        max=1.0,
+    ),
+    Param(
+        "availability_price_cap",
+        float,
+        None,
+        "highest availability price accepted, DKK/kW per window (default: price_cap x window hours)",
+        min=0.0,
+    ),
+    Param(
+        "activation_min_lead_minutes", int, ACTIVATION_LEAD_MINUTES[0], "least notice of an activation, minutes", min=0
+    ),
+    Param(
+        "activation_max_lead_minutes", int, ACTIVATION_LEAD_MINUTES[1], "most notice of an activation, minutes", min=0
+    ),
     dispatch_param("on_activation"),
 )
 
 BID_ATTRS = (
-    AttrSpec("availability_price", float, "price for holding one kW ready over the whole window", unit="DKK/kW",
-             required=True, min=0.0, max_term="availability_price_cap"),
+    AttrSpec(
+        "availability_price",
+        float,
+        "price for holding one kW ready over the whole window",
+        unit="DKK/kW",
+        required=True,
+        min=0.0,
+        max_term="availability_price_cap",
+    ),
 )
 AWARD_ATTRS = (
     AttrSpec("availability_price", float, "the bid's availability price", unit="DKK/kW"),
-    AttrSpec("availability_dkk", float, "availability payment per interval (payment_dkk is their sum)", unit="DKK",
-             per_interval=True),
+    AttrSpec(
+        "availability_dkk",
+        float,
+        "availability payment per interval (payment_dkk is their sum)",
+        unit="DKK",
+        per_interval=True,
+    ),
 )
 
-_KEYS = (Column("market_id", "str", "-", "market the row belongs to"),
-         Column("product_id", "str", "-", "product ID (CRP)"),
-         Column("bid_id", "str", "-", "the bid"),
-         Column("seller", "str", "-", "bidder"))
+_KEYS = (
+    Column("market_id", "str", "-", "market the row belongs to"),
+    Column("product_id", "str", "-", "product ID (CRP)"),
+    Column("bid_id", "str", "-", "the bid"),
+    Column("seller", "str", "-", "bidder"),
+)
 TABLES = (
-    Table("crp_bids", "CRP: the availability price of every acknowledged bid, one row per bid.", (
-        *_KEYS, Column("msg_id", "str", "-", "the bid message"),
-        Column("availability_price", "float", "DKK/kW", "price for holding one kW ready over the whole window"),
-    )),
-    Table("crp_awards", "CRP: the availability payment of every award, one row per bid and interval.", (
-        *_KEYS, Column("msg_id", "str", "-", "the award message"),
-        Column("interval", "int", "-", "interval index within the delivery window, from 0"),
-        Column("interval_start", "time", "timestamp", "start of the interval"),
-        Column("availability_dkk", "float", "DKK",
-               "availability price x reserved kW / intervals in the window"),
-    )),
+    Table(
+        "crp_bids",
+        "CRP: the availability price of every acknowledged bid, one row per bid.",
+        (
+            *_KEYS,
+            Column("msg_id", "str", "-", "the bid message"),
+            Column("availability_price", "float", "DKK/kW", "price for holding one kW ready over the whole window"),
+        ),
+    ),
+    Table(
+        "crp_awards",
+        "CRP: the availability payment of every award, one row per bid and interval.",
+        (
+            *_KEYS,
+            Column("msg_id", "str", "-", "the award message"),
+            Column("interval", "int", "-", "interval index within the delivery window, from 0"),
+            Column("interval_start", "time", "timestamp", "start of the interval"),
+            Column("availability_dkk", "float", "DKK", "availability price x reserved kW / intervals in the window"),
+        ),
+    ),
 )
 
 for _t in TABLES:  # built-ins register at import, so every run and docs/tables.md know them
@@ -138,8 +174,18 @@ for _t in TABLES:  # built-ins register at import, so every run and docs/tables.
 
 def _offers(bids: Sequence[Bid], book: Sequence[Bid]) -> list[OptionOffer]:
     arrival = {b.bid_id: i for i, b in enumerate(bids)}
-    return [OptionOffer(b.bid_id, b.sender, float(b.attrs["availability_price"]), b.price,  # type: ignore[arg-type]
-                        tuple(b.quantities_kw), b.block, arrival[b.bid_id]) for b in book]
+    return [
+        OptionOffer(
+            b.bid_id,
+            b.sender,
+            float(cast(float, b.attrs["availability_price"])),  # a scalar: BID_ATTRS declares it so
+            b.price,
+            tuple(b.quantities_kw),
+            b.block,
+            arrival[b.bid_id],
+        )
+        for b in book
+    ]
 
 
 @register_product("CRP")
@@ -161,23 +207,46 @@ class CRPProduct(TermsProduct):
         return terms
 
     @classmethod
-    def clearing_problem(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
-                         book: Sequence[Bid]) -> ClearingProblem:
+    def clearing_problem(
+        cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid], book: Sequence[Bid]
+    ) -> ClearingProblem:
         return option_problem(
-            req.market_id, req.need_kw, activation_price_cap=req.price_cap,
-            availability_price_cap=terms["availability_price_cap"], activation_share=terms["activation_share"],
-            interval_hours=req.interval_minutes / 60.0, offers=_offers(bids, book),
+            req.market_id,
+            req.need_kw,
+            activation_price_cap=req.price_cap,
+            availability_price_cap=terms["availability_price_cap"],
+            activation_share=terms["activation_share"],
+            interval_hours=req.interval_minutes / 60.0,
+            offers=_offers(bids, book),
         )
 
     @classmethod
-    def price(cls, problem: ClearingProblem, outcome: ClearingOutcome, terms: Mapping[str, Any],
-              book: Sequence[Bid], options: SolverOptions) -> Pricing:
-        return pay_availability(problem, outcome, {b.bid_id: float(b.attrs["availability_price"])  # type: ignore[arg-type]
-                                                   for b in book}, {b.bid_id: b.price for b in book})
+    def price(
+        cls,
+        problem: ClearingProblem,
+        outcome: ClearingOutcome,
+        terms: Mapping[str, Any],
+        book: Sequence[Bid],
+        options: SolverOptions,
+    ) -> Pricing:
+        return pay_availability(
+            problem,
+            outcome,
+            {
+                b.bid_id: float(b.attrs["availability_price"])  # type: ignore[arg-type]
+                for b in book
+            },
+            {b.bid_id: b.price for b in book},
+        )
 
     @classmethod
-    def award_attrs(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
-                    accepted: Mapping[str, tuple[float, ...]]) -> dict[str, dict[str, AttrValue]]:
+    def award_attrs(
+        cls,
+        req: MarketRequest,
+        terms: Mapping[str, Any],
+        bids: Sequence[Bid],
+        accepted: Mapping[str, tuple[float, ...]],
+    ) -> dict[str, dict[str, AttrValue]]:
         out: dict[str, dict[str, AttrValue]] = {}
         for b in bids:
             a = float(b.attrs["availability_price"])  # type: ignore[arg-type]
@@ -188,19 +257,36 @@ class CRPProduct(TermsProduct):
         return award.attrs["availability_dkk"]  # type: ignore[return-value]
 
     def on_bid(self, market: Market, bid: Bid) -> None:
-        self.s.persistor.append("crp_bids", row(
-            "crp_bids", market_id=bid.market_id, product_id=self.product_id, bid_id=bid.bid_id, seller=bid.sender,
-            msg_id=bid.msg_id, availability_price=float(bid.attrs["availability_price"]),  # type: ignore[arg-type]
-        ))
+        self.s.persistor.append(
+            "crp_bids",
+            row(
+                "crp_bids",
+                market_id=bid.market_id,
+                product_id=self.product_id,
+                bid_id=bid.bid_id,
+                seller=bid.sender,
+                msg_id=bid.msg_id,
+                availability_price=float(bid.attrs["availability_price"]),  # type: ignore[arg-type]
+            ),
+        )
 
     def on_cleared(self, market: Market) -> None:
         for a in market.awards:
             for i, v in enumerate(a.attrs["availability_dkk"]):  # type: ignore[arg-type]
-                self.s.persistor.append("crp_awards", row(
-                    "crp_awards", market_id=market.market_id, product_id=self.product_id, bid_id=a.bid_id,
-                    seller=a.recipient, msg_id=a.msg_id, interval=i, interval_start=market.interval_start(i),
-                    availability_dkk=v,
-                ))
+                self.s.persistor.append(
+                    "crp_awards",
+                    row(
+                        "crp_awards",
+                        market_id=market.market_id,
+                        product_id=self.product_id,
+                        bid_id=a.bid_id,
+                        seller=a.recipient,
+                        msg_id=a.msg_id,
+                        interval=i,
+                        interval_start=market.interval_start(i),
+                        availability_dkk=v,
+                    ),
+                )
 
     def meter_points(self, market: Market) -> list[str]:
         """Only sellers that were activated need meter data."""
@@ -221,18 +307,31 @@ class CRPProduct(TermsProduct):
             availability = [sum(p[i] for p in per_award) for i in range(n)]
             metered = self.metered_kw(market, seller) if any(activated) else [None] * n
             delivered, gaps = verify_against_baseline(
-                direction=req.direction, ordered_kw=activated, baseline_kw=market.baselines[seller],
-                metered_kw=metered, gap_rule=self.s.settlement.gap_rule,
+                direction=req.direction,
+                ordered_kw=activated,
+                baseline_kw=market.baselines[seller],
+                metered_kw=metered,
+                gap_rule=self.s.settlement.gap_rule,
             )
             gaps = tuple(g and q > 0 for g, q in zip(gaps, activated, strict=True))
             results[seller] = settle_delivered(
-                hours=market.hours, ordered_kw=activated, delivered_kw=delivered, gaps=gaps,
-                penalty_price=market.penalty_price, fixed_dkk=availability, energy_price=price,
+                hours=market.hours,
+                ordered_kw=activated,
+                delivered_kw=delivered,
+                gaps=gaps,
+                penalty_price=market.penalty_price,
+                fixed_dkk=availability,
+                energy_price=price,
             )
         return self.issue_statements(market, results)
 
 
-def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
-                 book: Sequence[Bid] | None = None) -> MarketClearing:
+def clear_market(
+    request: MarketRequest,
+    bids: Sequence[Bid],
+    options: SolverOptions | None = None,
+    *,
+    book: Sequence[Bid] | None = None,
+) -> MarketClearing:
     """Clear a book of acknowledged CRP bids (arrival order) for ``request``: awards, prices, status."""
     return clear_book(CRPProduct, request, bids, options, book=book)

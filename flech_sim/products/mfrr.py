@@ -99,27 +99,34 @@ class MFRRProduct(TermsProduct):
 
     def check_request(self, req: MarketRequest) -> None:
         if req.interval_minutes != INTERVAL_MINUTES:
-            raise Rejected(RejectReason.INVALID_TIMES,
-                           f"mFRR intervals are {INTERVAL_MINUTES} minutes, got {req.interval_minutes}")
+            raise Rejected(
+                RejectReason.INVALID_TIMES, f"mFRR intervals are {INTERVAL_MINUTES} minutes, got {req.interval_minutes}"
+            )
         if req.delivery_start - req.gate_close < GATE_CLOSURE_MINUTES:
-            raise Rejected(RejectReason.INVALID_TIMES,
-                           f"mFRR gate closure must be at least {GATE_CLOSURE_MINUTES} min before delivery; "
-                           f"got {req.delivery_start - req.gate_close} min")
+            raise Rejected(
+                RejectReason.INVALID_TIMES,
+                f"mFRR gate closure must be at least {GATE_CLOSURE_MINUTES} min before delivery; "
+                f"got {req.delivery_start - req.gate_close} min",
+            )
 
     def check_product_bid(self, market: Market, bid: Bid) -> None:
         least = market.terms["min_bid_kw"]
         for i, q in enumerate(bid.quantities_kw):
             if 0 < q < least:
-                raise Rejected(RejectReason.OUT_OF_RANGE,
-                               f"{q:g} kW in interval {i} is below the minimum bid size {least:g} kW "
-                               f"({least / 1000:g} MW); pool more flexibility into one bid")
+                raise Rejected(
+                    RejectReason.OUT_OF_RANGE,
+                    f"{q:g} kW in interval {i} is below the minimum bid size {least:g} kW "
+                    f"({least / 1000:g} MW); pool more flexibility into one bid",
+                )
         loc = bid.location
         if loc and bid.sender not in self.s.sellers_at(loc):
             raise Rejected(RejectReason.NOT_ELIGIBLE, f"{bid.sender} has no portfolio at {loc!r}")
         earlier = self._location.get((market.market_id, bid.sender))
         if earlier is not None and earlier != loc:
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           f"bid location {loc!r} differs from your earlier bid's {earlier!r} in this market")
+            raise Rejected(
+                RejectReason.OUT_OF_RANGE,
+                f"bid location {loc!r} differs from your earlier bid's {earlier!r} in this market",
+            )
         self._location[(market.market_id, bid.sender)] = loc
 
     def retire(self, market: Market) -> None:
@@ -136,8 +143,9 @@ class MFRRProduct(TermsProduct):
         return [metering_point(seller, f) for f in sorted(self.s.locations) if seller in self.s.sellers_at(f)]
 
     @classmethod
-    def solve(cls, problem: ClearingProblem, terms: Mapping[str, Any],
-              options: SolverOptions) -> tuple[ClearingProblem, ClearingOutcome]:
+    def solve(
+        cls, problem: ClearingProblem, terms: Mapping[str, Any], options: SolverOptions
+    ) -> tuple[ClearingProblem, ClearingOutcome]:
         """Least cost, then the minimum bid size on what is *accepted* (issue 13).
 
         Rule: in every interval a bid's accepted quantity is 0 or at least ``min_bid_kw``. A bid whose
@@ -153,9 +161,12 @@ class MFRRProduct(TermsProduct):
             small = {(k, t) for k, a in enumerate(acc) for t, q in enumerate(a) if 0 < q < least - 1e-9}
             if not small:
                 break
-            bids = tuple(dataclasses.replace(b, quantities=tuple(0.0 if (k, t) in small else q
-                                                                  for t, q in enumerate(b.quantities)))
-                         for k, b in enumerate(problem.bids))
+            bids = tuple(
+                dataclasses.replace(
+                    b, quantities=tuple(0.0 if (k, t) in small else q for t, q in enumerate(b.quantities))
+                )
+                for k, b in enumerate(problem.bids)
+            )
             problem = dataclasses.replace(problem, bids=bids)
             outcome = clear(problem, options)
         return problem, outcome
@@ -165,8 +176,9 @@ class MFRRProduct(TermsProduct):
         for a in market.awards:
             for i, q in enumerate(a.accepted_kw):
                 if q > 0:
-                    records.write_activation(self.s.persistor, market, self.product_id, a.msg_id, a.msg_id,
-                                             a.recipient, a.bid_id, i, q)
+                    records.write_activation(
+                        self.s.persistor, market, self.product_id, a.msg_id, a.msg_id, a.recipient, a.bid_id, i, q
+                    )
 
     def settle(self, market: Market) -> list[SettlementStatement]:
         req = market.request
@@ -177,12 +189,19 @@ class MFRRProduct(TermsProduct):
             awards = [a for a in iter_awards_of(market, seller) if a.awarded]
             price = [_energy_price(awards, i) for i in range(n)]
             delivered, gaps = verify_against_baseline(
-                direction=req.direction, ordered_kw=ordered, baseline_kw=market.baselines[seller],
-                metered_kw=self.metered_kw(market, seller), gap_rule=self.s.settlement.gap_rule,
+                direction=req.direction,
+                ordered_kw=ordered,
+                baseline_kw=market.baselines[seller],
+                metered_kw=self.metered_kw(market, seller),
+                gap_rule=self.s.settlement.gap_rule,
             )
             results[seller] = settle_delivered(
-                hours=market.hours, ordered_kw=ordered, delivered_kw=delivered, gaps=gaps,
-                penalty_price=market.penalty_price, energy_price=price,
+                hours=market.hours,
+                ordered_kw=ordered,
+                delivered_kw=delivered,
+                gaps=gaps,
+                penalty_price=market.penalty_price,
+                energy_price=price,
             )
         return self.issue_statements(market, results)
 
@@ -196,7 +215,12 @@ def _energy_price(awards: Sequence[Award], i: int) -> float:
     return sum(a.accepted_kw[i] * a.prices[i] for a in awards) / q
 
 
-def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
-                 book: Sequence[Bid] | None = None) -> MarketClearing:
+def clear_market(
+    request: MarketRequest,
+    bids: Sequence[Bid],
+    options: SolverOptions | None = None,
+    *,
+    book: Sequence[Bid] | None = None,
+) -> MarketClearing:
     """Clear a book of acknowledged mFRR bids (arrival order) for ``request``: awards, prices, status."""
     return clear_book(MFRRProduct, request, bids, options, book=book)

@@ -36,7 +36,8 @@ def _typed(p: Param, value: Any) -> Any:
         ok = isinstance(value, bool)
     elif p.type is int:
         ok = (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer())
+            isinstance(value, float) and value.is_integer()
+        )
         value = int(value) if ok else value
     elif p.type is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -59,8 +60,9 @@ def read_params(product_id: str, params: Mapping[str, Any], specs: Sequence[Para
     known = {p.name: p for p in specs}
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise Rejected(RejectReason.OUT_OF_RANGE,
-                       f"{product_id} has no param(s) {unknown}; its params are {sorted(known)}")
+        raise Rejected(
+            RejectReason.OUT_OF_RANGE, f"{product_id} has no param(s) {unknown}; its params are {sorted(known)}"
+        )
     return {name: (_typed(p, params[name]) if name in params else p.default) for name, p in known.items()}
 
 

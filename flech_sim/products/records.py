@@ -20,72 +20,175 @@ __all__ = ["write_activation", "write_award", "write_bid", "write_clearing", "wr
 
 def write_bid(p: Persistor, market: Market, product_id: str, bid: Bid, now: int) -> None:
     for i, q in enumerate(bid.quantities_kw):
-        p.append("bids", row(
-            "bids", bid_id=bid.bid_id, msg_id=bid.msg_id, market_id=bid.market_id, product_id=product_id,
-            seller=bid.sender, interval=i, interval_start=market.interval_start(i), quantity_kw=float(q),
-            price=float(bid.price), block=bool(bid.block),
-            baseline_kw=bid.baseline_kw[i] if bid.baseline_kw else None, submitted_at=now,
-        ))
+        p.append(
+            "bids",
+            row(
+                "bids",
+                bid_id=bid.bid_id,
+                msg_id=bid.msg_id,
+                market_id=bid.market_id,
+                product_id=product_id,
+                seller=bid.sender,
+                interval=i,
+                interval_start=market.interval_start(i),
+                quantity_kw=float(q),
+                price=float(bid.price),
+                block=bool(bid.block),
+                baseline_kw=bid.baseline_kw[i] if bid.baseline_kw else None,
+                submitted_at=now,
+            ),
+        )
 
 
 def write_award(p: Persistor, market: Market, product_id: str, award: Award, payments: Sequence[float]) -> None:
     for i, (q, price) in enumerate(zip(award.accepted_kw, award.prices, strict=True)):
-        p.append("awards", row(
-            "awards", msg_id=award.msg_id, bid_id=award.bid_id, market_id=market.market_id, product_id=product_id,
-            seller=award.recipient, interval=i, interval_start=market.interval_start(i), accepted_kw=q,
-            price=price, payment_dkk=payments[i],
-        ))
+        p.append(
+            "awards",
+            row(
+                "awards",
+                msg_id=award.msg_id,
+                bid_id=award.bid_id,
+                market_id=market.market_id,
+                product_id=product_id,
+                seller=award.recipient,
+                interval=i,
+                interval_start=market.interval_start(i),
+                accepted_kw=q,
+                price=price,
+                payment_dkk=payments[i],
+            ),
+        )
 
 
-def write_activation(p: Persistor, market: Market, product_id: str, msg_id: str, activation_id: str, seller: str,
-                     bid_id: str, interval: int, kw: float) -> None:
-    p.append("activations", row(
-        "activations", msg_id=msg_id, activation_id=activation_id, market_id=market.market_id,
-        product_id=product_id, seller=seller, bid_id=bid_id, interval_start=market.interval_start(interval),
-        quantity_kw=kw,
-    ))
+def write_activation(
+    p: Persistor,
+    market: Market,
+    product_id: str,
+    msg_id: str,
+    activation_id: str,
+    seller: str,
+    bid_id: str,
+    interval: int,
+    kw: float,
+) -> None:
+    p.append(
+        "activations",
+        row(
+            "activations",
+            msg_id=msg_id,
+            activation_id=activation_id,
+            market_id=market.market_id,
+            product_id=product_id,
+            seller=seller,
+            bid_id=bid_id,
+            interval_start=market.interval_start(interval),
+            quantity_kw=kw,
+        ),
+    )
 
 
-def write_clearing(p: Persistor, market: Market, product_id: str, result: ClearingResult,
-                   outcome: ClearingOutcome, now: int) -> None:
+def write_clearing(
+    p: Persistor, market: Market, product_id: str, result: ClearingResult, outcome: ClearingOutcome, now: int
+) -> None:
     req, h = market.request, market.hours
     accepted = result.accepted_kw
-    p.append("clearings", row(
-        "clearings", market_id=market.market_id, product_id=product_id, msg_id=result.msg_id,
-        status=str(outcome.status), method=str(outcome.method), objective_dkk=outcome.objective,
-        cost_dkk=result.cost_dkk, mip_gap=outcome.mip_gap, n_bids=len(market.bids), n_accepted=result.n_accepted,
-        need_kwh=sum(req.need_kw) * h, accepted_kwh=sum(accepted) * h, unmet_kwh=sum(outcome.unmet) * h,
-        cleared_at=now, detail=outcome.message,
-    ))
+    p.append(
+        "clearings",
+        row(
+            "clearings",
+            market_id=market.market_id,
+            product_id=product_id,
+            msg_id=result.msg_id,
+            status=str(outcome.status),
+            method=str(outcome.method),
+            objective_dkk=outcome.objective,
+            cost_dkk=result.cost_dkk,
+            mip_gap=outcome.mip_gap,
+            n_bids=len(market.bids),
+            n_accepted=result.n_accepted,
+            need_kwh=sum(req.need_kw) * h,
+            accepted_kwh=sum(accepted) * h,
+            unmet_kwh=sum(outcome.unmet) * h,
+            cleared_at=now,
+            detail=outcome.message,
+        ),
+    )
     for i in range(req.n_intervals):
-        p.append("clearing_intervals", row(
-            "clearing_intervals", market_id=market.market_id, product_id=product_id, interval=i,
-            interval_start=market.interval_start(i), need_kw=float(req.need_kw[i]), accepted_kw=float(accepted[i]),
-            unmet_kw=float(outcome.unmet[i]) if outcome.unmet else float(req.need_kw[i]),
-            clearing_price=result.clearing_price[i] if result.clearing_price else None,
-        ))
-    p.append("solver_timings", row("solver_timings", market_id=market.market_id, product_id=product_id,
-                                   method=str(outcome.method), solve_time_s=outcome.solve_time_s))
+        p.append(
+            "clearing_intervals",
+            row(
+                "clearing_intervals",
+                market_id=market.market_id,
+                product_id=product_id,
+                interval=i,
+                interval_start=market.interval_start(i),
+                need_kw=float(req.need_kw[i]),
+                accepted_kw=float(accepted[i]),
+                unmet_kw=float(outcome.unmet[i]) if outcome.unmet else float(req.need_kw[i]),
+                clearing_price=result.clearing_price[i] if result.clearing_price else None,
+            ),
+        )
+    p.append(
+        "solver_timings",
+        row(
+            "solver_timings",
+            market_id=market.market_id,
+            product_id=product_id,
+            method=str(outcome.method),
+            solve_time_s=outcome.solve_time_s,
+        ),
+    )
 
 
 def write_statement(p: Persistor, market: Market, product_id: str, st: SettlementStatement) -> None:
     for i, start in enumerate(st.interval_start):
-        p.append("settlements", row(
-            "settlements", msg_id=st.msg_id, market_id=market.market_id, product_id=product_id, party=st.recipient,
-            role=st.party_role, counterparty=st.counterparty, interval=i, interval_start=start,
-            ordered_kwh=st.ordered_kwh[i], delivered_kwh=st.delivered_kwh[i], payment_dkk=st.payment_dkk[i],
-            penalty_dkk=st.penalty_dkk[i], net_dkk=st.net_dkk[i],
-            meter_gap=bool(st.meter_gap[i]) if st.meter_gap else False,
-        ))
+        p.append(
+            "settlements",
+            row(
+                "settlements",
+                msg_id=st.msg_id,
+                market_id=market.market_id,
+                product_id=product_id,
+                party=st.recipient,
+                role=st.party_role,
+                counterparty=st.counterparty,
+                interval=i,
+                interval_start=start,
+                ordered_kwh=st.ordered_kwh[i],
+                delivered_kwh=st.delivered_kwh[i],
+                payment_dkk=st.payment_dkk[i],
+                penalty_dkk=st.penalty_dkk[i],
+                net_dkk=st.net_dkk[i],
+                meter_gap=bool(st.meter_gap[i]) if st.meter_gap else False,
+            ),
+        )
 
 
 def write_market(p: Persistor, market: Market, product_id: str) -> None:
     req = market.request
-    p.append("markets", row(
-        "markets", market_id=market.market_id, product_id=product_id, buyer=req.sender, location=req.location,
-        direction=str(req.direction), state=str(market.state), requested_at=market.requested_at,
-        gate_close=req.gate_close, delivery_start=req.delivery_start, delivery_end=req.delivery_end,
-        interval_minutes=req.interval_minutes, n_intervals=req.n_intervals, need_kwh=sum(req.need_kw) * market.hours,
-        price_cap=req.price_cap, penalty_price=market.penalty_price, n_bids=market.n_bids,
-        request_msg_id=req.msg_id, cleared_at=market.cleared_at, settled_at=market.settled_at, note=market.note,
-    ))
+    p.append(
+        "markets",
+        row(
+            "markets",
+            market_id=market.market_id,
+            product_id=product_id,
+            buyer=req.sender,
+            location=req.location,
+            direction=str(req.direction),
+            state=str(market.state),
+            requested_at=market.requested_at,
+            gate_close=req.gate_close,
+            delivery_start=req.delivery_start,
+            delivery_end=req.delivery_end,
+            interval_minutes=req.interval_minutes,
+            n_intervals=req.n_intervals,
+            need_kwh=sum(req.need_kw) * market.hours,
+            price_cap=req.price_cap,
+            penalty_price=market.penalty_price,
+            n_bids=market.n_bids,
+            request_msg_id=req.msg_id,
+            cleared_at=market.cleared_at,
+            settled_at=market.settled_at,
+            note=market.note,
+        ),
+    )

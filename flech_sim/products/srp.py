@@ -38,15 +38,24 @@ class SRPProduct(TermsProduct):
         results: dict[str, IntervalSettlement] = {}
         for seller in self.awarded_sellers(market):
             results[seller] = settle_seller(
-                direction=req.direction, hours=market.hours, ordered_kw=self.ordered_kw(market, seller),
-                payment_dkk=self.award_payments(market, seller), baseline_kw=market.baselines[seller],
-                metered_kw=self.metered_kw(market, seller), penalty_price=market.penalty_price,
+                direction=req.direction,
+                hours=market.hours,
+                ordered_kw=self.ordered_kw(market, seller),
+                payment_dkk=self.award_payments(market, seller),
+                baseline_kw=market.baselines[seller],
+                metered_kw=self.metered_kw(market, seller),
+                penalty_price=market.penalty_price,
                 gap_rule=self.s.settlement.gap_rule,
             )
         return self.issue_statements(market, results)
 
 
-def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None, *,
-                 book: Sequence[Bid] | None = None) -> MarketClearing:
+def clear_market(
+    request: MarketRequest,
+    bids: Sequence[Bid],
+    options: SolverOptions | None = None,
+    *,
+    book: Sequence[Bid] | None = None,
+) -> MarketClearing:
     """Clear a book of acknowledged SRP bids (arrival order) for ``request``: awards, prices, status."""
     return clear_book(SRPProduct, request, bids, options, book=book)

@@ -14,8 +14,16 @@ from collections.abc import Callable, Collection, Sequence
 
 from ..messages import Bid, MarketRequest, Rejected, RejectReason
 
-__all__ = ["check_bid", "check_declared_baseline", "check_request", "finite_nonneg", "finite_number",
-           "finite_numbers", "namespace_owner"]
+__all__ = [
+    "check_bid",
+    "check_declared_baseline",
+    "check_request",
+    "finite_nonneg",
+    "finite_number",
+    "finite_numbers",
+    "namespace_owner",
+]
+
 
 def finite_number(x: object) -> bool:
     """A real int or float (not bool), neither NaN nor infinite."""
@@ -47,8 +55,14 @@ def namespace_owner(market_id: str, is_participant: Callable[[str], bool]) -> st
     return None
 
 
-def check_request(req: MarketRequest, *, now: int, locations: Collection[str], existing: Collection[str],
-                  is_participant: Callable[[str], bool] = lambda _pid: False) -> None:
+def check_request(
+    req: MarketRequest,
+    *,
+    now: int,
+    locations: Collection[str],
+    existing: Collection[str],
+    is_participant: Callable[[str], bool] = lambda _pid: False,
+) -> None:
     """What every market request must satisfy, in reason-code order.
 
     Market IDs are namespaced by participant (issue 13, market-ID squatting): ``<buyer>-<name>`` belongs to
@@ -60,8 +74,10 @@ def check_request(req: MarketRequest, *, now: int, locations: Collection[str], e
         raise Rejected(RejectReason.MALFORMED, "market_id must not be empty")
     owner = namespace_owner(req.market_id, is_participant)
     if owner is not None and owner != req.sender:
-        raise Rejected(RejectReason.UNAUTHORISED,
-                       f"market ID {req.market_id!r} is in {owner}'s namespace; name yours '{req.sender}-<name>'")
+        raise Rejected(
+            RejectReason.UNAUTHORISED,
+            f"market ID {req.market_id!r} is in {owner}'s namespace; name yours '{req.sender}-<name>'",
+        )
     if req.market_id in existing:
         raise Rejected(RejectReason.DUPLICATE, f"market {req.market_id!r} already exists")
     if req.gate_close <= now:
@@ -80,37 +96,51 @@ def check_request(req: MarketRequest, *, now: int, locations: Collection[str], e
         raise Rejected(RejectReason.OUT_OF_RANGE, f"unknown location {req.location!r}")
 
 
-def check_bid(req: MarketRequest, bid: Bid, *, now: int, is_open: bool, cancelled: bool,
-              sellers: Collection[str], bid_ids: Collection[str]) -> None:
+def check_bid(
+    req: MarketRequest,
+    bid: Bid,
+    *,
+    now: int,
+    is_open: bool,
+    cancelled: bool,
+    sellers: Collection[str],
+    bid_ids: Collection[str],
+) -> None:
     """What every bid must satisfy against its market (found by the caller), in reason-code order."""
     if cancelled:
         raise Rejected(RejectReason.GATE_CLOSED, f"market {bid.market_id} was cancelled")
     if now >= req.gate_close or not is_open:
-        raise Rejected(RejectReason.GATE_CLOSED,
-                       f"bid arrived at minute {now}; the gate closed at minute {req.gate_close}")
+        raise Rejected(
+            RejectReason.GATE_CLOSED, f"bid arrived at minute {now}; the gate closed at minute {req.gate_close}"
+        )
     if bid.sender not in sellers:
         raise Rejected(RejectReason.NOT_ELIGIBLE, f"{bid.sender} has no portfolio at {req.location}")
     if not bid.bid_id or bid.bid_id in bid_ids:
         raise Rejected(RejectReason.DUPLICATE, f"bid ID {bid.bid_id!r} is empty or already used in this market")
     n = req.n_intervals
     if len(bid.quantities_kw) != n:
-        raise Rejected(RejectReason.OUT_OF_RANGE,
-                       f"quantities_kw has {len(bid.quantities_kw)} values; the market has {n} intervals")
+        raise Rejected(
+            RejectReason.OUT_OF_RANGE,
+            f"quantities_kw has {len(bid.quantities_kw)} values; the market has {n} intervals",
+        )
     if not finite_numbers(bid.quantities_kw, nonneg=True) or not max(bid.quantities_kw) > 0:
         raise Rejected(RejectReason.OUT_OF_RANGE, "quantities_kw must be finite, >= 0, and not all zero")
     if not finite_nonneg(bid.price) or bid.price > req.price_cap:
-        raise Rejected(RejectReason.OUT_OF_RANGE,
-                       f"price {bid.price!r} DKK/kWh is outside [0, {req.price_cap}] (the buyer's cap)")
+        raise Rejected(
+            RejectReason.OUT_OF_RANGE, f"price {bid.price!r} DKK/kWh is outside [0, {req.price_cap}] (the buyer's cap)"
+        )
 
 
-def check_declared_baseline(product_id: str, req: MarketRequest, bid: Bid,
-                            earlier: tuple[float, ...] | None) -> tuple[float, ...]:
+def check_declared_baseline(
+    product_id: str, req: MarketRequest, bid: Bid, earlier: tuple[float, ...] | None
+) -> tuple[float, ...]:
     """The bid's declared baseline: one finite value per interval, equal to the seller's earlier one."""
     n = req.n_intervals
     if len(bid.baseline_kw) != n or not finite_numbers(bid.baseline_kw):
         raise Rejected(RejectReason.OUT_OF_RANGE, f"{product_id} bids must declare baseline_kw: {n} finite values")
     declared = tuple(float(x) for x in bid.baseline_kw)
     if earlier is not None and earlier != declared:
-        raise Rejected(RejectReason.OUT_OF_RANGE,
-                       "baseline_kw differs from the baseline of your earlier bid in this market")
+        raise Rejected(
+            RejectReason.OUT_OF_RANGE, "baseline_kw differs from the baseline of your earlier bid in this market"
+        )
     return declared

@@ -44,8 +44,10 @@ def pay_as_bid_plus_10pc(problem: ClearingProblem, outcome: ClearingOutcome, opt
     h = problem.interval_hours
     acc = outcome.accepted_by_bid()
     prices = tuple(tuple(min(1.1 * b.price, problem.price_cap) for _ in problem.need) for b in problem.bids)
-    payments = tuple(sum(q * p * h for q, p in zip(acc[b.bid_id], pr, strict=True))
-                     for b, pr in zip(problem.bids, prices, strict=True))
+    payments = tuple(
+        sum(q * p * h for q, p in zip(acc[b.bid_id], pr, strict=True))
+        for b, pr in zip(problem.bids, prices, strict=True)
+    )
     return Pricing(RULE, tuple(b.bid_id for b in problem.bids), prices, payments, outcome.status)
 
 
@@ -57,14 +59,18 @@ BID_ATTRS = (
     AttrSpec("response_minutes", int, "minutes to respond", unit="min", min=0, max_term="max_response_minutes"),
 )
 AWARD_ATTRS = (AttrSpec("energy_kwh", float, "energy accepted over the window", unit="kWh"),)
-BUDGETS = Table("rsv_budgets", "RSV: every bid's energy budget and what clearing used of it.", (
-    Column("market_id", "str", "-", "market"),
-    Column("bid_id", "str", "-", "the bid"),
-    Column("seller", "str", "-", "bidder"),
-    Column("energy_kwh", "float", "kWh", "the bid's budget (null = none)", nullable=True),
-    Column("accepted_kwh", "float", "kWh", "energy accepted"),
-    Column("response_minutes", "int", "min", "declared response time"),
-))
+BUDGETS = Table(
+    "rsv_budgets",
+    "RSV: every bid's energy budget and what clearing used of it.",
+    (
+        Column("market_id", "str", "-", "market"),
+        Column("bid_id", "str", "-", "the bid"),
+        Column("seller", "str", "-", "bidder"),
+        Column("energy_kwh", "float", "kWh", "the bid's budget (null = none)", nullable=True),
+        Column("accepted_kwh", "float", "kWh", "energy accepted"),
+        Column("response_minutes", "int", "min", "declared response time"),
+    ),
+)
 
 
 class ReserveProduct(Product):
@@ -84,12 +90,14 @@ class ReserveProduct(Product):
         budget = bid.attrs.get("energy_kwh")
         most = sum(bid.quantities_kw) * market.hours
         if budget is not None and budget > most + 1e-9:  # type: ignore[operator]
-            raise Rejected(RejectReason.OUT_OF_RANGE,
-                           f"energy_kwh {budget} exceeds what the quantities can deliver ({most:g} kWh)")
+            raise Rejected(
+                RejectReason.OUT_OF_RANGE, f"energy_kwh {budget} exceeds what the quantities can deliver ({most:g} kWh)"
+            )
 
     @classmethod
-    def clearing_problem(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
-                         book: Sequence[Bid]) -> ClearingProblem:
+    def clearing_problem(
+        cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid], book: Sequence[Bid]
+    ) -> ClearingProblem:
         """Budgets cap the quantities the solver sees per bid: spread first come first served over intervals."""
         h = req.interval_minutes / 60.0
         budget = {b.bid_id: b.attrs.get("energy_kwh") for b in book}
@@ -108,8 +116,9 @@ class ReserveProduct(Product):
         return ClearingProblem(req.market_id, tuple(req.need_kw), req.price_cap, h, tuple(out))
 
     @classmethod
-    def solve(cls, problem: ClearingProblem, terms: Mapping[str, Any],
-              options: SolverOptions) -> tuple[ClearingProblem, ClearingOutcome]:
+    def solve(
+        cls, problem: ClearingProblem, terms: Mapping[str, Any], options: SolverOptions
+    ) -> tuple[ClearingProblem, ClearingOutcome]:
         left = list(problem.need)
         by_id: dict[str, tuple[float, ...]] = {}
         for b in sorted(problem.bids, key=lambda b: (b.price, b.submitted_at, b.bid_id)):
@@ -119,18 +128,33 @@ class ReserveProduct(Product):
         accepted = tuple(by_id[b.bid_id] for b in problem.bids)
         h = problem.interval_hours
         cost = sum(b.price * sum(a) * h for b, a in zip(problem.bids, accepted, strict=True))
-        top = [max((b.price for b, a in zip(problem.bids, accepted, strict=True) if a[t] > 0), default=None)
-               for t in range(len(left))]
+        top = [
+            max((b.price for b, a in zip(problem.bids, accepted, strict=True) if a[t] > 0), default=None)
+            for t in range(len(left))
+        ]
         return problem, ClearingOutcome(
-            market_id=problem.market_id, status=ClearingStatus.OPTIMAL, method=ClearingMethod.MERIT,
-            objective=cost + problem.price_cap * sum(left) * h, procurement_cost=cost, mip_gap=None,
-            solve_time_s=0.0, accepted=accepted, unmet=tuple(left), marginal_price=tuple(top),
-            dual_price=tuple(None for _ in left), bid_ids=tuple(b.bid_id for b in problem.bids),
+            market_id=problem.market_id,
+            status=ClearingStatus.OPTIMAL,
+            method=ClearingMethod.MERIT,
+            objective=cost + problem.price_cap * sum(left) * h,
+            procurement_cost=cost,
+            mip_gap=None,
+            solve_time_s=0.0,
+            accepted=accepted,
+            unmet=tuple(left),
+            marginal_price=tuple(top),
+            dual_price=tuple(None for _ in left),
+            bid_ids=tuple(b.bid_id for b in problem.bids),
         )
 
     @classmethod
-    def award_attrs(cls, req: MarketRequest, terms: Mapping[str, Any], bids: Sequence[Bid],
-                    accepted: Mapping[str, tuple[float, ...]]) -> dict[str, dict[str, AttrValue]]:
+    def award_attrs(
+        cls,
+        req: MarketRequest,
+        terms: Mapping[str, Any],
+        bids: Sequence[Bid],
+        accepted: Mapping[str, tuple[float, ...]],
+    ) -> dict[str, dict[str, AttrValue]]:
         h = req.interval_minutes / 60.0
         return {b.bid_id: {"energy_kwh": sum(accepted[b.bid_id]) * h} for b in bids}
 
@@ -139,11 +163,18 @@ class ReserveProduct(Product):
         for a in market.awards:
             b = by_bid[a.bid_id]
             budget = b.attrs.get("energy_kwh")
-            self.s.persistor.append("rsv_budgets", row(
-                "rsv_budgets", market_id=market.market_id, bid_id=a.bid_id, seller=a.recipient,
-                energy_kwh=None if budget is None else float(budget),  # type: ignore[arg-type]
-                accepted_kwh=a.attrs["energy_kwh"], response_minutes=int(b.attrs.get("response_minutes", 0)),
-            ))
+            self.s.persistor.append(
+                "rsv_budgets",
+                row(
+                    "rsv_budgets",
+                    market_id=market.market_id,
+                    bid_id=a.bid_id,
+                    seller=a.recipient,
+                    energy_kwh=None if budget is None else float(budget),  # type: ignore[arg-type]
+                    accepted_kwh=a.attrs["energy_kwh"],
+                    response_minutes=int(b.attrs.get("response_minutes", 0)),
+                ),
+            )
 
     def settle(self, market: Market) -> list[SettlementStatement]:
         n, h = market.request.n_intervals, market.hours
@@ -158,6 +189,5 @@ class ReserveProduct(Product):
         return self.issue_statements(market, results)
 
 
-def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None
-                 ) -> MarketClearing:
+def clear_market(request: MarketRequest, bids: Sequence[Bid], options: SolverOptions | None = None) -> MarketClearing:
     return clear_book(ReserveProduct, request, bids, options)
