@@ -20,7 +20,8 @@ from .conftest import REPO
 
 
 def perfect(name: str, **update) -> Scenario:  # type: ignore[no-untyped-def]
-    s = load_scenario(REPO / "scenarios" / f"{name}.yaml")
+    path = REPO / "scenarios" / f"{name}.yaml"
+    s = load_scenario(path if path.exists() else REPO / "tests" / "scenarios" / f"{name}.yaml")
     hh = s.households.model_copy(update={"perfect_forecast": True})
     return s.model_copy(update={"households": hh, "twin": False, **update})
 
@@ -45,11 +46,16 @@ def longest_run(intervals: list[int]) -> int:
 @pytest.fixture(scope="module")
 def competition(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("delivery") / "mfrr"
-    result = run(perfect("tso_dso_competition", horizon_hours=36), out)
+    result = run(perfect("mfrr_stress", horizon_hours=60, seed=1), out)  # day 1 settles on day 2 (meter data)
     assert result.completed, result.error
     return out
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10 item 1, open: with SRP beside it over 60 h, mFRR delivers 78.7 % "
+    "under perfect forecasts (an mFRR call inside a day-long SRP award gets the SRP's headroom)",
+)
 def test_perfect_forecasts_deliver_consecutive_mfrr_activations(competition: Path) -> None:
     """A persistent imbalance activates the same portfolio again and again: each offer is sized on
     the state earlier activations leave, so delivery holds up (it fell to a third after 3 h when
@@ -64,6 +70,19 @@ def test_perfect_forecasts_deliver_consecutive_mfrr_activations(competition: Pat
     )
     runs = {(p, d): longest_run(sorted(g.t.unique())) for (p, d), g in mfrr.groupby(["party", "direction"])}
     assert max(runs.values()) >= 30, runs  # the premise: >= 30 consecutive activations of one portfolio
+    g = st[st.product_id == "mFRR"]
+    assert g.delivered_kwh.sum() >= 0.98 * g.ordered_kwh.sum()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10 item 1, open: an mFRR activation inside a day-long SRP award "
+    "leaves the SRP short (SRP 91.9 % delivered under perfect forecasts here); the fleet must "
+    "allocate each commitment with its own duration",
+)
+def test_perfect_forecasts_deliver_every_product_beside_consecutive_mfrr(competition: Path) -> None:
+    st = pd.read_parquet(competition / "settlements.parquet")
+    st = st[st.role == "seller"]
     for product, g in st.groupby("product_id"):
         assert g.delivered_kwh.sum() >= 0.98 * g.ordered_kwh.sum(), product
 
