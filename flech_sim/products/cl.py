@@ -65,13 +65,14 @@ from ..clearing import SolverOptions
 from ..clearing.pricing import PAY_AS_BID, VCG
 from ..messages import AttrValue, Bid, Direction, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..registry import register_product
-from ..schema import Column, Table, register_table, row
+from ..schema import Column, Table, register_table
 from ..settlement import IntervalSettlement, cap_compliance
 from .attrs import AttrSpec
 from .base import Market
 from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
 from .params import Param
+from .records import write_award_series
 
 PARAMS = (
     Param(
@@ -174,22 +175,7 @@ class CLProduct(TermsProduct):
         }
 
     def on_cleared(self, market: Market) -> None:
-        for a in market.awards:
-            for i, cap in enumerate(a.attrs.get("cap_kw", ())):  # type: ignore[arg-type]
-                self.s.persistor.append(
-                    "cl_caps",
-                    row(
-                        "cl_caps",
-                        market_id=market.market_id,
-                        product_id=self.product_id,
-                        msg_id=a.msg_id,
-                        bid_id=a.bid_id,
-                        seller=a.recipient,
-                        interval=i,
-                        interval_start=market.interval_start(i),
-                        cap_kw=cap,
-                    ),
-                )
+        write_award_series(self.s.persistor, market, self.product_id, "cl_caps", "cap_kw")
 
     def settle(self, market: Market) -> list[SettlementStatement]:
         req = market.request

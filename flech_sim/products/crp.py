@@ -88,6 +88,7 @@ from .base import Market, iter_awards_of
 from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
 from .params import Param
+from .records import write_award_series
 
 DEFAULT_ACTIVATION_SHARE = 0.2
 """Expected share of reserved energy that is activated, when the request does not say."""
@@ -271,22 +272,7 @@ class CRPProduct(TermsProduct):
         )
 
     def on_cleared(self, market: Market) -> None:
-        for a in market.awards:
-            for i, v in enumerate(a.attrs["availability_dkk"]):  # type: ignore[arg-type]
-                self.s.persistor.append(
-                    "crp_awards",
-                    row(
-                        "crp_awards",
-                        market_id=market.market_id,
-                        product_id=self.product_id,
-                        bid_id=a.bid_id,
-                        seller=a.recipient,
-                        msg_id=a.msg_id,
-                        interval=i,
-                        interval_start=market.interval_start(i),
-                        availability_dkk=v,
-                    ),
-                )
+        write_award_series(self.s.persistor, market, self.product_id, "crp_awards", "availability_dkk")
 
     def meter_points(self, market: Market) -> list[str]:
         """Only sellers that were activated need meter data."""

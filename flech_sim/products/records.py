@@ -15,7 +15,15 @@ from ..persistor import Persistor
 from ..schema import row
 from .market import Market
 
-__all__ = ["write_activation", "write_award", "write_bid", "write_clearing", "write_market", "write_statement"]
+__all__ = [
+    "write_activation",
+    "write_award",
+    "write_award_series",
+    "write_bid",
+    "write_clearing",
+    "write_market",
+    "write_statement",
+]
 
 
 def write_bid(p: Persistor, market: Market, product_id: str, bid: Bid, now: int) -> None:
@@ -192,3 +200,25 @@ def write_market(p: Persistor, market: Market, product_id: str) -> None:
             note=market.note,
         ),
     )
+
+
+def write_award_series(p: Persistor, market: Market, product_id: str, table: str, attr: str) -> None:
+    """A product's own per-interval award field (e.g. CRP's ``availability_dkk``, CL's ``cap_kw``) as rows
+    of its own table: one per award and interval, keyed like the ``awards`` rows."""
+    for a in market.awards:
+        values: Sequence[float] = a.attrs.get(attr, ())  # type: ignore[assignment]  # declared per interval
+        for i, v in enumerate(values):
+            p.append(
+                table,
+                row(
+                    table,
+                    market_id=market.market_id,
+                    product_id=product_id,
+                    msg_id=a.msg_id,
+                    bid_id=a.bid_id,
+                    seller=a.recipient,
+                    interval=i,
+                    interval_start=market.interval_start(i),
+                    **{attr: v},
+                ),
+            )
