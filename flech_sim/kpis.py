@@ -15,6 +15,9 @@ Definitions (also in the schema docs of ``feeder_compare``, ``rebound_events`` a
 * average prices are weighted by scheduled kWh: the energy (activation) price from the awarded bid's price,
   the availability price (DKK/kW per window) from the availability payments;
 * overload = energy and steps above the feeder limit; ``*_without_flex`` from the twin;
+* comfort: degree-hours outside the band (households), the part dispatch caused (``comfort``; only an aggregator
+  with ``dispatch.force`` causes any) and the twin's; compensation from ``comfort_compensation``; net margin =
+  net - compensation, per aggregator and run;
 * baseline error = declared baseline (bids.baseline_kw) - the twin's load of the same portfolio(s), per
   market interval where both exist.
 """
@@ -55,6 +58,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "peak_kw": ("kW", "highest feeder load, with flexibility"),
     "peak_kw_without_flex": ("kW", "highest feeder load in the twin"),
     "comfort_degree_hours": ("K h", "degree-hours outside the comfort band, summed over households"),
+    "comfort_degree_hours_forced": ("K h", "degree-hours outside the band caused by dispatch (table comfort)"),
+    "comfort_degree_hours_without_flex": ("K h", "degree-hours outside the comfort band in the twin"),
+    "comfort_breach_households": ("-", "households with any degree-hour outside the band caused by dispatch"),
+    "comfort_compensation_dkk": ("DKK", "paid by aggregators to their households for breaches dispatch caused"),
+    "net_margin_dkk": ("DKK", "aggregator's net_dkk minus its comfort compensation"),
     "shifted_kwh": ("kWh", "energy shed or added against the twin during activation events"),
     "recovered_kwh": ("kWh", "energy drawn back after activation events"),
     "rebound_ratio": ("-", "recovered_kwh / shifted_kwh over all events"),
@@ -77,6 +85,8 @@ HEADLINES: tuple[tuple[str, str], ...] = (
     ("overload_kwh_without_flex", "overload_kwh_without_flex"),
     ("rebound_ratio", "rebound_ratio"),
     ("comfort_degree_hours", "comfort_degree_hours"),
+    ("comfort_degree_hours_forced", "comfort_degree_hours_forced"),
+    ("comfort_compensation_dkk", "comfort_compensation_dkk"),
 )
 """Manifest summary key <- run-scope metric."""
 
@@ -311,15 +321,64 @@ def feeder_kpis(feeder_load: pd.DataFrame, twin_feeder_load: pd.DataFrame | None
     return rows
 
 
-def comfort_kpis(households: pd.DataFrame) -> list[dict[str, Any]]:
-    """Degree-hours outside the comfort band per aggregator and the run (unaggregated homes in the run only)."""
-    dh = households.assign(dh=households.comfort_violation_degree_minutes / 60.0)
-    rows = [
-        _row("aggregator", "comfort_degree_hours", float(g.dh.sum()), participant=str(o))
-        for o, g in dh.groupby("owner", sort=True)
-        if o != "unaggregated"
+def comfort_kpis(
+    households: pd.DataFrame,
+    comfort: pd.DataFrame | None = None,
+    compensation: pd.DataFrame | None = None,
+    twin_households: pd.DataFrame | None = None,
+) -> list[dict[str, Any]]:
+    """Degree-hours outside the comfort band per aggregator and the run (unaggregated homes in the run only):
+    all of them, the part dispatch caused (``comfort``), and the twin's (``twin_households``); and the
+    compensation aggregators paid for the caused part (``compensation``)."""
+    rows: list[dict[str, Any]] = []
+    owners = sorted(o for o in set(households.owner) if o != "unaggregated")
+    parts: list[tuple[str, pd.DataFrame | None, Any]] = [
+        ("comfort_degree_hours", households, lambda d: d.comfort_violation_degree_minutes / 60.0),
+        ("comfort_degree_hours_without_flex", twin_households, lambda d: d.comfort_violation_degree_minutes / 60.0),
+        ("comfort_degree_hours_forced", comfort, lambda d: d.forced_degree_hours_below + d.forced_degree_hours_above),
+        ("comfort_breach_households", comfort, lambda d: (d.forced_breach_steps > 0).astype(float)),
     ]
-    return [*rows, _row("run", "comfort_degree_hours", float(dh.dh.sum()))]
+    for metric, df, value in parts:
+        if df is None:
+            continue
+        v = df.assign(v=value(df)).groupby("owner").v.sum()
+        rows += [_row("aggregator", metric, float(v.get(o, 0.0)), participant=o) for o in owners]
+        rows.append(_row("run", metric, float(v.sum())))
+    if compensation is not None:
+        paid = compensation.groupby("aggregator").compensation_dkk.sum()
+        rows += [_row("aggregator", "comfort_compensation_dkk", float(paid.get(o, 0.0)), participant=o) for o in owners]
+        rows.append(_row("run", "comfort_compensation_dkk", float(paid.sum())))
+    return rows
+
+
+def net_margin_kpis(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per aggregator and the run: the sellers' net (payments - penalties) minus comfort compensation,
+    from rows ``money_kpis`` and ``comfort_kpis`` already made (an aggregator with either)."""
+
+    def get(metric: str, scope: str, who: str | None) -> float:
+        return sum(
+            r["value"] or 0.0
+            for r in rows
+            if r["metric"] == metric and r["scope"] == scope and r["product_id"] is None and r["participant"] == who
+        )
+
+    who = sorted(
+        {
+            r["participant"]
+            for r in rows
+            if r["scope"] == "aggregator" and r["metric"] in ("net_dkk", "comfort_compensation_dkk")
+        }
+    )
+    out = [
+        _row(
+            "aggregator",
+            "net_margin_dkk",
+            get("net_dkk", "aggregator", w) - get("comfort_compensation_dkk", "aggregator", w),
+            participant=w,
+        )
+        for w in who
+    ]
+    return [*out, _row("run", "net_margin_dkk", get("net_dkk", "run", None) - get("comfort_compensation_dkk", "run", None))]
 
 
 def rebound_kpis(events: pd.DataFrame) -> list[dict[str, Any]]:
@@ -397,7 +456,13 @@ def compute_kpis(
     schedule = scheduled_change(tables["markets"], tables["awards"], tables["activations"])
     rows = money_kpis(tables["settlements"], tables["awards"], tables["markets"], schedule)
     rows += feeder_kpis(tables["feeder_load"], twin["feeder_load"] if twin is not None else None, dt)
-    rows += comfort_kpis(tables["households"])
+    rows += comfort_kpis(
+        tables["households"],
+        tables.get("comfort"),
+        tables.get("comfort_compensation"),
+        twin["households"] if twin is not None else None,
+    )
+    rows += net_margin_kpis(rows)
     if "portfolio_load" in tables:
         rows += baseline_kpis(
             baseline_errors(

@@ -274,6 +274,31 @@ class BiddingConfig(_Strict):
     """Offer the most expensive step all-or-nothing (exercises the MILP path)."""
 
 
+COMFORT_COMPENSATION_DKK_PER_DEGREE_HOUR = 25.0
+"""Default price of a degree-hour of comfort breach caused by dispatch, derived (not published): EQUINOX
+trial 1 (NGED with Octopus Energy, winter 2022/23) paid about GBP 100 for 22 two-hour heat-pump turn-downs,
+about GBP 4.5 an event; a 2-hour turn-down lowers indoor temperature about 1 K (ComfortID field study:
+0.8-1.1 K), about 1.5 K h with the recovery, so about GBP 3 = 26 DKK per K h (docs/reference_ranges.md,
+``comfort_compensation_per_degree_hour``). That pays for deviations occupants agreed to; a breach of the
+band they set is worth at least as much."""
+
+
+class DispatchConfig(_Strict):
+    """How the aggregator's households carry out what it sold (flech_sim.households.Control)."""
+
+    force: bool = False
+    """Let dispatch breach the comfort band and the EV deadline to deliver what was ordered (physical power,
+    energy and SoC limits still hold): comfort-respecting headroom is used first, the breach only for the
+    rest. Off: dispatch keeps every home in its band and undelivered energy is a settlement shortfall."""
+    comfort_compensation_dkk_per_degree_hour: Annotated[float, Field(ge=0, le=10_000)] = (
+        COMFORT_COMPENSATION_DKK_PER_DEGREE_HOUR
+    )
+    """[DKK/(K h)] Paid by the aggregator to its households per degree-hour outside their comfort band that
+    its dispatch caused (table comfort_compensation, one row per aggregator and day); deducted in the
+    net_margin_dkk KPI. Default 25: EQUINOX heat-pump trial payments, about GBP 3 per K h (derived; see
+    docs/reference_ranges.md)."""
+
+
 class AggregatorConfig(_Strict):
     id: SafeId
     """Participant ID (letters, digits, '_', '.', '-'); unique among all participants."""
@@ -283,6 +308,8 @@ class AggregatorConfig(_Strict):
     """How the aggregator prices and sizes its bids."""
     forecast_refresh_hours: Annotated[float, Field(ge=0.25, le=MAX_DAYS * 24)] = 6.0
     """[h] A flexibility forecast is reused for this long before it is made again."""
+    dispatch: DispatchConfig = DispatchConfig()
+    """Whether dispatch may breach comfort to deliver, and what a breach costs the aggregator."""
     external: bool = False
     """Not simulated: its own software takes part through the MQTT broker (`flech-sim serve`; `run` simulates it)."""
     password_file: str | None = Field(None, max_length=300)
@@ -306,7 +333,9 @@ class HouseholdsConfig(_Strict):
     fleet: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LIST)
     """Overrides of flech_sim.households.FleetSpec: device shares and parameter distributions."""
     record_households: Annotated[int, Field(ge=0, le=10_000)] = 3
-    """Households per owner whose indoor temperature is written to household_temperatures."""
+    """Households per owner whose indoor temperature is written to household_temperatures, drawn at random
+    among its heated homes; each aggregator adds as many again: the first of its homes to be dispatched (from
+    the start of that day), so the sample holds dispatched and undispatched homes of both strata."""
 
     @field_validator("fleet")
     @classmethod

@@ -327,14 +327,20 @@ TABLES: dict[str, Table] = {
         ),
         Table(
             "household_temperatures",
-            "Indoor temperature of a sample of households (scenario: households.record_households per owner).",
+            "Indoor temperature of a sample of heated households, in two strata: aggregated homes (eligible "
+            "for dispatch) and unaggregated ones (never dispatched). Per owner, households.record_households "
+            "homes at random; each aggregator adds the first as many of its homes to be dispatched, from the "
+            "start of the day of their first dispatch.",
             (
                 _c("household", "int", "-", "household index (join with households.household)"),
                 _c("metering_point", "str", "-", "portfolio the household belongs to"),
+                _c("stratum", "str", "-", "aggregated (eligible for dispatch) or unaggregated"),
+                _c("selection", "str", "-", "how it entered the sample: random or first_dispatched"),
                 _c("interval_start", "time", "timestamp", "time the temperature was reached (end of a model step)"),
                 _c("t_in_c", "float", "degC", "indoor temperature"),
                 _c("t_min_c", "float", "degC", "lower comfort bound"),
                 _c("t_max_c", "float", "degC", "upper comfort bound"),
+                _c("dispatched", "bool", "-", "a change was asked of the home in the step (allocated != 0)"),
             ),
         ),
         Table(
@@ -354,6 +360,50 @@ TABLES: dict[str, Table] = {
                 _c("comfort_violation_steps", "int", "-", "model steps spent outside the comfort band"),
                 _c("comfort_violation_degree_minutes", "float", "K min", "how far and how long outside the band"),
                 _c("ev_unmet_kwh", "float", "kWh", "EV energy missing at departure"),
+            ),
+        ),
+        Table(
+            "comfort",
+            "One row per household at the end of the run: how often it was dispatched, its comfort breaches "
+            "(below T_min; above T_max only while heating) and the part dispatch caused, which its aggregator "
+            "compensates. A breach is caused by dispatch from a step in which dispatch gave the home less heat "
+            "(below) or more heat (above) than its own controller would have, until the home is back in its "
+            "band (the recovery after release included). Only an aggregator with dispatch.force breaches.",
+            (
+                _c("household", "int", "-", "household index"),
+                _c("metering_point", "str", "-", "portfolio the household belongs to"),
+                _c("owner", "str", "-", "aggregator controlling it ('unaggregated' if none)"),
+                _c("feeder", "str", "-", "feeder it is connected to"),
+                _c("heating", "str", "-", "heat_pump, panel or none"),
+                _c("dispatched_steps", "int", "-", "model steps in which a change was asked of it"),
+                _c("breach_steps", "int", "-", "model steps ending outside its comfort band"),
+                _c("degree_hours_below", "float", "K h", "how far and how long below T_min"),
+                _c("degree_hours_above", "float", "K h", "how far and how long above T_max while heating"),
+                _c("forced_breach_steps", "int", "-", "breach steps caused by dispatch"),
+                _c("forced_degree_hours_below", "float", "K h", "degree-hours below T_min caused by dispatch"),
+                _c("forced_degree_hours_above", "float", "K h", "degree-hours above T_max caused by dispatch"),
+                _c(
+                    "compensation_dkk",
+                    "float",
+                    "DKK",
+                    "received from its aggregator: forced degree-hours x the aggregator's "
+                    "dispatch.comfort_compensation_dkk_per_degree_hour",
+                ),
+            ),
+        ),
+        Table(
+            "comfort_compensation",
+            "What each aggregator pays its households for the comfort breaches its dispatch caused, one row per "
+            "aggregator and day with any (written at the end of each simulated day). Money is conserved: an "
+            "aggregator's rows sum to its households' comfort.compensation_dkk.",
+            (
+                _c("aggregator", "str", "-", "the aggregator (pays)"),
+                _c("payee", "str", "-", "who receives it: 'households' (each one's share in comfort)"),
+                _c("day", "time", "timestamp", "start of the simulated day"),
+                _c("households", "int", "-", "households with breaches caused by dispatch that day"),
+                _c("degree_hours", "float", "K h", "degree-hours outside the band caused by dispatch that day"),
+                _c("price_dkk_per_degree_hour", "float", "DKK/(K h)", "the aggregator's compensation price"),
+                _c("compensation_dkk", "float", "DKK", "degree_hours x price, paid by the aggregator"),
             ),
         ),
         Table(

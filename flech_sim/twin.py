@@ -28,6 +28,7 @@ from .schema import TABLES
 
 TWIN_DIR = "twin"
 NEEDED = ("markets", "awards", "activations", "settlements", "bids", "feeder_load", "portfolio_load", "households")
+OPTIONAL = ("comfort", "comfort_compensation")  # read when present (run directories written before they existed)
 
 
 def twin_scenario(scenario: Scenario) -> Scenario:
@@ -57,6 +58,9 @@ def run_twin(scenario: Scenario, out_dir: Path) -> dict[str, Any]:
 
 def _read(run_dir: Path) -> dict[str, pd.DataFrame]:
     tables = {name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet")) for name in NEEDED}
+    for name in OPTIONAL:
+        if (Path(run_dir) / f"{name}.parquet").is_file():
+            tables[name] = _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet"))
     tables["awards"] = _with_availability(Path(run_dir), tables["awards"])
     return tables
 

@@ -17,7 +17,7 @@ the owner ``UNAGGREGATED`` and only load the feeders.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from .persistor import Persistor
 from .scenario import Scenario
 
 UNAGGREGATED = "unaggregated"
+SAMPLE_POOL = 256  # candidates per aggregator for the first-dispatched part of the temperature sample
 FORECAST_BATCH = 8192  # households simulated together in a forecast: bounds its memory (~100 MB a day ahead)
 
 
@@ -235,14 +236,64 @@ class World:
         self._meter = np.zeros((self.n_portfolios, n_days * self.steps_per_day))
         self._achieved = np.zeros_like(self._meter)
         self._feeder_kw = np.zeros((nf, n_days * self.steps_per_day))
-        rec = cfg.record_households
-        heated = self.fleet.p.has_heat  # unheated homes keep a constant temperature: nothing to watch
-        self._recorded = np.concatenate(
-            [np.flatnonzero((self.owner == o) & heated)[:rec] for o in range(len(self.owners))]
-        ).astype(np.int64)
-        self._temps = np.zeros((len(self._recorded), self.steps_per_day))
+        # Dispatch terms per owner (unaggregated homes are never dispatched): may it breach comfort, and
+        # what a degree-hour of breach it caused costs it.
+        terms = {a.id: a.dispatch for a in scenario.aggregators}
+        self._force = np.repeat([bool(terms[o].force) if o in terms else False for o in self.owners], nf)
+        self._compensation = np.array(
+            [terms[o].comfort_compensation_dkk_per_degree_hour if o in terms else 0.0 for o in self.owners]
+        )
+        self._charged_minutes = np.zeros(len(self.owner))  # forced degree-minutes already charged, per home
+        self._init_temperature_sample(cfg.record_households, child_seed(seed, 3))
         self.keep_household_series = False  # the data provider turns it on for household meters
         self._hh_days: dict[int, np.ndarray] = {}
+
+    def _init_temperature_sample(self, rec: int, seed: np.random.SeedSequence) -> None:
+        """The homes whose indoor temperature is written (household_temperatures), in two strata.
+
+        Per owner, ``rec`` of its heated homes at random (unheated homes keep a constant temperature:
+        nothing to watch) -- aggregated homes, eligible for dispatch, and unaggregated ones, never
+        dispatched. Dispatch touches few homes (greedy allocation disturbs as few as it can), so a random
+        draw rarely holds one: each aggregator also takes the first ``rec`` of its homes to be dispatched,
+        written from the start of that day. Those come from a pool of candidates drawn at random, whose
+        temperatures are buffered for the day: the memory is bounded by the pool, not the fleet."""
+        rng = np.random.default_rng(seed)
+        heated = self.fleet.p.has_heat
+        pool, quota, selection = [], [], []
+        unagg = self.owners.index(UNAGGREGATED)
+        for o in range(len(self.owners)):
+            homes = rng.permutation(np.flatnonzero((self.owner == o) & heated))
+            take = homes[: 0 if rec == 0 else rec if o == unagg else max(SAMPLE_POOL, 2 * rec)]
+            pool.append(take)
+            selection.append(np.where(np.arange(len(take)) < rec, 1, 0))  # 1 = random, 2 = first dispatched
+            quota.append(0 if o == unagg else rec)
+        order = np.argsort(np.concatenate(pool), kind="stable") if pool else np.zeros(0, dtype=np.int64)
+        self._pool = np.concatenate(pool).astype(np.int64)[order]  # households, ascending
+        self._selection = np.concatenate(selection).astype(np.int8)[order]
+        self._quota = np.array(quota, dtype=np.int64)  # first-dispatched places still free, per owner
+        self._temps = np.zeros((len(self._pool), self.steps_per_day))
+        self._dispatched = np.zeros((len(self._pool), self.steps_per_day), dtype=bool)
+
+    def _sample_step(self, k: int, allocated: np.ndarray) -> None:
+        """Buffer step ``k`` of the day for the pool; homes dispatched for the first time join the sample."""
+        if not len(self._pool):
+            return
+        self._temps[:, k] = self.fleet.t_in[self._pool]
+        moved = allocated[self._pool] != 0
+        self._dispatched[:, k] = moved
+        new = np.flatnonzero(moved & (self._selection == 0))
+        if new.size and self._quota.any():
+            for i in new.tolist():
+                o = self.owner[self._pool[i]]
+                if self._quota[o] > 0:
+                    self._quota[o] -= 1
+                    self._selection[i] = 2
+
+    def _forced(self, ctl: Control | None) -> Control | None:
+        """``ctl`` with each portfolio's force (its aggregator's dispatch.force); unchanged if nobody forces."""
+        if ctl is None or not self._force.any() or ctl.target_kw is None:
+            return ctl
+        return replace(ctl, force=self._force[: len(ctl.target_kw)])
 
     # -- narrow views, one per role (handed out once, by the run's wiring) -----------------
     def grid_view(self, feeders: list[str] | tuple[str, ...] = ()) -> GridView:
@@ -358,7 +409,7 @@ class World:
                         chunk=max(len(hh), 1),
                         starts=np.zeros(1, dtype=np.int64),
                     )
-                res = twin.step(_control_at(tg, s, self.portfolio))
+                res = twin.step(self._forced(_control_at(tg, s, self.portfolio)))
                 baseline[i] = np.bincount(self.portfolio, res.net_kw, self.n_portfolios)[cols]
             return baseline, flex
 
@@ -474,7 +525,7 @@ class World:
         self.env.process(self._run())
 
     def _control(self, s: int) -> Control | None:
-        ctl = _control_at(self._targets, s, self.portfolio, self._ends)
+        ctl = self._forced(_control_at(self._targets, s, self.portfolio, self._ends))
         self._targets.pop(s, None)
         self._ends.pop(s, None)
         return ctl
@@ -492,8 +543,7 @@ class World:
             if self.keep_household_series:
                 day = self._hh_days.setdefault(s // self.steps_per_day, np.zeros((self.fleet.n, self.steps_per_day)))
                 day[:, k] = res.net_kw
-            if len(self._recorded):
-                self._temps[:, k] = self.fleet.t_in[self._recorded]
+            self._sample_step(k, res.allocated_kw)
             if k == self.steps_per_day - 1:
                 self._persist(s + 1)  # a whole day: written now, at its last step
             yield self.env.timeout(self.dt)
@@ -529,18 +579,51 @@ class World:
                 "limit_kw": np.repeat(self.limits, spd),
             },
         )
-        if len(self._recorded):
+        rows = np.flatnonzero(self._selection > 0)
+        if len(rows):
             p = self.fleet.p
-            hh = self._recorded
+            hh = self._pool[rows]
+            unagg = self.owners.index(UNAGGREGATED)
             self.persistor.append_columns(
                 "household_temperatures",
                 {
                     "household": np.repeat(hh, spd),
                     "metering_point": np.repeat([self.points[g] for g in self.portfolio[hh]], spd).tolist(),
+                    "stratum": np.repeat(np.where(self.owner[hh] == unagg, "unaggregated", "aggregated"), spd).tolist(),
+                    "selection": np.repeat(
+                        np.where(self._selection[rows] == 2, "first_dispatched", "random"), spd
+                    ).tolist(),
                     "interval_start": np.tile(minutes + dt, len(hh)),
-                    "t_in_c": self._temps[:, k0 : k0 + spd].ravel().copy(),  # _temps is refilled every day: no view
+                    # the buffers are refilled every day: copies, no views
+                    "t_in_c": self._temps[rows, k0 : k0 + spd].ravel(),
                     "t_min_c": np.repeat(p.t_min[hh], spd),
                     "t_max_c": np.repeat(p.t_max[hh], spd),
+                    "dispatched": self._dispatched[rows, k0 : k0 + spd].ravel(),
+                },
+            )
+        self._charge_comfort(int(s0 // self.steps_per_day) * self.steps_per_day * dt)
+
+    def _charge_comfort(self, day_minute: int) -> None:
+        """One comfort_compensation row per aggregator whose dispatch caused breaches since the last charge:
+        the degree-hours times its price, paid to its households (the same figure per home in ``comfort``)."""
+        forced = self.fleet.comfort.forced_degree_minutes
+        new = forced - self._charged_minutes
+        self._charged_minutes = forced.copy()
+        unagg = self.owners.index(UNAGGREGATED)
+        dh = np.bincount(self.owner, new, len(self.owners)) / 60.0
+        homes = np.bincount(self.owner, new > 0, len(self.owners))
+        due = [o for o in np.flatnonzero(dh > 0).tolist() if o != unagg]
+        if due:
+            self.persistor.append_columns(
+                "comfort_compensation",
+                {
+                    "aggregator": [self.owners[o] for o in due],
+                    "payee": ["households"] * len(due),
+                    "day": [day_minute] * len(due),
+                    "households": homes[due],
+                    "degree_hours": dh[due],
+                    "price_dkk_per_degree_hour": self._compensation[due],
+                    "compensation_dkk": dh[due] * self._compensation[due],
                 },
             )
 
@@ -565,5 +648,24 @@ class World:
                 "comfort_violation_steps": f.violation_steps,
                 "comfort_violation_degree_minutes": f.violation_degree_minutes,
                 "ev_unmet_kwh": f.ev_unmet_kwh,
+            },
+        )
+        c = f.comfort
+        self.persistor.append_columns(
+            "comfort",
+            {
+                "household": np.arange(f.n),
+                "metering_point": [self.points[g] for g in self.portfolio],
+                "owner": [self.owners[o] for o in self.owner],
+                "feeder": [self.feeders[i] for i in self.feeder],
+                "heating": np.array(["none", "heat_pump", "panel"])[p.heat_type].tolist(),
+                "dispatched_steps": c.dispatched_steps,
+                "breach_steps": c.breach_steps,
+                "degree_hours_below": c.below_degree_minutes / 60.0,
+                "degree_hours_above": c.above_degree_minutes / 60.0,
+                "forced_breach_steps": c.forced_steps,
+                "forced_degree_hours_below": c.forced_below_degree_minutes / 60.0,
+                "forced_degree_hours_above": c.forced_above_degree_minutes / 60.0,
+                "compensation_dkk": c.forced_degree_minutes / 60.0 * self._compensation[self.owner],
             },
         )

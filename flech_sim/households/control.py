@@ -22,14 +22,15 @@ class Control:
     duration_steps: steps the request still lasts, this one included (an int, or one
     per group/household when several requests share a step); a household only takes
     a share it can hold that long. force: ignore comfort band and EV
-    deadline (the breaches are recorded), keep physical limits.
+    deadline (the breaches are recorded), keep physical limits; a bool, or one
+    per group/household (like duration_steps) when only some owners may force.
     """
 
     offset_kw: np.ndarray | None = None
     target_kw: np.ndarray | None = None
     by: GroupBy = "owner"
     duration_steps: int | np.ndarray = 1  # or one per group / per household
-    force: bool = False
+    force: bool | np.ndarray = False  # or one per group / per household
     allocation: Literal["greedy", "proportional"] = "greedy"
 
     def __post_init__(self) -> None:

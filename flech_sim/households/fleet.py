@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import kernels
+from .comfort import ComfortRecord
 from .control import Control, Forecast, GroupBy, StepResult, group_sum
 from .ev import EvSchedule
 from .flex import Deviation, DeviceFlex, allocate, flex_for_durations, split_devices, window_flex
@@ -39,8 +40,6 @@ from .physics import (
 from .population import HouseholdParams, build_params
 from .profiles import BaseLoad, BaseLoadSource
 from .weather import Weather, perturb_weather
-
-_TOL_K = 1e-9  # temperature slack before a comfort breach is recorded (float round-off only)
 
 
 class HouseholdFleet:
@@ -92,6 +91,7 @@ class HouseholdFleet:
         self.violation_steps = np.zeros(n, dtype=np.int64)
         self.violation_degree_minutes = np.zeros(n)
         self.ev_unmet_kwh = np.zeros(n)
+        self.comfort = ComfortRecord.empty(n)  # breaches per household, and which dispatch caused
         self.step_index = 0
         self._forecasting = False  # a forecast copy (see forecast_copy) steps on forecast inputs
 
@@ -326,7 +326,7 @@ class HouseholdFleet:
             self.t_in = np.where(p.has_heat, t_new, p.t_set)
             self.ev_remaining_kwh = np.maximum(self.ev_remaining_kwh - ev * p.dt_h, 0.0)
             self.soc_kwh = battery_step(p, self.soc_kwh, bat)
-        self._record_comfort(heat)
+        self._record_comfort(heat, dp.heat, alloc)
         self.step_index += 1
         return StepResult(
             s,
@@ -375,8 +375,9 @@ class HouseholdFleet:
         tr = self._simulate(act, *tw, s, int(dur[act].max()) if act.size else 1)
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
         tiers = [self._headroom(pa, tr, dur[act], s, dev, act, False)]
-        if c.force:  # comfort-respecting headroom first, breaches only for the excess
-            tiers.append(self._headroom(pa, tr, dur[act], s, dev, act, True))
+        force = self._force_mask(c)
+        if force.any():  # comfort-respecting headroom first, breaches only for the excess
+            tiers.append(_where_flex(force, self._headroom(pa, tr, dur[act], s, dev, act, True), tiers[0]))
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if c.offset_kw is not None:
             off = np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,))
@@ -398,11 +399,13 @@ class HouseholdFleet:
         h_lo, h_hi = np.zeros(self.n), p.p_heat_max
         e_hi = ev_max(p, self.ev_remaining_kwh, inp.ev)
         e_lo = np.zeros(self.n)
-        if not c.force:
-            h_lo = np.clip(heat_to_reach(p, self.t_in, p.t_min, inp.t_out, dp.gains, dp.eta), 0.0, p.p_heat_max)
-            h_hi = np.clip(heat_to_reach(p, self.t_in, p.t_max, inp.t_out, dp.gains, dp.eta), h_lo, p.p_heat_max)
+        if not force.all():
+            keep = ~force
+            c_lo = np.clip(heat_to_reach(p, self.t_in, p.t_min, inp.t_out, dp.gains, dp.eta), 0.0, p.p_heat_max)
+            c_hi = np.clip(heat_to_reach(p, self.t_in, p.t_max, inp.t_out, dp.gains, dp.eta), c_lo, p.p_heat_max)
+            h_lo, h_hi = np.where(keep, c_lo, h_lo), np.where(keep, c_hi, h_hi)
             later = p.ev_pmax * p.dt_h * np.maximum(inp.ev.dep_step - s - 1, 0)
-            e_lo = np.clip((self.ev_remaining_kwh - later) / p.dt_h, 0.0, e_hi)
+            e_lo = np.where(keep, np.clip((self.ev_remaining_kwh - later) / p.dt_h, 0.0, e_hi), e_lo)
         b_lo, b_hi = battery_limits(p, self.soc_kwh)
         ref = tuple(_scatter(x[0], act, self.n) for x in (tr.heat, tr.ev, tr.bat))
         heat = np.where(ctl, np.clip(ref[0] + o_heat, h_lo, h_hi), dp.heat)
@@ -418,6 +421,21 @@ class HouseholdFleet:
         self._prev_off = off.copy()
         return heat, ev, bat, off.copy(), achieved, short, groups
 
+    def _force_mask(self, c: Control) -> np.ndarray:
+        """Per household, whether ``c`` lets it leave its comfort band (``force``: a bool, or one per group of
+        ``c.by`` for targets, one per household for offsets)."""
+        f = np.asarray(c.force, dtype=bool)
+        if f.ndim == 0:
+            return np.full(self.n, bool(f))
+        if c.target_kw is not None:
+            group, n_groups = self.group_index(c.by)
+            if f.shape != (n_groups,):
+                raise ValueError(f"force must be one bool or one per group ({n_groups})")
+            return f[group]
+        if f.shape != (self.n,):
+            raise ValueError(f"force must be one bool or one per household ({self.n})")
+        return f
+
     def _headroom(
         self, pa: HouseholdParams, tr: Trajectory, dur: np.ndarray, s: int, dev: Deviation, act: np.ndarray, force: bool
     ) -> DeviceFlex:
@@ -432,22 +450,22 @@ class HouseholdFleet:
         f = flex_for_durations(pa, tr, dur, s, dev, force, window=win)
         return DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in DeviceFlex.__dataclass_fields__))
 
-    def _record_comfort(self, heat: np.ndarray) -> None:
-        """Below T_min counts always; above T_max only while heating (passive overheating is not
-        the controller's doing). Degree-minutes use the end-of-step temperature: the exact
-        trajectory is monotone within a step, so the end is the worst point."""
-        p, t = self.p, self.t_in
-        lo = p.has_heat & (t < p.t_min - _TOL_K)
-        hi = p.has_heat & (heat > 0) & (t > p.t_max + _TOL_K)
-        self.violation_steps += lo | hi
-        self.violation_degree_minutes += (
-            np.where(lo, p.t_min - t, 0.0) + np.where(hi, t - p.t_max, 0.0)
-        ) * self.dt_minutes
+    def _record_comfort(self, heat: np.ndarray, default_heat: np.ndarray, allocated: np.ndarray) -> None:
+        """Comfort breaches of the step just taken, and which dispatch caused (households/comfort.py).
+        Records are rebound, never written in place: a forecast copy shares them until it steps."""
+        self.comfort = self.comfort.after_step(self.p, self.t_in, heat, default_heat, allocated, self.dt_minutes)
+        self.violation_steps = self.comfort.breach_steps
+        self.violation_degree_minutes = self.comfort.degree_minutes
 
     def group_sum(self, values: np.ndarray, by: GroupBy) -> np.ndarray:
         """Per-group sums of a per-household array (last axis)."""
         g, n_groups = self.group_index(by)
         return group_sum(np.asarray(values, float), g, n_groups)
+
+
+def _where_flex(mask: np.ndarray, a: DeviceFlex, b: DeviceFlex) -> DeviceFlex:
+    """``a`` for the households in ``mask``, ``b`` elsewhere (rows broadcast)."""
+    return DeviceFlex(*(np.where(mask, getattr(a, x), getattr(b, x)) for x in DeviceFlex.__dataclass_fields__))
 
 
 def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
