@@ -4,12 +4,12 @@ A breach is a step ending below T_min, or above T_max while heating (passive ove
 controller's doing); degree-minutes use the end-of-step temperature (the exact trajectory is monotone
 within a step, so the end is its worst point).
 
-*Caused by dispatch* (and so compensated by the aggregator): a breach that begins in a step where
-dispatch gave the home less heat than its own controller would have (below T_min) or more (above
-T_max), and every following step of the same breach - the recovery after release included - until the
-home is back inside its band. A breach the home's own controller could not avoid (a heater too small
-for the cold) is recorded but not blamed. With ``force`` off, dispatch keeps every controlled home
-inside its band, so nothing is blamed on it.
+*Caused by dispatch* (and so compensated by the aggregator): the part of a breach the home would not
+have had undisturbed. Heating depends on nothing but the indoor temperature and the weather, so each
+home's undisturbed temperature is stepped alongside (its thermostat heating toward the setpoint, on the
+same inputs): exactly the no-flexibility twin's. Per step, the breach caused by dispatch is the
+household's breach minus the one it would have had undisturbed (never negative): a breach its own
+heater could not avoid (too small for the cold) is not blamed, one in the recovery after a release is.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .physics import heat_to_reach, thermal_step
 from .population import HouseholdParams
 
 TOL_K = 1e-9  # temperature slack before a breach is recorded (float round-off only)
-TOL_KW = 1e-9  # heat change below this is not dispatch's doing
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,14 @@ class ComfortRecord:
     forced_steps: np.ndarray  # breach steps caused by dispatch
     forced_below_degree_minutes: np.ndarray
     forced_above_degree_minutes: np.ndarray
-    blame_below: np.ndarray  # in a breach below T_min caused by dispatch (state)
-    blame_above: np.ndarray
+    t_undisturbed: np.ndarray  # indoor temperature the home would have without any dispatch (state)
+    heat_undisturbed: np.ndarray  # its heating power in the last step (kW)
 
     @classmethod
-    def empty(cls, n: int) -> ComfortRecord:
-        f, i, b = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-        return cls(f, f, i, i, i, f, f, b, b)
+    def empty(cls, t_start: np.ndarray) -> ComfortRecord:
+        n = len(t_start)
+        f, i = np.zeros(n), np.zeros(n, dtype=np.int64)
+        return cls(f, f, i, i, i, f, f, np.asarray(t_start, dtype=float).copy(), f)
 
     @property
     def degree_minutes(self) -> np.ndarray:
@@ -57,27 +58,36 @@ class ComfortRecord:
         p: HouseholdParams,
         t_in: np.ndarray,
         heat: np.ndarray,
-        default_heat: np.ndarray,
         allocated: np.ndarray,
+        t_out: float,
+        gains: np.ndarray,
+        eta: np.ndarray,
         dt_minutes: float,
     ) -> ComfortRecord:
-        """The record after one step that ended at ``t_in`` with ``heat`` (kW) where the home's own
-        controller would have used ``default_heat``; ``allocated``: the change asked of each home."""
-        lo = p.has_heat & (t_in < p.t_min - TOL_K)
-        hi = p.has_heat & (heat > 0) & (t_in > p.t_max + TOL_K)
-        controlled = allocated != 0
-        blame_lo = lo & (self.blame_below | (controlled & (heat < default_heat - TOL_KW)))
-        blame_hi = hi & (self.blame_above | (controlled & (heat > default_heat + TOL_KW)))
-        below = np.where(lo, p.t_min - t_in, 0.0) * dt_minutes
-        above = np.where(hi, t_in - p.t_max, 0.0) * dt_minutes
+        """The record after one step that ended at ``t_in`` with ``heat`` (kW); ``allocated``: the change
+        asked of each home; ``t_out``, ``gains``, ``eta``: the step's inputs (to step the undisturbed home)."""
+        h_u = np.clip(heat_to_reach(p, self.t_undisturbed, p.t_set, t_out, gains, eta), 0.0, p.p_heat_max)
+        t_u = np.where(p.has_heat, thermal_step(self.t_undisturbed, t_out, eta * h_u + gains, p.r, p.a), p.t_set)
+        below, above = _breach(p, t_in, heat, dt_minutes)
+        below_u, above_u = _breach(p, t_u, h_u, dt_minutes)
+        # round-off between the compiled and the numpy step is ~1e-14 K: a thousandth of TOL_K
+        f_below = np.where(below > below_u + TOL_K * dt_minutes, below - below_u, 0.0)
+        f_above = np.where(above > above_u + TOL_K * dt_minutes, above - above_u, 0.0)
         return ComfortRecord(
             self.below_degree_minutes + below,
             self.above_degree_minutes + above,
-            self.breach_steps + (lo | hi),
-            self.dispatched_steps + controlled,
-            self.forced_steps + (blame_lo | blame_hi),
-            self.forced_below_degree_minutes + np.where(blame_lo, below, 0.0),
-            self.forced_above_degree_minutes + np.where(blame_hi, above, 0.0),
-            blame_lo,
-            blame_hi,
+            self.breach_steps + ((below > 0) | (above > 0)),
+            self.dispatched_steps + (allocated != 0),
+            self.forced_steps + ((f_below > 0) | (f_above > 0)),
+            self.forced_below_degree_minutes + f_below,
+            self.forced_above_degree_minutes + f_above,
+            t_u,
+            h_u,
         )
+
+
+def _breach(p: HouseholdParams, t: np.ndarray, heat: np.ndarray, dt_minutes: float) -> tuple[np.ndarray, np.ndarray]:
+    """Degree-minutes below T_min and above T_max (while heating) of a step ending at ``t``."""
+    lo = p.has_heat & (t < p.t_min - TOL_K)
+    hi = p.has_heat & (heat > 0) & (t > p.t_max + TOL_K)
+    return np.where(lo, p.t_min - t, 0.0) * dt_minutes, np.where(hi, t - p.t_max, 0.0) * dt_minutes

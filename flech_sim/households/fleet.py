@@ -91,7 +91,7 @@ class HouseholdFleet:
         self.violation_steps = np.zeros(n, dtype=np.int64)
         self.violation_degree_minutes = np.zeros(n)
         self.ev_unmet_kwh = np.zeros(n)
-        self.comfort = ComfortRecord.empty(n)  # breaches per household, and which dispatch caused
+        self.comfort = ComfortRecord.empty(self.t_in)  # breaches per household, and the part dispatch caused
         self.step_index = 0
         self._forecasting = False  # a forecast copy (see forecast_copy) steps on forecast inputs
 
@@ -326,7 +326,7 @@ class HouseholdFleet:
             self.t_in = np.where(p.has_heat, t_new, p.t_set)
             self.ev_remaining_kwh = np.maximum(self.ev_remaining_kwh - ev * p.dt_h, 0.0)
             self.soc_kwh = battery_step(p, self.soc_kwh, bat)
-        self._record_comfort(heat, dp.heat, alloc)
+        self._record_comfort(heat, alloc, inp, dp)
         self.step_index += 1
         return StepResult(
             s,
@@ -450,10 +450,12 @@ class HouseholdFleet:
         f = flex_for_durations(pa, tr, dur, s, dev, force, window=win)
         return DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in DeviceFlex.__dataclass_fields__))
 
-    def _record_comfort(self, heat: np.ndarray, default_heat: np.ndarray, allocated: np.ndarray) -> None:
-        """Comfort breaches of the step just taken, and which dispatch caused (households/comfort.py).
+    def _record_comfort(self, heat: np.ndarray, allocated: np.ndarray, inp: StepInputs, dp: Any) -> None:
+        """Comfort breaches of the step just taken, and the part dispatch caused (households/comfort.py).
         Records are rebound, never written in place: a forecast copy shares them until it steps."""
-        self.comfort = self.comfort.after_step(self.p, self.t_in, heat, default_heat, allocated, self.dt_minutes)
+        self.comfort = self.comfort.after_step(
+            self.p, self.t_in, heat, allocated, inp.t_out, dp.gains, dp.eta, self.dt_minutes
+        )
         self.violation_steps = self.comfort.breach_steps
         self.violation_degree_minutes = self.comfort.degree_minutes
 
