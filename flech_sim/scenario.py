@@ -289,7 +289,8 @@ class DispatchConfig(_Strict):
     force: bool = False
     """Let dispatch breach the comfort band and the EV deadline to deliver what was ordered (physical power,
     energy and SoC limits still hold): comfort-respecting headroom is used first, the breach only for the
-    rest. Off: dispatch keeps every home in its band and undelivered energy is a settlement shortfall."""
+    rest. Off: dispatch keeps every controlled home in its band and undelivered energy is a settlement
+    shortfall (the comfort table still records any breach dispatch causes, e.g. after a release)."""
     comfort_compensation_dkk_per_degree_hour: Annotated[float, Field(ge=0, le=10_000)] = (
         COMFORT_COMPENSATION_DKK_PER_DEGREE_HOUR
     )

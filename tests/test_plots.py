@@ -285,22 +285,27 @@ def test_indoor_temperatures_say_plainly_when_there_is_no_data(r: Run, monkeypat
 
 
 def test_indoor_temperatures_are_each_homes_own_against_its_own_band(r: Run, tmp_path: Path) -> None:
-    """Three homes, four steps: two dispatched (moving) with different bands, one held at its setpoint."""
+    """Three homes, four steps: two dispatched (moving) with different bands, one held at its setpoint;
+    the lower panel compares the strata by each home's position in its own band."""
     table = TABLES[plots.TEMPERATURE_TABLE]
     times = pd.date_range("2026-01-12 00:15", periods=4, freq="15min").astype("datetime64[s]")
-    temps = {7: [20.0, 20.4, 20.1, 20.3], 9: [21.0, 21.0, 21.0, 21.0], 11: [19.5, 19.2, 19.8, 19.6]}
+    temps = {7: [20.0, 20.4, 20.1, 20.3], 9: [21.0, 21.0, 21.0, 21.0], 11: [19.5, 18.5, 19.8, 19.6]}
     bands = {7: (19.5, 22.0), 9: (20.0, 23.0), 11: (19.0, 21.5)}
+    flags = {7: [False, True, True, False], 9: [False] * 4, 11: [False, True, False, False]}
     rows = [
         {
             "household": h,
-            "metering_point": f"agg-north@feeder-{1 if h != 11 else 2}",
+            "metering_point": f"{'unaggregated' if h == 9 else 'agg-north'}@feeder-{1 if h != 11 else 2}",
+            "stratum": "unaggregated" if h == 9 else "aggregated",
+            "selection": "random",
             "interval_start": t,
             "t_in_c": v,
             "t_min_c": bands[h][0],
             "t_max_c": bands[h][1],
+            "dispatched": d,
         }
         for h, vs in temps.items()
-        for t, v in zip(times, vs, strict=True)
+        for t, v, d in zip(times, vs, flags[h], strict=True)
     ]
     df = pd.DataFrame(rows)[list(table.names)]
     run_dir = tmp_path / "run"
@@ -310,15 +315,22 @@ def test_indoor_temperatures_are_each_homes_own_against_its_own_band(r: Run, tmp
         pa.Table.from_pandas(df, schema=table.arrow_schema(), preserve_index=False), run_dir / f"{table.name}.parquet"
     )
     fig = plots.indoor_temperatures(run_dir)
-    drawn = [ax for ax in fig.axes if ax.get_lines()]
-    assert [_title(ax).split(" · ")[0] for ax in drawn] == ["home 7", "home 11"]
+    homes, strata = fig.axes[:2], fig.axes[2]
+    # home 11 left its band (18.5 < 19.0): drawn first
+    assert [_title(ax).split(" · ")[0] for ax in homes] == ["home 11", "home 7"]
     assert fig._flech_held_homes == 1  # type: ignore[attr-defined]
-    for ax, h in zip(drawn, (7, 11), strict=True):
+    assert fig._flech_strata == {"dispatched": 2, "eligible": 0, "unaggregated": 1}  # type: ignore[attr-defined]
+    for ax, h in zip(homes, (11, 7), strict=True):
         np.testing.assert_allclose(_line(ax, "indoor temperature").get_ydata(), temps[h])
         np.testing.assert_allclose(_xdata(_line(ax, "indoor temperature")), _x(times))
         limits = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
         assert sorted({float(v) for ln in limits for v in ln.get_ydata()}) == list(bands[h])
-    assert "1 recorded home(s) not drawn" in fig.legends[0].get_title().get_text()
+    labels = [c.get_label() for c in homes[0].collections]
+    assert "outside own band" in labels and "dispatched step" in labels
+    pos = {h: (np.array(v) - bands[h][0]) / (bands[h][1] - bands[h][0]) for h, v in temps.items()}
+    np.testing.assert_allclose(_line(strata, "dispatched (aggregated): mean, range (2 homes)").get_ydata(), (pos[7] + pos[11]) / 2)
+    np.testing.assert_allclose(_line(strata, "unaggregated: mean, range (1 homes)").get_ydata(), pos[9])
+    assert "1 recorded home(s) never dispatched" in fig.legends[0].get_title().get_text()
 
 
 def test_kpis_across_seeds_from_the_runs_kpis_tables(r: Run, tmp_path: Path) -> None:

@@ -95,7 +95,10 @@ def indoor_temperatures(run: RunLike, max_homes: int = 6) -> Figure:
     if key is None or not (low and high) or low not in df or high not in df:
         return no_data_figure(what, f"'{TEMPERATURE_TABLE}' has no household or comfort-band columns")
     ever, kind = _strata(df, key, indoor)
-    moved = sorted(ever.index[ever])
+    # homes that left their band first (the furthest out first), then the rest in household order
+    out = (df[low] - df[indoor]).clip(lower=0) + (df[indoor] - df[high]).clip(lower=0)
+    worst = out.groupby(df[key]).max()
+    moved = sorted(ever.index[ever], key=lambda h: (-float(worst.get(h, 0.0)), h))
     held = len(ever) - len(moved)
     note = (
         f"{held} recorded home(s) never dispatched: in the lower panel only (their thermostat held them at "
@@ -127,6 +130,12 @@ def indoor_temperatures(run: RunLike, max_homes: int = 6) -> Figure:
                 color="C1", alpha=0.25, lw=0, label="dispatched step",
             )
         ax.plot(h[time_col], h[indoor], color="C0", lw=1.1, label="indoor temperature")
+        for edge, side in ((h[low], h[indoor] < h[low]), (h[high], h[indoor] > h[high])):
+            if side.any():
+                ax.fill_between(
+                    h[time_col], h[indoor], edge, where=side.to_numpy(), color="C3", alpha=0.6, lw=0,
+                    label="outside own band",
+                )
         where = str(h.metering_point.iloc[0]) if "metering_point" in h else ""
         feeder = where.split("@", 1)[1] if "@" in where else None
         _shade_delivery(ax, markets[markets.location == feeder] if feeder else markets.iloc[0:0], end)
