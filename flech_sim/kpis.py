@@ -378,7 +378,8 @@ def net_margin_kpis(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         for w in who
     ]
-    return [*out, _row("run", "net_margin_dkk", get("net_dkk", "run", None) - get("comfort_compensation_dkk", "run", None))]
+    run = get("net_dkk", "run", None) - get("comfort_compensation_dkk", "run", None)
+    return [*out, _row("run", "net_margin_dkk", run)]
 
 
 def rebound_kpis(events: pd.DataFrame) -> list[dict[str, Any]]:
