@@ -89,13 +89,14 @@ def test_quick_benchmark_prints_the_runs_kpis(tmp_path: Path, capsys: pytest.Cap
 
 def test_strategy_net_averages_over_every_seed_run() -> None:
     bench = _bench()
-    rows = [  # agg-x sells in seed 1 only (two products), agg-y in both seeds; agg-z bids at cost
-        ("net_dkk", "aggregator", "SRP", "agg-x", 1, 30.0),
+    rows = [  # agg-x sells in seed 1 only, agg-y in both seeds; agg-z bids at cost
+        ("net_dkk", "aggregator", None, "agg-x", 1, 20.0),  # the all-products row
+        ("net_dkk", "aggregator", "SRP", "agg-x", 1, 30.0),  # per product: not added again
         ("net_dkk", "aggregator", "CRP", "agg-x", 1, -10.0),
-        ("net_dkk", "aggregator", "SRP", "agg-y", 1, 5.0),
-        ("net_dkk", "aggregator", "SRP", "agg-y", 2, -15.0),
-        ("net_dkk", "aggregator", "SRP", "agg-z", 2, 99.0),
-        ("payments_dkk", "aggregator", "SRP", "agg-x", 2, 1000.0),  # another metric: ignored
+        ("net_dkk", "aggregator", None, "agg-y", 1, 5.0),
+        ("net_dkk", "aggregator", None, "agg-y", 2, -15.0),
+        ("net_dkk", "aggregator", None, "agg-z", 2, 99.0),
+        ("payments_dkk", "aggregator", None, "agg-x", 2, 1000.0),  # another metric: ignored
     ]
     kpis = pd.DataFrame(rows, columns=["metric", "scope", "product_id", "participant", "seed", "value"])
     strategies = {"agg-x": "expected_profit", "agg-y": "expected_profit", "agg-z": "cost"}
