@@ -122,7 +122,7 @@ def format_summary(s: dict[str, Any], out_dir: Path, completed: bool) -> str:
             f"{'completed' if completed else 'FAILED'}: {s['simulated_hours']:.0f} simulated hours",
             f"  markets opened    {s['markets_opened']} (final states: {states})",
             f"  markets cleared   {s['markets_cleared']}, settled {s['markets_settled']}",
-            f"  not opened        {s.get('markets_skipped_horizon', 0)} (settlement would fall after the horizon)",
+            f"  not opened        {skipped_line(s)}",
             f"  volume procured   {s['procured_kwh']:.1f} kWh (unmet {s['unmet_kwh']:.1f} kWh)",
             f"  procurement cost  {s['procurement_cost_dkk']:.2f} DKK",
             f"  messages          {s['messages']} ({s['messages_rejected']} rejected)",
@@ -130,6 +130,17 @@ def format_summary(s: dict[str, Any], out_dir: Path, completed: bool) -> str:
             f"  results           {out_dir}",
         ]
     )
+
+
+def skipped_line(s: dict[str, Any]) -> str:
+    """How many markets were not opened because they could not settle inside the horizon, and why."""
+    n = s.get("markets_skipped_horizon", 0)
+    if not n:
+        return "0 (no market would have settled after the horizon)"
+    words = {"delivery_after_horizon": "delivery after it", "settlement_after_horizon": "meter data after it"}
+    why = ", ".join(f"{words.get(k, k)} {v}" for k, v in (s.get("markets_skipped_horizon_by_reason") or {}).items())
+    src = ", ".join(f"{k} {v}" for k, v in (s.get("markets_skipped_horizon_by_source") or {}).items())
+    return f"{n} (could not settle inside the horizon: {why}; opened by {src})"
 
 
 def kpi_lines(k: dict[str, Any]) -> list[str]:

@@ -264,6 +264,10 @@ class BiddingConfig(_Strict):
     """[DKK/kWh] Value the aggregator puts on its households' lost comfort per kWh shed."""
     min_price_dkk_per_kwh: NonNegPrice = 0.05
     """[DKK/kWh] Floor of every bid price."""
+    min_price_by_product: dict[str, NonNegPrice] = Field(default_factory=dict, max_length=MAX_LIST)
+    """[DKK/kWh] Product ID -> floor replacing min_price_dkk_per_kwh for that product's bids: an FSP's ask
+    in a local flexibility market also covers participation costs a marginal mFRR bid does not
+    (docs/reference_ranges.md, "DSO prices")."""
     quantile: Annotated[float, Field(gt=0, lt=0.5)] = 0.2
     """'risk_aware': offer the flexibility exceeded with probability 1 - quantile."""
     forecast_cv: Annotated[float, Field(ge=0, le=10)] = 0.15
@@ -348,8 +352,10 @@ class HouseholdsConfig(_Strict):
 
 
 class SpotConfig(_Strict):
-    mean_eur_mwh: Annotated[float, Field(gt=0, le=10_000)] = 35.0
-    """[EUR/MWh] Mean of the generated day-ahead spot price series."""
+    mean_eur_mwh: Annotated[float, Field(gt=0, le=10_000)] = 85.0
+    """[EUR/MWh] Mean of the generated day-ahead spot price series. Default 85: within DK's daily winter
+    averages (79-166 EUR/MWh over Jan 2026) and between the 2024 annual means of its neighbours (SE 36,
+    DE 79.6); 35 was a 2015-20 level (docs/reference_ranges.md, "Money and spot prices")."""
     csv: str | None = None
     """CSV with columns timestamp, price_dkk_per_kwh; replaces the generated series."""
 

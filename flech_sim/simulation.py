@@ -13,7 +13,8 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Generator, Iterator, Mapping
+from collections import Counter
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -236,7 +237,7 @@ def run(
         error = f"could not write table(s): {listed}" + (f"\n{error}" if error else "")
     summary = summarize(core, scenario, env) if core else {}
     if summary and wiring is not None:  # markets a buyer did not open: they could not settle in the horizon
-        summary["markets_skipped_horizon"] = sum(len(getattr(a, "skipped_horizon", ())) for a in wiring.agents.values())
+        summary |= skipped_summary(wiring.agents.values())
     study: dict[str, Any] = {}
     if error is None and persistor is not None:  # the twin and the KPI tables (flech_sim.twin, flech_sim.kpis)
         try:
@@ -404,6 +405,17 @@ def _build(
     for agent_id in sorted(agents):
         agents[agent_id].start()
     return Wiring(core, world, agents)
+
+
+def skipped_summary(agents: Iterable[Any]) -> dict[str, Any]:
+    """How many markets the buyers did not open because they could not settle inside the horizon,
+    by reason (delivery or meter data after it) and by what would have opened them."""
+    skipped = [m for a in agents for m in getattr(a, "skipped_horizon", ())]
+    return {
+        "markets_skipped_horizon": len(skipped),
+        "markets_skipped_horizon_by_reason": dict(sorted(Counter(m.reason for m in skipped).items())),
+        "markets_skipped_horizon_by_source": dict(sorted(Counter(m.source for m in skipped).items())),
+    }
 
 
 def _settlement_due(core: Core, dp: DataProviderConfig, req: MarketRequest) -> int:

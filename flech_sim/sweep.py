@@ -542,7 +542,7 @@ def cli_kpis(args: argparse.Namespace) -> int:
 
 # == command line ===========================================================================
 def register_cli(sub: Any) -> None:
-    k = sub.add_parser("kpis", help="print a run's KPIs, or a sweep's KPIs over seeds (mean, std, 95 % CI)")
+    k = sub.add_parser("kpis", help="print a run's KPIs, or a sweep's KPIs over seeds (mean, std, 95 %% CI)")
     k.add_argument("dir", type=Path, metavar="RUN_OR_SWEEP_DIR")
     k.add_argument(
         "--scope",

@@ -15,6 +15,7 @@ SCENARIO: dict[str, Any] = {
     "seed": 7,
     "start": "2026-01-12T00:00:00",
     "horizon_hours": 80,
+    "spot": {"mean_eur_mwh": 35.0},  # the spot level agg-a's cost bids were set against: agg-x (0.1) must win
     "twin": False,
     "feeders": {"feeder-1": {"limit_kw": 400}, "feeder-2": {"limit_kw": 300}},
     "buyers": [

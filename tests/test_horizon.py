@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from flech_sim.agents.buyers import meter_data_due
+from flech_sim.agents.buyers import horizon_reason, meter_data_due
 from flech_sim.scenario import scenario_from_dict
 from flech_sim.simulation import run
 
@@ -95,3 +95,76 @@ def test_the_tso_opens_no_regulating_power_market_it_cannot_settle(tmp_path: Pat
     # at exactly 30 h the clock stops before the publication due at that minute: nothing could settle
     summary, markets = _run(tmp_path / "h30", horizon_hours=30, products={"mFRR": "builtin"}, buyers=[tso])
     assert markets.empty and summary["markets_skipped_horizon"] > 0
+
+
+def test_horizon_reason_names_what_falls_after_the_horizon() -> None:
+    assert horizon_reason(delivery_end=100, settle_due=200, horizon=99) == "delivery_after_horizon"
+    assert horizon_reason(delivery_end=99, settle_due=99, horizon=99) == "settlement_after_horizon"  # clock stops
+    assert horizon_reason(delivery_end=99, settle_due=98, horizon=99) is None
+
+
+def test_congestion_markets_that_cannot_settle_are_not_opened(tmp_path: Path) -> None:
+    # a limit so low that the whole day is congested: on days 0, 1, 2 the DSO asks for all of days 1, 2, 3;
+    # at 74 h day 1 (data out at 54 h) settles, day 2 ends at 72 h but its data is out at 78 h, day 3 ends at 96 h
+    dso = {
+        "id": "dso-1",
+        "role": "dso",
+        "congestion": {"product": "SRP", "feeders": ["feeder-1"], "price_cap": 3.0},
+    }
+    summary, markets = _run(
+        tmp_path, horizon_hours=74, feeders={"feeder-1": {"limit_kw": 20}, "feeder-2": {"limit_kw": 300}}, buyers=[dso]
+    )
+    assert len(markets) == summary["markets_opened"] == 1 and set(markets.state) == {"settled"}
+    assert summary["markets_skipped_horizon"] == 2
+    assert summary["markets_skipped_horizon_by_source"] == {"congestion": 2}
+    assert summary["markets_skipped_horizon_by_reason"] == {"delivery_after_horizon": 1, "settlement_after_horizon": 1}
+
+
+def test_option_activations_fall_inside_markets_that_settle(tmp_path: Path) -> None:
+    # CRP bought against forecast congestion and activated on measured congestion: every activation is
+    # inside the window of a market that was opened, and every such market settles inside the horizon
+    dso = {
+        "id": "dso-1",
+        "role": "dso",
+        "congestion": {
+            "product": "CRP",
+            "feeders": ["feeder-1"],
+            "threshold": 0.5,
+            "price_cap": 3.0,
+            "activate": True,
+        },
+    }
+    feeders = {"feeder-1": {"limit_kw": 40}, "feeder-2": {"limit_kw": 300}}
+    doc = scenario_dict(
+        twin=False,
+        horizon_hours=80,
+        products={"CRP": "builtin"},
+        feeders=feeders,
+        aggregators=[{"id": "agg-a", "households": {"feeder-1": 60, "feeder-2": 40}}],
+        buyers=[dso],
+    )
+    result = run(scenario_from_dict(doc), tmp_path)
+    assert result.completed, result.error
+    markets = pd.read_parquet(tmp_path / "markets.parquet")
+    acts = pd.read_parquet(tmp_path / "activations.parquet")
+    assert len(acts) > 0 and set(markets.state) == {"settled"}
+    assert result.summary["markets_skipped_horizon_by_source"] == {"congestion": 1}
+    window = acts.merge(markets[["market_id", "delivery_start", "delivery_end"]], on="market_id", validate="m:1")
+    assert set(acts.market_id) <= set(markets.market_id)
+    start = pd.to_datetime(window.interval_start)
+    assert (start >= pd.to_datetime(window.delivery_start)).all()
+    assert (start < pd.to_datetime(window.delivery_end)).all()
+    assert (pd.to_datetime(markets.delivery_end) <= pd.Timestamp("2026-01-12") + pd.Timedelta(hours=80)).all()
+
+
+def test_the_summary_says_why_markets_were_not_opened(tmp_path: Path) -> None:
+    from flech_sim.cli import skipped_line
+
+    summary, _ = _run(tmp_path, horizon_hours=77, buyers=[{"id": "dso-1", "role": "dso", "markets": [_srp(3)]}])
+    # day 2 (delivered 65-69 h, its data out at 78 h) and day 3 (delivered after 77 h) are not opened
+    assert summary["markets_skipped_horizon_by_reason"] == {
+        "delivery_after_horizon": 1,
+        "settlement_after_horizon": 1,
+    }
+    line = skipped_line(summary)
+    assert line.startswith("2 (") and "delivery after it 1" in line and "timetable 2" in line

@@ -85,3 +85,19 @@ def test_quick_benchmark_prints_the_runs_kpis(tmp_path: Path, capsys: pytest.Cap
     # a flag is set exactly where the mean lies outside a finite reference range
     dr = table[table.metric == "delivery_ratio"]
     assert ((dr["mean"] < 0.75) == (dr.flag == "below")).all()
+
+
+def test_strategy_net_averages_over_every_seed_run() -> None:
+    bench = _bench()
+    rows = [  # agg-x sells in seed 1 only, agg-y in both seeds; agg-z bids at cost
+        ("net_dkk", "aggregator", None, "agg-x", 1, 20.0),  # the all-products row
+        ("net_dkk", "aggregator", "SRP", "agg-x", 1, 30.0),  # per product: not added again
+        ("net_dkk", "aggregator", "CRP", "agg-x", 1, -10.0),
+        ("net_dkk", "aggregator", None, "agg-y", 1, 5.0),
+        ("net_dkk", "aggregator", None, "agg-y", 2, -15.0),
+        ("net_dkk", "aggregator", None, "agg-z", 2, 99.0),
+        ("payments_dkk", "aggregator", None, "agg-x", 2, 1000.0),  # another metric: ignored
+    ]
+    kpis = pd.DataFrame(rows, columns=["metric", "scope", "product_id", "participant", "seed", "value"])
+    strategies = {"agg-x": "expected_profit", "agg-y": "expected_profit", "agg-z": "cost"}
+    assert bench.strategy_net(kpis, strategies, "expected_profit") == {"agg-x": 10.0, "agg-y": -5.0}

@@ -225,9 +225,10 @@ def test_clearing_prices_and_volumes_per_product(r: Run) -> None:
         assert _title(ax_p).startswith(product)
         c = ci[ci.product_id == product].sort_values(["interval_start", "market_id"], kind="stable")
         np.testing.assert_allclose(_line(ax_p, "clearing price").get_ydata(), c.clearing_price)
-        lo, hi = ax_p.get_ylim()  # fitted to the prices, not to the 3 DKK/kWh cap ...
-        assert lo <= c.clearing_price.min() and c.clearing_price.max() <= hi < 3.0
-        assert any("price cap 3" in t.get_text() for t in ax_p.texts)  # ... which is noted instead
+        cap = load_scenario(REPO / "scenarios" / "default.yaml").buyers[0].markets[0].price_cap
+        lo, hi = ax_p.get_ylim()  # fitted to the prices, not to the cap (6.5 DKK/kWh) ...
+        assert lo <= c.clearing_price.min() and c.clearing_price.max() <= hi < cap
+        assert any(f"price cap {cap:g}" in t.get_text() for t in ax_p.texts)  # ... which is noted instead
         g = c.groupby("interval_start")[["need_kw", "accepted_kw", "unmet_kw"]].sum()
         np.testing.assert_allclose([b.get_height() for b in _bars(ax_v, "accepted")], g.accepted_kw)
         np.testing.assert_allclose([b.get_height() for b in _bars(ax_v, "unmet")], g.unmet_kw)

@@ -25,6 +25,8 @@ from .conftest import REPO
 
 EXAMPLE = REPO / "scenarios" / "sweep_example.yaml"
 PRICE = "aggregators.agg-north.bidding.comfort_cost_dkk_per_kwh"
+_MARKETS = yaml.safe_load(EXAMPLE.read_text())["buyers"][0]["markets"][0]
+NEED_KWH = sum(_MARKETS["need_kw"]) * _MARKETS["count"]  # the example's 2 markets of 1-hour intervals
 
 
 class ExplodingSRP(SRPProduct):
@@ -141,7 +143,7 @@ def test_failed_runs_are_recorded_and_do_not_stop_the_others(failing_sweep: tupl
         manifest = json.loads((out / row.run_id / "manifest.json").read_text())
         assert manifest["completed"] is True and manifest["seed"] == row.seed
         assert row.markets_cleared == manifest["summary"]["markets_cleared"] == 2
-        assert row.procured_kwh == pytest.approx(600.0) and row.unmet_kwh == 0
+        assert row.procured_kwh == pytest.approx(NEED_KWH) and row.unmet_kwh == 0
         assert row.procurement_cost_dkk == pytest.approx(manifest["summary"]["procurement_cost_dkk"])
         assert row.fingerprint == fingerprint(out / row.run_id)
         assert row.wall_seconds > 0
@@ -185,7 +187,7 @@ def test_cli_sweep_of_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[
     # dearer bidding by agg-north raises the DSO's cost for the same procured volume, seed by seed
     cost = index.set_index([PRICE, "seed"]).procurement_cost_dkk
     assert cost[0.8, 1] > cost[0.1, 1] and cost[0.8, 2] > cost[0.1, 2]
-    assert (index.procured_kwh == 600).all()
+    assert (index.procured_kwh == NEED_KWH).all()
     assert index.fingerprint.is_unique
     # nothing to do the second time: no cluster is started
     assert main(["sweep", str(EXAMPLE), "--out", str(out), "--no-progress"]) == 0

@@ -78,7 +78,9 @@ def test_forecast_error_brings_penalised_shortfalls(tmp_path: Path) -> None:
     short = st[(st.role == "seller") & (st.delivered_kwh < st.ordered_kwh - 0.01)]
     assert len(short) > 0
     assert (short.penalty_dkk > 0).all()
-    assert short.penalty_dkk.sum() == pytest.approx(((short.ordered_kwh - short.delivered_kwh) * 4.5).sum())
+    m = default().buyers[0].markets[0]  # the market's penalty price, else penalty_factor x its price cap
+    penalty = m.penalty_price if m.penalty_price is not None else default().settlement.penalty_factor * m.price_cap
+    assert short.penalty_dkk.sum() == pytest.approx(((short.ordered_kwh - short.delivered_kwh) * penalty).sum())
 
 
 def test_data_provider_gaps_and_household_meters(tmp_path: Path) -> None:

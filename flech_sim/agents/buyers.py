@@ -12,16 +12,19 @@
   consume less).
 
 Horizon honesty: a buyer opens no market whose settlement cannot complete
-inside the horizon (the meter data its settlement waits for is published
-after the horizon ends); such markets are counted in ``skipped_horizon`` and
-the run summary reports them.
+inside the horizon (delivery ends after it, or the meter data its settlement
+waits for is published after it), whatever opens it: the timetable, the
+congestion watch or the TSO's balancing. Such markets are listed in
+``skipped_horizon`` with their source and reason, and the run summary counts
+them. Option activations (CRP) are only ever sent inside an opened market's
+window, so they settle whenever their market does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,6 +38,27 @@ from ..world import GridView
 from .base import Agent, Recorder
 
 DAY = MINUTES_PER_DAY
+
+MarketSource = Literal["timetable", "congestion", "balancing"]
+HorizonReason = Literal["delivery_after_horizon", "settlement_after_horizon"]
+
+
+class SkippedMarket(NamedTuple):
+    """A market a buyer did not open because it could not settle inside the horizon."""
+
+    market_id: str
+    source: MarketSource
+    reason: HorizonReason
+
+
+def horizon_reason(delivery_end: int, settle_due: int, horizon: int) -> HorizonReason | None:
+    """Why a market could not complete inside ``horizon`` (None: it can). Strict for settlement:
+    the clock stops at the horizon before events due at that very minute."""
+    if delivery_end > horizon:
+        return "delivery_after_horizon"
+    if settle_due >= horizon:
+        return "settlement_after_horizon"
+    return None
 
 
 def meter_data_due(end_minute: int, delay_days: int, publish_minute: int) -> int:
@@ -133,7 +157,7 @@ class Buyer(Agent):
         self.rejections: list[Rejection] = []
         self._requests: dict[str, MarketRequest] = {}  # markets opened and not yet cleared
         self.settle_due = settle_due or (lambda req: req.delivery_end)
-        self.skipped_horizon: list[str] = []  # markets not opened: settlement would fall after the horizon
+        self.skipped_horizon: list[SkippedMarket] = []  # markets not opened: they could not settle in the horizon
 
     def start(self) -> None:
         super().start()
@@ -157,13 +181,14 @@ class Buyer(Agent):
     def settles_in_horizon(self, req: MarketRequest) -> bool:
         """Whether delivery ends and the meter data settlement needs is published before the horizon
         (strictly: the clock stops at the horizon before events due at that very minute)."""
-        return req.delivery_end <= self.horizon and self.settle_due(req) < self.horizon
+        return horizon_reason(req.delivery_end, self.settle_due(req), self.horizon) is None
 
-    def _open(self, market_id: str, product: str, **fields: Any) -> MarketRequest | None:
-        """Send the request, unless its market could not settle inside the horizon (then count it)."""
+    def _open(self, market_id: str, product: str, source: MarketSource, **fields: Any) -> MarketRequest | None:
+        """Send the request, unless its market could not settle inside the horizon (then record why)."""
         req = MarketRequest(**self.envelope(market_id, product), **fields)
-        if not self.settles_in_horizon(req):
-            self.skipped_horizon.append(market_id)
+        why = horizon_reason(req.delivery_end, self.settle_due(req), self.horizon)
+        if why is not None:
+            self.skipped_horizon.append(SkippedMarket(market_id, source, why))
             return None
         self._requests[market_id] = req
         self.conn.send(req)
@@ -173,7 +198,7 @@ class Buyer(Agent):
         for send, market_id, product, fields in plan:
             if send > self.now:
                 yield self.env.timeout(send - self.now)
-            self._open(market_id, product, **fields)
+            self._open(market_id, product, "timetable", **fields)
 
     # -- DSO: congestion-driven markets ----------------------------------------------------
     def _watch_feeders(self, c: CongestionConfig) -> Generator[simpy.Event, Any, None]:
@@ -200,6 +225,7 @@ class Buyer(Agent):
                 self._open(
                     f"{self.id}-{c.product}-{f}-d{day + 1:03d}",
                     c.product,
+                    "congestion",
                     location=f,
                     direction=Direction.DOWN,
                     gate_close=day * DAY + _minute(c.gate_close_time),
@@ -228,6 +254,7 @@ class Buyer(Agent):
             self._open(
                 f"{self.id}-{b.product}-{t:06d}",
                 b.product,
+                "balancing",
                 location="*",
                 direction=Direction.DOWN if need > 0 else Direction.UP,
                 gate_close=delivery - b.gate_close_lead_minutes,

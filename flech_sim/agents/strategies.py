@@ -97,6 +97,8 @@ def make_offers(
     spot_during: np.ndarray,
     spot_after: float,
 ) -> list[Offer]:
+    if req.product_id in cfg.min_price_by_product:  # this product's own price floor
+        cfg = cfg.model_copy(update={"min_price_dkk_per_kwh": cfg.min_price_by_product[req.product_id]})
     hours = req.interval_minutes / 60.0
     qty = np.asarray(free_kw, dtype=float)
     if cfg.strategy == "expected_profit":
