@@ -123,6 +123,11 @@ class ImbalancePriceConfig(_Strict):
 
 
 class SettlementConfig(_Strict):
+    """How delivery is settled. Each product settles by a named rule (``rules``; README, "Settlement rules"):
+    'delivered_plus_penalty', 'award_minus_penalty' or 'imbalance'. Money is conserved: the buyer pays the
+    payments and receives the penalties; under 'imbalance' the deviation amount goes to the TSO, the
+    imbalance settlement's counterparty, which is the mFRR market's buyer."""
+
     penalty_factor: Annotated[float, Field(ge=0, le=100)] = 1.5
     """[x price cap] Shortfall penalty price = factor x the market's price cap, unless the request names one
     (not under the 'imbalance' rule, where only a penalty the request names is charged)."""
