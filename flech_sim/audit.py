@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from .clearing import SolverOptions
+from .imbalance_price import ImbalancePrices, recorded_imbalance_prices
 from .messages import (
     Activation,
     Award,
@@ -51,7 +52,6 @@ from .messages import (
 from .products.activation import draw_activation
 from .products.base import Market, Product
 from .registry import resolve_product
-from .imbalance_price import ImbalancePrices, recorded_imbalance_prices
 from .scenario import ClearingMethod, SettlementConfig
 
 __all__ = ["MarketAudit", "RunAudit", "audit_run", "audit_tables", "register_cli"]

@@ -432,8 +432,8 @@ TABLES: dict[str, Table] = {
             (
                 _ISTART,
                 _c("spot_dkk_per_kwh", "float", "DKK/kWh", "spot price"),
-                _c("short_dkk_per_kwh", "float", "DKK/kWh", "imbalance price where the system is short ('down' orders)"),
-                _c("long_dkk_per_kwh", "float", "DKK/kWh", "imbalance price where the system is long ('up' orders)"),
+                _c("short_dkk_per_kwh", "float", "DKK/kWh", "imbalance price, system short ('down' orders)"),
+                _c("long_dkk_per_kwh", "float", "DKK/kWh", "imbalance price, system long ('up' orders)"),
             ),
         ),
         Table(

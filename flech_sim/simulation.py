@@ -37,11 +37,11 @@ from .endpoint import Connection, Endpoint
 from .events import EventBus
 from .fingerprint import fingerprint
 from .households import child_seed
+from .imbalance_price import ImbalancePrices, scenario_imbalance_prices
 from .inputs import record_inputs
 from .messages import MarketRequest, Rejected
 from .metering import METER_PRODUCT_ID, MeterService
 from .persistor import Persistor
-from .imbalance_price import ImbalancePrices, scenario_imbalance_prices
 from .prices import generate_spot, load_spot_csv
 from .products.base import Market, MarketState, PlatformServices, Product
 from .registry import resolve_product

@@ -164,7 +164,10 @@ def test_mfrr_imbalance_rule_by_hand_and_rows_carry_the_rule(harness) -> None:  
     )
     # SRP with the rule the scenario chose: A 60 @0.5 in 240..300, metered 450 against 500: delivered 50 of 60.
     h.at(0, lambda: h.send("dso-1", h.request("s1", need=(60.0,), product="SRP", delivery_start=240)))
-    h.at(5, lambda: h.send("agg-a", bid(h, "agg-a", "SA", 0.5, (60.0,), product="SRP", market_id="s1", baseline=(500.0,))))
+    h.at(
+        5,
+        lambda: h.send("agg-a", bid(h, "agg-a", "SA", 0.5, (60.0,), product="SRP", market_id="s1", baseline=(500.0,))),
+    )
     # A metered 4100 then 4500 (change 900, 500 kW); B 2000 then 1900 (change 1000, then 1100: 100 kW over).
     h.at(300, lambda: h.send("datahub", meter(h, "agg-a@feeder-1", 120, [2500.0, 2500.0])))
     h.at(300, lambda: h.send("datahub", meter(h, "agg-a@feeder-1", 240, [450.0] * 4)))
