@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from .clearing import SolverOptions
+from .imbalance_price import ImbalancePrices, recorded_imbalance_prices
 from .messages import (
     Activation,
     Award,
@@ -223,6 +224,7 @@ class _RecordedServices:
     sellers: Mapping[str, frozenset[str]]
     locations: frozenset[str]
     persistor: _Sink = field(default_factory=_Sink)
+    imbalance_prices: ImbalancePrices | None = None
 
     def new_msg_id(self) -> str:
         return "audit"
@@ -240,6 +242,7 @@ def _resettle(
     meters: Sequence[MeterData],
     scenario: Mapping[str, Any],
     settled_at: int,
+    prices: ImbalancePrices | None = None,
 ) -> list[SettlementStatement]:
     """The product's own ``settle`` over a market rebuilt from the record: its terms, declared baselines
     (the last declared per seller, as the platform keeps them), the recomputed awards, the buyer's accepted
@@ -248,7 +251,6 @@ def _resettle(
     The product is a real instance over recorded services; each recorded bid passes its ``check_bid`` again
     so that the product's own per-market bookkeeping (declared baselines, mFRR bid locations) is rebuilt."""
     st = SettlementConfig(**{k: v for k, v in (scenario.get("settlement") or {}).items()})
-    penalty = req.penalty_price if req.penalty_price is not None else st.penalty_factor * req.price_cap
     sellers = {str(a["id"]): frozenset(a.get("households") or {}) for a in scenario.get("aggregators") or []}
     services = _RecordedServices(
         meter=_RecordedMeter(meters),
@@ -256,8 +258,10 @@ def _resettle(
         env=SimpleNamespace(now=settled_at),
         sellers=sellers,
         locations=frozenset(scenario.get("feeders") or {}),
+        imbalance_prices=prices,
     )
     product = cls(req.product_id, services)  # type: ignore[arg-type]
+    penalty = product.penalty_price(req)
     market = Market(request=req, requested_at=0, penalty_price=penalty, terms=dict(cls.read_terms(req)))
     product.markets[req.market_id] = market
     for i, b in enumerate(bids):
@@ -306,6 +310,8 @@ def audit_tables(
     awards_t, clear_t = tables.get("awards", empty), tables.get("clearings", empty)
     conflicts, settle_t = tables.get("conflicts", empty), tables.get("settlements", empty)
     markets_t = tables.get("markets", empty)
+    premium = SettlementConfig(**(scenario.get("settlement") or {})).imbalance_price.premium_eur_mwh
+    prices = recorded_imbalance_prices(tables.get("imbalance_prices"), premium)
     audits: list[MarketAudit] = []
     meter_log = [(q, m) for q, m in _parse_seq(inc[inc.kind == "meter_data"], errors) if isinstance(m, MeterData)]
     inc_by = {str(k): g for k, g in inc.groupby("market_id", sort=False)}
@@ -406,7 +412,7 @@ def audit_tables(
             )
         if len(table) and set(table.bid_id.astype(str)) - set(expected):
             d.append(f"awards table: rows for bids not recomputed: {sorted(set(table.bid_id) - set(expected))}")
-        _audit_settlement(a, cls, req, bids, recomputed_awards, scenario, m_in, m_out, meter_log, settle_t)
+        _audit_settlement(a, cls, req, bids, recomputed_awards, scenario, m_in, m_out, meter_log, settle_t, prices)
     return RunAudit(run_dir, audits, errors)
 
 
@@ -424,6 +430,7 @@ def _audit_settlement(
     out: pd.DataFrame,
     meter_log: Sequence[tuple[int, MeterData]],
     settle_t: pd.DataFrame,
+    prices: ImbalancePrices | None = None,
 ) -> None:
     """Re-settle one market (its incoming and outgoing messages, the run's meter data by ``seq``); compare."""
     mine = out[out.kind == "settlement"]
@@ -453,6 +460,7 @@ def _audit_settlement(
             [m for q, m in meter_log if q < before],
             scenario,
             int(sent[0].sent_at),
+            prices,
         )
     except NotImplementedError as exc:
         a.notes.append(f"not re-settled: {exc}")
@@ -493,7 +501,8 @@ def audit_run(run_dir: str | Path) -> RunAudit:
     """Audit a run directory (manifest.json + Parquet tables)."""
     run = Path(run_dir)
     manifest = json.loads((run / "manifest.json").read_text())
-    tables = {n: _read(run, n) for n in ("awards", "clearings", "conflicts", "settlements", "markets")}
+    names = ("awards", "clearings", "conflicts", "settlements", "markets", "imbalance_prices")
+    tables = {n: _read(run, n) for n in names}
     return audit_tables(_read(run, "messages"), tables, manifest, str(run))
 
 

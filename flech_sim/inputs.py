@@ -1,9 +1,10 @@
-"""The run's inputs written out as tables: weather, spot price, imbalance series and feeder limits.
+"""The run's inputs written out as tables: weather, spot and imbalance prices, imbalance series, feeder limits.
 
 A figure of a peak can then show the outdoor temperature behind it without re-deriving the inputs.
 Everything is read from the objects the run was built with (the same arrays the households, aggregators
-and buyers used), except the TSO imbalance, which is regenerated from the buyer's own keyed seed: the
-series is a pure function of (config, start, seed), so it is the one the buyer drew.
+and buyers used), except the TSO imbalance, which is regenerated from the buyer's own keyed seed, and the
+imbalance prices, regenerated from the scenario over the same spot series: each is a pure function of
+(config, start, seed), so it is the one the run used.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .agents.buyers import Buyer, imbalance_series
+from .imbalance_price import scenario_imbalance_prices
 from .persistor import Persistor
 from .scenario import Scenario
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def record_inputs(persistor: Persistor, scenario: Scenario, wiring: Wiring) -> None:
-    """Append the weather, spot_prices, imbalance and feeder_limits tables over the run's horizon."""
+    """Append the weather, spot_prices, imbalance_prices, imbalance and feeder_limits tables over the horizon."""
     world, agents = wiring.world, wiring.agents
     horizon = scenario.horizon_minutes
     if True:  # the world is always built before any agent
@@ -40,6 +42,16 @@ def record_inputs(persistor: Persistor, scenario: Scenario, wiring: Wiring) -> N
         spot = next((a.spot for a in agents.values() if hasattr(a, "spot")), None)
         if spot is not None:
             persistor.append_columns("spot_prices", {"interval_start": minutes, "price_dkk_per_kwh": spot[:n]})
+            prices = scenario_imbalance_prices(scenario, spot)
+            persistor.append_columns(
+                "imbalance_prices",
+                {
+                    "interval_start": minutes,
+                    "spot_dkk_per_kwh": prices.spot[:n],
+                    "short_dkk_per_kwh": prices.short[:n],
+                    "long_dkk_per_kwh": prices.long[:n],
+                },
+            )
         counts = np.bincount(world.feeder, minlength=len(world.feeders))
         persistor.append_columns(
             "feeder_limits",

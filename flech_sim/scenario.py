@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from .clearing import ClearingMethod
 from .constants import SOLVER_TIME_LIMIT_S
 from .messages import Direction
+from .settlement import Rule
 
 # -- bounds -------------------------------------------------------------------------
 # Every number of the schema is bounded: a value outside these is a typo or an attack, and
@@ -110,14 +111,38 @@ class SolverConfig(_Strict):
     """Relative MIP gap at which a block-bid clearing stops."""
 
 
+class ImbalancePriceConfig(_Strict):
+    """The imbalance price that settles mFRR deviations under the 'imbalance' rule (flech_sim.imbalance_price)."""
+
+    premium_eur_mwh: Annotated[float, Field(ge=0, le=1000)] = 5.0
+    """[EUR/MWh] Mean premium of the imbalance price over spot (above spot when the system is short,
+    below when long); Energinet: about 42 early 2023, 15.9 late 2023, 3.4 early 2024. Sellers are
+    told it as the expected cost of a kWh of deviation, also when a CSV gives the prices."""
+    csv: str | None = None
+    """CSV with columns timestamp, price_dkk_per_kwh (the imbalance price); replaces the generated series."""
+
+
 class SettlementConfig(_Strict):
+    """How delivery is settled. Each product settles by a named rule (``rules``; README, "Settlement rules"):
+    'delivered_plus_penalty', 'award_minus_penalty' or 'imbalance'. Money is conserved: the buyer pays the
+    payments and receives the penalties; under 'imbalance' the deviation amount goes to the TSO, the
+    imbalance settlement's counterparty, which is the mFRR market's buyer."""
+
     penalty_factor: Annotated[float, Field(ge=0, le=100)] = 1.5
-    """[x price cap] Shortfall penalty price = factor x the market's price cap, unless the request names one."""
+    """[x price cap] Shortfall penalty price = factor x the market's price cap, unless the request names one
+    (not under the 'imbalance' rule, where only a penalty the request names is charged)."""
     gap_rule: Literal["no_delivery", "award"] = "no_delivery"
     """Missing meter data: 'no_delivery' counts nothing delivered (the seller carries the risk);
     'award' assumes the award was delivered (the buyer carries it)."""
     wait_for_meter_hours: Annotated[float, Field(gt=0, le=MAX_DAYS * 24)] = 72.0
     """[h] After this long past delivery without meter data, settle with the gap rule."""
+    rules: dict[Annotated[str, Field(pattern=PRODUCT_ID_PATTERN)], Rule] = Field(default_factory=dict, max_length=64)
+    """Product ID -> settlement rule: 'delivered_plus_penalty' (delivered energy paid, shortfall penalised;
+    default of SRP, BL, CRP), 'award_minus_penalty' (award paid in full, shortfall penalised; CL's only rule)
+    or 'imbalance' (delivered energy paid, deviation settled at the imbalance price; mFRR's default).
+    A product not named settles by its default (README: settlement rules)."""
+    imbalance_price: ImbalancePriceConfig = ImbalancePriceConfig()
+    """The imbalance price series of the 'imbalance' rule."""
 
 
 class FeederConfig(_Strict):
@@ -500,6 +525,18 @@ class Scenario(_Strict):
                     errors.append(f"{where}.gate_close_time: must be after request_time")
                 if m.delivery_day_offset == 0 and _minutes(m.delivery_start_time) < _minutes(m.gate_close_time):
                     errors.append(f"{where}.delivery_start_time: must not be before gate_close_time on the same day")
+        for pid, rule in self.settlement.rules.items():
+            if pid not in self.products:
+                errors.append(f"settlement.rules.{pid}: unknown product ID; the scenario's products are "
+                              f"{sorted(self.products)}")
+                continue
+            try:
+                cls = resolve_product(pid, self.products[pid], load=False)
+            except LookupError:
+                continue  # reported above
+            allowed = getattr(cls, "SETTLEMENT_RULES", None) if cls is not None else None
+            if allowed is not None and rule not in allowed:
+                errors.append(f"settlement.rules.{pid}: {pid} cannot settle by {rule!r}; its rules are {list(allowed)}")
         for i, a in enumerate(self.aggregators):
             for f in a.households:
                 if f not in self.feeders:
@@ -522,6 +559,8 @@ class Scenario(_Strict):
             out.append(("households.base_load_csv", self.households.base_load_csv, None))
         if self.spot.csv:
             out.append(("spot.csv", self.spot.csv, ("price_dkk_per_kwh",)))
+        if self.settlement.imbalance_price.csv:
+            out.append(("settlement.imbalance_price.csv", self.settlement.imbalance_price.csv, ("price_dkk_per_kwh",)))
         for i, b in enumerate(self.buyers):
             if b.balancing is not None and b.balancing.imbalance.csv:
                 out.append((f"buyers.{i}.balancing.imbalance.csv", b.balancing.imbalance.csv, ("imbalance_kw",)))

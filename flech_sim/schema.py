@@ -294,9 +294,27 @@ TABLES: dict[str, Table] = {
                 _c("ordered_kwh", "float", "kWh", "awarded energy"),
                 _c("delivered_kwh", "float", "kWh", "verified delivered energy (capped at the award)"),
                 _c("payment_dkk", "float", "DKK", "payment for the award (seller receives, buyer pays)"),
-                _c("penalty_dkk", "float", "DKK", "penalty for shortfall (seller pays, buyer receives)"),
+                _c(
+                    "penalty_dkk",
+                    "float",
+                    "DKK",
+                    "what the seller pays for not delivering (buyer receives): shortfall penalty + imbalance_dkk",
+                ),
                 _c("net_dkk", "float", "DKK", "money in for this party (negative = pays)"),
                 _c("meter_gap", "bool", "-", "the interval had missing meter data (settled by the gap rule)"),
+                _c(
+                    "rule",
+                    "str",
+                    "-",
+                    "settlement rule: delivered_plus_penalty, award_minus_penalty, imbalance ('' = the product's own)",
+                ),
+                _c(
+                    "imbalance_dkk",
+                    "float",
+                    "DKK",
+                    "of penalty_dkk, the deviation settled at the imbalance spread over spot (the TSO is the "
+                    "counterparty; negative = the seller receives)",
+                ),
             ),
         ),
         Table(
@@ -456,6 +474,16 @@ TABLES: dict[str, Table] = {
             (
                 _ISTART,
                 _c("price_dkk_per_kwh", "float", "DKK/kWh", "spot price"),
+            ),
+        ),
+        Table(
+            "imbalance_prices",
+            "Spot and imbalance prices per model step (the 'imbalance' settlement rule settles deviations at them).",
+            (
+                _ISTART,
+                _c("spot_dkk_per_kwh", "float", "DKK/kWh", "spot price"),
+                _c("short_dkk_per_kwh", "float", "DKK/kWh", "imbalance price, system short ('down' orders)"),
+                _c("long_dkk_per_kwh", "float", "DKK/kWh", "imbalance price, system long ('up' orders)"),
             ),
         ),
         Table(

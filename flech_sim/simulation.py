@@ -38,6 +38,7 @@ from .endpoint import Connection, Endpoint
 from .events import EventBus
 from .fingerprint import fingerprint
 from .households import child_seed
+from .imbalance_price import ImbalancePrices, scenario_imbalance_prices
 from .inputs import record_inputs
 from .messages import MarketRequest, Rejected
 from .metering import METER_PRODUCT_ID, MeterService
@@ -96,9 +97,11 @@ def build_core(
     scenario: Scenario,
     sellers: dict[str, frozenset[str]],
     metering_points: frozenset[str],
+    imbalance_prices: ImbalancePrices | None = None,
 ) -> Core:
     """Endpoint -> dispatcher -> products, with meter data routed like a product; the coordinator
-    hears of cleared markets on the event bus that the products publish to."""
+    hears of cleared markets on the event bus that the products publish to. ``imbalance_prices``
+    (what the 'imbalance' settlement rule settles at): None = made from the scenario."""
     endpoint = Endpoint(env, persistor)
     dispatcher = Dispatcher(endpoint.send)
     endpoint.route = dispatcher.route
@@ -135,6 +138,7 @@ def build_core(
         settlement=scenario.settlement,
         locations=frozenset(scenario.feeders),
         is_participant=lambda pid: endpoint.role_of(pid) is not None,
+        imbalance_prices=imbalance_prices if imbalance_prices is not None else scenario_imbalance_prices(scenario),
     )
     products: dict[str, Product] = {}
     for pid in sorted(scenario.products):
@@ -369,7 +373,8 @@ def _build(
     sellers = {a: frozenset(p.feeders) for a, p in portfolios.items()}
     dp = scenario.data_provider
     feed = world.meter_feed(dp.household_meters)
-    core = build_core(env, persistor, scenario, sellers, frozenset(feed.points))
+    prices = scenario_imbalance_prices(scenario, spot)
+    core = build_core(env, persistor, scenario, sellers, frozenset(feed.points), prices)
     own = Recorder(persistor, frozenset({AGENT_ERRORS}))
     agents: dict[str, Agent] = {}
     buyer_seeds = child_seed(root, 4)

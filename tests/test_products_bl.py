@@ -79,6 +79,7 @@ def test_terms_in_the_bid_request_and_bad_methods(harness) -> None:  # type: ign
         "baseline_after_minutes": 60,
         "baseline_fallback": "meter_before_after",
         "dispatch": "on_award",
+        "settlement": "delivered_plus_penalty",  # the rule in force, for sellers to price a shortfall
     }
     r2, r3 = rejections(h, "dso-1")
     assert r2.reason == r3.reason == RejectReason.OUT_OF_RANGE
@@ -132,12 +133,14 @@ def test_bl_settles_on_the_platform_baseline_with_a_recorded_fallback(harness) -
     h.run(DELIVERY + DAY + 1)
     sts = statements(h)
     penalty = 1.5 * 3.0
-    # A: baseline 510 - metered 460 = 50 of 60: payment 30, penalty 10 x 4.5 = 45, net -15.
-    assert sts["agg-a"].delivered_kwh == pytest.approx((50.0,)) and sts["agg-a"].net_dkk == pytest.approx((-15.0,))
-    # B: baseline 310 - 280 = 30 of 40: payment 40, penalty 45, net -5.
-    assert sts["agg-b"].delivered_kwh == pytest.approx((30.0,))
-    assert sts["agg-b"].penalty_dkk == pytest.approx((10 * penalty,)) and sts["agg-b"].net_dkk == pytest.approx((-5.0,))
-    assert sts["dso-1"].net_dkk == pytest.approx((20.0,))
+    # BL's default rule delivered_plus_penalty: the bid price on delivered kWh, the shortfall penalised.
+    # A: baseline 510 - metered 460 = 50 of 60: payment 50 x 0.5 = 25, penalty 10 x 4.5 = 45, net -20.
+    assert sts["agg-a"].delivered_kwh == pytest.approx((50.0,)) and sts["agg-a"].net_dkk == pytest.approx((-20.0,))
+    # B: baseline 310 - 280 = 30 of 40: payment 30 x 1.0 = 30, penalty 45, net -15.
+    assert sts["agg-b"].delivered_kwh == pytest.approx((30.0,)) and sts["agg-b"].payment_dkk == pytest.approx((30.0,))
+    assert sts["agg-b"].penalty_dkk == pytest.approx((10 * penalty,))
+    assert sts["agg-b"].net_dkk == pytest.approx((-15.0,))
+    assert sts["dso-1"].net_dkk == pytest.approx((35.0,))
     assert_conserved(sts)
     assert "agg-b: baseline meter_before_after" in h.core.products["BL"].markets["m1"].note
     rows = {r["seller"]: r for r in table(h, "baselines")}
@@ -153,7 +156,7 @@ def test_bl_settles_on_the_platform_baseline_with_a_recorded_fallback(harness) -
 def test_no_delivery_fallback_counts_nothing(harness) -> None:  # type: ignore[no-untyped-def]
     h = harness
     # rolling_average needs 5 complete days; there are none, and the fallback is 'no_delivery':
-    # A 10 kW @0.5 is paid 5 DKK and penalised 10 x 4.5 = 45: net -40.
+    # A 10 kW @0.5 delivers nothing, so is paid nothing, and is penalised 10 x 4.5 = 45: net -45.
     h.at(
         0,
         lambda: h.send(
@@ -171,7 +174,7 @@ def test_no_delivery_fallback_counts_nothing(harness) -> None:  # type: ignore[n
     h.at(DELIVERY + DAY, lambda: h.send("datahub", meter(h, "agg-a@feeder-1", DELIVERY, [100.0] * 4)))
     h.run(DELIVERY + DAY + 1)
     sts = statements(h)
-    assert sts["agg-a"].delivered_kwh == (0.0,) and sts["agg-a"].net_dkk == pytest.approx((-40.0,))
+    assert sts["agg-a"].delivered_kwh == (0.0,) and sts["agg-a"].net_dkk == pytest.approx((-45.0,))
     assert sts["agg-a"].meter_gap == (False,)
     (row,) = table(h, "baselines")
     assert row["used"] == "none" and row["baseline_kw"] is None and "5 needed" in row["detail"]

@@ -143,6 +143,7 @@ def test_bid_request_carries_the_terms_in_force(harness) -> None:  # type: ignor
         "activation_min_lead_minutes": 15,
         "activation_max_lead_minutes": 60,
         "dispatch": "on_activation",
+        "settlement": "delivered_plus_penalty",
     }
 
 

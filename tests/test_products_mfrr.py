@@ -26,7 +26,9 @@ from tests.products_support import (
 
 @pytest.fixture
 def make_scenario():  # type: ignore[no-untyped-def]
-    return all_products_scenario
+    # the hand-checked figures below use a cap-multiple penalty; the imbalance rule (mFRR's default) is
+    # checked by hand in tests/test_settlement.py
+    return lambda **kw: all_products_scenario(settlement={"rules": {"mFRR": "delivered_plus_penalty"}}, **kw)
 
 
 def _request(h, need, **kw):  # type: ignore[no-untyped-def]
@@ -178,7 +180,7 @@ def test_request_rules_and_minimum_bid_size(harness) -> None:  # type: ignore[no
     (wrong,) = rejections(h, "agg-c")
     assert wrong.reason == RejectReason.NOT_ELIGIBLE
     br = next(m for m in received(h, "agg-b", BidRequest) if m.market_id == "m1")
-    assert br.params == {"min_bid_kw": 1000.0, "dispatch": "on_award"}
+    assert br.params == {"min_bid_kw": 1000.0, "dispatch": "on_award", "settlement": "delivered_plus_penalty"}
 
 
 def test_mfrr_settlement_pays_delivered_energy_at_the_clearing_price(harness) -> None:  # type: ignore[no-untyped-def]

@@ -78,7 +78,13 @@ def test_markets_settle_and_money_is_conserved(default_run) -> None:  # type: ig
     buyers, sellers = s[s.role == "buyer"], s[s.role == "seller"]
     assert buyers.net_dkk.sum() == pytest.approx(-sellers.net_dkk.sum())
     assert (sellers.net_dkk == sellers.payment_dkk - sellers.penalty_dkk).all()
-    assert sellers.payment_dkk.sum() == pytest.approx(t["awards"].payment_dkk.sum())
+    # SRP's rule delivered_plus_penalty: the awards' payment pro rata of the energy delivered
+    award = t["awards"].groupby(["market_id", "seller", "interval"]).payment_dkk.sum()
+    key = list(zip(sellers.market_id, sellers.party, sellers.interval, strict=True))
+    share = (sellers.delivered_kwh / sellers.ordered_kwh).where(sellers.ordered_kwh > 0, 0.0).to_numpy()
+    expected = award.loc[key].to_numpy() * share
+    assert sellers.payment_dkk.to_numpy() == pytest.approx(expected)
+    assert set(sellers.rule) == {"delivered_plus_penalty"}
     assert (s.delivered_kwh <= s.ordered_kwh + 1e-9).all()
     # accepted energy in clearings equals the awards
     assert t["clearings"].accepted_kwh.sum() == pytest.approx(t["awards"].accepted_kw.sum())

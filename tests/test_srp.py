@@ -69,11 +69,13 @@ def test_settlement_penalises_shortfall_and_conserves_money(harness) -> None:  #
     (st_b,) = [m for m in h.people["agg-b"].inbox if isinstance(m, SettlementStatement)]
     (st_dso,) = [m for m in h.people["dso-1"].inbox if isinstance(m, SettlementStatement)]
     penalty = 1.5 * 3.0  # default penalty factor x cap
+    # SRP's default rule, delivered_plus_penalty: the bid price is paid on delivered kWh only
     assert st_a.delivered_kwh == pytest.approx((50.0, 60.0))
-    assert st_a.payment_dkk == pytest.approx((30.0, 30.0))
+    assert st_a.payment_dkk == pytest.approx((50 * 0.5, 60 * 0.5))
     assert st_a.penalty_dkk == pytest.approx((10 * penalty, 0.0))
-    assert st_a.net_dkk == pytest.approx((30.0 - 45.0, 30.0))
+    assert st_a.net_dkk == pytest.approx((25.0 - 45.0, 30.0))
     assert st_b.delivered_kwh == pytest.approx((40.0, 0.0))
+    assert st_b.payment_dkk == pytest.approx((40.0, 0.0))
     assert st_b.meter_gap == (False, True)
     assert st_b.penalty_dkk == pytest.approx((0.0, 40 * penalty))
     assert st_dso.party_role == "buyer" and st_dso.counterparty == "agg-a,agg-b"

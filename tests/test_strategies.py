@@ -8,7 +8,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from flech_sim.agents.strategies import make_offers, newsvendor_kw
+from flech_sim.agents.strategies import make_offers, newsvendor_kw, shortfall_loss
 from flech_sim.messages import BidRequest, Direction
 from flech_sim.scenario import BiddingConfig
 
@@ -80,9 +80,51 @@ def test_expected_profit_prices_rise_by_step_and_respect_the_cap() -> None:
     assert np.all(total <= np.array([80.0, 60.0]) + 1e-9)
 
 
+def test_shortfall_loss_by_rule_by_hand() -> None:
+    assert shortfall_loss("delivered_plus_penalty", 0.5, 4.5) == 4.5  # not paid, penalised
+    assert shortfall_loss("award_minus_penalty", 0.5, 4.5) == 4.0  # paid anyway, penalised
+    assert shortfall_loss("imbalance", 0.5, 0.0, 0.0373) == pytest.approx(0.0373)  # the imbalance premium
+    assert shortfall_loss("imbalance", 0.5, 1.0, 0.0373) == pytest.approx(1.0373)  # plus a named penalty
+
+
 def test_paying_undelivered_energy_lowers_the_loss_and_raises_the_offer() -> None:
     cfg = BiddingConfig(strategy="expected_profit", steps=2, forecast_cv=0.3)
-    assert offered(cfg, 2.0, pays_undelivered=True) > offered(cfg, 2.0)
+    assert offered(cfg, 2.0, settlement="award_minus_penalty") > offered(cfg, 2.0, settlement="delivered_plus_penalty")
+    assert offered(cfg, 2.0) == offered(cfg, 2.0, settlement="delivered_plus_penalty")  # the default rule
+
+
+def test_under_the_imbalance_rule_the_offer_falls_as_the_premium_rises() -> None:
+    cfg = BiddingConfig(strategy="expected_profit", steps=3, forecast_cv=0.3)
+    sweep = [offered(cfg, 0.0, settlement="imbalance", imbalance_premium=x) for x in (0.0, 0.5, 2.0, 10.0)]
+    assert sweep[0] == pytest.approx(140.0, abs=0.01)  # a free deviation: the whole forecast
+    assert all(a > b for a, b in itertools.pairwise(sweep)), sweep
+    # a few EUR/MWh (0.04 DKK/kWh) costs far less than a cap-multiple penalty of 4.5 DKK/kWh
+    assert offered(cfg, 0.0, settlement="imbalance", imbalance_premium=0.04) > offered(cfg, 4.5)
+    # the penalty price alone does not move an imbalance-rule offer when the request names none
+    assert offered(cfg, 0.0, settlement="imbalance", imbalance_premium=0.04) == offered(
+        cfg, None, settlement="imbalance", imbalance_premium=0.04
+    )
+
+
+def test_risk_aware_prices_the_shortfall_under_the_rule() -> None:
+    cfg = BiddingConfig(strategy="risk_aware", steps=1)
+
+    def price(penalty: float, **params) -> float:  # type: ignore[no-untyped-def]
+        (o,) = make_offers(
+            cfg,
+            request(penalty, **params),
+            free_kw=np.array([80.0, 60.0]),
+            rebound_ratio=1.0,
+            spot_during=np.array([0.3, 0.3]),
+            spot_after=0.3,
+        )
+        return o.price
+
+    base = price(0.0)
+    # risk premium = quantile x cv x loss: 4.5 under delivered_plus_penalty, 0.04 under imbalance
+    k = cfg.quantile * cfg.forecast_cv
+    assert price(4.5) == pytest.approx(base + k * 4.5, abs=1e-6)
+    assert price(0.0, settlement="imbalance", imbalance_premium=0.04) == pytest.approx(base + k * 0.04, abs=1e-6)
 
 
 def test_minimum_bid_size_drops_small_slices() -> None:

@@ -12,9 +12,9 @@ Pure functions (no SimPy, no messages sent), so each can be checked by hand.
 * ``expected_profit``: newsvendor. The deliverable flexibility is uncertain
   (normal, relative sd ``forecast_cv`` around the forecast); selling a kWh that
   is delivered earns the margin (price - cost), selling one that is not costs
-  the shortfall penalty (less the price, where the product pays the award
-  regardless). Each price step sells up to the quantity q with
-  P(flex < q) = margin / (margin + loss): the dearer the penalty, the less
+  the shortfall loss of the market's settlement rule (:func:`shortfall_loss`).
+  Each price step sells up to the quantity q with
+  P(flex < q) = margin / (margin + loss): the dearer a shortfall, the less
   offered; a riskless forecast offers all of it.
 """
 
@@ -68,11 +68,35 @@ def newsvendor_kw(free_kw: np.ndarray, cv: float, margin: float, loss: float) ->
     return free * min(1.0, max(0.0, 1.0 + z * cv))
 
 
+def shortfall_loss(rule: str, price: float, penalty: float, imbalance_premium: float = 0.0) -> float:
+    """DKK a seller loses per kWh it sells at ``price`` and does not deliver, under the settlement rule
+    the bid request names (``params["settlement"]``; see :mod:`flech_sim.settlement`):
+
+    * delivered_plus_penalty (or none named): the penalty (the kWh is simply not paid);
+    * award_minus_penalty: the penalty less the price, which the award pays anyway;
+    * imbalance: the expected imbalance premium over spot (``params["imbalance_premium"]``), plus
+      any penalty the market names -- not a multiple of the price cap.
+    """
+    if rule == "award_minus_penalty":
+        return penalty - price
+    if rule == "imbalance":
+        return imbalance_premium + penalty
+    return penalty
+
+
 def expected_profit_offers(
-    cfg: BiddingConfig, free_kw: np.ndarray, cost: float, penalty: float, pays_undelivered: bool, price_cap: float
+    cfg: BiddingConfig,
+    free_kw: np.ndarray,
+    cost: float,
+    penalty: float,
+    price_cap: float,
+    *,
+    rule: str = "delivered_plus_penalty",
+    imbalance_premium: float = 0.0,
 ) -> list[tuple[float, np.ndarray]]:
     """(price, kW of this step) per price step: step j asks ``cost * (1 + step_markup) ** (j + 1)``
-    (never below the price floor) and brings the cumulative offer to its newsvendor quantity."""
+    (never below the price floor) and brings the cumulative offer to its newsvendor quantity, with the
+    shortfall priced by :func:`shortfall_loss` under ``rule``."""
     out: list[tuple[float, np.ndarray]] = []
     sold = np.zeros_like(np.asarray(free_kw, dtype=float))
     floor = max(cost, cfg.min_price_dkk_per_kwh)
@@ -80,7 +104,7 @@ def expected_profit_offers(
         price = round(floor * (1 + cfg.step_markup) ** (j + 1), 6)
         if price > price_cap:
             break
-        loss = penalty - price if pays_undelivered else penalty
+        loss = shortfall_loss(rule, price, penalty, imbalance_premium)
         q = newsvendor_kw(free_kw, cfg.forecast_cv, price - cost, loss)
         step = np.round(np.maximum(q - sold, 0.0), 3)
         sold = sold + step
@@ -111,8 +135,11 @@ def make_offers(
     else:
         qty = qty * cfg.offer_fraction
     c = unit_cost(cfg, req.direction, rebound_ratio, float(np.mean(spot_during)), spot_after)
-    if cfg.strategy == "risk_aware" and req.penalty_price:
-        c += cfg.quantile * cfg.forecast_cv * req.penalty_price  # expected penalty per kWh sold
+    if cfg.strategy == "risk_aware":  # expected shortfall loss per kWh sold, under the market's settlement rule
+        rule = str(req.params.get("settlement", "delivered_plus_penalty"))
+        premium = float(req.params.get("imbalance_premium", 0.0) or 0.0)
+        loss = shortfall_loss(rule, float(c), float(req.penalty_price or 0.0), premium)
+        c += cfg.quantile * cfg.forecast_cv * max(0.0, loss)
     min_kw = float(req.params.get("min_bid_kw", 0.0) or 0.0)
     steps = cfg.steps
     if min_kw > 0:  # pool into fewer, larger steps so every slice reaches the minimum size
@@ -144,14 +171,15 @@ def _expected_profit(cfg: BiddingConfig, req: BidRequest, free_kw: np.ndarray, c
     """Offers of the ``expected_profit`` strategy; a slice below the product's minimum bid size is
     dropped (pooling steps would change their prices)."""
     penalty = float(req.penalty_price or 0.0)
-    pays_undelivered = bool(req.params.get("pays_undelivered", False))
+    rule = str(req.params.get("settlement", "delivered_plus_penalty"))
+    premium = float(req.params.get("imbalance_premium", 0.0) or 0.0)
     min_kw = float(req.params.get("min_bid_kw", 0.0) or 0.0)
     option = req.params.get("dispatch") == "on_activation"
     window_h = req.interval_minutes / 60.0 * len(req.need_kw)
     if min_kw > 0:  # one step carrying the whole newsvendor quantity reaches the minimum most often
         cfg = cfg.model_copy(update={"steps": 1})
     offers = []
-    steps = expected_profit_offers(cfg, free_kw, cost, penalty, pays_undelivered, req.price_cap)
+    steps = expected_profit_offers(cfg, free_kw, cost, penalty, req.price_cap, rule=rule, imbalance_premium=premium)
     for j, (price, kw) in enumerate(steps):
         kw = np.where(kw >= min_kw, kw, 0.0) if min_kw > 0 else kw
         if not np.any(kw > 0):

@@ -66,13 +66,46 @@ class Product:
     """The product's own output tables (registered with :func:`flech_sim.schema.register_table`)."""
     accepts_activations: ClassVar[bool] = False
     """Option products set this: the market's buyer then calls reserved flexibility with Activation messages."""
+    SETTLEMENT_RULES: ClassVar[tuple[str, ...]] = ()
+    """Settlement rules (:data:`flech_sim.settlement.RULES`) the product can settle by, its default first;
+    the scenario's ``settlement.rules`` picks one per product ID. Empty: the product's own unnamed rule."""
 
     def __init__(self, product_id: str, services: PlatformServices) -> None:
         self.product_id = product_id
         self.s = services
         self.markets: dict[str, Market] = {}
         self.opened: list[Market] = []  # in opening order, so observers can read only what is new
+        self.settlement_rule = self._settlement_rule()
+        self._imbalance: dict[str, tuple[float, ...]] = {}  # statement msg ID -> its imbalance amounts (table only)
         self._ensure_tables()
+
+    def _settlement_rule(self) -> str:
+        rules = getattr(self.s.settlement, "rules", None) or {}
+        rule = rules.get(self.product_id, self.SETTLEMENT_RULES[0] if self.SETTLEMENT_RULES else "")
+        if rule and rule not in self.SETTLEMENT_RULES:
+            raise ValueError(
+                f"settlement.rules.{self.product_id}: {self.product_id} cannot settle by {rule!r}; "
+                f"its rules are {list(self.SETTLEMENT_RULES)}"
+            )
+        return rule
+
+    def penalty_price(self, req: MarketRequest) -> float:
+        """DKK per kWh of shortfall: the request's, else settlement.penalty_factor x its price cap; under the
+        imbalance rule only a penalty the request names (the deviation is settled at the imbalance price)."""
+        if req.penalty_price is not None:
+            return req.penalty_price
+        return 0.0 if self.settlement_rule == "imbalance" else self.s.settlement.penalty_factor * req.price_cap
+
+    def shortfall_terms(self) -> dict[str, str | float]:
+        """What sellers need to price a shortfall, sent in every bid request's params: the settlement rule
+        and, under 'imbalance', the expected imbalance premium (DKK per kWh of deviation)."""
+        if not self.settlement_rule:
+            return {}
+        out: dict[str, str | float] = {"settlement": self.settlement_rule}
+        if self.settlement_rule == "imbalance":
+            prices = self.s.imbalance_prices
+            out["imbalance_premium"] = prices.expected_premium if prices is not None else 0.0
+        return out
 
     def _ensure_tables(self) -> None:
         for t in self.TABLES:
@@ -217,9 +250,7 @@ class Product:
         )
         self.check_request(req)
         terms = self.read_terms(req)
-        penalty = (
-            req.penalty_price if req.penalty_price is not None else self.s.settlement.penalty_factor * req.price_cap
-        )
+        penalty = self.penalty_price(req)
         market = Market(request=req, requested_at=self.now, penalty_price=penalty, terms=terms)
         self.markets[req.market_id] = market
         self.opened.append(market)
@@ -236,7 +267,7 @@ class Product:
                 interval_minutes=req.interval_minutes,
                 need_kw=req.need_kw,
                 price_cap=req.price_cap,
-                params={**self.bid_request_params(req), **req.params},
+                params={**self.bid_request_params(req), **req.params, **self.shortfall_terms()},
                 penalty_price=penalty,
             )
         self.s.env.process(life_cycle(self, market))
@@ -422,7 +453,8 @@ class Product:
         )
 
     def send_statement(self, market: Market, st: SettlementStatement) -> None:
-        records.write_statement(self.s.persistor, market, self.product_id, st)
+        imbalance = self._imbalance.pop(st.msg_id, ())
+        records.write_statement(self.s.persistor, market, self.product_id, st, self.settlement_rule, imbalance)
         self.s.reply(st)
 
     def retire(self, market: Market) -> None:
@@ -446,7 +478,11 @@ class Product:
 
     # == settlement statements ===========================================================
     def issue_statements(self, market: Market, results: Mapping[str, IntervalSettlement]) -> list[SettlementStatement]:
-        """A statement per seller (ID order) and one to the buyer, whose net is minus the sum of the sellers' nets."""
+        """A statement per seller (ID order) and one to the buyer, whose net is minus the sum of the sellers' nets.
+
+        ``penalty_dkk`` carries everything a seller pays for not delivering: the shortfall penalty and,
+        under the imbalance rule, the imbalance amount, whose counterparty is the market's buyer (the TSO);
+        the ``settlements`` table also shows the imbalance part apart (``imbalance_dkk``)."""
         req = market.request
         n = req.n_intervals
         starts = tuple(market.interval_start(i) for i in range(n))
@@ -464,11 +500,13 @@ class Product:
                     ordered_kwh=r.ordered_kwh,
                     delivered_kwh=r.delivered_kwh,
                     payment_dkk=r.payment_dkk,
-                    penalty_dkk=r.penalty_dkk,
+                    penalty_dkk=r.charge_dkk,
                     net_dkk=r.net_dkk,
                     meter_gap=r.gap,
                 )
             )
+            if r.imbalance_dkk:
+                self._imbalance[out[-1].msg_id] = r.imbalance_dkk
         if sellers:
 
             def total(field_: str) -> tuple[float, ...]:
@@ -484,11 +522,15 @@ class Product:
                     ordered_kwh=total("ordered_kwh"),
                     delivered_kwh=total("delivered_kwh"),
                     payment_dkk=total("payment_dkk"),
-                    penalty_dkk=total("penalty_dkk"),
+                    penalty_dkk=total("charge_dkk"),
                     net_dkk=tuple(-x for x in total("net_dkk")),
                     meter_gap=tuple(any(results[s].gap[i] for s in sellers) for i in range(n)),
                 )
             )
+            if any(results[s].imbalance_dkk for s in sellers):
+                self._imbalance[out[-1].msg_id] = tuple(
+                    sum(results[s].imbalance_dkk[i] for s in sellers if results[s].imbalance_dkk) for i in range(n)
+                )
         return out
 
     def statement(

@@ -38,8 +38,10 @@ Clearing / Award
 Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
     baseline = the platform's (method or fallback, from published meter
     history of that point); delivered = baseline - metered (down) or metered
-    - baseline (up), within [0, awarded]; payment = the award's payment;
-    penalty = (awarded - delivered) kWh x penalty price. No baseline at all
+    - baseline (up), within [0, awarded]; by the scenario's ``settlement.rules``:
+    'delivered_plus_penalty' (default) payment = delivered kWh x the bid price,
+    'award_minus_penalty' payment = the award's payment; either way penalty =
+    (awarded - delivered) kWh x penalty price. No baseline at all
     ('none') counts nothing as delivered. Meter gaps in the window: the
     scenario's gap rule. The buyer's net is minus the sum of the sellers'
     nets.
@@ -55,7 +57,7 @@ from ..clearing import SolverOptions
 from ..messages import Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..registry import register_product
 from ..schema import row
-from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
+from ..settlement import IntervalSettlement
 from .base import Market
 from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
@@ -100,6 +102,7 @@ class BLProduct(TermsProduct):
     PARAMS = PARAMS
     pricing = "pay_as_bid"
     declared_baseline = "optional"
+    SETTLEMENT_RULES = ("delivered_plus_penalty", "award_minus_penalty")
 
     @classmethod
     def complete_terms(cls, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
@@ -155,22 +158,7 @@ class BLProduct(TermsProduct):
                 )
             if base.fallback:
                 market.note = "; ".join(filter(None, (market.note, f"{seller}: baseline {base.used} ({base.detail})")))
-            ordered = self.ordered_kw(market, seller)
-            delivered, gaps = verify_against_baseline(
-                direction=req.direction,
-                ordered_kw=ordered,
-                baseline_kw=base.values,
-                metered_kw=self.metered_kw(market, seller),
-                gap_rule=self.s.settlement.gap_rule,
-            )
-            results[seller] = settle_delivered(
-                hours=market.hours,
-                ordered_kw=ordered,
-                delivered_kw=delivered,
-                gaps=gaps,
-                penalty_price=market.penalty_price,
-                fixed_dkk=self.award_payments(market, seller),
-            )
+            results[seller] = self.settle_seller(market, seller, base.values)
         return self.issue_statements(market, results)
 
 

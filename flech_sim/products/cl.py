@@ -127,6 +127,7 @@ class CLProduct(TermsProduct):
     TABLES = TABLES
     pricing = PAY_AS_BID
     declared_baseline = "required"
+    SETTLEMENT_RULES = ("award_minus_penalty",)  # EcoGrid 2.0: the cap is paid, energy above it penalised
 
     def check_request(self, req: MarketRequest) -> None:
         super().check_request(req)

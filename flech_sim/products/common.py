@@ -6,10 +6,12 @@ policy these five products happen to agree on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..messages import Bid, MarketRequest, Rejected, RejectReason
 from ..metering import metering_point
+from ..settlement import IntervalSettlement, settle_by_rule, verify_against_baseline
 from .base import Market, Product, iter_awards_of
 from .params import Param, read_params
 from .validation import check_declared_baseline
@@ -85,6 +87,63 @@ class TermsProduct(Product):
         """DKK per interval that the seller's awards pay (accepted energy x award price)."""
         n, h = market.request.n_intervals, market.hours
         return [sum(a.accepted_kw[i] * a.prices[i] * h for a in iter_awards_of(market, seller)) for i in range(n)]
+
+    @classmethod
+    def award_prices(cls, market: Market, seller: str) -> list[float]:
+        """DKK/kWh per interval the seller's awards pay: their payment / accepted energy (kWh-weighted when
+        several awards of the seller, e.g. a block paid its own price, share an interval)."""
+        h = market.hours
+        pay, ordered = cls.award_payments(market, seller), cls.ordered_kw(market, seller)
+        return [p / (q * h) if q > 0 else 0.0 for p, q in zip(pay, ordered, strict=True)]
+
+    def settle_seller(
+        self,
+        market: Market,
+        seller: str,
+        baseline_kw: Sequence[float | None],
+        *,
+        ordered_kw: Sequence[float] | None = None,
+        energy_price: Sequence[float] | None = None,
+        fixed_dkk: Sequence[float] | None = None,
+        metered_kw: Sequence[float | None] | None = None,
+        gaps_where_ordered: bool = False,
+    ) -> IntervalSettlement:
+        """One seller under the product's settlement rule: the change from ``baseline_kw`` verified on the
+        meter, paid at ``energy_price`` (default: the award's prices) on ``ordered_kw`` (default: the
+        awards), penalised or settled at the imbalance price as :func:`flech_sim.settlement.settle_by_rule`
+        says. ``gaps_where_ordered``: a meter gap counts only where something was ordered (an option)."""
+        req = market.request
+        ordered = list(ordered_kw) if ordered_kw is not None else self.ordered_kw(market, seller)
+        change, gaps = verify_against_baseline(
+            direction=req.direction,
+            ordered_kw=ordered,
+            baseline_kw=baseline_kw,
+            metered_kw=metered_kw if metered_kw is not None else self.metered_kw(market, seller),
+            gap_rule=self.s.settlement.gap_rule,
+            signed=True,
+        )
+        if gaps_where_ordered:
+            gaps = tuple(g and q > 0 for g, q in zip(gaps, ordered, strict=True))
+        spread = None
+        if self.settlement_rule == "imbalance":
+            prices = self.s.imbalance_prices
+            if prices is None:
+                raise NotImplementedError("the imbalance rule needs the run's imbalance prices")
+            spread = [
+                prices.spread(req.direction, market.interval_start(i), req.interval_minutes)
+                for i in range(req.n_intervals)
+            ]
+        return settle_by_rule(
+            self.settlement_rule,
+            hours=market.hours,
+            ordered_kw=ordered,
+            change_kw=change,
+            gaps=gaps,
+            energy_price=energy_price if energy_price is not None else self.award_prices(market, seller),
+            penalty_price=market.penalty_price,
+            fixed_dkk=fixed_dkk,
+            imbalance_spread=spread,
+        )
 
     def seller_points(self, market: Market, seller: str) -> list[str]:
         """Metering points settled for a seller: ``<seller>@<location>`` of the market's feeder."""

@@ -64,7 +64,8 @@ Settlement (per seller and interval; metering point ``<seller>@<feeder>``)
     ordered = activated energy; delivered = (declared baseline - metered) for
     down, (metered - baseline) for up, within [0, activated]; payment =
     availability for the interval + delivered kWh x activation price (the
-    activation-weighted price of the bids drawn); penalty = (activated -
+    activation-weighted price of the bids drawn; 'award_minus_penalty' in the
+    scenario's ``settlement.rules``: activated kWh x that price); penalty = (activated -
     delivered) kWh x penalty price. A seller never activated gets its
     availability payment and needs no meter data. Gaps: the scenario's gap rule.
     The buyer's net is minus the sum of the sellers' nets.
@@ -81,7 +82,7 @@ from ..clearing.pricing import AVAILABILITY, Pricing, pay_availability
 from ..messages import AttrValue, Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..registry import register_product
 from ..schema import Column, Table, register_table, row
-from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
+from ..settlement import IntervalSettlement
 from .activation import ACTIVATION_LEAD_MINUTES
 from .attrs import AttrSpec
 from .base import Market, iter_awards_of
@@ -198,6 +199,7 @@ class CRPProduct(TermsProduct):
     pricing = AVAILABILITY
     accepts_activations = True
     declared_baseline = "required"
+    SETTLEMENT_RULES = ("delivered_plus_penalty", "award_minus_penalty")
 
     @classmethod
     def complete_terms(cls, req: MarketRequest, terms: dict[str, Any]) -> dict[str, Any]:
@@ -292,22 +294,15 @@ class CRPProduct(TermsProduct):
             per_award = [cast("tuple[float, ...]", a.attrs["availability_dkk"]) for a in awards]
             availability = [sum(p[i] for p in per_award) for i in range(n)]
             metered = self.metered_kw(market, seller) if any(activated) else [None] * n
-            delivered, gaps = verify_against_baseline(
-                direction=req.direction,
+            results[seller] = self.settle_seller(
+                market,
+                seller,
+                market.baselines[seller],
                 ordered_kw=activated,
-                baseline_kw=market.baselines[seller],
-                metered_kw=metered,
-                gap_rule=self.s.settlement.gap_rule,
-            )
-            gaps = tuple(g and q > 0 for g, q in zip(gaps, activated, strict=True))
-            results[seller] = settle_delivered(
-                hours=market.hours,
-                ordered_kw=activated,
-                delivered_kw=delivered,
-                gaps=gaps,
-                penalty_price=market.penalty_price,
-                fixed_dkk=availability,
                 energy_price=price,
+                fixed_dkk=availability,
+                metered_kw=metered,
+                gaps_where_ordered=True,
             )
         return self.issue_statements(market, results)
 

@@ -16,6 +16,7 @@ from ..metering import MeterService
 from ..persistor import Persistor
 
 if TYPE_CHECKING:  # products never import the scenario: scenario -> registry -> products stays acyclic
+    from ..imbalance_price import ImbalancePrices
     from ..scenario import SettlementConfig
 
 __all__ = ["Market", "MarketState", "PlatformServices"]
@@ -54,6 +55,8 @@ class PlatformServices:
     """Products publish MarketCleared and MarketEnded here (flech_sim.events)."""
     is_participant: Callable[[str], bool] = lambda _pid: False
     """Whether an ID is a connected participant's: market IDs are namespaced by it (validation.check_request)."""
+    imbalance_prices: ImbalancePrices | None = None
+    """Spot and imbalance prices of the run: what the 'imbalance' settlement rule settles deviations at."""
 
 
 @dataclass

@@ -49,12 +49,21 @@ Clearing / Award
 
 Settlement (per seller and interval)
     Metering points that count: ``<seller>@<location>`` for a bid location,
-    else every ``<seller>@<feeder>`` the seller has (their sum). delivered =
-    declared baseline - metered (down) or metered - baseline (up), within [0,
-    accepted]; payment = delivered kWh x clearing price; penalty = (accepted -
-    delivered) kWh x penalty price. A gap at any counted point is a gap (the
-    scenario's gap rule). The buyer's net is minus the sum of the sellers'
-    nets.
+    else every ``<seller>@<feeder>`` the seller has (their sum). change =
+    declared baseline - metered (down) or metered - baseline (up); delivered =
+    the change within [0, accepted]; payment = delivered kWh x clearing price.
+    By the scenario's ``settlement.rules``: 'imbalance' (default) -- the
+    deviation (accepted - change) kWh, signed, is settled at the imbalance
+    price's spread over spot (:mod:`flech_sim.imbalance_price`; the seller
+    pays it, the TSO receives it: Energinet settles a provider's undelivered
+    energy as its balance responsible party's imbalance), and a penalty only
+    if the request names a penalty_price; 'delivered_plus_penalty' -- penalty
+    = (accepted - delivered) kWh x penalty price; 'award_minus_penalty' -- the
+    award paid in full, penalty on top. The bid request's params carry
+    ``settlement`` (the rule) and, under 'imbalance', ``imbalance_premium``
+    (DKK/kWh of deviation to expect). A gap at any counted point is a gap
+    (the scenario's gap rule). The buyer's net is minus the sum of the
+    sellers' nets.
 """
 
 from __future__ import annotations
@@ -65,12 +74,12 @@ from typing import Any
 
 from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions, clear
 from ..clearing.pricing import PAY_AS_CLEAR, accepted_quantities
-from ..messages import Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
+from ..messages import Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..metering import metering_point
 from ..registry import register_product
-from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
+from ..settlement import IntervalSettlement
 from . import records
-from .base import Market, iter_awards_of
+from .base import Market
 from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
 from .params import Param
@@ -92,6 +101,7 @@ class MFRRProduct(TermsProduct):
     pricing = PAY_AS_CLEAR
     feeder_only = False
     declared_baseline = "required"
+    SETTLEMENT_RULES = ("imbalance", "delivered_plus_penalty", "award_minus_penalty")
 
     def __init__(self, product_id: str, services: Any) -> None:
         super().__init__(product_id, services)
@@ -181,38 +191,10 @@ class MFRRProduct(TermsProduct):
                     )
 
     def settle(self, market: Market) -> list[SettlementStatement]:
-        req = market.request
-        n = req.n_intervals
         results: dict[str, IntervalSettlement] = {}
         for seller in self.awarded_sellers(market):
-            ordered = self.ordered_kw(market, seller)
-            awards = [a for a in iter_awards_of(market, seller) if a.awarded]
-            price = [_energy_price(awards, i) for i in range(n)]
-            delivered, gaps = verify_against_baseline(
-                direction=req.direction,
-                ordered_kw=ordered,
-                baseline_kw=market.baselines[seller],
-                metered_kw=self.metered_kw(market, seller),
-                gap_rule=self.s.settlement.gap_rule,
-            )
-            results[seller] = settle_delivered(
-                hours=market.hours,
-                ordered_kw=ordered,
-                delivered_kw=delivered,
-                gaps=gaps,
-                penalty_price=market.penalty_price,
-                energy_price=price,
-            )
+            results[seller] = self.settle_seller(market, seller, market.baselines[seller])
         return self.issue_statements(market, results)
-
-
-def _energy_price(awards: Sequence[Award], i: int) -> float:
-    """The interval's uniform price, or the kWh-weighted price when a block of the seller is paid its own."""
-    prices = {a.prices[i] for a in awards if a.accepted_kw[i] > 0}
-    if len(prices) <= 1:
-        return prices.pop() if prices else awards[0].prices[i]
-    q = sum(a.accepted_kw[i] for a in awards)
-    return sum(a.accepted_kw[i] * a.prices[i] for a in awards) / q
 
 
 def clear_market(

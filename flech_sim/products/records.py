@@ -148,7 +148,16 @@ def write_clearing(
     )
 
 
-def write_statement(p: Persistor, market: Market, product_id: str, st: SettlementStatement) -> None:
+def write_statement(
+    p: Persistor,
+    market: Market,
+    product_id: str,
+    st: SettlementStatement,
+    rule: str = "",
+    imbalance_dkk: Sequence[float] = (),
+) -> None:
+    """One row per interval; ``rule`` the settlement rule applied, ``imbalance_dkk`` the part of
+    ``penalty_dkk`` settled at the imbalance price (empty: none)."""
     for i, start in enumerate(st.interval_start):
         p.append(
             "settlements",
@@ -168,6 +177,8 @@ def write_statement(p: Persistor, market: Market, product_id: str, st: Settlemen
                 penalty_dkk=st.penalty_dkk[i],
                 net_dkk=st.net_dkk[i],
                 meter_gap=bool(st.meter_gap[i]) if st.meter_gap else False,
+                rule=rule,
+                imbalance_dkk=float(imbalance_dkk[i]) if imbalance_dkk else 0.0,
             ),
         )
 

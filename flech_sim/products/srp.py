@@ -5,7 +5,10 @@ ahead and delivered without a further call. Bids: kW per interval at one
 energy price, divisible or block, with the seller's declared baseline.
 Clearing: least cost to cover the requested profile; pay-as-bid; ties at
 equal price by arrival at the platform. Verification: delivered = baseline -
-metered (down), capped at the award; shortfall penalised.
+metered (down), capped at the award. Settlement (the scenario's ``settlement.rules``):
+'delivered_plus_penalty' (default: the bid price paid on delivered energy, the
+shortfall penalised) or 'award_minus_penalty' (the award paid in full, the shortfall
+penalised on top).
 
 ``clear_market(request, bids, options)`` clears a book of SRP bids without a
 simulation (the same code path the platform runs at gate closure).
@@ -19,7 +22,7 @@ from ..clearing import SolverOptions
 from ..clearing.pricing import PAY_AS_BID
 from ..messages import Bid, MarketRequest, SettlementStatement
 from ..registry import register_product
-from ..settlement import IntervalSettlement, settle_seller
+from ..settlement import IntervalSettlement
 from .base import Market
 from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
@@ -32,21 +35,12 @@ class SRPProduct(TermsProduct):
     PARAMS = PARAMS
     pricing = PAY_AS_BID
     declared_baseline = "required"
+    SETTLEMENT_RULES = ("delivered_plus_penalty", "award_minus_penalty")
 
     def settle(self, market: Market) -> list[SettlementStatement]:
-        req = market.request
         results: dict[str, IntervalSettlement] = {}
         for seller in self.awarded_sellers(market):
-            results[seller] = settle_seller(
-                direction=req.direction,
-                hours=market.hours,
-                ordered_kw=self.ordered_kw(market, seller),
-                payment_dkk=self.award_payments(market, seller),
-                baseline_kw=market.baselines[seller],
-                metered_kw=self.metered_kw(market, seller),
-                penalty_price=market.penalty_price,
-                gap_rule=self.s.settlement.gap_rule,
-            )
+            results[seller] = self.settle_seller(market, seller, market.baselines[seller])
         return self.issue_statements(market, results)
 
 
