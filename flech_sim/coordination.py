@@ -1,33 +1,112 @@
-"""Coordination between TSO and DSO markets that draw on the same aggregators.
+"""Coordination between TSO and DSO markets that draw on the same aggregators and the same grid.
 
-A DSO that has bought a load *reduction* on a feeder for a window is
-congested there; a TSO market clearing *more consumption* (up-regulation
-of load, i.e. down-regulation of the system) from households on that
-feeder in that window would worsen it (and vice versa for a DSO buying an
-increase). The scenario's rule decides what happens:
+A TSO market moves load on the feeders its sellers' households sit on: "consume more" adds load
+while it is delivered, "consume less" adds it afterwards, when the households draw back what they
+shed (the rebound). The scenario's rule decides what the platform does about it:
 
-* ``dso_prevails`` (default): the conflicting part of the TSO bid is taken
-  out of the book (a block bid entirely) and the refusal is recorded;
-* ``tso_prevails``: the bid clears as offered; the conflict is recorded;
+* ``grid_headroom`` (default): every TSO bid is screened against the feeders' *forecast headroom*
+  in every hour it touches: the DSO's load forecast (its :class:`~flech_sim.world.GridView`) plus
+  what is already committed (earlier TSO awards and their rebound, the rebound of DSO purchases)
+  plus the bid itself -- its kW per feeder while delivered and, for a down bid, its declared
+  rebound after -- must stay below ``(1 - margin) x limit`` on every model step where the bid adds
+  load. A bid that would not is trimmed (scaled down until it fits) or, if nothing fits or it is a
+  block, refused. The margin covers forecast error. Without a grid view (a core built without a
+  world, as in unit tests) it falls back to ``dso_prevails``;
+* ``dso_prevails``: only the intervals inside a DSO's cleared market windows are protected: the
+  part of a TSO bid opposing the DSO's direction there is taken out of the book (a block bid
+  entirely) and the refusal is recorded;
+* ``tso_prevails``: the bid clears as offered; the conflict with a DSO window is recorded;
 * ``none``: no screening at all.
 
-Every conflict is a row of the ``conflicts`` table, whatever the rule.
-A bid without a location (pooled over feeders) is treated as coming from
-every feeder its seller has households on.
+Every conflict is a row of the ``conflicts`` table (action ``refused``, ``trimmed`` or ``allowed``;
+``quantity_kw`` is the kW taken out, or the kW in conflict when allowed), whatever the rule.
+
+Where a bid's flexibility sits. A bid for a feeder (``Bid.location``) sits there. A pooled bid
+(system-wide market, ``location`` '') declares its *footprint* in product fields that a pooled
+product accepts (:func:`grid_attrs`): ``kw@<feeder>`` -- kW per interval from that feeder's
+households (their sum is the bid's quantity) -- and ``rebound_kwh@<feeder>`` -- the energy those
+households draw back after a full down delivery. A pooled bid without a footprint is assumed to
+sit, in full, on every feeder its seller has households on (the worst case). The rebound is
+assumed to come back at the power that was shed, right after delivery, until the declared energy
+is drawn (for an undeclared down bid: all the energy shed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from .events import EventBus, MarketCleared, MarketEnded
-from .messages import Bid, Direction, MarketRequest
+from .messages import AttrValue, Bid, Direction, MarketRequest
 from .schema import row
 
-RULES = ("dso_prevails", "tso_prevails", "none")
+if TYPE_CHECKING:
+    from .products.attrs import AttrSpec
+    from .world import GridView
+
+RULES = ("grid_headroom", "dso_prevails", "tso_prevails", "none")
+DEFAULT_RULE = "grid_headroom"
+DEFAULT_MARGIN = 0.05
+"""Share of a feeder's limit kept free of TSO load under ``grid_headroom``: the forecast's error."""
+FEEDER_KW = "kw@"
+REBOUND_KWH = "rebound_kwh@"
+DSO_REBOUND_RATIO = 1.0
+"""Energy a DSO's down purchase is assumed to draw back after its window, per kWh awarded (no declaration)."""
+MAX_LOOKAHEAD_STEPS = 4 * 24 * 4  # a footprint is followed at most 4 days at 15-minute steps
+
+
+def grid_attrs(locations: Iterable[str]) -> tuple[AttrSpec, ...]:
+    """The bid fields with which a pooled bid declares its footprint on ``locations`` (the feeders)."""
+    from .products.attrs import AttrSpec  # late: the products package imports this module
+
+    specs: list[AttrSpec] = []
+    for f in sorted(locations):
+        specs.append(
+            AttrSpec(f"{FEEDER_KW}{f}", float, f"kW of the bid from households on {f}", "kW", per_interval=True, min=0)
+        )
+        specs.append(
+            AttrSpec(
+                f"{REBOUND_KWH}{f}",
+                float,
+                f"energy the households on {f} draw back after a full down delivery",
+                "kWh",
+                min=0.0,
+            )
+        )
+    return tuple(specs)
+
+
+def declare_footprint(feeders: Sequence[str], kw: np.ndarray, rebound_kwh: np.ndarray) -> dict[str, AttrValue]:
+    """The footprint fields of a pooled bid: ``kw`` (feeders, intervals), ``rebound_kwh`` (feeders,).
+    Feeders the bid takes nothing from are left out."""
+    out: dict[str, AttrValue] = {}
+    for f, q, r in zip(feeders, np.asarray(kw, dtype=float), np.asarray(rebound_kwh, dtype=float), strict=True):
+        if np.any(q > 0):
+            out[f"{FEEDER_KW}{f}"] = tuple(round(float(x), 3) for x in q)
+            out[f"{REBOUND_KWH}{f}"] = round(max(float(r), 0.0), 3)
+    return out
+
+
+def check_footprint(bid: Bid, tol_kw: float = 0.01) -> str | None:
+    """Why a declared footprint does not cover the bid's quantities (None: it does, or none is declared).
+    More than the quantity is allowed: a seller that moves more households than it sells says so."""
+    per = [v for k, v in bid.attrs.items() if k.startswith(FEEDER_KW)]
+    if not per:
+        return None
+    for i, q in enumerate(bid.quantities_kw):
+        s = sum(float(v[i]) for v in per if isinstance(v, tuple))
+        if s < q - tol_kw * max(1.0, len(per)):
+            return f"the kW declared per feeder ({s:g}) fall short of the bid's quantity ({q:g}) in interval {i}"
+    return None
+
+
+class ConflictLog(Protocol):
+    def append(self, table: str, values: tuple[Any, ...]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -39,13 +118,77 @@ class CongestionWindow:
     end: int
 
 
-class ConflictLog(Protocol):
-    def append(self, table: str, values: tuple[Any, ...]) -> None: ...
+@dataclass(frozen=True)
+class Footprint:
+    """Signed load change (kW, + = more load) per feeder and model step from ``first_step``, of a bid
+    taken in full: its delivery and, for a down bid, its rebound after."""
+
+    first_step: int
+    kw: Mapping[str, np.ndarray]
+
+    @property
+    def end_step(self) -> int:
+        return self.first_step + max((len(v) for v in self.kw.values()), default=0)
+
+    def scaled(self, factor: float) -> Footprint:
+        return Footprint(self.first_step, {f: v * factor for f, v in self.kw.items()})
+
+
+def footprint(
+    direction: Direction,
+    delivery_start: int,
+    interval_minutes: int,
+    quantities: Sequence[float],
+    per_feeder: Mapping[str, Sequence[float]],
+    rebound_kwh: Mapping[str, float],
+    dt: int,
+) -> Footprint:
+    """A bid's footprint from its kW per feeder and interval and its rebound energy per feeder.
+
+    Pure. Delivery: +kW (up) or -kW (down) over each interval's model steps. Rebound (down only):
+    from the end of the last interval with a quantity, at the feeder's largest kW, until the
+    declared energy is drawn (the last step partly)."""
+    start, m, n = delivery_start, interval_minutes, len(quantities)
+    first = start // dt
+    sign = 1.0 if direction is Direction.UP else -1.0
+    last = max((i for i, q in enumerate(quantities) if q > 0), default=-1)
+    out: dict[str, np.ndarray] = {}
+    for f, kw in per_feeder.items():
+        kw = np.asarray(kw, dtype=float)
+        if not np.any(kw > 0):
+            continue
+        during = np.zeros(-(-(start + n * m) // dt) - first)
+        for i, q in enumerate(kw.tolist()):
+            t0, t1 = start + i * m, start + (i + 1) * m
+            for s in range(t0 // dt, -(-t1 // dt)):
+                during[s - first] += sign * q * (min(t1, (s + 1) * dt) - max(t0, s * dt)) / dt
+        energy = float(rebound_kwh.get(f, 0.0))
+        if sign > 0 or last < 0 or energy <= 0:
+            out[f] = during
+            continue
+        peak = float(kw.max())
+        steps = min(energy / (peak * dt / 60.0), float(MAX_LOOKAHEAD_STEPS))
+        after = np.full(math.ceil(steps), peak)
+        after[-1] = peak * (steps - (len(after) - 1))
+        r0 = -(-(start + (last + 1) * m) // dt) - first
+        arr = np.zeros(max(len(during), r0 + len(after)))
+        arr[: len(during)] = during
+        arr[r0 : r0 + len(after)] += after
+        out[f] = arr
+    return Footprint(first, out)
+
+
+@dataclass
+class _Pending:
+    """A screened TSO market waiting for its clearing: each bid kept in the book, as offered."""
+
+    request: MarketRequest
+    bids: dict[str, tuple[tuple[float, ...], Footprint]] = field(default_factory=dict)
 
 
 class Coordinator:
-    """Learns of cleared DSO markets from the platform's events (``MarketCleared``, ``MarketEnded``),
-    never from a product's internal state, and screens TSO books against them."""
+    """Learns of cleared markets from the platform's events (``MarketCleared``, ``MarketEnded``),
+    never from a product's internal state, and screens TSO books under the scenario's rule."""
 
     def __init__(
         self,
@@ -54,25 +197,71 @@ class Coordinator:
         events: EventBus,
         role_of: Callable[[str], str | None],
         seller_feeders: Mapping[str, frozenset[str]],
+        grid: GridView | None = None,
+        margin: float = DEFAULT_MARGIN,
     ) -> None:
+        """``grid``: the DSOs' view of the feeders (limits, load forecast) that ``grid_headroom`` screens
+        against; ``margin``: the share of each limit it keeps free."""
         if rule not in RULES:
             raise ValueError(f"unknown coordination rule {rule!r}; known: {RULES}")
+        if not 0.0 <= margin < 1.0:
+            raise ValueError(f"coordination margin must be in [0, 1), got {margin}")
         self.rule = rule
         self.log = log
         self.role_of = role_of
         self.seller_feeders = seller_feeders
+        self.grid = grid
+        self.margin = margin
         self._dso: dict[tuple[str, str], MarketCleared] = {}  # (product, market) -> cleared DSO market, in order
+        self._pending: dict[str, _Pending] = {}  # TSO market ID -> what its screen let through
+        self._committed: list[Footprint] = []  # awarded load changes still ahead (TSO awards, DSO rebound)
         events.subscribe(MarketCleared, self._on_cleared)
         events.subscribe(MarketEnded, self._on_ended)
 
+    # -- what the platform tells it -----------------------------------------------------------
     def _on_cleared(self, ev: MarketCleared) -> None:
-        if self.role_of(ev.buyer) == "dso":
+        role = self.role_of(ev.buyer)
+        if role == "dso":
             self._dso[(ev.product_id, ev.market_id)] = ev
+            if self.grid is not None and ev.location in self.grid.feeders:
+                self._commit_dso(ev)
+        pending = self._pending.pop(ev.market_id, None)
+        if pending is None:
+            return
+        accepted = dict(ev.accepted_by_bid)
+        for bid_id, (offered, fp) in pending.bids.items():
+            acc = accepted.get(bid_id)
+            if not acc or not any(a > 0 for a in acc):
+                continue
+            # The seller dispatches its footprint in proportion to what was taken of its offer.
+            ratio = max(a / q for a, q in zip(acc, offered, strict=True) if q > 0)
+            self._committed.append(fp.scaled(min(ratio, 1.0)))
+
+    def _commit_dso(self, ev: MarketCleared) -> None:
+        """A DSO's own purchase moves load too: a down purchase draws its energy back after the window
+        (no declaration: :data:`DSO_REBOUND_RATIO` of it, at its largest kW); an up purchase adds load
+        in the window. Its reduction is never counted as headroom: the DSO bought it for its own margin."""
+        assert self.grid is not None
+        kwh = sum(ev.awarded_kw) * ev.interval_minutes / 60.0 * DSO_REBOUND_RATIO
+        fp = footprint(
+            ev.direction,
+            ev.delivery_start,
+            ev.interval_minutes,
+            ev.awarded_kw,
+            {ev.location: ev.awarded_kw},
+            {ev.location: kwh},
+            self.grid.dt,
+        )
+        kw = {f: np.maximum(v, 0.0) for f, v in fp.kw.items()}
+        if any(v.any() for v in kw.values()):
+            self._committed.append(Footprint(fp.first_step, kw))
 
     def _on_ended(self, ev: MarketEnded) -> None:
         """Settled (delivery is over), cancelled or failed: it holds nothing any more."""
         self._dso.pop((ev.product_id, ev.market_id), None)
+        self._pending.pop(ev.market_id, None)
 
+    # -- DSO windows ---------------------------------------------------------------------------
     def windows(self, start: int, end: int) -> list[CongestionWindow]:
         """Intervals overlapping [start, end) in which a DSO holds awarded flexibility on a feeder.
 
@@ -92,10 +281,17 @@ class Coordinator:
                     out.append(CongestionWindow(m.market_id, m.location, m.direction, t, t + m.interval_minutes))
         return out
 
+    # -- the screen ----------------------------------------------------------------------------
     def screen(self, req: MarketRequest, bids: list[Bid]) -> list[Bid]:
         """The bids of a TSO market that may be cleared under the rule; conflicts recorded."""
         if self.rule == "none" or self.role_of(req.sender) != "tso":
             return bids
+        if self.rule == "grid_headroom" and self.grid is not None:
+            return self._screen_headroom(req, bids)
+        return self._screen_windows(req, bids, "dso_prevails" if self.rule == "grid_headroom" else self.rule)
+
+    def _screen_windows(self, req: MarketRequest, bids: list[Bid], rule: str) -> list[Bid]:
+        """``dso_prevails`` / ``tso_prevails``: only the DSO's market windows count."""
         windows = self.windows(req.delivery_start, req.delivery_end)
         if not windows:
             return bids
@@ -118,23 +314,17 @@ class Coordinator:
                 )
                 if hit is None:
                     continue
-                refused = self.rule == "dso_prevails"
-                self.log.append(
-                    "conflicts",
-                    row(
-                        "conflicts",
-                        market_id=req.market_id,
-                        bid_id=bid.bid_id,
-                        seller=bid.sender,
-                        feeder=hit.feeder,
-                        interval=i,
-                        interval_start=t0,
-                        quantity_kw=float(q),
-                        dso_market_id=hit.market_id,
-                        rule=self.rule,
-                        action="refused" if refused else "allowed",
-                        reason=f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
-                    ),
+                refused = rule == "dso_prevails"
+                self._record(
+                    req,
+                    bid,
+                    i,
+                    hit.feeder,
+                    float(q),
+                    hit.market_id,
+                    rule,
+                    "refused" if refused else "allowed",
+                    f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
                 )
                 if refused:
                     qty[i] = 0.0
@@ -144,3 +334,155 @@ class Coordinator:
                 bid = dataclasses.replace(bid, quantities_kw=tuple(qty))
             out.append(bid)
         return out
+
+    def bid_footprint(self, req: MarketRequest, bid: Bid, dt: int) -> Footprint:
+        """Where a bid's flexibility sits and when it moves load (see the module docstring)."""
+        n = len(bid.quantities_kw)
+        declared = {
+            k[len(FEEDER_KW) :]: v for k, v in bid.attrs.items() if k.startswith(FEEDER_KW) and isinstance(v, tuple)
+        }
+        if bid.location:
+            per = {bid.location: tuple(bid.quantities_kw)}
+        elif declared:
+            per = {f: tuple(float(x) for x in v[:n]) for f, v in declared.items()}
+        else:
+            per = {f: tuple(bid.quantities_kw) for f in sorted(self.seller_feeders.get(bid.sender, ()))}
+        rebound: dict[str, float] = {}
+        for f, q in per.items():
+            v = bid.attrs.get(f"{REBOUND_KWH}{f}")
+            declared_kwh = isinstance(v, int | float) and not isinstance(v, bool)
+            # undeclared: everything shed there comes back
+            rebound[f] = float(v) if declared_kwh else sum(q) * req.interval_minutes / 60.0  # type: ignore[arg-type]
+        return footprint(req.direction, req.delivery_start, req.interval_minutes, bid.quantities_kw, per, rebound, dt)
+
+    def _committed_kw(self, feeders: Iterable[str], first: int, k: int) -> dict[str, np.ndarray]:
+        """Committed load change per feeder over model steps [first, first + k); forgets what is past."""
+        self._committed = [c for c in self._committed if c.end_step > first]
+        out = {f: np.zeros(k) for f in feeders}
+        for c in self._committed:
+            for f, v in c.kw.items():
+                if f not in out:
+                    continue
+                lo, hi = max(c.first_step, first), min(c.first_step + len(v), first + k)
+                if hi > lo:
+                    out[f][lo - first : hi - first] += v[lo - c.first_step : hi - c.first_step]
+        return out
+
+    def _screen_headroom(self, req: MarketRequest, bids: list[Bid]) -> list[Bid]:
+        """``grid_headroom``: each bid, cheapest first, may add load only where the feeder keeps its margin."""
+        grid = self.grid
+        assert grid is not None
+        dt = grid.dt
+        now = grid.now_step
+        prints = {b.bid_id: self.bid_footprint(req, b, dt) for b in bids}
+        last = max((fp.end_step for fp in prints.values()), default=now)
+        k = min(max(last - now, 1), MAX_LOOKAHEAD_STEPS)
+        forecast = grid.forecast(k)
+        feeders = list(grid.feeders)
+        committed = self._committed_kw(feeders, now, k)
+        room = {f: (1.0 - self.margin) * grid.limit_kw(f) - forecast[f] - committed[f] for f in feeders}
+        windows = self.windows(req.delivery_start, req.delivery_end + (last - now) * dt)
+        kept: dict[str, Bid] = {}
+        pending = _Pending(req)
+        for bid in sorted(bids, key=lambda b: b.price):  # stable: ties keep arrival order
+            fp = prints[bid.bid_id]
+            factor, binding = 1.0, None
+            for f, v in fp.kw.items():
+                if f not in room:
+                    continue
+                lo = max(fp.first_step, now)
+                seg = v[lo - fp.first_step : min(len(v), now + k - fp.first_step)]
+                r = room[f][lo - now : lo - now + len(seg)]
+                adds = seg > 1e-9
+                if not adds.any():
+                    continue
+                ok = np.maximum(r[adds], 0.0) / seg[adds]
+                j = int(np.argmin(ok))
+                if ok[j] < factor:
+                    factor, binding = float(ok[j]), (f, lo + int(np.flatnonzero(adds)[j]))
+            if binding is not None and (bid.block or factor < 1e-6):
+                factor = 0.0
+            if binding is not None:
+                self._record_headroom(req, bid, factor, binding, forecast, committed, windows, now)
+            if factor <= 0.0:
+                continue
+            if binding is not None:
+                bid = self._trimmed(bid, factor)
+            for f, v in fp.kw.items():
+                if f in room:
+                    lo, hi = max(fp.first_step, now), min(fp.first_step + len(v), now + k)
+                    if hi > lo:
+                        room[f][lo - now : hi - now] -= factor * v[lo - fp.first_step : hi - fp.first_step]
+            kept[bid.bid_id] = bid
+            pending.bids[bid.bid_id] = (tuple(bid.quantities_kw), fp.scaled(factor))
+        self._pending[req.market_id] = pending
+        return [kept[b.bid_id] for b in bids if b.bid_id in kept]
+
+    @staticmethod
+    def _trimmed(bid: Bid, factor: float) -> Bid:
+        """The bid scaled by ``factor``: its quantities (offered - taken out, as recorded) and its footprint."""
+        qty = tuple(q - q * (1.0 - factor) for q in bid.quantities_kw)
+        attrs = dict(bid.attrs)
+        for key, v in bid.attrs.items():
+            if key.startswith(FEEDER_KW) and isinstance(v, tuple):
+                attrs[key] = tuple(x * factor for x in v)
+            elif key.startswith(REBOUND_KWH) and isinstance(v, int | float) and not isinstance(v, bool):
+                attrs[key] = float(v) * factor
+        return dataclasses.replace(bid, quantities_kw=qty, attrs=attrs)
+
+    def _record_headroom(
+        self,
+        req: MarketRequest,
+        bid: Bid,
+        factor: float,
+        binding: tuple[str, int],
+        forecast: Mapping[str, np.ndarray],
+        committed: Mapping[str, np.ndarray],
+        windows: Sequence[CongestionWindow],
+        now: int,
+    ) -> None:
+        f, step = binding
+        dt = self.grid.dt if self.grid is not None else 1
+        t = step * dt
+        dso = next((w.market_id for w in windows if w.feeder == f and w.start <= t < w.end), "")
+        limit = self.grid.limit_kw(f) if self.grid is not None else math.nan
+        action = "refused" if factor <= 0.0 else "trimmed"
+        when = "while delivered" if req.delivery_start <= t < req.delivery_end else "by its rebound"
+        reason = (
+            f"TSO {req.direction} would add load on {f} {when} at minute {t}: forecast "
+            f"{forecast[f][step - now]:.0f} kW + committed {committed[f][step - now]:.0f} kW against "
+            f"{(1.0 - self.margin) * limit:.0f} kW ({1.0 - self.margin:.0%} of the limit); kept {factor:.0%}"
+        )
+        for i, q in enumerate(bid.quantities_kw):
+            if q > 0:
+                self._record(req, bid, i, f, float(q * (1.0 - factor)), dso, "grid_headroom", action, reason)
+
+    def _record(
+        self,
+        req: MarketRequest,
+        bid: Bid,
+        i: int,
+        feeder: str,
+        quantity_kw: float,
+        dso_market_id: str,
+        rule: str,
+        action: str,
+        reason: str,
+    ) -> None:
+        self.log.append(
+            "conflicts",
+            row(
+                "conflicts",
+                market_id=req.market_id,
+                bid_id=bid.bid_id,
+                seller=bid.sender,
+                feeder=feeder,
+                interval=i,
+                interval_start=req.delivery_start + i * req.interval_minutes,
+                quantity_kw=quantity_kw,
+                dso_market_id=dso_market_id,
+                rule=rule,
+                action=action,
+                reason=reason,
+            ),
+        )
