@@ -368,6 +368,26 @@ class Coordinator:
                     out[f][lo - first : hi - first] += v[lo - c.first_step : hi - c.first_step]
         return out
 
+    def _nowcast(
+        self, forecast: dict[str, np.ndarray], last: Mapping[str, np.ndarray], now: int
+    ) -> dict[str, np.ndarray]:
+        """The forecast raised to what the feeder measures, less the change committed there last step.
+
+        The DSO's forecast runs the households on from their present state without control. Homes in a
+        run of "consume more" are warm, so left alone they would draw *less* than they will: they follow
+        their own plan plus the change ordered. What the feeder measured minus that change is the load it
+        would have drawn; where it is above the forecast, the gap is carried over the horizon (never
+        lowered: a forecast above the measurement is kept, it errs on the grid's side)."""
+        grid = self.grid
+        assert grid is not None
+        if now <= 0:
+            return forecast
+        out = {}
+        for f, fc in forecast.items():
+            gap = grid.load_now(f) - float(last[f][0]) - float(fc[0]) if len(fc) else 0.0
+            out[f] = fc + max(gap, 0.0)
+        return out
+
     def _screen_headroom(self, req: MarketRequest, bids: list[Bid]) -> list[Bid]:
         """``grid_headroom``: each bid, cheapest first, may add load only where the feeder keeps its margin."""
         grid = self.grid
@@ -377,8 +397,8 @@ class Coordinator:
         prints = {b.bid_id: self.bid_footprint(req, b, dt) for b in bids}
         last = max((fp.end_step for fp in prints.values()), default=now)
         k = min(max(last - now, 1), MAX_LOOKAHEAD_STEPS)
-        forecast = grid.forecast(k)
         feeders = list(grid.feeders)
+        forecast = self._nowcast(grid.forecast(k), self._committed_kw(feeders, now - 1, 1), now)
         committed = self._committed_kw(feeders, now, k)
         room = {f: (1.0 - self.margin) * grid.limit_kw(f) - forecast[f] - committed[f] for f in feeders}
         windows = self.windows(req.delivery_start, req.delivery_end + (last - now) * dt)

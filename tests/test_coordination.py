@@ -1,0 +1,278 @@
+"""grid_headroom coordination: TSO bids screened against each feeder's forecast headroom in all hours,
+their rebound included; awarded changes committed; every conflict recorded; the grid not made worse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flech_sim.audit import audit_run
+from flech_sim.coordination import Coordinator, check_footprint, declare_footprint, footprint
+from flech_sim.events import EventBus, MarketCleared, MarketEnded
+from flech_sim.messages import PLATFORM, AttrValue, Bid, Direction, MarketRequest
+from flech_sim.scenario import load_scenario
+from flech_sim.simulation import run
+
+from .conftest import REPO
+
+DT = 15
+ROLES = {"dso-1": "dso", "tso-1": "tso", "agg-a": "aggregator", "agg-b": "aggregator"}
+SELLERS = {"agg-a": frozenset({"f1", "f2"}), "agg-b": frozenset({"f2"})}
+
+
+@dataclass
+class FakeGrid:
+    """A DSO's grid view with a flat forecast: what the coordinator may read of the grid, nothing more."""
+
+    load: dict[str, float]
+    limits: dict[str, float]
+    now_step: int = 0
+    dt: int = DT
+    asked: list[int] = field(default_factory=list)
+
+    @property
+    def feeders(self) -> tuple[str, ...]:
+        return tuple(sorted(self.limits))
+
+    def limit_kw(self, feeder: str) -> float:
+        return self.limits[feeder]
+
+    def load_now(self, feeder: str) -> float:
+        return self.load[feeder]
+
+    def forecast(self, horizon_steps: int) -> dict[str, np.ndarray]:
+        self.asked.append(horizon_steps)
+        return {f: np.full(horizon_steps, self.load[f]) for f in self.feeders}
+
+
+class Log:
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    def append(self, table: str, values: Any) -> None:
+        assert table == "conflicts"
+        self.rows.append(values)
+
+
+def _req(direction: Direction, start: int = 60, market_id: str = "tso-m", n: int = 1) -> MarketRequest:
+    return MarketRequest(
+        msg_id=f"{market_id}-req",
+        sender="tso-1",
+        recipient=PLATFORM,
+        market_id=market_id,
+        product_id="mFRR",
+        sent_at=0,
+        location="*",
+        direction=direction,
+        gate_close=start - 45,
+        delivery_start=start,
+        interval_minutes=15,
+        need_kw=(1000.0,) * n,
+        price_cap=1.0,
+    )
+
+
+def _bid(
+    seller: str, bid_id: str, qty: tuple[float, ...], attrs: dict[str, AttrValue], price: float = 0.5, **kw: Any
+) -> Bid:
+    return Bid(
+        msg_id=f"{seller}-{bid_id}",
+        sender=seller,
+        recipient=PLATFORM,
+        market_id=kw.pop("market_id", "tso-m"),
+        product_id="mFRR",
+        sent_at=0,
+        bid_id=bid_id,
+        price=price,
+        quantities_kw=qty,
+        attrs=attrs,
+        **kw,
+    )
+
+
+class Screen(Coordinator):
+    """The coordinator with the event bus it listens on, so a test can publish to it."""
+
+    def __init__(self, grid: FakeGrid | None, log: Log, margin: float) -> None:
+        self.bus = EventBus()
+        super().__init__("grid_headroom", log, self.bus, ROLES.get, SELLERS, grid=grid, margin=margin)  # type: ignore[arg-type]
+
+
+def _coordinator(grid: FakeGrid | None, margin: float = 0.0) -> tuple[Screen, Log]:
+    log = Log()
+    return Screen(grid, log, margin), log
+
+
+def _publish(c: Screen, ev: object) -> None:
+    c.bus.publish(ev)
+
+
+# == pure pieces ============================================================================
+def test_footprint_of_a_down_bid_is_its_shed_then_its_rebound_at_the_shed_power() -> None:
+    # 1000 kW shed on f1 for 15 min, 300 kWh drawn back: 250 kWh in the next step, 50 kWh in the one after
+    fp = footprint(Direction.DOWN, 60, 15, (1000.0,), {"f1": (1000.0,)}, {"f1": 300.0}, DT)
+    assert fp.first_step == 4
+    np.testing.assert_allclose(fp.kw["f1"], [-1000.0, 1000.0, 200.0])
+    up = footprint(Direction.UP, 60, 15, (1000.0,), {"f1": (600.0,), "f2": (400.0,)}, {"f1": 300.0}, DT)
+    assert {f: v.tolist() for f, v in up.kw.items()} == {"f1": [600.0], "f2": [400.0]}  # no rebound counted
+
+
+def test_declared_footprint_round_trips_and_must_cover_the_quantity() -> None:
+    attrs = declare_footprint(["f1", "f2", "f3"], np.array([[600.0], [400.0], [0.0]]), np.array([90.0, 60.0, 5.0]))
+    assert attrs == {"kw@f1": (600.0,), "rebound_kwh@f1": 90.0, "kw@f2": (400.0,), "rebound_kwh@f2": 60.0}
+    assert check_footprint(_bid("agg-a", "b", (1000.0,), attrs)) is None
+    assert "fall short" in str(check_footprint(_bid("agg-a", "b", (1200.0,), attrs)))
+
+
+# == the screen ===============================================================================
+def test_an_up_bid_is_trimmed_to_the_headroom_and_a_block_refused() -> None:
+    grid = FakeGrid(load={"f1": 3000.0, "f2": 1000.0}, limits={"f1": 3500.0, "f2": 5000.0})
+    c, log = _coordinator(grid)
+    fair = _bid("agg-a", "a0", (1000.0,), {"kw@f1": (800.0,), "kw@f2": (200.0,)})
+    block = _bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)}, price=0.6, block=True)
+    other = _bid("agg-b", "b0", (1000.0,), {}, price=0.7)  # undeclared: all of it on its only feeder, f2
+    out = c.screen(_req(Direction.UP), [fair, block, other])
+    # f1 has 500 kW of room: a0 keeps 500/800 of itself; the block finds no room left; b0 fits on f2
+    assert [b.bid_id for b in out] == ["a0", "b0"]
+    a0 = out[0]
+    assert a0.quantities_kw == pytest.approx((625.0,))
+    assert a0.attrs["kw@f1"] == pytest.approx((500.0,)) and a0.attrs["kw@f2"] == pytest.approx((125.0,))
+    assert out[1] is other
+    rows = [(r.bid_id, r.feeder, r.action, round(r.quantity_kw, 3), r.rule) for r in log.rows]
+    assert rows == [("a0", "f1", "trimmed", 375.0, "grid_headroom"), ("a1", "f1", "refused", 1000.0, "grid_headroom")]
+    # the recorded cut is exactly what the book lost (the audit replays it so)
+    assert fair.quantities_kw[0] - log.rows[0].quantity_kw == a0.quantities_kw[0]
+
+
+def test_a_down_bid_is_screened_by_its_rebound_after_delivery() -> None:
+    # f1 is well below its limit during the bid, but the 1000 kW coming back after it would not fit
+    grid = FakeGrid(load={"f1": 3000.0, "f2": 0.0}, limits={"f1": 3600.0, "f2": 5000.0})
+    c, log = _coordinator(grid, margin=0.0)
+    bid = _bid("agg-a", "a0", (1000.0,), {"kw@f1": (1000.0,), "rebound_kwh@f1": 250.0})
+    (out,) = c.screen(_req(Direction.DOWN), [bid])
+    assert out.quantities_kw == pytest.approx((600.0,))  # its rebound is then 600 kW: exactly the room
+    assert out.attrs["rebound_kwh@f1"] == pytest.approx(150.0)
+    (r,) = log.rows
+    assert r.action == "trimmed" and "by its rebound" in r.reason
+    assert grid.asked and grid.asked[-1] >= 2  # the forecast reached past the delivery, into the rebound
+    # a margin keeps part of the limit free: 5 % of 3600 = 180 kW less room
+    c2, _ = _coordinator(grid, margin=0.05)
+    (out2,) = c2.screen(_req(Direction.DOWN), [bid])
+    assert out2.quantities_kw == pytest.approx((420.0,))
+
+
+def test_awards_are_committed_and_use_up_headroom_for_later_markets() -> None:
+    grid = FakeGrid(load={"f1": 3000.0, "f2": 0.0}, limits={"f1": 4000.0, "f2": 5000.0})
+    c, log = _coordinator(grid)
+    first = _bid("agg-a", "a0", (1000.0,), {"kw@f1": (1000.0,), "rebound_kwh@f1": 250.0})
+    assert c.screen(_req(Direction.DOWN, 60, "m1"), [first]) == [first]  # exactly fits: 1000 kW of room
+    # cleared: 600 kW of it taken -> 600 kW of rebound at step 5 is committed on f1
+    _publish(c, _cleared("m1", 60, (600.0,), (("a0", (600.0,)),)))
+    later = _bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)}, market_id="m2")
+    (out,) = c.screen(_req(Direction.UP, 75, "m2"), [later])  # delivered in step 5, on top of that rebound
+    assert out.quantities_kw == pytest.approx((400.0,))
+    assert [r.action for r in log.rows] == ["trimmed"]
+    # a market that ends without clearing commits nothing
+    c.screen(_req(Direction.UP, 90, "m3"), [_bid("agg-a", "a2", (500.0,), {"kw@f1": (500.0,)}, market_id="m3")])
+    _publish(c, MarketEnded("mFRR", "m3", "cancelled"))
+    (again,) = c.screen(_req(Direction.UP, 90, "m4"), [_bid("agg-a", "a3", (900.0,), {"kw@f1": (900.0,)})])
+    assert again.quantities_kw == (900.0,)
+
+
+def _cleared(
+    market_id: str, start: int, awarded: tuple[float, ...], by_bid: tuple[tuple[str, tuple[float, ...]], ...]
+) -> MarketCleared:
+    return MarketCleared(
+        product_id="mFRR",
+        market_id=market_id,
+        buyer="tso-1",
+        location="*",
+        direction=Direction.DOWN,
+        delivery_start=start,
+        interval_minutes=15,
+        awarded_kw=awarded,
+        accepted_by_bid=by_bid,
+    )
+
+
+def test_a_dso_purchase_rebound_is_protected_and_named_in_the_conflict() -> None:
+    grid = FakeGrid(load={"f1": 3000.0, "f2": 0.0}, limits={"f1": 3500.0, "f2": 5000.0})
+    c, log = _coordinator(grid)
+    # the DSO bought 400 kW down on f1 at minute 60-120: its reduction is not headroom, its rebound uses some
+    _publish(
+        c,
+        MarketCleared(
+            product_id="SRP",
+            market_id="dso-m",
+            buyer="dso-1",
+            location="f1",
+            direction=Direction.DOWN,
+            delivery_start=60,
+            interval_minutes=60,
+            awarded_kw=(400.0,),
+        ),
+    )
+    inside = c.screen(_req(Direction.UP, 75, "in"), [_bid("agg-a", "a0", (1000.0,), {"kw@f1": (1000.0,)})])
+    after = c.screen(_req(Direction.UP, 120, "after"), [_bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)})])
+    assert inside[0].quantities_kw == pytest.approx((500.0,))  # room is the limit minus the forecast
+    assert after[0].quantities_kw == pytest.approx((100.0,))  # ... minus the DSO's 400 kW coming back
+    assert [r.dso_market_id for r in log.rows] == ["dso-m", ""]
+
+
+def test_without_a_grid_view_grid_headroom_protects_the_dso_windows() -> None:
+    c, log = _coordinator(None)
+    _publish(
+        c,
+        MarketCleared("SRP", "dso-m", "dso-1", "f1", Direction.DOWN, 60, 60, (400.0,)),
+    )
+    bid = _bid("agg-a", "a0", (1000.0,), {})
+    assert c.screen(_req(Direction.UP, 75), [bid]) == []
+    assert [(r.action, r.rule) for r in log.rows] == [("refused", "dso_prevails")]
+
+
+# == the grid, end to end ======================================================================
+def _overload(name: str, tmp: Path, coordination: str) -> tuple[pd.DataFrame, float, Path]:
+    s = load_scenario(REPO / "scenarios" / f"{name}.yaml", {"horizon_hours": 48, "seed": 1})
+    s = s.model_copy(update={"coordination": coordination})
+    out = tmp / coordination
+    result = run(s, out)
+    assert result.completed, result.error
+    k = pd.read_parquet(out / "kpis.parquet")
+    k = k[(k.scope == "feeder") & k.metric.isin(("overload_kwh", "overload_kwh_without_flex"))]
+    over = k.pivot(index="feeder", columns="metric", values="value")
+    mk = pd.read_parquet(out / "markets.parquet")
+    aw = pd.read_parquet(out / "awards.parquet")
+    mfrr = float(aw[aw.market_id.isin(mk.market_id[mk.product_id == "mFRR"])].accepted_kw.sum()) * 0.25
+    return over, mfrr, out
+
+
+@pytest.fixture(scope="module")
+def competition(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[pd.DataFrame, float, Path]]:
+    tmp = tmp_path_factory.mktemp("coord")
+    return {rule: _overload("tso_dso_competition", tmp, rule) for rule in ("grid_headroom", "dso_prevails")}
+
+
+def test_trading_flexibility_never_adds_energy_above_a_feeder_limit(competition) -> None:  # type: ignore[no-untyped-def]
+    over, mfrr, out = competition["grid_headroom"]
+    assert mfrr > 1000.0  # the TSO still buys regulating power (more than 1 MWh over the two days)
+    assert (over.overload_kwh <= over.overload_kwh_without_flex + 1e-6).all(), over
+    conflicts = pd.read_parquet(out / "conflicts.parquet")
+    assert len(conflicts) > 0 and set(conflicts.action) <= {"trimmed", "refused"}
+    assert set(conflicts.rule) == {"grid_headroom"}
+    # the rule that protects only the DSO's windows lets the same TSO trading overload a feeder more
+    old, old_mfrr, _ = competition["dso_prevails"]
+    assert (old.overload_kwh > old.overload_kwh_without_flex + 1e-6).any(), old
+    assert old_mfrr > mfrr
+
+
+def test_the_audit_replays_trimmed_books(competition) -> None:  # type: ignore[no-untyped-def]
+    _, _, out = competition["grid_headroom"]
+    conflicts = pd.read_parquet(out / "conflicts.parquet")
+    assert (conflicts.action == "trimmed").any()
+    audit = audit_run(out)
+    assert audit.ok, [(m.market_id, m.differences) for m in audit.markets if not m.ok]
