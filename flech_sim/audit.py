@@ -147,8 +147,8 @@ def _screen(bids: list[Bid], refused: pd.DataFrame) -> list[Bid]:
     if refused.empty:
         return bids
     by_bid: dict[str, dict[int, float | None]] = {}
-    actions = refused.action if "action" in refused else ["refused"] * len(refused)
-    for bid_id, interval, action, kw in zip(refused.bid_id, refused.interval, actions, refused.quantity_kw, strict=True):
+    cols = (refused.bid_id, refused.interval, refused.action, refused.quantity_kw)
+    for bid_id, interval, action, kw in zip(*cols, strict=True):
         by_bid.setdefault(str(bid_id), {})[int(interval)] = float(kw) if action == "trimmed" else None
     out = []
     for bid in bids:

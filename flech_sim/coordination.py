@@ -23,7 +23,7 @@ Every conflict is a row of the ``conflicts`` table (action ``refused``, ``trimme
 
 Where a bid's flexibility sits. A bid for a feeder (``Bid.location``) sits there. A pooled bid
 (system-wide market, ``location`` '') declares its *footprint* in product fields that a pooled
-product accepts (:func:`grid_attrs`): ``kw@<feeder>`` -- kW per interval from that feeder's
+product accepts (:mod:`flech_sim.footprint`): ``kw@<feeder>`` -- kW per interval from that feeder's
 households (their sum is the bid's quantity) -- and ``rebound_kwh@<feeder>`` -- the energy those
 households draw back after a full down delivery. A pooled bid without a footprint is assumed to
 sit, in full, on every feeder its seller has households on (the worst case). The rebound is
@@ -42,67 +42,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from .events import EventBus, MarketCleared, MarketEnded
-from .messages import AttrValue, Bid, Direction, MarketRequest
+from .footprint import FEEDER_KW, REBOUND_KWH
+from .messages import Bid, Direction, MarketRequest
 from .schema import row
 
 if TYPE_CHECKING:
-    from .products.attrs import AttrSpec
     from .world import GridView
 
 RULES = ("grid_headroom", "dso_prevails", "tso_prevails", "none")
 DEFAULT_RULE = "grid_headroom"
 DEFAULT_MARGIN = 0.05
 """Share of a feeder's limit kept free of TSO load under ``grid_headroom``: the forecast's error."""
-FEEDER_KW = "kw@"
-REBOUND_KWH = "rebound_kwh@"
 DSO_REBOUND_RATIO = 1.0
 """Energy a DSO's down purchase is assumed to draw back after its window, per kWh awarded (no declaration)."""
 MAX_LOOKAHEAD_STEPS = 4 * 24 * 4  # a footprint is followed at most 4 days at 15-minute steps
-
-
-def grid_attrs(locations: Iterable[str]) -> tuple[AttrSpec, ...]:
-    """The bid fields with which a pooled bid declares its footprint on ``locations`` (the feeders)."""
-    from .products.attrs import AttrSpec  # late: the products package imports this module
-
-    specs: list[AttrSpec] = []
-    for f in sorted(locations):
-        specs.append(
-            AttrSpec(f"{FEEDER_KW}{f}", float, f"kW of the bid from households on {f}", "kW", per_interval=True, min=0)
-        )
-        specs.append(
-            AttrSpec(
-                f"{REBOUND_KWH}{f}",
-                float,
-                f"energy the households on {f} draw back after a full down delivery",
-                "kWh",
-                min=0.0,
-            )
-        )
-    return tuple(specs)
-
-
-def declare_footprint(feeders: Sequence[str], kw: np.ndarray, rebound_kwh: np.ndarray) -> dict[str, AttrValue]:
-    """The footprint fields of a pooled bid: ``kw`` (feeders, intervals), ``rebound_kwh`` (feeders,).
-    Feeders the bid takes nothing from are left out."""
-    out: dict[str, AttrValue] = {}
-    for f, q, r in zip(feeders, np.asarray(kw, dtype=float), np.asarray(rebound_kwh, dtype=float), strict=True):
-        if np.any(q > 0):
-            out[f"{FEEDER_KW}{f}"] = tuple(round(float(x), 3) for x in q)
-            out[f"{REBOUND_KWH}{f}"] = round(max(float(r), 0.0), 3)
-    return out
-
-
-def check_footprint(bid: Bid, tol_kw: float = 0.01) -> str | None:
-    """Why a declared footprint does not cover the bid's quantities (None: it does, or none is declared).
-    More than the quantity is allowed: a seller that moves more households than it sells says so."""
-    per = [v for k, v in bid.attrs.items() if k.startswith(FEEDER_KW)]
-    if not per:
-        return None
-    for i, q in enumerate(bid.quantities_kw):
-        s = sum(float(v[i]) for v in per if isinstance(v, tuple))
-        if s < q - tol_kw * max(1.0, len(per)):
-            return f"the kW declared per feeder ({s:g}) fall short of the bid's quantity ({q:g}) in interval {i}"
-    return None
 
 
 class ConflictLog(Protocol):
@@ -153,8 +106,8 @@ def footprint(
     sign = 1.0 if direction is Direction.UP else -1.0
     last = max((i for i, q in enumerate(quantities) if q > 0), default=-1)
     out: dict[str, np.ndarray] = {}
-    for f, kw in per_feeder.items():
-        kw = np.asarray(kw, dtype=float)
+    for f, given in per_feeder.items():
+        kw = np.asarray(given, dtype=float)
         if not np.any(kw > 0):
             continue
         during = np.zeros(-(-(start + n * m) // dt) - first)

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from flech_sim.audit import audit_run
-from flech_sim.coordination import Coordinator, check_footprint, declare_footprint, footprint
+from flech_sim.coordination import Coordinator, footprint
 from flech_sim.events import EventBus, MarketCleared, MarketEnded
+from flech_sim.footprint import check_footprint, declare_footprint
 from flech_sim.messages import PLATFORM, AttrValue, Bid, Direction, MarketRequest
 from flech_sim.scenario import load_scenario
 from flech_sim.simulation import run
@@ -21,6 +22,7 @@ from flech_sim.simulation import run
 from .conftest import REPO
 
 DT = 15
+Runs = dict[str, tuple[pd.DataFrame, float, Path]]
 ROLES = {"dso-1": "dso", "tso-1": "tso", "agg-a": "aggregator", "agg-b": "aggregator"}
 SELLERS = {"agg-a": frozenset({"f1", "f2"}), "agg-b": frozenset({"f2"})}
 
@@ -252,12 +254,12 @@ def _overload(name: str, tmp: Path, coordination: str) -> tuple[pd.DataFrame, fl
 
 
 @pytest.fixture(scope="module")
-def competition(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[pd.DataFrame, float, Path]]:
+def competition(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     tmp = tmp_path_factory.mktemp("coord")
     return {rule: _overload("tso_dso_competition", tmp, rule) for rule in ("grid_headroom", "dso_prevails")}
 
 
-def test_trading_flexibility_never_adds_energy_above_a_feeder_limit(competition) -> None:  # type: ignore[no-untyped-def]
+def test_trading_flexibility_never_adds_energy_above_a_feeder_limit(competition: Runs) -> None:
     over, mfrr, out = competition["grid_headroom"]
     assert mfrr > 1000.0  # the TSO still buys regulating power (more than 1 MWh over the two days)
     assert (over.overload_kwh <= over.overload_kwh_without_flex + 1e-6).all(), over
@@ -270,7 +272,7 @@ def test_trading_flexibility_never_adds_energy_above_a_feeder_limit(competition)
     assert old_mfrr > mfrr
 
 
-def test_the_audit_replays_trimmed_books(competition) -> None:  # type: ignore[no-untyped-def]
+def test_the_audit_replays_trimmed_books(competition: Runs) -> None:
     _, _, out = competition["grid_headroom"]
     conflicts = pd.read_parquet(out / "conflicts.parquet")
     assert (conflicts.action == "trimmed").any()

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from ..coordination import declare_footprint
 from ..endpoint import Connection
+from ..footprint import declare_footprint
 from ..messages import (
     Activation,
     Award,

@@ -67,17 +67,18 @@ Settlement (per seller and interval)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions, clear
 from ..clearing.pricing import PAY_AS_CLEAR, accepted_quantities
-from ..coordination import FEEDER_KW, check_footprint, grid_attrs
+from ..footprint import FEEDER_KW, REBOUND_KWH, check_footprint
 from ..messages import Award, Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..metering import metering_point
 from ..registry import register_product
 from ..settlement import IntervalSettlement, settle_delivered, verify_against_baseline
 from . import records
+from .attrs import AttrSpec
 from .base import Market, iter_awards_of
 from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
@@ -94,6 +95,25 @@ PARAMS = (
 )
 
 
+def grid_attrs(locations: Iterable[str]) -> tuple[AttrSpec, ...]:
+    """The bid fields with which a pooled bid declares its footprint on ``locations`` (flech_sim.footprint)."""
+    specs: list[AttrSpec] = []
+    for f in sorted(locations):
+        specs.append(
+            AttrSpec(f"{FEEDER_KW}{f}", float, f"kW of the bid from households on {f}", "kW", per_interval=True, min=0)
+        )
+        specs.append(
+            AttrSpec(
+                f"{REBOUND_KWH}{f}",
+                float,
+                f"energy the households on {f} draw back after a full down delivery",
+                "kWh",
+                min=0.0,
+            )
+        )
+    return tuple(specs)
+
+
 @register_product("mFRR")
 class MFRRProduct(TermsProduct):
     PARAMS = PARAMS
@@ -105,7 +125,7 @@ class MFRRProduct(TermsProduct):
         super().__init__(product_id, services)
         # A pooled bid declares where on the grid its kW sit (kw@<feeder>, rebound_kwh@<feeder>), so the
         # TSO/DSO coordination can screen it against each feeder's headroom; the fields name this run's feeders.
-        self.BID_ATTRS = grid_attrs(services.locations)
+        self.BID_ATTRS = grid_attrs(services.locations)  # type: ignore[misc]  # per run: the feeders are the run's
         self._location: dict[tuple[str, str], str] = {}  # (market, seller) -> bid location ('' = pooled)
 
     def check_request(self, req: MarketRequest) -> None:
