@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,6 +56,10 @@ DEFAULT_MARGIN = 0.05
 DSO_REBOUND_RATIO = 1.0
 """Energy a DSO's down purchase is assumed to draw back after its window, per kWh awarded (no declaration)."""
 MAX_LOOKAHEAD_STEPS = 4 * 24 * 4  # a footprint is followed at most 4 days at 15-minute steps
+REBOUND_PEAK_FACTOR = 2.0
+"""A rebound's power per kW shed: released homes heat at full power until they are back on their plan."""
+REBOUND_LOOKAHEAD_STEPS = 4 * 8  # how far past the last delivery the screen follows rebounds (8 h at 15 min)
+KEEP_STEPS = 4 * 24  # commits are remembered this many steps after delivery (a run's rebound is placed by them)
 
 
 class ConflictLog(Protocol):
@@ -73,62 +77,101 @@ class CongestionWindow:
 
 @dataclass(frozen=True)
 class Footprint:
-    """Signed load change (kW, + = more load) per feeder and model step from ``first_step``, of a bid
-    taken in full: its delivery and, for a down bid, its rebound after."""
+    """What a bid taken in full does to the grid: ``kw`` the signed load change (kW, + = more load) per
+    feeder and model step from ``first_step`` while delivered; ``rebound`` per feeder (kWh, kW): the
+    energy a down bid's households draw back afterwards and the kW they were shed by."""
 
     first_step: int
     kw: Mapping[str, np.ndarray]
+    rebound: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def end_step(self) -> int:
+        """The first model step after delivery."""
         return self.first_step + max((len(v) for v in self.kw.values()), default=0)
 
     def scaled(self, factor: float) -> Footprint:
-        return Footprint(self.first_step, {f: v * factor for f, v in self.kw.items()})
+        return Footprint(
+            self.first_step,
+            {f: v * factor for f, v in self.kw.items()},
+            {f: (e * factor, p * factor) for f, (e, p) in self.rebound.items()},
+        )
 
 
 def footprint(
     direction: Direction,
     delivery_start: int,
     interval_minutes: int,
-    quantities: Sequence[float],
     per_feeder: Mapping[str, Sequence[float]],
     rebound_kwh: Mapping[str, float],
     dt: int,
 ) -> Footprint:
-    """A bid's footprint from its kW per feeder and interval and its rebound energy per feeder.
-
-    Pure. Delivery: +kW (up) or -kW (down) over each interval's model steps. Rebound (down only):
-    from the end of the last interval with a quantity, at the feeder's largest kW, until the
-    declared energy is drawn (the last step partly)."""
-    start, m, n = delivery_start, interval_minutes, len(quantities)
+    """A bid's footprint from its kW per feeder and interval and its rebound energy per feeder (pure):
+    +kW (up) or -kW (down) over each interval's model steps; the rebound of a down bid is kept as
+    (energy, largest kW shed) and placed by :func:`grid_profile`, which knows what follows it."""
+    start, m = delivery_start, interval_minutes
     first = start // dt
     sign = 1.0 if direction is Direction.UP else -1.0
-    last = max((i for i, q in enumerate(quantities) if q > 0), default=-1)
     out: dict[str, np.ndarray] = {}
+    rebound: dict[str, tuple[float, float]] = {}
     for f, given in per_feeder.items():
         kw = np.asarray(given, dtype=float)
         if not np.any(kw > 0):
             continue
-        during = np.zeros(-(-(start + n * m) // dt) - first)
-        for i, q in enumerate(kw.tolist()):
+        last = int(np.flatnonzero(kw > 0)[-1])
+        during = np.zeros(-(-(start + (last + 1) * m) // dt) - first)
+        for i, q in enumerate(kw[: last + 1].tolist()):
             t0, t1 = start + i * m, start + (i + 1) * m
             for s in range(t0 // dt, -(-t1 // dt)):
                 during[s - first] += sign * q * (min(t1, (s + 1) * dt) - max(t0, s * dt)) / dt
+        out[f] = during
         energy = float(rebound_kwh.get(f, 0.0))
-        if sign > 0 or last < 0 or energy <= 0:
-            out[f] = during
-            continue
-        peak = float(kw.max())
-        steps = min(energy / (peak * dt / 60.0), float(MAX_LOOKAHEAD_STEPS))
-        after = np.full(math.ceil(steps), peak)
-        after[-1] = peak * (steps - (len(after) - 1))
-        r0 = -(-(start + (last + 1) * m) // dt) - first
-        arr = np.zeros(max(len(during), r0 + len(after)))
-        arr[: len(during)] = during
-        arr[r0 : r0 + len(after)] += after
-        out[f] = arr
-    return Footprint(first, out)
+        if sign < 0 and energy > 0:
+            rebound[f] = (energy, float(kw.max()))
+    return Footprint(first, out, rebound)
+
+
+def grid_profile(
+    prints: Sequence[Footprint], feeder: str, lo: int, hi: int, dt: int, peak_factor: float = REBOUND_PEAK_FACTOR
+) -> np.ndarray:
+    """The committed load change (kW) on ``feeder`` per model step [lo, hi) of ``prints`` together (pure).
+
+    Deliveries add up. A rebound comes back only once the feeder is no longer being shed: households
+    held down through a run of consecutive activations draw back everything at the run's end, not
+    after each activation. It then comes back at ``peak_factor`` x the largest kW shed in the run
+    (heat pumps recover at full power: a home shed from a third of its maximum draws back twice what
+    it shed) until the energy is drawn."""
+    first = min((p.first_step for p in prints), default=lo)
+    base = min(first, lo)
+    n = hi - base
+    if n <= 0:
+        return np.zeros(max(hi - lo, 0))
+    during = np.zeros(n)
+    queue: list[tuple[int, float, float]] = []
+    for p in prints:
+        v = p.kw.get(feeder)
+        if v is not None:
+            a, b = p.first_step - base, min(p.first_step - base + len(v), n)
+            if b > a:
+                during[a:b] += v[: b - a]
+        if feeder in p.rebound:
+            queue.append((p.end_step, *p.rebound[feeder]))
+    out = during.copy()
+    queue.sort()
+    pending, power, j, h = 0.0, 0.0, 0, dt / 60.0
+    for i in range(n):
+        s = base + i
+        while j < len(queue) and queue[j][0] <= s:
+            pending += queue[j][1]
+            power = max(power, peak_factor * queue[j][2])
+            j += 1
+        if pending > 1e-9 and during[i] >= -1e-9 and power > 0:
+            draw = min(power, pending / h)
+            out[i] += draw
+            pending -= draw * h
+            if pending <= 1e-9:
+                pending, power = 0.0, 0.0
+    return out[lo - base :]
 
 
 @dataclass
@@ -195,19 +238,16 @@ class Coordinator:
         (no declaration: :data:`DSO_REBOUND_RATIO` of it, at its largest kW); an up purchase adds load
         in the window. Its reduction is never counted as headroom: the DSO bought it for its own margin."""
         assert self.grid is not None
-        kwh = sum(ev.awarded_kw) * ev.interval_minutes / 60.0 * DSO_REBOUND_RATIO
-        fp = footprint(
-            ev.direction,
-            ev.delivery_start,
-            ev.interval_minutes,
-            ev.awarded_kw,
-            {ev.location: ev.awarded_kw},
-            {ev.location: kwh},
-            self.grid.dt,
-        )
-        kw = {f: np.maximum(v, 0.0) for f, v in fp.kw.items()}
-        if any(v.any() for v in kw.values()):
-            self._committed.append(Footprint(fp.first_step, kw))
+        loc, kw = ev.location, ev.awarded_kw
+        fp = footprint(ev.direction, ev.delivery_start, ev.interval_minutes, {loc: kw}, {}, self.grid.dt)
+        if loc not in fp.kw:
+            return
+        if ev.direction is Direction.UP:
+            self._committed.append(fp)
+            return
+        kwh = sum(kw) * ev.interval_minutes / 60.0 * DSO_REBOUND_RATIO
+        # the shed itself is left out (zeros), so the rebound comes back right after the window
+        self._committed.append(Footprint(fp.first_step, {loc: np.zeros(len(fp.kw[loc]))}, {loc: (kwh, max(kw))}))
 
     def _on_ended(self, ev: MarketEnded) -> None:
         """Settled (delivery is over), cancelled or failed: it holds nothing any more."""
@@ -306,24 +346,13 @@ class Coordinator:
             declared_kwh = isinstance(v, int | float) and not isinstance(v, bool)
             # undeclared: everything shed there comes back
             rebound[f] = float(v) if declared_kwh else sum(q) * req.interval_minutes / 60.0  # type: ignore[arg-type]
-        return footprint(req.direction, req.delivery_start, req.interval_minutes, bid.quantities_kw, per, rebound, dt)
+        return footprint(req.direction, req.delivery_start, req.interval_minutes, per, rebound, dt)
 
-    def _committed_kw(self, feeders: Iterable[str], first: int, k: int) -> dict[str, np.ndarray]:
-        """Committed load change per feeder over model steps [first, first + k); forgets what is past."""
-        self._committed = [c for c in self._committed if c.end_step > first]
-        out = {f: np.zeros(k) for f in feeders}
-        for c in self._committed:
-            for f, v in c.kw.items():
-                if f not in out:
-                    continue
-                lo, hi = max(c.first_step, first), min(c.first_step + len(v), first + k)
-                if hi > lo:
-                    out[f][lo - first : hi - first] += v[lo - c.first_step : hi - c.first_step]
-        return out
+    def _profiles(self, prints: Sequence[Footprint], lo: int, hi: int) -> dict[str, np.ndarray]:
+        assert self.grid is not None
+        return {f: grid_profile(prints, f, lo, hi, self.grid.dt) for f in self.grid.feeders}
 
-    def _nowcast(
-        self, forecast: dict[str, np.ndarray], last: Mapping[str, np.ndarray], now: int
-    ) -> dict[str, np.ndarray]:
+    def _nowcast(self, forecast: dict[str, np.ndarray], last: Mapping[str, float], now: int) -> dict[str, np.ndarray]:
         """The forecast raised to what the feeder measures, less the change committed there last step.
 
         The DSO's forecast runs the households on from their present state without control. Homes in a
@@ -337,55 +366,61 @@ class Coordinator:
             return forecast
         out = {}
         for f, fc in forecast.items():
-            gap = grid.load_now(f) - float(last[f][0]) - float(fc[0]) if len(fc) else 0.0
+            gap = grid.load_now(f) - last[f] - float(fc[0]) if len(fc) else 0.0
             out[f] = fc + max(gap, 0.0)
         return out
 
     def _screen_headroom(self, req: MarketRequest, bids: list[Bid]) -> list[Bid]:
-        """``grid_headroom``: each bid, cheapest first, may add load only where the feeder keeps its margin."""
+        """``grid_headroom``: each bid, cheapest first, may add load only where the feeder keeps its margin.
+
+        A bid's effect is what it changes in the committed profile (:func:`grid_profile`): its own
+        delivery and rebound, and -- for a down bid extending a run -- the rebound of the run, which it
+        pushes later. That shift comes with any part of the bid, so it is taken whole (``fixed``) and
+        only the bid's own share scales with the part kept (``var``)."""
         grid = self.grid
         assert grid is not None
-        dt = grid.dt
-        now = grid.now_step
-        prints = {b.bid_id: self.bid_footprint(req, b, dt) for b in bids}
-        last = max((fp.end_step for fp in prints.values()), default=now)
-        k = min(max(last - now, 1), MAX_LOOKAHEAD_STEPS)
+        dt, now = grid.dt, grid.now_step
         feeders = list(grid.feeders)
-        forecast = self._nowcast(grid.forecast(k), self._committed_kw(feeders, now - 1, 1), now)
-        committed = self._committed_kw(feeders, now, k)
-        room = {f: (1.0 - self.margin) * grid.limit_kw(f) - forecast[f] - committed[f] for f in feeders}
-        windows = self.windows(req.delivery_start, req.delivery_end + (last - now) * dt)
+        self._committed = [c for c in self._committed if c.end_step + KEEP_STEPS > now]
+        prints = {b.bid_id: self.bid_footprint(req, b, dt) for b in bids}
+        last = max((fp.end_step for fp in prints.values()), default=now + 1)
+        k = min(max(last - now, 1) + REBOUND_LOOKAHEAD_STEPS, MAX_LOOKAHEAD_STEPS)
+        hi = now + k
+        kept_prints: list[Footprint] = list(self._committed)
+        without = self._profiles(kept_prints, now - 1, hi)  # from the step just simulated
+        forecast = self._nowcast(grid.forecast(k), {f: float(v[0]) for f, v in without.items()}, now)
+        cap = {f: (1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders}
+        windows = self.windows(req.delivery_start, hi * dt)
         kept: dict[str, Bid] = {}
         pending = _Pending(req)
+        eps = 1e-6
         for bid in sorted(bids, key=lambda b: b.price):  # stable: ties keep arrival order
             fp = prints[bid.bid_id]
+            with_eps = self._profiles([*kept_prints, fp.scaled(eps)], now, hi)
+            with_one = self._profiles([*kept_prints, fp], now, hi)
             factor, binding = 1.0, None
-            for f, v in fp.kw.items():
-                if f not in room:
-                    continue
-                lo = max(fp.first_step, now)
-                seg = v[lo - fp.first_step : min(len(v), now + k - fp.first_step)]
-                r = room[f][lo - now : lo - now + len(seg)]
-                adds = seg > 1e-9
-                if not adds.any():
-                    continue
-                ok = np.maximum(r[adds], 0.0) / seg[adds]
-                j = int(np.argmin(ok))
-                if ok[j] < factor:
-                    factor, binding = float(ok[j]), (f, lo + int(np.flatnonzero(adds)[j]))
+            for f in feeders:
+                base = without[f][1:]
+                var = (with_one[f] - with_eps[f]) / (1.0 - eps)
+                fixed = with_eps[f] - base - eps * var
+                room = np.maximum(cap[f] - base, 0.0) - fixed
+                grows = var > 1e-6
+                limit = np.full(k, np.inf)
+                limit[grows] = room[grows] / var[grows]
+                limit[(~grows) & (fixed > 1e-6) & (room < -1e-6)] = 0.0  # the shift alone does not fit
+                j = int(np.argmin(limit))
+                if limit[j] < factor:
+                    factor, binding = max(float(limit[j]), 0.0), (f, now + j)
             if binding is not None and (bid.block or factor < 1e-6):
                 factor = 0.0
             if binding is not None:
-                self._record_headroom(req, bid, factor, binding, forecast, committed, windows, now)
+                self._record_headroom(req, bid, factor, binding, forecast, without, windows, now)
             if factor <= 0.0:
                 continue
             if binding is not None:
                 bid = self._trimmed(bid, factor)
-            for f, v in fp.kw.items():
-                if f in room:
-                    lo, hi = max(fp.first_step, now), min(fp.first_step + len(v), now + k)
-                    if hi > lo:
-                        room[f][lo - now : hi - now] -= factor * v[lo - fp.first_step : hi - fp.first_step]
+            kept_prints.append(fp.scaled(factor))
+            without = self._profiles(kept_prints, now - 1, hi)
             kept[bid.bid_id] = bid
             pending.bids[bid.bid_id] = (tuple(bid.quantities_kw), fp.scaled(factor))
         self._pending[req.market_id] = pending
@@ -423,7 +458,7 @@ class Coordinator:
         when = "while delivered" if req.delivery_start <= t < req.delivery_end else "by its rebound"
         reason = (
             f"TSO {req.direction} would add load on {f} {when} at minute {t}: forecast "
-            f"{forecast[f][step - now]:.0f} kW + committed {committed[f][step - now]:.0f} kW against "
+            f"{forecast[f][step - now]:.0f} kW + committed {committed[f][step - now + 1]:.0f} kW against "
             f"{(1.0 - self.margin) * limit:.0f} kW ({1.0 - self.margin:.0%} of the limit); kept {factor:.0%}"
         )
         for i, q in enumerate(bid.quantities_kw):

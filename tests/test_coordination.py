@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from flech_sim.audit import audit_run
-from flech_sim.coordination import Coordinator, footprint
+from flech_sim.coordination import Coordinator, footprint, grid_profile
 from flech_sim.events import EventBus, MarketCleared, MarketEnded
 from flech_sim.footprint import check_footprint, declare_footprint
 from flech_sim.messages import PLATFORM, AttrValue, Bid, Direction, MarketRequest
@@ -115,13 +115,25 @@ def _publish(c: Screen, ev: object) -> None:
 
 
 # == pure pieces ============================================================================
-def test_footprint_of_a_down_bid_is_its_shed_then_its_rebound_at_the_shed_power() -> None:
-    # 1000 kW shed on f1 for 15 min, 300 kWh drawn back: 250 kWh in the next step, 50 kWh in the one after
-    fp = footprint(Direction.DOWN, 60, 15, (1000.0,), {"f1": (1000.0,)}, {"f1": 300.0}, DT)
-    assert fp.first_step == 4
-    np.testing.assert_allclose(fp.kw["f1"], [-1000.0, 1000.0, 200.0])
-    up = footprint(Direction.UP, 60, 15, (1000.0,), {"f1": (600.0,), "f2": (400.0,)}, {"f1": 300.0}, DT)
-    assert {f: v.tolist() for f, v in up.kw.items()} == {"f1": [600.0], "f2": [400.0]}  # no rebound counted
+def test_footprint_of_a_down_bid_is_its_shed_then_its_rebound() -> None:
+    fp = footprint(Direction.DOWN, 60, 15, {"f1": (1000.0,)}, {"f1": 300.0}, DT)
+    assert fp.first_step == 4 and fp.end_step == 5
+    assert fp.kw["f1"].tolist() == [-1000.0] and fp.rebound == {"f1": (300.0, 1000.0)}
+    up = footprint(Direction.UP, 60, 15, {"f1": (600.0,), "f2": (400.0,)}, {"f1": 300.0}, DT)
+    assert {f: v.tolist() for f, v in up.kw.items()} == {"f1": [600.0], "f2": [400.0]} and up.rebound == {}
+
+
+def test_a_rebound_comes_back_at_twice_the_shed_power_once_the_run_of_sheds_ends() -> None:
+    one = footprint(Direction.DOWN, 60, 15, {"f1": (1000.0,)}, {"f1": 300.0}, DT)
+    # 300 kWh in 15-minute steps: 1200 kW for one step (below the 2000 kW cap)
+    np.testing.assert_allclose(grid_profile([one], "f1", 3, 7, DT), [0.0, -1000.0, 1200.0, 0.0])
+    # two consecutive sheds: neither draws back until both are over, then 600 kWh at up to 2000 kW
+    two = footprint(Direction.DOWN, 75, 15, {"f1": (1000.0,)}, {"f1": 300.0}, DT)
+    np.testing.assert_allclose(grid_profile([one, two], "f1", 4, 9, DT), [-1000.0, -1000.0, 2000.0, 400.0, 0.0])
+    # a consume-more activation right after does not hold the rebound back: both add load
+    up = footprint(Direction.UP, 75, 15, {"f1": (500.0,)}, {}, DT)
+    np.testing.assert_allclose(grid_profile([one, up], "f1", 4, 7, DT), [-1000.0, 1700.0, 0.0])
+    assert grid_profile([one], "f2", 0, 8, DT).tolist() == [0.0] * 8
 
 
 def test_declared_footprint_round_trips_and_must_cover_the_quantity() -> None:
@@ -173,7 +185,7 @@ def test_awards_are_committed_and_use_up_headroom_for_later_markets() -> None:
     c, log = _coordinator(grid)
     first = _bid("agg-a", "a0", (1000.0,), {"kw@f1": (1000.0,), "rebound_kwh@f1": 250.0})
     assert c.screen(_req(Direction.DOWN, 60, "m1"), [first]) == [first]  # exactly fits: 1000 kW of room
-    # cleared: 600 kW of it taken -> 600 kW of rebound at step 5 is committed on f1
+    # cleared: 600 kW of it taken -> its 150 kWh come back in step 5 (600 kW) on f1
     _publish(c, _cleared("m1", 60, (600.0,), (("a0", (600.0,)),)))
     later = _bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)}, market_id="m2")
     (out,) = c.screen(_req(Direction.UP, 75, "m2"), [later])  # delivered in step 5, on top of that rebound
@@ -205,7 +217,8 @@ def _cleared(
 def test_a_dso_purchase_rebound_is_protected_and_named_in_the_conflict() -> None:
     grid = FakeGrid(load={"f1": 3000.0, "f2": 0.0}, limits={"f1": 3500.0, "f2": 5000.0})
     c, log = _coordinator(grid)
-    # the DSO bought 400 kW down on f1 at minute 60-120: its reduction is not headroom, its rebound uses some
+    # the DSO bought 200 kW down on f1 at minute 60-120: its reduction is not headroom; its 200 kWh come
+    # back at 400 kW (twice the shed) right after the window
     _publish(
         c,
         MarketCleared(
@@ -216,13 +229,14 @@ def test_a_dso_purchase_rebound_is_protected_and_named_in_the_conflict() -> None
             direction=Direction.DOWN,
             delivery_start=60,
             interval_minutes=60,
-            awarded_kw=(400.0,),
+            awarded_kw=(200.0,),
         ),
     )
     inside = c.screen(_req(Direction.UP, 75, "in"), [_bid("agg-a", "a0", (1000.0,), {"kw@f1": (1000.0,)})])
     after = c.screen(_req(Direction.UP, 120, "after"), [_bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)})])
     assert inside[0].quantities_kw == pytest.approx((500.0,))  # room is the limit minus the forecast
     assert after[0].quantities_kw == pytest.approx((100.0,))  # ... minus the DSO's 400 kW coming back
+    assert [r.action for r in log.rows] == ["trimmed", "trimmed"]
     assert [r.dso_market_id for r in log.rows] == ["dso-m", ""]
 
 
