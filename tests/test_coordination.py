@@ -15,11 +15,12 @@ from flech_sim.audit import audit_run
 from flech_sim.coordination import Coordinator, footprint, grid_profile
 from flech_sim.events import EventBus, MarketCleared, MarketEnded
 from flech_sim.footprint import check_footprint, declare_footprint
-from flech_sim.messages import PLATFORM, AttrValue, Bid, Direction, MarketRequest
+from flech_sim.messages import PLATFORM, Acknowledgement, AttrValue, Bid, Direction, MarketRequest, RejectReason
 from flech_sim.scenario import load_scenario
 from flech_sim.simulation import run
 
 from .conftest import REPO
+from .products_support import all_products_scenario, bid, received, rejections
 
 DT = 15
 Runs = dict[str, tuple[pd.DataFrame, float, Path]]
@@ -36,6 +37,7 @@ class FakeGrid:
     now_step: int = 0
     dt: int = DT
     asked: list[int] = field(default_factory=list)
+    measured: dict[str, float] = field(default_factory=dict)  # SCADA, last step (default: the forecast level)
 
     @property
     def feeders(self) -> tuple[str, ...]:
@@ -45,7 +47,7 @@ class FakeGrid:
         return self.limits[feeder]
 
     def load_now(self, feeder: str) -> float:
-        return self.load[feeder]
+        return self.measured.get(feeder, self.load[feeder])
 
     def forecast(self, horizon_steps: int) -> dict[str, np.ndarray]:
         self.asked.append(horizon_steps)
@@ -214,6 +216,23 @@ def _cleared(
     )
 
 
+def test_the_forecast_is_raised_to_the_measured_load_less_what_was_ordered() -> None:
+    # Warm homes in a consume-more run forecast low: the feeder measures 2600 kW with 300 kW of it ordered,
+    # so it would draw 2300 kW, not the 2000 kW forecast; 700 kW of room are left, not 1000.
+    grid = FakeGrid(load={"f1": 2000.0, "f2": 0.0}, limits={"f1": 3000.0, "f2": 5000.0})
+    c, log = _coordinator(grid)
+    first = _bid("agg-a", "a0", (300.0,), {"kw@f1": (300.0,)}, market_id="m0")
+    assert c.screen(_req(Direction.UP, 45, "m0"), [first]) == [first]
+    _publish(c, MarketCleared("mFRR", "m0", "tso-1", "*", Direction.UP, 45, 15, (300.0,), (("a0", (300.0,)),)))
+    grid.now_step, grid.measured = 4, {"f1": 2600.0}
+    (out,) = c.screen(_req(Direction.UP, 105, "m1"), [_bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)})])
+    assert out.quantities_kw == pytest.approx((700.0,))
+    # a measurement below the forecast never loosens it
+    grid.measured = {"f1": 1500.0}
+    (out,) = c.screen(_req(Direction.UP, 105, "m2"), [_bid("agg-a", "a2", (1000.0,), {"kw@f1": (1000.0,)})])
+    assert out.quantities_kw == (1000.0,)
+
+
 def test_a_dso_purchase_rebound_is_protected_and_named_in_the_conflict() -> None:
     grid = FakeGrid(load={"f1": 3000.0, "f2": 0.0}, limits={"f1": 3500.0, "f2": 5000.0})
     c, log = _coordinator(grid)
@@ -292,3 +311,32 @@ def test_the_audit_replays_trimmed_books(competition: Runs) -> None:
     assert (conflicts.action == "trimmed").any()
     audit = audit_run(out)
     assert audit.ok, [(m.market_id, m.differences) for m in audit.markets if not m.ok]
+
+
+# == the mFRR product takes a declared footprint, and checks it ==================================
+@pytest.fixture
+def make_scenario():  # type: ignore[no-untyped-def]
+    return all_products_scenario
+
+
+def test_mfrr_bids_declare_their_footprint_on_the_run_feeders(harness) -> None:  # type: ignore[no-untyped-def]
+    h = harness
+    h.at(0, lambda: h.send("dso-1", h.request("m1", need=(2000.0,), product="mFRR", location="*", interval_minutes=15)))
+    good = {"kw@feeder-1": (600.0,), "kw@feeder-2": (400.0,), "rebound_kwh@feeder-1": 50.0}
+    cases = [
+        ("agg-a", "good", good),
+        ("agg-a", "short", {"kw@feeder-1": (500.0,)}),  # 500 kW declared for a 1000 kW bid
+        ("agg-b", "elsewhere", {"kw@feeder-2": (1000.0,)}),  # agg-b has no households on feeder-2
+        ("agg-c", "unknown", {"kw@feeder-9": (1000.0,)}),  # not a feeder of this run
+        ("agg-c", "negative", {"kw@feeder-2": (-1000.0,)}),
+    ]
+    for seller, bid_id, attrs in cases:
+        h.at(5, lambda s=seller, b=bid_id, a=attrs: h.send(s, bid(h, s, b, 0.3, (1000.0,), product="mFRR", attrs=a)))
+    h.run(7)
+    assert [a.ref_id for a in received(h, "agg-a", Acknowledgement) if a.ref_id == "good"] == ["good"]
+    (short,) = rejections(h, "agg-a")
+    assert short.reason == RejectReason.OUT_OF_RANGE and "fall short" in short.detail
+    (elsewhere,) = rejections(h, "agg-b")
+    assert "no portfolio on 'feeder-2'" in elsewhere.detail
+    unknown, negative = rejections(h, "agg-c")
+    assert "kw@feeder-9" in unknown.detail and "kw@feeder-2" in negative.detail
