@@ -3,6 +3,7 @@ their rebound included; awarded changes committed; every conflict recorded; the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from flech_sim.coordination import Coordinator, footprint, grid_profile
 from flech_sim.events import EventBus, MarketCleared, MarketEnded
 from flech_sim.footprint import check_footprint, declare_footprint
 from flech_sim.messages import PLATFORM, Acknowledgement, AttrValue, Bid, Direction, MarketRequest, RejectReason
-from flech_sim.scenario import load_scenario
+from flech_sim.scenario import Scenario, load_scenario
 from flech_sim.simulation import run
 
 from .conftest import REPO
@@ -227,6 +228,7 @@ def test_the_forecast_is_raised_to_the_measured_load_less_what_was_ordered() -> 
     grid.now_step, grid.measured = 4, {"f1": 2600.0}
     (out,) = c.screen(_req(Direction.UP, 105, "m1"), [_bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)})])
     assert out.quantities_kw == pytest.approx((700.0,))
+    assert [r.action for r in log.rows] == ["trimmed"] and "forecast 2300 kW" in log.rows[0].reason
     # a measurement below the forecast never loosens it
     grid.measured = {"f1": 1500.0}
     (out,) = c.screen(_req(Direction.UP, 105, "m2"), [_bid("agg-a", "a2", (1000.0,), {"kw@f1": (1000.0,)})])
@@ -315,11 +317,11 @@ def test_the_audit_replays_trimmed_books(competition: Runs) -> None:
 
 # == the mFRR product takes a declared footprint, and checks it ==================================
 @pytest.fixture
-def make_scenario():  # type: ignore[no-untyped-def]
+def make_scenario() -> Callable[..., Scenario]:
     return all_products_scenario
 
 
-def test_mfrr_bids_declare_their_footprint_on_the_run_feeders(harness) -> None:  # type: ignore[no-untyped-def]
+def test_mfrr_bids_declare_their_footprint_on_the_run_feeders(harness) -> None:
     h = harness
     h.at(0, lambda: h.send("dso-1", h.request("m1", need=(2000.0,), product="mFRR", location="*", interval_minutes=15)))
     good = {"kw@feeder-1": (600.0,), "kw@feeder-2": (400.0,), "rebound_kwh@feeder-1": 50.0}
