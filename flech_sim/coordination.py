@@ -26,9 +26,10 @@ Where a bid's flexibility sits. A bid for a feeder (``Bid.location``) sits there
 product accepts (:mod:`flech_sim.footprint`): ``kw@<feeder>`` -- kW per interval from that feeder's
 households (their sum is the bid's quantity) -- and ``rebound_kwh@<feeder>`` -- the energy those
 households draw back after a full down delivery. A pooled bid without a footprint is assumed to
-sit, in full, on every feeder its seller has households on (the worst case). The rebound is
-assumed to come back at the power that was shed, right after delivery, until the declared energy
-is drawn (for an undeclared down bid: all the energy shed).
+sit, in full, on every feeder its seller has households on (the worst case), and an undeclared
+rebound is all the energy shed. Where a rebound lands is the platform's model (:func:`grid_profile`):
+held back while the feeder is still being shed (a run of activations draws back at its end), then
+three quarters at up to twice the kW shed and a quarter in a slow tail that can reach a later peak.
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ DSO_REBOUND_RATIO = 1.0
 MAX_LOOKAHEAD_STEPS = 4 * 24 * 4  # a footprint is followed at most 4 days at 15-minute steps
 REBOUND_PEAK_FACTOR = 2.0
 """A rebound's power per kW shed: released homes heat at full power until they are back on their plan."""
-REBOUND_LOOKAHEAD_STEPS = 4 * 8  # how far past the last delivery the screen follows rebounds (8 h at 15 min)
+REBOUND_TAIL_SHARE = 0.25
+"""Share of a rebound's energy that comes back slowly (homes nearly back at their setpoint recover gently)."""
+REBOUND_TAIL_MINUTES = 60.0
+"""Time constant of that slow tail: it decays by e every hour, and is followed until it is below 1 kW."""
+REBOUND_TAIL_FLOOR_KW = 1.0
+REBOUND_LOOKAHEAD_STEPS = 4 * 12  # how far past the last delivery the screen follows rebounds (12 h at 15 min)
 KEEP_STEPS = 4 * 24  # commits are remembered this many steps after delivery (a run's rebound is placed by them)
 
 
@@ -138,9 +144,10 @@ def grid_profile(
 
     Deliveries add up. A rebound comes back only once the feeder is no longer being shed: households
     held down through a run of consecutive activations draw back everything at the run's end, not
-    after each activation. It then comes back at ``peak_factor`` x the largest kW shed in the run
-    (heat pumps recover at full power: a home shed from a third of its maximum draws back twice what
-    it shed) until the energy is drawn."""
+    after each activation. Most of it (1 - :data:`REBOUND_TAIL_SHARE`) then comes back at
+    ``peak_factor`` x the largest kW shed in the run (heat pumps recover at full power: a home shed
+    from a third of its maximum draws back twice what it shed) until drawn; the rest decays slowly
+    (time constant :data:`REBOUND_TAIL_MINUTES`), which is what reaches a peak hours later."""
     first = min((p.first_step for p in prints), default=lo)
     base = min(first, lo)
     n = hi - base
@@ -158,19 +165,31 @@ def grid_profile(
             queue.append((p.end_step, *p.rebound[feeder]))
     out = during.copy()
     queue.sort()
-    pending, power, j, h = 0.0, 0.0, 0, dt / 60.0
+    h = dt / 60.0
+    decay = 1.0 - math.exp(-dt / REBOUND_TAIL_MINUTES)
+    fast, slow, power, j = 0.0, 0.0, 0.0, 0
     for i in range(n):
         s = base + i
         while j < len(queue) and queue[j][0] <= s:
-            pending += queue[j][1]
+            fast += (1.0 - REBOUND_TAIL_SHARE) * queue[j][1]
+            slow += REBOUND_TAIL_SHARE * queue[j][1]
             power = max(power, peak_factor * queue[j][2])
             j += 1
-        if pending > 1e-9 and during[i] >= -1e-9 and power > 0:
-            draw = min(power, pending / h)
+        if during[i] < -1e-9:
+            continue  # still being shed: the rebound waits
+        if fast > 1e-9 and power > 0:
+            draw = min(power, fast / h)
             out[i] += draw
-            pending -= draw * h
-            if pending <= 1e-9:
-                pending, power = 0.0, 0.0
+            fast -= draw * h
+            if fast <= 1e-9:
+                fast, power = 0.0, 0.0
+        if slow > 0:
+            tail = slow * decay / h
+            if tail < REBOUND_TAIL_FLOOR_KW:
+                slow = 0.0
+            else:
+                out[i] += tail
+                slow -= tail * h
     return out[lo - base :]
 
 

@@ -3,6 +3,7 @@ their rebound included; awarded changes committed; every conflict recorded; the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,17 +127,30 @@ def test_footprint_of_a_down_bid_is_its_shed_then_its_rebound() -> None:
     assert {f: v.tolist() for f, v in up.kw.items()} == {"f1": [600.0], "f2": [400.0]} and up.rebound == {}
 
 
-def test_a_rebound_comes_back_at_twice_the_shed_power_once_the_run_of_sheds_ends() -> None:
+D = 1.0 - math.exp(-15 / 60)  # share of the slow tail drawn in one 15-minute step (time constant 1 h)
+
+
+def rebound_step(kwh: float, power: float) -> float:
+    """kW in the first step after the shed ends: 3/4 of the energy at up to ``power``, plus the tail's first step."""
+    return min(power, 0.75 * kwh / 0.25) + 0.25 * kwh * D / 0.25
+
+
+def test_a_rebound_comes_back_fast_at_twice_the_shed_power_then_slowly_once_the_run_ends() -> None:
     one = footprint(Direction.DOWN, 60, 15, {"f1": (1000.0,)}, {"f1": 300.0}, DT)
-    # 300 kWh in 15-minute steps: 1200 kW for one step (below the 2000 kW cap)
-    np.testing.assert_allclose(grid_profile([one], "f1", 3, 7, DT), [0.0, -1000.0, 1200.0, 0.0])
-    # two consecutive sheds: neither draws back until both are over, then 600 kWh at up to 2000 kW
+    # 225 kWh fast (900 kW for one step, below the 2000 kW cap), 75 kWh in a tail decaying by e an hour
+    tail = 75.0 * D / 0.25
+    np.testing.assert_allclose(
+        grid_profile([one], "f1", 3, 8, DT), [0.0, -1000.0, 900.0 + tail, tail * (1 - D), tail * (1 - D) ** 2]
+    )
+    # two consecutive sheds: neither draws back until both are over, then 450 kWh fast, capped at 2000 kW
     two = footprint(Direction.DOWN, 75, 15, {"f1": (1000.0,)}, {"f1": 300.0}, DT)
-    np.testing.assert_allclose(grid_profile([one, two], "f1", 4, 9, DT), [-1000.0, -1000.0, 2000.0, 400.0, 0.0])
+    np.testing.assert_allclose(grid_profile([one, two], "f1", 4, 7, DT)[:3], [-1000.0, -1000.0, 1800.0 + 2 * tail])
     # a consume-more activation right after does not hold the rebound back: both add load
     up = footprint(Direction.UP, 75, 15, {"f1": (500.0,)}, {}, DT)
-    np.testing.assert_allclose(grid_profile([one, up], "f1", 4, 7, DT), [-1000.0, 1700.0, 0.0])
+    np.testing.assert_allclose(grid_profile([one, up], "f1", 4, 6, DT), [-1000.0, 1400.0 + tail])
     assert grid_profile([one], "f2", 0, 8, DT).tolist() == [0.0] * 8
+    # the tail is followed until it is below 1 kW, not for ever
+    assert grid_profile([one], "f1", 40, 60, DT).tolist() == [0.0] * 20
 
 
 def test_declared_footprint_round_trips_and_must_cover_the_quantity() -> None:
@@ -172,27 +186,28 @@ def test_a_down_bid_is_screened_by_its_rebound_after_delivery() -> None:
     c, log = _coordinator(grid, margin=0.0)
     bid = _bid("agg-a", "a0", (1000.0,), {"kw@f1": (1000.0,), "rebound_kwh@f1": 250.0})
     (out,) = c.screen(_req(Direction.DOWN), [bid])
-    assert out.quantities_kw == pytest.approx((600.0,))  # its rebound is then 600 kW: exactly the room
-    assert out.attrs["rebound_kwh@f1"] == pytest.approx(150.0)
+    keep = 600.0 / rebound_step(250.0, 2000.0)  # its first rebound step then takes exactly the room
+    assert out.quantities_kw == pytest.approx((1000.0 * keep,))
+    assert out.attrs["rebound_kwh@f1"] == pytest.approx(250.0 * keep)
     (r,) = log.rows
     assert r.action == "trimmed" and "by its rebound" in r.reason
     assert grid.asked and grid.asked[-1] >= 2  # the forecast reached past the delivery, into the rebound
     # a margin keeps part of the limit free: 5 % of 3600 = 180 kW less room
     c2, _ = _coordinator(grid, margin=0.05)
     (out2,) = c2.screen(_req(Direction.DOWN), [bid])
-    assert out2.quantities_kw == pytest.approx((420.0,))
+    assert out2.quantities_kw == pytest.approx((1000.0 * 420.0 / rebound_step(250.0, 2000.0),))
 
 
 def test_awards_are_committed_and_use_up_headroom_for_later_markets() -> None:
     grid = FakeGrid(load={"f1": 3000.0, "f2": 0.0}, limits={"f1": 4000.0, "f2": 5000.0})
     c, log = _coordinator(grid)
     first = _bid("agg-a", "a0", (1000.0,), {"kw@f1": (1000.0,), "rebound_kwh@f1": 250.0})
-    assert c.screen(_req(Direction.DOWN, 60, "m1"), [first]) == [first]  # exactly fits: 1000 kW of room
-    # cleared: 600 kW of it taken -> its 150 kWh come back in step 5 (600 kW) on f1
+    assert c.screen(_req(Direction.DOWN, 60, "m1"), [first]) == [first]  # fits in the 1000 kW of room
+    # cleared: 600 kW of it taken -> 0.6 of its rebound comes back from step 5 on f1
     _publish(c, _cleared("m1", 60, (600.0,), (("a0", (600.0,)),)))
     later = _bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)}, market_id="m2")
     (out,) = c.screen(_req(Direction.UP, 75, "m2"), [later])  # delivered in step 5, on top of that rebound
-    assert out.quantities_kw == pytest.approx((400.0,))
+    assert out.quantities_kw == pytest.approx((1000.0 - 0.6 * rebound_step(250.0, 2000.0),))
     assert [r.action for r in log.rows] == ["trimmed"]
     # a market that ends without clearing commits nothing
     c.screen(_req(Direction.UP, 90, "m3"), [_bid("agg-a", "a2", (500.0,), {"kw@f1": (500.0,)}, market_id="m3")])
@@ -239,7 +254,7 @@ def test_a_dso_purchase_rebound_is_protected_and_named_in_the_conflict() -> None
     grid = FakeGrid(load={"f1": 3000.0, "f2": 0.0}, limits={"f1": 3500.0, "f2": 5000.0})
     c, log = _coordinator(grid)
     # the DSO bought 200 kW down on f1 at minute 60-120: its reduction is not headroom; its 200 kWh come
-    # back at 400 kW (twice the shed) right after the window
+    # back right after the window, the fast part at up to 400 kW (twice the shed)
     _publish(
         c,
         MarketCleared(
@@ -256,7 +271,7 @@ def test_a_dso_purchase_rebound_is_protected_and_named_in_the_conflict() -> None
     inside = c.screen(_req(Direction.UP, 75, "in"), [_bid("agg-a", "a0", (1000.0,), {"kw@f1": (1000.0,)})])
     after = c.screen(_req(Direction.UP, 120, "after"), [_bid("agg-a", "a1", (1000.0,), {"kw@f1": (1000.0,)})])
     assert inside[0].quantities_kw == pytest.approx((500.0,))  # room is the limit minus the forecast
-    assert after[0].quantities_kw == pytest.approx((100.0,))  # ... minus the DSO's 400 kW coming back
+    assert after[0].quantities_kw == pytest.approx((500.0 - rebound_step(200.0, 400.0),))  # ... minus its rebound
     assert [r.action for r in log.rows] == ["trimmed", "trimmed"]
     assert [r.dso_market_id for r in log.rows] == ["dso-m", ""]
 
