@@ -143,17 +143,20 @@ def _solver_options(scenario: Mapping[str, Any]) -> SolverOptions:
 
 
 def _screen(bids: list[Bid], refused: pd.DataFrame) -> list[Bid]:
-    """The coordination screen replayed from its recorded refusals (see Coordinator.screen)."""
+    """The coordination screen replayed from its recorded refusals and trims (see Coordinator.screen):
+    a refused interval is taken out, a trimmed one loses the recorded ``quantity_kw``."""
     if refused.empty:
         return bids
-    by_bid: dict[str, set[int]] = {}
-    for bid_id, interval in zip(refused.bid_id, refused.interval, strict=True):
-        by_bid.setdefault(str(bid_id), set()).add(int(interval))
+    by_bid: dict[str, dict[int, float | None]] = {}
+    cols = (refused.bid_id, refused.interval, refused.action, refused.quantity_kw)
+    for bid_id, interval, action, kw in zip(*cols, strict=True):
+        by_bid.setdefault(str(bid_id), {})[int(interval)] = float(kw) if action == "trimmed" else None
     out = []
     for bid in bids:
         drop = by_bid.get(bid.bid_id)
         if drop:
-            qty = tuple(0.0 if i in drop else float(q) for i, q in enumerate(bid.quantities_kw))
+            cut = [drop.get(i, 0.0) for i in range(len(bid.quantities_kw))]
+            qty = tuple(0.0 if c is None else float(q) - c for q, c in zip(bid.quantities_kw, cut, strict=True))
             if qty != tuple(bid.quantities_kw):
                 if bid.block or not any(q > 0 for q in qty):
                     continue
@@ -343,7 +346,9 @@ def audit_tables(
                 a.notes.append(f"not cleared in the run (state {state or 'unknown'}): nothing to re-clear")
             continue
         refused = (
-            conflicts[(conflicts.market_id == mid) & (conflicts.action == "refused")] if len(conflicts) else conflicts
+            conflicts[(conflicts.market_id == mid) & conflicts.action.isin(("refused", "trimmed"))]
+            if len(conflicts)
+            else conflicts
         )
         if len(refused):
             a.notes.append(

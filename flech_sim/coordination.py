@@ -1,33 +1,75 @@
-"""Coordination between TSO and DSO markets that draw on the same aggregators.
+"""Coordination between TSO and DSO markets that draw on the same aggregators and the same grid.
 
-A DSO that has bought a load *reduction* on a feeder for a window is
-congested there; a TSO market clearing *more consumption* (up-regulation
-of load, i.e. down-regulation of the system) from households on that
-feeder in that window would worsen it (and vice versa for a DSO buying an
-increase). The scenario's rule decides what happens:
+A TSO market moves load on the feeders its sellers' households sit on: "consume more" adds load
+while it is delivered, "consume less" adds it afterwards, when the households draw back what they
+shed (the rebound). The scenario's rule decides what the platform does about it:
 
-* ``dso_prevails`` (default): the conflicting part of the TSO bid is taken
-  out of the book (a block bid entirely) and the refusal is recorded;
-* ``tso_prevails``: the bid clears as offered; the conflict is recorded;
+* ``grid_headroom`` (default): every TSO bid is screened against the feeders' *forecast headroom*
+  in every hour it touches: the DSO's load forecast (its :class:`~flech_sim.world.GridView`) plus
+  what is already committed (earlier TSO awards and their rebound, the rebound of DSO purchases)
+  plus the bid itself -- its kW per feeder while delivered and, for a down bid, its declared
+  rebound after -- must stay below ``(1 - margin) x limit`` on every model step where the bid adds
+  load. A bid that would not is trimmed (scaled down until it fits) or, if nothing fits or it is a
+  block, refused. The margin covers forecast error. Without a grid view (a core built without a
+  world, as in unit tests) it falls back to ``dso_prevails``;
+* ``dso_prevails``: only the intervals inside a DSO's cleared market windows are protected: the
+  part of a TSO bid opposing the DSO's direction there is taken out of the book (a block bid
+  entirely) and the refusal is recorded;
+* ``tso_prevails``: the bid clears as offered; the conflict with a DSO window is recorded;
 * ``none``: no screening at all.
 
-Every conflict is a row of the ``conflicts`` table, whatever the rule.
-A bid without a location (pooled over feeders) is treated as coming from
-every feeder its seller has households on.
+Every conflict is a row of the ``conflicts`` table (action ``refused``, ``trimmed`` or ``allowed``;
+``quantity_kw`` is the kW taken out, or the kW in conflict when allowed), whatever the rule.
+
+Where a bid's flexibility sits. A bid for a feeder (``Bid.location``) sits there. A pooled bid
+(system-wide market, ``location`` '') declares its *footprint* in product fields that a pooled
+product accepts (:mod:`flech_sim.footprint`): ``kw@<feeder>`` -- kW per interval from that feeder's
+households (their sum is the bid's quantity) -- and ``rebound_kwh@<feeder>`` -- the energy those
+households draw back after a full down delivery. A pooled bid without a footprint is assumed to
+sit, in full, on every feeder its seller has households on (the worst case), and an undeclared
+rebound is all the energy shed. Where a rebound lands is the platform's model (:func:`grid_profile`):
+held back while the feeder is still being shed (a run of activations draws back at its end), then
+three quarters at up to twice the kW shed and a quarter in a slow tail that can reach a later peak.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from .events import EventBus, MarketCleared, MarketEnded
+from .footprint import FEEDER_KW, REBOUND_KWH
 from .messages import Bid, Direction, MarketRequest
 from .schema import row
 
-RULES = ("dso_prevails", "tso_prevails", "none")
+if TYPE_CHECKING:
+    from .world import GridView
+
+RULES = ("grid_headroom", "dso_prevails", "tso_prevails", "none")
+DEFAULT_RULE = "grid_headroom"
+DEFAULT_MARGIN = 0.05
+"""Share of a feeder's limit kept free of TSO load under ``grid_headroom``: the forecast's error."""
+DSO_REBOUND_RATIO = 1.0
+"""Energy a DSO's down purchase is assumed to draw back after its window, per kWh awarded (no declaration)."""
+MAX_LOOKAHEAD_STEPS = 4 * 24 * 4  # a footprint is followed at most 4 days at 15-minute steps
+REBOUND_PEAK_FACTOR = 2.0
+"""A rebound's power per kW shed: released homes heat at full power until they are back on their plan."""
+REBOUND_TAIL_SHARE = 0.25
+"""Share of a rebound's energy that comes back slowly (homes nearly back at their setpoint recover gently)."""
+REBOUND_TAIL_MINUTES = 60.0
+"""Time constant of that slow tail: it decays by e every hour, and is followed until it is below 1 kW."""
+REBOUND_TAIL_FLOOR_KW = 1.0
+REBOUND_LOOKAHEAD_STEPS = 4 * 12  # how far past the last delivery the screen follows rebounds (12 h at 15 min)
+KEEP_STEPS = 4 * 24  # commits are remembered this many steps after delivery (a run's rebound is placed by them)
+
+
+class ConflictLog(Protocol):
+    def append(self, table: str, values: tuple[Any, ...]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -39,13 +81,129 @@ class CongestionWindow:
     end: int
 
 
-class ConflictLog(Protocol):
-    def append(self, table: str, values: tuple[Any, ...]) -> None: ...
+@dataclass(frozen=True)
+class Footprint:
+    """What a bid taken in full does to the grid: ``kw`` the signed load change (kW, + = more load) per
+    feeder and model step from ``first_step`` while delivered; ``rebound`` per feeder (kWh, kW): the
+    energy a down bid's households draw back afterwards and the kW they were shed by."""
+
+    first_step: int
+    kw: Mapping[str, np.ndarray]
+    rebound: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def end_step(self) -> int:
+        """The first model step after delivery."""
+        return self.first_step + max((len(v) for v in self.kw.values()), default=0)
+
+    def scaled(self, factor: float) -> Footprint:
+        return Footprint(
+            self.first_step,
+            {f: v * factor for f, v in self.kw.items()},
+            {f: (e * factor, p * factor) for f, (e, p) in self.rebound.items()},
+        )
+
+
+def footprint(
+    direction: Direction,
+    delivery_start: int,
+    interval_minutes: int,
+    per_feeder: Mapping[str, Sequence[float]],
+    rebound_kwh: Mapping[str, float],
+    dt: int,
+) -> Footprint:
+    """A bid's footprint from its kW per feeder and interval and its rebound energy per feeder (pure):
+    +kW (up) or -kW (down) over each interval's model steps; the rebound of a down bid is kept as
+    (energy, largest kW shed) and placed by :func:`grid_profile`, which knows what follows it."""
+    start, m = delivery_start, interval_minutes
+    first = start // dt
+    sign = 1.0 if direction is Direction.UP else -1.0
+    out: dict[str, np.ndarray] = {}
+    rebound: dict[str, tuple[float, float]] = {}
+    for f, given in per_feeder.items():
+        kw = np.asarray(given, dtype=float)
+        if not np.any(kw > 0):
+            continue
+        last = int(np.flatnonzero(kw > 0)[-1])
+        during = np.zeros(-(-(start + (last + 1) * m) // dt) - first)
+        for i, q in enumerate(kw[: last + 1].tolist()):
+            t0, t1 = start + i * m, start + (i + 1) * m
+            for s in range(t0 // dt, -(-t1 // dt)):
+                during[s - first] += sign * q * (min(t1, (s + 1) * dt) - max(t0, s * dt)) / dt
+        out[f] = during
+        energy = float(rebound_kwh.get(f, 0.0))
+        if sign < 0 and energy > 0:
+            rebound[f] = (energy, float(kw.max()))
+    return Footprint(first, out, rebound)
+
+
+def grid_profile(
+    prints: Sequence[Footprint], feeder: str, lo: int, hi: int, dt: int, peak_factor: float = REBOUND_PEAK_FACTOR
+) -> np.ndarray:
+    """The committed load change (kW) on ``feeder`` per model step [lo, hi) of ``prints`` together (pure).
+
+    Deliveries add up. A rebound comes back only once the feeder is no longer being shed: households
+    held down through a run of consecutive activations draw back everything at the run's end, not
+    after each activation. Most of it (1 - :data:`REBOUND_TAIL_SHARE`) then comes back at
+    ``peak_factor`` x the largest kW shed in the run (heat pumps recover at full power: a home shed
+    from a third of its maximum draws back twice what it shed) until drawn; the rest decays slowly
+    (time constant :data:`REBOUND_TAIL_MINUTES`), which is what reaches a peak hours later."""
+    first = min((p.first_step for p in prints), default=lo)
+    base = min(first, lo)
+    n = hi - base
+    if n <= 0:
+        return np.zeros(max(hi - lo, 0))
+    during = np.zeros(n)
+    queue: list[tuple[int, float, float]] = []
+    for p in prints:
+        v = p.kw.get(feeder)
+        if v is not None:
+            a, b = p.first_step - base, min(p.first_step - base + len(v), n)
+            if b > a:
+                during[a:b] += v[: b - a]
+        if feeder in p.rebound:
+            queue.append((p.end_step, *p.rebound[feeder]))
+    out = during.copy()
+    queue.sort()
+    h = dt / 60.0
+    decay = 1.0 - math.exp(-dt / REBOUND_TAIL_MINUTES)
+    fast, slow, power, j = 0.0, 0.0, 0.0, 0
+    for i in range(n):
+        s = base + i
+        while j < len(queue) and queue[j][0] <= s:
+            fast += (1.0 - REBOUND_TAIL_SHARE) * queue[j][1]
+            slow += REBOUND_TAIL_SHARE * queue[j][1]
+            power = max(power, peak_factor * queue[j][2])
+            j += 1
+        if during[i] < -1e-9:
+            continue  # still being shed: the rebound waits
+        if fast > 1e-9 and power > 0:
+            draw = min(power, fast / h)
+            out[i] += draw
+            fast -= draw * h
+            if fast <= 1e-9:
+                fast, power = 0.0, 0.0
+        if slow > 0:
+            tail = slow * decay / h
+            if tail < REBOUND_TAIL_FLOOR_KW:
+                slow = 0.0
+            else:
+                out[i] += tail
+                slow -= tail * h
+    return out[lo - base :]
+
+
+@dataclass
+class _Pending:
+    """A screened TSO market waiting for its clearing: each bid kept in the book, as offered."""
+
+    request: MarketRequest
+    bids: dict[str, tuple[tuple[float, ...], Footprint]] = field(default_factory=dict)
 
 
 class Coordinator:
-    """Learns of cleared DSO markets from the platform's events (``MarketCleared``, ``MarketEnded``),
-    never from a product's internal state, and screens TSO books against them."""
+    """Learns of cleared markets from the platform's events (``MarketCleared``, ``MarketEnded``),
+    never from a product's internal state, and screens TSO books under the scenario's rule."""
 
     def __init__(
         self,
@@ -54,25 +212,68 @@ class Coordinator:
         events: EventBus,
         role_of: Callable[[str], str | None],
         seller_feeders: Mapping[str, frozenset[str]],
+        grid: GridView | None = None,
+        margin: float = DEFAULT_MARGIN,
     ) -> None:
+        """``grid``: the DSOs' view of the feeders (limits, load forecast) that ``grid_headroom`` screens
+        against; ``margin``: the share of each limit it keeps free."""
         if rule not in RULES:
             raise ValueError(f"unknown coordination rule {rule!r}; known: {RULES}")
+        if not 0.0 <= margin < 1.0:
+            raise ValueError(f"coordination margin must be in [0, 1), got {margin}")
         self.rule = rule
         self.log = log
         self.role_of = role_of
         self.seller_feeders = seller_feeders
+        self.grid = grid
+        self.margin = margin
         self._dso: dict[tuple[str, str], MarketCleared] = {}  # (product, market) -> cleared DSO market, in order
+        self._pending: dict[str, _Pending] = {}  # TSO market ID -> what its screen let through
+        self._committed: list[Footprint] = []  # awarded load changes still ahead (TSO awards, DSO rebound)
         events.subscribe(MarketCleared, self._on_cleared)
         events.subscribe(MarketEnded, self._on_ended)
 
+    # -- what the platform tells it -----------------------------------------------------------
     def _on_cleared(self, ev: MarketCleared) -> None:
-        if self.role_of(ev.buyer) == "dso":
+        role = self.role_of(ev.buyer)
+        if role == "dso":
             self._dso[(ev.product_id, ev.market_id)] = ev
+            if self.grid is not None and ev.location in self.grid.feeders:
+                self._commit_dso(ev)
+        pending = self._pending.pop(ev.market_id, None)
+        if pending is None:
+            return
+        accepted = dict(ev.accepted_by_bid)
+        for bid_id, (offered, fp) in pending.bids.items():
+            acc = accepted.get(bid_id)
+            if not acc or not any(a > 0 for a in acc):
+                continue
+            # The seller dispatches its footprint in proportion to what was taken of its offer.
+            ratio = max(a / q for a, q in zip(acc, offered, strict=True) if q > 0)
+            self._committed.append(fp.scaled(min(ratio, 1.0)))
+
+    def _commit_dso(self, ev: MarketCleared) -> None:
+        """A DSO's own purchase moves load too: a down purchase draws its energy back after the window
+        (no declaration: :data:`DSO_REBOUND_RATIO` of it, at its largest kW); an up purchase adds load
+        in the window. Its reduction is never counted as headroom: the DSO bought it for its own margin."""
+        assert self.grid is not None
+        loc, kw = ev.location, ev.awarded_kw
+        fp = footprint(ev.direction, ev.delivery_start, ev.interval_minutes, {loc: kw}, {}, self.grid.dt)
+        if loc not in fp.kw:
+            return
+        if ev.direction is Direction.UP:
+            self._committed.append(fp)
+            return
+        kwh = sum(kw) * ev.interval_minutes / 60.0 * DSO_REBOUND_RATIO
+        # the shed itself is left out (zeros), so the rebound comes back right after the window
+        self._committed.append(Footprint(fp.first_step, {loc: np.zeros(len(fp.kw[loc]))}, {loc: (kwh, max(kw))}))
 
     def _on_ended(self, ev: MarketEnded) -> None:
         """Settled (delivery is over), cancelled or failed: it holds nothing any more."""
         self._dso.pop((ev.product_id, ev.market_id), None)
+        self._pending.pop(ev.market_id, None)
 
+    # -- DSO windows ---------------------------------------------------------------------------
     def windows(self, start: int, end: int) -> list[CongestionWindow]:
         """Intervals overlapping [start, end) in which a DSO holds awarded flexibility on a feeder.
 
@@ -92,10 +293,17 @@ class Coordinator:
                     out.append(CongestionWindow(m.market_id, m.location, m.direction, t, t + m.interval_minutes))
         return out
 
+    # -- the screen ----------------------------------------------------------------------------
     def screen(self, req: MarketRequest, bids: list[Bid]) -> list[Bid]:
         """The bids of a TSO market that may be cleared under the rule; conflicts recorded."""
         if self.rule == "none" or self.role_of(req.sender) != "tso":
             return bids
+        if self.rule == "grid_headroom" and self.grid is not None:
+            return self._screen_headroom(req, bids)
+        return self._screen_windows(req, bids, "dso_prevails" if self.rule == "grid_headroom" else self.rule)
+
+    def _screen_windows(self, req: MarketRequest, bids: list[Bid], rule: str) -> list[Bid]:
+        """``dso_prevails`` / ``tso_prevails``: only the DSO's market windows count."""
         windows = self.windows(req.delivery_start, req.delivery_end)
         if not windows:
             return bids
@@ -118,23 +326,17 @@ class Coordinator:
                 )
                 if hit is None:
                     continue
-                refused = self.rule == "dso_prevails"
-                self.log.append(
-                    "conflicts",
-                    row(
-                        "conflicts",
-                        market_id=req.market_id,
-                        bid_id=bid.bid_id,
-                        seller=bid.sender,
-                        feeder=hit.feeder,
-                        interval=i,
-                        interval_start=t0,
-                        quantity_kw=float(q),
-                        dso_market_id=hit.market_id,
-                        rule=self.rule,
-                        action="refused" if refused else "allowed",
-                        reason=f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
-                    ),
+                refused = rule == "dso_prevails"
+                self._record(
+                    req,
+                    bid,
+                    i,
+                    hit.feeder,
+                    float(q),
+                    hit.market_id,
+                    rule,
+                    "refused" if refused else "allowed",
+                    f"TSO {req.direction} would worsen DSO congestion ({hit.direction}) on {hit.feeder}",
                 )
                 if refused:
                     qty[i] = 0.0
@@ -144,3 +346,170 @@ class Coordinator:
                 bid = dataclasses.replace(bid, quantities_kw=tuple(qty))
             out.append(bid)
         return out
+
+    def bid_footprint(self, req: MarketRequest, bid: Bid, dt: int) -> Footprint:
+        """Where a bid's flexibility sits and when it moves load (see the module docstring)."""
+        n = len(bid.quantities_kw)
+        declared = {
+            k[len(FEEDER_KW) :]: v for k, v in bid.attrs.items() if k.startswith(FEEDER_KW) and isinstance(v, tuple)
+        }
+        if bid.location:
+            per = {bid.location: tuple(bid.quantities_kw)}
+        elif declared:
+            per = {f: tuple(float(x) for x in v[:n]) for f, v in declared.items()}
+        else:
+            per = {f: tuple(bid.quantities_kw) for f in sorted(self.seller_feeders.get(bid.sender, ()))}
+        rebound: dict[str, float] = {}
+        for f, q in per.items():
+            v = bid.attrs.get(f"{REBOUND_KWH}{f}")
+            declared_kwh = isinstance(v, int | float) and not isinstance(v, bool)
+            # undeclared: everything shed there comes back
+            rebound[f] = float(v) if declared_kwh else sum(q) * req.interval_minutes / 60.0  # type: ignore[arg-type]
+        return footprint(req.direction, req.delivery_start, req.interval_minutes, per, rebound, dt)
+
+    def _profiles(self, prints: Sequence[Footprint], lo: int, hi: int) -> dict[str, np.ndarray]:
+        assert self.grid is not None
+        return {f: grid_profile(prints, f, lo, hi, self.grid.dt) for f in self.grid.feeders}
+
+    def _nowcast(self, forecast: dict[str, np.ndarray], last: Mapping[str, float], now: int) -> dict[str, np.ndarray]:
+        """The forecast raised to what the feeder measures, less the change committed there last step.
+
+        The DSO's forecast runs the households on from their present state without control. Homes in a
+        run of "consume more" are warm, so left alone they would draw *less* than they will: they follow
+        their own plan plus the change ordered. What the feeder measured minus that change is the load it
+        would have drawn; where it is above the forecast, the gap is carried over the horizon (never
+        lowered: a forecast above the measurement is kept, it errs on the grid's side)."""
+        grid = self.grid
+        assert grid is not None
+        if now <= 0:
+            return forecast
+        out = {}
+        for f, fc in forecast.items():
+            gap = grid.load_now(f) - last[f] - float(fc[0]) if len(fc) else 0.0
+            out[f] = fc + max(gap, 0.0)
+        return out
+
+    def _screen_headroom(self, req: MarketRequest, bids: list[Bid]) -> list[Bid]:
+        """``grid_headroom``: each bid, cheapest first, may add load only where the feeder keeps its margin.
+
+        A bid's effect is what it changes in the committed profile (:func:`grid_profile`): its own
+        delivery and rebound, and -- for a down bid extending a run -- the rebound of the run, which it
+        pushes later. That shift comes with any part of the bid, so it is taken whole (``fixed``) and
+        only the bid's own share scales with the part kept (``var``)."""
+        grid = self.grid
+        assert grid is not None
+        dt, now = grid.dt, grid.now_step
+        feeders = list(grid.feeders)
+        self._committed = [c for c in self._committed if c.end_step + KEEP_STEPS > now]
+        prints = {b.bid_id: self.bid_footprint(req, b, dt) for b in bids}
+        last = max((fp.end_step for fp in prints.values()), default=now + 1)
+        k = min(max(last - now, 1) + REBOUND_LOOKAHEAD_STEPS, MAX_LOOKAHEAD_STEPS)
+        hi = now + k
+        kept_prints: list[Footprint] = list(self._committed)
+        without = self._profiles(kept_prints, now - 1, hi)  # from the step just simulated
+        forecast = self._nowcast(grid.forecast(k), {f: float(v[0]) for f, v in without.items()}, now)
+        cap = {f: (1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders}
+        windows = self.windows(req.delivery_start, hi * dt)
+        kept: dict[str, Bid] = {}
+        pending = _Pending(req)
+        eps = 1e-6
+        for bid in sorted(bids, key=lambda b: b.price):  # stable: ties keep arrival order
+            fp = prints[bid.bid_id]
+            with_eps = self._profiles([*kept_prints, fp.scaled(eps)], now, hi)
+            with_one = self._profiles([*kept_prints, fp], now, hi)
+            factor, binding = 1.0, None
+            for f in feeders:
+                base = without[f][1:]
+                var = (with_one[f] - with_eps[f]) / (1.0 - eps)
+                fixed = with_eps[f] - base - eps * var
+                room = np.maximum(cap[f] - base, 0.0) - fixed
+                grows = var > 1e-6
+                limit = np.full(k, np.inf)
+                limit[grows] = room[grows] / var[grows]
+                limit[(~grows) & (fixed > 1e-6) & (room < -1e-6)] = 0.0  # the shift alone does not fit
+                j = int(np.argmin(limit))
+                if limit[j] < factor:
+                    factor, binding = max(float(limit[j]), 0.0), (f, now + j)
+            if binding is not None and (bid.block or factor < 1e-6):
+                factor = 0.0
+            if binding is not None:
+                self._record_headroom(req, bid, factor, binding, forecast, without, windows, now)
+            if factor <= 0.0:
+                continue
+            if binding is not None:
+                bid = self._trimmed(bid, factor)
+            kept_prints.append(fp.scaled(factor))
+            without = self._profiles(kept_prints, now - 1, hi)
+            kept[bid.bid_id] = bid
+            pending.bids[bid.bid_id] = (tuple(bid.quantities_kw), fp.scaled(factor))
+        self._pending[req.market_id] = pending
+        return [kept[b.bid_id] for b in bids if b.bid_id in kept]
+
+    @staticmethod
+    def _trimmed(bid: Bid, factor: float) -> Bid:
+        """The bid scaled by ``factor``: its quantities (offered - taken out, as recorded) and its footprint."""
+        qty = tuple(q - q * (1.0 - factor) for q in bid.quantities_kw)
+        attrs = dict(bid.attrs)
+        for key, v in bid.attrs.items():
+            if key.startswith(FEEDER_KW) and isinstance(v, tuple):
+                attrs[key] = tuple(x * factor for x in v)
+            elif key.startswith(REBOUND_KWH) and isinstance(v, int | float) and not isinstance(v, bool):
+                attrs[key] = float(v) * factor
+        return dataclasses.replace(bid, quantities_kw=qty, attrs=attrs)
+
+    def _record_headroom(
+        self,
+        req: MarketRequest,
+        bid: Bid,
+        factor: float,
+        binding: tuple[str, int],
+        forecast: Mapping[str, np.ndarray],
+        committed: Mapping[str, np.ndarray],
+        windows: Sequence[CongestionWindow],
+        now: int,
+    ) -> None:
+        f, step = binding
+        dt = self.grid.dt if self.grid is not None else 1
+        t = step * dt
+        dso = next((w.market_id for w in windows if w.feeder == f and w.start <= t < w.end), "")
+        limit = self.grid.limit_kw(f) if self.grid is not None else math.nan
+        action = "refused" if factor <= 0.0 else "trimmed"
+        when = "while delivered" if req.delivery_start <= t < req.delivery_end else "by its rebound"
+        reason = (
+            f"TSO {req.direction} would add load on {f} {when} at minute {t}: forecast "
+            f"{forecast[f][step - now]:.0f} kW + committed {committed[f][step - now + 1]:.0f} kW against "
+            f"{(1.0 - self.margin) * limit:.0f} kW ({1.0 - self.margin:.0%} of the limit); kept {factor:.0%}"
+        )
+        for i, q in enumerate(bid.quantities_kw):
+            if q > 0:
+                self._record(req, bid, i, f, float(q * (1.0 - factor)), dso, "grid_headroom", action, reason)
+
+    def _record(
+        self,
+        req: MarketRequest,
+        bid: Bid,
+        i: int,
+        feeder: str,
+        quantity_kw: float,
+        dso_market_id: str,
+        rule: str,
+        action: str,
+        reason: str,
+    ) -> None:
+        self.log.append(
+            "conflicts",
+            row(
+                "conflicts",
+                market_id=req.market_id,
+                bid_id=bid.bid_id,
+                seller=bid.sender,
+                feeder=feeder,
+                interval=i,
+                interval_start=req.delivery_start + i * req.interval_minutes,
+                quantity_kw=quantity_kw,
+                dso_market_id=dso_market_id,
+                rule=rule,
+                action=action,
+                reason=reason,
+            ),
+        )

@@ -30,6 +30,8 @@ class MarketCleared:
     delivery_start: int
     interval_minutes: int
     awarded_kw: tuple[float, ...]
+    accepted_by_bid: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    """(bid ID, kW accepted per interval) of every award: what the coordinator commits on the grid."""
 
     @property
     def delivery_end(self) -> int:

@@ -220,6 +220,14 @@ def _params(name: str) -> Callable[[Message, int], None]:
                         RejectReason.TOO_LARGE,
                         f"{msg.kind}.{name}[{_short(k)}] has {len(v)} characters; at most {MAX_TEXT_CHARS}",
                     )
+            elif isinstance(v, tuple):  # a per-interval field (AttrValue): every number bounded
+                if len(v) > MAX_INTERVALS:
+                    raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name}[{_short(k)}] has {len(v)} values")
+                bound = Bound(-MAX_PARAM_NUMBER, MAX_PARAM_NUMBER, "-")
+                for i, x in enumerate(v):
+                    number = isinstance(x, int | float) and not isinstance(x, bool)
+                    if not number or not -MAX_PARAM_NUMBER <= x <= MAX_PARAM_NUMBER:
+                        _out_of_bound(msg, f"{name}[{_short(k)}][{i}]", x, bound)
             elif not isinstance(v, bool) and not -MAX_PARAM_NUMBER <= v <= MAX_PARAM_NUMBER:
                 _out_of_bound(msg, f"{name}[{_short(k)}]", v, Bound(-MAX_PARAM_NUMBER, MAX_PARAM_NUMBER, "-"))
 

@@ -433,8 +433,12 @@ class Scenario(_Strict):
     """Clearing solver settings shared by all markets."""
     settlement: SettlementConfig = SettlementConfig()
     """Settlement rules shared by all markets."""
-    coordination: Literal["dso_prevails", "tso_prevails", "none"] = "dso_prevails"
-    """What happens when a TSO market would worsen a DSO's congestion (flech_sim.coordination)."""
+    coordination: Literal["grid_headroom", "dso_prevails", "tso_prevails", "none"] = "grid_headroom"
+    """What happens when a TSO market would load a feeder: grid_headroom screens TSO bids (and their
+    rebound) against each feeder's forecast headroom in all hours; dso_prevails only protects the DSO's
+    market windows; tso_prevails records and allows; none (flech_sim.coordination)."""
+    coordination_margin: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    """[share] Of each feeder's limit, what grid_headroom keeps free of TSO load: the forecast's error."""
     feeders: dict[SafeId, FeederConfig] = Field(min_length=1, max_length=MAX_LIST)
     """Feeder ID -> feeder; households, markets and limits refer to these IDs."""
     households: HouseholdsConfig = HouseholdsConfig()

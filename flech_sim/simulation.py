@@ -48,7 +48,7 @@ from .products.base import Market, MarketState, PlatformServices, Product
 from .registry import resolve_product
 from .scenario import DataProviderConfig, Scenario
 from .twin import finish_study
-from .world import World
+from .world import GridView, World
 
 if TYPE_CHECKING:
     from .bridge import Transport
@@ -98,6 +98,7 @@ def build_core(
     sellers: dict[str, frozenset[str]],
     metering_points: frozenset[str],
     imbalance_prices: ImbalancePrices | None = None,
+    grid: GridView | None = None,
 ) -> Core:
     """Endpoint -> dispatcher -> products, with meter data routed like a product; the coordinator
     hears of cleared markets on the event bus that the products publish to. ``imbalance_prices``
@@ -118,7 +119,13 @@ def build_core(
 
     events = EventBus()
     coordinator = Coordinator(
-        scenario.coordination, Recorder(persistor, frozenset({"conflicts"})), events, endpoint.role_of, sellers
+        scenario.coordination,
+        Recorder(persistor, frozenset({"conflicts"})),
+        events,
+        endpoint.role_of,
+        sellers,
+        grid=grid,  # the DSOs' grid data the platform screens TSO bids against
+        margin=scenario.coordination_margin,
     )
     services = PlatformServices(
         env=env,
@@ -374,7 +381,7 @@ def _build(
     dp = scenario.data_provider
     feed = world.meter_feed(dp.household_meters)
     prices = scenario_imbalance_prices(scenario, spot)
-    core = build_core(env, persistor, scenario, sellers, frozenset(feed.points), prices)
+    core = build_core(env, persistor, scenario, sellers, frozenset(feed.points), prices, grid=world.grid_view())
     own = Recorder(persistor, frozenset({AGENT_ERRORS}))
     agents: dict[str, Agent] = {}
     buyer_seeds = child_seed(root, 4)

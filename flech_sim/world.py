@@ -73,6 +73,11 @@ class GridView:
     def limit_kw(self, feeder: str) -> float:
         return self._limits[feeder]
 
+    @property
+    def now_step(self) -> int:
+        """The first model step :meth:`forecast` covers (the next one the world will simulate)."""
+        return int(self._world.fleet.step_index)
+
     def forecast(self, horizon_steps: int) -> dict[str, np.ndarray]:
         """Per feeder, the expected load (kW) of the next ``horizon_steps`` model steps without new control."""
         fc = self._world.feeder_forecast(horizon_steps)

@@ -171,7 +171,7 @@ def competition(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from .test_competition import CONGESTED  # the bundled study is sized to rare overload: congest it for conflicts
 
     s = load_scenario(REPO / "scenarios" / "tso_dso_competition.yaml").model_copy(
-        update={"horizon_hours": 56, "twin": False, **CONGESTED}
+        update={"horizon_hours": 56, "twin": False, "coordination": "dso_prevails", **CONGESTED}
     )
     result = run(s, tmp_path_factory.mktemp("audit-comp") / "c")
     assert result.completed, result.error

@@ -34,7 +34,10 @@ CONGESTED = {
 
 @pytest.fixture(scope="module")
 def competition(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    return _run("tso_dso_competition", tmp_path_factory.mktemp("c"), horizon_hours=56, **CONGESTED)
+    # the DSO-window rule by name: the bundled study uses grid_headroom (tests/test_coordination.py)
+    return _run(
+        "tso_dso_competition", tmp_path_factory.mktemp("c"), horizon_hours=56, coordination="dso_prevails", **CONGESTED
+    )
 
 
 def test_both_buyers_trade_with_the_same_aggregators(competition) -> None:  # type: ignore[no-untyped-def]

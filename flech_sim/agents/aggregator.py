@@ -25,6 +25,7 @@ import numpy as np
 import simpy
 
 from ..endpoint import Connection
+from ..footprint import declare_footprint
 from ..messages import (
     Activation,
     Award,
@@ -205,8 +206,10 @@ class Aggregator(Agent):
         share = np.divide(free, total_free, out=np.zeros_like(free), where=total_free > 0)
         declared = tuple(np.round(baseline, 3).tolist())
         offered = np.sum([o.quantities_kw for o in offers], axis=0) if offers else np.zeros(n)
+        # kWh drawn back per kW shed on each feeder (full window): the footprint a pooled bid declares
+        per_kw = np.divide(fc.rebound_down_kwh[w], flex[:, 0], out=np.zeros(len(flex)), where=flex[:, 0] > 0)
         for j, offer in enumerate(offers):
-            self._send_bid(req, j, offer, declared, np.asarray(offer.quantities_kw) * share)
+            self._send_bid(req, j, offer, declared, np.asarray(offer.quantities_kw) * share, per_kw if down else None)
         if FLEX_FORECASTS in self.recorder.tables:
             self._log_forecast(req, np.flatnonzero(mask), base_f, flex, held, offered * share)
 
@@ -245,7 +248,21 @@ class Aggregator(Agent):
                     ),
                 )
 
-    def _send_bid(self, req: BidRequest, j: int, offer: Offer, baseline: tuple[float, ...], split: np.ndarray) -> None:
+    def _send_bid(
+        self,
+        req: BidRequest,
+        j: int,
+        offer: Offer,
+        baseline: tuple[float, ...],
+        split: np.ndarray,
+        rebound_per_kw: np.ndarray | None = None,
+    ) -> None:
+        """A pooled bid (system-wide market) declares its footprint on the grid: its kW per feeder (the
+        split it dispatches by) and the rebound they draw back, so coordination can keep feeders in limits."""
+        attrs = dict(offer.extra)
+        if req.location == "*":
+            rebound = split.max(axis=1) * (rebound_per_kw if rebound_per_kw is not None else 0.0)
+            attrs |= declare_footprint(self.feeders, split, rebound)
         bid = Bid(
             **self.envelope(req.market_id, req.product_id),
             bid_id=f"{self.id}-{req.market_id}-{j}",
@@ -253,7 +270,7 @@ class Aggregator(Agent):
             quantities_kw=offer.quantities_kw,
             block=offer.block,
             baseline_kw=baseline,
-            attrs=dict(offer.extra),
+            attrs=attrs,
         )
         ob = _OpenBid(req, bid, split)
         self._reserve(ob, split, +1)

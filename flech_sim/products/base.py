@@ -429,6 +429,7 @@ class Product:
                 delivery_start=req.delivery_start,
                 interval_minutes=req.interval_minutes,
                 awarded_kw=tuple(sum(a.accepted_kw[i] for a in awards) for i in range(n)),
+                accepted_by_bid=tuple((a.bid_id, tuple(a.accepted_kw)) for a in awards),
             )
         )
 

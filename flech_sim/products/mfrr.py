@@ -34,6 +34,13 @@ Bid
     consumption per interval, summed over the metering points that count (see
     below); ``location``: '' = pooled over all your feeders, or one feeder you
     have a portfolio on (all your bids in one market must name the same).
+    ``attrs`` (optional; a pooled bid's footprint on the grid, which the TSO/DSO
+    coordination screens against each feeder's headroom, see flech_sim.coordination):
+    ``kw@<feeder>`` = kW per interval from your households on that feeder (they
+    sum to ``quantities_kw``; only feeders you have a portfolio on; not with a
+    bid location), ``rebound_kwh@<feeder>`` = the energy they draw back after a
+    full down delivery. Undeclared, a pooled bid is taken to sit in full on every
+    feeder you have households on.
 
 Clearing / Award
     Least cost (merit order; blocks by MILP with the divisible part from the
@@ -69,16 +76,18 @@ Settlement (per seller and interval)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions, clear
 from ..clearing.pricing import PAY_AS_CLEAR, accepted_quantities
+from ..footprint import FEEDER_KW, REBOUND_KWH, check_footprint
 from ..messages import Bid, MarketRequest, Rejected, RejectReason, SettlementStatement
 from ..metering import metering_point
 from ..registry import register_product
 from ..settlement import IntervalSettlement
 from . import records
+from .attrs import AttrSpec
 from .base import Market
 from .book import MarketClearing, clear_book
 from .common import TermsProduct, dispatch_param
@@ -95,6 +104,25 @@ PARAMS = (
 )
 
 
+def grid_attrs(locations: Iterable[str]) -> tuple[AttrSpec, ...]:
+    """The bid fields with which a pooled bid declares its footprint on ``locations`` (flech_sim.footprint)."""
+    specs: list[AttrSpec] = []
+    for f in sorted(locations):
+        specs.append(
+            AttrSpec(f"{FEEDER_KW}{f}", float, f"kW of the bid from households on {f}", "kW", per_interval=True, min=0)
+        )
+        specs.append(
+            AttrSpec(
+                f"{REBOUND_KWH}{f}",
+                float,
+                f"energy the households on {f} draw back after a full down delivery",
+                "kWh",
+                min=0.0,
+            )
+        )
+    return tuple(specs)
+
+
 @register_product("mFRR")
 class MFRRProduct(TermsProduct):
     PARAMS = PARAMS
@@ -105,6 +133,9 @@ class MFRRProduct(TermsProduct):
 
     def __init__(self, product_id: str, services: Any) -> None:
         super().__init__(product_id, services)
+        # A pooled bid declares where on the grid its kW sit (kw@<feeder>, rebound_kwh@<feeder>), so the
+        # TSO/DSO coordination can screen it against each feeder's headroom; the fields name this run's feeders.
+        self.BID_ATTRS = grid_attrs(services.locations)  # type: ignore[misc]  # per run: the feeders are the run's
         self._location: dict[tuple[str, str], str] = {}  # (market, seller) -> bid location ('' = pooled)
 
     def check_request(self, req: MarketRequest) -> None:
@@ -131,6 +162,14 @@ class MFRRProduct(TermsProduct):
         loc = bid.location
         if loc and bid.sender not in self.s.sellers_at(loc):
             raise Rejected(RejectReason.NOT_ELIGIBLE, f"{bid.sender} has no portfolio at {loc!r}")
+        wrong = check_footprint(bid)
+        if wrong is None and loc and any(k.startswith(FEEDER_KW) for k in bid.attrs):
+            wrong = f"a bid for {loc!r} declares no kW per feeder: they are all at its location"
+        for key in (k for k in bid.attrs if k.startswith(FEEDER_KW) and wrong is None):
+            if bid.sender not in self.s.sellers_at(key[len(FEEDER_KW) :]):
+                wrong = f"{key}: {bid.sender} has no portfolio on {key[len(FEEDER_KW) :]!r}"
+        if wrong is not None:
+            raise Rejected(RejectReason.OUT_OF_RANGE, wrong)
         earlier = self._location.get((market.market_id, bid.sender))
         if earlier is not None and earlier != loc:
             raise Rejected(
