@@ -18,10 +18,11 @@ every feeder its seller has households on.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from .events import EventBus, MarketCleared, MarketEnded
 from .messages import Bid, Direction, MarketRequest
@@ -141,6 +142,6 @@ class Coordinator:
             if qty != list(bid.quantities_kw):
                 if bid.block or not any(q > 0 for q in qty):
                     continue  # an all-or-nothing bid cannot be partly refused
-                bid = dataclasses.replace(bid, quantities_kw=tuple(qty))
+                bid = msgspec.structs.replace(bid, quantities_kw=tuple(qty))
             out.append(bid)
         return out

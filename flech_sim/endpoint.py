@@ -58,6 +58,7 @@ from .messages import (
     Rejection,
     RejectReason,
     checked_copy,
+    fields_of,
     from_json,
     to_json,
 )
@@ -508,7 +509,7 @@ def _describe(obj: Any) -> str:
     """A bounded, printable description of something that is not a valid message."""
     try:
         if isinstance(obj, Message):
-            fields = ", ".join(f"{k}={reprlib.repr(v)}" for k, v in vars(obj).items())
+            fields = ", ".join(f"{k}={reprlib.repr(v)}" for k, v in fields_of(obj).items())
             text = f"{type(obj).__name__}({fields})"
         else:
             text = reprlib.repr(obj)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 import pytest
 
 from flech_sim.limits import check_message
@@ -27,6 +26,7 @@ from flech_sim.messages import (
     SettlementStatement,
     checked_copy,
     from_json,
+    replace,
     to_json,
 )
 
@@ -112,7 +112,7 @@ def test_json_round_trip_is_exact(msg) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.kind)
 def test_topic_and_frozen(msg) -> None:  # type: ignore[no-untyped-def]
     assert msg.topic == f"flech/SRP/m1/{msg.kind}"
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         msg.sender = "someone else"  # type: ignore[misc]
 
 
@@ -150,9 +150,9 @@ def test_from_json_raises_only_malformed_message(raw, why: str) -> None:  # type
 
 def test_checked_copy_types_inprocess_messages_like_json() -> None:
     bid = SAMPLES[2]
-    copy, text = checked_copy(dataclasses.replace(bid, quantities_kw=[1, 0], price=1))
-    assert copy == dataclasses.replace(bid, quantities_kw=(1.0, 0.0), price=1.0) and type(copy.price) is float
-    assert text == to_json(dataclasses.replace(bid, quantities_kw=[1, 0], price=1))
+    copy, text = checked_copy(replace(bid, quantities_kw=[1, 0], price=1))
+    assert copy == replace(bid, quantities_kw=(1.0, 0.0), price=1.0) and type(copy.price) is float
+    assert text == to_json(replace(bid, quantities_kw=[1, 0], price=1))
     for bad, match in [
         ({"sender": 5}, r"Expected `str`, got `int` - at `\$\.sender`"),
         ({"msg_id": None}, r"got `null` - at `\$\.msg_id`"),
@@ -162,18 +162,18 @@ def test_checked_copy_types_inprocess_messages_like_json() -> None:
         ({"bid_id": "\ud800"}, "not serialisable as JSON"),
     ]:
         with pytest.raises(MalformedMessage, match=match):
-            checked_copy(dataclasses.replace(bid, **bad))
+            checked_copy(replace(bid, **bad))
     # NaN in an optional field is written as null, i.e. None: the endpoint's bounds check, run on
     # the original, refuses it
     req = SAMPLES[0]
-    nan = dataclasses.replace(req, penalty_price=float("nan"))
+    nan = replace(req, penalty_price=float("nan"))
     assert checked_copy(nan)[0].penalty_price is None
     with pytest.raises(Rejected, match="NaN or infinity") as rej:
         check_message(nan, 0)
     assert rej.value.reason is RejectReason.MALFORMED
     meter = SAMPLES[10]
     with pytest.raises(MalformedMessage, match=r"consumption_kw\[1\]"):
-        checked_copy(dataclasses.replace(meter, consumption_kw=(1.0, "2.5")))
+        checked_copy(replace(meter, consumption_kw=(1.0, "2.5")))
 
 
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.kind)
