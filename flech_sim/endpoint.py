@@ -65,7 +65,7 @@ from .messages import (
 from .persistor import Persistor
 from .schema import ROW_TYPES, TABLES, row
 
-_MESSAGE_ROW = ROW_TYPES["messages"]
+_MESSAGE_ROW: Callable[..., tuple[Any, ...]] = ROW_TYPES["messages"]
 _MESSAGE_COLUMNS = (
     "seq",
     "msg_id",

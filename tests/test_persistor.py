@@ -64,8 +64,8 @@ def test_bulk_columns_and_rows_share_one_batch(tmp_path: Path) -> None:
 
 def test_only_the_tables_row_type_is_taken(tmp_path: Path) -> None:
     p = Persistor(tmp_path, datetime(2026, 1, 12))
-    with pytest.raises(TypeError, match="schema.row"):
+    with pytest.raises(TypeError, match=r"schema\.row"):
         p.append("rejections", tuple(_rejection(0)))  # the same values, positionally: refused
-    with pytest.raises(TypeError, match="schema.row"):
+    with pytest.raises(TypeError, match=r"schema\.row"):
         p.append("messages", _rejection(0))  # another table's row
     assert p.row_counts["rejections"] == 0 and p.row_counts["messages"] == 0
