@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 
 from flech_sim.limits import check_message
@@ -25,6 +27,7 @@ from flech_sim.messages import (
     SettlementStatement,
     checked_copy,
     from_json,
+    register_message_type,
     replace,
     to_json,
 )
@@ -178,3 +181,47 @@ def test_checked_copy_types_inprocess_messages_like_json() -> None:
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.kind)
 def test_every_kind_has_bounds_and_the_samples_are_within_them(msg) -> None:  # type: ignore[no-untyped-def]
     check_message(msg, 0)
+
+
+def test_json_text_is_kind_topic_then_the_fields_in_order() -> None:
+    """The persisted payload (and so the runs' fingerprints) is the same text as with the former dataclasses."""
+    bid = Bid(
+        msg_id="a-1",
+        sender="a",
+        recipient="flech",
+        market_id="m1",
+        product_id="SRP",
+        sent_at=3,
+        bid_id="b",
+        price=1.5,
+        quantities_kw=(10.0, 0.0),
+    )
+    assert to_json(bid) == (
+        '{"kind":"bid","topic":"flech/SRP/m1/bid","msg_id":"a-1","sender":"a","recipient":"flech","market_id":"m1",'
+        '"product_id":"SRP","sent_at":3,"bid_id":"b","price":1.5,"quantities_kw":[10.0,0.0],"block":false,'
+        '"baseline_kw":[],"location":"","attrs":{}}'
+    )
+    assert to_json(bid, "flech/x/y/bid").startswith('{"kind":"bid","topic":"flech/x/y/bid","msg_id":"a-1",')
+
+
+class _PluginOffer(Bid, frozen=True, kw_only=True):
+    """A plug-in's own message type: a Struct subclass of Bid."""
+
+    kind: ClassVar[str] = "test_plugin_offer"
+    ramp_kw_per_min: float = 0.0
+
+
+def test_a_plugin_message_type_registers_round_trips_and_is_checked() -> None:
+    register_message_type(_PluginOffer)
+    try:
+        bid = next(m for m in SAMPLES if m.kind == "bid")
+        offer = _PluginOffer(**{k: getattr(bid, k) for k in Bid.__struct_fields__}, ramp_kw_per_min=2)
+        copy, text = checked_copy(offer)
+        assert type(copy) is _PluginOffer and copy.ramp_kw_per_min == 2.0 and type(copy.ramp_kw_per_min) is float
+        assert from_json(text) == copy and replace(copy, price=0.5).price == 0.5
+        with pytest.raises(MalformedMessage):
+            checked_copy(replace(offer, ramp_kw_per_min="fast"))  # type: ignore[arg-type]
+    finally:
+        MESSAGE_TYPES.pop(_PluginOffer.kind)
+    with pytest.raises(TypeError):
+        register_message_type(dict)  # type: ignore[arg-type]
