@@ -1,6 +1,6 @@
 """Benchmark the message path: messages/s through endpoint -> dispatcher -> product -> persistor.
 
-    python benchmarks/bench_messages.py [--bids 100000] [--sellers 10] [--repeat 3] [--profile]
+    python benchmarks/bench_messages.py [--bids 100000] [--sellers 10] [--repeat 5] [--breakdown] [--profile]
 
 Platform path: a buyer opens one long-open SRP market; scripted sellers send
 bids as fast as they can, each waiting for its acknowledgement (the way a
@@ -15,7 +15,8 @@ Beside it, in the same process: raw SimPy Store put/get between two
 processes (one message = one put + one get), and a raw request/reply over
 two stores (the same shape as bid -> ack, without the platform).
 
-Target (issue 6): >= 100,000 messages/s end to end and >= 1/3 of raw Store put/get.
+Target (issues 6 and 12): >= 1/3 of raw Store put/get in the same process, and >= 100,000 messages/s
+where raw Store runs >= 300,000/s. Figures are medians over the (interleaved) repeats.
 ``--profile`` prints a cProfile of the platform path (top functions by own time).
 """
 
@@ -26,6 +27,7 @@ import cProfile
 import io
 import os
 import pstats
+import statistics
 import tempfile
 import time
 from collections.abc import Generator, Iterator
@@ -171,7 +173,7 @@ def platform(n_bids: int, n_sellers: int, out_dir: Path) -> tuple[int, float, fl
 
 @dataclass
 class Rates:
-    """Best (highest) rates over the repeats, by wall time and by CPU time."""
+    """Rates of each repeat, by wall time and by CPU time; reported as medians (the machine is shared)."""
 
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
@@ -181,12 +183,17 @@ class Rates:
         self.cpu.append(n / cpu)
 
     @property
-    def best_wall(self) -> float:
-        return max(self.wall)
+    def median_wall(self) -> float:
+        return statistics.median(self.wall)
 
     @property
-    def best_cpu(self) -> float:
-        return max(self.cpu)
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu)
+
+
+def median_ratio(a: list[float], b: list[float]) -> float:
+    """Median of the per-repeat ratios a/b: each pair was measured side by side, so load hits both alike."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def measure(bids: int, sellers: int, repeat: int, tmp: Path) -> dict[str, Rates]:
@@ -239,7 +246,7 @@ def breakdown(bids: int, sellers: int, repeat: int, tmp: Path) -> list[tuple[str
             for i in range(repeat):
                 n, wall, cpu = platform(bids, sellers, tmp / f"bd-{what}-{i}")
                 r.add(n, wall, cpu)
-        out.append((label, 2e6 / r.best_cpu))
+        out.append((label, 2e6 / r.median_cpu))
     return out
 
 
@@ -262,21 +269,21 @@ def main() -> None:
             prof.disable()
     st, rr, pf = rates["store"], rates["reqrep"], rates["platform"]
     print(
-        f"message path: {a.bids:,} bids from {a.sellers} sellers = {2 * a.bids:,} messages; best of {a.repeat}, "
+        f"message path: {a.bids:,} bids from {a.sellers} sellers = {2 * a.bids:,} messages; median of {a.repeat}, "
         f"interleaved; by wall time (by CPU time of this process); load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"  raw SimPy Store put/get            {st.best_wall:10,.0f} msg/s  ({st.best_cpu:,.0f})")
-    print(f"  raw request/reply over 2 Stores    {rr.best_wall:10,.0f} msg/s  ({rr.best_cpu:,.0f})")
+    print(f"  raw SimPy Store put/get            {st.median_wall:10,.0f} msg/s  ({st.median_cpu:,.0f})")
+    print(f"  raw request/reply over 2 Stores    {rr.median_wall:10,.0f} msg/s  ({rr.median_cpu:,.0f})")
     print(
-        f"  platform end to end                {pf.best_wall:10,.0f} msg/s  ({pf.best_cpu:,.0f})"
-        f"   = {pf.best_wall / 2:,.0f} bids acknowledged/s"
+        f"  platform end to end                {pf.median_wall:10,.0f} msg/s  ({pf.median_cpu:,.0f})"
+        f"   = {pf.median_wall / 2:,.0f} bids acknowledged/s"
     )
     print(
-        f"  platform / raw Store               {pf.best_wall / st.best_wall:10.3f}        "
-        f"({pf.best_cpu / st.best_cpu:.3f})   target >= 0.333"
+        f"  platform / raw Store               {median_ratio(pf.wall, st.wall):10.3f}        "
+        f"({median_ratio(pf.cpu, st.cpu):.3f})   target >= 0.333"
     )
-    print(f"  platform / 100,000 msg/s target    {pf.best_wall / 1e5:10.3f}        ({pf.best_cpu / 1e5:.3f})")
-    print(f"  per message: platform {1e6 / pf.best_cpu:.2f} us, raw Store {1e6 / st.best_cpu:.2f} us (CPU)")
+    print(f"  platform / 100,000 msg/s target    {pf.median_wall / 1e5:10.3f}        ({pf.median_cpu / 1e5:.3f})")
+    print(f"  per message: platform {1e6 / pf.median_cpu:.2f} us, raw Store {1e6 / st.median_cpu:.2f} us (CPU)")
     if stages:
         print("breakdown, CPU us per bid round trip (bid in, ack out):")
         whole = stages[0][1]

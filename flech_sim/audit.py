@@ -22,7 +22,6 @@ settlement settings, the run's sellers), no SimPy. A market the run did not sett
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pandas as pd
 
 from .clearing import SolverOptions
@@ -160,7 +160,7 @@ def _screen(bids: list[Bid], refused: pd.DataFrame) -> list[Bid]:
             if qty != tuple(bid.quantities_kw):
                 if bid.block or not any(q > 0 for q in qty):
                     continue
-                bid = dataclasses.replace(bid, quantities_kw=qty)
+                bid = msgspec.structs.replace(bid, quantities_kw=qty)
         out.append(bid)
     return out
 
@@ -399,7 +399,7 @@ def audit_tables(
             _cmp(d, f"award {bid_id} prices", x.prices, msg.prices)
             _cmp(d, f"award {bid_id} payment_dkk", x.payment_dkk, msg.payment_dkk)
             _cmp(d, f"award {bid_id} seller", x.seller, msg.recipient)
-            recomputed_award = dataclasses.replace(
+            recomputed_award = msgspec.structs.replace(
                 msg, accepted_kw=x.accepted_kw, prices=x.prices, payment_dkk=x.payment_dkk, attrs=dict(x.attrs)
             )
             recomputed_awards.append(recomputed_award)

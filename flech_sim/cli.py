@@ -22,9 +22,13 @@ COMMAND_MODULES = (
     "flech_sim.audit",
 )
 """Modules adding subcommands: each has ``register_cli(subparsers)`` that sets ``func=handler(args) -> int``."""
+CORE_COMMANDS = ("run", "validate", "tables")
+"""Commands of this module: for them the command modules (pandas, matplotlib, ...) are not imported,
+so ``flech-sim run`` starts without loading what only ``plot``, ``report`` or ``sweep`` need (issue 12)."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``argv`` naming a core command builds only the core commands (a faster start)."""
     p = argparse.ArgumentParser(prog="flech-sim", description="Simulate the FLECH flexibility clearinghouse.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a scenario and write its results as Parquet")
@@ -36,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a scenario file without running it")
     v.add_argument("scenario", type=Path)
     sub.add_parser("tables", help="print the reference of every output table (Markdown)")
+    if _command_of(sys.argv[1:] if argv is None else argv) in CORE_COMMANDS:
+        return p
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -47,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand an argument list names (its first word), or None (``--help``, nothing)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -56,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(argv).parse_args(argv)
     if getattr(args, "func", None) is not None:
         return int(args.func(args))
     try:

@@ -34,12 +34,12 @@ three quarters at up to twice the kW shed and a quarter in a slow tail that can 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
 import numpy as np
 
 from .events import EventBus, MarketCleared, MarketEnded
@@ -343,7 +343,7 @@ class Coordinator:
             if qty != list(bid.quantities_kw):
                 if bid.block or not any(q > 0 for q in qty):
                     continue  # an all-or-nothing bid cannot be partly refused
-                bid = dataclasses.replace(bid, quantities_kw=tuple(qty))
+                bid = msgspec.structs.replace(bid, quantities_kw=tuple(qty))
             out.append(bid)
         return out
 
@@ -455,7 +455,7 @@ class Coordinator:
                 attrs[key] = tuple(x * factor for x in v)
             elif key.startswith(REBOUND_KWH) and isinstance(v, int | float) and not isinstance(v, bool):
                 attrs[key] = float(v) * factor
-        return dataclasses.replace(bid, quantities_kw=qty, attrs=attrs)
+        return msgspec.structs.replace(bid, quantities_kw=qty, attrs=attrs)
 
     def _record_headroom(
         self,

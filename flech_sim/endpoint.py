@@ -58,11 +58,32 @@ from .messages import (
     Rejection,
     RejectReason,
     checked_copy,
+    fields_of,
     from_json,
     to_json,
 )
 from .persistor import Persistor
-from .schema import row
+from .schema import ROW_TYPES, TABLES, row
+
+_MESSAGE_ROW: Callable[..., tuple[Any, ...]] = ROW_TYPES["messages"]
+_MESSAGE_COLUMNS = (
+    "seq",
+    "msg_id",
+    "kind",
+    "topic",
+    "direction",
+    "sender",
+    "recipient",
+    "authenticated_as",
+    "market_id",
+    "product_id",
+    "sent_at",
+    "ref_msg_id",
+    "verdict",
+    "payload",
+)
+if TABLES["messages"].names != _MESSAGE_COLUMNS:  # the two hot paths below fill a row by position
+    raise ImportError(f"flech_sim.endpoint writes messages rows as {_MESSAGE_COLUMNS}; the schema has changed")
 
 DUPLICATE_WINDOW_MINUTES = 7 * 24 * 60
 _BUYER = (MarketRequest, MarketCancellation, Activation)
@@ -143,7 +164,8 @@ class Endpoint:
         ``messages`` row and one answer (ack or rejection) per call.
         """
         self.counts["in"] += 1
-        seq = self._next_seq()
+        self._seq += 1
+        seq = self._seq
         if isinstance(raw, Message):
             try:
                 msg, text = checked_copy(raw)
@@ -337,24 +359,24 @@ class Endpoint:
                 clip_text, (msg_id, sender, recipient, market_id, product_id, topic)
             )
             sent_at = clamp_minute(sent_at)
+        # the columns of _MESSAGE_COLUMNS, in order (checked at import)
         self.persistor.append(
             "messages",
-            row(
-                "messages",
-                seq=seq,
-                msg_id=msg_id,
-                kind=msg.kind,
-                topic=topic,
-                direction="in",
-                sender=sender,
-                recipient=recipient,
-                authenticated_as=conn.participant_id,
-                market_id=market_id,
-                product_id=product_id,
-                sent_at=sent_at,
-                ref_msg_id=None,
-                verdict=verdict,
-                payload=text,
+            _MESSAGE_ROW(
+                seq,
+                msg_id,
+                msg.kind,
+                topic,
+                "in",
+                sender,
+                recipient,
+                conn.participant_id,
+                market_id,
+                product_id,
+                sent_at,
+                None,
+                verdict,
+                text,
             ),
         )
 
@@ -437,25 +459,26 @@ class Endpoint:
         if conn is None:
             raise ValueError(f"platform tried to send {msg.kind} to unknown participant {msg.recipient!r}")
         self.counts["out"] += 1
+        self._seq += 1
         topic = msg.topic
+        # the columns of _MESSAGE_COLUMNS, in order (checked at import)
         self.persistor.append(
             "messages",
-            row(
-                "messages",
-                seq=self._next_seq(),
-                msg_id=msg.msg_id,
-                kind=msg.kind,
-                topic=topic,
-                direction="out",
-                sender=msg.sender,
-                recipient=msg.recipient,
-                authenticated_as=PLATFORM,
-                market_id=msg.market_id,
-                product_id=msg.product_id,
-                sent_at=msg.sent_at,
-                ref_msg_id=getattr(msg, "ref_msg_id", None),
-                verdict="sent",
-                payload=to_json(msg, topic),
+            _MESSAGE_ROW(
+                self._seq,
+                msg.msg_id,
+                msg.kind,
+                topic,
+                "out",
+                msg.sender,
+                msg.recipient,
+                PLATFORM,
+                msg.market_id,
+                msg.product_id,
+                msg.sent_at,
+                getattr(msg, "ref_msg_id", None),
+                "sent",
+                to_json(msg, topic),
             ),
         )
         conn.inbox.put(msg)
@@ -508,7 +531,7 @@ def _describe(obj: Any) -> str:
     """A bounded, printable description of something that is not a valid message."""
     try:
         if isinstance(obj, Message):
-            fields = ", ".join(f"{k}={reprlib.repr(v)}" for k, v in vars(obj).items())
+            fields = ", ".join(f"{k}={reprlib.repr(v)}" for k, v in fields_of(obj).items())
             text = f"{type(obj).__name__}({fields})"
         else:
             text = reprlib.repr(obj)

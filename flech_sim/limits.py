@@ -26,6 +26,8 @@ from enum import Enum
 from types import NoneType, UnionType
 from typing import Any, Union
 
+import msgspec
+
 from .messages import Message, MeterData, Rejected, RejectReason
 
 # -- sizes ------------------------------------------------------------------------------------------
@@ -137,7 +139,7 @@ def check_message(msg: Message, now: int) -> None:
     plan = _PLANS.get(type(msg))
     if plan is None:
         plan = _PLANS[type(msg)] = _Plan(type(msg))
-    if plan.fast(msg.__dict__):
+    if plan.fast(msg):
         return
     for check in plan.checks:
         check(msg, now)
@@ -149,10 +151,10 @@ def _fail(reason: RejectReason, text: str) -> Rejected:
 
 def _ids(names: tuple[str, ...], limit: int) -> Callable[[Message, int], None]:
     def check(msg: Message, now: int) -> None:
-        d = vars(msg)
         for name in names:
-            if len(d[name]) > limit:
-                raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name} has {len(d[name])} characters; at most {limit}")
+            n = len(getattr(msg, name))
+            if n > limit:
+                raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name} has {n} characters; at most {limit}")
 
     return check
 
@@ -161,9 +163,8 @@ def _scalars(names: tuple[str, ...], bounds: tuple[Bound, ...]) -> Callable[[Mes
     pairs = tuple(zip(names, bounds, strict=True))
 
     def check(msg: Message, now: int) -> None:
-        d = vars(msg)
         for name, b in pairs:
-            x = d[name]
+            x = getattr(msg, name)
             if x is not None and not b.lo <= x <= b.hi:
                 _out_of_bound(msg, name, x, b)
 
@@ -182,9 +183,8 @@ def _lists(
     spec = tuple(zip(names, bounds, limits, nullable, strict=True))
 
     def check(msg: Message, now: int) -> None:
-        d = vars(msg)
         for name, b, limit, gaps in spec:
-            v = d[name]
+            v = getattr(msg, name)
             if len(v) > limit:
                 raise _fail(RejectReason.TOO_LARGE, f"{msg.kind}.{name} has {len(v)} values; at most {limit}")
             if not v:
@@ -204,7 +204,7 @@ def _lists(
 
 def _params(name: str) -> Callable[[Message, int], None]:
     def check(msg: Message, now: int) -> None:
-        params = vars(msg)[name]
+        params = getattr(msg, name)
         if not params:
             return
         if len(params) > MAX_PARAMS:
@@ -236,7 +236,7 @@ def _params(name: str) -> Callable[[Message, int], None]:
 
 def _window(msg: Message, now: int) -> None:
     """A market window, an activation or meter data: its length and how far ahead it ends."""
-    d = vars(msg)
+    d = {name: getattr(msg, name) for name in msg.__struct_fields__}
     start = d["delivery_start"] if "delivery_start" in d else d["start"]
     values = d["consumption_kw"] if isinstance(msg, MeterData) else d.get("need_kw", d.get("quantities_kw", ()))
     span = d["interval_minutes"] * len(values)
@@ -258,14 +258,14 @@ class _Plan:
     """The checks of one message type, from its fields' types and names (made once per type)."""
 
     def __init__(self, cls: type[Message]) -> None:
-        hints = typing.get_type_hints(cls)
+        fields = msgspec.structs.fields(cls)
         ids: list[str] = []
         texts: list[str] = []
         scalars: list[tuple[str, Bound]] = []
         lists: list[tuple[str, Bound, int, bool]] = []
         params: list[str] = []
-        for f in dataclasses.fields(cls):
-            hint, _ = _strip_none(hints[f.name])
+        for f in fields:
+            hint, _ = _strip_none(f.type)
             origin = typing.get_origin(hint)
             if hint is str:
                 (texts if f.name in TEXT_FIELDS else ids).append(f.name)
@@ -293,7 +293,7 @@ class _Plan:
         if lists:
             self.checks.append(_lists(*(tuple(col) for col in zip(*lists, strict=True))))
         self.checks.extend(_params(p) for p in params)
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in fields}
         windowed = bool(
             "interval_minutes" in names
             and names & {"delivery_start", "start"}
@@ -302,22 +302,22 @@ class _Plan:
         if windowed:
             self.checks.append(_window)
         # The fast path: one expression that is true only if every check above would pass.
-        terms = [f"len(d[{n!r}]) <= {MAX_ID_CHARS}" for n in ids]
-        terms += [f"len(d[{n!r}]) <= {MAX_TEXT_CHARS}" for n in texts]
+        terms = [f"len(m.{n}) <= {MAX_ID_CHARS}" for n in ids]
+        terms += [f"len(m.{n}) <= {MAX_TEXT_CHARS}" for n in texts]
         for n, b in scalars:
-            terms.append(f"(d[{n!r}] is None or {b.lo!r} <= d[{n!r}] <= {b.hi!r})")
+            terms.append(f"(m.{n} is None or {b.lo!r} <= m.{n} <= {b.hi!r})")
         for n, b, limit, gaps in lists:
             if gaps:
-                terms.append(f"None not in d[{n!r}]")
+                terms.append(f"None not in m.{n}")
             terms.append(
-                f"len(d[{n!r}]) <= {limit} and (not d[{n!r}] or ({b.lo!r} <= min(d[{n!r}]) and "
-                f"max(d[{n!r}]) <= {b.hi!r} and _finite(sum(d[{n!r}]))))"
+                f"len(m.{n}) <= {limit} and (not m.{n} or ({b.lo!r} <= min(m.{n}) and "
+                f"max(m.{n}) <= {b.hi!r} and _finite(sum(m.{n}))))"
             )
-        terms += [f"not d[{p!r}]" for p in params]
+        terms += [f"not m.{p}" for p in params]
         if windowed:
             terms.append("False")
-        source = f"lambda d: {' and '.join(terms) or 'True'}"
-        self.fast: Callable[[dict[str, Any]], bool] = eval(
+        source = f"lambda m: {' and '.join(terms) or 'True'}"
+        self.fast: Callable[[Message], bool] = eval(
             source, {"_finite": _finite, "min": min, "max": max, "sum": sum, "len": len}
         )
 

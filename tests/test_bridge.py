@@ -73,6 +73,6 @@ def test_json_without_defaulted_fields_is_a_complete_message() -> None:
         }
     )
     msg = from_json(text)
-    assert isinstance(msg, Bid) and vars(msg)["location"] == "" and vars(msg)["baseline_kw"] == ()
+    assert isinstance(msg, Bid) and msg.location == "" and msg.baseline_kw == ()
     check_message(msg, 0)  # raised KeyError('location') before
     assert from_json(to_json(msg)) == msg

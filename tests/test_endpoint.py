@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pandas as pd
 import pytest
 
 from flech_sim.endpoint import DUPLICATE_WINDOW_MINUTES
-from flech_sim.messages import PLATFORM, Rejection, RejectReason, to_json
+from flech_sim.messages import PLATFORM, Rejection, RejectReason, replace, to_json
 
 
 def finish(h) -> dict[str, pd.DataFrame]:  # type: ignore[no-untyped-def]
@@ -148,7 +147,7 @@ def test_duplicate_ids_are_rejected_and_redeliveries_answered_again(harness) -> 
     h = harness
     open_market(h)
     b = h.bid("agg-a", "b1", 1.0, (10.0, 10.0))
-    other = dataclasses.replace(h.bid("agg-a", "b2", 1.0, (10.0, 10.0)), msg_id=b.msg_id)
+    other = replace(h.bid("agg-a", "b2", 1.0, (10.0, 10.0)), msg_id=b.msg_id)
     h.at(5, lambda: h.send("agg-a", b))
     h.at(6, lambda: h.send("agg-a", b))  # the same message again (a broker's redelivery): acknowledged again
     h.at(7, lambda: h.send("agg-a", h.bid("agg-a", "b1", 1.0, (10.0, 10.0))))  # new message, same bid ID

@@ -8,13 +8,13 @@ participants (dso-1's market, agg-a's and agg-b's bids) clear exactly as without
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pandas as pd
 import simpy
 from hypothesis import HealthCheck, given, settings
@@ -268,4 +268,4 @@ def test_the_baseline_is_a_real_market() -> None:
     base = baseline()
     awards = [a for p in ("agg-a", "agg-b") for a in base["honest"][p] if a[0] == "award"]
     assert len(awards) == 3 and any(sum(a[3]) > 0 for a in awards)
-    assert dataclasses.is_dataclass(Bid)
+    assert issubclass(Bid, msgspec.Struct) and Bid.__struct_config__.frozen

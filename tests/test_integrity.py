@@ -4,11 +4,11 @@ endpoint or wipes the run's records."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pandas as pd
 import pytest
 
@@ -64,10 +64,10 @@ def test_another_participants_message_cannot_make_mine_a_duplicate(harness, vict
     def squat_it() -> None:
         if squat == "forged":
             bid = h.bid("agg-a", "x", 1.0, (10.0, 10.0))
-            msg = dataclasses.replace(bid, msg_id=stolen, sender=victim)
+            msg = msgspec.structs.replace(bid, msg_id=stolen, sender=victim)
         else:
             bid = h.bid("agg-a", "x", 1.0, (10.0, 10.0), market_id="m1" if squat == "accepted" else "nope")
-            msg = dataclasses.replace(bid, msg_id=stolen)
+            msg = msgspec.structs.replace(bid, msg_id=stolen)
         h.send("agg-a", msg)
 
     def real() -> None:
@@ -113,7 +113,7 @@ def test_a_different_message_under_a_used_id_names_neither_and_drops_nothing(har
     open_market(h)
     bid = h.bid("agg-b", "b1", 1.0, (10.0, 10.0))
     h.at(5, lambda: h.send("agg-b", bid))
-    h.at(6, lambda: h.send("agg-b", dataclasses.replace(bid, price=0.5)))  # same ID, another payload
+    h.at(6, lambda: h.send("agg-b", msgspec.structs.replace(bid, price=0.5)))  # same ID, another payload
     h.run(200)
     rej = rejections_of(h, "agg-b")
     assert [r.reason for r in rej] == [RejectReason.DUPLICATE]
@@ -188,7 +188,7 @@ def test_huge_times_are_rejected_and_the_record_survives(harness, field: str, va
     data[field] = value
     raw = json.dumps(data)
     h.at(0, lambda: h.send("dso-1", raw))
-    h.at(0, lambda: h.send("dso-1", dataclasses.replace(h.request("m2"), **{field: value})))
+    h.at(0, lambda: h.send("dso-1", msgspec.structs.replace(h.request("m2"), **{field: value})))
     h.run(10)
     rej = rejections_of(h, "dso-1")
     assert [r.reason for r in rej] == [RejectReason.INVALID_TIMES] * 2, rej
@@ -294,16 +294,16 @@ def test_bounds_do_not_touch_honest_messages(harness) -> None:
 @pytest.mark.parametrize(
     ("who", "make"),
     [
-        ("agg-a", lambda h: dataclasses.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), msg_id=None)),
-        ("agg-a", lambda h: dataclasses.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), sender=17)),
-        ("agg-a", lambda h: dataclasses.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), quantities_kw=None)),
-        ("agg-a", lambda h: dataclasses.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), quantities_kw=(1.0, "2"))),
-        ("agg-a", lambda h: dataclasses.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), block="yes")),
-        ("agg-a", lambda h: dataclasses.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), price=object())),
-        ("agg-a", lambda h: dataclasses.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), bid_id="\ud800")),
+        ("agg-a", lambda h: msgspec.structs.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), msg_id=None)),
+        ("agg-a", lambda h: msgspec.structs.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), sender=17)),
+        ("agg-a", lambda h: msgspec.structs.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), quantities_kw=None)),
+        ("agg-a", lambda h: msgspec.structs.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), quantities_kw=(1.0, "2"))),
+        ("agg-a", lambda h: msgspec.structs.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), block="yes")),
+        ("agg-a", lambda h: msgspec.structs.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), price=object())),
+        ("agg-a", lambda h: msgspec.structs.replace(h.bid("agg-a", "x", 1.0, (10.0, 10.0)), bid_id="\ud800")),
         ("datahub", lambda h: meter_data(h, consumption_kw=(1.0, "12.5"))),
         ("datahub", lambda h: meter_data(h, start="0")),
-        ("dso-1", lambda h: dataclasses.replace(h.request("m1"), direction="sideways")),
+        ("dso-1", lambda h: msgspec.structs.replace(h.request("m1"), direction="sideways")),
     ],
 )
 def test_wrongly_typed_inprocess_messages_are_malformed_and_recorded(harness, who: str, make: Any) -> None:
@@ -324,9 +324,9 @@ def test_the_checked_copy_is_what_the_product_books(harness) -> None:
     h = harness
     open_market(h)
     quantities = [10, 10]
-    bid = dataclasses.replace(h.bid("agg-a", "b1", 1, (10.0, 10.0)), quantities_kw=quantities)
+    bid = msgspec.structs.replace(h.bid("agg-a", "b1", 1, (10.0, 10.0)), quantities_kw=quantities)
     h.at(5, lambda: h.send("agg-a", bid))
     h.run(6)
     booked = h.core.products["SRP"].markets["m1"].bids[0]
-    assert booked == Bid(**{**vars(bid), "quantities_kw": (10.0, 10.0), "price": 1.0})
+    assert booked == msgspec.structs.replace(bid, quantities_kw=(10.0, 10.0), price=1.0)
     assert booked.quantities_kw is not quantities and type(booked.price) is float

@@ -5,13 +5,11 @@ Every expected number is worked by hand in the comment above it (60-min interval
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from flech_sim.clearing import SolverOptions
 from flech_sim.events import MarketCleared, MarketEnded
-from flech_sim.messages import Award, Bid, Direction, MarketRequest
+from flech_sim.messages import Award, Bid, Direction, MarketRequest, replace
 from flech_sim.products import bl, cl, crp, mfrr, srp
 from tests.products_support import activation, all_products_scenario, bid, received, table
 
@@ -141,7 +139,7 @@ def test_a_backdated_bid_does_not_win_a_tie(harness) -> None:  # type: ignore[no
     h = harness
     h.at(0, lambda: h.send("dso-1", h.request("m1", need=(50.0,))))
     h.at(5, lambda: h.send("agg-a", bid(h, "agg-a", "A", 1.0, (40.0,), product="SRP")))
-    h.at(10, lambda: h.send("agg-b", dataclasses.replace(bid(h, "agg-b", "B", 1.0, (40.0,), product="SRP"), sent_at=0)))
+    h.at(10, lambda: h.send("agg-b", replace(bid(h, "agg-b", "B", 1.0, (40.0,), product="SRP"), sent_at=0)))
     h.run(61)
     got = {m.bid_id: m for p in ("agg-a", "agg-b") for m in received(h, p, Award)}
     assert got["A"].accepted_kw == (40.0,) and got["B"].accepted_kw == (10.0,)
@@ -157,7 +155,7 @@ def test_activation_draws_the_earlier_arrival_at_equal_price(harness) -> None:  
         8,
         lambda: h.send(
             "agg-b",
-            dataclasses.replace(bid(h, "agg-b", "B", 1.0, (50.0,), product="CRP", availability_price=0.5), sent_at=0),
+            replace(bid(h, "agg-b", "B", 1.0, (50.0,), product="CRP", availability_price=0.5), sent_at=0),
         ),
     )
     h.at(70, lambda: h.send("dso-1", activation(h, "dso-1", "act", 120, (30.0,))))
