@@ -101,3 +101,14 @@ def test_strategy_net_averages_over_every_seed_run() -> None:
     kpis = pd.DataFrame(rows, columns=["metric", "scope", "product_id", "participant", "seed", "value"])
     strategies = {"agg-x": "expected_profit", "agg-y": "expected_profit", "agg-z": "cost"}
     assert bench.strategy_net(kpis, strategies, "expected_profit") == {"agg-x": 10.0, "agg-y": -5.0}
+
+
+def test_strategy_net_is_net_of_comfort_compensation_when_recorded() -> None:
+    """With ``net_margin_dkk`` in the kpis (net_dkk minus the comfort compensation), that is the margin."""
+    bench = _bench()
+    rows = [
+        ("net_dkk", "aggregator", None, "agg-x", 1, 20.0),
+        ("net_margin_dkk", "aggregator", None, "agg-x", 1, 12.5),  # paid 7.5 DKK of compensation
+    ]
+    kpis = pd.DataFrame(rows, columns=["metric", "scope", "product_id", "participant", "seed", "value"])
+    assert bench.strategy_net(kpis, {"agg-x": "expected_profit"}, "expected_profit") == {"agg-x": 12.5}
