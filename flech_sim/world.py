@@ -342,6 +342,11 @@ class World:
         stepped under ``awarded`` (what it has been ordered to deliver; default ``schedule``), so
         the rebound of earlier activations and changes already sold in the window are in it and
         never count as this market's delivery.
+
+        The flexibility is judged as dispatch will judge it (households already in an event against
+        their plan) and, in the direction of a commitment running on past the window, as if held
+        until that commitment ends, so selling the window never takes the energy a longer
+        commitment needs; none is offered where its rebound would land in a later commitment.
         """
         feeders = self.feeders_of(owner)
         cols = self.owners.index(owner) * len(self.feeders) + np.array(

@@ -52,11 +52,14 @@ class Control:
 
     def layers(self, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
         """(targets, durations), both (layers, n_groups): a plain target is one layer."""
+        if self.target_kw is None:
+            raise ValueError("a per-household offset has no layers")
+        layered = np.ndim(self.target_kw) == 2
         target = np.asarray(self.target_kw, dtype=float)
-        if target.ndim == 1:
+        if not layered:
             target = target[None, :]
         d = np.asarray(self.duration_steps, dtype=np.int64)
-        if d.ndim == 1 and np.ndim(self.target_kw) == 2:
+        if d.ndim == 1 and layered:
             d = d[:, None]
         elif d.ndim <= 1:
             d = d.reshape(1, -1)

@@ -7,7 +7,9 @@ offset: a twin of its state, started from the actual state when it entered
 control and run in default operation on forecast inputs. Tying offsets to that
 plan (not to a feedback controller acting on the deviated state) is what lets a
 reduction last; released households return to default operation, and their
-controllers then recover the deficit - the rebound.
+controllers then recover the deficit - the rebound. A group's commitments come as layers,
+each with its own duration (see Control); a household whose share ends while its group still
+asks the same way stays on its plan, so its rebound waits until the group's commitments end.
 """
 
 from __future__ import annotations
