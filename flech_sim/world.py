@@ -419,12 +419,12 @@ class World:
         out = np.full(sched.shape[0], duration, dtype=np.int64)
         end = j + duration
         for f in range(sched.shape[0]):
-            k = end
-            if k < sched.shape[1] and np.sign(sched[f, k]) == sign:
+            k, nxt = end, sched[f, end] if end < sched.shape[1] else 0.0
+            if np.sign(nxt) == sign:
                 while k < sched.shape[1] and k - j < cap and np.sign(sched[f, k]) == sign:
                     k += 1
                 out[f] = k - j
-            elif sched[f, end : end + gap].any():
+            elif nxt == 0 and sched[f, end : end + gap].any():
                 out[f] = 0
         return out
 
