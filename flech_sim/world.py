@@ -31,6 +31,9 @@ from .scenario import Scenario
 
 UNAGGREGATED = "unaggregated"
 SAMPLE_POOL = 256  # candidates per aggregator for the first-dispatched part of the temperature sample
+# A change is not sold on a feeder with a commitment starting this soon after it (but not right
+# after it): its rebound, 1-3 hours of recovery, would land in that commitment.
+REBOUND_GAP_STEPS = 32
 FORECAST_BATCH = 8192  # households simulated together in a forecast: bounds its memory (~100 MB a day ahead)
 
 
@@ -153,29 +156,41 @@ class MeterFeed:
         return [(p, loads[h]) for p, h in zip(self.household_points, self._households.tolist(), strict=True)]
 
 
-def _control_at(
-    targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray, ends: dict[int, np.ndarray] | None = None
-) -> Control | None:
-    """The fleet's control at step ``s`` from per-step kW changes per portfolio: each portfolio
-    holds its change until ``ends[s]`` (the end of the award asking for it), or, without ends,
-    for as long as the following steps keep its sign (its reference plan)."""
+def _control_at(targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray) -> Control | None:
+    """The fleet's control at step ``s`` from a signed plan of per-step kW changes per portfolio
+    (a forecast's view of its commitments: one sum per step, no award boundaries).
+
+    The plan is read as layers: from ``s`` on, each level of change a portfolio keeps at the same
+    sign is held until the step it drops below (the skyline of the plan), so a short call on top
+    of a long award is held for its own steps, not the award's, just as real dispatch does."""
     target = targets.get(s)
     if target is None or not target.any():
         return None
-    duration = np.ones(len(target), dtype=np.int64)
-    if ends is not None:
-        end = ends.get(s)
-        if end is not None:
-            duration = np.maximum(end.astype(np.int64) - s, 1)
-        n_groups = int(portfolio.max()) + 1
-        return Control(target_kw=target[:n_groups], by=portfolio, duration_steps=duration[:n_groups])
-    for g in np.flatnonzero(target):
-        k = s + 1
-        while k in targets and np.sign(targets[k][g]) == np.sign(target[g]):
-            k += 1
-        duration[g] = k - s
     n_groups = int(portfolio.max()) + 1  # the fleet counts groups up to the last one with households
-    return Control(target_kw=target[:n_groups], by=portfolio, duration_steps=duration[:n_groups])
+    layers: dict[int, np.ndarray] = {}
+    for g in np.flatnonzero(target[:n_groups]).tolist():
+        sign, level, k = np.sign(target[g]), abs(float(target[g])), s + 1
+        while level > 0:
+            nxt = targets.get(k)
+            x = float(nxt[g]) if nxt is not None else 0.0
+            here = abs(x) if np.sign(x) == sign else 0.0
+            if here < level:  # the part above `here` ends at k
+                layers.setdefault(k - s, np.zeros(n_groups))[g] += sign * (level - here)
+                level = here
+            k += 1
+    return _layered_control(layers, portfolio)
+
+
+def _layered_control(layers: dict[int, np.ndarray], portfolio: np.ndarray) -> Control | None:
+    """One Control from {duration (steps): kW change per group} (one layer per duration)."""
+    if not layers:
+        return None
+    durations = sorted(layers, reverse=True)
+    n_groups = int(portfolio.max()) + 1
+    target = np.array([layers[d][:n_groups] for d in durations])
+    if len(durations) == 1:
+        return Control(target_kw=target[0], by=portfolio, duration_steps=durations[0])
+    return Control(target_kw=target, by=portfolio, duration_steps=np.array(durations, dtype=np.int64))
 
 
 def household_point(portfolio: str, household: int) -> str:
@@ -235,8 +250,8 @@ class World:
         self._feeders_of: dict[str, list[str]] = {}
         self._shared_forecast: tuple[tuple[int, ...] | None, list[np.ndarray]] = (None, [])
         self._persisted = 0  # model steps already written to the load tables
-        self._targets: dict[int, np.ndarray] = {}  # step -> kW change per portfolio (negative = shed)
-        self._ends: dict[int, np.ndarray] = {}  # step -> end step of the award asking for that change
+        # step -> {end step of the award asking for it: kW change per portfolio (negative = shed)}
+        self._targets: dict[int, dict[int, np.ndarray]] = {}
         n_days = n_steps // self.steps_per_day + 1
         self._meter = np.zeros((self.n_portfolios, n_days * self.steps_per_day))
         self._achieved = np.zeros_like(self._meter)
@@ -298,7 +313,7 @@ class World:
         """``ctl`` with each portfolio's force (its aggregator's dispatch.force); unchanged if nobody forces."""
         if ctl is None or not self._force.any() or ctl.target_kw is None:
             return ctl
-        return replace(ctl, force=self._force[: len(ctl.target_kw)])
+        return replace(ctl, force=self._force[: np.shape(ctl.target_kw)[-1]])  # targets: (groups,) or (layers, groups)
 
     # -- narrow views, one per role (handed out once, by the run's wiring) -----------------
     def grid_view(self, feeders: list[str] | tuple[str, ...] = ()) -> GridView:
@@ -383,6 +398,11 @@ class World:
         stepped under ``awarded`` (what it has been ordered to deliver; default ``schedule``), so
         the rebound of earlier activations and changes already sold in the window are in it and
         never count as this market's delivery.
+
+        The flexibility is judged as dispatch will judge it (households already in an event against
+        their plan) and, in the direction of a commitment running on past the window, as if held
+        until that commitment ends, so selling the window never takes the energy a longer
+        commitment needs; none is offered where its rebound would land in a later commitment.
         """
         feeders = self.feeders_of(owner)
         cols = self.owners.index(owner) * len(self.feeders) + np.array(
@@ -401,19 +421,28 @@ class World:
                     vec[cols] = change[:, j]
             return out
 
+        # A change in the direction of a commitment that runs on past the window must leave that
+        # commitment its energy: it is sized as if held until the run ends (the fleet then holds it
+        # only for its own steps, so the longer commitment keeps what this one did not take).
+        sched = np.asarray(schedule[1], dtype=float).reshape(len(feeders), -1)
+        held_for = {sign: self._run_length(sched, first - schedule[0], duration, sign) for sign in (-1.0, 1.0)}
+
+        def window_flex(twin: HouseholdFleet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            out = [np.zeros((1, len(cols))) for _ in range(3)]
+            for d in sorted((set(held_for[-1.0].tolist()) | set(held_for[1.0].tolist())) - {0}):
+                f = twin.headroom_from_plans(d, hh, self.portfolio)
+                dn, up = held_for[-1.0] == d, held_for[1.0] == d
+                out[0][0, dn] = f[0][cols][dn]
+                out[1][0, up] = f[1][cols][up]
+                out[2][0, dn] = f[2][cols][dn]
+            return out[0], out[1], out[2]
+
         def run(tg: dict[int, np.ndarray], until: int, flex_too: bool) -> tuple[np.ndarray, Any]:
             twin = self.fleet.forecast_copy()
             baseline, flex = np.zeros((until - now, len(cols))), None
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
-                    flex = twin.forecast(
-                        duration,
-                        duration,
-                        by=self.portfolio,
-                        households=hh,
-                        chunk=max(len(hh), 1),
-                        starts=np.zeros(1, dtype=np.int64),
-                    )
+                    flex = window_flex(twin)
                 res = twin.step(self._forced(_control_at(tg, s, self.portfolio)))
                 baseline[i] = np.bincount(self.portfolio, res.net_kw, self.n_portfolios)[cols]
             return baseline, flex
@@ -431,10 +460,29 @@ class World:
             duration_steps=duration,
             feeders=tuple(feeders),
             baseline_kw=baseline,
-            flex_down_kw=flex.flex_down_kw[:, cols],
-            flex_up_kw=flex.flex_up_kw[:, cols],
-            rebound_down_kwh=flex.rebound_down_kwh[:, cols],
+            flex_down_kw=flex[0],
+            flex_up_kw=flex[1],
+            rebound_down_kwh=flex[2],
         )
+
+    def _run_length(self, sched: np.ndarray, j: int, duration: int, sign: float) -> np.ndarray:
+        """Per feeder (row of ``sched``), the steps a change of ``sign`` in the window
+        [j, j + duration) must be sized for: until the feeder's commitments of that sign that are
+        held at the window's end or start right after it end (at least ``duration``, at most two
+        days, the weather the world keeps ahead). 0 when another commitment starts within
+        REBOUND_GAP_STEPS after a gap: the change's rebound would land inside it."""
+        cap, gap = 2 * self.steps_per_day, REBOUND_GAP_STEPS
+        out = np.full(sched.shape[0], duration, dtype=np.int64)
+        end = j + duration
+        for f in range(sched.shape[0]):
+            k, nxt = end, sched[f, end] if end < sched.shape[1] else 0.0
+            if np.sign(nxt) == sign:
+                while k < sched.shape[1] and k - j < cap and np.sign(sched[f, k]) == sign:
+                    k += 1
+                out[f] = k - j
+            elif nxt == 0 and sched[f, end : end + gap].any():
+                out[f] = 0
+        return out
 
     def _forecast_all(self, now: int, first_step: int, duration_steps: int, last: int) -> list[np.ndarray]:
         """Every aggregator's forecast for the same windows, in one pass per batch of owners.
@@ -492,14 +540,14 @@ class World:
         for i in map(int, np.flatnonzero(change.any(axis=0))):
             q = change[:, i]
             t0 = start + int(i) * interval_minutes
+            ends = [(int(e), (q != 0) & (run_end[:, i] == e)) for e in np.unique(run_end[q != 0, i])]
             for s in range(t0 // self.dt, -(-(t0 + interval_minutes) // self.dt)):
-                vec = self._targets.get(s)
-                if vec is None:
-                    vec = self._targets[s] = np.zeros(self.n_portfolios)
-                    self._ends[s] = np.full(self.n_portfolios, s + 1, dtype=np.int64)
-                vec[groups] += q
-                end = self._ends[s]
-                end[groups] = np.maximum(end[groups], np.where(q != 0, run_end[:, i], s + 1))
+                at = self._targets.setdefault(s, {})
+                for e, sel in ends:
+                    vec = at.get(e)
+                    if vec is None:
+                        vec = at[e] = np.zeros(self.n_portfolios)
+                    vec[groups[sel]] += q[sel]
 
     # -- meters and grid ------------------------------------------------------------------
     def metered(self, point: str, day: int) -> np.ndarray:
@@ -530,10 +578,11 @@ class World:
         self.env.process(self._run())
 
     def _control(self, s: int) -> Control | None:
-        ctl = self._forced(_control_at(self._targets, s, self.portfolio, self._ends))
-        self._targets.pop(s, None)
-        self._ends.pop(s, None)
-        return ctl
+        """This step's commitments as layers: each award's change held until its own end, so a
+        15-minute call inside a day-long award is allocated as a 15-minute change; with each
+        portfolio's force."""
+        at = self._targets.pop(s, {})
+        return self._forced(_layered_control({e - s: v for e, v in at.items() if v.any()}, self.portfolio))
 
     def _run(self) -> Generator[simpy.Event, Any, None]:
         """Step the fleet at the start of every interval; the step covers [t, t + dt)."""

@@ -33,13 +33,13 @@ def seller_settlements(s: Scenario, out: Path) -> pd.DataFrame:
     return st[st.role == "seller"]
 
 
-def longest_run(intervals: list[int]) -> int:
-    """Longest run of consecutive integers in a sorted list."""
-    best = cur = 0
-    prev = None
+def longest_run(intervals: list[int]) -> list[int]:
+    """The longest run of consecutive integers in a sorted list."""
+    best: list[int] = []
+    cur: list[int] = []
     for i in intervals:
-        cur = cur + 1 if prev is not None and i == prev + 1 else 1
-        best, prev = max(best, cur), i
+        cur = [*cur, i] if cur and i == cur[-1] + 1 else [i]
+        best = cur if len(cur) > len(best) else best
     return best
 
 
@@ -51,11 +51,6 @@ def competition(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 1, open: with SRP beside it over 60 h, mFRR delivers 78.7 % "
-    "under perfect forecasts (an mFRR call inside a day-long SRP award gets the SRP's headroom)",
-)
 def test_perfect_forecasts_deliver_consecutive_mfrr_activations(competition: Path) -> None:
     """A persistent imbalance activates the same portfolio again and again: each offer is sized on
     the state earlier activations leave, so delivery holds up (it fell to a third after 3 h when
@@ -69,17 +64,14 @@ def test_perfect_forecasts_deliver_consecutive_mfrr_activations(competition: Pat
         direction=markets.loc[mfrr.market_id, "direction"].to_numpy(),
     )
     runs = {(p, d): longest_run(sorted(g.t.unique())) for (p, d), g in mfrr.groupby(["party", "direction"])}
-    assert max(runs.values()) >= 30, runs  # the premise: >= 30 consecutive activations of one portfolio
+    (party, direction), run_ = max(runs.items(), key=lambda kv: len(kv[1]))
+    assert len(run_) >= 30, runs  # the premise: >= 30 consecutive activations of one portfolio
+    in_run = mfrr[(mfrr.party == party) & (mfrr.direction == direction) & mfrr.t.isin(run_)]
+    assert in_run.delivered_kwh.sum() >= 0.98 * in_run.ordered_kwh.sum()
     g = st[st.product_id == "mFRR"]
     assert g.delivered_kwh.sum() >= 0.98 * g.ordered_kwh.sum()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 1, open: an mFRR activation inside a day-long SRP award "
-    "leaves the SRP short (SRP 91.9 % delivered under perfect forecasts here); the fleet must "
-    "allocate each commitment with its own duration",
-)
 def test_perfect_forecasts_deliver_every_product_beside_consecutive_mfrr(competition: Path) -> None:
     st = pd.read_parquet(competition / "settlements.parquet")
     st = st[st.role == "seller"]
@@ -98,20 +90,29 @@ def test_perfect_forecasts_declare_the_load_that_follows(competition: Path) -> N
     """Where a seller's mFRR bid got nothing, the metered load of its portfolios *is* the
     counterfactual of that market: under perfect forecasts the declared baseline -- made under
     the seller's earlier activations, their rebound included -- matches it, so a shortfall can
-    only come from physics, never from the baseline."""
+    only come from physics, never from the baseline. Bids after whose declaration the seller was
+    activated again before the interval are left out: those activations (and their rebound) were
+    not known when it declared, so the metered load is not that declaration's counterfactual."""
     bids = pd.read_parquet(competition / "bids.parquet")
     awards = pd.read_parquet(competition / "awards.parquet")
+    acts = pd.read_parquet(competition / "activations.parquet")
     load = pd.read_parquet(competition / "portfolio_load.parquet")
     load = load.assign(seller=load.metering_point.str.split("@").str[0])
     metered = load.assign(slot=load.interval_start.dt.floor("15min")).groupby(["seller", "slot"]).load_kw.sum()
     got = awards[awards.accepted_kw > 0].groupby(["market_id", "seller"]).size()
     b = bids[bids.product_id == "mFRR"].drop_duplicates(["market_id", "seller"])
     b = b[[(m, s) not in got.index for m, s in zip(b.market_id, b.seller, strict=True)]]
+    unknown = [
+        ((acts.seller == s) & (acts.interval_start > t0) & (acts.interval_start < t)).any()
+        for s, t0, t in zip(b.seller, b.submitted_at, b.interval_start, strict=True)
+    ]
+    assert any(unknown)  # the exclusion is real: such bids exist here
+    b = b[~np.array(unknown)]
     m = metered.reindex(list(zip(b.seller, b.interval_start, strict=True))).to_numpy()
     ok = ~np.isnan(m)
-    assert ok.sum() >= 20  # enough unawarded bids to judge by
+    assert ok.sum() >= 5  # enough unawarded bids to judge by (8 here)
     err = np.abs(b.baseline_kw.to_numpy()[ok] - m[ok]) / m[ok]
-    assert np.median(err) < 0.01 and np.quantile(err, 0.9) < 0.05, (np.median(err), np.quantile(err, 0.9))
+    assert np.max(err) < 1e-3, err  # round-off only (declared baselines are rounded to the watt)
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from ..messages import (
 )
 from ..scenario import AggregatorConfig, BiddingConfig
 from ..schema import row
-from ..world import Portfolio, PortfolioForecast
+from ..world import REBOUND_GAP_STEPS, Portfolio, PortfolioForecast
 from .base import Agent, Recorder
 from .strategies import Offer, make_offers
 
@@ -95,11 +95,14 @@ class Aggregator(Agent):
         than ``forecast_refresh_hours`` (and covering the window) and no reservation changed
         since, else made again, covering window starts up to that much further ahead."""
         now = self.now // self.dt
-        schedule = self.committed_schedule(now, first_step + duration)
-        if schedule.any():
+        # Commitments running on past the window are passed too: the world sizes the window's
+        # flexibility so that they keep their energy.
+        hi = max(first_step + duration, self._committed_until())
+        schedule = self.committed_schedule(now, hi)
+        if schedule[:, : first_step + duration - now + REBOUND_GAP_STEPS].any():
             key = (self._version, now, first_step, duration)
             if self._committed_fc is None or self._committed_fc[0] != key:
-                awarded = self.committed_schedule(now, first_step + duration, awarded_only=True)
+                awarded = self.committed_schedule(now, hi, awarded_only=True)
                 fc = self.portfolio.forecast(first_step, duration, schedule=(now, schedule), awarded=(now, awarded))
                 self._committed_fc = (key, fc)
             return self._committed_fc[1]
@@ -116,6 +119,15 @@ class Aggregator(Agent):
         fc = self.portfolio.forecast(first_step, duration, first_step + refresh)
         self._forecasts[duration] = (self._version, fc)
         return fc
+
+    def _committed_until(self) -> int:
+        """The model step after the last one anything is reserved at."""
+        end = 0
+        for base, r in self._reserved.values():
+            cols = np.flatnonzero(r.any(axis=0))
+            if cols.size:
+                end = max(end, base + int(cols[-1]) + 1)
+        return end
 
     def committed_schedule(self, lo: int, hi: int, awarded_only: bool = False) -> np.ndarray:
         """(feeders, hi - lo) signed kW committed at model steps [lo, hi) (negative = shed):

@@ -24,6 +24,12 @@ class Control:
     a share it can hold that long. force: ignore comfort band and EV
     deadline (the breaches are recorded), keep physical limits; a bool, or one
     per group/household (like duration_steps) when only some owners may force.
+
+    Layers: ``target_kw`` of shape (layers, groups) with ``duration_steps`` (layers,) or
+    (layers, groups) asks each group for several commitments at once, each held for its own
+    duration (a 15-minute call inside a day-long award); the group's change this step is their
+    sum. The fleet allocates them longest first, each on the headroom the longer ones left, so
+    a short call is not sized as if it had to be held as long as the award around it.
     """
 
     offset_kw: np.ndarray | None = None
@@ -38,6 +44,27 @@ class Control:
             raise ValueError("give exactly one of offset_kw (per household) or target_kw (per group)")
         if np.any(np.asarray(self.duration_steps) < 1):
             raise ValueError("duration_steps must be >= 1")
+        if self.target_kw is not None and np.ndim(self.target_kw) == 2:
+            d = np.asarray(self.duration_steps)
+            if d.ndim not in (1, 2) or d.shape[0] != np.shape(self.target_kw)[0]:
+                raise ValueError("layered target_kw needs duration_steps with one row per layer")
+        elif self.target_kw is not None and np.ndim(self.target_kw) != 1:
+            raise ValueError("target_kw must be (groups,) or (layers, groups)")
+
+    def layers(self, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+        """(targets, durations), both (layers, n_groups): a plain target is one layer."""
+        if self.target_kw is None:
+            raise ValueError("a per-household offset has no layers")
+        layered = np.ndim(self.target_kw) == 2
+        target = np.asarray(self.target_kw, dtype=float)
+        if not layered:
+            target = target[None, :]
+        d = np.asarray(self.duration_steps, dtype=np.int64)
+        if d.ndim == 1 and layered:
+            d = d[:, None]
+        elif d.ndim <= 1:
+            d = d.reshape(1, -1)
+        return target, np.broadcast_to(d, (target.shape[0], n_groups))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ offset: a twin of its state, started from the actual state when it entered
 control and run in default operation on forecast inputs. Tying offsets to that
 plan (not to a feedback controller acting on the deviated state) is what lets a
 reduction last; released households return to default operation, and their
-controllers then recover the deficit - the rebound.
+controllers then recover the deficit - the rebound. A group's commitments come as layers,
+each with its own duration (see Control); a household whose share ends while its group still
+asks the same way stays on its plan, so its rebound waits until the group's commitments end.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class HouseholdFleet:
         self.soc_kwh = params.soc_init.copy()
         self._tw_t, self._tw_rem, self._tw_soc = self.t_in.copy(), np.zeros(n), self.soc_kwh.copy()
         self._prev_off = np.zeros(n)
+        # Direction of the event a household is in (0 = free): it can stay in it at no change while
+        # its group still asks that way, following its plan instead of recovering (see _controlled).
+        self._in_event = np.zeros(n)
         # Records: comfort breaches (steps and degree-minutes) and EV energy missing at departure.
         self.violation_steps = np.zeros(n, dtype=np.int64)
         self.violation_degree_minutes = np.zeros(n)
@@ -261,6 +266,7 @@ class HouseholdFleet:
             "_tw_rem",
             "_tw_soc",
             "_prev_off",
+            "_in_event",
             "violation_steps",
             "violation_degree_minutes",
             "ev_unmet_kwh",
@@ -268,6 +274,37 @@ class HouseholdFleet:
             setattr(twin, name, getattr(self, name).copy())
         twin._forecasting = True
         return twin
+
+    def headroom_from_plans(
+        self, duration_steps: int, households: np.ndarray, by: GroupBy
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(down kW, up kW, rebound kWh of the down change) per group that ``households`` can
+        hold for ``duration_steps`` from now, as dispatch would judge it: a household already in
+        an event in that direction is measured against its plan (deviation included, no recovery
+        to give up), the others against default operation from their state. A forecast from
+        default operation alone would count a shed household's recovery as flexibility."""
+        d, idx = int(duration_steps), np.asarray(households, dtype=np.int64)
+        group, n_groups = self.group_index(by)
+        out = []
+        for sign in (-1.0, 1.0):
+            plan = self._in_event[idx] == sign
+            t0 = np.where(plan, self._tw_t[idx], self.t_in[idx])
+            rem0 = np.where(plan, self._tw_rem[idx], self.ev_remaining_kwh[idx])
+            soc0 = np.where(plan, self._tw_soc[idx], self.soc_kwh[idx])
+            tr = self._simulate(idx, t0, rem0, soc0, self.step_index, d)
+            dev = Deviation(self.t_in[idx] - t0, self.ev_remaining_kwh[idx] - rem0, self.soc_kwh[idx] - soc0)
+            if self.engine == "numba":
+                pk = np.ascontiguousarray(self._packed[:, idx])
+                f = kernels.window_flex(pk, self._scalars, tr, d, self.step_index, dev, starts=np.zeros(1, np.int64))
+            else:
+                f = window_flex(self.p.subset(idx), tr, d, self.step_index, dev, starts=np.zeros(1, np.int64))
+            out.append(f)
+        g = group[idx]
+        return (
+            group_sum(out[0].down[0], g, n_groups),
+            group_sum(out[1].up[0], g, n_groups),
+            group_sum(out[0].rebound_down[0], g, n_groups),
+        )
 
     def baseline_power(
         self, horizon_steps: int, by: GroupBy = "owner", households: np.ndarray | None = None
@@ -304,6 +341,7 @@ class HouseholdFleet:
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if control is None:
             self._prev_off = np.zeros(self.n)
+            self._in_event = np.zeros(self.n)
         else:
             heat, ev, bat, alloc, achieved, short, groups = self._controlled(control, s, inp, dp)
         if fast:
@@ -346,55 +384,81 @@ class HouseholdFleet:
 
     def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:
         p = self.p
-        dur = np.asarray(c.duration_steps, dtype=np.int64)
         if c.offset_kw is None:
             group, n_groups = self.group_index(c.by)
-            target = np.asarray(c.target_kw, float)
-            if target.shape != (n_groups,):
+            layers, layer_dur = c.layers(n_groups)
+            if layers.shape[1] != n_groups:
                 raise ValueError(f"target_kw must have one value per group ({n_groups})")
-            dur = dur[group] if dur.ndim else dur
+            target = layers.sum(axis=0)
             asked = np.sign(target)[group]
         else:
             asked = np.sign(np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,)))
         # Households not in control last step, or asked now for the opposite change, start a fresh
         # reference plan from their actual state: a 'consume more' after a shed is measured against
         # the recovering household, not against the plan the shed left behind.
-        free = (self._prev_off == 0) | (np.sign(self._prev_off) != asked)
+        free = (self._in_event == 0) | (self._in_event != asked)
         self._tw_t = np.where(free, self.t_in, self._tw_t)
         self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
         self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
-        dur = np.broadcast_to(dur, (self.n,))
         # Only households that can be asked for a change need their reference plan simulated: the
         # others get no offset (zero headroom below), so they are free and re-planned next step.
         if c.offset_kw is not None:
             act = np.flatnonzero(np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,)))
+            dur = np.broadcast_to(np.asarray(c.duration_steps, dtype=np.int64), (self.n,))
+            needed = np.unique(dur[act])
+            shortest = dur
         else:
             act = np.flatnonzero(target[group])
+            # Each group's layers longest first, the ones without a change there last (they need no
+            # headroom) and dropped where no group has that many: a rank is one allocation for all groups.
+            used = (layers != 0) & (target != 0)
+            order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
+            rank = max(int(used.sum(axis=0).max()), 1)
+            layer_dur, layers, used = (np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used))
+            needed = np.unique(layer_dur[used]) if used.any() else np.ones(1, dtype=np.int64)
+            shortest = np.where(used, layer_dur, np.iinfo(np.int64).max).min(axis=0, initial=np.iinfo(np.int64).max)
+            shortest = np.where(target != 0, shortest, 1)[group]
         pa = p.subset(act)
         tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
-        tr = self._simulate(act, *tw, s, int(dur[act].max()) if act.size else 1)
+        tr = self._simulate(act, *tw, s, int(needed.max()) if act.size else 1)
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
-        tiers = [self._headroom(pa, tr, dur[act], s, dev, act, False)]
+        by_dur = [self._headroom(pa, tr, needed, s, dev, act, False)]
         force = self._force_mask(c)
         if force.any():  # comfort-respecting headroom first, breaches only for the excess
-            tiers.append(_where_flex(force, self._headroom(pa, tr, dur[act], s, dev, act, True), tiers[0]))
+            forced = self._headroom(pa, tr, needed, s, dev, act, True)
+            by_dur.append({d: _where_flex(force, forced[d], by_dur[0][d]) for d in forced})
+        # Devices are split on the headroom of each household's shortest commitment (the most it may give now).
+        tiers = [_pick(f, shortest) for f in by_dur]
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if c.offset_kw is not None:
             off = np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,))
         else:
             sign = np.sign(target)[group]
             prev = np.where(np.sign(self._prev_off) == sign, np.abs(self._prev_off), 0.0)
-            need, amount = np.abs(target), np.zeros(self.n)
-            for f in tiers:
-                head = np.where(sign < 0, f.down[0], np.where(sign > 0, f.up[0], 0.0))
-                more = allocate(
-                    np.maximum(head - amount, 0.0), group, need, np.maximum(prev - amount, 0.0), c.allocation
-                )
-                amount += more
-                need = np.maximum(need - group_sum(more, group, n_groups), 0.0)
+            # Level l: what the group must hold for the l-th longest duration (the layers up to it).
+            levels = np.maximum(np.sign(target) * np.cumsum(layers, axis=0), 0.0)
+            amount = np.zeros(self.n)
+            for f in by_dur:
+                signed = {d: np.where(sign < 0, x.down[0], np.where(sign > 0, x.up[0], 0.0)) for d, x in f.items()}
+                for lvl in range(len(layers)):
+                    head = _select(signed, layer_dur[lvl][group])
+                    need = np.where(used[lvl], np.maximum(levels[lvl] - group_sum(amount, group, n_groups), 0.0), 0.0)
+                    amount += allocate(
+                        np.maximum(head - amount, 0.0), group, need, np.maximum(prev - amount, 0.0), c.allocation
+                    )
+            # A layer against the others (a 'consume more' call inside a shed) lowers the change now:
+            # the long commitment's share is scaled down to the net change for this step.
+            over = levels.max(axis=0) > levels[-1]
+            if over.any():
+                tot = group_sum(amount, group, n_groups)
+                scale = np.divide(levels[-1], tot, out=np.ones(n_groups), where=over & (tot > levels[-1]))
+                amount = amount * scale[group]
             off = sign * amount
         o_bat, o_ev, o_heat = split_devices(off, tiers)
-        ctl = off != 0
+        # A household whose share ends while its group still asks the same way (a short call inside
+        # a long award, or a greedy re-allocation) stays on its plan at no change rather than
+        # recovering: its rebound would land inside the group's remaining commitment, undoing it.
+        ctl = (off != 0) | (~free & (asked != 0)) if c.offset_kw is None else off != 0
         # This step's limits on actual inputs: physical always; comfort and deadline unless forced.
         h_lo, h_hi = np.zeros(self.n), p.p_heat_max
         e_hi = ev_max(p, self.ev_remaining_kwh, inp.ev)
@@ -419,6 +483,7 @@ class HouseholdFleet:
         # The twin moves along its plan; it only matters for households still in control next step.
         self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
         self._prev_off = off.copy()
+        self._in_event = np.where(ctl, asked, 0.0)
         return heat, ev, bat, off.copy(), achieved, short, groups
 
     def _force_mask(self, c: Control) -> np.ndarray:
@@ -437,18 +502,29 @@ class HouseholdFleet:
         return f
 
     def _headroom(
-        self, pa: HouseholdParams, tr: Trajectory, dur: np.ndarray, s: int, dev: Deviation, act: np.ndarray, force: bool
-    ) -> DeviceFlex:
-        """flex_for_durations of the households `act`, fleet-wide (zero headroom elsewhere)."""
+        self,
+        pa: HouseholdParams,
+        tr: Trajectory,
+        durations: np.ndarray,
+        s: int,
+        dev: Deviation,
+        act: np.ndarray,
+        force: bool,
+    ) -> dict[int, DeviceFlex]:
+        """Headroom of the households `act` over each of `durations` steps from now, fleet-wide
+        (zero headroom elsewhere): one window per distinct duration, shared by every layer."""
         zero = np.zeros((1, self.n))
         if not act.size:
-            return DeviceFlex(*(zero for _ in DeviceFlex.__dataclass_fields__))
+            return {int(d): DeviceFlex(*(zero for _ in DeviceFlex.__dataclass_fields__)) for d in durations}
         win = None
         if self.engine == "numba":
             pk = np.ascontiguousarray(self._packed[:, act])
             win = lambda *a: kernels.window_flex(pk, self._scalars, *a)  # noqa: E731
-        f = flex_for_durations(pa, tr, dur, s, dev, force, window=win)
-        return DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in DeviceFlex.__dataclass_fields__))
+        out = {}
+        for d in map(int, durations):
+            f = flex_for_durations(pa, tr, np.full(act.size, d), s, dev, force, window=win)
+            out[d] = DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in _DF))
+        return out
 
     def _record_comfort(self, heat: np.ndarray, allocated: np.ndarray, inp: StepInputs, dp: Any) -> None:
         """Comfort breaches of the step just taken, and the part dispatch caused (households/comfort.py).
@@ -468,6 +544,33 @@ class HouseholdFleet:
 def _where_flex(mask: np.ndarray, a: DeviceFlex, b: DeviceFlex) -> DeviceFlex:
     """``a`` for the households in ``mask``, ``b`` elsewhere (rows broadcast)."""
     return DeviceFlex(*(np.where(mask, getattr(a, x), getattr(b, x)) for x in DeviceFlex.__dataclass_fields__))
+
+
+def _select(by_duration: dict[int, np.ndarray], duration: np.ndarray) -> np.ndarray:
+    """Per household, the value for its own duration (0 for a duration not in ``by_duration``)."""
+    if len(by_duration) == 1:
+        ((d, v),) = by_duration.items()
+        return v if np.all(duration == d) else np.where(duration == d, v, 0.0)
+    out = np.zeros(duration.size)
+    for d, v in by_duration.items():
+        out = np.where(duration == d, v, out)
+    return out
+
+
+def _pick(by_duration: dict[int, DeviceFlex], duration: np.ndarray) -> DeviceFlex:
+    """Per household, the headroom over its own duration (households with a duration not in
+    ``by_duration`` have none: they carry no change)."""
+    if len(by_duration) == 1:
+        ((d, f),) = by_duration.items()
+        return f if np.all(duration == d) else DeviceFlex(*(np.where(duration == d, getattr(f, x), 0.0) for x in _DF))
+    out = [np.zeros((1, duration.size)) for _ in _DF]
+    for d, f in by_duration.items():
+        hit = duration == d
+        out = [np.where(hit, getattr(f, x), o) for x, o in zip(_DF, out, strict=True)]
+    return DeviceFlex(*out)
+
+
+_DF = tuple(DeviceFlex.__dataclass_fields__)
 
 
 def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
