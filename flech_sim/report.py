@@ -305,9 +305,11 @@ def headline(run: Run) -> list[dict[str, Any]]:
     markets = run.table("markets", columns=["state"])
     awards = _awards_kwh(run)
     buyers = run.table("settlements", columns=["payment_dkk", "penalty_dkk"], filter={"role": "buyer"})
-    sellers = run.table(
-        "settlements", columns=["ordered_kwh", "delivered_kwh", "penalty_dkk"], filter={"role": "seller"}
-    )
+    cols = ["ordered_kwh", "delivered_kwh", "penalty_dkk"]
+    if "imbalance_dkk" in run.dataset("settlements").schema.names:  # runs before the settlement rules lack it
+        cols.append("imbalance_dkk")
+    sellers = run.table("settlements", columns=cols, filter={"role": "seller"})
+    imbalance = float(sellers.imbalance_dkk.sum()) if "imbalance_dkk" in sellers else 0.0
     ordered = float(sellers.ordered_kwh.sum())
     settled = ", ".join(f"{k} {v}" for k, v in markets.state.value_counts().sort_index().items())
     o = _overload(run)
@@ -339,7 +341,9 @@ def headline(run: Run) -> list[dict[str, Any]]:
             "label": "penalties",
             "value": float(sellers.penalty_dkk.sum()),
             "unit": "DKK",
-            "note": "paid by sellers for shortfalls",
+            # Under the 'imbalance' rule the deviation is in penalty_dkk, and an over-delivery earns it (< 0).
+            "note": "paid by sellers for shortfalls"
+            + (f"; of which imbalance {imbalance:,.2f} DKK (negative: earned by over-delivery)" if imbalance else ""),
         },
     ]
     if o["twin"]:
