@@ -36,9 +36,11 @@ The cases, as close as the two models allow:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -226,10 +228,11 @@ def flech_case(sellers: int, households: int, days: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- driver
 
 
-def _child(python: str, args: list[str]) -> dict[str, Any]:
+def _child(python: str, args: list[str], cwd: str | None = None) -> dict[str, Any]:
     """Run one side in a child process of this one and read its figures."""
     env = dict(os.environ, TQDM_DISABLE="1")  # ASSUME's progress bar
-    done = subprocess.run([python, __file__, *args], capture_output=True, text=True, env=env)
+    script = os.path.abspath(__file__)
+    done = subprocess.run([python, script, *args], capture_output=True, text=True, env=env, cwd=cwd)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(MARKER)]
     if done.returncode != 0 or not lines:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
@@ -277,8 +280,10 @@ def main() -> None:
         print(MARKER + json.dumps(fig), flush=True)
         return
 
+    scratch = tempfile.mkdtemp(prefix="bench_vs_assume_")  # ASSUME writes assume.log into its working directory
+    atexit.register(shutil.rmtree, scratch, True)
     if a.only != "flech_sim":
-        probe = subprocess.run([a.assume_python, "-c", "import assume"], capture_output=True, text=True)
+        probe = subprocess.run([a.assume_python, "-c", "import assume"], capture_output=True, text=True, cwd=scratch)
         if probe.returncode != 0:
             raise SystemExit(
                 f"{a.assume_python} cannot import ASSUME ({probe.stderr.strip().splitlines()[-1:]}); install it with "
@@ -296,12 +301,12 @@ def main() -> None:
                 if side == "assume":
                     args = [*common, "--worker", "assume", "--assume-output", a.assume_output]
                     args += ["--operators", str(a.operators or n)]
-                    python = a.assume_python
+                    python, cwd = a.assume_python, scratch
                 else:
                     args = [*common, "--worker", "flech_sim", "--households-per-seller", str(a.households_per_seller)]
-                    python = sys.executable
+                    python, cwd = sys.executable, None
                 load = _load()
-                fig = _child(python, args)
+                fig = _child(python, args, cwd)
                 fig["load"] = load
                 runs[side].append(fig)
                 print(
