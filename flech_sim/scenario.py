@@ -274,7 +274,10 @@ class BiddingConfig(_Strict):
     forecast quantile of the flexibility, keeping a margin unsold.
     'expected_profit': newsvendor -- each price step sells up to the quantity q with
     P(flexibility < q) = margin / (margin + shortfall loss), the flexibility taken as
-    normal with relative sd ``forecast_cv``: offers shrink as the penalty rises.
+    normal with relative sd ``forecast_cv``: offers shrink as the penalty rises. Where the
+    product settles the whole portfolio load (CL's cap, BL's platform baseline) it also prices
+    the load forecast's error in kW (``baseline_cv``, then its own record): all-or-nothing
+    offers no larger than the need, only in intervals whose expected profit stays positive.
     """
 
     strategy: Literal["cost", "risk_aware", "expected_profit"] = "cost"

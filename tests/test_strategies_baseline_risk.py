@@ -6,14 +6,22 @@ so a seller's baseline noise (kW, whatever the award's size) is its delivery ris
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pytest
+import simpy
 
-from flech_sim.agents.strategies import baseline_risk_dkk_per_h, make_offers, newsvendor_kw
-from flech_sim.messages import BidRequest, Direction
-from flech_sim.scenario import BiddingConfig
+from flech_sim.agents.aggregator import Aggregator
+from flech_sim.agents.strategies import Offer, baseline_risk_dkk_per_h, make_offers, newsvendor_kw
+from flech_sim.messages import BidRequest, Direction, SettlementStatement
+from flech_sim.persistor import Persistor
+from flech_sim.scenario import BiddingConfig, Scenario
+from flech_sim.simulation import _build
 
 PHI0 = NormalDist().pdf(0.0)  # E[max(0, Z)] for a standard normal Z
 CFG = BiddingConfig(strategy="expected_profit", steps=1, forecast_cv=0.3, min_price_dkk_per_kwh=1.5)
@@ -22,7 +30,7 @@ FREE = np.array([80.0, 60.0])
 RULES = {"CL": "award_minus_penalty"}  # what the platform names in CL's bid requests (the award is paid)
 
 
-def request(product: str, need: tuple[float, ...] = (100.0, 100.0), **params) -> BidRequest:  # type: ignore[no-untyped-def]
+def request(product: str, need: tuple[float, ...] = (100.0, 100.0), **params: Any) -> BidRequest:
     return BidRequest(
         msg_id="p-1",
         sender="platform",
@@ -43,7 +51,9 @@ def request(product: str, need: tuple[float, ...] = (100.0, 100.0), **params) ->
     )
 
 
-def offers(product: str, sd_kw: float | None, cfg: BiddingConfig = CFG, free: np.ndarray = FREE, **kw):  # type: ignore[no-untyped-def]
+def offers(
+    product: str, sd_kw: float | None, cfg: BiddingConfig = CFG, free: np.ndarray = FREE, **kw: Any
+) -> list[Offer]:
     return make_offers(
         cfg,
         request(product, **kw),
@@ -97,7 +107,7 @@ def test_cl_offer_falls_as_the_portfolio_baseline_uncertainty_rises() -> None:
     assert totals[1] == pytest.approx(q.sum(), abs=0.01)
     assert totals[2] == pytest.approx(q[0], abs=0.01)  # the smaller interval's margin no longer covers its risk
     assert totals[3] == 0.0 and totals[4] == 0.0  # expected profit < 0: no offer at all
-    assert all(a >= b for a, b in zip(totals, totals[1:], strict=False)) and totals[0] > totals[-1]
+    assert all(a >= b for a, b in itertools.pairwise(totals)) and totals[0] > totals[-1]
 
 
 def test_cl_offer_is_a_block_no_larger_than_the_need() -> None:
@@ -124,3 +134,52 @@ def test_a_dearer_step_offers_what_the_cheap_one_could_not_carry() -> None:
     got = offers("CL", 30.0, cfg)
     assert [o.price for o in got] == [pytest.approx(1.5 * 1.25**2)]
     assert sum(got[0].quantities_kw) > 0
+
+
+# == the aggregator feeds the strategy its own record ======================================
+def _cl_aggregator(tmp_path: Path, make_scenario: Callable[..., Scenario]) -> Aggregator:
+    s = make_scenario(
+        products={"CL": "builtin"},
+        buyers=[
+            {"id": "dso-1", "role": "dso", "markets": [{"product": "CL", "location": "feeder-1", "need_kw": [20]}]}
+        ],
+        aggregators=[
+            {"id": "agg-b", "households": {"feeder-1": 90}, "bidding": {"strategy": "expected_profit"}},
+        ],
+    )
+    agent = _build(simpy.Environment(), Persistor(tmp_path / "run", s.start), s).agents["agg-b"]
+    assert isinstance(agent, Aggregator)
+    return agent
+
+
+def test_the_aggregator_measures_its_baseline_error_in_kw_from_cl_settlements(
+    tmp_path: Path, make_scenario: Callable[..., Scenario]
+) -> None:
+    agg = _cl_aggregator(tmp_path, make_scenario)
+    load = np.array([200.0, 100.0])
+    sd = agg._baseline_sd("CL", load)
+    assert sd is not None and np.allclose(sd, 0.05 * load)  # the prior: baseline_cv x the forecast load
+    assert agg._baseline_sd("SRP", load) is None  # a declared-baseline product: not this risk
+    start = 24 * 60 + 17 * 60
+    agg.on_bid_request(
+        BidRequest(
+            msg_id="p-1", sender="platform", recipient="agg-b", sent_at=0, market_id="m1", product_id="CL",
+            buyer="dso-1", location="feeder-1", direction=Direction.DOWN, gate_close=60, delivery_start=start,
+            interval_minutes=60, need_kw=(20.0, 20.0), price_cap=6.5, penalty_price=3.0,
+            params={"settlement": "award_minus_penalty"},
+        )
+    )
+    # interval 0 within the cap; interval 1 the load 20 kW above it on a 10 kW reduction: 60 DKK of penalty
+    agg.on_settlement(
+        SettlementStatement(
+            msg_id="p-2", sender="platform", recipient="agg-b", sent_at=start + 600, market_id="m1", product_id="CL",
+            party_role="seller", counterparty="dso-1", interval_start=(start, start + 60), ordered_kwh=(10.0, 10.0),
+            delivered_kwh=(10.0, 0.0), payment_dkk=(20.0, 20.0), penalty_dkk=(0.0, 60.0), net_dkk=(20.0, -40.0),
+        )
+    )
+    # the excess is the positive half of the error: sd = sqrt(2 x mean(excess^2)) = sqrt(2 x 400 / 2) = 20 kW
+    # (from the penalty, not censored at the 10 kW ordered)
+    assert agg.baseline_sd_kw("CL") == pytest.approx(20.0)
+    sd = agg._baseline_sd("CL", load)
+    assert sd is not None and np.allclose(sd, [20.0, 20.0])  # above both priors (10 and 5 kW)
+    assert agg.delivery_risk("CL") is None  # not read as a fraction of the flexibility
