@@ -274,7 +274,10 @@ class BiddingConfig(_Strict):
     forecast quantile of the flexibility, keeping a margin unsold.
     'expected_profit': newsvendor -- each price step sells up to the quantity q with
     P(flexibility < q) = margin / (margin + shortfall loss), the flexibility taken as
-    normal with relative sd ``forecast_cv``: offers shrink as the penalty rises.
+    normal with relative sd ``forecast_cv``: offers shrink as the penalty rises. Where the
+    product settles the whole portfolio load (CL's cap, BL's platform baseline) it also prices
+    the load forecast's error in kW (``baseline_cv``, then its own record): all-or-nothing
+    offers no larger than the need, only in intervals whose expected profit stays positive.
     """
 
     strategy: Literal["cost", "risk_aware", "expected_profit"] = "cost"
@@ -297,6 +300,10 @@ class BiddingConfig(_Strict):
     """'risk_aware': offer the flexibility exceeded with probability 1 - quantile."""
     forecast_cv: Annotated[float, Field(ge=0, le=10)] = 0.15
     """'risk_aware', 'expected_profit': relative standard deviation assumed for the flexibility forecast."""
+    baseline_cv: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """[fraction] 'expected_profit': relative sd of the portfolio's load forecast (its baseline) assumed until
+    its own settlements measure it; priced where the product settles the whole load (CL's cap, BL's platform
+    baseline). 0.05: the bundled studies' declared-vs-counterfactual error (mean abs 4 % of the load)."""
     margin: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """[fraction] 'risk_aware': share of the quantile kept back against non-delivery."""
     block_last_step: bool = False

@@ -7,8 +7,10 @@
   made *under* them: the households are stepped through the signed committed
   schedule, so consecutive activations see the buffers earlier ones drained,
   and the declared baseline carries the rebound of earlier activations.
-* Bids: price steps from :mod:`flech_sim.agents.strategies` ('cost' or
-  'risk_aware').
+* Bids: price steps from :mod:`flech_sim.agents.strategies` ('cost',
+  'risk_aware' or 'expected_profit'; the last is fed its own measured delivery
+  risk: relative shortfalls, and for products settled on the whole portfolio
+  load -- CL, BL -- the baseline error in kW).
 * Commitments: every kW offered is reserved per model step and feeder until
   the award says what was taken; offers are sized against what is still
   free, so overlapping markets can never both buy the same flexibility.
@@ -41,7 +43,7 @@ from ..scenario import AggregatorConfig, BiddingConfig
 from ..schema import row
 from ..world import REBOUND_GAP_STEPS, Portfolio, PortfolioForecast
 from .base import Agent, Recorder
-from .strategies import Offer, make_offers
+from .strategies import BASELINE_RISK, Offer, make_offers
 
 FLEX_FORECASTS = "flex_forecasts"
 
@@ -84,6 +86,10 @@ class Aggregator(Agent):
         self.penalties_dkk = 0.0
         # Its own delivery record per product: (sum of squared relative shortfalls, intervals settled)
         self._shortfall: dict[str, tuple[float, int]] = {}
+        # ... and of its baseline error where the product settles the whole load (CL, BL): per product
+        # (sum of squared kW the load came out above the cap / the reduction went unrecognised, intervals)
+        self._baseline_err: dict[str, tuple[float, int]] = {}
+        self._terms: dict[str, tuple[float, float]] = {}  # market_id -> (penalty DKK/kWh, interval hours)
         self.rejections: list[Rejection] = []
 
     # -- forecasting ------------------------------------------------------------------------
@@ -207,9 +213,12 @@ class Aggregator(Agent):
         total_free = free.sum(axis=0)
         if down:  # never offer to shed more than the portfolio is expected to draw
             total_free = np.minimum(total_free, np.maximum(baseline, 0.0))
+        if req.product_id in BASELINE_RISK:
+            self._terms[req.market_id] = (float(req.penalty_price or 0.0), req.interval_minutes / 60.0)
         offers = make_offers(
             self._bidding(req.product_id),
             req,
+            baseline_sd_kw=self._baseline_sd(req.product_id, baseline),
             free_kw=total_free,
             rebound_ratio=rebound / (full_flex * window * self.dt / 60) if full_flex > 0 else 0.0,
             spot_during=self.spot[np.minimum(steps, len(self.spot) - 1)].mean(axis=1),
@@ -362,6 +371,23 @@ class Aggregator(Agent):
         sq, n = self._shortfall.get(product_id, (0.0, 0))
         return float(np.sqrt(sq / n)) if n else None
 
+    def baseline_sd_kw(self, product_id: str) -> float | None:
+        """The baseline error its own settlements of a CL/BL-like product show, as a normal sd (kW):
+        an excess over the cap (or an unrecognised reduction) is the positive half of the error, whose
+        mean square is half the variance. None before any such settlement."""
+        sq, n = self._baseline_err.get(product_id, (0.0, 0))
+        return float(np.sqrt(2.0 * sq / n)) if n else None
+
+    def _baseline_sd(self, product_id: str, baseline_kw: np.ndarray) -> np.ndarray | None:
+        """Per interval, the sd of its portfolio load forecast that 'expected_profit' prices: the larger
+        of ``baseline_cv`` x the forecast load and its measured record. None where the product's
+        settlement does not measure the whole load (its baseline error is then not its risk)."""
+        cfg = self.cfg.bidding
+        if cfg.strategy != "expected_profit" or product_id not in BASELINE_RISK:
+            return None
+        prior = cfg.baseline_cv * np.abs(np.asarray(baseline_kw, dtype=float))
+        return np.maximum(prior, self.baseline_sd_kw(product_id) or 0.0)
+
     def _bidding(self, product_id: str) -> BiddingConfig:
         """'expected_profit' prices the risk it has measured: the relative sd of its deliverable
         flexibility is the larger of the configured one and its own record of shortfalls."""
@@ -376,7 +402,18 @@ class Aggregator(Agent):
         self.penalties_dkk += sum(st.penalty_dkk)
         ordered, delivered = np.asarray(st.ordered_kwh, dtype=float), np.asarray(st.delivered_kwh, dtype=float)
         ok = ordered > 0
-        if st.party_role == "seller" and ok.any():
+        terms = self._terms.pop(st.market_id, None)
+        if st.party_role == "seller" and ok.any() and st.product_id in BASELINE_RISK:
+            # Shortfalls here are the baseline's error, in kW, not a fraction of the flexibility: CL
+            # penalises the load's whole excess over the cap (penalty / price), BL the unrecognised kW.
+            pen, h = terms if terms is not None else (0.0, 1.0)
+            if BASELINE_RISK[st.product_id] == "cap" and pen > 0:
+                err = np.asarray(st.penalty_dkk, dtype=float)[ok] / (pen * h)
+            else:
+                err = (ordered[ok] - delivered[ok]) / h
+            sq, n = self._baseline_err.get(st.product_id, (0.0, 0))
+            self._baseline_err[st.product_id] = (sq + float(np.sum(err**2)), n + int(ok.sum()))
+        elif st.party_role == "seller" and ok.any():
             rel = (ordered[ok] - delivered[ok]) / ordered[ok]
             sq, n = self._shortfall.get(st.product_id, (0.0, 0))
             self._shortfall[st.product_id] = (sq + float(np.sum(rel**2)), n + int(ok.sum()))

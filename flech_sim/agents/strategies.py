@@ -15,7 +15,13 @@ Pure functions (no SimPy, no messages sent), so each can be checked by hand.
   the shortfall loss of the market's settlement rule (:func:`shortfall_loss`).
   Each price step sells up to the quantity q with
   P(flex < q) = margin / (margin + loss): the dearer a shortfall, the less
-  offered; a riskless forecast offers all of it.
+  offered; a riskless forecast offers all of it. Where the product settles the
+  seller's *whole portfolio load* (:data:`BASELINE_RISK`: CL's cap, BL's platform
+  baseline), the portfolio's baseline uncertainty (sd in kW, not a fraction of the
+  flexibility) costs a sum per awarded interval that does not shrink with the award
+  (:func:`baseline_risk_dkk_per_h`): the offer then becomes an all-or-nothing block no
+  larger than the buyer's need, keeping only the intervals whose expected profit is
+  positive -- a small slice behind a cheaper competitor would earn less than the noise costs.
 """
 
 from __future__ import annotations
@@ -84,6 +90,50 @@ def shortfall_loss(rule: str, price: float, penalty: float, imbalance_premium: f
     return penalty
 
 
+BASELINE_RISK: dict[str, str] = {"CL": "cap", "BL": "platform_baseline"}
+"""Products whose settlement measures the seller's whole portfolio load, so that its baseline error is
+settled as if it were its own delivery: 'cap' (CL: metered load above the cap is penalised, whatever the
+reduction) and 'platform_baseline' (BL: delivered = the platform's meter-data baseline - metered load)."""
+
+
+def _normal_loss(z: float) -> float:
+    """E[max(0, Z - z)] for a standard normal Z."""
+    nd = NormalDist()
+    return nd.pdf(z) - z * (1.0 - nd.cdf(z))
+
+
+def baseline_risk_dkk_per_h(
+    kind: str,
+    reduction_kw: float,
+    sd_kw: float,
+    price: float,
+    penalty: float,
+    *,
+    rule: str = "delivered_plus_penalty",
+    imbalance_premium: float = 0.0,
+) -> float:
+    """Expected DKK per hour an awarded ``reduction_kw`` loses to the portfolio's baseline error
+    (normal, unbiased, sd ``sd_kw`` kW), under the product's verification ``kind``:
+
+    * 'cap' (CL): the load's excess over the cap is penalised in full: penalty x E[max(0, error)]
+      = penalty x sd x phi(0), the same for 1 kW as for 100 (nothing where no reduction is awarded:
+      the cap binds only there);
+    * 'platform_baseline' (BL): a baseline that comes out low hides up to the whole reduction:
+      E[min(R, max(0, error))] = sd x (L(0) - L(R / sd)) kWh per hour are shed (the cost borne) yet not
+      recognised, each losing the penalty plus, where only delivered energy is paid, its price.
+    """
+    if reduction_kw <= 0 or sd_kw <= 0:
+        return 0.0
+    if kind == "cap":
+        return penalty * sd_kw * _normal_loss(0.0)
+    if kind == "platform_baseline":
+        hidden = sd_kw * (_normal_loss(0.0) - _normal_loss(reduction_kw / sd_kw))
+        unpaid = 0.0 if rule == "award_minus_penalty" else price
+        premium = imbalance_premium if rule == "imbalance" else 0.0
+        return hidden * (penalty + unpaid + premium)
+    return 0.0
+
+
 def expected_profit_offers(
     cfg: BiddingConfig,
     free_kw: np.ndarray,
@@ -93,20 +143,43 @@ def expected_profit_offers(
     *,
     rule: str = "delivered_plus_penalty",
     imbalance_premium: float = 0.0,
+    baseline_kind: str = "",
+    baseline_sd_kw: np.ndarray | None = None,
+    need_kw: np.ndarray | None = None,
 ) -> list[tuple[float, np.ndarray]]:
     """(price, kW of this step) per price step: step j asks ``cost * (1 + step_markup) ** (j + 1)``
     (never below the price floor) and brings the cumulative offer to its newsvendor quantity, with the
-    shortfall priced by :func:`shortfall_loss` under ``rule``."""
+    shortfall priced by :func:`shortfall_loss` under ``rule``.
+
+    With a ``baseline_kind`` (see :data:`BASELINE_RISK`) and a baseline sd per interval, each step is
+    meant as an all-or-nothing block: the cumulative offer is capped at ``need_kw`` and a step keeps only
+    the intervals where its own quantity earns more than :func:`baseline_risk_dkk_per_h` costs (each step
+    pays the risk in full on its own, so any set of accepted steps is profitable; a step with no such
+    interval is not offered, and its quantity is left to the next, dearer step)."""
     out: list[tuple[float, np.ndarray]] = []
     sold = np.zeros_like(np.asarray(free_kw, dtype=float))
     floor = max(cost, cfg.min_price_dkk_per_kwh)
+    sd = None if not baseline_kind or baseline_sd_kw is None else np.asarray(baseline_sd_kw, dtype=float)
     for j in range(cfg.steps):
         price = round(floor * (1 + cfg.step_markup) ** (j + 1), 6)
         if price > price_cap:
             break
         loss = shortfall_loss(rule, price, penalty, imbalance_premium)
         q = newsvendor_kw(free_kw, cfg.forecast_cv, price - cost, loss)
+        if sd is not None and need_kw is not None:
+            q = np.minimum(q, np.asarray(need_kw, dtype=float))
         step = np.round(np.maximum(q - sold, 0.0), 3)
+        if sd is not None:
+            risk = np.array(
+                [
+                    baseline_risk_dkk_per_h(
+                        baseline_kind, float(k), float(s), price, penalty, rule=rule,
+                        imbalance_premium=imbalance_premium,
+                    )
+                    for k, s in zip(step, sd, strict=True)
+                ]
+            )
+            step = np.where(step * (price - cost) > risk, step, 0.0)
         sold = sold + step
         out.append((price, step))
     return out
@@ -120,14 +193,21 @@ def make_offers(
     rebound_ratio: float,
     spot_during: np.ndarray,
     spot_after: float,
+    baseline_sd_kw: np.ndarray | None = None,
 ) -> list[Offer]:
+    """Price steps for one bid request; ``baseline_sd_kw``: the portfolio's baseline uncertainty per
+    interval (kW), which 'expected_profit' prices where the product settles the whole load."""
     if req.product_id in cfg.min_price_by_product:  # this product's own price floor
         cfg = cfg.model_copy(update={"min_price_dkk_per_kwh": cfg.min_price_by_product[req.product_id]})
     hours = req.interval_minutes / 60.0
     qty = np.asarray(free_kw, dtype=float)
     if cfg.strategy == "expected_profit":
         return _expected_profit(
-            cfg, req, qty, unit_cost(cfg, req.direction, rebound_ratio, float(np.mean(spot_during)), spot_after)
+            cfg,
+            req,
+            qty,
+            unit_cost(cfg, req.direction, rebound_ratio, float(np.mean(spot_during)), spot_after),
+            baseline_sd_kw,
         )
     if cfg.strategy == "risk_aware":
         z = NormalDist().inv_cdf(cfg.quantile)  # negative: a low quantile of the flexibility
@@ -167,9 +247,12 @@ def make_offers(
     return offers
 
 
-def _expected_profit(cfg: BiddingConfig, req: BidRequest, free_kw: np.ndarray, cost: float) -> list[Offer]:
+def _expected_profit(
+    cfg: BiddingConfig, req: BidRequest, free_kw: np.ndarray, cost: float, baseline_sd_kw: np.ndarray | None = None
+) -> list[Offer]:
     """Offers of the ``expected_profit`` strategy; a slice below the product's minimum bid size is
-    dropped (pooling steps would change their prices)."""
+    dropped (pooling steps would change their prices). Under a product of :data:`BASELINE_RISK` with a
+    known baseline sd, every offer is a block (a partial award would pay the risk on too few kW)."""
     penalty = float(req.penalty_price or 0.0)
     rule = str(req.params.get("settlement", "delivered_plus_penalty"))
     premium = float(req.params.get("imbalance_premium", 0.0) or 0.0)
@@ -178,8 +261,21 @@ def _expected_profit(cfg: BiddingConfig, req: BidRequest, free_kw: np.ndarray, c
     window_h = req.interval_minutes / 60.0 * len(req.need_kw)
     if min_kw > 0:  # one step carrying the whole newsvendor quantity reaches the minimum most often
         cfg = cfg.model_copy(update={"steps": 1})
+    risky = baseline_sd_kw is not None and bool(np.any(np.asarray(baseline_sd_kw) > 0))
+    kind = BASELINE_RISK.get(req.product_id, "") if risky else ""
     offers = []
-    steps = expected_profit_offers(cfg, free_kw, cost, penalty, req.price_cap, rule=rule, imbalance_premium=premium)
+    steps = expected_profit_offers(
+        cfg,
+        free_kw,
+        cost,
+        penalty,
+        req.price_cap,
+        rule=rule,
+        imbalance_premium=premium,
+        baseline_kind=kind,
+        baseline_sd_kw=baseline_sd_kw,
+        need_kw=np.asarray(req.need_kw, dtype=float),
+    )
     for j, (price, kw) in enumerate(steps):
         kw = np.where(kw >= min_kw, kw, 0.0) if min_kw > 0 else kw
         if not np.any(kw > 0):
@@ -188,7 +284,7 @@ def _expected_profit(cfg: BiddingConfig, req: BidRequest, free_kw: np.ndarray, c
             Offer(
                 price,
                 tuple(kw.tolist()),
-                cfg.block_last_step and j == len(steps) - 1 and j > 0,
+                bool(kind) or (cfg.block_last_step and j == len(steps) - 1 and j > 0),
                 _option_attrs(option, price, window_h),
             )
         )
