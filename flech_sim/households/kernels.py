@@ -178,21 +178,25 @@ if HAVE_NUMBA:
 
     @njit(cache=True)
     def _recovery_floor(P, sc, t_out, irr, t_ref, out):
-        """physics.recovery_floor, home by home (the backward pass in registers)."""
+        """physics.recovery_floor: the backward pass over steps, homes inner (rows written contiguously)."""
         k1, n = t_ref.shape
+        x = np.empty(n)
         for i in range(n):
-            tmin, ht = P[TMIN, i], P[HT, i]
-            x = tmin
-            for k in range(t_out.size - 1, -1, -1):
+            x[i] = P[TMIN, i]
+        for k in range(t_out.size - 1, -1, -1):
+            to, ir = t_out[k], irr[k]
+            for i in range(n):
+                tmin = P[TMIN, i]
                 if k + 1 < k1:
-                    out[k + 1, i] = max(tmin, min(x, t_ref[k + 1, i]))
+                    out[k + 1, i] = max(tmin, min(x[i], t_ref[k + 1, i]))
+                ht = P[HT, i]
                 if ht != 0:
-                    to = t_out[k]
                     eta = _clip(P[COP7, i] + sc[1] * (to - 7.0), sc[2], sc[3]) if ht == HEAT_PUMP else 1.0
-                    g = P[GINT, i] + P[SAP, i] * (irr[k] * 1e-3)
+                    g = P[GINT, i] + P[SAP, i] * (ir * 1e-3)
                     t_ss = to + P[R, i] * (eta * P[PMAX, i] + g)
-                    x = max(tmin, t_ss + (x - t_ss) / P[A, i])
-            out[0, i] = max(tmin, min(x, t_ref[0, i]))
+                    x[i] = max(tmin, t_ss + (x[i] - t_ss) / P[A, i])
+        for i in range(n):
+            out[0, i] = max(P[TMIN, i], min(x[i], t_ref[0, i]))
 
     @njit(cache=True)
     def _window_flex(

@@ -125,13 +125,16 @@ def recovery_floor(p: HouseholdParams, t_out: np.ndarray, irr: np.ndarray, t_ref
     k1 = t_ref.shape[0]
     if t_out.size < k1 - 1:
         raise ValueError(f"recovery needs at least {k1 - 1} steps of weather, got {t_out.size}")
+    t_out = np.asarray(t_out, float)[:, None]
+    gains = p.gain_int + p.solar_ap * (np.asarray(irr, float)[:, None] * 1e-3)  # gains_kw, all steps at once
+    # Full-power steady state; T_min for homes without heating (their floor then stays T_min exactly).
+    t_ss = np.where(p.has_heat, t_out + p.r * (p.cop(t_out) * p.p_heat_max + gains), p.t_min)
     x = p.t_min.copy()
     out = np.empty_like(t_ref)
-    for k in range(t_out.size - 1, -1, -1):
+    for k in range(t_ss.shape[0] - 1, -1, -1):
         if k + 1 < k1:
             out[k + 1] = x
-        t_ss = t_out[k] + p.r * (p.cop(t_out[k]) * p.p_heat_max + gains_kw(p, irr[k]))
-        x = np.where(p.has_heat, np.maximum(p.t_min, t_ss + (x - t_ss) / p.a), p.t_min)
+        x = np.maximum(p.t_min, t_ss[k] + (x - t_ss[k]) / p.a)
     out[0] = x
     return np.maximum(p.t_min, np.minimum(out, t_ref))
 
