@@ -15,6 +15,7 @@ import pytest
 from flech_sim.households import Control, HouseholdFleet, Weather, generate_weather
 from flech_sim.households.flex import window_flex
 from flech_sim.households.physics import gains_kw, recovery_floor, thermal_step
+from flech_sim.households.population import HouseholdParams
 
 DT = 15
 
@@ -32,7 +33,7 @@ def cold_fleet() -> HouseholdFleet:
     )
 
 
-def _full_power_path(p, x0: np.ndarray, t_out: np.ndarray, irr: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _full_power_path(p: HouseholdParams, x0: np.ndarray, t_out: np.ndarray, irr: np.ndarray) -> np.ndarray:
     """Temperatures at the end of each step when heating at full power from x0 (rows: steps)."""
     out, x = [], x0
     for to, ir in zip(t_out, irr, strict=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -160,8 +161,9 @@ class Trajectory:
 
     def head(self, k: int) -> Trajectory:
         """The first k steps."""
-        per_step = (getattr(self, f.name)[:k] for f in fields(self)[1:-1])
-        return Trajectory(self.t_in[: k + 1], *per_step, None if self.t_floor is None else self.t_floor[: k + 1])
+        per_step: dict[str, Any] = {f.name: getattr(self, f.name)[:k] for f in fields(self)[1:-1]}
+        t_floor = None if self.t_floor is None else self.t_floor[: k + 1]
+        return Trajectory(self.t_in[: k + 1], t_floor=t_floor, **per_step)
 
 
 def simulate_default(
