@@ -245,13 +245,6 @@ def test_breaches_caused_by_dispatch_are_the_excess_over_the_twin(cold: tuple[pd
     assert (forced >= dh - tdh - 1e-9).all() and (forced <= dh + 1e-9).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="comfort headroom ignores recovery: with heaters too small for the cold, a home shed to T_min "
-    "cannot climb back after release and falls below its band (measured: 7 of 590 homes, 532 breach steps, "
-    "8.7 K h caused by dispatch with force off); the window flexibility (households/flex.py) would need the "
-    "release's recovery in its bound",
-)
 def test_without_force_dispatch_causes_no_breach_even_with_undersized_heaters(
     cold: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:

@@ -116,3 +116,40 @@ def test_ev_block_equals_steps_stacked(weather):
             assert getattr(blk, f).dtype == ref.dtype
             np.testing.assert_array_equal(getattr(blk, f), ref)
     assert fleet.ev_schedule.block(50, 130).energy.max() > 0
+
+
+def test_recovery_floor_kernel_equals_numpy_on_varying_cold_weather(weather):
+    from flech_sim.households.physics import recovery_floor
+
+    fleet = HouseholdFleet.create(N, weather, np.random.SeedSequence(5), {"design_temp_c": 0.0}, engine="numba")
+    p = fleet.p
+    t_out, irr = weather.outdoor_temp_c[:140] - 8.0, weather.irradiance_w_m2[:140]
+    t_ref = np.random.default_rng(1).uniform(18.0, 23.0, (41, N))
+    ref = recovery_floor(p, t_out, irr, t_ref)
+    fast = kernels.recovery_floor(kernels.pack(p), kernels.scalars(p), t_out, irr, t_ref)
+    assert_same(ref, fast, "recovery floor")
+    assert (ref > p.t_min).sum() > 100  # raised floors (undersized heaters) and capped ones are both exercised
+    assert (ref == t_ref).sum() > 100
+
+
+def test_numba_fleet_reproduces_numpy_fleet_with_undersized_heaters(weather):
+    """The drive above on a cold spell with heaters sized for 0 °C: the recovery floor binds."""
+    from flech_sim.households import Weather
+
+    cold = Weather(weather.start, weather.dt_minutes, weather.outdoor_temp_c - 8.0, weather.irradiance_w_m2)
+    ref, fast = (
+        HouseholdFleet.create(
+            N, cold, np.random.SeedSequence(5), {"design_temp_c": 0.0}, n_feeders=4, n_owners=3, engine=e
+        )
+        for e in ("numpy", "numba")
+    )
+    tr = ref._simulate(None, ref.t_in, ref.ev_remaining_kwh, ref.soc_kwh, 0, 8)
+    assert (tr.t_floor > ref.p.t_min).sum() > 100
+    a, b = drive(ref), drive(fast)
+    for (kind, x), (_, y) in zip(a, b, strict=True):
+        names = ("net_kw", "heat_kw", "allocated_kw", "achieved_kw") if kind == "step" else ("flex_down_kw",)
+        for f in names:
+            assert_same(getattr(x, f), getattr(y, f), f"{kind} {f}")
+    for f in ("t_in", "soc_kwh", "violation_degree_minutes"):
+        assert_same(getattr(ref, f), getattr(fast, f), f"final {f}")
+    np.testing.assert_array_equal(ref.comfort.forced_steps, fast.comfort.forced_steps)

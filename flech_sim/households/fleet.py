@@ -15,6 +15,7 @@ asks the same way stays on its plan, so its rebound waits until the group's comm
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from .ev import EvSchedule
 from .flex import Deviation, DeviceFlex, allocate, flex_for_durations, split_devices, window_flex
 from .params import FleetSpec, SeedLike, as_seed_sequence, child_seed
 from .physics import (
+    RECOVERY_HOURS,
     DefaultPowers,
     StepInputs,
     Trajectory,
@@ -36,6 +38,7 @@ from .physics import (
     ev_events,
     ev_max,
     heat_to_reach,
+    recovery_floor,
     simulate_default,
     thermal_step,
 )
@@ -77,6 +80,9 @@ class HouseholdFleet:
         self.n_feeders = int(self.feeder.max()) + 1 if n else 0
         self.n_owners = int(self.owner.max()) + 1 if n else 0
         self.dt_minutes = weather.dt_minutes
+        # Steps past a trajectory's end a shed home must still recover over on its own heater (the
+        # comfort floor of flexibility and dispatch: physics.recovery_floor).
+        self.recovery_steps = round(RECOVERY_HOURS * 60 / weather.dt_minutes)
         # numba kernels (default) or the numpy reference: bit-identical results, see kernels.py.
         self.engine: kernels.Engine = engine or kernels.default_engine()
         if self.engine not in ("numba", "numpy") or (self.engine == "numba" and not kernels.HAVE_NUMBA):
@@ -207,7 +213,13 @@ class HouseholdFleet:
             idx = sel[c0 : c0 + chunk]
             p = self.p.subset(idx)
             tr = self._simulate(
-                idx, self.t_in[idx], self.ev_remaining_kwh[idx], self.soc_kwh[idx], self.step_index, k + d - 1
+                idx,
+                self.t_in[idx],
+                self.ev_remaining_kwh[idx],
+                self.soc_kwh[idx],
+                self.step_index,
+                k + d - 1,
+                floor=starts is None or len(starts) > 0,
             )
             if self.engine == "numba":
                 f = kernels.window_flex(
@@ -229,16 +241,26 @@ class HouseholdFleet:
         )
 
     def _simulate(
-        self, idx: np.ndarray | None, t0: np.ndarray, rem0: np.ndarray, soc0: np.ndarray, s0: int, k_steps: int
+        self,
+        idx: np.ndarray | None,
+        t0: np.ndarray,
+        rem0: np.ndarray,
+        soc0: np.ndarray,
+        s0: int,
+        k_steps: int,
+        floor: bool = True,
     ) -> Trajectory:
-        """Default operation of households `idx` (all if None) on forecast inputs, by the fleet's engine."""
+        """Default operation of households `idx` (all if None) on forecast inputs, by the fleet's engine;
+        ``floor``: with its recovery floor (the comfort floor of flexibility) over ``recovery_steps`` more."""
+        w = self.forecast_weather
+        i = np.minimum(np.arange(s0, s0 + k_steps + self.recovery_steps), w.n_steps - 1)  # as _inputs: persists
+        t_out_h, irr_h = w.outdoor_temp_c[i], w.irradiance_w_m2[i]
         if self.engine == "numpy":
             p = self.p if idx is None else self.p.subset(idx)
-            return simulate_default(p, t0, rem0, soc0, s0, k_steps, lambda s: self._inputs(s, idx, True))
+            tr = simulate_default(p, t0, rem0, soc0, s0, k_steps, lambda s: self._inputs(s, idx, True))
+            return dataclasses.replace(tr, t_floor=recovery_floor(p, t_out_h, irr_h, tr.t_in)) if floor else tr
         n = t0.size
-        w = self.forecast_weather
-        i = np.minimum(np.arange(s0, s0 + k_steps), w.n_steps - 1)  # as _inputs: the last value persists
-        t_out, irr = w.outdoor_temp_c[i], w.irradiance_w_m2[i]
+        t_out, irr = t_out_h[:k_steps], irr_h[:k_steps]
         base = np.empty((k_steps, n))
         fetch = self.base_load.expected if self._base_fc == "expected" else self.base_load.at
         for k in range(k_steps):
@@ -246,9 +268,12 @@ class HouseholdFleet:
         ev = self.ev_schedule.block(s0, k_steps, idx)
         conn, dep, arriving, energy = ev.connected, ev.dep_step, ev.arriving, ev.energy
         packed = self._packed if idx is None else np.ascontiguousarray(self._packed[:, idx])
-        return kernels.simulate_default(
+        tr = kernels.simulate_default(
             packed, self._scalars, t0, rem0, soc0, t_out, irr, base, conn, dep, arriving, energy
         )
+        if not floor:
+            return tr
+        return dataclasses.replace(tr, t_floor=kernels.recovery_floor(packed, self._scalars, t_out_h, irr_h, tr.t_in))
 
     def forecast_copy(self) -> HouseholdFleet:
         """A copy of the fleet in its current state whose ``step`` uses the *forecast* inputs.
@@ -459,13 +484,18 @@ class HouseholdFleet:
         # a long award, or a greedy re-allocation) stays on its plan at no change rather than
         # recovering: its rebound would land inside the group's remaining commitment, undoing it.
         ctl = (off != 0) | (~free & (asked != 0)) if c.offset_kw is None else off != 0
-        # This step's limits on actual inputs: physical always; comfort and deadline unless forced.
+        # This step's limits on actual inputs: physical always; comfort and deadline unless forced. The
+        # comfort floor is the plan's recovery floor (not T_min): after release the home must be able to
+        # stay in its band on its own heater.
         h_lo, h_hi = np.zeros(self.n), p.p_heat_max
         e_hi = ev_max(p, self.ev_remaining_kwh, inp.ev)
         e_lo = np.zeros(self.n)
         if not force.all():
             keep = ~force
-            c_lo = np.clip(heat_to_reach(p, self.t_in, p.t_min, inp.t_out, dp.gains, dp.eta), 0.0, p.p_heat_max)
+            floor = p.t_min.copy()
+            if tr.t_floor is not None:
+                floor[act] = tr.t_floor[1]
+            c_lo = np.clip(heat_to_reach(p, self.t_in, floor, inp.t_out, dp.gains, dp.eta), 0.0, p.p_heat_max)
             c_hi = np.clip(heat_to_reach(p, self.t_in, p.t_max, inp.t_out, dp.gains, dp.eta), c_lo, p.p_heat_max)
             h_lo, h_hi = np.where(keep, c_lo, h_lo), np.where(keep, c_hi, h_hi)
             later = p.ev_pmax * p.dt_h * np.maximum(inp.ev.dep_step - s - 1, 0)

@@ -7,6 +7,8 @@ thermal model is linear, so with G_m = sum of step responses
 (G_m = a·G_{m-1} + (1-a)·R·eta_m) a change r moves the temperature by -r·G_m after
 m steps, and the bound is exact (not a heuristic) for heating; EV is exact too;
 the battery bound is conservative (efficiency losses taken at their worst).
+The heating floor is the trajectory's recovery floor (physics.recovery_floor), not T_min: a home may
+only give what leaves it able to stay in its band after release on its own heater.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def window_flex(
         decay = decay * p.a
         t = tr.t_in[at(m)] + decay * dev.t_in
         inv_g = 1.0 / (g + no_heat)
-        t_dn = np.minimum(t_dn, (t - p.t_min) * inv_g)
+        t_dn = np.minimum(t_dn, (t - (p.t_min if tr.t_floor is None else tr.t_floor[at(m)])) * inv_g)
         t_up = np.minimum(t_up, (p.t_max - t) * inv_g)
         p_lo = np.minimum(p_lo, tr.heat[sl])
         p_sp = np.minimum(p_sp, p.p_heat_max - tr.heat[sl])

@@ -177,8 +177,49 @@ if HAVE_NUMBA:
                 net[k, i] = b + h + v + bt - pv
 
     @njit(cache=True)
+    def _recovery_floor(P, sc, t_out, irr, t_ref, out):
+        """physics.recovery_floor: the backward pass over steps, homes inner (rows written contiguously)."""
+        k1, n = t_ref.shape
+        x = np.empty(n)
+        for i in range(n):
+            x[i] = P[TMIN, i]
+        for k in range(t_out.size - 1, -1, -1):
+            to, ir = t_out[k], irr[k]
+            for i in range(n):
+                tmin = P[TMIN, i]
+                if k + 1 < k1:
+                    out[k + 1, i] = max(tmin, min(x[i], t_ref[k + 1, i]))
+                ht = P[HT, i]
+                if ht != 0:
+                    eta = _clip(P[COP7, i] + sc[1] * (to - 7.0), sc[2], sc[3]) if ht == HEAT_PUMP else 1.0
+                    g = P[GINT, i] + P[SAP, i] * (ir * 1e-3)
+                    t_ss = to + P[R, i] * (eta * P[PMAX, i] + g)
+                    x[i] = max(tmin, t_ss + (x[i] - t_ss) / P[A, i])
+        for i in range(n):
+            out[0, i] = max(P[TMIN, i], min(x[i], t_ref[0, i]))
+
+    @njit(cache=True)
     def _window_flex(
-        P, dt, d, s0, force, j0, t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end, dev_t, dev_rem, dev_soc, out
+        P,
+        dt,
+        d,
+        s0,
+        force,
+        j0,
+        t_in,
+        t_floor,
+        eta,
+        heat,
+        ev,
+        rem_end,
+        conn,
+        dep,
+        bat,
+        soc_end,
+        dev_t,
+        dev_rem,
+        dev_soc,
+        out,
     ):
         """flex.window_flex for windows starting at j0 (rows of out[0..7])."""
         inf = np.inf
@@ -196,7 +237,7 @@ if HAVE_NUMBA:
                     decay = decay * a
                     t = t_in[j + m, i] + decay * dev_t[i]
                     inv_g = 1.0 / (g + no_heat)
-                    t_dn = min(t_dn, (t - P[TMIN, i]) * inv_g)
+                    t_dn = min(t_dn, (t - t_floor[j + m, i]) * inv_g)
                     t_up = min(t_up, (P[TMAX, i] - t) * inv_g)
                     p_lo = min(p_lo, heat[sl, i])
                     p_sp = min(p_sp, P[PMAX, i] - heat[sl, i])
@@ -300,6 +341,15 @@ def simulate_default(
     return Trajectory(t_in, eta, heat, ev, rem_end, conn, dep, bat, soc_end, net)
 
 
+def recovery_floor(P: np.ndarray, sc: np.ndarray, t_out: np.ndarray, irr: np.ndarray, t_ref: np.ndarray) -> np.ndarray:
+    """physics.recovery_floor, compiled; P = pack() of the households of ``t_ref``'s columns."""
+    if t_out.size < t_ref.shape[0] - 1:
+        raise ValueError(f"recovery needs at least {t_ref.shape[0] - 1} steps of weather, got {t_out.size}")
+    out = np.empty_like(t_ref)
+    _recovery_floor(P, sc, np.ascontiguousarray(t_out, float), np.ascontiguousarray(irr, float), t_ref, out)
+    return out
+
+
 def window_flex(
     P: np.ndarray,
     sc: np.ndarray,
@@ -322,6 +372,7 @@ def window_flex(
     dev = dev or Deviation(z, z, z)
     out = np.empty((8, j0.size, n))
     dv = [np.ascontiguousarray(x, dtype=float) for x in (dev.t_in, dev.ev_rem, dev.soc)]
+    floor = np.ascontiguousarray(np.broadcast_to(P[TMIN], tr.t_in.shape) if tr.t_floor is None else tr.t_floor)
     _window_flex(
         P,
         float(sc[0]),
@@ -330,6 +381,7 @@ def window_flex(
         bool(force),
         j0.astype(np.int64),
         tr.t_in,
+        floor,
         tr.eta,
         tr.heat,
         tr.ev,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -107,9 +108,44 @@ def default_powers(
     return DefaultPowers(eta, g, pv, heat, ev, bat)
 
 
+# How far past a window a shed home must still be able to recover on its own heater (see recovery_floor).
+RECOVERY_HOURS = 24.0
+
+
+def recovery_floor(p: HouseholdParams, t_out: np.ndarray, irr: np.ndarray, t_ref: np.ndarray) -> np.ndarray:
+    """Comfort floor along a trajectory: (K+1, n) rows aligned with ``t_ref`` (its t_in).
+
+    Why: a home shed to T_min whose heater at full power cannot outrun the losses falls below its
+    band after release. Row k is the lowest temperature at the start of step k from which heating at
+    full power keeps T >= T_min at the end of every later step of the inputs ``t_out``/``irr``
+    (forecast weather from the trajectory's first step; at least K steps, more to look past it). One
+    backward pass: x_k = max(T_min, inverse thermal step of x_{k+1} at full power), x_end = T_min.
+    Then capped at the reference ``t_ref`` (and never below T_min): a home whose own plan cannot
+    recover gives nothing, but is not pushed above its plan either.
+    """
+    k1 = t_ref.shape[0]
+    if t_out.size < k1 - 1:
+        raise ValueError(f"recovery needs at least {k1 - 1} steps of weather, got {t_out.size}")
+    t_out = np.asarray(t_out, float)[:, None]
+    gains = p.gain_int + p.solar_ap * (np.asarray(irr, float)[:, None] * 1e-3)  # gains_kw, all steps at once
+    # Full-power steady state; T_min for homes without heating (their floor then stays T_min exactly).
+    t_ss = np.where(p.has_heat, t_out + p.r * (p.cop(t_out) * p.p_heat_max + gains), p.t_min)
+    x = p.t_min.copy()
+    out = np.empty_like(t_ref)
+    for k in range(t_ss.shape[0] - 1, -1, -1):
+        if k + 1 < k1:
+            out[k + 1] = x
+        x = np.maximum(p.t_min, t_ss[k] + (x - t_ss[k]) / p.a)
+    out[0] = x
+    return np.maximum(p.t_min, np.minimum(out, t_ref))
+
+
 @dataclass(frozen=True)
 class Trajectory:
-    """Default-operation trajectory over K steps; t_in has K+1 rows (start of each step + end)."""
+    """Default-operation trajectory over K steps; t_in has K+1 rows (start of each step + end).
+
+    ``t_floor`` (K+1 rows, or None = T_min): the comfort floor dispatch keeps the home above
+    (recovery_floor); flexibility is measured down to it."""
 
     t_in: np.ndarray
     eta: np.ndarray
@@ -121,10 +157,13 @@ class Trajectory:
     bat: np.ndarray
     soc_end: np.ndarray
     net: np.ndarray
+    t_floor: np.ndarray | None = None
 
     def head(self, k: int) -> Trajectory:
         """The first k steps."""
-        return Trajectory(self.t_in[: k + 1], *(getattr(self, f.name)[:k] for f in fields(self)[1:]))
+        per_step: dict[str, Any] = {f.name: getattr(self, f.name)[:k] for f in fields(self)[1:-1]}
+        t_floor = None if self.t_floor is None else self.t_floor[: k + 1]
+        return Trajectory(self.t_in[: k + 1], t_floor=t_floor, **per_step)
 
 
 def simulate_default(
