@@ -325,8 +325,10 @@ class DispatchConfig(_Strict):
     force: bool = False
     """Let dispatch breach the comfort band and the EV deadline to deliver what was ordered (physical power,
     energy and SoC limits still hold): comfort-respecting headroom is used first, the breach only for the
-    rest. Off: dispatch keeps every controlled home in its band and undelivered energy is a settlement
-    shortfall (the comfort table still records any breach dispatch causes, e.g. after a release)."""
+    rest. Off: dispatch keeps every controlled home in its band, including its recovery after release (a
+    home is shed no lower than the temperature from which its own heater keeps it in band over the next
+    24 h of forecast weather), and undelivered energy is a settlement shortfall (the comfort table still
+    records any breach dispatch causes)."""
     comfort_compensation_dkk_per_degree_hour: Annotated[float, Field(ge=0, le=10_000)] = (
         COMFORT_COMPENSATION_DKK_PER_DEGREE_HOUR
     )
