@@ -409,6 +409,7 @@ class World:
             [self.feeders.index(f) for f in feeders], dtype=np.int64
         )
         hh = self.households_of(owner)
+        groups, own = self.portfolio[hh], np.arange(len(hh))  # the forecast copy's group and household indices
         k = first - now + duration
 
         def targets(sched: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -430,7 +431,7 @@ class World:
         def window_flex(twin: HouseholdFleet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             out = [np.zeros((1, len(cols))) for _ in range(3)]
             for d in sorted((set(held_for[-1.0].tolist()) | set(held_for[1.0].tolist())) - {0}):
-                f = twin.headroom_from_plans(d, hh, self.portfolio)
+                f = twin.headroom_from_plans(d, own, groups)
                 dn, up = held_for[-1.0] == d, held_for[1.0] == d
                 out[0][0, dn] = f[0][cols][dn]
                 out[1][0, up] = f[1][cols][up]
@@ -438,13 +439,13 @@ class World:
             return out[0], out[1], out[2]
 
         def run(tg: dict[int, np.ndarray], until: int, flex_too: bool) -> tuple[np.ndarray, Any]:
-            twin = self.fleet.forecast_copy()
+            twin = self.fleet.forecast_copy(hh)  # the owner's households alone: its groups sum the same
             baseline, flex = np.zeros((until - now, len(cols))), None
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
                     flex = window_flex(twin)
-                res = twin.step(self._forced(_control_at(tg, s, self.portfolio)))
-                baseline[i] = np.bincount(self.portfolio, res.net_kw, self.n_portfolios)[cols]
+                res = twin.step(self._forced(_control_at(tg, s, groups)))
+                baseline[i] = np.bincount(groups, res.net_kw, self.n_portfolios)[cols]
             return baseline, flex
 
         worst = targets(schedule)
