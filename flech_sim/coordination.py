@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -91,9 +92,9 @@ class Footprint:
     kw: Mapping[str, np.ndarray]
     rebound: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def end_step(self) -> int:
-        """The first model step after delivery."""
+        """The first model step after delivery (asked for every print at every screen: computed once)."""
         return self.first_step + max((len(v) for v in self.kw.values()), default=0)
 
     def scaled(self, factor: float) -> Footprint:
@@ -148,34 +149,65 @@ def grid_profile(
     ``peak_factor`` x the largest kW shed in the run (heat pumps recover at full power: a home shed
     from a third of its maximum draws back twice what it shed) until drawn; the rest decays slowly
     (time constant :data:`REBOUND_TAIL_MINUTES`), which is what reaches a peak hours later."""
+    return grid_profiles(prints, (feeder,), lo, hi, dt, peak_factor)[feeder]
+
+
+def grid_profiles(
+    prints: Sequence[Footprint],
+    feeders: Sequence[str],
+    lo: int,
+    hi: int,
+    dt: int,
+    peak_factor: float = REBOUND_PEAK_FACTOR,
+) -> dict[str, np.ndarray]:
+    """:func:`grid_profile` of every feeder in ``feeders``, the prints read once for all of them (the
+    screen asks for every feeder after every bid). Each feeder's figures are summed in the same order."""
     first = min((p.first_step for p in prints), default=lo)
     base = min(first, lo)
     n = hi - base
     if n <= 0:
-        return np.zeros(max(hi - lo, 0))
-    during = np.zeros(n)
-    queue: list[tuple[int, float, float]] = []
+        return {f: np.zeros(max(hi - lo, 0)) for f in feeders}
+    during = {f: np.zeros(n) for f in feeders}
+    queues: dict[str, list[tuple[int, float, float]]] = {f: [] for f in feeders}
     for p in prints:
-        v = p.kw.get(feeder)
-        if v is not None:
-            a, b = p.first_step - base, min(p.first_step - base + len(v), n)
-            if b > a:
-                during[a:b] += v[: b - a]
-        if feeder in p.rebound:
-            queue.append((p.end_step, *p.rebound[feeder]))
+        for f, v in p.kw.items():
+            d = during.get(f)
+            if d is not None:
+                a, b = p.first_step - base, min(p.first_step - base + len(v), n)
+                if b > a:
+                    d[a:b] += v[: b - a]
+        for f, r in p.rebound.items():
+            q = queues.get(f)
+            if q is not None:
+                q.append((p.end_step, *r))
+    return {f: _placed(during[f], queues[f], base, dt, peak_factor)[lo - base :] for f in feeders}
+
+
+def _placed(
+    during: np.ndarray, queue: list[tuple[int, float, float]], base: int, dt: int, peak_factor: float
+) -> np.ndarray:
+    """The deliveries ``during`` (kW per step from ``base``) with the rebounds of ``queue`` (end step,
+    kWh, kW shed) placed after them: see :func:`grid_profile`."""
+    n = len(during)
     out = during.copy()
     queue.sort()
     h = dt / 60.0
     decay = 1.0 - math.exp(-dt / REBOUND_TAIL_MINUTES)
-    fast, slow, power, j = 0.0, 0.0, 0.0, 0
-    for i in range(n):
+    fast, slow, power, j, i = 0.0, 0.0, 0.0, 0, 0
+    while i < n:
         s = base + i
         while j < len(queue) and queue[j][0] <= s:
             fast += (1.0 - REBOUND_TAIL_SHARE) * queue[j][1]
             slow += REBOUND_TAIL_SHARE * queue[j][1]
             power = max(power, peak_factor * queue[j][2])
             j += 1
+        if not (fast > 1e-9 and power > 0) and slow <= 0:
+            if j == len(queue):
+                break  # nothing left to draw back: the rest is the deliveries alone
+            i = queue[j][0] - base  # idle until the next rebound is due
+            continue
         if during[i] < -1e-9:
+            i += 1
             continue  # still being shed: the rebound waits
         if fast > 1e-9 and power > 0:
             draw = min(power, fast / h)
@@ -190,7 +222,8 @@ def grid_profile(
             else:
                 out[i] += tail
                 slow -= tail * h
-    return out[lo - base :]
+        i += 1
+    return out
 
 
 @dataclass
@@ -369,7 +402,7 @@ class Coordinator:
 
     def _profiles(self, prints: Sequence[Footprint], lo: int, hi: int) -> dict[str, np.ndarray]:
         assert self.grid is not None
-        return {f: grid_profile(prints, f, lo, hi, self.grid.dt) for f in self.grid.feeders}
+        return grid_profiles(prints, self.grid.feeders, lo, hi, self.grid.dt)
 
     def _nowcast(self, forecast: dict[str, np.ndarray], last: Mapping[str, float], now: int) -> dict[str, np.ndarray]:
         """The forecast raised to what the feeder measures, less the change committed there last step.
