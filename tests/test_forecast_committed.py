@@ -47,7 +47,7 @@ def controls(fleet, groups):
     force = mine & (np.arange(n_groups) % FEEDERS == 0)
     out = [Control(target_kw=np.array([long_kw, call]), by=groups, duration_steps=np.array([6, 2]))]
     out += [Control(target_kw=long_kw, by=groups, duration_steps=5 - j, force=force) for j in range(4)]
-    return out + [None, None, Control(target_kw=-long_kw, by=groups, duration_steps=2), None]
+    return [*out, None, None, Control(target_kw=-long_kw, by=groups, duration_steps=2), None]
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -273,7 +273,7 @@ class HouseholdFleet:
             twin.p = self.p.subset(idx)
             twin.feeder, twin.owner = self.feeder[idx], self.owner[idx]
             twin.base_load = _SubsetBaseLoad(self.base_load, idx)
-            twin.ev_schedule = _SubsetEvSchedule(self.ev_schedule, idx)
+            twin.ev_schedule = _SubsetEvSchedule(self.ev_schedule, idx)  # type: ignore[assignment]  # at, block
             if self.engine == "numba":
                 twin._packed = np.ascontiguousarray(self._packed[:, idx])
             twin.comfort = ComfortRecord(
