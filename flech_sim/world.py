@@ -394,10 +394,11 @@ class World:
         A forecast copy of the owner's households alone (its cost follows the portfolio, not the
         fleet) is stepped from now by the same controlled physics as real dispatch, on forecast
         inputs. The window's flexibility is that of the households in the state they reach at its
-        start under ``schedule`` (everything the owner may have to deliver: buffers drained by earlier activations, rebound under way). The baseline is the load
-        stepped under ``awarded`` (what it has been ordered to deliver; default ``schedule``), so
-        the rebound of earlier activations and changes already sold in the window are in it and
-        never count as this market's delivery.
+        start under ``schedule`` (everything the owner may have to deliver: buffers drained by
+        earlier activations, rebound under way). The baseline is the load stepped under ``awarded``
+        (what it has been ordered to deliver; default ``schedule``), so the rebound of earlier
+        activations and changes already sold in the window are in it and never count as this
+        market's delivery.
 
         The flexibility is judged as dispatch will judge it (households already in an event against
         their plan) and, in the direction of a commitment running on past the window, as if held
