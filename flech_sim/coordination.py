@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -91,10 +92,24 @@ class Footprint:
     kw: Mapping[str, np.ndarray]
     rebound: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def end_step(self) -> int:
-        """The first model step after delivery."""
+        """The first model step after delivery (asked for every print at every screen: computed once)."""
         return self.first_step + max((len(v) for v in self.kw.values()), default=0)
+
+    def dense(self, feeders: tuple[str, ...]) -> np.ndarray:
+        """(len(feeders), end_step - first_step) kW, a row per feeder (zeros where it does not deliver);
+        kept, as the screen reads the same prints after every bid."""
+        cache = self.__dict__.setdefault("_dense", {})
+        out = cache.get(feeders)
+        if out is None:
+            out = np.zeros((len(feeders), self.end_step - self.first_step))
+            for r, f in enumerate(feeders):
+                v = self.kw.get(f)
+                if v is not None:
+                    out[r, : len(v)] = v
+            cache[feeders] = out
+        return out
 
     def scaled(self, factor: float) -> Footprint:
         return Footprint(
@@ -148,34 +163,66 @@ def grid_profile(
     ``peak_factor`` x the largest kW shed in the run (heat pumps recover at full power: a home shed
     from a third of its maximum draws back twice what it shed) until drawn; the rest decays slowly
     (time constant :data:`REBOUND_TAIL_MINUTES`), which is what reaches a peak hours later."""
+    return grid_profiles(prints, (feeder,), lo, hi, dt, peak_factor)[feeder]
+
+
+def grid_profiles(
+    prints: Sequence[Footprint],
+    feeders: Sequence[str],
+    lo: int,
+    hi: int,
+    dt: int,
+    peak_factor: float = REBOUND_PEAK_FACTOR,
+) -> dict[str, np.ndarray]:
+    """:func:`grid_profile` of every feeder in ``feeders``, the prints read once for all of them (the
+    screen asks for every feeder after every bid). Each feeder's figures are summed in the same order."""
     first = min((p.first_step for p in prints), default=lo)
     base = min(first, lo)
     n = hi - base
     if n <= 0:
-        return np.zeros(max(hi - lo, 0))
-    during = np.zeros(n)
-    queue: list[tuple[int, float, float]] = []
+        return {f: np.zeros(max(hi - lo, 0)) for f in feeders}
+    keys = tuple(feeders)
+    # Row by row the same sums in the same order as one feeder at a time: a feeder a print does not
+    # deliver on adds an exact 0.0.
+    during = np.zeros((len(keys), n))
+    queues: dict[str, list[tuple[int, float, float]]] = {f: [] for f in keys}
     for p in prints:
-        v = p.kw.get(feeder)
-        if v is not None:
-            a, b = p.first_step - base, min(p.first_step - base + len(v), n)
-            if b > a:
-                during[a:b] += v[: b - a]
-        if feeder in p.rebound:
-            queue.append((p.end_step, *p.rebound[feeder]))
+        a = p.first_step - base
+        b = min(p.end_step - base, n)
+        if b > a:
+            during[:, a:b] += p.dense(keys)[:, : b - a]
+        for f, r in p.rebound.items():
+            q = queues.get(f)
+            if q is not None:
+                q.append((p.end_step, *r))
+    return {f: _placed(during[i], queues[f], base, dt, peak_factor)[lo - base :] for i, f in enumerate(keys)}
+
+
+def _placed(
+    during: np.ndarray, queue: list[tuple[int, float, float]], base: int, dt: int, peak_factor: float
+) -> np.ndarray:
+    """The deliveries ``during`` (kW per step from ``base``) with the rebounds of ``queue`` (end step,
+    kWh, kW shed) placed after them: see :func:`grid_profile`."""
+    n = len(during)
     out = during.copy()
     queue.sort()
     h = dt / 60.0
     decay = 1.0 - math.exp(-dt / REBOUND_TAIL_MINUTES)
-    fast, slow, power, j = 0.0, 0.0, 0.0, 0
-    for i in range(n):
+    fast, slow, power, j, i = 0.0, 0.0, 0.0, 0, 0
+    while i < n:
         s = base + i
         while j < len(queue) and queue[j][0] <= s:
             fast += (1.0 - REBOUND_TAIL_SHARE) * queue[j][1]
             slow += REBOUND_TAIL_SHARE * queue[j][1]
             power = max(power, peak_factor * queue[j][2])
             j += 1
+        if not (fast > 1e-9 and power > 0) and slow <= 0:
+            if j == len(queue):
+                break  # nothing left to draw back: the rest is the deliveries alone
+            i = queue[j][0] - base  # idle until the next rebound is due
+            continue
         if during[i] < -1e-9:
+            i += 1
             continue  # still being shed: the rebound waits
         if fast > 1e-9 and power > 0:
             draw = min(power, fast / h)
@@ -190,7 +237,8 @@ def grid_profile(
             else:
                 out[i] += tail
                 slow -= tail * h
-    return out[lo - base :]
+        i += 1
+    return out
 
 
 @dataclass
@@ -369,7 +417,7 @@ class Coordinator:
 
     def _profiles(self, prints: Sequence[Footprint], lo: int, hi: int) -> dict[str, np.ndarray]:
         assert self.grid is not None
-        return {f: grid_profile(prints, f, lo, hi, self.grid.dt) for f in self.grid.feeders}
+        return grid_profiles(prints, self.grid.feeders, lo, hi, self.grid.dt)
 
     def _nowcast(self, forecast: dict[str, np.ndarray], last: Mapping[str, float], now: int) -> dict[str, np.ndarray]:
         """The forecast raised to what the feeder measures, less the change committed there last step.

@@ -391,13 +391,14 @@ class World:
     ) -> PortfolioForecast:
         """One owner's forecast of the window [first, first + duration) under its commitments.
 
-        A forecast copy of the fleet is stepped from now by the same controlled physics as real
-        dispatch, on forecast inputs. The window's flexibility is that of the households in the
-        state they reach at its start under ``schedule`` (everything the owner may have to deliver:
-        buffers drained by earlier activations, rebound under way). The baseline is the load
-        stepped under ``awarded`` (what it has been ordered to deliver; default ``schedule``), so
-        the rebound of earlier activations and changes already sold in the window are in it and
-        never count as this market's delivery.
+        A forecast copy of the owner's households alone (its cost follows the portfolio, not the
+        fleet) is stepped from now by the same controlled physics as real dispatch, on forecast
+        inputs. The window's flexibility is that of the households in the state they reach at its
+        start under ``schedule`` (everything the owner may have to deliver: buffers drained by
+        earlier activations, rebound under way). The baseline is the load stepped under ``awarded``
+        (what it has been ordered to deliver; default ``schedule``), so the rebound of earlier
+        activations and changes already sold in the window are in it and never count as this
+        market's delivery.
 
         The flexibility is judged as dispatch will judge it (households already in an event against
         their plan) and, in the direction of a commitment running on past the window, as if held
@@ -409,6 +410,7 @@ class World:
             [self.feeders.index(f) for f in feeders], dtype=np.int64
         )
         hh = self.households_of(owner)
+        groups, own = self.portfolio[hh], np.arange(len(hh))  # the forecast copy's group and household indices
         k = first - now + duration
 
         def targets(sched: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -430,7 +432,7 @@ class World:
         def window_flex(twin: HouseholdFleet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             out = [np.zeros((1, len(cols))) for _ in range(3)]
             for d in sorted((set(held_for[-1.0].tolist()) | set(held_for[1.0].tolist())) - {0}):
-                f = twin.headroom_from_plans(d, hh, self.portfolio)
+                f = twin.headroom_from_plans(d, own, groups)
                 dn, up = held_for[-1.0] == d, held_for[1.0] == d
                 out[0][0, dn] = f[0][cols][dn]
                 out[1][0, up] = f[1][cols][up]
@@ -438,13 +440,13 @@ class World:
             return out[0], out[1], out[2]
 
         def run(tg: dict[int, np.ndarray], until: int, flex_too: bool) -> tuple[np.ndarray, Any]:
-            twin = self.fleet.forecast_copy()
+            twin = self.fleet.forecast_copy(hh)  # the owner's households alone: its groups sum the same
             baseline, flex = np.zeros((until - now, len(cols))), None
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
                     flex = window_flex(twin)
-                res = twin.step(self._forced(_control_at(tg, s, self.portfolio)))
-                baseline[i] = np.bincount(self.portfolio, res.net_kw, self.n_portfolios)[cols]
+                res = twin.step(self._forced(_control_at(tg, s, groups)))
+                baseline[i] = np.bincount(groups, res.net_kw, self.n_portfolios)[cols]
             return baseline, flex
 
         worst = targets(schedule)

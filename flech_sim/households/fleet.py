@@ -275,28 +275,37 @@ class HouseholdFleet:
             return tr
         return dataclasses.replace(tr, t_floor=kernels.recovery_floor(packed, self._scalars, t_out_h, irr_h, tr.t_in))
 
-    def forecast_copy(self) -> HouseholdFleet:
+    def forecast_copy(self, households: np.ndarray | None = None) -> HouseholdFleet:
         """A copy of the fleet in its current state whose ``step`` uses the *forecast* inputs.
 
         Stepping it under the commitments an aggregator has made predicts, with the same
         controlled physics as real dispatch, the state its households will be in when a
         later window starts (drained buffers, rebound) without touching the real fleet.
+
+        ``households``: indices (ascending) of the households to keep, e.g. one aggregator's
+        portfolio, so a forecast costs its own homes, not the fleet's. Every household's physics
+        and every group's allocation depend only on the households of that group, so the
+        copy's values are bit for bit the full copy's at those indices (row ``j`` is household
+        ``households[j]``); group sums over it equal the full fleet's for every group it holds
+        whole.
         """
         twin = copy.copy(self)
-        for name in (
-            "t_in",
-            "ev_remaining_kwh",
-            "soc_kwh",
-            "_tw_t",
-            "_tw_rem",
-            "_tw_soc",
-            "_prev_off",
-            "_in_event",
-            "violation_steps",
-            "violation_degree_minutes",
-            "ev_unmet_kwh",
-        ):
-            setattr(twin, name, getattr(self, name).copy())
+        if households is not None:
+            idx = np.asarray(households, dtype=np.int64)
+            if idx.ndim != 1 or (idx.size and (np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= self.n)):
+                raise ValueError("households must be ascending indices into the fleet, without repeats")
+            twin.p = self.p.subset(idx)
+            twin.feeder, twin.owner = self.feeder[idx], self.owner[idx]
+            twin.base_load = _SubsetBaseLoad(self.base_load, idx)
+            twin.ev_schedule = _SubsetEvSchedule(self.ev_schedule, idx)  # type: ignore[assignment]  # at, block
+            if self.engine == "numba":
+                twin._packed = np.ascontiguousarray(self._packed[:, idx])
+            twin.comfort = ComfortRecord(
+                *(getattr(self.comfort, f.name)[idx] for f in dataclasses.fields(ComfortRecord))
+            )
+        for name in _STATE:
+            v = getattr(self, name)
+            setattr(twin, name, v.copy() if households is None else v[idx])  # fancy indexing copies
         twin._forecasting = True
         return twin
 
@@ -569,6 +578,55 @@ class HouseholdFleet:
         """Per-group sums of a per-household array (last axis)."""
         g, n_groups = self.group_index(by)
         return group_sum(np.asarray(values, float), g, n_groups)
+
+
+# The fleet's per-household state: what a forecast copy takes along (the records rebind on each step).
+_STATE = (
+    "t_in",
+    "ev_remaining_kwh",
+    "soc_kwh",
+    "_tw_t",
+    "_tw_rem",
+    "_tw_soc",
+    "_prev_off",
+    "_in_event",
+    "violation_steps",
+    "violation_degree_minutes",
+    "ev_unmet_kwh",
+)
+
+
+class _SubsetBaseLoad:
+    """The base load of households ``rows`` of a larger source (its index ``i`` is ``rows[i]`` there)."""
+
+    def __init__(self, src: BaseLoadSource, rows: np.ndarray) -> None:
+        self._src, self._rows = src, rows
+        self.n_households = len(rows)
+
+    def _map(self, idx: np.ndarray | None) -> np.ndarray:
+        return self._rows if idx is None else self._rows[idx]
+
+    def at(self, step: int, idx: np.ndarray | None = None) -> np.ndarray:
+        return self._src.at(step, self._map(idx))
+
+    def expected(self, step: int, idx: np.ndarray | None = None) -> np.ndarray:
+        return self._src.expected(step, self._map(idx))
+
+
+class _SubsetEvSchedule:
+    """The EV sessions of households ``rows`` of a larger schedule (same draws: same sessions)."""
+
+    def __init__(self, src: EvSchedule | _SubsetEvSchedule, rows: np.ndarray) -> None:
+        self._src, self._rows = src, rows
+
+    def _map(self, idx: np.ndarray | None) -> np.ndarray:
+        return self._rows if idx is None else self._rows[idx]
+
+    def at(self, step: int, idx: np.ndarray | None = None) -> Any:
+        return self._src.at(step, self._map(idx))
+
+    def block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> Any:
+        return self._src.block(start, n_steps, self._map(idx))
 
 
 def _where_flex(mask: np.ndarray, a: DeviceFlex, b: DeviceFlex) -> DeviceFlex:
