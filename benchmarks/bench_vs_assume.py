@@ -329,10 +329,14 @@ def main() -> None:
         summary.append(row)
 
     print(f"\n{a.days} days of hourly markets; medians of {a.repeats} run(s) per side; rates exclude imports")
-    print(f"ASSUME: {a.assume_output} output, operators = {a.operators or 'one per unit'}; "
-          f"flech_sim: {a.households_per_seller} homes per seller, everything persisted")
-    print(f"{'N':>7} | {'ASSUME bids':>11} {'wall s':>8} {'bids/s':>9} | "
-          f"{'flech bids':>10} {'wall s':>8} {'bids/s':>9} {'msgs':>9} | flech/ASSUME")
+    print(
+        f"ASSUME: {a.assume_output} output, operators = {a.operators or 'one per unit'}; "
+        f"flech_sim: {a.households_per_seller} homes per seller, everything persisted"
+    )
+    print(
+        f"{'N':>7} | {'ASSUME bids':>11} {'wall s':>8} {'bids/s':>9} | "
+        f"{'flech bids':>10} {'wall s':>8} {'bids/s':>9} {'msgs':>9} | flech/ASSUME"
+    )
     for row in summary:
         asm, fl = row.get("assume"), row.get("flech_sim")
         left = f"{asm['bids']:>11,} {asm['wall_s']:>8.2f} {asm['bids_per_s']:>9,.0f}" if asm else " " * 30

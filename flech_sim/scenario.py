@@ -540,8 +540,9 @@ class Scenario(_Strict):
                     errors.append(f"{where}.delivery_start_time: must not be before gate_close_time on the same day")
         for pid, rule in self.settlement.rules.items():
             if pid not in self.products:
-                errors.append(f"settlement.rules.{pid}: unknown product ID; the scenario's products are "
-                              f"{sorted(self.products)}")
+                errors.append(
+                    f"settlement.rules.{pid}: unknown product ID; the scenario's products are {sorted(self.products)}"
+                )
                 continue
             try:
                 cls = resolve_product(pid, self.products[pid], load=False)

@@ -167,9 +167,7 @@ def settle_by_rule(
     if rule == "imbalance":
         if imbalance_spread is None:
             raise ValueError("the imbalance rule needs the imbalance spread of every interval")
-        imbalance = tuple(
-            (q - c) * hours * x for q, c, x in zip(ordered_kw, change_kw, imbalance_spread, strict=True)
-        )
+        imbalance = tuple((q - c) * hours * x for q, c, x in zip(ordered_kw, change_kw, imbalance_spread, strict=True))
     return IntervalSettlement(
         base.ordered_kwh, base.delivered_kwh, base.payment_dkk, base.penalty_dkk, base.gap, imbalance, rule
     )

@@ -163,18 +163,41 @@ def test_the_aggregator_measures_its_baseline_error_in_kw_from_cl_settlements(
     start = 24 * 60 + 17 * 60
     agg.on_bid_request(
         BidRequest(
-            msg_id="p-1", sender="platform", recipient="agg-b", sent_at=0, market_id="m1", product_id="CL",
-            buyer="dso-1", location="feeder-1", direction=Direction.DOWN, gate_close=60, delivery_start=start,
-            interval_minutes=60, need_kw=(20.0, 20.0), price_cap=6.5, penalty_price=3.0,
+            msg_id="p-1",
+            sender="platform",
+            recipient="agg-b",
+            sent_at=0,
+            market_id="m1",
+            product_id="CL",
+            buyer="dso-1",
+            location="feeder-1",
+            direction=Direction.DOWN,
+            gate_close=60,
+            delivery_start=start,
+            interval_minutes=60,
+            need_kw=(20.0, 20.0),
+            price_cap=6.5,
+            penalty_price=3.0,
             params={"settlement": "award_minus_penalty"},
         )
     )
     # interval 0 within the cap; interval 1 the load 20 kW above it on a 10 kW reduction: 60 DKK of penalty
     agg.on_settlement(
         SettlementStatement(
-            msg_id="p-2", sender="platform", recipient="agg-b", sent_at=start + 600, market_id="m1", product_id="CL",
-            party_role="seller", counterparty="dso-1", interval_start=(start, start + 60), ordered_kwh=(10.0, 10.0),
-            delivered_kwh=(10.0, 0.0), payment_dkk=(20.0, 20.0), penalty_dkk=(0.0, 60.0), net_dkk=(20.0, -40.0),
+            msg_id="p-2",
+            sender="platform",
+            recipient="agg-b",
+            sent_at=start + 600,
+            market_id="m1",
+            product_id="CL",
+            party_role="seller",
+            counterparty="dso-1",
+            interval_start=(start, start + 60),
+            ordered_kwh=(10.0, 10.0),
+            delivered_kwh=(10.0, 0.0),
+            payment_dkk=(20.0, 20.0),
+            penalty_dkk=(0.0, 60.0),
+            net_dkk=(20.0, -40.0),
         )
     )
     # the excess is the positive half of the error: sd = sqrt(2 x mean(excess^2)) = sqrt(2 x 400 / 2) = 20 kW

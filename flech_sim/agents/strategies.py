@@ -173,7 +173,12 @@ def expected_profit_offers(
             risk = np.array(
                 [
                     baseline_risk_dkk_per_h(
-                        baseline_kind, float(k), float(s), price, penalty, rule=rule,
+                        baseline_kind,
+                        float(k),
+                        float(s),
+                        price,
+                        penalty,
+                        rule=rule,
                         imbalance_premium=imbalance_premium,
                     )
                     for k, s in zip(step, sd, strict=True)

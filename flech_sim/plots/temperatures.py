@@ -126,14 +126,27 @@ def indoor_temperatures(run: RunLike, max_homes: int = 6) -> Figure:
         if "dispatched" in h and h.dispatched.any():
             lo, hi = float(min(h[low].min(), h[indoor].min())), float(max(h[high].max(), h[indoor].max()))
             ax.fill_between(
-                h[time_col], lo, hi, where=h.dispatched.to_numpy(dtype=bool), step="pre",
-                color="C1", alpha=0.25, lw=0, label="dispatched step",
+                h[time_col],
+                lo,
+                hi,
+                where=h.dispatched.to_numpy(dtype=bool),
+                step="pre",
+                color="C1",
+                alpha=0.25,
+                lw=0,
+                label="dispatched step",
             )
         ax.plot(h[time_col], h[indoor], color="C0", lw=1.1, label="indoor temperature")
         for edge, side in ((h[low], h[indoor] < h[low]), (h[high], h[indoor] > h[high])):
             if side.any():
                 ax.fill_between(
-                    h[time_col], h[indoor], edge, where=side.to_numpy(), color="C3", alpha=0.6, lw=0,
+                    h[time_col],
+                    h[indoor],
+                    edge,
+                    where=side.to_numpy(),
+                    color="C3",
+                    alpha=0.6,
+                    lw=0,
                     label="outside own band",
                 )
         where = str(h.metering_point.iloc[0]) if "metering_point" in h else ""
