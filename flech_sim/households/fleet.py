@@ -632,7 +632,7 @@ class _SubsetEvSchedule:
 
 def _where_flex(mask: np.ndarray, a: DeviceFlex, b: DeviceFlex) -> DeviceFlex:
     """``a`` for the households in ``mask``, ``b`` elsewhere (rows broadcast)."""
-    return DeviceFlex(*(np.where(mask, getattr(a, x), getattr(b, x)) for x in DeviceFlex.__dataclass_fields__))
+    return DeviceFlex(*(np.where(mask, getattr(a, x), getattr(b, x)) for x in _DF))
 
 
 def _select(by_duration: dict[int, np.ndarray], duration: np.ndarray) -> np.ndarray:
@@ -648,15 +648,10 @@ def _select(by_duration: dict[int, np.ndarray], duration: np.ndarray) -> np.ndar
 
 def _pick(by_duration: dict[int, DeviceFlex], duration: np.ndarray) -> DeviceFlex:
     """Per household, the headroom over its own duration (households with a duration not in
-    ``by_duration`` have none: they carry no change)."""
-    if len(by_duration) == 1:
-        ((d, f),) = by_duration.items()
-        return f if np.all(duration == d) else DeviceFlex(*(np.where(duration == d, getattr(f, x), 0.0) for x in _DF))
-    out = [np.zeros((1, duration.size)) for _ in _DF]
-    for d, f in by_duration.items():
-        hit = duration == d
-        out = [np.where(hit, getattr(f, x), o) for x, o in zip(_DF, out, strict=True)]
-    return DeviceFlex(*out)
+    ``by_duration`` have none: they carry no change): :func:`_select` for each device's field."""
+    return DeviceFlex(
+        *(np.reshape(_select({d: getattr(f, x) for d, f in by_duration.items()}, duration), (1, -1)) for x in _DF)
+    )
 
 
 _DF = tuple(DeviceFlex.__dataclass_fields__)
