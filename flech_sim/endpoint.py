@@ -39,6 +39,7 @@ import json
 import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import simpy
@@ -65,7 +66,10 @@ from .messages import (
 from .persistor import Persistor
 from .schema import ROW_TYPES, TABLES, row
 
-_MESSAGE_ROW: Callable[..., tuple[Any, ...]] = ROW_TYPES["messages"]
+_MESSAGE_ROW: type[tuple[Any, ...]] = ROW_TYPES["messages"]
+_new_tuple = tuple.__new__
+"""``_new_tuple(_MESSAGE_ROW, (...))``: a row built in C; the named tuple's own ``__new__`` is Python-level
+and costs 2.5 times as much, on a path that writes two rows a message."""
 _MESSAGE_COLUMNS = (
     "seq",
     "msg_id",
@@ -86,6 +90,7 @@ if TABLES["messages"].names != _MESSAGE_COLUMNS:  # the two hot paths below fill
     raise ImportError(f"flech_sim.endpoint writes messages rows as {_MESSAGE_COLUMNS}; the schema has changed")
 
 DUPLICATE_WINDOW_MINUTES = 7 * 24 * 60
+_PLATFORM_PREFIX = PLATFORM + "-"
 _BUYER = (MarketRequest, MarketCancellation, Activation)
 ROLE_MAY_SEND: dict[str, tuple[type[Message], ...]] = {
     "dso": _BUYER,
@@ -108,9 +113,9 @@ class Connection:
     _counter: int = 0
 
     def next_id(self) -> str:
-        """A message ID unique to this participant (deterministic: a counter)."""
+        """A message ID unique to this participant (deterministic: a counter): ``<participant>-NNNNNN``."""
         self._counter += 1
-        return f"{self.participant_id}-{self._counter:06d}"
+        return self.participant_id + "-" + str(self._counter).zfill(6)  # f"{...}-{n:06d}", a third cheaper
 
     def send(self, msg: Message | str | bytes) -> None:
         """Send a typed message or its raw JSON to the platform."""
@@ -150,8 +155,9 @@ class Endpoint:
         return conn.role if conn else None
 
     def new_msg_id(self) -> str:
+        """``flech-NNNNNNN``: the platform's own message IDs, in the order it sends."""
         self._platform_ids += 1
-        return f"{PLATFORM}-{self._platform_ids:07d}"
+        return _PLATFORM_PREFIX + str(self._platform_ids).zfill(7)  # f"{PLATFORM}-{n:07d}", a third cheaper
 
     # -- incoming -------------------------------------------------------------------
     def receive(self, raw: Message | str | bytes, conn: Connection) -> None:
@@ -166,6 +172,8 @@ class Endpoint:
         self.counts["in"] += 1
         self._seq += 1
         seq = self._seq
+        t = self.env.now
+        now = int(t)
         if isinstance(raw, Message):
             try:
                 msg, text = checked_copy(raw)
@@ -190,7 +198,7 @@ class Endpoint:
                     RejectReason.TOO_LARGE,
                     f"message of {len(text)} characters as JSON; at most {MAX_MESSAGE_BYTES} (flech_sim.limits)",
                 )
-            check_message(original, self.now)
+            check_message(original, now)
         except Rejected as rej:  # implausible: answered, never remembered as a used ID
             if len(text) > MAX_MESSAGE_BYTES:
                 text = clip_text(text, MAX_MESSAGE_BYTES)
@@ -230,15 +238,24 @@ class Endpoint:
             )
             return
         digest = hash(text if original is raw else to_json(msg))
-        used = self._used(conn.participant_id, msg.msg_id)
+        sender, msg_id = conn.participant_id, msg.msg_id
+        if t >= self._generation_end:  # (the clock cannot move during this call, so neither can the generation)
+            self._rotate(t)
+        mine = self._seen.get(sender)
+        if mine is None:
+            mine = self._seen[sender] = {}
+        used = mine.get(msg_id)
+        if used is None and self._seen_before:
+            used = self._used(sender, msg_id)
         if used is not None:
             self._answer_again(seq, msg, conn, text, used, digest)
             return
         try:
-            self._authorise(msg, conn)
+            if not (msg.recipient == PLATFORM and isinstance(msg, ROLE_MAY_SEND[conn.role])):
+                self._authorise(msg, conn)  # says which of the two it is
             ref_id = self.route(msg)
         except Rejected as rej:
-            self._remember(conn.participant_id, msg.msg_id, _Answer(digest, None, rej.reason, rej.detail))
+            mine[msg_id] = _answer((digest, None, rej.reason, rej.detail))
             self._record_in(seq, msg, conn, "rejected", text)
             self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, rej.reason, rej.detail)
             return
@@ -246,7 +263,7 @@ class Endpoint:
             # A bug, not bad input: record what arrived, then fail the run loudly.
             self._record_in(seq, msg, conn, "error", text)
             raise
-        self._remember(conn.participant_id, msg.msg_id, _Answer(digest, ref_id, None, ""))
+        mine[msg_id] = _answer((digest, ref_id, None, ""))
         self._record_in(seq, msg, conn, "accepted", text)
         self._ack(conn, msg, ref_id)
 
@@ -268,37 +285,37 @@ class Endpoint:
         self._reject(conn, msg.msg_id, msg.kind, msg.market_id, msg.product_id, reason, detail)
 
     def _ack(self, conn: Connection, msg: Message, ref_id: str) -> None:
-        self.send(
+        self._platform_ids += 1
+        self._deliver(
+            conn,
             Acknowledgement(
-                msg_id=self.new_msg_id(),
+                msg_id=_PLATFORM_PREFIX + str(self._platform_ids).zfill(7),  # new_msg_id(), inlined (one a message)
                 sender=PLATFORM,
                 recipient=conn.participant_id,
                 market_id=msg.market_id,
                 product_id=msg.product_id,
-                sent_at=self.now,
+                sent_at=int(self.env.now),
                 ref_msg_id=msg.msg_id,
                 ref_id=ref_id,
-            )
+            ),
         )
 
     # -- message IDs, per sender ------------------------------------------------------
+    def _rotate(self, now: float) -> None:
+        """Start a new generation of remembered IDs; the one before the last is forgotten."""
+        self._seen_before, self._seen = self._seen, {}
+        self._generation_end = now + DUPLICATE_WINDOW_MINUTES
+
     def _used(self, sender: str, msg_id: str) -> _Answer | None:
         """How a message of ``sender`` under ``msg_id`` was answered, if it was (within the window)."""
         if self.env.now >= self._generation_end:
-            self._seen_before, self._seen = self._seen, {}
-            self._generation_end = self.env.now + DUPLICATE_WINDOW_MINUTES
+            self._rotate(self.env.now)
         mine = self._seen.get(sender)
         used = mine.get(msg_id) if mine else None
         if used is None:
             before = self._seen_before.get(sender)
             used = before.get(msg_id) if before else None
         return used
-
-    def _remember(self, sender: str, msg_id: str, answer: _Answer) -> None:
-        mine = self._seen.get(sender)
-        if mine is None:
-            mine = self._seen[sender] = {}
-        mine[msg_id] = answer
 
     def _answer_again(self, seq: int, msg: Message, conn: Connection, text: str, used: _Answer, digest: int) -> None:
         """A message ID the sender used before: the same message again is answered as the first time
@@ -345,38 +362,54 @@ class Endpoint:
     ) -> None:
         """One ``messages`` row; ``safe=False``: fields beyond the limits, clipped for the columns
         (the payload keeps the message itself)."""
-        msg_id = msg.msg_id if msg_id is None else msg_id
-        sender, recipient, market_id, product_id, sent_at = (
-            msg.sender,
-            msg.recipient,
-            msg.market_id,
-            msg.product_id,
-            msg.sent_at,
-        )
-        topic = msg.topic
-        if not safe:
-            msg_id, sender, recipient, market_id, product_id, topic = map(
-                clip_text, (msg_id, sender, recipient, market_id, product_id, topic)
+        if safe:  # the hot path: one row by position, the columns of _MESSAGE_COLUMNS in order (checked at import)
+            self.persistor.append(
+                "messages",
+                _new_tuple(
+                    _MESSAGE_ROW,
+                    (
+                        seq,
+                        msg.msg_id if msg_id is None else msg_id,
+                        msg.kind,
+                        msg.topic,
+                        "in",
+                        msg.sender,
+                        msg.recipient,
+                        conn.participant_id,
+                        msg.market_id,
+                        msg.product_id,
+                        msg.sent_at,
+                        None,
+                        verdict,
+                        text,
+                    ),
+                ),
             )
-            sent_at = clamp_minute(sent_at)
-        # the columns of _MESSAGE_COLUMNS, in order (checked at import)
+            return
+        msg_id, sender, recipient, market_id, product_id, topic = map(
+            clip_text,
+            (msg.msg_id if msg_id is None else msg_id, msg.sender, msg.recipient, msg.market_id, msg.product_id, msg.topic),
+        )
         self.persistor.append(
             "messages",
-            _MESSAGE_ROW(
-                seq,
-                msg_id,
-                msg.kind,
-                topic,
-                "in",
-                sender,
-                recipient,
-                conn.participant_id,
-                market_id,
-                product_id,
-                sent_at,
-                None,
-                verdict,
-                text,
+            _new_tuple(
+                _MESSAGE_ROW,
+                (
+                    seq,
+                    msg_id,
+                    msg.kind,
+                    topic,
+                    "in",
+                    sender,
+                    recipient,
+                    conn.participant_id,
+                    market_id,
+                    product_id,
+                    clamp_minute(msg.sent_at),
+                    None,
+                    verdict,
+                    text,
+                ),
             ),
         )
 
@@ -458,30 +491,37 @@ class Endpoint:
         conn = self._connections.get(msg.recipient)
         if conn is None:
             raise ValueError(f"platform tried to send {msg.kind} to unknown participant {msg.recipient!r}")
+        self._deliver(conn, msg)
+
+    def _deliver(self, conn: Connection, msg: Message) -> None:
+        """Persist a platform message (one ``messages`` row) and put it into ``conn``'s inbox."""
         self.counts["out"] += 1
         self._seq += 1
         topic = msg.topic
         # the columns of _MESSAGE_COLUMNS, in order (checked at import)
         self.persistor.append(
             "messages",
-            _MESSAGE_ROW(
-                self._seq,
-                msg.msg_id,
-                msg.kind,
-                topic,
-                "out",
-                msg.sender,
-                msg.recipient,
-                PLATFORM,
-                msg.market_id,
-                msg.product_id,
-                msg.sent_at,
-                getattr(msg, "ref_msg_id", None),
-                "sent",
-                to_json(msg, topic),
+            _new_tuple(
+                _MESSAGE_ROW,
+                (
+                    self._seq,
+                    msg.msg_id,
+                    msg.kind,
+                    topic,
+                    "out",
+                    msg.sender,
+                    msg.recipient,
+                    PLATFORM,
+                    msg.market_id,
+                    msg.product_id,
+                    msg.sent_at,
+                    getattr(msg, "ref_msg_id", None),
+                    "sent",
+                    to_json(msg, topic),
+                ),
             ),
         )
-        conn.inbox.put(msg)
+        _put(conn.inbox, msg)
 
     @property
     def now(self) -> int:
@@ -490,6 +530,20 @@ class Endpoint:
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+
+def _put(store: simpy.Store, item: Any) -> None:
+    """``store.put(item)`` for an inbox with room (every inbox: unbounded): the same event, scheduled at
+    the same moment with the same callback, so every later event keeps its place in SimPy's queue; the
+    getter is woken when that event is processed, as before. Built with three Python calls instead of nine
+    (issue 12: one a message out). A store without room or with puts waiting goes the ordinary way."""
+    if store.put_queue or len(store.items) >= store.capacity:
+        store.put(item)
+        return
+    event = simpy.Event(store._env)
+    event.callbacks.append(store._trigger_get)
+    store.items.append(item)
+    event.succeed()
 
 
 def _no_route(msg: Message) -> str:
@@ -547,3 +601,8 @@ class _Answer(NamedTuple):
     ref_id: str | None
     reason: RejectReason | None
     detail: str
+
+
+_answer: Callable[[tuple[int, str | None, RejectReason | None, str]], _Answer] = partial(tuple.__new__, _Answer)
+"""``_answer((digest, ref_id, reason, detail))``: an :class:`_Answer` built in C (one a message: the
+generated ``_Answer(...)`` is a Python-level ``__new__``, 0.3 us more)."""

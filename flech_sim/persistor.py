@@ -92,6 +92,7 @@ class Persistor:
         self.errors: dict[str, str] = {}
         """Tables that could not be written at close: name -> one-line reason."""
         self._closed = False
+        self._structs: dict[str, tuple[Table, pa.StructType]] = {}  # per table: the row type Arrow reads rows as
         for name in TABLES:  # parts left by an earlier run into the same directory must not mix in
             stale = self.out_dir / f"{name}{PARTS_SUFFIX}"
             if stale.is_dir():
@@ -157,9 +158,7 @@ class Persistor:
         if not buf:
             return
         table = TABLES[name]
-        cols = list(zip(*buf, strict=True))
-        arrays = [self._array(c.type, col) for c, col in zip(table.columns, cols, strict=True)]
-        self._parts[name].append(pa.Table.from_arrays(arrays, schema=table.arrow_schema()))
+        self._parts[name].append(pa.Table.from_arrays(self._columns(table, buf), schema=table.arrow_schema()))
         self._pending[name] += len(buf)
         self._room[name] = max(1, self._room_for(self._pending[name]))  # >= 1: append then flushes
         buf.clear()
@@ -190,10 +189,30 @@ class Persistor:
         if self.on_publish is not None:
             self.on_publish()
 
+    def _columns(self, table: Table, rows: list[tuple[Any, ...]]) -> list[pa.Array]:
+        """The rows as one Arrow array per column. One pass over the rows, in C: read as a struct array
+        and split, which touches each row once (column by column touched each row once a column, and the
+        rows lie scattered in memory by then: 2 to 3 us a row in a run, against under 1 us). Times are
+        read as int64 minutes and converted per column. Anything it refuses goes column by column, which
+        says what is wrong as before."""
+        struct = self._structs.get(table.name)
+        if struct is None or struct[0] is not table:
+            fields = [pa.field(c.name, pa.int64() if c.type == "time" else ARROW_TYPES[c.type]) for c in table.columns]
+            struct = self._structs[table.name] = (table, pa.struct(fields))
+        try:
+            parts = pa.array(rows, type=struct[1]).flatten()
+        except Exception:  # noqa: BLE001 -- the column-by-column path raises what is wrong, as it always did
+            cols = list(zip(*rows, strict=True))
+            return [self._array(c.type, col) for c, col in zip(table.columns, cols, strict=True)]
+        return [self._minutes(a) if c.type == "time" else a for c, a in zip(table.columns, parts, strict=True)]
+
+    def _minutes(self, minutes: pa.Array) -> pa.Array:
+        """Simulated minutes (int64, nulls kept) -> timestamps."""
+        return pc.add(pc.multiply(minutes, 60), self._epoch_s).cast(pa.timestamp("s"))
+
     def _array(self, type_: str, values: Any) -> pa.Array:
         if type_ == "time":  # simulated minutes -> timestamps, nulls kept
-            minutes = pa.array(values, type=pa.int64())
-            return pc.add(pc.multiply(minutes, 60), self._epoch_s).cast(pa.timestamp("s"))
+            return self._minutes(pa.array(values, type=pa.int64()))
         return pa.array(values, type=ARROW_TYPES[type_])
 
     def flush(self) -> None:

@@ -57,6 +57,11 @@ def check_attrs(
     what: str = "bids",
 ) -> dict[str, AttrValue]:
     """``attrs`` checked against ``specs`` (numbers made float where the spec says float); raise Rejected."""
+    if not attrs:  # the common case (every bid of a product without fields of its own): only required ones can fail
+        for spec in specs:
+            if spec.required:
+                raise Rejected(RejectReason.OUT_OF_RANGE, f"{product_id} {what} need {spec.name} ({spec.doc})")
+        return {}
     known = {s.name: s for s in specs}
     unknown = sorted(set(attrs) - set(known))
     if unknown:

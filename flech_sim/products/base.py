@@ -234,10 +234,10 @@ class Product:
         return int(self.s.env.now)
 
     def handle(self, msg: Message) -> str:
+        if isinstance(msg, Bid):  # bids first: most messages are (the four types are disjoint)
+            return self._accept_bid(msg)
         if isinstance(msg, MarketRequest):
             return self._open(msg)
-        if isinstance(msg, Bid):
-            return self._accept_bid(msg)
         if isinstance(msg, MarketCancellation):
             return self._cancel(msg)
         if isinstance(msg, Activation):
@@ -274,29 +274,37 @@ class Product:
         return req.market_id
 
     def _accept_bid(self, bid: Bid) -> str:
+        """The hot path of every run (one call a bid): the checks in reason-code order, then the books."""
         market = self.markets.get(bid.market_id)
         if market is None:
             raise Rejected(RejectReason.UNKNOWN_MARKET, f"no {self.product_id} market {bid.market_id!r}")
-        validation.check_bid(
-            market.request,
-            bid,
-            now=self.now,
-            is_open=market.state is MarketState.OPEN,
-            cancelled=market.state is MarketState.CANCELLED,
-            sellers=self.s.sellers_at(market.request.location),
-            bid_ids=market.bid_ids,
-        )
-        check_attrs(
-            self.product_id, self.BID_ATTRS, bid.attrs, n_intervals=market.request.n_intervals, terms=market.terms
-        )
+        req, state, now = market.request, market.state, int(self.s.env.now)
+        sellers = self.s.sellers_at(req.location)
+        if not (
+            state is MarketState.OPEN
+            and now < req.gate_close
+            and validation.bid_passes(req, bid, sellers=sellers, bid_ids=market.bid_ids)
+        ):  # the one-pass test failed: the full checks say why (or pass, where it is only conservative)
+            validation.check_bid(
+                req,
+                bid,
+                now=now,
+                is_open=state is MarketState.OPEN,
+                cancelled=state is MarketState.CANCELLED,
+                sellers=sellers,
+                bid_ids=market.bid_ids,
+            )
+        if bid.attrs or self.BID_ATTRS:  # no fields of its own: nothing check_attrs could refuse
+            check_attrs(self.product_id, self.BID_ATTRS, bid.attrs, n_intervals=len(req.need_kw), terms=market.terms)
         self.check_bid(market, bid)
-        market.arrival[bid.bid_id] = len(market.arrival)
+        bid_id = bid.bid_id
+        market.arrival[bid_id] = len(market.arrival)
         market.bids.append(bid)
-        market.bid_ids.add(bid.bid_id)
+        market.bid_ids.add(bid_id)
         market.n_bids += 1
-        records.write_bid(self.s.persistor, market, self.product_id, bid, self.now)
+        records.write_bid(self.s.persistor, market, self.product_id, bid, now)
         self.on_bid(market, bid)
-        return bid.bid_id
+        return bid_id
 
     def _cancel(self, msg: MarketCancellation) -> str:
         market = self.markets.get(msg.market_id)

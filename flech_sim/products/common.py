@@ -57,14 +57,17 @@ class TermsProduct(Product):
 
     # -- bids -------------------------------------------------------------------------
     def check_bid(self, market: Market, bid: Bid) -> None:
-        if market.request.location != "*" and bid.location not in ("", market.request.location):
+        req = market.request
+        location = bid.location
+        if location and location != req.location and req.location != "*":
             raise Rejected(
                 RejectReason.OUT_OF_RANGE,
-                f"bid location {bid.location!r} is not the market's {market.request.location!r}",
+                f"bid location {bid.location!r} is not the market's {req.location!r}",
             )
         declared = None
-        if self.declared_baseline == "required" or (self.declared_baseline == "optional" and bid.baseline_kw):
-            declared = check_declared_baseline(self.product_id, market.request, bid, market.baselines.get(bid.sender))
+        mode = self.declared_baseline
+        if mode == "required" or (mode == "optional" and bid.baseline_kw):
+            declared = check_declared_baseline(self.product_id, req, bid, market.baselines.get(bid.sender))
         self.check_product_bid(market, bid)
         if declared is not None:
             market.baselines[bid.sender] = declared

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ..clearing import ClearingOutcome
 from ..messages import Award, Bid, ClearingResult, SettlementStatement
 from ..persistor import Persistor
-from ..schema import row
+from ..schema import ROW_TYPES, TABLES, row
 from .market import Market
 
 __all__ = [
@@ -26,24 +26,53 @@ __all__ = [
 ]
 
 
+_BID_ROW = ROW_TYPES["bids"]
+_new_tuple = tuple.__new__  # _new_tuple(_BID_ROW, (...)): the row built in C (its named tuple's __new__ is Python)
+_BID_COLUMNS = (
+    "bid_id",
+    "msg_id",
+    "market_id",
+    "product_id",
+    "seller",
+    "interval",
+    "interval_start",
+    "quantity_kw",
+    "price",
+    "block",
+    "baseline_kw",
+    "submitted_at",
+)
+if TABLES["bids"].names != _BID_COLUMNS:  # write_bid, the hot one (a row per bid and interval), fills by position
+    raise ImportError(f"flech_sim.products.records writes bids rows as {_BID_COLUMNS}; the schema has changed")
+
+
 def write_bid(p: Persistor, market: Market, product_id: str, bid: Bid, now: int) -> None:
+    req = market.request
+    start, step = req.delivery_start, req.interval_minutes  # market.interval_start(i) = start + i * step
+    baseline = bid.baseline_kw
+    bid_id, msg_id, market_id, seller = bid.bid_id, bid.msg_id, bid.market_id, bid.sender
+    price, block = float(bid.price), bool(bid.block)
+    append = p.append
     for i, q in enumerate(bid.quantities_kw):
-        p.append(
+        # the columns of _BID_COLUMNS, in order (checked at import)
+        append(
             "bids",
-            row(
-                "bids",
-                bid_id=bid.bid_id,
-                msg_id=bid.msg_id,
-                market_id=bid.market_id,
-                product_id=product_id,
-                seller=bid.sender,
-                interval=i,
-                interval_start=market.interval_start(i),
-                quantity_kw=float(q),
-                price=float(bid.price),
-                block=bool(bid.block),
-                baseline_kw=bid.baseline_kw[i] if bid.baseline_kw else None,
-                submitted_at=now,
+            _new_tuple(
+                _BID_ROW,
+                (
+                    bid_id,
+                    msg_id,
+                    market_id,
+                    product_id,
+                    seller,
+                    i,
+                    start + i * step,
+                    float(q),
+                    price,
+                    block,
+                    baseline[i] if baseline else None,
+                    now,
+                ),
             ),
         )
 
