@@ -535,15 +535,17 @@ class Endpoint:
 def _put(store: simpy.Store, item: Any) -> None:
     """``store.put(item)`` for an inbox with room (every inbox: unbounded): the same event, scheduled at
     the same moment with the same callback, so every later event keeps its place in SimPy's queue; the
-    getter is woken when that event is processed, as before. Built with three Python calls instead of nine
+    getter is woken when that event is processed, as before. Built with two Python calls instead of nine
     (issue 12: one a message out). A store without room or with puts waiting goes the ordinary way."""
     if store.put_queue or len(store.items) >= store.capacity:
         store.put(item)
         return
-    event = simpy.Event(store._env)
+    env = store._env
+    event = simpy.Event(env)
     event.callbacks.append(store._trigger_get)
     store.items.append(item)
-    event.succeed()
+    event._ok, event._value = True, None  # event.succeed(), inlined
+    env.schedule(event)
 
 
 def _no_route(msg: Message) -> str:

@@ -50,6 +50,8 @@ from .book import AwardTerms, MarketClearing, clear_book, offers
 from .lifecycle import life_cycle
 from .market import Market, MarketState, PlatformServices
 
+_OPEN = MarketState.OPEN  # an enum member read from its class costs 0.1 us; the hot path reads it once a bid
+
 __all__ = ["ACTIVATION_LEAD_MINUTES", "Market", "MarketState", "PlatformServices", "Product", "iter_awards_of"]
 
 
@@ -281,7 +283,7 @@ class Product:
         req, state, now = market.request, market.state, int(self.s.env.now)
         sellers = self.s.sellers_at(req.location)
         if not (
-            state is MarketState.OPEN
+            state is _OPEN
             and now < req.gate_close
             and validation.bid_passes(req, bid, sellers=sellers, bid_ids=market.bid_ids)
         ):  # the one-pass test failed: the full checks say why (or pass, where it is only conservative)
