@@ -58,6 +58,7 @@ from .messages import (
     Rejected,
     Rejection,
     RejectReason,
+    _encode,
     checked_copy,
     fields_of,
     from_json,
@@ -386,9 +387,9 @@ class Endpoint:
                 ),
             )
             return
+        msg_id = msg.msg_id if msg_id is None else msg_id
         msg_id, sender, recipient, market_id, product_id, topic = map(
-            clip_text,
-            (msg.msg_id if msg_id is None else msg_id, msg.sender, msg.recipient, msg.market_id, msg.product_id, msg.topic),
+            clip_text, (msg_id, msg.sender, msg.recipient, msg.market_id, msg.product_id, msg.topic)
         )
         self.persistor.append(
             "messages",
@@ -517,7 +518,7 @@ class Endpoint:
                     msg.sent_at,
                     getattr(msg, "ref_msg_id", None),
                     "sent",
-                    to_json(msg, topic),
+                    _encode(msg, topic).decode(),  # to_json(msg, topic)
                 ),
             ),
         )

@@ -140,7 +140,7 @@ def bid_passes(req: MarketRequest, bid: Bid, *, sellers: Collection[str], bid_id
     nothing: :func:`check_bid` then finds the reason. A price other than a float falls back to it too."""
     quantities, price = bid.quantities_kw, bid.price
     try:
-        total = sum(quantities)  # type: ignore[arg-type]
+        total = sum(quantities)
     except TypeError:
         return False
     return bool(
