@@ -188,32 +188,41 @@ def _skyline(targets: dict[int, np.ndarray], s: int, n_groups: int) -> dict[int,
             nxt = targets.get(k)
             x = float(nxt[g]) if nxt is not None else 0.0
             here = abs(x) if np.sign(x) == sign else 0.0
-            if here < level:
+            if here < level:  # the part above `here` ends at k
                 layers.setdefault(k - s, np.zeros(n_groups))[g] += sign * (level - here)
                 level = here
             k += 1
     return layers
 
 
-def _owners_control(plans: list[tuple[dict[int, np.ndarray], np.ndarray]], s: int, by: np.ndarray) -> Control | None:
+def _owners_control(
+    plans: list[tuple[dict[int, np.ndarray], np.ndarray]], s: int, by: np.ndarray
+) -> tuple[Control | None, list[bool]]:
     """One Control at step ``s`` for a copy holding several owners' roll-outs (``forecast_copy(...,
-    separate_owners=True)``): per owner (its targets, its group columns), each column gets the layers its
-    owner's own control (:func:`_control_at`) would give it, in the same order, and the fleet's allocation
-    of them level by level is the owner's own: rows of a duration the owner does not hold here, and its
-    unused rows past the owner's own rank, get a duration nobody holds (no headroom: they add exactly 0)."""
+    separate_owners=True)``), and per owner whether the copy steps it exactly as its own control would.
+
+    ``plans``: per owner, its targets and its group columns. Each column gets the layers its owner's own
+    control (:func:`_control_at`) gives it, in the same order, so the fleet allocates them level by level
+    as the owner's own: rows of a duration the owner does not hold here, and its unused rows past its own
+    rank, get a duration nobody holds (no headroom: they add exactly 0). The one sum across layers the
+    fleet makes is checked against the owner's own: numpy sums a one-column stack of 8 or more layers
+    pairwise, not row by row (the first owner with only the first feeder)."""
     own, n_groups = [], int(by.max()) + 1
     for targets, cols in plans:
         layers = _skyline(targets, s, n_groups)
-        if layers:
-            durations = sorted(layers, reverse=True)
-            own.append((cols, durations, np.array([layers[d][cols] for d in durations])))
-    if not own:
-        return None
+        durations = sorted(layers, reverse=True)
+        alone = np.array([layers[d][: int(cols.max()) + 1] for d in durations])  # as _layered_control has it
+        own.append((cols, durations, alone))
+    if not any(d for _, d, _ in own):
+        return None, [True] * len(plans)
     n_rows = max(len(d) for _, d, _ in own)
-    pad = max(max(d) for _, d, _ in own) + 1
+    pad = max(max(d) for _, d, _ in own if d) + 1
     target = np.zeros((n_rows, n_groups))
     duration = np.full((n_rows, n_groups), pad, dtype=np.int64)
-    for cols, durations, t in own:
+    for cols, durations, alone in own:
+        if not durations:
+            continue
+        t = alone[:, cols]
         # The owner's own rank (fleet._controlled): its rows used by a column, sorted first; the rest keep their order.
         used = (t != 0) & (t.sum(axis=0) != 0)
         rank = max(int(used.sum(axis=0).max()), 1)
@@ -221,7 +230,9 @@ def _owners_control(plans: list[tuple[dict[int, np.ndarray], np.ndarray]], s: in
         spare = np.cumsum(~used, axis=0) + used.sum(axis=0)  # 1 + the level an unused row lands at
         d[~used & (spare > rank)] = pad
         target[: len(durations), cols], duration[: len(durations), cols] = t, d
-    return Control(target_kw=target, by=by, duration_steps=duration)
+    whole = target.sum(axis=0)
+    exact = [not d or np.array_equal(whole[cols], alone.sum(axis=0)[cols]) for cols, d, alone in own]
+    return Control(target_kw=target, by=by, duration_steps=duration), exact
 
 
 def _layered_control(layers: dict[int, np.ndarray], portfolio: np.ndarray) -> Control | None:
@@ -294,7 +305,8 @@ class World:
         self._shared_forecast: tuple[tuple[int, ...] | None, list[np.ndarray]] = (None, [])
         self._plans: dict[str, Callable[[int, int], Plan | None]] = {}  # owner -> its commitments (share_commitments)
         # (now, first, duration) -> {owner: (the plan it was made under, its forecast)}: the last window's roll-out
-        self._shared_committed: tuple[tuple[int, int, int] | None, dict[str, tuple[Plan, PortfolioForecast]]] = (None, {})
+        self._shared_committed: tuple[tuple[int, int, int] | None, dict[str, tuple[Plan, PortfolioForecast]]]
+        self._shared_committed = (None, {})
         self._persisted = 0  # model steps already written to the load tables
         # step -> {end step of the award asking for it: kW change per portfolio (negative = shed)}
         self._targets: dict[int, dict[int, np.ndarray]] = {}
@@ -408,7 +420,8 @@ class World:
             raise ValueError(f"windows from step {first_step} to {last}: already simulated or empty")
         o = self.owners.index(owner)
         if schedule is not None and np.any(schedule[1]):
-            return self._committed(owner, now, first_step, duration_steps, (schedule, schedule if awarded is None else awarded))
+            plan = (schedule, schedule if awarded is None else awarded)
+            return self._committed(owner, now, first_step, duration_steps, plan)
         key = (now, first_step, duration_steps, last)
         if self._shared_forecast[0] != key:
             self._shared_forecast = (key, self._forecast_all(now, first_step, duration_steps, last))
@@ -431,10 +444,8 @@ class World:
         self._plans[owner] = plan
 
     def _shareable(self, owner: str) -> bool:
-        """Whether the owner's roll-out can be shared. Not if its own copy's control holds one group column
-        (the first owner with only the first feeder): numpy sums a one-column layer stack in another order."""
-        feeders = self.feeders_of(owner)
-        return bool(feeders) and self.owners.index(owner) * len(self.feeders) + self.feeders.index(feeders[-1]) > 0
+        """Whether the owner's roll-out can be shared: it has households."""
+        return bool(self.feeders_of(owner))
 
     def _committed(self, owner: str, now: int, first: int, duration: int, plan: Plan) -> PortfolioForecast:
         """The owner's forecast under its commitments: from the roll-out shared by every owner asking about
@@ -548,10 +559,11 @@ class World:
         )
 
     def _forecast_shared(
-        self, now: int, first: int, duration: int, plans: dict[str, tuple[tuple[int, np.ndarray], tuple[int, np.ndarray]]]
+        self, now: int, first: int, duration: int, plans: dict[str, Plan]
     ) -> dict[str, PortfolioForecast]:
         """:meth:`_forecast_committed` of several owners at once, bit for bit: ``plans`` maps each owner to
-        its (schedule, awarded).
+        its (schedule, awarded). An owner the copy could not step exactly (see :func:`_owners_control`)
+        is left out.
 
         Every household's physics and every group's allocation depend only on its own group's households,
         so one copy holding all their households (``separate_owners``: each owner keeps its own allocation
@@ -561,7 +573,9 @@ class World:
         schedule, for the baselines stepped under the awards alone."""
         nf, k = len(self.feeders), first - now + duration
         names = sorted(plans, key=self.owners.index)  # owner-major: each owner's groups contiguous
-        cols = {o: self.owners.index(o) * nf + np.array([self.feeders.index(f) for f in self.feeders_of(o)]) for o in names}
+        cols = {
+            o: self.owners.index(o) * nf + np.array([self.feeders.index(f) for f in self.feeders_of(o)]) for o in names
+        }
 
         def targets(o: str, sched: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
             base, change = sched
@@ -582,9 +596,13 @@ class World:
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
                     flex = self._owners_flex(twin, owners, groups, cols, plans, first, duration)
-                res = twin.step(self._forced(_owners_control(tg, s, groups)))
+                ctl, exact = _owners_control(tg, s, groups)
+                inexact.update(o for o, ok in zip(owners, exact, strict=True) if not ok)
+                res = twin.step(self._forced(ctl))
                 baseline[i] = np.bincount(groups, res.net_kw, self.n_portfolios)
             return baseline, flex
+
+        inexact: set[str] = set()
 
         base, flex = run(names, 0, now + k, True)
         differ = [
@@ -594,7 +612,7 @@ class World:
         ]
         awarded = run(differ, 1, now + k, False)[0] if differ else base
         out = {}
-        for o in names:
+        for o in (o for o in names if o not in inexact):  # those are rolled out alone when they ask
             f = flex[o]
             out[o] = PortfolioForecast(
                 start_step=now,
@@ -614,7 +632,7 @@ class World:
         owners: list[str],
         groups: np.ndarray,
         cols: dict[str, np.ndarray],
-        plans: dict[str, tuple[tuple[int, np.ndarray], tuple[int, np.ndarray]]],
+        plans: dict[str, Plan],
         first: int,
         duration: int,
     ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
