@@ -211,3 +211,24 @@ def test_owners_control_flags_a_one_column_owner_whose_layer_sum_numpy_orders_ot
             assert exact[0] is bool(agree)
             seen.add((n_layers, bool(agree)))
     assert seen == {(3, True), (9, True), (9, False)}
+
+
+def test_a_run_with_shared_roll_outs_equals_one_without(tmp_path, monkeypatch):
+    """End to end: the reference scenario with two aggregators on two feeders gives the same fingerprint
+    (every table) whether their committed forecasts share roll-outs or each makes its own."""
+    from flech_sim.scenario import load_scenario
+    from flech_sim.simulation import run
+
+    from .conftest import REPO
+
+    s = load_scenario(REPO / "tests" / "reference_scenarios" / "srp_block_bids.yaml")
+    made = []
+    real = World._forecast_shared
+    monkeypatch.setattr(World, "_forecast_shared", lambda self, *a: made.append(1) or real(self, *a))
+    shared = run(s, tmp_path / "shared")
+    assert shared.completed and made  # rolled out together at least once
+    monkeypatch.setattr(World, "share_commitments", lambda self, owner, plan: None)
+    made.clear()
+    alone = run(s, tmp_path / "alone")
+    assert alone.completed and not made
+    assert shared.manifest["fingerprint"] == alone.manifest["fingerprint"]
