@@ -16,7 +16,7 @@ the owner ``UNAGGREGATED`` and only load the feeders.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,6 +35,8 @@ SAMPLE_POOL = 256  # candidates per aggregator for the first-dispatched part of 
 # after it): its rebound, 1-3 hours of recovery, would land in that commitment.
 REBOUND_GAP_STEPS = 32
 FORECAST_BATCH = 8192  # households simulated together in a forecast: bounds its memory (~100 MB a day ahead)
+
+Plan = tuple[tuple[int, np.ndarray], tuple[int, np.ndarray]]  # (schedule, awarded): see Portfolio.forecast
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,13 @@ class Portfolio:
         """A consumption change (negative = shed): (len(feeders), intervals) kW from ``start``."""
         self._world.schedule(self.owner, list(self.feeders), start, interval_minutes, change_kw)
 
+    def share_commitments(self, plan: Callable[[int, int], Plan | None]) -> None:
+        """Register ``plan(first_step, duration_steps)``: the (schedule, awarded) the owner would pass to
+        :meth:`forecast` for that window now, or None without commitments. When another owner asks for a
+        forecast of the same window at the same moment, the world then rolls both out in one pass; the
+        owner's own request is served from it only if it passes exactly the same schedule and awards."""
+        self._world.share_commitments(self.owner, plan)
+
 
 class MeterFeed:
     """The data provider's feed of meter readings: the aggregated portfolios' metering points
@@ -163,11 +172,16 @@ def _control_at(targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray) -
     The plan is read as layers: from ``s`` on, each level of change a portfolio keeps at the same
     sign is held until the step it drops below (the skyline of the plan), so a short call on top
     of a long award is held for its own steps, not the award's, just as real dispatch does."""
-    target = targets.get(s)
-    if target is None or not target.any():
-        return None
     n_groups = int(portfolio.max()) + 1  # the fleet counts groups up to the last one with households
+    return _layered_control(_skyline(targets, s, n_groups), portfolio)
+
+
+def _skyline(targets: dict[int, np.ndarray], s: int, n_groups: int) -> dict[int, np.ndarray]:
+    """_control_at's layers at ``s``: {duration (steps): kW change per group}; each group's from its own column."""
+    target = targets.get(s)
     layers: dict[int, np.ndarray] = {}
+    if target is None or not target.any():
+        return layers
     for g in np.flatnonzero(target[:n_groups]).tolist():
         sign, level, k = np.sign(target[g]), abs(float(target[g])), s + 1
         while level > 0:
@@ -178,7 +192,47 @@ def _control_at(targets: dict[int, np.ndarray], s: int, portfolio: np.ndarray) -
                 layers.setdefault(k - s, np.zeros(n_groups))[g] += sign * (level - here)
                 level = here
             k += 1
-    return _layered_control(layers, portfolio)
+    return layers
+
+
+def _owners_control(
+    plans: list[tuple[dict[int, np.ndarray], np.ndarray]], s: int, by: np.ndarray
+) -> tuple[Control | None, list[bool]]:
+    """One Control at step ``s`` for a copy holding several owners' roll-outs (``forecast_copy(...,
+    separate_owners=True)``), and per owner whether the copy steps it exactly as its own control would.
+
+    ``plans``: per owner, its targets and its group columns. Each column gets the layers its owner's own
+    control (:func:`_control_at`) gives it, in the same order, so the fleet allocates them level by level
+    as the owner's own: rows of a duration the owner does not hold here, and its unused rows past its own
+    rank, get a duration nobody holds (no headroom: they add exactly 0). The one sum across layers the
+    fleet makes is checked against the owner's own: numpy sums a one-column stack of 8 or more layers
+    pairwise, not row by row (the first owner with only the first feeder)."""
+    own, n_groups = [], int(by.max()) + 1
+    for targets, cols in plans:
+        layers = _skyline(targets, s, n_groups)
+        durations = sorted(layers, reverse=True)
+        alone = np.array([layers[d][: int(cols.max()) + 1] for d in durations])  # as _layered_control has it
+        own.append((cols, durations, alone))
+    if not any(d for _, d, _ in own):
+        return None, [True] * len(plans)
+    n_rows = max(len(d) for _, d, _ in own)
+    pad = max(max(d) for _, d, _ in own if d) + 1
+    target = np.zeros((n_rows, n_groups))
+    duration = np.full((n_rows, n_groups), pad, dtype=np.int64)
+    for cols, durations, alone in own:
+        if not durations:
+            continue
+        t = alone[:, cols]
+        # The owner's own rank (fleet._controlled): its rows used by a column, sorted first; the rest keep their order.
+        used = (t != 0) & (t.sum(axis=0) != 0)
+        rank = max(int(used.sum(axis=0).max()), 1)
+        d = np.repeat(np.array(durations, dtype=np.int64)[:, None], len(cols), axis=1)
+        spare = np.cumsum(~used, axis=0) + used.sum(axis=0)  # 1 + the level an unused row lands at
+        d[~used & (spare > rank)] = pad
+        target[: len(durations), cols], duration[: len(durations), cols] = t, d
+    whole = target.sum(axis=0)
+    exact = [not d or np.array_equal(whole[cols], alone.sum(axis=0)[cols]) for cols, d, alone in own]
+    return Control(target_kw=target, by=by, duration_steps=duration), exact
 
 
 def _layered_control(layers: dict[int, np.ndarray], portfolio: np.ndarray) -> Control | None:
@@ -249,6 +303,10 @@ class World:
         self._households_of: dict[str, np.ndarray] = {}
         self._feeders_of: dict[str, list[str]] = {}
         self._shared_forecast: tuple[tuple[int, ...] | None, list[np.ndarray]] = (None, [])
+        self._plans: dict[str, Callable[[int, int], Plan | None]] = {}  # owner -> its commitments (share_commitments)
+        # (now, first, duration) -> {owner: (the plan it was made under, its forecast)}: the last window's roll-out
+        self._shared_committed: tuple[tuple[int, int, int] | None, dict[str, tuple[Plan, PortfolioForecast]]]
+        self._shared_committed = (None, {})
         self._persisted = 0  # model steps already written to the load tables
         # step -> {end step of the award asking for it: kW change per portfolio (negative = shed)}
         self._targets: dict[int, dict[int, np.ndarray]] = {}
@@ -362,7 +420,8 @@ class World:
             raise ValueError(f"windows from step {first_step} to {last}: already simulated or empty")
         o = self.owners.index(owner)
         if schedule is not None and np.any(schedule[1]):
-            return self._forecast_committed(owner, now, first_step, duration_steps, schedule, awarded)
+            plan = (schedule, schedule if awarded is None else awarded)
+            return self._committed(owner, now, first_step, duration_steps, plan)
         key = (now, first_step, duration_steps, last)
         if self._shared_forecast[0] != key:
             self._shared_forecast = (key, self._forecast_all(now, first_step, duration_steps, last))
@@ -379,6 +438,38 @@ class World:
             flex_up_kw=fc[2][:, cols],
             rebound_down_kwh=fc[3][:, cols],
         )
+
+    def share_commitments(self, owner: str, plan: Callable[[int, int], Plan | None]) -> None:
+        """See :meth:`Portfolio.share_commitments`."""
+        self._plans[owner] = plan
+
+    def _shareable(self, owner: str) -> bool:
+        """Whether the owner's roll-out can be shared: it has households."""
+        return bool(self.feeders_of(owner))
+
+    def _committed(self, owner: str, now: int, first: int, duration: int, plan: Plan) -> PortfolioForecast:
+        """The owner's forecast under its commitments: from the roll-out shared by every owner asking about
+        this window now (made at the first request for it), if made under exactly its plan, else its own."""
+        key = (now, first, duration)
+        if self._shared_committed[0] != key and self._shareable(owner):
+            plans = {owner: plan}
+            for o, provide in self._plans.items():
+                if o != owner and self._shareable(o):
+                    p = provide(first, duration)
+                    if p is not None and np.any(p[0][1]):
+                        plans[o] = p
+            done: dict[str, tuple[Plan, PortfolioForecast]] = {}
+            nf = len(self.feeders)
+            for force in (False, True):  # forced and unforced owners allocate in different tiers: apart
+                part = {o: p for o, p in plans.items() if bool(self._force[self.owners.index(o) * nf]) == force}
+                if len(part) > 1:
+                    done |= {o: (part[o], fc) for o, fc in self._forecast_shared(now, first, duration, part).items()}
+            self._shared_committed = (key, done)
+        if self._shared_committed[0] == key and owner in self._shared_committed[1]:
+            made, fc = self._shared_committed[1][owner]
+            if all(a[0] == b[0] and np.array_equal(a[1], b[1]) for a, b in zip(made, plan, strict=True)):
+                return fc
+        return self._forecast_committed(owner, now, first, duration, plan[0], plan[1])
 
     def _forecast_committed(
         self,
@@ -466,6 +557,105 @@ class World:
             flex_up_kw=flex[1],
             rebound_down_kwh=flex[2],
         )
+
+    def _forecast_shared(
+        self, now: int, first: int, duration: int, plans: dict[str, Plan]
+    ) -> dict[str, PortfolioForecast]:
+        """:meth:`_forecast_committed` of several owners at once, bit for bit: ``plans`` maps each owner to
+        its (schedule, awarded). An owner the copy could not step exactly (see :func:`_owners_control`)
+        is left out.
+
+        Every household's physics and every group's allocation depend only on its own group's households,
+        so one copy holding all their households (``separate_owners``: each owner keeps its own allocation
+        sums and recovery horizon), stepped under all their commitments at once (each owner's layers in its
+        own columns, :func:`_owners_control`), gives each owner what its own roll-out gives, at the cost of
+        one roll-out instead of one per owner; and one more, of the owners whose awards differ from their
+        schedule, for the baselines stepped under the awards alone."""
+        nf, k = len(self.feeders), first - now + duration
+        names = sorted(plans, key=self.owners.index)  # owner-major: each owner's groups contiguous
+        cols = {
+            o: self.owners.index(o) * nf + np.array([self.feeders.index(f) for f in self.feeders_of(o)]) for o in names
+        }
+
+        def targets(o: str, sched: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
+            base, change = sched
+            change = np.asarray(change, dtype=float).reshape(len(cols[o]), -1)
+            out: dict[int, np.ndarray] = {}
+            for j in np.flatnonzero(change.any(axis=0)).tolist():
+                if base + j >= now:
+                    out[base + j] = vec = np.zeros(self.n_portfolios)
+                    vec[cols[o]] = change[:, j]
+            return out
+
+        def run(owners: list[str], plan: int, until: int, flex_too: bool) -> tuple[np.ndarray, dict[str, Any]]:
+            hh = np.concatenate([self.households_of(o) for o in owners])
+            groups = self.portfolio[hh]
+            twin = self.fleet.forecast_copy(hh, separate_owners=True)
+            tg = [(targets(o, plans[o][plan]), cols[o]) for o in owners]
+            baseline, flex = np.zeros((until - now, self.n_portfolios)), {}
+            for i, s in enumerate(range(now, until)):
+                if flex_too and s == first:
+                    flex = self._owners_flex(twin, owners, groups, cols, plans, first, duration)
+                ctl, exact = _owners_control(tg, s, groups)
+                inexact.update(o for o, ok in zip(owners, exact, strict=True) if not ok)
+                res = twin.step(self._forced(ctl))
+                baseline[i] = np.bincount(groups, res.net_kw, self.n_portfolios)
+            return baseline, flex
+
+        inexact: set[str] = set()
+
+        base, flex = run(names, 0, now + k, True)
+        differ = [
+            o
+            for o in names
+            if not (plans[o][1][0] == plans[o][0][0] and np.array_equal(plans[o][1][1], plans[o][0][1]))
+        ]
+        awarded = run(differ, 1, now + k, False)[0] if differ else base
+        out = {}
+        for o in (o for o in names if o not in inexact):  # those are rolled out alone when they ask
+            f = flex[o]
+            out[o] = PortfolioForecast(
+                start_step=now,
+                first_window=first,
+                duration_steps=duration,
+                feeders=tuple(self.feeders_of(o)),
+                baseline_kw=(awarded if o in differ else base)[:, cols[o]],
+                flex_down_kw=f[0],
+                flex_up_kw=f[1],
+                rebound_down_kwh=f[2],
+            )
+        return out
+
+    def _owners_flex(
+        self,
+        twin: HouseholdFleet,
+        owners: list[str],
+        groups: np.ndarray,
+        cols: dict[str, np.ndarray],
+        plans: dict[str, Plan],
+        first: int,
+        duration: int,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each owner's window flexibility (``_forecast_committed``'s window_flex) from a copy of several
+        owners: one headroom per duration any of them needs, over the households of those that need it."""
+        held, rows, at = {}, {}, 0
+        for o in owners:
+            schedule = plans[o][0]
+            sched = np.asarray(schedule[1], dtype=float).reshape(len(cols[o]), -1)
+            held[o] = {sign: self._run_length(sched, first - schedule[0], duration, sign) for sign in (-1.0, 1.0)}
+            n = len(self.households_of(o))
+            rows[o], at = np.arange(at, at + n), at + n
+        out = {o: [np.zeros((1, len(cols[o]))) for _ in range(3)] for o in owners}
+        needs = {o: (set(held[o][-1.0].tolist()) | set(held[o][1.0].tolist())) - {0} for o in owners}
+        for d in sorted(set().union(*needs.values())):
+            who = [o for o in owners if d in needs[o]]
+            f = twin.headroom_from_plans(d, np.concatenate([rows[o] for o in who]), groups)
+            for o in who:
+                dn, up = held[o][-1.0] == d, held[o][1.0] == d
+                out[o][0][0, dn] = f[0][cols[o]][dn]
+                out[o][1][0, up] = f[1][cols[o]][up]
+                out[o][2][0, dn] = f[2][cols[o]][dn]
+        return {o: (v[0], v[1], v[2]) for o, v in out.items()}
 
     def _run_length(self, sched: np.ndarray, j: int, duration: int, sign: float) -> np.ndarray:
         """Per feeder (row of ``sched``), the steps a change of ``sign`` in the window

@@ -91,6 +91,7 @@ class Aggregator(Agent):
         self._baseline_err: dict[str, tuple[float, int]] = {}
         self._terms: dict[str, tuple[float, float]] = {}  # market_id -> (penalty DKK/kWh, interval hours)
         self.rejections: list[Rejection] = []
+        portfolio.share_commitments(self._plan)
 
     # -- forecasting ------------------------------------------------------------------------
     def _forecast(self, first_step: int, duration: int) -> PortfolioForecast:
@@ -101,17 +102,14 @@ class Aggregator(Agent):
         than ``forecast_refresh_hours`` (and covering the window) and no reservation changed
         since, else made again, covering window starts up to that much further ahead."""
         now = self.now // self.dt
-        # Commitments running on past the window are passed too: the world sizes the window's
-        # flexibility so that they keep their energy.
-        hi = max(first_step + duration, self._committed_until())
-        schedule = self.committed_schedule(now, hi)
-        if schedule[:, : first_step + duration - now + REBOUND_GAP_STEPS].any():
-            key = (self._version, now, first_step, duration)
-            if self._committed_fc is None or self._committed_fc[0] != key:
-                awarded = self.committed_schedule(now, hi, awarded_only=True)
-                fc = self.portfolio.forecast(first_step, duration, schedule=(now, schedule), awarded=(now, awarded))
-                self._committed_fc = (key, fc)
+        key = (self._version, now, first_step, duration)
+        if self._committed_fc is not None and self._committed_fc[0] == key:
             return self._committed_fc[1]
+        plan = self._plan(first_step, duration)
+        if plan is not None:
+            fc = self.portfolio.forecast(first_step, duration, schedule=plan[0], awarded=plan[1])
+            self._committed_fc = (key, fc)
+            return fc
         refresh = max(1, int(self.cfg.forecast_refresh_hours * 60 // self.dt))
         cached = self._forecasts.get(duration)
         if cached is not None:
@@ -125,6 +123,19 @@ class Aggregator(Agent):
         fc = self.portfolio.forecast(first_step, duration, first_step + refresh)
         self._forecasts[duration] = (self._version, fc)
         return fc
+
+    def _plan(self, first_step: int, duration: int) -> tuple[tuple[int, np.ndarray], tuple[int, np.ndarray]] | None:
+        """(schedule, awarded) a forecast of the window is made under, from now (see Portfolio.forecast):
+        None without commitments between now and the window's end (or right after it). Read-only, so the
+        world may ask for it (share_commitments) when another aggregator asks about the same window."""
+        now = self.now // self.dt
+        # Commitments running on past the window are passed too: the world sizes the window's
+        # flexibility so that they keep their energy.
+        hi = max(first_step + duration, self._committed_until())
+        schedule = self.committed_schedule(now, hi)
+        if not schedule[:, : first_step + duration - now + REBOUND_GAP_STEPS].any():
+            return None
+        return (now, schedule), (now, self.committed_schedule(now, hi, awarded_only=True))
 
     def _committed_until(self) -> int:
         """The model step after the last one anything is reserved at."""

@@ -105,6 +105,7 @@ class HouseholdFleet:
         self.comfort = ComfortRecord.empty(self.t_in)  # breaches per household, and the part dispatch caused
         self.step_index = 0
         self._forecasting = False  # a forecast copy (see forecast_copy) steps on forecast inputs
+        self._separate_owners = False  # a copy of several owners' roll-outs at once (see forecast_copy)
 
     @classmethod
     def create(
@@ -275,7 +276,7 @@ class HouseholdFleet:
             return tr
         return dataclasses.replace(tr, t_floor=kernels.recovery_floor(packed, self._scalars, t_out_h, irr_h, tr.t_in))
 
-    def forecast_copy(self, households: np.ndarray | None = None) -> HouseholdFleet:
+    def forecast_copy(self, households: np.ndarray | None = None, separate_owners: bool = False) -> HouseholdFleet:
         """A copy of the fleet in its current state whose ``step`` uses the *forecast* inputs.
 
         Stepping it under the commitments an aggregator has made predicts, with the same
@@ -288,6 +289,11 @@ class HouseholdFleet:
         copy's values are bit for bit the full copy's at those indices (row ``j`` is household
         ``households[j]``); group sums over it equal the full fleet's for every group it holds
         whole.
+
+        ``separate_owners``: the copy holds several owners' roll-outs at once (each owner's groups
+        contiguous in the grouping): the greedy allocation's running sums and the recovery floor's
+        horizon are then each owner's own, so an owner's households step bit for bit as in a copy
+        of its households alone, given that its groups' layers are the ones it would be given alone.
         """
         twin = copy.copy(self)
         if households is not None:
@@ -307,6 +313,7 @@ class HouseholdFleet:
             v = getattr(self, name)
             setattr(twin, name, v.copy() if households is None else v[idx])  # fancy indexing copies
         twin._forecasting = True
+        twin._separate_owners = separate_owners
         return twin
 
     def headroom_from_plans(
@@ -456,6 +463,8 @@ class HouseholdFleet:
         pa = p.subset(act)
         tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
         tr = self._simulate(act, *tw, s, int(needed.max()) if act.size else 1)
+        if self._separate_owners and c.offset_kw is None and act.size:
+            tr = self._owners_floor(tr, act, np.where(used, layer_dur, 0).max(axis=0)[group[act]], s)
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
         by_dur = [self._headroom(pa, tr, needed, s, dev, act, False)]
         force = self._force_mask(c)
@@ -479,7 +488,12 @@ class HouseholdFleet:
                     head = _select(signed, layer_dur[lvl][group])
                     need = np.where(used[lvl], np.maximum(levels[lvl] - group_sum(amount, group, n_groups), 0.0), 0.0)
                     amount += allocate(
-                        np.maximum(head - amount, 0.0), group, need, np.maximum(prev - amount, 0.0), c.allocation
+                        np.maximum(head - amount, 0.0),
+                        group,
+                        need,
+                        np.maximum(prev - amount, 0.0),
+                        c.allocation,
+                        self.owner if self._separate_owners else None,
                     )
             # A layer against the others (a 'consume more' call inside a shed) lowers the change now:
             # the long commitment's share is scaled down to the net change for this step.
@@ -525,6 +539,27 @@ class HouseholdFleet:
         self._prev_off = off.copy()
         self._in_event = np.where(ctl, asked, 0.0)
         return heat, ev, bat, off.copy(), achieved, short, groups
+
+    def _owners_floor(self, tr: Trajectory, act: np.ndarray, longest: np.ndarray, s: int) -> Trajectory:
+        """``tr`` with each household's recovery floor over its own owner's horizon (the longest duration
+        any of the owner's groups holds, ``longest`` per household of its group): the floor looks that far
+        ahead, so a copy holding several owners must not lend one owner another's horizon."""
+        own = np.zeros(int(self.owner[act].max()) + 1, dtype=np.int64)
+        np.maximum.at(own, self.owner[act], longest)
+        horizon = own[self.owner[act]]
+        assert tr.t_floor is not None
+        t_floor, w = tr.t_floor.copy(), self.forecast_weather
+        for k in np.unique(horizon[horizon < tr.t_in.shape[0] - 1]).tolist():
+            sel = np.flatnonzero(horizon == k)
+            i = np.minimum(np.arange(s, s + k + self.recovery_steps), w.n_steps - 1)
+            t_ref = np.ascontiguousarray(tr.t_in[: k + 1, sel])
+            if self.engine == "numpy":
+                f = recovery_floor(self.p.subset(act[sel]), w.outdoor_temp_c[i], w.irradiance_w_m2[i], t_ref)
+            else:
+                pk = np.ascontiguousarray(self._packed[:, act[sel]])
+                f = kernels.recovery_floor(pk, self._scalars, w.outdoor_temp_c[i], w.irradiance_w_m2[i], t_ref)
+            t_floor[: k + 1, sel] = f
+        return dataclasses.replace(tr, t_floor=t_floor)
 
     def _force_mask(self, c: Control) -> np.ndarray:
         """Per household, whether ``c`` lets it leave its comfort band (``force``: a bool, or one per group of

@@ -184,6 +184,7 @@ def allocate(
     need: np.ndarray,
     prev: np.ndarray,
     mode: Literal["greedy", "proportional"] = "greedy",
+    segment: np.ndarray | None = None,
 ) -> np.ndarray:
     """Split each group's need (kW >= 0) over its households within their headroom.
 
@@ -191,6 +192,8 @@ def allocate(
     mid-event would trigger its rebound inside the event), then the rest is filled
     largest-headroom-first, so few households are disturbed. proportional: every
     household gives the same fraction of its headroom (more robust to forecast error).
+    ``segment`` (per household, constant within a group, ascending with the group): the greedy
+    running sums restart at each segment, so every segment gets, bit for bit, what it gets alone.
     """
     n_groups = need.size
     if mode == "proportional":
@@ -208,7 +211,15 @@ def allocate(
     order = np.lexsort((-extra, prev <= 0, group))
     h, g = extra[order], group[order]
     cs = np.cumsum(h)
-    group_base = np.concatenate(([0.0], cs))[np.searchsorted(g, np.arange(n_groups))]
+    base = cs
+    if segment is not None:
+        starts = np.flatnonzero(np.diff(segment[order])) + 1
+        if starts.size:
+            for a, b in zip(starts.tolist(), [*starts[1:].tolist(), h.size], strict=True):
+                cs[a:b] = np.cumsum(h[a:b])
+            base = cs.copy()
+            base[starts - 1] = 0.0  # a segment's first group starts from nothing, as it would alone
+    group_base = np.concatenate(([0.0], base))[np.searchsorted(g, np.arange(n_groups))]
     take = np.clip(rest[g] - (cs - h - group_base[g]), 0.0, h)
     out = keep.copy()
     out[order] += take
