@@ -24,7 +24,7 @@ import numpy as np
 from . import kernels
 from .comfort import ComfortRecord
 from .control import Control, Forecast, GroupBy, StepResult, group_sum
-from .ev import EvSchedule
+from .ev import EvSchedule, EvStep
 from .flex import Deviation, DeviceFlex, allocate, flex_for_durations, split_devices, window_flex
 from .params import FleetSpec, SeedLike, as_seed_sequence, child_seed
 from .physics import (
@@ -105,6 +105,8 @@ class HouseholdFleet:
         self.comfort = ComfortRecord.empty(self.t_in)  # breaches per household, and the part dispatch caused
         self.step_index = 0
         self._forecasting = False  # a forecast copy (see forecast_copy) steps on forecast inputs
+        # What a forecast copy of the same households shares with the previous ones (see _subset).
+        self._subsets: dict[bytes, _Subset] = {}
 
     @classmethod
     def create(
@@ -249,9 +251,11 @@ class HouseholdFleet:
         s0: int,
         k_steps: int,
         floor: bool = True,
+        packed: np.ndarray | None = None,
     ) -> Trajectory:
         """Default operation of households `idx` (all if None) on forecast inputs, by the fleet's engine;
-        ``floor``: with its recovery floor (the comfort floor of flexibility) over ``recovery_steps`` more."""
+        ``floor``: with its recovery floor (the comfort floor of flexibility) over ``recovery_steps`` more.
+        ``packed``: the numba engine's parameters of ``idx`` when the caller has them already."""
         w = self.forecast_weather
         i = np.minimum(np.arange(s0, s0 + k_steps + self.recovery_steps), w.n_steps - 1)  # as _inputs: persists
         t_out_h, irr_h = w.outdoor_temp_c[i], w.irradiance_w_m2[i]
@@ -261,13 +265,18 @@ class HouseholdFleet:
             return dataclasses.replace(tr, t_floor=recovery_floor(p, t_out_h, irr_h, tr.t_in)) if floor else tr
         n = t0.size
         t_out, irr = t_out_h[:k_steps], irr_h[:k_steps]
-        base = np.empty((k_steps, n))
-        fetch = self.base_load.expected if self._base_fc == "expected" else self.base_load.at
-        for k in range(k_steps):
-            base[k] = fetch(s0 + k, idx)
+        expected_block = getattr(self.base_load, "expected_block", None)
+        if self._base_fc == "expected" and expected_block is not None:
+            base = expected_block(s0, k_steps, idx)  # the same products as `expected` step by step
+        else:
+            base = np.empty((k_steps, n))
+            fetch = self.base_load.expected if self._base_fc == "expected" else self.base_load.at
+            for k in range(k_steps):
+                base[k] = fetch(s0 + k, idx)
         ev = self.ev_schedule.block(s0, k_steps, idx)
         conn, dep, arriving, energy = ev.connected, ev.dep_step, ev.arriving, ev.energy
-        packed = self._packed if idx is None else np.ascontiguousarray(self._packed[:, idx])
+        if packed is None:
+            packed = self._packed if idx is None else np.ascontiguousarray(self._packed[:, idx])
         tr = kernels.simulate_default(
             packed, self._scalars, t0, rem0, soc0, t_out, irr, base, conn, dep, arriving, energy
         )
@@ -292,14 +301,12 @@ class HouseholdFleet:
         twin = copy.copy(self)
         if households is not None:
             idx = np.asarray(households, dtype=np.int64)
-            if idx.ndim != 1 or (idx.size and (np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= self.n)):
-                raise ValueError("households must be ascending indices into the fleet, without repeats")
-            twin.p = self.p.subset(idx)
-            twin.feeder, twin.owner = self.feeder[idx], self.owner[idx]
-            twin.base_load = _SubsetBaseLoad(self.base_load, idx)
-            twin.ev_schedule = _SubsetEvSchedule(self.ev_schedule, idx)  # type: ignore[assignment]  # at, block
+            sub = self._subset(idx)
+            twin.p, twin.feeder, twin.owner = sub.p, sub.feeder, sub.owner
+            twin.base_load, twin.ev_schedule = sub.base_load, sub.ev_schedule  # type: ignore[assignment]
             if self.engine == "numba":
-                twin._packed = np.ascontiguousarray(self._packed[:, idx])
+                twin._packed = sub.packed
+            twin._subsets = {}  # indices into the copy, not into this fleet
             twin.comfort = ComfortRecord(
                 *(getattr(self.comfort, f.name)[idx] for f in dataclasses.fields(ComfortRecord))
             )
@@ -308,6 +315,30 @@ class HouseholdFleet:
             setattr(twin, name, v.copy() if households is None else v[idx])  # fancy indexing copies
         twin._forecasting = True
         return twin
+
+    def _subset(self, idx: np.ndarray) -> _Subset:
+        """The static part of a copy of households ``idx``, kept for the next copy of the same households
+        (a run copies each aggregator's portfolio for every bid request): parameters, groups and the
+        input sources, whose EV status they cache by day. All read-only, so copies share them."""
+        key = idx.tobytes()
+        sub = self._subsets.get(key)
+        if sub is not None:
+            return sub
+        if idx.ndim != 1 or (idx.size and (np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= self.n)):
+            raise ValueError("households must be ascending indices into the fleet, without repeats")
+        packed = np.ascontiguousarray(self._packed[:, idx]) if self.engine == "numba" else None
+        sub = _Subset(
+            self.p.subset(idx),
+            self.feeder[idx],
+            self.owner[idx],
+            _SubsetBaseLoad(self.base_load, idx),
+            _SubsetEvSchedule(self.ev_schedule, idx),
+            packed,
+        )
+        if len(self._subsets) >= _KEEP_SUBSETS:
+            self._subsets.pop(next(iter(self._subsets)))
+        self._subsets[key] = sub
+        return sub
 
     def headroom_from_plans(
         self, duration_steps: int, households: np.ndarray, by: GroupBy
@@ -601,8 +632,12 @@ class _SubsetBaseLoad:
     """The base load of households ``rows`` of a larger source (its index ``i`` is ``rows[i]`` there)."""
 
     def __init__(self, src: BaseLoadSource, rows: np.ndarray) -> None:
+        if isinstance(src, _SubsetBaseLoad):  # a subset of a subset reads the source directly
+            src, rows = src._src, src._rows[rows]
         self._src, self._rows = src, rows
         self.n_households = len(rows)
+        if hasattr(src, "expected_block"):
+            self.expected_block = self._expected_block
 
     def _map(self, idx: np.ndarray | None) -> np.ndarray:
         return self._rows if idx is None else self._rows[idx]
@@ -613,21 +648,75 @@ class _SubsetBaseLoad:
     def expected(self, step: int, idx: np.ndarray | None = None) -> np.ndarray:
         return self._src.expected(step, self._map(idx))
 
+    def _expected_block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> np.ndarray:
+        return self._src.expected_block(start, n_steps, self._map(idx))  # type: ignore[attr-defined]
+
+
+_EV_FIELDS = ("connected", "dep_step", "arriving", "energy")
+_KEEP_SUBSETS = 64  # households sets whose copies share parameters and inputs (one per aggregator)
+_KEEP_EV_DAYS = 4  # a roll-out runs from now to at most two days past the next window
+
 
 class _SubsetEvSchedule:
-    """The EV sessions of households ``rows`` of a larger schedule (same draws: same sessions)."""
+    """The EV sessions of households ``rows`` of a larger schedule (same draws: same sessions).
+
+    The status of every step of a day is computed at once for all of ``rows`` and kept for a few
+    days: roll-outs ask for it step by step, and for blocks of steps of a few households, many
+    times over the same days. Rows are the schedule's own values (read-only views)."""
 
     def __init__(self, src: EvSchedule | _SubsetEvSchedule, rows: np.ndarray) -> None:
+        if isinstance(src, _SubsetEvSchedule):  # a subset of a subset reads the schedule directly
+            src, rows = src._src, src._rows[rows]
         self._src, self._rows = src, rows
+        self._days: dict[int, EvStep] = {}
 
     def _map(self, idx: np.ndarray | None) -> np.ndarray:
         return self._rows if idx is None else self._rows[idx]
 
-    def at(self, step: int, idx: np.ndarray | None = None) -> Any:
-        return self._src.at(step, self._map(idx))
+    def _day(self, day: int) -> tuple[EvStep, int, int]:
+        """(status of every step of ``day``, its first step, its number of steps)."""
+        st = self._days.get(day)
+        if st is None:
+            if len(self._days) >= _KEEP_EV_DAYS:
+                self._days.pop(next(iter(self._days)))
+            st = self._days[day] = self._src.day_status(day, self._rows)
+        return (st, *self._src.day_steps(day))
 
-    def block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> Any:
-        return self._src.block(start, n_steps, self._map(idx))
+    def at(self, step: int, idx: np.ndarray | None = None) -> EvStep:
+        st, first, _ = self._day(self._src.day_of(step))
+        r = step - first
+        if idx is None:
+            return EvStep(st.connected[r], st.dep_step[r], st.arriving[r], st.energy[r])
+        return EvStep(st.connected[r, idx], st.dep_step[r, idx], st.arriving[r, idx], st.energy[r, idx])
+
+    def block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> EvStep:
+        parts = []
+        s, end = start, start + n_steps
+        while s < end:
+            st, first, spd = self._day(self._src.day_of(s))
+            stop = min(end, first + spd)
+            parts.append((st, s - first, stop - first))
+            s = stop
+        if not parts:
+            return self._src.block(start, n_steps, self._map(idx))
+        out = []
+        for f in _EV_FIELDS:
+            x = [getattr(st, f)[a:b] for st, a, b in parts]
+            v = x[0] if len(x) == 1 else np.concatenate(x)
+            out.append(v if idx is None else v[:, idx])
+        return EvStep(*out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Subset:
+    """What forecast copies of the same households share (see HouseholdFleet._subset)."""
+
+    p: HouseholdParams
+    feeder: np.ndarray
+    owner: np.ndarray
+    base_load: _SubsetBaseLoad
+    ev_schedule: _SubsetEvSchedule
+    packed: np.ndarray | None
 
 
 def _where_flex(mask: np.ndarray, a: DeviceFlex, b: DeviceFlex) -> DeviceFlex:
