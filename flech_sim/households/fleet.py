@@ -484,14 +484,18 @@ class HouseholdFleet:
             needed = np.unique(layer_dur[used]) if used.any() else np.ones(1, dtype=np.int64)
             shortest = np.where(used, layer_dur, np.iinfo(np.int64).max).min(axis=0, initial=np.iinfo(np.int64).max)
             shortest = np.where(target != 0, shortest, 1)[group]
-        pa = p.subset(act)
+        fast = self.engine == "numba"
+        whole = act.size == self.n  # then the fleet's own parameters and inputs serve, without gathering
+        # The numba engine needs only the packed parameters of `act`, the numpy reference their params.
+        pa = None if fast else p.subset(act)
+        pk = (self._packed if whole else np.ascontiguousarray(self._packed[:, act])) if fast else None
         tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
-        tr = self._simulate(act, *tw, s, int(needed.max()) if act.size else 1)
+        tr = self._simulate(None if whole else act, *tw, s, int(needed.max()) if act.size else 1, packed=pk)
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
-        by_dur = [self._headroom(pa, tr, needed, s, dev, act, False)]
+        by_dur = [self._headroom(pa, tr, needed, s, dev, act, False, pk)]
         force = self._force_mask(c)
         if force.any():  # comfort-respecting headroom first, breaches only for the excess
-            forced = self._headroom(pa, tr, needed, s, dev, act, True)
+            forced = self._headroom(pa, tr, needed, s, dev, act, True, pk)
             by_dur.append({d: _where_flex(force, forced[d], by_dur[0][d]) for d in forced})
         # Devices are split on the headroom of each household's shortest commitment (the most it may give now).
         tiers = [_pick(f, shortest) for f in by_dur]
@@ -528,6 +532,44 @@ class HouseholdFleet:
         # This step's limits on actual inputs: physical always; comfort and deadline unless forced. The
         # comfort floor is the plan's recovery floor (not T_min): after release the home must be able to
         # stay in its band on its own heater.
+        if fast:
+            floor = p.t_min.copy()
+            if tr.t_floor is not None:
+                floor[act] = tr.t_floor[1]
+            ref = tuple(_scatter(x[0], act, self.n) for x in (tr.heat, tr.ev, tr.bat))
+            heat, ev, bat, achieved, short = kernels.dispatch(
+                self._packed, self._scalars, inp.t_out, s, self.t_in, self.ev_remaining_kwh, self.soc_kwh,
+                inp.ev, dp.gains, dp.eta, ~force, floor, ref, (o_heat, o_ev, o_bat), ctl, (dp.heat, dp.ev, dp.bat), off,
+            )  # fmt: skip
+        else:
+            heat, ev, bat, achieved, short = self._dispatch_numpy(
+                s, inp, dp, tr, act, force, off, ctl, o_heat, o_ev, o_bat
+            )
+        if c.target_kw is not None:
+            got = group_sum(achieved, group, n_groups)
+            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
+        # The twin moves along its plan; it only matters for households still in control next step.
+        self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
+        self._prev_off = off.copy()
+        self._in_event = np.where(ctl, asked, 0.0)
+        return heat, ev, bat, off.copy(), achieved, short, groups
+
+    def _dispatch_numpy(
+        self,
+        s: int,
+        inp: StepInputs,
+        dp: Any,
+        tr: Trajectory,
+        act: np.ndarray,
+        force: np.ndarray,
+        off: np.ndarray,
+        ctl: np.ndarray,
+        o_heat: np.ndarray,
+        o_ev: np.ndarray,
+        o_bat: np.ndarray,
+    ) -> tuple[np.ndarray, ...]:
+        """The numpy reference of kernels.dispatch: (heat, ev, battery, achieved, shortfall) of a controlled step."""
+        p = self.p
         h_lo, h_hi = np.zeros(self.n), p.p_heat_max
         e_hi = ev_max(p, self.ev_remaining_kwh, inp.ev)
         e_lo = np.zeros(self.n)
@@ -548,14 +590,7 @@ class HouseholdFleet:
         bat = np.where(ctl, np.clip(ref[2] + o_bat, b_lo, b_hi), dp.bat)
         achieved = np.where(ctl, (heat - ref[0]) + (ev - ref[1]) + (bat - ref[2]), 0.0)
         short = np.maximum(np.abs(off) - np.sign(off) * achieved, 0.0)
-        if c.target_kw is not None:
-            got = group_sum(achieved, group, n_groups)
-            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
-        # The twin moves along its plan; it only matters for households still in control next step.
-        self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
-        self._prev_off = off.copy()
-        self._in_event = np.where(ctl, asked, 0.0)
-        return heat, ev, bat, off.copy(), achieved, short, groups
+        return heat, ev, bat, achieved, short
 
     def _force_mask(self, c: Control) -> np.ndarray:
         """Per household, whether ``c`` lets it leave its comfort band (``force``: a bool, or one per group of
@@ -574,26 +609,31 @@ class HouseholdFleet:
 
     def _headroom(
         self,
-        pa: HouseholdParams,
+        pa: HouseholdParams | None,
         tr: Trajectory,
         durations: np.ndarray,
         s: int,
         dev: Deviation,
         act: np.ndarray,
         force: bool,
+        pk: np.ndarray | None = None,
     ) -> dict[int, DeviceFlex]:
         """Headroom of the households `act` over each of `durations` steps from now, fleet-wide
-        (zero headroom elsewhere): one window per distinct duration, shared by every layer."""
+        (zero headroom elsewhere): one window per distinct duration, shared by every layer.
+        ``pa``: their params (numpy engine); ``pk``: their packed params (numba engine)."""
         zero = np.zeros((1, self.n))
         if not act.size:
             return {int(d): DeviceFlex(*(zero for _ in DeviceFlex.__dataclass_fields__)) for d in durations}
-        win = None
-        if self.engine == "numba":
-            pk = np.ascontiguousarray(self._packed[:, act])
-            win = lambda *a: kernels.window_flex(pk, self._scalars, *a)  # noqa: E731
         out = {}
+        if self.engine == "numba":
+            pk = np.ascontiguousarray(self._packed[:, act]) if pk is None else pk
+            for d in map(int, durations):  # flex_for_durations of one duration: that window alone
+                f = kernels.window_flex(pk, self._scalars, tr.head(d), d, s, dev, force)
+                out[d] = DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in _DF))
+            return out
+        assert pa is not None
         for d in map(int, durations):
-            f = flex_for_durations(pa, tr, np.full(act.size, d), s, dev, force, window=win)
+            f = flex_for_durations(pa, tr, np.full(act.size, d), s, dev, force)
             out[d] = DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in _DF))
         return out
 

@@ -274,6 +274,81 @@ if HAVE_NUMBA:
                 out[7, w, i] = heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte
 
 
+if HAVE_NUMBA:
+
+    @njit(cache=True, inline="always")
+    def _heat_to_reach(P, i, t_in, t_target, t_out, g, eta):
+        """physics.heat_to_reach for home i."""
+        t_ss = t_target + P[A, i] * (t_target - t_in) / P[OMA, i]
+        q = (t_ss - t_out) / P[R, i] - g
+        return q / eta if eta > 0 else 0.0
+
+    @njit(cache=True)
+    def _dispatch(
+        P, sc, t_out, s, t_in, rem, soc, conn, dep, gains, eta, keep, floor, ref_h, ref_e, ref_b, o_h, o_e, o_b, ctl,
+        dp_h, dp_e, dp_b, off, out
+    ):  # fmt: skip
+        """The tail of HouseholdFleet._controlled for home i: limits, the powers, achieved, short."""
+        dt_h = sc[0]
+        for i in range(t_in.size):
+            pmax = P[PMAX, i]
+            e_hi = min(P[EVP, i], rem[i] / dt_h) if conn[i] else 0.0
+            h_lo, h_hi, e_lo = 0.0, pmax, 0.0
+            if keep[i]:
+                h_lo = _clip(_heat_to_reach(P, i, t_in[i], floor[i], t_out, gains[i], eta[i]), 0.0, pmax)
+                h_hi = _clip(_heat_to_reach(P, i, t_in[i], P[TMAX, i], t_out, gains[i], eta[i]), h_lo, pmax)
+                later = P[EVP, i] * dt_h * max(dep[i] - s - 1, 0)
+                e_lo = _clip((rem[i] - later) / dt_h, 0.0, e_hi)
+            b_hi = _clip((P[SOCMAX, i] - soc[i]) / (P[ETAC, i] * dt_h), 0.0, P[BATP, i])
+            b_lo = -_clip((soc[i] - P[SOCMIN, i]) * P[ETAD, i] / dt_h, 0.0, P[BATP, i])
+            if ctl[i]:
+                h = _clip(ref_h[i] + o_h[i], h_lo, h_hi)
+                v = _clip(ref_e[i] + o_e[i], e_lo, e_hi)
+                b = _clip(ref_b[i] + o_b[i], b_lo, b_hi)
+                ach = (h - ref_h[i]) + (v - ref_e[i]) + (b - ref_b[i])
+            else:
+                h, v, b, ach = dp_h[i], dp_e[i], dp_b[i], 0.0
+            x = off[i]
+            sign = 1.0 if x > 0 else (-1.0 if x < 0 else x - x)  # np.sign: 0.0 for both zeros
+            out[0, i], out[1, i], out[2, i], out[3, i] = h, v, b, ach
+            out[4, i] = max(abs(x) - sign * ach, 0.0)
+
+
+def dispatch(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: float,
+    s: int,
+    t_in: np.ndarray,
+    rem: np.ndarray,
+    soc: np.ndarray,
+    ev: EvStep,
+    gains: np.ndarray,
+    eta: np.ndarray,
+    keep: np.ndarray,
+    floor: np.ndarray,
+    ref: tuple[np.ndarray, np.ndarray, np.ndarray],
+    offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ctl: np.ndarray,
+    default: tuple[np.ndarray, np.ndarray, np.ndarray],
+    off: np.ndarray,
+) -> np.ndarray:
+    """A controlled step's powers, compiled: rows heat, ev, battery, achieved, shortfall.
+
+    The same operations as the numpy path of HouseholdFleet._controlled: heating within the comfort
+    limits (``keep``: households not forced; ``floor``: their comfort floor) and its power, EV within
+    its deadline and charger, the battery within power and SoC; ``ctl``: households on their plan
+    ``ref`` plus ``offsets`` (heat, ev, battery), the others on their ``default`` powers."""
+    c = np.ascontiguousarray
+    out = np.empty((5, t_in.size))
+    _dispatch(
+        P, sc, float(t_out), int(s), t_in, rem, soc, ev.connected, c(ev.dep_step), gains, eta, c(keep), c(floor),
+        c(ref[0]), c(ref[1]), c(ref[2]), c(offsets[0]), c(offsets[1]), c(offsets[2]), c(ctl),
+        default[0], default[1], default[2], c(off), out,
+    )  # fmt: skip
+    return out
+
+
 def ev_events(rem: np.ndarray, ev: EvStep) -> tuple[np.ndarray, np.ndarray]:
     """physics.ev_events, compiled."""
     out, unmet = np.empty_like(rem), np.empty_like(rem)
