@@ -449,7 +449,7 @@ class HouseholdFleet:
         )
 
     def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:
-        p = self.p
+        p, n = self.p, self.n
         if c.offset_kw is None:
             group, n_groups = self.group_index(c.by)
             layers, layer_dur = c.layers(n_groups)
@@ -458,7 +458,7 @@ class HouseholdFleet:
             target = layers.sum(axis=0)
             asked = np.sign(target)[group]
         else:
-            asked = np.sign(np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,)))
+            asked = np.sign(np.broadcast_to(np.asarray(c.offset_kw, float), (n,)))
         # Households not in control last step, or asked now for the opposite change, start a fresh
         # reference plan from their actual state: a 'consume more' after a shed is measured against
         # the recovering household, not against the plan the shed left behind.
@@ -469,8 +469,8 @@ class HouseholdFleet:
         # Only households that can be asked for a change need their reference plan simulated: the
         # others get no offset (zero headroom below), so they are free and re-planned next step.
         if c.offset_kw is not None:
-            act = np.flatnonzero(np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,)))
-            dur = np.broadcast_to(np.asarray(c.duration_steps, dtype=np.int64), (self.n,))
+            act = np.flatnonzero(np.broadcast_to(np.asarray(c.offset_kw, float), (n,)))
+            dur = np.broadcast_to(np.asarray(c.duration_steps, dtype=np.int64), (n,))
             needed = np.unique(dur[act])
             shortest = dur
         else:
@@ -478,14 +478,17 @@ class HouseholdFleet:
             # Each group's layers longest first, the ones without a change there last (they need no
             # headroom) and dropped where no group has that many: a rank is one allocation for all groups.
             used = (layers != 0) & (target != 0)
-            order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
-            rank = max(int(used.sum(axis=0).max()), 1)
-            layer_dur, layers, used = (np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used))
+            if layers.shape[0] > 1:  # one layer is in order already
+                order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
+                rank = max(int(used.sum(axis=0).max()), 1)
+                layer_dur, layers, used = (
+                    np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used)
+                )
             needed = np.unique(layer_dur[used]) if used.any() else np.ones(1, dtype=np.int64)
-            shortest = np.where(used, layer_dur, np.iinfo(np.int64).max).min(axis=0, initial=np.iinfo(np.int64).max)
+            shortest = np.where(used, layer_dur, _NO_DURATION).min(axis=0, initial=_NO_DURATION)
             shortest = np.where(target != 0, shortest, 1)[group]
         fast = self.engine == "numba"
-        whole = act.size == self.n  # then the fleet's own parameters and inputs serve, without gathering
+        whole = act.size == n  # then the fleet's own parameters and inputs serve, without gathering
         # The numba engine needs only the packed parameters of `act`, the numpy reference their params.
         pa = None if fast else p.subset(act)
         pk = (self._packed if whole else np.ascontiguousarray(self._packed[:, act])) if fast else None
@@ -501,13 +504,13 @@ class HouseholdFleet:
         tiers = [_pick(f, shortest) for f in by_dur]
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if c.offset_kw is not None:
-            off = np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,))
+            off = np.broadcast_to(np.asarray(c.offset_kw, float), (n,))
         else:
             sign = np.sign(target)[group]
             prev = np.where(np.sign(self._prev_off) == sign, np.abs(self._prev_off), 0.0)
             # Level l: what the group must hold for the l-th longest duration (the layers up to it).
             levels = np.maximum(np.sign(target) * np.cumsum(layers, axis=0), 0.0)
-            amount = np.zeros(self.n)
+            amount = np.zeros(n)
             for f in by_dur:
                 signed = {d: np.where(sign < 0, x.down[0], np.where(sign > 0, x.up[0], 0.0)) for d, x in f.items()}
                 for lvl in range(len(layers)):
@@ -536,7 +539,7 @@ class HouseholdFleet:
             floor = p.t_min.copy()
             if tr.t_floor is not None:
                 floor[act] = tr.t_floor[1]
-            ref = tuple(_scatter(x[0], act, self.n) for x in (tr.heat, tr.ev, tr.bat))
+            ref = tuple(_scatter(x[0], act, n) for x in (tr.heat, tr.ev, tr.bat))
             heat, ev, bat, achieved, short = kernels.dispatch(
                 self._packed, self._scalars, inp.t_out, s, self.t_in, self.ev_remaining_kwh, self.soc_kwh,
                 inp.ev, dp.gains, dp.eta, ~force, floor, ref, (o_heat, o_ev, o_bat), ctl, (dp.heat, dp.ev, dp.bat), off,
@@ -778,12 +781,22 @@ def _select(by_duration: dict[int, np.ndarray], duration: np.ndarray) -> np.ndar
 def _pick(by_duration: dict[int, DeviceFlex], duration: np.ndarray) -> DeviceFlex:
     """Per household, the headroom over its own duration (households with a duration not in
     ``by_duration`` have none: they carry no change): :func:`_select` for each device's field."""
-    return DeviceFlex(
-        *(np.reshape(_select({d: getattr(f, x) for d, f in by_duration.items()}, duration), (1, -1)) for x in _DF)
-    )
+    if len(by_duration) == 1:
+        ((d, f),) = by_duration.items()
+        if np.all(duration == d):  # every household's own: the headroom as it is (rows of 1)
+            return f
+    masks = [(duration == d, f) for d, f in by_duration.items()]  # as _select, the masks once for all fields
+    out = []
+    for x in _DF:
+        v = np.zeros(duration.size)
+        for m, f in masks:
+            v = np.where(m, getattr(f, x), v)
+        out.append(np.reshape(v, (1, -1)))
+    return DeviceFlex(*out)
 
 
 _DF = tuple(DeviceFlex.__dataclass_fields__)
+_NO_DURATION = np.iinfo(np.int64).max  # longer than any commitment: the neutral element of "shortest"
 
 
 def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
