@@ -527,7 +527,11 @@ class HouseholdFleet:
                 scale = np.divide(levels[-1], tot, out=np.ones(n_groups), where=over & (tot > levels[-1]))
                 amount = amount * scale[group]
             off = sign * amount
-        o_bat, o_ev, o_heat = split_devices(off, tiers)
+        if fast:
+            heads = np.array([[getattr(f, x)[0] for x in _DF[:6]] for f in tiers])
+            o_bat, o_ev, o_heat = kernels.split_devices(off, heads)
+        else:
+            o_bat, o_ev, o_heat = split_devices(off, tiers)
         # A household whose share ends while its group still asks the same way (a short call inside
         # a long award, or a greedy re-allocation) stays on its plan at no change rather than
         # recovering: its rebound would land inside the group's remaining commitment, undoing it.
@@ -631,8 +635,10 @@ class HouseholdFleet:
         if self.engine == "numba":
             pk = np.ascontiguousarray(self._packed[:, act]) if pk is None else pk
             for d in map(int, durations):  # flex_for_durations of one duration: that window alone
-                f = kernels.window_flex(pk, self._scalars, tr.head(d), d, s, dev, force)
-                out[d] = DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in _DF))
+                f = kernels.window_flex_array(pk, self._scalars, tr.head(d), d, s, dev, force)
+                full = np.zeros((len(_DF), 1, self.n))  # the fields at `act`, zero elsewhere (as _scatter)
+                full[:, :, act] = f
+                out[d] = DeviceFlex(*full)
             return out
         assert pa is not None
         for d in map(int, durations):

@@ -314,6 +314,38 @@ if HAVE_NUMBA:
             out[4, i] = max(abs(x) - sign * ach, 0.0)
 
 
+if HAVE_NUMBA:
+
+    @njit(cache=True)
+    def _split_devices(off, heads, out):
+        """flex.split_devices for row 0: heads (tiers, 8 fields of DeviceFlex, n); out rows bat, ev, heat."""
+        for i in range(off.size):
+            x = off[i]
+            down = x < 0
+            left = abs(x)
+            t0 = t1 = t2 = 0.0
+            for k in range(heads.shape[0]):
+                # battery (fields 4, 5), EV (2, 3), heating (0, 1): storage first, heating last
+                take = _clip((heads[k, 4, i] if down else heads[k, 5, i]) - t0, 0.0, left)
+                left = left - take
+                t0 = t0 + take
+                take = _clip((heads[k, 2, i] if down else heads[k, 3, i]) - t1, 0.0, left)
+                left = left - take
+                t1 = t1 + take
+                take = _clip((heads[k, 0, i] if down else heads[k, 1, i]) - t2, 0.0, left)
+                left = left - take
+                t2 = t2 + take
+            out[0, i], out[1, i], out[2, i] = (-t0, -t1, -t2) if down else (t0, t1, t2)
+
+
+def split_devices(off: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """flex.split_devices, compiled: ``heads`` (tiers, 8, n) stacks each tier's DeviceFlex fields (row 0);
+    rows of the result: battery, EV, heating offsets (signed)."""
+    out = np.empty((3, off.size))
+    _split_devices(np.ascontiguousarray(off, dtype=float), np.ascontiguousarray(heads, dtype=float), out)
+    return out
+
+
 def dispatch(
     P: np.ndarray,
     sc: np.ndarray,
@@ -436,6 +468,20 @@ def window_flex(
     starts: np.ndarray | None = None,
 ) -> DeviceFlex:
     """flex.window_flex, compiled; P = pack() of the trajectory's households."""
+    return DeviceFlex(*window_flex_array(P, sc, tr, d, s0, dev, force, starts))
+
+
+def window_flex_array(
+    P: np.ndarray,
+    sc: np.ndarray,
+    tr: Trajectory,
+    d: int,
+    s0: int,
+    dev: Deviation | None = None,
+    force: bool = False,
+    starts: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`window_flex` as one (8, windows, n) array, its fields in DeviceFlex's order."""
     k_steps = tr.heat.shape[0]
     if not 1 <= d <= k_steps:
         raise ValueError(f"duration {d} must be within 1..{k_steps}")
@@ -470,4 +516,4 @@ def window_flex(
         dv[2],
         out,
     )
-    return DeviceFlex(*out)
+    return out
