@@ -16,7 +16,7 @@ process RSS from psutil.
 
 ``--rollout N ...``: instead, the controlled roll-out of a forecast copy of N homes (one
 aggregator's portfolio over its feeders, as World._forecast_committed steps it): 100 steps
-under a layered commitment (a long shed, short calls against it, a gap), CPU time per
+under layered commitments (a long shed, short calls against it, a gap, a flip to 'consume more'), CPU time per
 roll-out and per step for both engines, and a checksum of the roll-out's net power.
 """
 
@@ -107,18 +107,27 @@ def rollout_case(n_copy: int, engine: kernels.Engine, seed: int = 7) -> tuple[Ho
 
 
 def rollout_controls(fleet: HouseholdFleet, hh: np.ndarray, steps: int = 100) -> list[Control | None]:
-    """The commitments of the roll-out: a shed of 30 % of the flexibility held over every step but
-    a gap (steps 40-47), with a 1-hour 'consume more' call inside it at steps 20-23 and 60-63."""
+    """The commitments of the roll-out: a shed of 30 % of the flexibility over steps 0-39 and 48-87
+    (a gap between), with a 1-hour 'consume more' call layered inside it at steps 20-23 (the net
+    change stays a shed), a 1-hour 'consume more' of 30 % of the up flexibility instead of the shed
+    at steps 60-63 and from step 88 to the end (no gap: the sign flips)."""
     g = (fleet.owner * 5 + fleet.feeder)[hh]
     n_groups = int(g.max()) + 1  # the copy counts groups up to its last one
-    shed = -0.3 * fleet.forecast(8, 8, by=fleet.owner * 5 + fleet.feeder, households=hh).flex_down_kw[0, :n_groups]
+    fc = fleet.forecast(8, 8, by=fleet.owner * 5 + fleet.feeder, households=hh)
+    shed, up = -0.3 * fc.flex_down_kw[0, :n_groups], 0.3 * fc.flex_up_kw[0, :n_groups]
     out: list[Control | None] = []
     for s in range(steps):
         if 40 <= s < 48:
             out.append(None)
             continue
-        left = (40 if s < 40 else steps) - s
-        call = next((c for c in (20, 60) if c <= s < c + 4), None)
+        if s >= 88:
+            out.append(Control(target_kw=up, by=g, duration_steps=steps - s))
+            continue
+        if 60 <= s < 64:
+            out.append(Control(target_kw=up, by=g, duration_steps=64 - s))
+            continue
+        left = (40 if s < 40 else 88) - s
+        call = 20 if 20 <= s < 24 else None
         if call is None:
             out.append(Control(target_kw=shed, by=g, duration_steps=left))
         else:

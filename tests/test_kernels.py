@@ -239,9 +239,11 @@ def test_forecast_copies_share_inputs_equal_to_the_fleets(weather):
     np.testing.assert_array_equal(cc.base_load.expected(70), fleet.base_load.expected(70, hh[sub]))
 
 
-def test_controlled_rollout_of_a_copy_equal_in_both_engines(weather):
+@pytest.mark.parametrize("homes", [12, 150])
+def test_controlled_rollout_of_a_copy_equal_in_both_engines(weather, homes):
     """100 steps of a forecast copy under layered commitments (a long shed, calls against it, a gap),
-    as benchmarks/bench_households.py --rollout runs them: both engines give the same outcomes."""
+    as benchmarks/bench_households.py --rollout runs them: both engines give the same outcomes (the
+    numba engine reuses last step's plans, the numpy reference simulates them afresh each step)."""
     import importlib.util
     from pathlib import Path
 
@@ -251,9 +253,10 @@ def test_controlled_rollout_of_a_copy_equal_in_both_engines(weather):
     spec.loader.exec_module(bench)
     out = {}
     for e in ("numpy", "numba"):
-        fleet, hh = bench.rollout_case(12, e)
+        fleet, hh = bench.rollout_case(homes, e)
         twin = fleet.forecast_copy(hh)
         out[e] = [twin.step(c) for c in bench.rollout_controls(fleet, hh)]
+        assert (twin._plan is not None) == (e == "numba")
     controlled = 0
     for x, y in zip(out["numpy"], out["numba"], strict=True):
         for f in ("net_kw", "heat_kw", "ev_kw", "battery_kw", "allocated_kw", "achieved_kw", "shortfall_kw"):

@@ -107,6 +107,9 @@ class HouseholdFleet:
         self._forecasting = False  # a forecast copy (see forecast_copy) steps on forecast inputs
         # What a forecast copy of the same households shares with the previous ones (see _subset).
         self._subsets: dict[bytes, _Subset] = {}
+        # The reference plans simulated in the last controlled step (numba engine): (step, households, plans,
+        # per household whether its state after that step is its plan's: see _plans).
+        self._plan: tuple[int, np.ndarray, Trajectory, np.ndarray] | None = None
 
     @classmethod
     def create(
@@ -256,9 +259,7 @@ class HouseholdFleet:
         """Default operation of households `idx` (all if None) on forecast inputs, by the fleet's engine;
         ``floor``: with its recovery floor (the comfort floor of flexibility) over ``recovery_steps`` more.
         ``packed``: the numba engine's parameters of ``idx`` when the caller has them already."""
-        w = self.forecast_weather
-        i = np.minimum(np.arange(s0, s0 + k_steps + self.recovery_steps), w.n_steps - 1)  # as _inputs: persists
-        t_out_h, irr_h = w.outdoor_temp_c[i], w.irradiance_w_m2[i]
+        t_out_h, irr_h = self._forecast_weather(s0, k_steps + self.recovery_steps)
         if self.engine == "numpy":
             p = self.p if idx is None else self.p.subset(idx)
             tr = simulate_default(p, t0, rem0, soc0, s0, k_steps, lambda s: self._inputs(s, idx, True))
@@ -307,6 +308,7 @@ class HouseholdFleet:
             if self.engine == "numba":
                 twin._packed = sub.packed
             twin._subsets = {}  # indices into the copy, not into this fleet
+            twin._plan = None
             twin.comfort = ComfortRecord(
                 *(getattr(self.comfort, f.name)[idx] for f in dataclasses.fields(ComfortRecord))
             )
@@ -407,6 +409,7 @@ class HouseholdFleet:
         if control is None:
             self._prev_off = np.zeros(self.n)
             self._in_event = np.zeros(self.n)
+            self._plan = None
         else:
             heat, ev, bat, alloc, achieved, short, groups = self._controlled(control, s, inp, dp)
         if fast:
@@ -493,7 +496,11 @@ class HouseholdFleet:
         pa = None if fast else p.subset(act)
         pk = (self._packed if whole else np.ascontiguousarray(self._packed[:, act])) if fast else None
         tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
-        tr = self._simulate(None if whole else act, *tw, s, int(needed.max()) if act.size else 1, packed=pk)
+        k_plan = int(needed.max()) if act.size else 1
+        if fast:
+            tr = self._plans(act, tw, free, s, k_plan, pk)
+        else:
+            tr = self._simulate(None if whole else act, *tw, s, k_plan)
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
         by_dur = [self._headroom(pa, tr, needed, s, dev, act, False, pk)]
         force = self._force_mask(c)
@@ -559,7 +566,71 @@ class HouseholdFleet:
         self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
         self._prev_off = off.copy()
         self._in_event = np.where(ctl, asked, 0.0)
+        if self._plan is not None and self._forecasting:
+            # Started from the actual state and run in default operation on the plans' inputs: the state
+            # after this step is the plan's first row (see _plans).
+            self._plan = (*self._plan[:3], free[act] & ~ctl[act])
         return heat, ev, bat, off.copy(), achieved, short, groups
+
+    def _plans(
+        self, act: np.ndarray, tw: tuple[np.ndarray, ...], free: np.ndarray, s: int, k: int, pk: np.ndarray
+    ) -> Trajectory:
+        """Reference plans of households ``act`` from their twins ``tw`` over ``k`` steps, with their floors
+        (numba engine; what ``_simulate`` gives). A household still on the plan simulated last step takes
+        its rows from that plan one step on: its twin is that plan's state after one step and the
+        inputs are functions of the step alone, so a new simulation would repeat the same operations.
+        The same holds for a household re-planned from its actual state (``free``) when that state is
+        its last plan's after one step: in a forecast copy (whose inputs are the plans' own) a household
+        that started its plan from its actual state and then ran in default operation (_controlled
+        records which). The floor of a plan depends on where it ends (recovery_steps past it), so it is
+        reused only for a plan one step shorter, and recomputed on the reused rows otherwise. Only the
+        other households are simulated."""
+        last, self._plan = self._plan, None
+        n = self.n
+        if last is None or last[0] != s - 1 or not act.size or k > last[2].heat.shape[0] - 1:
+            tr = self._simulate(None if act.size == n else act, *tw, s, k, packed=pk)
+            self._plan = (s, act, tr, np.zeros(act.size, dtype=bool))
+            return tr
+        _, prev, old, exact = last
+        pos = np.minimum(np.searchsorted(prev, act), prev.size - 1)
+        cont = (prev[pos] == act) & (~free[act] | exact[pos])
+        fresh = np.flatnonzero(~cont)
+        kept = np.flatnonzero(cont)
+        aligned = not fresh.size and act.size == prev.size  # then act is prev: rows are slices
+        new = None
+        if fresh.size:
+            pk_f = np.ascontiguousarray(pk[:, fresh])
+            new = self._simulate(act[fresh], *(x[fresh] for x in tw), s, k, floor=False, packed=pk_f)
+
+        def rows(name: str, stop: int, x_new: np.ndarray | None) -> np.ndarray:
+            x_old = getattr(old, name)
+            if aligned:
+                return x_old[1:stop]
+            out = np.empty((stop - 1, act.size), dtype=x_old.dtype)
+            out[:, kept] = x_old[1:stop][:, pos[kept]]
+            if x_new is not None:
+                out[:, fresh] = x_new
+            return out
+
+        fields = {f: rows(f, k + 1, None if new is None else getattr(new, f)) for f in _PER_STEP}
+        t_in = rows("t_in", k + 2, None if new is None else new.t_in)
+        t_out_h, irr_h = self._forecast_weather(s, k + self.recovery_steps)
+        if k == old.heat.shape[0] - 1 and old.t_floor is not None:  # the old floor ends where the new one does
+            f_new = None
+            if new is not None:
+                f_new = kernels.recovery_floor(pk_f, self._scalars, t_out_h, irr_h, new.t_in)
+            t_floor = rows("t_floor", k + 2, f_new)
+        else:
+            t_floor = kernels.recovery_floor(pk, self._scalars, t_out_h, irr_h, t_in)
+        tr = Trajectory(t_in, t_floor=t_floor, **fields)
+        self._plan = (s, act, tr, np.zeros(act.size, dtype=bool))
+        return tr
+
+    def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Forecast outdoor temperature and irradiance of steps s0.. (the last value persists past the horizon)."""
+        w = self.forecast_weather
+        i = np.minimum(np.arange(s0, s0 + n_steps), w.n_steps - 1)  # as _inputs
+        return w.outdoor_temp_c[i], w.irradiance_w_m2[i]
 
     def _dispatch_numpy(
         self,
@@ -802,6 +873,7 @@ def _pick(by_duration: dict[int, DeviceFlex], duration: np.ndarray) -> DeviceFle
 
 
 _DF = tuple(DeviceFlex.__dataclass_fields__)
+_PER_STEP = tuple(f.name for f in dataclasses.fields(Trajectory)[1:-1])  # rows = steps (t_in, t_floor: K + 1)
 _NO_DURATION = np.iinfo(np.int64).max  # longer than any commitment: the neutral element of "shortest"
 
 
