@@ -589,7 +589,7 @@ class HouseholdFleet:
         n = self.n
         if last is None or last[0] != s - 1 or not act.size or k > last[2].heat.shape[0] - 1:
             tr = self._simulate(None if act.size == n else act, *tw, s, k, packed=pk)
-            self._plan = (s, act, tr, np.zeros(act.size, dtype=bool))
+            self._keep_plan(s, act, tr)
             return tr
         _, prev, old, exact = last
         pos = np.minimum(np.searchsorted(prev, act), prev.size - 1)
@@ -623,8 +623,14 @@ class HouseholdFleet:
         else:
             t_floor = kernels.recovery_floor(pk, self._scalars, t_out_h, irr_h, t_in)
         tr = Trajectory(t_in, t_floor=t_floor, **fields)
-        self._plan = (s, act, tr, np.zeros(act.size, dtype=bool))
+        self._keep_plan(s, act, tr)
         return tr
+
+    def _keep_plan(self, s: int, act: np.ndarray, tr: Trajectory) -> None:
+        """Keep this step's plans for the next step, unless they are too big to hold on to (a whole fleet
+        in a long commitment, where holding them would cost more memory than simulating them costs time)."""
+        if act.size * tr.heat.shape[0] <= _KEEP_PLAN_CELLS:
+            self._plan = (s, act, tr, np.zeros(act.size, dtype=bool))
 
     def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Forecast outdoor temperature and irradiance of steps s0.. (the last value persists past the horizon)."""
@@ -774,6 +780,7 @@ class _SubsetBaseLoad:
 
 _EV_FIELDS = ("connected", "dep_step", "arriving", "energy")
 _KEEP_SUBSETS = 64  # households sets whose copies share parameters and inputs (one per aggregator)
+_KEEP_PLAN_CELLS = 1 << 19  # household-steps of plans kept between steps (about 46 MB at most)
 _KEEP_EV_DAYS = 4  # a roll-out runs from now to at most two days past the next window
 
 
