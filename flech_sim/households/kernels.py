@@ -4,6 +4,10 @@ Why: driven from Python, each numpy step of ~10,000 homes pays for a few dozen
 temporary arrays; forecasts run ~9× as many home-steps as the stepping itself.
 These loops keep every home's state in registers instead.
 
+The tail of a controlled step (limits, clips and the choice between plan and default:
+``dispatch``; the split over devices: ``split_devices``) repeats HouseholdFleet._dispatch_numpy
+and flex.split_devices likewise.
+
 Exactness: every expression repeats physics.py's operations in the same order
 (no fastmath, so no reassociation or fused multiply-add), so the results equal
 the numpy reference exactly; only the sign of a zero may differ (numpy's clip
