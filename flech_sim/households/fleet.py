@@ -305,7 +305,7 @@ class HouseholdFleet:
             sub = self._subset(idx)
             twin.p, twin.feeder, twin.owner = sub.p, sub.feeder, sub.owner
             twin.base_load, twin.ev_schedule = sub.base_load, sub.ev_schedule  # type: ignore[assignment]
-            if self.engine == "numba":
+            if sub.packed is not None:  # the numba engine's
                 twin._packed = sub.packed
             twin._subsets = {}  # indices into the copy, not into this fleet
             twin._plan = None
@@ -497,7 +497,7 @@ class HouseholdFleet:
         pk = (self._packed if whole else np.ascontiguousarray(self._packed[:, act])) if fast else None
         tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
         k_plan = int(needed.max()) if act.size else 1
-        if fast:
+        if pk is not None:  # numba
             tr = self._plans(act, tw, free, s, k_plan, pk)
         else:
             tr = self._simulate(None if whole else act, *tw, s, k_plan)
@@ -550,7 +550,7 @@ class HouseholdFleet:
             floor = p.t_min.copy()
             if tr.t_floor is not None:
                 floor[act] = tr.t_floor[1]
-            ref = tuple(_scatter(x[0], act, n) for x in (tr.heat, tr.ev, tr.bat))
+            ref = (_scatter(tr.heat[0], act, n), _scatter(tr.ev[0], act, n), _scatter(tr.bat[0], act, n))
             heat, ev, bat, achieved, short = kernels.dispatch(
                 self._packed, self._scalars, inp.t_out, s, self.t_in, self.ev_remaining_kwh, self.soc_kwh,
                 inp.ev, dp.gains, dp.eta, ~force, floor, ref, (o_heat, o_ev, o_bat), ctl, (dp.heat, dp.ev, dp.bat), off,
@@ -588,7 +588,7 @@ class HouseholdFleet:
         last, self._plan = self._plan, None
         n = self.n
         if last is None or last[0] != s - 1 or not act.size or k > last[2].heat.shape[0] - 1:
-            tr = self._simulate(None if act.size == n else act, *tw, s, k, packed=pk)
+            tr = self._simulate(None if act.size == n else act, tw[0], tw[1], tw[2], s, k, packed=pk)
             self._keep_plan(s, act, tr)
             return tr
         _, prev, old, exact = last
@@ -600,7 +600,7 @@ class HouseholdFleet:
         new = None
         if fresh.size:
             pk_f = np.ascontiguousarray(pk[:, fresh])
-            new = self._simulate(act[fresh], *(x[fresh] for x in tw), s, k, floor=False, packed=pk_f)
+            new = self._simulate(act[fresh], tw[0][fresh], tw[1][fresh], tw[2][fresh], s, k, False, pk_f)
 
         def rows(name: str, stop: int, x_new: np.ndarray | None) -> np.ndarray:
             x_old = getattr(old, name)
@@ -719,8 +719,8 @@ class HouseholdFleet:
             return out
         assert pa is not None
         for d in map(int, durations):
-            f = flex_for_durations(pa, tr, np.full(act.size, d), s, dev, force)
-            out[d] = DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in _DF))
+            fd = flex_for_durations(pa, tr, np.full(act.size, d), s, dev, force)
+            out[d] = DeviceFlex(*(_scatter(getattr(fd, x)[0], act, self.n)[None, :] for x in _DF))
         return out
 
     def _record_comfort(self, heat: np.ndarray, allocated: np.ndarray, inp: StepInputs, dp: Any) -> None:
@@ -757,9 +757,13 @@ _STATE = (
 class _SubsetBaseLoad:
     """The base load of households ``rows`` of a larger source (its index ``i`` is ``rows[i]`` there)."""
 
+    _src: BaseLoadSource
+    _rows: np.ndarray
+
     def __init__(self, src: BaseLoadSource, rows: np.ndarray) -> None:
         if isinstance(src, _SubsetBaseLoad):  # a subset of a subset reads the source directly
-            src, rows = src._src, src._rows[rows]
+            inner: _SubsetBaseLoad = src
+            src, rows = inner._src, inner._rows[rows]
         self._src, self._rows = src, rows
         self.n_households = len(rows)
         if hasattr(src, "expected_block"):
@@ -791,10 +795,15 @@ class _SubsetEvSchedule:
     days: roll-outs ask for it step by step, and for blocks of steps of a few households, many
     times over the same days. Rows are the schedule's own values (read-only views)."""
 
+    _src: EvSchedule
+    _rows: np.ndarray
+
     def __init__(self, src: EvSchedule | _SubsetEvSchedule, rows: np.ndarray) -> None:
         if isinstance(src, _SubsetEvSchedule):  # a subset of a subset reads the schedule directly
-            src, rows = src._src, src._rows[rows]
-        self._src, self._rows = src, rows
+            root, rows = src._src, src._rows[rows]
+        else:
+            root = src
+        self._src, self._rows = root, rows
         self._days: dict[int, EvStep] = {}
 
     def _map(self, idx: np.ndarray | None) -> np.ndarray:
