@@ -5,6 +5,7 @@ Control pattern per day, as aggregators would drive it: a day-ahead forecast
 of the baseline (capped at the forecast flexibility), re-allocated every step.
 
 Usage: python benchmarks/bench_households.py [--households 10000] [--days 7] [--repeats 3]
+       python benchmarks/bench_households.py --rollout 10 500 [--repeats 3]
 Runs the workload with the numpy reference and with the numba kernels
 (households/kernels.py) and prints both side by side: median wall time of the
 repeats, forecast share, steps/s, household-steps/s, the ratio, and checks that
@@ -12,6 +13,11 @@ both gave the same outcome. The first numba call's cost (loading or compiling th
 cached kernels) is printed separately. Peak traced memory comes from one extra,
 traced run per engine (skip with --no-trace; tracemalloc slows numpy several-fold);
 process RSS from psutil.
+
+``--rollout N ...``: instead, the controlled roll-out of a forecast copy of N homes (one
+aggregator's portfolio over its feeders, as World._forecast_committed steps it): 100 steps
+under layered commitments (a long shed, short calls against it, a gap, a flip to 'consume more'), CPU time per
+roll-out and per step for both engines, and a checksum of the roll-out's net power.
 """
 
 from __future__ import annotations
@@ -86,13 +92,88 @@ def run(n_households: int, days: int, engine: kernels.Engine, seed: int = 2024) 
     }
 
 
+def rollout_case(n_copy: int, engine: kernels.Engine, seed: int = 7) -> tuple[HouseholdFleet, np.ndarray]:
+    """A fleet of 4 owners with ``n_copy`` homes each over 5 feeders, stepped to 10:00 of a winter day;
+    the homes of owner 1 and their (owner, feeder) groups."""
+    weather = generate_weather("winter", datetime(2024, 1, 8), 4 * 96, 15, seed)
+    n, owners, feeders = 4 * n_copy, 4, 5
+    owner = np.arange(n) % owners
+    feeder = (np.arange(n) // owners) % feeders
+    fleet = HouseholdFleet.create(n, weather, seed, owner=owner, feeder=feeder, engine=engine)
+    for _ in range(40):
+        fleet.step()
+    hh = np.flatnonzero(fleet.owner == 1)
+    return fleet, hh
+
+
+def rollout_controls(fleet: HouseholdFleet, hh: np.ndarray, steps: int = 100) -> list[Control | None]:
+    """The commitments of the roll-out: a shed of 30 % of the flexibility over steps 0-39 and 48-87
+    (a gap between), with a 1-hour 'consume more' call layered inside it at steps 20-23 (the net
+    change stays a shed), a 1-hour 'consume more' of 30 % of the up flexibility instead of the shed
+    at steps 60-63 and from step 88 to the end (no gap: the sign flips)."""
+    g = (fleet.owner * 5 + fleet.feeder)[hh]
+    n_groups = int(g.max()) + 1  # the copy counts groups up to its last one
+    fc = fleet.forecast(8, 8, by=fleet.owner * 5 + fleet.feeder, households=hh)
+    shed, up = -0.3 * fc.flex_down_kw[0, :n_groups], 0.3 * fc.flex_up_kw[0, :n_groups]
+    out: list[Control | None] = []
+    for s in range(steps):
+        if 40 <= s < 48:
+            out.append(None)
+            continue
+        if s >= 88:
+            out.append(Control(target_kw=up, by=g, duration_steps=steps - s))
+            continue
+        if 60 <= s < 64:
+            out.append(Control(target_kw=up, by=g, duration_steps=64 - s))
+            continue
+        left = (40 if s < 40 else 88) - s
+        call = 20 if 20 <= s < 24 else None
+        if call is None:
+            out.append(Control(target_kw=shed, by=g, duration_steps=left))
+        else:
+            layers = np.array([shed, -0.5 * shed])
+            out.append(Control(target_kw=layers, by=g, duration_steps=np.array([left, call + 4 - s])))
+    assert all(c is None or np.shape(c.target_kw)[-1] == n_groups for c in out)
+    return out
+
+
+def rollout(n_copy: int, engine: kernels.Engine, repeats: int) -> tuple[float, float]:
+    """(median CPU s of one 100-step roll-out of a fresh forecast copy, checksum of its net power)."""
+    fleet, hh = rollout_case(n_copy, engine)
+    ctl = rollout_controls(fleet, hh)
+    times, sums = [], []
+    for _ in range(repeats + 1):  # the first warms caches and kernels
+        t0 = time.process_time()
+        twin = fleet.forecast_copy(hh)
+        total = 0.0
+        for c in ctl:
+            total += float(twin.step(c).net_kw.sum())
+        times.append(time.process_time() - t0)
+        sums.append(total)
+    assert len(set(sums)) == 1, "roll-outs of the same copy differ"
+    return statistics.median(times[1:]), sums[0]
+
+
+def main_rollout(sizes: list[int], repeats: int) -> None:
+    first_call_s()
+    print(f"{'homes':>6s}{'engine':>8s}{'CPU s/roll-out':>16s}{'ms/step':>9s}  checksum of net kW")
+    for n in sizes:
+        for e in ENGINES:
+            t, chk = rollout(n, e, repeats)
+            print(f"{n:6d}{e:>8s}{t:16.4f}{t * 10:9.3f}  {chk!r}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--households", type=int, default=10_000)
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-trace", action="store_true", help="skip the tracemalloc runs")
+    ap.add_argument("--rollout", type=int, nargs="+", metavar="N", help="time 100-step roll-outs of N-home copies")
     args = ap.parse_args()
+    if args.rollout:
+        main_rollout(args.rollout, args.repeats)
+        return
     proc = psutil.Process()
     first = first_call_s()
     rss0 = proc.memory_info().rss

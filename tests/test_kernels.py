@@ -153,3 +153,115 @@ def test_numba_fleet_reproduces_numpy_fleet_with_undersized_heaters(weather):
     for f in ("t_in", "soc_kwh", "violation_degree_minutes"):
         assert_same(getattr(ref, f), getattr(fast, f), f"final {f}")
     np.testing.assert_array_equal(ref.comfort.forced_steps, fast.comfort.forced_steps)
+
+
+def test_split_and_dispatch_kernels_equal_numpy_on_random_cases(weather):
+    """kernels.split_devices and kernels.dispatch (the tail of a controlled step) against the numpy
+    path, on random headrooms, offsets, states, EV sessions and force/ctl masks that hit every clip."""
+    from types import SimpleNamespace
+
+    from flech_sim.households.ev import EvStep
+    from flech_sim.households.flex import DeviceFlex, split_devices
+    from flech_sim.households.physics import StepInputs, default_powers
+
+    rng = np.random.default_rng(8)
+    fleet = HouseholdFleet.create(N, weather, np.random.SeedSequence(5), engine="numpy")
+    p, pk, sc = fleet.p, kernels.pack(fleet.p), kernels.scalars(fleet.p)
+    clipped = 0
+    for case in range(6):
+        tiers = [
+            DeviceFlex(*rng.uniform(0.0, 2.0, (8, 1, N)) * (rng.random((8, 1, N)) < 0.7)) for _ in range(1 + case % 2)
+        ]
+        off = rng.normal(0.0, 1.5, N) * (rng.random(N) < 0.8)
+        ref = split_devices(off, tiers)
+        fields = list(DeviceFlex.__dataclass_fields__)[:6]
+        fast = kernels.split_devices(off, np.array([[getattr(f, x)[0] for x in fields] for f in tiers]))
+        for r, f, what in zip(ref, fast, ("battery", "ev", "heat"), strict=True):
+            assert_same(r, f, f"split {what}")
+        s = 30 + case
+        conn = rng.random(N) < 0.5
+        dep = np.where(conn, s + rng.integers(0, 12, N), -1)
+        ev = EvStep(conn, dep, conn & (rng.random(N) < 0.2), rng.uniform(0, 20, N))
+        t_in = p.t_min + rng.uniform(-1.0, 3.0, N) * (p.t_max - p.t_min)
+        rem = rng.uniform(0.0, 30.0, N) * conn
+        soc = rng.uniform(p.soc_min, p.soc_max)
+        inp = StepInputs(float(rng.uniform(-10, 10)), float(rng.uniform(0, 400)), rng.uniform(0.1, 1.0, N), ev)
+        dp = default_powers(p, t_in, rem, soc, inp)
+        act = np.flatnonzero(rng.random(N) < 0.7)
+        tr = SimpleNamespace(
+            t_floor=np.vstack([t_in[act], p.t_min[act] + rng.uniform(0.0, 1.0, act.size)]),
+            heat=rng.uniform(0, 3, (1, act.size)),
+            ev=rng.uniform(0, 7, (1, act.size)),
+            bat=rng.uniform(-3, 3, (1, act.size)),
+        )
+        force = rng.random(N) < (0.0, 0.3, 1.0)[case % 3]
+        ctl = rng.random(N) < 0.8
+        o = [rng.normal(0.0, 2.0, N) for _ in range(3)]
+        fleet.t_in, fleet.ev_remaining_kwh, fleet.soc_kwh = t_in, rem, soc
+        want = fleet._dispatch_numpy(s, inp, dp, tr, act, force, off, ctl, *o)
+        floor = p.t_min.copy()
+        floor[act] = tr.t_floor[1]
+        refs = tuple(np.bincount(act, x[0], N) for x in (tr.heat, tr.ev, tr.bat))
+        got = kernels.dispatch(
+            pk, sc, inp.t_out, s, t_in, rem, soc, ev, dp.gains, dp.eta, ~force, floor, refs, tuple(o), ctl,
+            (dp.heat, dp.ev, dp.bat), off,
+        )  # fmt: skip
+        for w, g, what in zip(want, got, ("heat", "ev", "battery", "achieved", "shortfall"), strict=True):
+            assert_same(w, g, f"dispatch {what} case {case}")
+        clipped += int(np.sum(ctl & (want[0] != refs[0] + o[2])))
+    assert clipped > 100  # the limits bound often, not only the plan plus offset
+
+
+def test_forecast_copies_share_inputs_equal_to_the_fleets(weather):
+    """A copy's cached EV status and base load equal the fleet's at the same households, step by
+    step and in blocks across midnights; copies of the same households share them."""
+    fleet = HouseholdFleet.create(N, weather, np.random.SeedSequence(5), engine="numba")
+    hh = np.arange(3, N, 7)
+    a, b = fleet.forecast_copy(hh), fleet.forecast_copy(hh.copy())
+    assert a.ev_schedule is b.ev_schedule and a._packed is b._packed and a.p is b.p
+    sub = np.array([0, 4, 5, 30])
+    for start, k in ((0, 1), (50, 130), (95, 7), (200, 90)):
+        blk = a.ev_schedule.block(start, k, sub)
+        ref = fleet.ev_schedule.block(start, k, hh[sub])
+        for f in ("connected", "dep_step", "arriving", "energy"):
+            assert getattr(blk, f).dtype == getattr(ref, f).dtype
+            np.testing.assert_array_equal(getattr(blk, f), getattr(ref, f))
+        for s in (start, start + k - 1):
+            for f in ("connected", "dep_step", "arriving", "energy"):
+                np.testing.assert_array_equal(getattr(a.ev_schedule.at(s), f), getattr(fleet.ev_schedule.at(s, hh), f))
+        want = np.stack([fleet.base_load.expected(s, hh[sub]) for s in range(start, start + k)])
+        np.testing.assert_array_equal(a.base_load.expected_block(start, k, sub), want)
+    assert fleet.ev_schedule.block(50, 130, hh).energy.max() > 0
+    # a copy of a copy reads the fleet's sources at the composed indices
+    cc = a.forecast_copy(sub)
+    want = fleet.ev_schedule.block(60, 100, hh[sub]).energy
+    np.testing.assert_array_equal(cc.ev_schedule.block(60, 100).energy, want)
+    np.testing.assert_array_equal(cc.base_load.expected(70), fleet.base_load.expected(70, hh[sub]))
+
+
+@pytest.mark.parametrize("homes", [12, 150])
+def test_controlled_rollout_of_a_copy_equal_in_both_engines(weather, homes):
+    """100 steps of a forecast copy under layered commitments (a long shed, calls against it, a gap),
+    as benchmarks/bench_households.py --rollout runs them: both engines give the same outcomes (the
+    numba engine reuses last step's plans, the numpy reference simulates them afresh each step)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_households.py"
+    spec = importlib.util.spec_from_file_location("bench_households", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = {}
+    for e in ("numpy", "numba"):
+        fleet, hh = bench.rollout_case(homes, e)
+        twin = fleet.forecast_copy(hh)
+        out[e] = [twin.step(c) for c in bench.rollout_controls(fleet, hh)]
+        assert (twin._plan is not None) == (e == "numba")
+    controlled = 0
+    for x, y in zip(out["numpy"], out["numba"], strict=True):
+        for f in ("net_kw", "heat_kw", "ev_kw", "battery_kw", "allocated_kw", "achieved_kw", "shortfall_kw"):
+            assert_same(getattr(x, f), getattr(y, f), f"step {x.step} {f}")
+        if x.group_target_kw is not None:
+            assert_same(x.group_achieved_kw, y.group_achieved_kw, f"step {x.step} group achieved")
+        controlled += int(np.any(x.allocated_kw))
+    assert controlled > 80

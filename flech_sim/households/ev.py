@@ -90,6 +90,18 @@ class EvSchedule:
             )
         )
 
+    def day_steps(self, day: int) -> tuple[int, int]:
+        """(first step, number of steps) of calendar day ``day`` (steps before the start are negative)."""
+        return (day * MINUTES_PER_DAY - self._m0) // self._dt, MINUTES_PER_DAY // self._dt
+
+    def day_of(self, step: int) -> int:
+        return (self._m0 + step * self._dt) // MINUTES_PER_DAY
+
+    def day_status(self, day: int, idx: np.ndarray | None = None) -> EvStep:
+        """``at`` of every step of calendar day ``day`` as (steps, households) arrays (same values)."""
+        first, n_steps = self.day_steps(day)
+        return self._status(np.arange(first, first + n_steps, dtype=np.int64)[:, None], day, idx)
+
     def _status(self, step: np.ndarray | np.int64, day: int, idx: np.ndarray | None) -> EvStep:
         a1, d1, e1 = self.sessions(day - 1)
         a2, d2, e2 = self.sessions(day)

@@ -24,7 +24,7 @@ import numpy as np
 from . import kernels
 from .comfort import ComfortRecord
 from .control import Control, Forecast, GroupBy, StepResult, group_sum
-from .ev import EvSchedule
+from .ev import EvSchedule, EvStep
 from .flex import Deviation, DeviceFlex, allocate, flex_for_durations, split_devices, window_flex
 from .params import FleetSpec, SeedLike, as_seed_sequence, child_seed
 from .physics import (
@@ -106,6 +106,11 @@ class HouseholdFleet:
         self.step_index = 0
         self._forecasting = False  # a forecast copy (see forecast_copy) steps on forecast inputs
         self._separate_owners = False  # a copy of several owners' roll-outs at once (see forecast_copy)
+        # What a forecast copy of the same households shares with the previous ones (see _subset).
+        self._subsets: dict[bytes, _Subset] = {}
+        # The reference plans simulated in the last controlled step (numba engine): (step, households, plans,
+        # per household whether its state after that step is its plan's: see _plans).
+        self._plan: tuple[int, np.ndarray, Trajectory, np.ndarray] | None = None
 
     @classmethod
     def create(
@@ -250,25 +255,30 @@ class HouseholdFleet:
         s0: int,
         k_steps: int,
         floor: bool = True,
+        packed: np.ndarray | None = None,
     ) -> Trajectory:
         """Default operation of households `idx` (all if None) on forecast inputs, by the fleet's engine;
-        ``floor``: with its recovery floor (the comfort floor of flexibility) over ``recovery_steps`` more."""
-        w = self.forecast_weather
-        i = np.minimum(np.arange(s0, s0 + k_steps + self.recovery_steps), w.n_steps - 1)  # as _inputs: persists
-        t_out_h, irr_h = w.outdoor_temp_c[i], w.irradiance_w_m2[i]
+        ``floor``: with its recovery floor (the comfort floor of flexibility) over ``recovery_steps`` more.
+        ``packed``: the numba engine's parameters of ``idx`` when the caller has them already."""
+        t_out_h, irr_h = self._forecast_weather(s0, k_steps + self.recovery_steps)
         if self.engine == "numpy":
             p = self.p if idx is None else self.p.subset(idx)
             tr = simulate_default(p, t0, rem0, soc0, s0, k_steps, lambda s: self._inputs(s, idx, True))
             return dataclasses.replace(tr, t_floor=recovery_floor(p, t_out_h, irr_h, tr.t_in)) if floor else tr
         n = t0.size
         t_out, irr = t_out_h[:k_steps], irr_h[:k_steps]
-        base = np.empty((k_steps, n))
-        fetch = self.base_load.expected if self._base_fc == "expected" else self.base_load.at
-        for k in range(k_steps):
-            base[k] = fetch(s0 + k, idx)
+        expected_block = getattr(self.base_load, "expected_block", None)
+        if self._base_fc == "expected" and expected_block is not None:
+            base = expected_block(s0, k_steps, idx)  # the same products as `expected` step by step
+        else:
+            base = np.empty((k_steps, n))
+            fetch = self.base_load.expected if self._base_fc == "expected" else self.base_load.at
+            for k in range(k_steps):
+                base[k] = fetch(s0 + k, idx)
         ev = self.ev_schedule.block(s0, k_steps, idx)
         conn, dep, arriving, energy = ev.connected, ev.dep_step, ev.arriving, ev.energy
-        packed = self._packed if idx is None else np.ascontiguousarray(self._packed[:, idx])
+        if packed is None:
+            packed = self._packed if idx is None else np.ascontiguousarray(self._packed[:, idx])
         tr = kernels.simulate_default(
             packed, self._scalars, t0, rem0, soc0, t_out, irr, base, conn, dep, arriving, energy
         )
@@ -298,14 +308,13 @@ class HouseholdFleet:
         twin = copy.copy(self)
         if households is not None:
             idx = np.asarray(households, dtype=np.int64)
-            if idx.ndim != 1 or (idx.size and (np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= self.n)):
-                raise ValueError("households must be ascending indices into the fleet, without repeats")
-            twin.p = self.p.subset(idx)
-            twin.feeder, twin.owner = self.feeder[idx], self.owner[idx]
-            twin.base_load = _SubsetBaseLoad(self.base_load, idx)
-            twin.ev_schedule = _SubsetEvSchedule(self.ev_schedule, idx)  # type: ignore[assignment]  # at, block
-            if self.engine == "numba":
-                twin._packed = np.ascontiguousarray(self._packed[:, idx])
+            sub = self._subset(idx)
+            twin.p, twin.feeder, twin.owner = sub.p, sub.feeder, sub.owner
+            twin.base_load, twin.ev_schedule = sub.base_load, sub.ev_schedule  # type: ignore[assignment]
+            if sub.packed is not None:  # the numba engine's
+                twin._packed = sub.packed
+            twin._subsets = {}  # indices into the copy, not into this fleet
+            twin._plan = None
             twin.comfort = ComfortRecord(
                 *(getattr(self.comfort, f.name)[idx] for f in dataclasses.fields(ComfortRecord))
             )
@@ -315,6 +324,30 @@ class HouseholdFleet:
         twin._forecasting = True
         twin._separate_owners = separate_owners
         return twin
+
+    def _subset(self, idx: np.ndarray) -> _Subset:
+        """The static part of a copy of households ``idx``, kept for the next copy of the same households
+        (a run copies each aggregator's portfolio for every bid request): parameters, groups and the
+        input sources, whose EV status they cache by day. All read-only, so copies share them."""
+        key = idx.tobytes()
+        sub = self._subsets.get(key)
+        if sub is not None:
+            return sub
+        if idx.ndim != 1 or (idx.size and (np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= self.n)):
+            raise ValueError("households must be ascending indices into the fleet, without repeats")
+        packed = np.ascontiguousarray(self._packed[:, idx]) if self.engine == "numba" else None
+        sub = _Subset(
+            self.p.subset(idx),
+            self.feeder[idx],
+            self.owner[idx],
+            _SubsetBaseLoad(self.base_load, idx),
+            _SubsetEvSchedule(self.ev_schedule, idx),
+            packed,
+        )
+        if len(self._subsets) >= _KEEP_SUBSETS:
+            self._subsets.pop(next(iter(self._subsets)))
+        self._subsets[key] = sub
+        return sub
 
     def headroom_from_plans(
         self, duration_steps: int, households: np.ndarray, by: GroupBy
@@ -383,6 +416,7 @@ class HouseholdFleet:
         if control is None:
             self._prev_off = np.zeros(self.n)
             self._in_event = np.zeros(self.n)
+            self._plan = None
         else:
             heat, ev, bat, alloc, achieved, short, groups = self._controlled(control, s, inp, dp)
         if fast:
@@ -425,7 +459,7 @@ class HouseholdFleet:
         )
 
     def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:
-        p = self.p
+        p, n = self.p, self.n
         if c.offset_kw is None:
             group, n_groups = self.group_index(c.by)
             layers, layer_dur = c.layers(n_groups)
@@ -434,7 +468,7 @@ class HouseholdFleet:
             target = layers.sum(axis=0)
             asked = np.sign(target)[group]
         else:
-            asked = np.sign(np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,)))
+            asked = np.sign(np.broadcast_to(np.asarray(c.offset_kw, float), (n,)))
         # Households not in control last step, or asked now for the opposite change, start a fresh
         # reference plan from their actual state: a 'consume more' after a shed is measured against
         # the recovering household, not against the plan the shed left behind.
@@ -445,8 +479,8 @@ class HouseholdFleet:
         # Only households that can be asked for a change need their reference plan simulated: the
         # others get no offset (zero headroom below), so they are free and re-planned next step.
         if c.offset_kw is not None:
-            act = np.flatnonzero(np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,)))
-            dur = np.broadcast_to(np.asarray(c.duration_steps, dtype=np.int64), (self.n,))
+            act = np.flatnonzero(np.broadcast_to(np.asarray(c.offset_kw, float), (n,)))
+            dur = np.broadcast_to(np.asarray(c.duration_steps, dtype=np.int64), (n,))
             needed = np.unique(dur[act])
             shortest = dur
         else:
@@ -454,34 +488,45 @@ class HouseholdFleet:
             # Each group's layers longest first, the ones without a change there last (they need no
             # headroom) and dropped where no group has that many: a rank is one allocation for all groups.
             used = (layers != 0) & (target != 0)
-            order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
-            rank = max(int(used.sum(axis=0).max()), 1)
-            layer_dur, layers, used = (np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used))
+            if layers.shape[0] > 1:  # one layer is in order already
+                order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
+                rank = max(int(used.sum(axis=0).max()), 1)
+                layer_dur, layers, used = (
+                    np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used)
+                )
             needed = np.unique(layer_dur[used]) if used.any() else np.ones(1, dtype=np.int64)
-            shortest = np.where(used, layer_dur, np.iinfo(np.int64).max).min(axis=0, initial=np.iinfo(np.int64).max)
+            shortest = np.where(used, layer_dur, _NO_DURATION).min(axis=0, initial=_NO_DURATION)
             shortest = np.where(target != 0, shortest, 1)[group]
-        pa = p.subset(act)
+        fast = self.engine == "numba"
+        whole = act.size == n  # then the fleet's own parameters and inputs serve, without gathering
+        # The numba engine needs only the packed parameters of `act`, the numpy reference their params.
+        pa = None if fast else p.subset(act)
+        pk = (self._packed if whole else np.ascontiguousarray(self._packed[:, act])) if fast else None
         tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
-        tr = self._simulate(act, *tw, s, int(needed.max()) if act.size else 1)
-        if self._separate_owners and c.offset_kw is None and act.size:
+        k_plan = int(needed.max()) if act.size else 1
+        if pk is not None:  # numba
+            tr = self._plans(act, tw, free, s, k_plan, pk)
+        else:
+            tr = self._simulate(None if whole else act, *tw, s, k_plan)
+        if self._separate_owners and c.offset_kw is None and act.size:  # after _plans: its kept plans are unadjusted
             tr = self._owners_floor(tr, act, np.where(used, layer_dur, 0).max(axis=0)[group[act]], s)
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
-        by_dur = [self._headroom(pa, tr, needed, s, dev, act, False)]
+        by_dur = [self._headroom(pa, tr, needed, s, dev, act, False, pk)]
         force = self._force_mask(c)
         if force.any():  # comfort-respecting headroom first, breaches only for the excess
-            forced = self._headroom(pa, tr, needed, s, dev, act, True)
+            forced = self._headroom(pa, tr, needed, s, dev, act, True, pk)
             by_dur.append({d: _where_flex(force, forced[d], by_dur[0][d]) for d in forced})
         # Devices are split on the headroom of each household's shortest commitment (the most it may give now).
         tiers = [_pick(f, shortest) for f in by_dur]
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if c.offset_kw is not None:
-            off = np.broadcast_to(np.asarray(c.offset_kw, float), (self.n,))
+            off = np.broadcast_to(np.asarray(c.offset_kw, float), (n,))
         else:
             sign = np.sign(target)[group]
             prev = np.where(np.sign(self._prev_off) == sign, np.abs(self._prev_off), 0.0)
             # Level l: what the group must hold for the l-th longest duration (the layers up to it).
             levels = np.maximum(np.sign(target) * np.cumsum(layers, axis=0), 0.0)
-            amount = np.zeros(self.n)
+            amount = np.zeros(n)
             for f in by_dur:
                 signed = {d: np.where(sign < 0, x.down[0], np.where(sign > 0, x.up[0], 0.0)) for d, x in f.items()}
                 for lvl in range(len(layers)):
@@ -503,7 +548,11 @@ class HouseholdFleet:
                 scale = np.divide(levels[-1], tot, out=np.ones(n_groups), where=over & (tot > levels[-1]))
                 amount = amount * scale[group]
             off = sign * amount
-        o_bat, o_ev, o_heat = split_devices(off, tiers)
+        if fast:
+            heads = np.array([[getattr(f, x)[0] for x in _DF[:6]] for f in tiers])
+            o_bat, o_ev, o_heat = kernels.split_devices(off, heads)
+        else:
+            o_bat, o_ev, o_heat = split_devices(off, tiers)
         # A household whose share ends while its group still asks the same way (a short call inside
         # a long award, or a greedy re-allocation) stays on its plan at no change rather than
         # recovering: its rebound would land inside the group's remaining commitment, undoing it.
@@ -511,6 +560,114 @@ class HouseholdFleet:
         # This step's limits on actual inputs: physical always; comfort and deadline unless forced. The
         # comfort floor is the plan's recovery floor (not T_min): after release the home must be able to
         # stay in its band on its own heater.
+        if fast:
+            floor = p.t_min.copy()
+            if tr.t_floor is not None:
+                floor[act] = tr.t_floor[1]
+            ref = (_scatter(tr.heat[0], act, n), _scatter(tr.ev[0], act, n), _scatter(tr.bat[0], act, n))
+            heat, ev, bat, achieved, short = kernels.dispatch(
+                self._packed, self._scalars, inp.t_out, s, self.t_in, self.ev_remaining_kwh, self.soc_kwh,
+                inp.ev, dp.gains, dp.eta, ~force, floor, ref, (o_heat, o_ev, o_bat), ctl, (dp.heat, dp.ev, dp.bat), off,
+            )  # fmt: skip
+        else:
+            heat, ev, bat, achieved, short = self._dispatch_numpy(
+                s, inp, dp, tr, act, force, off, ctl, o_heat, o_ev, o_bat
+            )
+        if c.target_kw is not None:
+            got = group_sum(achieved, group, n_groups)
+            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
+        # The twin moves along its plan; it only matters for households still in control next step.
+        self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
+        self._prev_off = off.copy()
+        self._in_event = np.where(ctl, asked, 0.0)
+        if self._plan is not None and self._forecasting:
+            # Started from the actual state and run in default operation on the plans' inputs: the state
+            # after this step is the plan's first row (see _plans).
+            self._plan = (*self._plan[:3], free[act] & ~ctl[act])
+        return heat, ev, bat, off.copy(), achieved, short, groups
+
+    def _plans(
+        self, act: np.ndarray, tw: tuple[np.ndarray, ...], free: np.ndarray, s: int, k: int, pk: np.ndarray
+    ) -> Trajectory:
+        """Reference plans of households ``act`` from their twins ``tw`` over ``k`` steps, with their floors
+        (numba engine; what ``_simulate`` gives). A household still on the plan simulated last step takes
+        its rows from that plan one step on: its twin is that plan's state after one step and the
+        inputs are functions of the step alone, so a new simulation would repeat the same operations.
+        The same holds for a household re-planned from its actual state (``free``) when that state is
+        its last plan's after one step: in a forecast copy (whose inputs are the plans' own) a household
+        that started its plan from its actual state and then ran in default operation (_controlled
+        records which). The floor of a plan depends on where it ends (recovery_steps past it), so it is
+        reused only for a plan one step shorter, and recomputed on the reused rows otherwise. Only the
+        other households are simulated."""
+        last, self._plan = self._plan, None
+        n = self.n
+        if last is None or last[0] != s - 1 or not act.size or k > last[2].heat.shape[0] - 1:
+            tr = self._simulate(None if act.size == n else act, tw[0], tw[1], tw[2], s, k, packed=pk)
+            self._keep_plan(s, act, tr)
+            return tr
+        _, prev, old, exact = last
+        pos = np.minimum(np.searchsorted(prev, act), prev.size - 1)
+        cont = (prev[pos] == act) & (~free[act] | exact[pos])
+        fresh = np.flatnonzero(~cont)
+        kept = np.flatnonzero(cont)
+        aligned = not fresh.size and act.size == prev.size  # then act is prev: rows are slices
+        new = None
+        if fresh.size:
+            pk_f = np.ascontiguousarray(pk[:, fresh])
+            new = self._simulate(act[fresh], tw[0][fresh], tw[1][fresh], tw[2][fresh], s, k, False, pk_f)
+
+        def rows(name: str, stop: int, x_new: np.ndarray | None) -> np.ndarray:
+            x_old = getattr(old, name)
+            if aligned:
+                return x_old[1:stop]
+            out = np.empty((stop - 1, act.size), dtype=x_old.dtype)
+            out[:, kept] = x_old[1:stop][:, pos[kept]]
+            if x_new is not None:
+                out[:, fresh] = x_new
+            return out
+
+        fields = {f: rows(f, k + 1, None if new is None else getattr(new, f)) for f in _PER_STEP}
+        t_in = rows("t_in", k + 2, None if new is None else new.t_in)
+        t_out_h, irr_h = self._forecast_weather(s, k + self.recovery_steps)
+        if k == old.heat.shape[0] - 1 and old.t_floor is not None:  # the old floor ends where the new one does
+            f_new = None
+            if new is not None:
+                f_new = kernels.recovery_floor(pk_f, self._scalars, t_out_h, irr_h, new.t_in)
+            t_floor = rows("t_floor", k + 2, f_new)
+        else:
+            t_floor = kernels.recovery_floor(pk, self._scalars, t_out_h, irr_h, t_in)
+        tr = Trajectory(t_in, t_floor=t_floor, **fields)
+        self._keep_plan(s, act, tr)
+        return tr
+
+    def _keep_plan(self, s: int, act: np.ndarray, tr: Trajectory) -> None:
+        """Keep this step's plans for the next step, unless they are too big to hold on to (a whole fleet
+        in a long commitment, where holding them would cost more memory than simulating them costs time)."""
+        if act.size * tr.heat.shape[0] <= _KEEP_PLAN_CELLS:
+            self._plan = (s, act, tr, np.zeros(act.size, dtype=bool))
+
+    def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Forecast outdoor temperature and irradiance of steps s0.. (the last value persists past the horizon)."""
+        w = self.forecast_weather
+        i = np.minimum(np.arange(s0, s0 + n_steps), w.n_steps - 1)  # as _inputs
+        return w.outdoor_temp_c[i], w.irradiance_w_m2[i]
+
+    def _dispatch_numpy(
+        self,
+        s: int,
+        inp: StepInputs,
+        dp: Any,
+        tr: Trajectory,
+        act: np.ndarray,
+        force: np.ndarray,
+        off: np.ndarray,
+        ctl: np.ndarray,
+        o_heat: np.ndarray,
+        o_ev: np.ndarray,
+        o_bat: np.ndarray,
+    ) -> tuple[np.ndarray, ...]:
+        """The numpy reference of kernels.dispatch: (heat, ev, battery, achieved, shortfall) of a controlled step."""
+        p = self.p
         h_lo, h_hi = np.zeros(self.n), p.p_heat_max
         e_hi = ev_max(p, self.ev_remaining_kwh, inp.ev)
         e_lo = np.zeros(self.n)
@@ -531,14 +688,7 @@ class HouseholdFleet:
         bat = np.where(ctl, np.clip(ref[2] + o_bat, b_lo, b_hi), dp.bat)
         achieved = np.where(ctl, (heat - ref[0]) + (ev - ref[1]) + (bat - ref[2]), 0.0)
         short = np.maximum(np.abs(off) - np.sign(off) * achieved, 0.0)
-        if c.target_kw is not None:
-            got = group_sum(achieved, group, n_groups)
-            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
-        # The twin moves along its plan; it only matters for households still in control next step.
-        self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
-        self._prev_off = off.copy()
-        self._in_event = np.where(ctl, asked, 0.0)
-        return heat, ev, bat, off.copy(), achieved, short, groups
+        return heat, ev, bat, achieved, short
 
     def _owners_floor(self, tr: Trajectory, act: np.ndarray, longest: np.ndarray, s: int) -> Trajectory:
         """``tr`` with each household's recovery floor over its own owner's horizon (the longest duration
@@ -578,27 +728,34 @@ class HouseholdFleet:
 
     def _headroom(
         self,
-        pa: HouseholdParams,
+        pa: HouseholdParams | None,
         tr: Trajectory,
         durations: np.ndarray,
         s: int,
         dev: Deviation,
         act: np.ndarray,
         force: bool,
+        pk: np.ndarray | None = None,
     ) -> dict[int, DeviceFlex]:
         """Headroom of the households `act` over each of `durations` steps from now, fleet-wide
-        (zero headroom elsewhere): one window per distinct duration, shared by every layer."""
+        (zero headroom elsewhere): one window per distinct duration, shared by every layer.
+        ``pa``: their params (numpy engine); ``pk``: their packed params (numba engine)."""
         zero = np.zeros((1, self.n))
         if not act.size:
             return {int(d): DeviceFlex(*(zero for _ in DeviceFlex.__dataclass_fields__)) for d in durations}
-        win = None
-        if self.engine == "numba":
-            pk = np.ascontiguousarray(self._packed[:, act])
-            win = lambda *a: kernels.window_flex(pk, self._scalars, *a)  # noqa: E731
         out = {}
+        if self.engine == "numba":
+            pk = np.ascontiguousarray(self._packed[:, act]) if pk is None else pk
+            for d in map(int, durations):  # flex_for_durations of one duration: that window alone
+                f = kernels.window_flex_array(pk, self._scalars, tr.head(d), d, s, dev, force)
+                full = np.zeros((len(_DF), 1, self.n))  # the fields at `act`, zero elsewhere (as _scatter)
+                full[:, :, act] = f
+                out[d] = DeviceFlex(*full)
+            return out
+        assert pa is not None
         for d in map(int, durations):
-            f = flex_for_durations(pa, tr, np.full(act.size, d), s, dev, force, window=win)
-            out[d] = DeviceFlex(*(_scatter(getattr(f, x)[0], act, self.n)[None, :] for x in _DF))
+            fd = flex_for_durations(pa, tr, np.full(act.size, d), s, dev, force)
+            out[d] = DeviceFlex(*(_scatter(getattr(fd, x)[0], act, self.n)[None, :] for x in _DF))
         return out
 
     def _record_comfort(self, heat: np.ndarray, allocated: np.ndarray, inp: StepInputs, dp: Any) -> None:
@@ -635,9 +792,17 @@ _STATE = (
 class _SubsetBaseLoad:
     """The base load of households ``rows`` of a larger source (its index ``i`` is ``rows[i]`` there)."""
 
+    _src: BaseLoadSource
+    _rows: np.ndarray
+
     def __init__(self, src: BaseLoadSource, rows: np.ndarray) -> None:
+        if isinstance(src, _SubsetBaseLoad):  # a subset of a subset reads the source directly
+            inner: _SubsetBaseLoad = src
+            src, rows = inner._src, inner._rows[rows]
         self._src, self._rows = src, rows
         self.n_households = len(rows)
+        if hasattr(src, "expected_block"):
+            self.expected_block = self._expected_block
 
     def _map(self, idx: np.ndarray | None) -> np.ndarray:
         return self._rows if idx is None else self._rows[idx]
@@ -648,21 +813,81 @@ class _SubsetBaseLoad:
     def expected(self, step: int, idx: np.ndarray | None = None) -> np.ndarray:
         return self._src.expected(step, self._map(idx))
 
+    def _expected_block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> np.ndarray:
+        return self._src.expected_block(start, n_steps, self._map(idx))  # type: ignore[attr-defined]
+
+
+_EV_FIELDS = ("connected", "dep_step", "arriving", "energy")
+_KEEP_SUBSETS = 64  # households sets whose copies share parameters and inputs (one per aggregator)
+_KEEP_PLAN_CELLS = 1 << 19  # household-steps of plans kept between steps (about 46 MB at most)
+_KEEP_EV_DAYS = 4  # a roll-out runs from now to at most two days past the next window
+
 
 class _SubsetEvSchedule:
-    """The EV sessions of households ``rows`` of a larger schedule (same draws: same sessions)."""
+    """The EV sessions of households ``rows`` of a larger schedule (same draws: same sessions).
+
+    The status of every step of a day is computed at once for all of ``rows`` and kept for a few
+    days: roll-outs ask for it step by step, and for blocks of steps of a few households, many
+    times over the same days. Rows are the schedule's own values (read-only views)."""
+
+    _src: EvSchedule
+    _rows: np.ndarray
 
     def __init__(self, src: EvSchedule | _SubsetEvSchedule, rows: np.ndarray) -> None:
-        self._src, self._rows = src, rows
+        if isinstance(src, _SubsetEvSchedule):  # a subset of a subset reads the schedule directly
+            root, rows = src._src, src._rows[rows]
+        else:
+            root = src
+        self._src, self._rows = root, rows
+        self._days: dict[int, EvStep] = {}
 
     def _map(self, idx: np.ndarray | None) -> np.ndarray:
         return self._rows if idx is None else self._rows[idx]
 
-    def at(self, step: int, idx: np.ndarray | None = None) -> Any:
-        return self._src.at(step, self._map(idx))
+    def _day(self, day: int) -> tuple[EvStep, int, int]:
+        """(status of every step of ``day``, its first step, its number of steps)."""
+        st = self._days.get(day)
+        if st is None:
+            if len(self._days) >= _KEEP_EV_DAYS:
+                self._days.pop(next(iter(self._days)))
+            st = self._days[day] = self._src.day_status(day, self._rows)
+        return (st, *self._src.day_steps(day))
 
-    def block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> Any:
-        return self._src.block(start, n_steps, self._map(idx))
+    def at(self, step: int, idx: np.ndarray | None = None) -> EvStep:
+        st, first, _ = self._day(self._src.day_of(step))
+        r = step - first
+        if idx is None:
+            return EvStep(st.connected[r], st.dep_step[r], st.arriving[r], st.energy[r])
+        return EvStep(st.connected[r, idx], st.dep_step[r, idx], st.arriving[r, idx], st.energy[r, idx])
+
+    def block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> EvStep:
+        parts = []
+        s, end = start, start + n_steps
+        while s < end:
+            st, first, spd = self._day(self._src.day_of(s))
+            stop = min(end, first + spd)
+            parts.append((st, s - first, stop - first))
+            s = stop
+        if not parts:
+            return self._src.block(start, n_steps, self._map(idx))
+        out = []
+        for f in _EV_FIELDS:
+            x = [getattr(st, f)[a:b] for st, a, b in parts]
+            v = x[0] if len(x) == 1 else np.concatenate(x)
+            out.append(v if idx is None else v[:, idx])
+        return EvStep(*out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Subset:
+    """What forecast copies of the same households share (see HouseholdFleet._subset)."""
+
+    p: HouseholdParams
+    feeder: np.ndarray
+    owner: np.ndarray
+    base_load: _SubsetBaseLoad
+    ev_schedule: _SubsetEvSchedule
+    packed: np.ndarray | None
 
 
 def _where_flex(mask: np.ndarray, a: DeviceFlex, b: DeviceFlex) -> DeviceFlex:
@@ -684,12 +909,23 @@ def _select(by_duration: dict[int, np.ndarray], duration: np.ndarray) -> np.ndar
 def _pick(by_duration: dict[int, DeviceFlex], duration: np.ndarray) -> DeviceFlex:
     """Per household, the headroom over its own duration (households with a duration not in
     ``by_duration`` have none: they carry no change): :func:`_select` for each device's field."""
-    return DeviceFlex(
-        *(np.reshape(_select({d: getattr(f, x) for d, f in by_duration.items()}, duration), (1, -1)) for x in _DF)
-    )
+    if len(by_duration) == 1:
+        ((d, f),) = by_duration.items()
+        if np.all(duration == d):  # every household's own: the headroom as it is (rows of 1)
+            return f
+    masks = [(duration == d, f) for d, f in by_duration.items()]  # as _select, the masks once for all fields
+    out = []
+    for x in _DF:
+        v = np.zeros(duration.size)
+        for m, f in masks:
+            v = np.where(m, getattr(f, x), v)
+        out.append(np.reshape(v, (1, -1)))
+    return DeviceFlex(*out)
 
 
 _DF = tuple(DeviceFlex.__dataclass_fields__)
+_PER_STEP = tuple(f.name for f in dataclasses.fields(Trajectory)[1:-1])  # rows = steps (t_in, t_floor: K + 1)
+_NO_DURATION = np.iinfo(np.int64).max  # longer than any commitment: the neutral element of "shortest"
 
 
 def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:

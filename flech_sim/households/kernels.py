@@ -4,6 +4,10 @@ Why: driven from Python, each numpy step of ~10,000 homes pays for a few dozen
 temporary arrays; forecasts run ~9× as many home-steps as the stepping itself.
 These loops keep every home's state in registers instead.
 
+The tail of a controlled step (limits, clips and the choice between plan and default:
+``dispatch``; the split over devices: ``split_devices``) repeats HouseholdFleet._dispatch_numpy
+and flex.split_devices likewise.
+
 Exactness: every expression repeats physics.py's operations in the same order
 (no fastmath, so no reassociation or fused multiply-add), so the results equal
 the numpy reference exactly; only the sign of a zero may differ (numpy's clip
@@ -274,6 +278,113 @@ if HAVE_NUMBA:
                 out[7, w, i] = heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte
 
 
+if HAVE_NUMBA:
+
+    @njit(cache=True, inline="always")
+    def _heat_to_reach(P, i, t_in, t_target, t_out, g, eta):
+        """physics.heat_to_reach for home i."""
+        t_ss = t_target + P[A, i] * (t_target - t_in) / P[OMA, i]
+        q = (t_ss - t_out) / P[R, i] - g
+        return q / eta if eta > 0 else 0.0
+
+    @njit(cache=True)
+    def _dispatch(
+        P, sc, t_out, s, t_in, rem, soc, conn, dep, gains, eta, keep, floor, ref_h, ref_e, ref_b, o_h, o_e, o_b, ctl,
+        dp_h, dp_e, dp_b, off, out
+    ):  # fmt: skip
+        """The tail of HouseholdFleet._controlled for home i: limits, the powers, achieved, short."""
+        dt_h = sc[0]
+        for i in range(t_in.size):
+            pmax = P[PMAX, i]
+            e_hi = min(P[EVP, i], rem[i] / dt_h) if conn[i] else 0.0
+            h_lo, h_hi, e_lo = 0.0, pmax, 0.0
+            if keep[i]:
+                h_lo = _clip(_heat_to_reach(P, i, t_in[i], floor[i], t_out, gains[i], eta[i]), 0.0, pmax)
+                h_hi = _clip(_heat_to_reach(P, i, t_in[i], P[TMAX, i], t_out, gains[i], eta[i]), h_lo, pmax)
+                later = P[EVP, i] * dt_h * max(dep[i] - s - 1, 0)
+                e_lo = _clip((rem[i] - later) / dt_h, 0.0, e_hi)
+            b_hi = _clip((P[SOCMAX, i] - soc[i]) / (P[ETAC, i] * dt_h), 0.0, P[BATP, i])
+            b_lo = -_clip((soc[i] - P[SOCMIN, i]) * P[ETAD, i] / dt_h, 0.0, P[BATP, i])
+            if ctl[i]:
+                h = _clip(ref_h[i] + o_h[i], h_lo, h_hi)
+                v = _clip(ref_e[i] + o_e[i], e_lo, e_hi)
+                b = _clip(ref_b[i] + o_b[i], b_lo, b_hi)
+                ach = (h - ref_h[i]) + (v - ref_e[i]) + (b - ref_b[i])
+            else:
+                h, v, b, ach = dp_h[i], dp_e[i], dp_b[i], 0.0
+            x = off[i]
+            sign = 1.0 if x > 0 else (-1.0 if x < 0 else x - x)  # np.sign: 0.0 for both zeros
+            out[0, i], out[1, i], out[2, i], out[3, i] = h, v, b, ach
+            out[4, i] = max(abs(x) - sign * ach, 0.0)
+
+
+if HAVE_NUMBA:
+
+    @njit(cache=True)
+    def _split_devices(off, heads, out):
+        """flex.split_devices for row 0: heads (tiers, 8 fields of DeviceFlex, n); out rows bat, ev, heat."""
+        for i in range(off.size):
+            x = off[i]
+            down = x < 0
+            left = abs(x)
+            t0 = t1 = t2 = 0.0
+            for k in range(heads.shape[0]):
+                # battery (fields 4, 5), EV (2, 3), heating (0, 1): storage first, heating last
+                take = _clip((heads[k, 4, i] if down else heads[k, 5, i]) - t0, 0.0, left)
+                left = left - take
+                t0 = t0 + take
+                take = _clip((heads[k, 2, i] if down else heads[k, 3, i]) - t1, 0.0, left)
+                left = left - take
+                t1 = t1 + take
+                take = _clip((heads[k, 0, i] if down else heads[k, 1, i]) - t2, 0.0, left)
+                left = left - take
+                t2 = t2 + take
+            out[0, i], out[1, i], out[2, i] = (-t0, -t1, -t2) if down else (t0, t1, t2)
+
+
+def split_devices(off: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """flex.split_devices, compiled: ``heads`` (tiers, 8, n) stacks each tier's DeviceFlex fields (row 0);
+    rows of the result: battery, EV, heating offsets (signed)."""
+    out = np.empty((3, off.size))
+    _split_devices(np.ascontiguousarray(off, dtype=float), np.ascontiguousarray(heads, dtype=float), out)
+    return out
+
+
+def dispatch(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: float,
+    s: int,
+    t_in: np.ndarray,
+    rem: np.ndarray,
+    soc: np.ndarray,
+    ev: EvStep,
+    gains: np.ndarray,
+    eta: np.ndarray,
+    keep: np.ndarray,
+    floor: np.ndarray,
+    ref: tuple[np.ndarray, np.ndarray, np.ndarray],
+    offsets: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ctl: np.ndarray,
+    default: tuple[np.ndarray, np.ndarray, np.ndarray],
+    off: np.ndarray,
+) -> np.ndarray:
+    """A controlled step's powers, compiled: rows heat, ev, battery, achieved, shortfall.
+
+    The same operations as the numpy path of HouseholdFleet._controlled: heating within the comfort
+    limits (``keep``: households not forced; ``floor``: their comfort floor) and its power, EV within
+    its deadline and charger, the battery within power and SoC; ``ctl``: households on their plan
+    ``ref`` plus ``offsets`` (heat, ev, battery), the others on their ``default`` powers."""
+    c = np.ascontiguousarray
+    out = np.empty((5, t_in.size))
+    _dispatch(
+        P, sc, float(t_out), int(s), t_in, rem, soc, ev.connected, c(ev.dep_step), gains, eta, c(keep), c(floor),
+        c(ref[0]), c(ref[1]), c(ref[2]), c(offsets[0]), c(offsets[1]), c(offsets[2]), c(ctl),
+        default[0], default[1], default[2], c(off), out,
+    )  # fmt: skip
+    return out
+
+
 def ev_events(rem: np.ndarray, ev: EvStep) -> tuple[np.ndarray, np.ndarray]:
     """physics.ev_events, compiled."""
     out, unmet = np.empty_like(rem), np.empty_like(rem)
@@ -361,6 +472,20 @@ def window_flex(
     starts: np.ndarray | None = None,
 ) -> DeviceFlex:
     """flex.window_flex, compiled; P = pack() of the trajectory's households."""
+    return DeviceFlex(*window_flex_array(P, sc, tr, d, s0, dev, force, starts))
+
+
+def window_flex_array(
+    P: np.ndarray,
+    sc: np.ndarray,
+    tr: Trajectory,
+    d: int,
+    s0: int,
+    dev: Deviation | None = None,
+    force: bool = False,
+    starts: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`window_flex` as one (8, windows, n) array, its fields in DeviceFlex's order."""
     k_steps = tr.heat.shape[0]
     if not 1 <= d <= k_steps:
         raise ValueError(f"duration {d} must be within 1..{k_steps}")
@@ -395,4 +520,4 @@ def window_flex(
         dv[2],
         out,
     )
-    return DeviceFlex(*out)
+    return out

@@ -134,13 +134,18 @@ class BaseLoad:
         self._step_sd, self._day_sd, self._block, self._cache_days = step_sd, day_sd, block, cache_days
         self._shapes = (_per_slot(_WEEKDAY, dt_minutes), _per_slot(_WEEKEND, dt_minutes))
         self._cache: dict[int, np.ndarray] = {}
+        self._shape_cache: dict[int, np.ndarray] = {}
 
     def _mean_shape(self, day: int) -> np.ndarray:
-        """Per-slot multiplier (shape × season) of a day, same for all households."""
-        date = self._clock.date(day)
-        doy = date.timetuple().tm_yday
-        season = 1.0 + SEASONAL_AMPLITUDE * np.cos(2 * np.pi * (doy - 15) / 365.25)
-        return self._shapes[date.weekday() >= 5] * season
+        """Per-slot multiplier (shape × season) of a day, same for all households; kept per day
+        (a forecast asks for it once per step and home set, hundreds of thousands of times a run)."""
+        out = self._shape_cache.get(day)
+        if out is None:
+            date = self._clock.date(day)
+            doy = date.timetuple().tm_yday
+            season = 1.0 + SEASONAL_AMPLITUDE * np.cos(2 * np.pi * (doy - 15) / 365.25)
+            out = self._shape_cache[day] = self._shapes[date.weekday() >= 5] * season
+        return out
 
     def _day(self, day: int) -> np.ndarray:
         """All households' actual load on `day`, shape (N, steps per day); cached briefly."""
@@ -169,6 +174,19 @@ class BaseLoad:
         day, slot = self._clock.day_slot(step)
         m = self.mean_kw if idx is None else self.mean_kw[idx]
         return m * self._mean_shape(day)[slot]
+
+    def expected_block(self, start: int, n_steps: int, idx: np.ndarray | None = None) -> np.ndarray:
+        """``expected`` of steps start..start+n_steps-1 as one (n_steps, households) array, with the
+        same products (mean × the step's factor), so it equals the stacked rows exactly."""
+        m = self.mean_kw if idx is None else self.mean_kw[idx]
+        f = np.empty(n_steps)
+        s = 0
+        while s < n_steps:
+            day, slot = self._clock.day_slot(start + s)
+            take = min(self._clock.spd - slot, n_steps - s)
+            f[s : s + take] = self._mean_shape(day)[slot : slot + take]
+            s += take
+        return f[:, None] * m[None, :]
 
     def block(self, start_step: int, stop_step: int, idx: np.ndarray | None = None) -> np.ndarray:
         """Actual load for steps [start_step, stop_step): shape (n, k); for exports and checks."""
