@@ -34,6 +34,7 @@ three quarters at up to twice the kW shed and a quarter in a slow tail that can 
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ import numpy as np
 
 from .events import EventBus, MarketCleared, MarketEnded
 from .footprint import FEEDER_KW, REBOUND_KWH
+from .households.kernels import HAVE_NUMBA, Engine, default_engine
 from .messages import Bid, Direction, MarketRequest
 from .schema import row
 
@@ -195,14 +197,15 @@ def grid_profiles(
             q = queues.get(f)
             if q is not None:
                 q.append((p.end_step, *r))
-    return {f: _placed(during[i], queues[f], base, dt, peak_factor)[lo - base :] for i, f in enumerate(keys)}
+    return {f: _place(during[i], queues[f], base, dt, peak_factor)[lo - base :] for i, f in enumerate(keys)}
 
 
 def _placed(
     during: np.ndarray, queue: list[tuple[int, float, float]], base: int, dt: int, peak_factor: float
 ) -> np.ndarray:
     """The deliveries ``during`` (kW per step from ``base``) with the rebounds of ``queue`` (end step,
-    kWh, kW shed) placed after them: see :func:`grid_profile`."""
+    kWh, kW shed) placed after them: see :func:`grid_profile`. The pure-Python reference of the
+    compiled :func:`_placed_kernel` (``FLECH_KERNELS=numpy`` runs it)."""
     n = len(during)
     out = during.copy()
     queue.sort()
@@ -239,6 +242,221 @@ def _placed(
                 slow -= tail * h
         i += 1
     return out
+
+
+def _placed_loop(
+    during: np.ndarray,
+    ends: np.ndarray,
+    kwh: np.ndarray,
+    shed: np.ndarray,
+    base: int,
+    h: float,
+    decay: float,
+    peak_factor: float,
+    tail_share: float,
+    floor_kw: float,
+) -> np.ndarray:
+    """:func:`_placed` with the queue as sorted arrays (end step, kWh, kW shed), written for numba: the
+    same float operations in the same order (``min``/``max`` spelt as Python's builtins pick: the first
+    argument unless the second is strictly smaller/larger), so the figures are bit-identical."""
+    n = len(during)
+    out = during.copy()
+    m = len(ends)
+    fast, slow, power, j, i = 0.0, 0.0, 0.0, 0, 0
+    while i < n:
+        s = base + i
+        while j < m and ends[j] <= s:
+            fast += (1.0 - tail_share) * kwh[j]
+            slow += tail_share * kwh[j]
+            p = peak_factor * shed[j]
+            if p > power:
+                power = p
+            j += 1
+        if not (fast > 1e-9 and power > 0) and slow <= 0:
+            if j == m:
+                break
+            i = ends[j] - base
+            continue
+        if during[i] < -1e-9:
+            i += 1
+            continue
+        if fast > 1e-9 and power > 0:
+            x = fast / h
+            draw = x if x < power else power
+            out[i] += draw
+            fast -= draw * h
+            if fast <= 1e-9:
+                fast, power = 0.0, 0.0
+        if slow > 0:
+            tail = slow * decay / h
+            if tail < floor_kw:
+                slow = 0.0
+            else:
+                out[i] += tail
+                slow -= tail * h
+        i += 1
+    return out
+
+
+if HAVE_NUMBA:
+    from numba import njit
+
+    _placed_kernel = njit(cache=True)(_placed_loop)
+else:  # pragma: no cover - numba is a dependency
+    _placed_kernel = _placed_loop
+
+
+def _queue_arrays(queue: Sequence[tuple[int, float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sorted rebound queue as the kernel's three arrays."""
+    ends = np.fromiter((q[0] for q in queue), dtype=np.int64, count=len(queue))
+    kwh = np.fromiter((q[1] for q in queue), dtype=np.float64, count=len(queue))
+    shed = np.fromiter((q[2] for q in queue), dtype=np.float64, count=len(queue))
+    return ends, kwh, shed
+
+
+def _place_sorted(
+    during: np.ndarray,
+    queue: Sequence[tuple[int, float, float]],
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    base: int,
+    dt: int,
+    peak_factor: float,
+    engine: Engine,
+) -> np.ndarray:
+    """:func:`_placed` of an already sorted ``queue`` (``arrays``: the same queue for the kernel, if at hand)."""
+    if engine == "numpy":
+        return _placed(during, list(queue), base, dt, peak_factor)
+    ends, kwh, shed = arrays if arrays is not None else _queue_arrays(queue)
+    decay = 1.0 - math.exp(-dt / REBOUND_TAIL_MINUTES)
+    return _placed_kernel(
+        np.ascontiguousarray(during, dtype=np.float64),
+        ends,
+        kwh,
+        shed,
+        base,
+        dt / 60.0,
+        decay,
+        peak_factor,
+        REBOUND_TAIL_SHARE,
+        REBOUND_TAIL_FLOOR_KW,
+    )
+
+
+def _place(
+    during: np.ndarray, queue: list[tuple[int, float, float]], base: int, dt: int, peak_factor: float
+) -> np.ndarray:
+    """:func:`_placed`, compiled unless ``FLECH_KERNELS=numpy``."""
+    queue.sort()
+    return _place_sorted(during, queue, None, base, dt, peak_factor, default_engine())
+
+
+class _Book:
+    """:func:`grid_profiles` of a list of prints that grows print by print, kept up to date (same figures).
+
+    Why: the screen asks for every feeder's profile three times per bid, and a bid moves load on only a
+    few feeders. The deliveries are summed once, as prints come (in their order, so each sum is the one
+    :func:`grid_profiles` makes: a feeder a print does not deliver on would only add an exact 0.0); a
+    feeder's rebounds are placed again only when a print touches it (or the profile's first step moves).
+    ``origin`` must be at or before every print's first step and every ``lo`` asked for."""
+
+    def __init__(
+        self,
+        prints: Sequence[Footprint],
+        feeders: Sequence[str],
+        origin: int,
+        hi: int,
+        dt: int,
+        peak_factor: float = REBOUND_PEAK_FACTOR,
+        engine: Engine | None = None,
+    ) -> None:
+        self.feeders = tuple(feeders)
+        self.row = {f: r for r, f in enumerate(self.feeders)}
+        self.origin, self.hi, self.dt, self.peak_factor = origin, hi, dt, peak_factor
+        self.engine: Engine = engine or default_engine()
+        self.during = np.zeros((len(self.feeders), max(hi - origin, 0)))
+        self.queues: list[list[tuple[int, float, float]]] = [[] for _ in self.feeders]
+        self._arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(self.feeders)
+        self._placed: list[tuple[int, np.ndarray] | None] = [None] * len(self.feeders)  # (base, profile)
+        self.first: int | None = None
+        for p in prints:
+            self.add(p)
+
+    def touched(self, p: Footprint) -> list[int]:
+        """Rows (in feeder order) whose profile ``p`` may change: where it delivers or draws back."""
+        return sorted({self.row[f] for f in (*p.kw, *p.rebound) if f in self.row})
+
+    def base(self, extra: Footprint | None, lo: int) -> int:
+        """Where :func:`grid_profiles` of the prints (and ``extra``) asked from ``lo`` starts placing."""
+        firsts = [x for x in (self.first, None if extra is None else extra.first_step) if x is not None]
+        return min(min(firsts, default=lo), lo)
+
+    def _span(self, p: Footprint, v: np.ndarray) -> tuple[int, int]:
+        """Where in ``during`` a print's kW ``v`` land: the steps of [first, end) before ``hi``."""
+        a = p.first_step - self.origin
+        b = min(p.end_step - self.origin, self.during.shape[1], a + len(v))
+        return a, b
+
+    def add(self, p: Footprint) -> None:
+        for f, v in p.kw.items():
+            r = self.row.get(f)
+            if r is not None:
+                a, b = self._span(p, v)
+                if b > a:
+                    self.during[r, a:b] += v[: b - a]
+        for f, (e, shed) in p.rebound.items():
+            r = self.row.get(f)
+            if r is not None:
+                bisect.insort(self.queues[r], (p.end_step, e, shed))
+                self._arrays[r] = None
+        for r in self.touched(p):
+            self._placed[r] = None
+        self.first = p.first_step if self.first is None else min(self.first, p.first_step)
+
+    def _own(self, r: int, base: int) -> np.ndarray:
+        """Row ``r``'s profile of the prints alone, from ``base`` to ``hi`` (kept until a print touches it)."""
+        got = self._placed[r]
+        if got is not None and got[0] == base:
+            return got[1]
+        if self.engine != "numpy" and self._arrays[r] is None:
+            self._arrays[r] = _queue_arrays(self.queues[r])
+        out = _place_sorted(
+            self.during[r, base - self.origin :],
+            self.queues[r],
+            self._arrays[r],
+            base,
+            self.dt,
+            self.peak_factor,
+            self.engine,
+        )
+        self._placed[r] = (base, out)
+        return out
+
+    def _with(self, r: int, p: Footprint, base: int) -> np.ndarray:
+        """Row ``r``'s profile with ``p`` added last, from ``base`` to ``hi`` (the book is left as it is)."""
+        f = self.feeders[r]
+        during = self.during[r, base - self.origin :].copy()
+        v = p.kw.get(f)
+        if v is not None:
+            a, b = self._span(p, v)
+            if b > a:
+                during[a - (base - self.origin) : b - (base - self.origin)] += v[: b - a]
+        queue = self.queues[r]
+        reb = p.rebound.get(f)
+        if reb is not None:
+            queue = list(queue)
+            bisect.insort(queue, (p.end_step, *reb))
+        return _place_sorted(during, queue, None, base, self.dt, self.peak_factor, self.engine)
+
+    def profiles(self, lo: int, extra: Footprint | None = None, rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """:func:`grid_profiles` (from ``lo`` to ``hi``) of the prints, with ``extra`` added last; only the
+        feeders of ``rows`` (default: all)."""
+        base = self.base(extra, lo)
+        mine = set(self.touched(extra)) if extra is not None else set()
+        out = {}
+        for r in range(len(self.feeders)) if rows is None else rows:
+            prof = self._with(r, extra, base) if r in mine else self._own(r, base)  # type: ignore[arg-type]
+            out[self.feeders[r]] = prof[lo - base :]
+        return out
 
 
 @dataclass
@@ -415,10 +633,6 @@ class Coordinator:
             rebound[f] = float(v) if declared_kwh else sum(q) * req.interval_minutes / 60.0  # type: ignore[arg-type]
         return footprint(req.direction, req.delivery_start, req.interval_minutes, per, rebound, dt)
 
-    def _profiles(self, prints: Sequence[Footprint], lo: int, hi: int) -> dict[str, np.ndarray]:
-        assert self.grid is not None
-        return grid_profiles(prints, self.grid.feeders, lo, hi, self.grid.dt)
-
     def _nowcast(self, forecast: dict[str, np.ndarray], last: Mapping[str, float], now: int) -> dict[str, np.ndarray]:
         """The forecast raised to what the feeder measures, less the change committed there last step.
 
@@ -453,8 +667,10 @@ class Coordinator:
         last = max((fp.end_step for fp in prints.values()), default=now + 1)
         k = min(max(last - now, 1) + REBOUND_LOOKAHEAD_STEPS, MAX_LOOKAHEAD_STEPS)
         hi = now + k
-        kept_prints: list[Footprint] = list(self._committed)
-        without = self._profiles(kept_prints, now - 1, hi)  # from the step just simulated
+        # every profile below starts at or after this step: the book's deliveries are summed from it
+        origin = min([now - 1, *(c.first_step for c in self._committed), *(p.first_step for p in prints.values())])
+        book = _Book(self._committed, feeders, origin, hi, dt)
+        without = book.profiles(now - 1)  # from the step just simulated
         forecast = self._nowcast(grid.forecast(k), {f: float(v[0]) for f, v in without.items()}, now)
         cap = {f: (1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders}
         windows = self.windows(req.delivery_start, hi * dt)
@@ -463,10 +679,13 @@ class Coordinator:
         eps = 1e-6
         for bid in sorted(bids, key=lambda b: b.price):  # stable: ties keep arrival order
             fp = prints[bid.bid_id]
-            with_eps = self._profiles([*kept_prints, fp.scaled(eps)], now, hi)
-            with_one = self._profiles([*kept_prints, fp], now, hi)
+            # A feeder the bid neither delivers nor draws back on keeps its profile exactly (same sums, same
+            # queue): it adds no load there, so it cannot bind -- unless the profile's first step moves.
+            rows = book.touched(fp) if book.base(fp, now) == book.base(None, now - 1) else None
+            with_eps = book.profiles(now, fp.scaled(eps), rows)
+            with_one = book.profiles(now, fp, rows)
             factor, binding = 1.0, None
-            for f in feeders:
+            for f in with_one:  # in feeder order
                 base = without[f][1:]
                 var = (with_one[f] - with_eps[f]) / (1.0 - eps)
                 fixed = with_eps[f] - base - eps * var
@@ -486,8 +705,8 @@ class Coordinator:
                 continue
             if binding is not None:
                 bid = self._trimmed(bid, factor)
-            kept_prints.append(fp.scaled(factor))
-            without = self._profiles(kept_prints, now - 1, hi)
+            book.add(fp.scaled(factor))
+            without = book.profiles(now - 1)
             kept[bid.bid_id] = bid
             pending.bids[bid.bid_id] = (tuple(bid.quantities_kw), fp.scaled(factor))
         self._pending[req.market_id] = pending

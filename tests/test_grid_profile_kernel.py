@@ -1,0 +1,116 @@
+"""The screen's compiled rebound placement and its incremental profiles against the pure-Python reference.
+
+Both compute the same IEEE operations in the same order, so they are compared for exact equality
+(``assert_array_equal``), on many random cases: the screen's outcomes must not move by a bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flech_sim.coordination import (
+    HAVE_NUMBA,
+    Footprint,
+    _Book,
+    _placed,
+    _placed_kernel,
+    _place_sorted,
+    _queue_arrays,
+    footprint,
+    grid_profiles,
+)
+from flech_sim.messages import Direction
+
+FEEDERS = ("f0", "f1", "f2", "f3")
+pytestmark = pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+
+
+def random_queue(rng: np.random.Generator, base: int, n: int) -> list[tuple[int, float, float]]:
+    """Rebounds due before, inside and after the span, some at the same step (their order then matters)."""
+    ends = rng.integers(base - 5, base + n + 5, size=int(rng.integers(0, 8))).tolist()
+    ends += ends[: int(rng.integers(0, 3))]
+    return [(int(e), float(rng.choice([0.0, rng.uniform(0, 400)])), float(rng.uniform(0, 900))) for e in ends]
+
+
+def random_during(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Runs of shedding (negative), of added load and of nothing."""
+    d = np.zeros(n)
+    for _ in range(int(rng.integers(0, 5))):
+        a = int(rng.integers(0, n))
+        d[a : a + int(rng.integers(1, 8))] += rng.choice([-1.0, 1.0]) * rng.uniform(0, 1200)
+    return d
+
+
+def test_compiled_placement_equals_the_python_reference_bit_for_bit() -> None:
+    rng = np.random.default_rng(12)
+    drawn = 0
+    for _ in range(3000):
+        n, base = int(rng.integers(1, 120)), int(rng.integers(-3, 50))
+        dt, peak = int(rng.choice([5, 15, 60])), float(rng.choice([1.0, 2.0, 3.5]))
+        during, queue = random_during(rng, n), sorted(random_queue(rng, base, n))
+        ref = _placed(during, list(queue), base, dt, peak)
+        got = _place_sorted(during, queue, _queue_arrays(queue), base, dt, peak, "numba")
+        np.testing.assert_array_equal(got, ref)
+        drawn += int(np.any(ref != during))
+        # the same loop interpreted (what numba compiled) agrees too
+        loop = _placed_kernel.py_func if hasattr(_placed_kernel, "py_func") else _placed_kernel
+        ends, kwh, shed = _queue_arrays(queue)
+        np.testing.assert_array_equal(loop(during, ends, kwh, shed, base, dt / 60.0, *_consts(dt, peak)), ref)
+    assert drawn > 1000  # most cases place a rebound: the comparison is not between untouched copies
+
+
+def _consts(dt: int, peak: float) -> tuple[float, float, float, float]:
+    from flech_sim.coordination import REBOUND_TAIL_FLOOR_KW, REBOUND_TAIL_MINUTES, REBOUND_TAIL_SHARE
+
+    return 1.0 - np.exp(-dt / REBOUND_TAIL_MINUTES), peak, REBOUND_TAIL_SHARE, REBOUND_TAIL_FLOOR_KW
+
+
+def random_print(rng: np.random.Generator) -> Footprint:
+    """A bid's or a DSO purchase's footprint on a few feeders (one the grid does not know), maybe scaled."""
+    direction = Direction.DOWN if rng.random() < 0.7 else Direction.UP
+    m = int(rng.choice([15, 60]))
+    start = int(rng.integers(0, 40)) * 15 + int(rng.choice([0, 0, 0, 5]))
+    feeders = rng.choice([*FEEDERS, "elsewhere"], size=int(rng.integers(1, 4)), replace=False).tolist()
+    per = {f: rng.choice([0.0, 1.0], p=[0.2, 0.8], size=int(rng.integers(1, 5))) * rng.uniform(0, 900) for f in feeders}
+    rebound = {f: float(rng.uniform(0, 300)) for f in feeders if rng.random() < 0.8}
+    fp = footprint(direction, start, m, per, rebound, 15)
+    if rng.random() < 0.15 and fp.kw:  # a DSO's down purchase: only its rebound, the shed left out
+        f = next(iter(fp.kw))
+        return Footprint(fp.first_step, {f: np.zeros(len(fp.kw[f]))}, {f: (float(rng.uniform(1, 200)), 500.0)})
+    return fp.scaled(float(rng.choice([1.0, 1e-6, rng.uniform(0, 1)])))
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+def test_incremental_profiles_equal_grid_profiles_summed_from_scratch(engine, monkeypatch) -> None:
+    monkeypatch.setenv("FLECH_KERNELS", engine)
+    rng = np.random.default_rng(7)
+    skipped = 0
+    for _ in range(150):
+        now, hi = int(rng.integers(2, 30)), int(rng.integers(40, 90))
+        committed = [random_print(rng) for _ in range(int(rng.integers(0, 6)))]
+        bids = [random_print(rng) for _ in range(int(rng.integers(1, 6)))]
+        origin = min([now - 1, *(p.first_step for p in committed + bids)])
+        book = _Book(committed, FEEDERS, origin, hi, 15, engine=engine)
+        kept = list(committed)
+        for fp in bids:
+            without = book.profiles(now - 1)
+            ref = grid_profiles(kept, FEEDERS, now - 1, hi, 15)
+            for f in FEEDERS:
+                np.testing.assert_array_equal(without[f], ref[f])
+            with_one = book.profiles(now, fp)
+            ref_one = grid_profiles([*kept, fp], FEEDERS, now, hi, 15)
+            for f in FEEDERS:
+                np.testing.assert_array_equal(with_one[f], ref_one[f])
+            # what the screen relies on to skip a feeder: untouched, it keeps its profile exactly
+            if book.base(fp, now) == book.base(None, now - 1):
+                rows = book.touched(fp)
+                assert list(book.profiles(now, fp, rows)) == [FEEDERS[r] for r in rows]
+                for r, f in enumerate(FEEDERS):
+                    if r not in rows:
+                        np.testing.assert_array_equal(with_one[f], without[f][1:])
+                        skipped += 1
+            if rng.random() < 0.7:
+                book.add(fp)
+                kept.append(fp)
+    assert skipped > 50
