@@ -113,6 +113,22 @@ class Footprint:
             cache[feeders] = out
         return out
 
+    def rebound_rows(self, feeders: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rebounds on ``feeders`` as (row in ``feeders``, kWh, kW shed) arrays, in ``rebound``'s order;
+        kept, as :meth:`dense` is."""
+        cache = self.__dict__.setdefault("_rebound_rows", {})
+        out = cache.get(feeders)
+        if out is None:
+            at = {f: r for r, f in enumerate(feeders)}
+            got = [(at[f], e, p) for f, (e, p) in self.rebound.items() if f in at]
+            out = (
+                np.array([g[0] for g in got], dtype=np.int64),
+                np.array([g[1] for g in got], dtype=np.float64),
+                np.array([g[2] for g in got], dtype=np.float64),
+            )
+            cache[feeders] = out
+        return out
+
     def scaled(self, factor: float) -> Footprint:
         return Footprint(
             self.first_step,
@@ -244,24 +260,25 @@ def _placed(
     return out
 
 
-def _placed_loop(
+def _place_into(
     during: np.ndarray,
+    out: np.ndarray,
     ends: np.ndarray,
     kwh: np.ndarray,
     shed: np.ndarray,
+    m: int,
     base: int,
     h: float,
     decay: float,
     peak_factor: float,
     tail_share: float,
     floor_kw: float,
-) -> np.ndarray:
-    """:func:`_placed` with the queue as sorted arrays (end step, kWh, kW shed), written for numba: the
-    same float operations in the same order (``min``/``max`` spelt as Python's builtins pick: the first
-    argument unless the second is strictly smaller/larger), so the figures are bit-identical."""
+) -> None:
+    """:func:`_placed` with the queue as sorted arrays (its first ``m`` entries: end step, kWh, kW shed),
+    adding into ``out`` (a copy of ``during``); written for numba: the same float operations in the same
+    order (``min``/``max`` spelt as Python's builtins pick: the first argument unless the second is
+    strictly smaller/larger), so the figures are bit-identical."""
     n = len(during)
-    out = during.copy()
-    m = len(ends)
     fast, slow, power, j, i = 0.0, 0.0, 0.0, 0, 0
     while i < n:
         s = base + i
@@ -295,69 +312,123 @@ def _placed_loop(
                 out[i] += tail
                 slow -= tail * h
         i += 1
+
+
+def _after(e0: int, k0: float, s0: float, e1: int, k1: float, s1: float) -> bool:
+    """(e0, k0, s0) > (e1, k1, s1) as Python compares tuples (the order ``list.sort`` leaves a queue in)."""
+    if e0 != e1:
+        return e0 > e1
+    if k0 != k1:
+        return k0 > k1
+    return s0 > s1
+
+
+def _placed_rows(
+    during: np.ndarray,
+    ends: np.ndarray,
+    kwh: np.ndarray,
+    shed: np.ndarray,
+    counts: np.ndarray,
+    rows: np.ndarray,
+    x_end: int,
+    x_kwh: np.ndarray,
+    x_shed: np.ndarray,
+    x_has: np.ndarray,
+    base: int,
+    h: float,
+    decay: float,
+    peak_factor: float,
+    tail_share: float,
+    floor_kw: float,
+) -> np.ndarray:
+    """:func:`_place_into` of each row ``during[i]`` with the queue of feeder ``rows[i]`` (row ``rows[i]`` of
+    the padded ``ends``/``kwh``/``shed``, ``counts`` long), the extra rebound (``x_end``, ``x_kwh``,
+    ``x_shed``) inserted where ``x_has``, after its equals (as ``bisect.insort`` puts it)."""
+    out = during.copy()
+    for i in range(len(rows)):
+        r = rows[i]
+        m = counts[r]
+        if not x_has[r]:
+            _place_into(during[i], out[i], ends[r], kwh[r], shed[r], m, base, h, decay, peak_factor, tail_share, floor_kw)
+            continue
+        qe = np.empty(m + 1, dtype=np.int64)
+        qk = np.empty(m + 1)
+        qs = np.empty(m + 1)
+        pos = m
+        while pos > 0 and _after(ends[r, pos - 1], kwh[r, pos - 1], shed[r, pos - 1], x_end, x_kwh[r], x_shed[r]):
+            pos -= 1
+        qe[:pos] = ends[r, :pos]
+        qk[:pos] = kwh[r, :pos]
+        qs[:pos] = shed[r, :pos]
+        qe[pos], qk[pos], qs[pos] = x_end, x_kwh[r], x_shed[r]
+        qe[pos + 1 :] = ends[r, pos:m]
+        qk[pos + 1 :] = kwh[r, pos:m]
+        qs[pos + 1 :] = shed[r, pos:m]
+        _place_into(during[i], out[i], qe, qk, qs, m + 1, base, h, decay, peak_factor, tail_share, floor_kw)
     return out
+
+
+def _insert_rows(
+    ends: np.ndarray,
+    kwh: np.ndarray,
+    shed: np.ndarray,
+    counts: np.ndarray,
+    rows: np.ndarray,
+    end: int,
+    r_kwh: np.ndarray,
+    r_shed: np.ndarray,
+) -> None:
+    """Insert the rebound (``end``, ``r_kwh[i]``, ``r_shed[i]``) into the sorted queue of each feeder
+    ``rows[i]`` (in place, after its equals; the caller has made room)."""
+    for i in range(len(rows)):
+        r = rows[i]
+        pos = counts[r]
+        while pos > 0 and _after(ends[r, pos - 1], kwh[r, pos - 1], shed[r, pos - 1], end, r_kwh[i], r_shed[i]):
+            ends[r, pos], kwh[r, pos], shed[r, pos] = ends[r, pos - 1], kwh[r, pos - 1], shed[r, pos - 1]
+            pos -= 1
+        ends[r, pos], kwh[r, pos], shed[r, pos] = end, r_kwh[i], r_shed[i]
+        counts[r] += 1
 
 
 if HAVE_NUMBA:
     from numba import njit
 
-    _placed_kernel = njit(cache=True)(_placed_loop)
-else:  # pragma: no cover - numba is a dependency
-    _placed_kernel = _placed_loop
+    _after = njit(cache=True, inline="always")(_after)
+    _place_into = njit(cache=True)(_place_into)
+    _placed_rows = njit(cache=True)(_placed_rows)
+    _insert_rows = njit(cache=True)(_insert_rows)
 
 
-def _queue_arrays(queue: Sequence[tuple[int, float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A sorted rebound queue as the kernel's three arrays."""
-    ends = np.fromiter((q[0] for q in queue), dtype=np.int64, count=len(queue))
-    kwh = np.fromiter((q[1] for q in queue), dtype=np.float64, count=len(queue))
-    shed = np.fromiter((q[2] for q in queue), dtype=np.float64, count=len(queue))
-    return ends, kwh, shed
-
-
-def _place_sorted(
-    during: np.ndarray,
-    queue: Sequence[tuple[int, float, float]],
-    arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-    base: int,
-    dt: int,
-    peak_factor: float,
-    engine: Engine,
-) -> np.ndarray:
-    """:func:`_placed` of an already sorted ``queue`` (``arrays``: the same queue for the kernel, if at hand)."""
-    if engine == "numpy":
-        return _placed(during, list(queue), base, dt, peak_factor)
-    ends, kwh, shed = arrays if arrays is not None else _queue_arrays(queue)
-    decay = 1.0 - math.exp(-dt / REBOUND_TAIL_MINUTES)
-    return _placed_kernel(
-        np.ascontiguousarray(during, dtype=np.float64),
-        ends,
-        kwh,
-        shed,
-        base,
-        dt / 60.0,
-        decay,
-        peak_factor,
-        REBOUND_TAIL_SHARE,
-        REBOUND_TAIL_FLOOR_KW,
-    )
+def _consts(dt: int, peak_factor: float) -> tuple[float, float, float, float, float]:
+    """The kernels' trailing arguments: (h, decay, peak_factor, tail share, tail floor), as :func:`_placed`."""
+    return dt / 60.0, 1.0 - math.exp(-dt / REBOUND_TAIL_MINUTES), peak_factor, REBOUND_TAIL_SHARE, REBOUND_TAIL_FLOOR_KW
 
 
 def _place(
     during: np.ndarray, queue: list[tuple[int, float, float]], base: int, dt: int, peak_factor: float
 ) -> np.ndarray:
     """:func:`_placed`, compiled unless ``FLECH_KERNELS=numpy``."""
+    if default_engine() == "numpy":
+        return _placed(during, queue, base, dt, peak_factor)
     queue.sort()
-    return _place_sorted(during, queue, None, base, dt, peak_factor, default_engine())
+    ends = np.array([q[0] for q in queue], dtype=np.int64)
+    kwh = np.array([q[1] for q in queue], dtype=np.float64)
+    shed = np.array([q[2] for q in queue], dtype=np.float64)
+    during = np.ascontiguousarray(during, dtype=np.float64)
+    out = during.copy()
+    _place_into(during, out, ends, kwh, shed, len(queue), base, *_consts(dt, peak_factor))
+    return out
 
 
 class _Book:
     """:func:`grid_profiles` of a list of prints that grows print by print, kept up to date (same figures).
 
-    Why: the screen asks for every feeder's profile three times per bid, and a bid moves load on only a
-    few feeders. The deliveries are summed once, as prints come (in their order, so each sum is the one
-    :func:`grid_profiles` makes: a feeder a print does not deliver on would only add an exact 0.0); a
-    feeder's rebounds are placed again only when a print touches it (or the profile's first step moves).
-    ``origin`` must be at or before every print's first step and every ``lo`` asked for."""
+    Why: the screen asks for every feeder's profile three times per bid, over every print committed.
+    Here the deliveries are summed once, as prints come (in their order, so each sum is the one
+    :func:`grid_profiles` makes); each feeder's rebound queue is kept sorted; a feeder's profile is
+    placed again only when a print touches it (or the profile's first step moves), all feeders asked
+    for in one compiled call. ``origin`` must be at or before every print's first step and every ``lo``
+    asked for; ``hi`` is where every profile ends."""
 
     def __init__(
         self,
@@ -373,13 +444,29 @@ class _Book:
         self.row = {f: r for r, f in enumerate(self.feeders)}
         self.origin, self.hi, self.dt, self.peak_factor = origin, hi, dt, peak_factor
         self.engine: Engine = engine or default_engine()
-        self.during = np.zeros((len(self.feeders), max(hi - origin, 0)))
-        self.queues: list[list[tuple[int, float, float]]] = [[] for _ in self.feeders]
-        self._arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(self.feeders)
-        self._placed: list[tuple[int, np.ndarray] | None] = [None] * len(self.feeders)  # (base, profile)
-        self.first: int | None = None
+        nf = len(self.feeders)
+        self.during = np.zeros((nf, max(hi - origin, 0)))
         for p in prints:
-            self.add(p)
+            self._deliver(self.during, p)
+        # the rebound queues, sorted as list.sort sorts (end, kWh, kW) tuples; padded, counts[r] long
+        got = [p.rebound_rows(self.feeders) for p in prints]
+        rows = np.concatenate([g[0] for g in got]) if got else np.zeros(0, dtype=np.int64)
+        ends = np.concatenate([np.full(len(g[0]), p.end_step, dtype=np.int64) for g, p in zip(got, prints)]) if got else rows
+        kwh = np.concatenate([g[1] for g in got]) if got else np.zeros(0)
+        shed = np.concatenate([g[2] for g in got]) if got else np.zeros(0)
+        order = np.lexsort((shed, kwh, ends, rows))
+        self.counts = np.bincount(rows, minlength=nf).astype(np.int64)
+        cap = max(int(self.counts.max(initial=0)), 1) * 2
+        self.ends = np.zeros((nf, cap), dtype=np.int64)
+        self.kwh, self.shed = np.zeros((nf, cap)), np.zeros((nf, cap))
+        at = np.arange(len(rows)) - np.repeat(np.cumsum(self.counts) - self.counts, self.counts)
+        self.ends[rows[order], at], self.kwh[rows[order], at], self.shed[rows[order], at] = (
+            ends[order],
+            kwh[order],
+            shed[order],
+        )
+        self.first = min((p.first_step for p in prints), default=None)
+        self._placed: list[tuple[int, np.ndarray] | None] = [None] * nf  # (base, profile from base to hi)
 
     def touched(self, p: Footprint) -> list[int]:
         """Rows (in feeder order) whose profile ``p`` may change: where it delivers or draws back."""
@@ -390,73 +477,84 @@ class _Book:
         firsts = [x for x in (self.first, None if extra is None else extra.first_step) if x is not None]
         return min(min(firsts, default=lo), lo)
 
-    def _span(self, p: Footprint, v: np.ndarray) -> tuple[int, int]:
-        """Where in ``during`` a print's kW ``v`` land: the steps of [first, end) before ``hi``."""
-        a = p.first_step - self.origin
-        b = min(p.end_step - self.origin, self.during.shape[1], a + len(v))
-        return a, b
+    def _deliver(self, during: np.ndarray, p: Footprint, at: int | None = None, rows: list[int] | None = None) -> None:
+        """Add ``p``'s kW to ``during`` (a row per feeder of ``rows``, default all; column 0 is step ``at``,
+        default ``origin``), as :func:`grid_profiles` does: its steps [first, end) before ``hi``; a feeder it
+        does not deliver on gets an exact 0.0 (a sum that starts at +0.0 is never -0.0: 0.0 changes nothing)."""
+        a = p.first_step - (self.origin if at is None else at)
+        b = min(p.end_step - (self.origin if at is None else at), during.shape[1])
+        if b > a:
+            dense = p.dense(self.feeders)
+            during[:, a:b] += (dense if rows is None else dense[rows])[:, : b - a]
 
     def add(self, p: Footprint) -> None:
-        for f, v in p.kw.items():
-            r = self.row.get(f)
-            if r is not None:
-                a, b = self._span(p, v)
-                if b > a:
-                    self.during[r, a:b] += v[: b - a]
-        for f, (e, shed) in p.rebound.items():
-            r = self.row.get(f)
-            if r is not None:
-                bisect.insort(self.queues[r], (p.end_step, e, shed))
-                self._arrays[r] = None
+        self._deliver(self.during, p)
+        rows, kwh, shed = p.rebound_rows(self.feeders)
+        if len(rows):
+            if int(self.counts.max()) + 1 > self.ends.shape[1]:
+                grow = self.ends.shape[1]
+                self.ends = np.pad(self.ends, ((0, 0), (0, grow)))
+                self.kwh, self.shed = np.pad(self.kwh, ((0, 0), (0, grow))), np.pad(self.shed, ((0, 0), (0, grow)))
+            insert = _insert_rows if self.engine != "numpy" else getattr(_insert_rows, "py_func", _insert_rows)
+            insert(self.ends, self.kwh, self.shed, self.counts, rows, p.end_step, kwh, shed)
         for r in self.touched(p):
             self._placed[r] = None
         self.first = p.first_step if self.first is None else min(self.first, p.first_step)
 
-    def _own(self, r: int, base: int) -> np.ndarray:
-        """Row ``r``'s profile of the prints alone, from ``base`` to ``hi`` (kept until a print touches it)."""
-        got = self._placed[r]
-        if got is not None and got[0] == base:
-            return got[1]
-        if self.engine != "numpy" and self._arrays[r] is None:
-            self._arrays[r] = _queue_arrays(self.queues[r])
-        out = _place_sorted(
-            self.during[r, base - self.origin :],
-            self.queues[r],
-            self._arrays[r],
-            base,
-            self.dt,
-            self.peak_factor,
-            self.engine,
-        )
-        self._placed[r] = (base, out)
+    def _place(self, during: np.ndarray, rows: Sequence[int], base: int, extra: Footprint | None) -> np.ndarray:
+        """The profiles of ``rows`` (their deliveries ``during``, a row each) from ``base``."""
+        nf = len(self.feeders)
+        x_has, x_kwh, x_shed = np.zeros(nf, dtype=np.bool_), np.zeros(nf), np.zeros(nf)
+        x_end = 0
+        if extra is not None:
+            x_end = extra.end_step
+            xr, xk, xs = extra.rebound_rows(self.feeders)
+            x_has[xr], x_kwh[xr], x_shed[xr] = True, xk, xs
+        if self.engine != "numpy":
+            idx = np.asarray(rows, dtype=np.int64)
+            return _placed_rows(
+                np.ascontiguousarray(during),
+                self.ends,
+                self.kwh,
+                self.shed,
+                self.counts,
+                idx,
+                x_end,
+                x_kwh,
+                x_shed,
+                x_has,
+                base,
+                *_consts(self.dt, self.peak_factor),
+            )
+        out = np.empty_like(during)
+        for i, r in enumerate(rows):
+            c = int(self.counts[r])
+            queue = list(zip(self.ends[r, :c].tolist(), self.kwh[r, :c].tolist(), self.shed[r, :c].tolist()))
+            if x_has[r]:
+                bisect.insort(queue, (x_end, float(x_kwh[r]), float(x_shed[r])))
+            out[i] = _placed(during[i], queue, base, self.dt, self.peak_factor)
         return out
 
-    def _with(self, r: int, p: Footprint, base: int) -> np.ndarray:
-        """Row ``r``'s profile with ``p`` added last, from ``base`` to ``hi`` (the book is left as it is)."""
-        f = self.feeders[r]
-        during = self.during[r, base - self.origin :].copy()
-        v = p.kw.get(f)
-        if v is not None:
-            a, b = self._span(p, v)
-            if b > a:
-                during[a - (base - self.origin) : b - (base - self.origin)] += v[: b - a]
-        queue = self.queues[r]
-        reb = p.rebound.get(f)
-        if reb is not None:
-            queue = list(queue)
-            bisect.insort(queue, (p.end_step, *reb))
-        return _place_sorted(during, queue, None, base, self.dt, self.peak_factor, self.engine)
+    def matrix(self, lo: int, extra: Footprint | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
+        """:func:`grid_profiles` (from ``lo`` to ``hi``) of the prints, with ``extra`` added last: a row per
+        feeder of ``rows`` (default: all), in that order."""
+        base = self.base(extra, lo)
+        rows = list(range(len(self.feeders))) if rows is None else list(rows)
+        if extra is not None:
+            during = self.during[rows, base - self.origin :]  # a copy
+            self._deliver(during, extra, at=base, rows=rows)
+            return self._place(during, rows, base, extra)[:, lo - base :]
+        stale = [r for r in rows if (got := self._placed[r]) is None or got[0] != base]
+        if stale:
+            fresh = self._place(self.during[stale, base - self.origin :], stale, base, None)
+            for i, r in enumerate(stale):
+                self._placed[r] = (base, fresh[i])
+        return np.stack([self._placed[r][1][lo - base :] for r in rows])  # type: ignore[index]
 
     def profiles(self, lo: int, extra: Footprint | None = None, rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-        """:func:`grid_profiles` (from ``lo`` to ``hi``) of the prints, with ``extra`` added last; only the
-        feeders of ``rows`` (default: all)."""
-        base = self.base(extra, lo)
-        mine = set(self.touched(extra)) if extra is not None else set()
-        out = {}
-        for r in range(len(self.feeders)) if rows is None else rows:
-            prof = self._with(r, extra, base) if r in mine else self._own(r, base)  # type: ignore[arg-type]
-            out[self.feeders[r]] = prof[lo - base :]
-        return out
+        """:meth:`matrix` by feeder name."""
+        rows = list(range(len(self.feeders))) if rows is None else list(rows)
+        return {self.feeders[r]: v for r, v in zip(rows, self.matrix(lo, extra, rows), strict=True)}
 
 
 @dataclass
@@ -670,9 +768,10 @@ class Coordinator:
         # every profile below starts at or after this step: the book's deliveries are summed from it
         origin = min([now - 1, *(c.first_step for c in self._committed), *(p.first_step for p in prints.values())])
         book = _Book(self._committed, feeders, origin, hi, dt)
-        without = book.profiles(now - 1)  # from the step just simulated
+        without_m = book.matrix(now - 1)  # from the step just simulated, a row per feeder
+        without = dict(zip(feeders, without_m, strict=True))
         forecast = self._nowcast(grid.forecast(k), {f: float(v[0]) for f, v in without.items()}, now)
-        cap = {f: (1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders}
+        cap = np.stack([(1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders])
         windows = self.windows(req.delivery_start, hi * dt)
         kept: dict[str, Bid] = {}
         pending = _Pending(req)
@@ -681,22 +780,23 @@ class Coordinator:
             fp = prints[bid.bid_id]
             # A feeder the bid neither delivers nor draws back on keeps its profile exactly (same sums, same
             # queue): it adds no load there, so it cannot bind -- unless the profile's first step moves.
-            rows = book.touched(fp) if book.base(fp, now) == book.base(None, now - 1) else None
-            with_eps = book.profiles(now, fp.scaled(eps), rows)
-            with_one = book.profiles(now, fp, rows)
+            rows = book.touched(fp) if book.base(fp, now) == book.base(None, now - 1) else list(range(len(feeders)))
+            with_eps = book.matrix(now, fp.scaled(eps), rows)
+            with_one = book.matrix(now, fp, rows)
+            # a row per feeder of ``rows``: the same element-wise operations as feeder by feeder
+            base = without_m[rows, 1:]
+            var = (with_one - with_eps) / (1.0 - eps)
+            fixed = with_eps - base - eps * var
+            room = np.maximum(cap[rows] - base, 0.0) - fixed
+            grows = var > 1e-6
+            limit = np.full(var.shape, np.inf)
+            limit[grows] = room[grows] / var[grows]
+            limit[(~grows) & (fixed > 1e-6) & (room < -1e-6)] = 0.0  # the shift alone does not fit
+            js = np.argmin(limit, axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
             factor, binding = 1.0, None
-            for f in with_one:  # in feeder order
-                base = without[f][1:]
-                var = (with_one[f] - with_eps[f]) / (1.0 - eps)
-                fixed = with_eps[f] - base - eps * var
-                room = np.maximum(cap[f] - base, 0.0) - fixed
-                grows = var > 1e-6
-                limit = np.full(k, np.inf)
-                limit[grows] = room[grows] / var[grows]
-                limit[(~grows) & (fixed > 1e-6) & (room < -1e-6)] = 0.0  # the shift alone does not fit
-                j = int(np.argmin(limit))
-                if limit[j] < factor:
-                    factor, binding = max(float(limit[j]), 0.0), (f, now + j)
+            for i, j in enumerate(js.tolist()):  # in feeder order: the first feeder binding tightest wins
+                if limit[i, j] < factor:
+                    factor, binding = max(float(limit[i, j]), 0.0), (feeders[rows[i]], now + j)
             if binding is not None and (bid.block or factor < 1e-6):
                 factor = 0.0
             if binding is not None:
@@ -705,10 +805,12 @@ class Coordinator:
                 continue
             if binding is not None:
                 bid = self._trimmed(bid, factor)
-            book.add(fp.scaled(factor))
-            without = book.profiles(now - 1)
+            taken = fp.scaled(factor)
+            book.add(taken)
+            without_m = book.matrix(now - 1)
+            without = dict(zip(feeders, without_m, strict=True))
             kept[bid.bid_id] = bid
-            pending.bids[bid.bid_id] = (tuple(bid.quantities_kw), fp.scaled(factor))
+            pending.bids[bid.bid_id] = (tuple(bid.quantities_kw), taken)
         self._pending[req.market_id] = pending
         return [kept[b.bid_id] for b in bids if b.bid_id in kept]
 

@@ -1,29 +1,22 @@
 """The screen's compiled rebound placement and its incremental profiles against the pure-Python reference.
 
 Both compute the same IEEE operations in the same order, so they are compared for exact equality
-(``assert_array_equal``), on many random cases: the screen's outcomes must not move by a bit.
+(``assert_array_equal``) on many random cases: the screen's outcomes must not move by a bit.
 """
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 import pytest
 
-from flech_sim.coordination import (
-    HAVE_NUMBA,
-    Footprint,
-    _Book,
-    _placed,
-    _placed_kernel,
-    _place_sorted,
-    _queue_arrays,
-    footprint,
-    grid_profiles,
-)
+from flech_sim import coordination as co
+from flech_sim.coordination import Footprint, _Book, _placed, footprint, grid_profiles
 from flech_sim.messages import Direction
 
 FEEDERS = ("f0", "f1", "f2", "f3")
-pytestmark = pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+pytestmark = pytest.mark.skipif(not co.HAVE_NUMBA, reason="numba not installed")
 
 
 def random_queue(rng: np.random.Generator, base: int, n: int) -> list[tuple[int, float, float]]:
@@ -42,6 +35,14 @@ def random_during(rng: np.random.Generator, n: int) -> np.ndarray:
     return d
 
 
+def arrays(queue):
+    return (
+        np.array([q[0] for q in queue], dtype=np.int64),
+        np.array([q[1] for q in queue], dtype=float),
+        np.array([q[2] for q in queue], dtype=float),
+    )
+
+
 def test_compiled_placement_equals_the_python_reference_bit_for_bit() -> None:
     rng = np.random.default_rng(12)
     drawn = 0
@@ -50,20 +51,46 @@ def test_compiled_placement_equals_the_python_reference_bit_for_bit() -> None:
         dt, peak = int(rng.choice([5, 15, 60])), float(rng.choice([1.0, 2.0, 3.5]))
         during, queue = random_during(rng, n), sorted(random_queue(rng, base, n))
         ref = _placed(during, list(queue), base, dt, peak)
-        got = _place_sorted(during, queue, _queue_arrays(queue), base, dt, peak, "numba")
-        np.testing.assert_array_equal(got, ref)
         drawn += int(np.any(ref != during))
-        # the same loop interpreted (what numba compiled) agrees too
-        loop = _placed_kernel.py_func if hasattr(_placed_kernel, "py_func") else _placed_kernel
-        ends, kwh, shed = _queue_arrays(queue)
-        np.testing.assert_array_equal(loop(during, ends, kwh, shed, base, dt / 60.0, *_consts(dt, peak)), ref)
+        for place in (co._place_into, co._place_into.py_func):  # compiled, and the loop it compiles
+            out = during.copy()
+            place(during, out, *arrays(queue), len(queue), base, *co._consts(dt, peak))
+            np.testing.assert_array_equal(out, ref)
+        # several feeders in one call, an extra rebound inserted into some queues where bisect.insort puts it
+        x = random_queue(rng, base, n)[:1] or [(base + 2, 50.0, 100.0)]
+        has = rng.random(3) < 0.6
+        rows = [sorted(random_queue(rng, base, n)) for _ in range(3)]
+        cap = max(len(q) for q in rows) + 1
+        ends, kwh, shed = np.zeros((3, cap), dtype=np.int64), np.zeros((3, cap)), np.zeros((3, cap))
+        for r, q in enumerate(rows):
+            ends[r, : len(q)], kwh[r, : len(q)], shed[r, : len(q)] = arrays(q) if q else ([], [], [])
+        d = np.stack([random_during(rng, n) for _ in range(2)])
+        counts = np.array([len(q) for q in rows], dtype=np.int64)
+        got = co._placed_rows(
+            d, ends, kwh, shed, counts, np.array([2, 0]), x[0][0], np.full(3, x[0][1]), np.full(3, x[0][2]), has,
+            base, *co._consts(dt, peak),
+        )  # fmt: skip
+        for i, r in enumerate((2, 0)):
+            q = list(rows[r])
+            if has[r]:
+                bisect.insort(q, x[0])
+            np.testing.assert_array_equal(got[i], _placed(d[i], q, base, dt, peak))
     assert drawn > 1000  # most cases place a rebound: the comparison is not between untouched copies
 
 
-def _consts(dt: int, peak: float) -> tuple[float, float, float, float]:
-    from flech_sim.coordination import REBOUND_TAIL_FLOOR_KW, REBOUND_TAIL_MINUTES, REBOUND_TAIL_SHARE
-
-    return 1.0 - np.exp(-dt / REBOUND_TAIL_MINUTES), peak, REBOUND_TAIL_SHARE, REBOUND_TAIL_FLOOR_KW
+def test_inserting_rebounds_keeps_each_queue_in_tuple_order() -> None:
+    rng = np.random.default_rng(3)
+    ends, kwh, shed = np.zeros((2, 40), dtype=np.int64), np.zeros((2, 40)), np.zeros((2, 40))
+    counts = np.zeros(2, dtype=np.int64)
+    ref: list[list[tuple[int, float, float]]] = [[], []]
+    for _ in range(30):
+        end, e, p = int(rng.integers(0, 6)), float(rng.choice([1.0, 2.0])), float(rng.choice([3.0, 4.0]))
+        co._insert_rows(ends, kwh, shed, counts, np.array([0, 1]), end, np.array([e, 2.0]), np.array([p, p]))
+        bisect.insort(ref[0], (end, e, p))
+        bisect.insort(ref[1], (end, 2.0, p))
+    for r in range(2):
+        got = list(zip(ends[r, :30].tolist(), kwh[r, :30].tolist(), shed[r, :30].tolist(), strict=True))
+        assert counts[r] == 30 and got == ref[r]
 
 
 def random_print(rng: np.random.Generator) -> Footprint:
