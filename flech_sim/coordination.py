@@ -101,7 +101,7 @@ class Footprint:
 
     def dense(self, feeders: tuple[str, ...]) -> np.ndarray:
         """(len(feeders), end_step - first_step) kW, a row per feeder (zeros where it does not deliver);
-        kept, as the screen reads the same prints after every bid."""
+        kept, as the screen reads each committed print again at every screen."""
         cache = self.__dict__.setdefault("_dense", {})
         out = cache.get(feeders)
         if out is None:
@@ -113,9 +113,9 @@ class Footprint:
             cache[feeders] = out
         return out
 
-    def rebound_rows(self, feeders: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The rebounds on ``feeders`` as (row in ``feeders``, kWh, kW shed) arrays, in ``rebound``'s order;
-        kept, as :meth:`dense` is."""
+    def rebound_rows(self, feeders: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The rebounds on ``feeders`` as (row in ``feeders``, end step, kWh, kW shed) arrays, in
+        ``rebound``'s order; kept, as :meth:`dense` is."""
         cache = self.__dict__.setdefault("_rebound_rows", {})
         out = cache.get(feeders)
         if out is None:
@@ -123,6 +123,7 @@ class Footprint:
             got = [(at[f], e, p) for f, (e, p) in self.rebound.items() if f in at]
             out = (
                 np.array([g[0] for g in got], dtype=np.int64),
+                np.full(len(got), self.end_step, dtype=np.int64),
                 np.array([g[1] for g in got], dtype=np.float64),
                 np.array([g[2] for g in got], dtype=np.float64),
             )
@@ -155,19 +156,30 @@ def footprint(
     rebound: dict[str, tuple[float, float]] = {}
     for f, given in per_feeder.items():
         kw = np.asarray(given, dtype=float)
-        if not np.any(kw > 0):
+        on = np.flatnonzero(kw > 0)
+        if not len(on):
             continue
-        last = int(np.flatnonzero(kw > 0)[-1])
-        during = np.zeros(-(-(start + (last + 1) * m) // dt) - first)
-        for i, q in enumerate(kw[: last + 1].tolist()):
-            t0, t1 = start + i * m, start + (i + 1) * m
-            for s in range(t0 // dt, -(-t1 // dt)):
-                during[s - first] += sign * q * (min(t1, (s + 1) * dt) - max(t0, s * dt)) / dt
-        out[f] = during
+        out[f] = _during(sign, kw[: int(on[-1]) + 1], start, m, dt)
         energy = float(rebound_kwh.get(f, 0.0))
         if sign < 0 and energy > 0:
             rebound[f] = (energy, float(kw.max()))
     return Footprint(first, out, rebound)
+
+
+def _during(sign: float, kw: np.ndarray, start: int, m: int, dt: int) -> np.ndarray:
+    """The signed kW per model step from ``start // dt`` of intervals of ``m`` minutes at ``kw`` from
+    ``start``: each step gets each interval's kW in proportion to the minutes they share."""
+    first = start // dt
+    if start % dt == 0 and m % dt == 0:
+        # each step lies in one interval, all of it: the loop below adds one term, 0.0 + sign x q x dt / dt
+        # (the same operations element-wise; the 0.0 turns a -0.0 into 0.0 as the loop's sum does)
+        return np.repeat(sign * kw * float(dt) / dt, m // dt) + 0.0
+    during = np.zeros(-(-(start + len(kw) * m) // dt) - first)
+    for i, q in enumerate(kw.tolist()):
+        t0, t1 = start + i * m, start + (i + 1) * m
+        for s in range(t0 // dt, -(-t1 // dt)):
+            during[s - first] += sign * q * (min(t1, (s + 1) * dt) - max(t0, s * dt)) / dt
+    return during
 
 
 def grid_profile(
@@ -221,7 +233,7 @@ def _placed(
 ) -> np.ndarray:
     """The deliveries ``during`` (kW per step from ``base``) with the rebounds of ``queue`` (end step,
     kWh, kW shed) placed after them: see :func:`grid_profile`. The pure-Python reference of the
-    compiled :func:`_placed_kernel` (``FLECH_KERNELS=numpy`` runs it)."""
+    compiled :func:`_place_into` (``FLECH_KERNELS=numpy`` runs it)."""
     n = len(during)
     out = during.copy()
     queue.sort()
@@ -349,7 +361,9 @@ def _placed_rows(
         r = rows[i]
         m = counts[r]
         if not x_has[r]:
-            _place_into(during[i], out[i], ends[r], kwh[r], shed[r], m, base, h, decay, peak_factor, tail_share, floor_kw)
+            _place_into(
+                during[i], out[i], ends[r], kwh[r], shed[r], m, base, h, decay, peak_factor, tail_share, floor_kw
+            )
             continue
         qe = np.empty(m + 1, dtype=np.int64)
         qk = np.empty(m + 1)
@@ -450,10 +464,11 @@ class _Book:
             self._deliver(self.during, p)
         # the rebound queues, sorted as list.sort sorts (end, kWh, kW) tuples; padded, counts[r] long
         got = [p.rebound_rows(self.feeders) for p in prints]
-        rows = np.concatenate([g[0] for g in got]) if got else np.zeros(0, dtype=np.int64)
-        ends = np.concatenate([np.full(len(g[0]), p.end_step, dtype=np.int64) for g, p in zip(got, prints)]) if got else rows
-        kwh = np.concatenate([g[1] for g in got]) if got else np.zeros(0)
-        shed = np.concatenate([g[2] for g in got]) if got else np.zeros(0)
+        rows, ends, kwh, shed = (
+            (np.concatenate([g[i] for g in got]) for i in range(4))
+            if got
+            else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
+        )
         order = np.lexsort((shed, kwh, ends, rows))
         self.counts = np.bincount(rows, minlength=nf).astype(np.int64)
         cap = max(int(self.counts.max(initial=0)), 1) * 2
@@ -489,7 +504,7 @@ class _Book:
 
     def add(self, p: Footprint) -> None:
         self._deliver(self.during, p)
-        rows, kwh, shed = p.rebound_rows(self.feeders)
+        rows, _, kwh, shed = p.rebound_rows(self.feeders)
         if len(rows):
             if int(self.counts.max()) + 1 > self.ends.shape[1]:
                 grow = self.ends.shape[1]
@@ -508,7 +523,7 @@ class _Book:
         x_end = 0
         if extra is not None:
             x_end = extra.end_step
-            xr, xk, xs = extra.rebound_rows(self.feeders)
+            xr, _, xk, xs = extra.rebound_rows(self.feeders)
             x_has[xr], x_kwh[xr], x_shed[xr] = True, xk, xs
         if self.engine != "numpy":
             idx = np.asarray(rows, dtype=np.int64)
@@ -529,7 +544,9 @@ class _Book:
         out = np.empty_like(during)
         for i, r in enumerate(rows):
             c = int(self.counts[r])
-            queue = list(zip(self.ends[r, :c].tolist(), self.kwh[r, :c].tolist(), self.shed[r, :c].tolist()))
+            queue = list(
+                zip(self.ends[r, :c].tolist(), self.kwh[r, :c].tolist(), self.shed[r, :c].tolist(), strict=True)
+            )
             if x_has[r]:
                 bisect.insort(queue, (x_end, float(x_kwh[r]), float(x_shed[r])))
             out[i] = _placed(during[i], queue, base, self.dt, self.peak_factor)
@@ -549,9 +566,13 @@ class _Book:
             fresh = self._place(self.during[stale, base - self.origin :], stale, base, None)
             for i, r in enumerate(stale):
                 self._placed[r] = (base, fresh[i])
+        if not rows:
+            return np.zeros((0, max(self.hi - lo, 0)))
         return np.stack([self._placed[r][1][lo - base :] for r in rows])  # type: ignore[index]
 
-    def profiles(self, lo: int, extra: Footprint | None = None, rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    def profiles(
+        self, lo: int, extra: Footprint | None = None, rows: Sequence[int] | None = None
+    ) -> dict[str, np.ndarray]:
         """:meth:`matrix` by feeder name."""
         rows = list(range(len(self.feeders))) if rows is None else list(rows)
         return {self.feeders[r]: v for r, v in zip(rows, self.matrix(lo, extra, rows), strict=True)}
@@ -771,7 +792,7 @@ class Coordinator:
         without_m = book.matrix(now - 1)  # from the step just simulated, a row per feeder
         without = dict(zip(feeders, without_m, strict=True))
         forecast = self._nowcast(grid.forecast(k), {f: float(v[0]) for f, v in without.items()}, now)
-        cap = np.stack([(1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders])
+        cap = np.array([(1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders]).reshape(-1, k)
         windows = self.windows(req.delivery_start, hi * dt)
         kept: dict[str, Bid] = {}
         pending = _Pending(req)

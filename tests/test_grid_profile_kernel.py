@@ -141,3 +141,31 @@ def test_incremental_profiles_equal_grid_profiles_summed_from_scratch(engine, mo
                 book.add(fp)
                 kept.append(fp)
     assert skipped > 50
+
+
+def during_by_step(sign: float, kw: list[float], start: int, m: int, dt: int) -> np.ndarray:
+    """The footprint's kW per step as it was first written: interval by interval, step by step."""
+    first = start // dt
+    during = np.zeros(-(-(start + len(kw) * m) // dt) - first)
+    for i, q in enumerate(kw):
+        t0, t1 = start + i * m, start + (i + 1) * m
+        for s in range(t0 // dt, -(-t1 // dt)):
+            during[s - first] += sign * q * (min(t1, (s + 1) * dt) - max(t0, s * dt)) / dt
+    return during
+
+
+def test_footprint_steps_equal_the_step_by_step_sum_bit_for_bit() -> None:
+    rng = np.random.default_rng(5)
+    aligned = 0
+    for _ in range(2000):
+        dt = int(rng.choice([5, 15, 60]))
+        m = int(rng.choice([5, 15, 30, 60]))
+        start = int(rng.integers(0, 200)) * int(rng.choice([1, 5, 15]))
+        kw = (rng.choice([0.0, 1.0], p=[0.3, 0.7], size=int(rng.integers(1, 25))) * rng.uniform(0, 2000, 1)).tolist()
+        sign = float(rng.choice([-1.0, 1.0]))
+        ref = during_by_step(sign, kw, start, m, dt)
+        got = co._during(sign, np.array(kw), start, m, dt)
+        np.testing.assert_array_equal(got, ref)
+        assert not np.any(np.signbit(got) & (got == 0))  # no -0.0 (a sum from +0.0 has none)
+        aligned += start % dt == 0 and m % dt == 0
+    assert aligned > 300
