@@ -154,15 +154,32 @@ def footprint(
     sign = 1.0 if direction is Direction.UP else -1.0
     out: dict[str, np.ndarray] = {}
     rebound: dict[str, tuple[float, float]] = {}
-    for f, given in per_feeder.items():
-        kw = np.asarray(given, dtype=float)
-        on = np.flatnonzero(kw > 0)
-        if not len(on):
+    given = list(per_feeder.values())
+    if given and start % dt == 0 and m % dt == 0 and len({len(v) for v in given}) == 1 and len(given[0]):
+        # all feeders at once (a pooled bid names ~20): :func:`_during`'s whole-step case row by row
+        kw = np.array(given, dtype=float).reshape(len(given), -1)
+        pos = kw > 0
+        n_on = kw.shape[1] - np.argmax(pos[:, ::-1], axis=1)  # intervals up to the last one with kW
+        steps = np.repeat(sign * kw * float(dt) / dt, m // dt, axis=1) + 0.0
+        peak = kw.max(axis=1, initial=-np.inf).tolist()
+        rep = m // dt
+        for r, (f, on, n) in enumerate(zip(per_feeder, pos.any(axis=1).tolist(), n_on.tolist(), strict=True)):
+            if not on:
+                continue
+            out[f] = steps[r, : n * rep]
+            energy = float(rebound_kwh.get(f, 0.0))
+            if sign < 0 and energy > 0:
+                rebound[f] = (energy, float(peak[r]))
+        return Footprint(first, out, rebound)
+    for f, v in per_feeder.items():
+        kw1 = np.asarray(v, dtype=float)
+        on1 = np.flatnonzero(kw1 > 0)
+        if not len(on1):
             continue
-        out[f] = _during(sign, kw[: int(on[-1]) + 1], start, m, dt)
+        out[f] = _during(sign, kw1[: int(on1[-1]) + 1], start, m, dt)
         energy = float(rebound_kwh.get(f, 0.0))
         if sign < 0 and energy > 0:
-            rebound[f] = (energy, float(kw.max()))
+            rebound[f] = (energy, float(kw1.max()))
     return Footprint(first, out, rebound)
 
 
@@ -558,8 +575,9 @@ class _Book:
         base = self.base(extra, lo)
         rows = list(range(len(self.feeders))) if rows is None else list(rows)
         if extra is not None:
-            during = self.during[rows, base - self.origin :]  # a copy
-            self._deliver(during, extra, at=base, rows=rows)
+            every = rows == list(range(len(self.feeders)))  # every row in order: no row picking
+            during = self.during[:, base - self.origin :].copy() if every else self.during[rows, base - self.origin :]
+            self._deliver(during, extra, at=base, rows=None if every else rows)
             return self._place(during, rows, base, extra)[:, lo - base :]
         stale = [r for r in rows if (got := self._placed[r]) is None or got[0] != base]
         if stale:

@@ -169,3 +169,41 @@ def test_footprint_steps_equal_the_step_by_step_sum_bit_for_bit() -> None:
         assert not np.any(np.signbit(got) & (got == 0))  # no -0.0 (a sum from +0.0 has none)
         aligned += start % dt == 0 and m % dt == 0
     assert aligned > 300
+
+
+def footprint_by_step(direction, start, m, per, rebound_kwh, dt):
+    """A footprint as it was first built: feeder by feeder, interval by interval, step by step."""
+    sign = 1.0 if direction is Direction.UP else -1.0
+    kw, rebound = {}, {}
+    for f, given in per.items():
+        q = np.asarray(given, dtype=float)
+        if not np.any(q > 0):
+            continue
+        kw[f] = during_by_step(sign, q[: int(np.flatnonzero(q > 0)[-1]) + 1].tolist(), start, m, dt)
+        if sign < 0 and rebound_kwh.get(f, 0.0) > 0:
+            rebound[f] = (float(rebound_kwh[f]), float(q.max()))
+    return kw, rebound
+
+
+def test_footprints_of_many_feeders_equal_the_step_by_step_build_bit_for_bit() -> None:
+    rng = np.random.default_rng(9)
+    for _ in range(1000):
+        dt = int(rng.choice([5, 15]))
+        m = int(rng.choice([5, 15, 60]))
+        start = int(rng.integers(0, 100)) * int(rng.choice([5, 15]))
+        n = int(rng.integers(1, 6))
+        ragged = rng.random() < 0.1
+        per = {
+            f"f{i}": tuple(
+                (rng.choice([0.0, 1.0], p=[0.4, 0.6], size=n + int(ragged) * i) * rng.uniform(0, 900, 1)).tolist()
+            )
+            for i in range(int(rng.integers(1, 8)))
+        }
+        rebound = {f: float(rng.choice([0.0, rng.uniform(0, 200)])) for f in per}
+        direction = Direction.DOWN if rng.random() < 0.7 else Direction.UP
+        fp = footprint(direction, start, m, per, rebound, dt)
+        kw, reb = footprint_by_step(direction, start, m, per, rebound, dt)
+        assert list(fp.kw) == list(kw) and fp.rebound == reb
+        for f in kw:
+            np.testing.assert_array_equal(fp.kw[f], kw[f])
+            assert not np.any(np.signbit(fp.kw[f]) & (fp.kw[f] == 0))
