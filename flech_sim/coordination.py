@@ -221,8 +221,9 @@ def grid_profiles(
     dt: int,
     peak_factor: float = REBOUND_PEAK_FACTOR,
 ) -> dict[str, np.ndarray]:
-    """:func:`grid_profile` of every feeder in ``feeders``, the prints read once for all of them (the
-    screen asks for every feeder after every bid). Each feeder's figures are summed in the same order."""
+    """:func:`grid_profile` of every feeder in ``feeders``, the prints read once for all of them. Each
+    feeder's figures are summed in the same order. The screen keeps the same figures up to date bid by
+    bid instead (:class:`_Book`); this is the definition it is tested against."""
     first = min((p.first_step for p in prints), default=lo)
     base = min(first, lo)
     n = hi - base
