@@ -34,6 +34,7 @@ three quarters at up to twice the kW shed and a quarter in a slow tail that can 
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ import numpy as np
 
 from .events import EventBus, MarketCleared, MarketEnded
 from .footprint import FEEDER_KW, REBOUND_KWH
+from .households.kernels import HAVE_NUMBA, Engine, default_engine
 from .messages import Bid, Direction, MarketRequest
 from .schema import row
 
@@ -99,7 +101,7 @@ class Footprint:
 
     def dense(self, feeders: tuple[str, ...]) -> np.ndarray:
         """(len(feeders), end_step - first_step) kW, a row per feeder (zeros where it does not deliver);
-        kept, as the screen reads the same prints after every bid."""
+        kept, as the screen reads each committed print again at every screen."""
         cache = self.__dict__.setdefault("_dense", {})
         out = cache.get(feeders)
         if out is None:
@@ -108,6 +110,23 @@ class Footprint:
                 v = self.kw.get(f)
                 if v is not None:
                     out[r, : len(v)] = v
+            cache[feeders] = out
+        return out
+
+    def rebound_rows(self, feeders: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The rebounds on ``feeders`` as (row in ``feeders``, end step, kWh, kW shed) arrays, in
+        ``rebound``'s order; kept, as :meth:`dense` is."""
+        cache = self.__dict__.setdefault("_rebound_rows", {})
+        out = cache.get(feeders)
+        if out is None:
+            at = {f: r for r, f in enumerate(feeders)}
+            got = [(at[f], e, p) for f, (e, p) in self.rebound.items() if f in at]
+            out = (
+                np.array([g[0] for g in got], dtype=np.int64),
+                np.full(len(got), self.end_step, dtype=np.int64),
+                np.array([g[1] for g in got], dtype=np.float64),
+                np.array([g[2] for g in got], dtype=np.float64),
+            )
             cache[feeders] = out
         return out
 
@@ -135,21 +154,49 @@ def footprint(
     sign = 1.0 if direction is Direction.UP else -1.0
     out: dict[str, np.ndarray] = {}
     rebound: dict[str, tuple[float, float]] = {}
-    for f, given in per_feeder.items():
-        kw = np.asarray(given, dtype=float)
-        if not np.any(kw > 0):
+    given = list(per_feeder.values())
+    if given and start % dt == 0 and m % dt == 0 and len({len(v) for v in given}) == 1 and len(given[0]):
+        # all feeders at once (a pooled bid names ~20): :func:`_during`'s whole-step case row by row
+        kw = np.array(given, dtype=float).reshape(len(given), -1)
+        pos = kw > 0
+        n_on = kw.shape[1] - np.argmax(pos[:, ::-1], axis=1)  # intervals up to the last one with kW
+        steps = np.repeat(sign * kw * float(dt) / dt, m // dt, axis=1) + 0.0
+        peak = kw.max(axis=1, initial=-np.inf).tolist()
+        rep = m // dt
+        for r, (f, on, n) in enumerate(zip(per_feeder, pos.any(axis=1).tolist(), n_on.tolist(), strict=True)):
+            if not on:
+                continue
+            out[f] = steps[r, : n * rep]
+            energy = float(rebound_kwh.get(f, 0.0))
+            if sign < 0 and energy > 0:
+                rebound[f] = (energy, float(peak[r]))
+        return Footprint(first, out, rebound)
+    for f, v in per_feeder.items():
+        kw1 = np.asarray(v, dtype=float)
+        on1 = np.flatnonzero(kw1 > 0)
+        if not len(on1):
             continue
-        last = int(np.flatnonzero(kw > 0)[-1])
-        during = np.zeros(-(-(start + (last + 1) * m) // dt) - first)
-        for i, q in enumerate(kw[: last + 1].tolist()):
-            t0, t1 = start + i * m, start + (i + 1) * m
-            for s in range(t0 // dt, -(-t1 // dt)):
-                during[s - first] += sign * q * (min(t1, (s + 1) * dt) - max(t0, s * dt)) / dt
-        out[f] = during
+        out[f] = _during(sign, kw1[: int(on1[-1]) + 1], start, m, dt)
         energy = float(rebound_kwh.get(f, 0.0))
         if sign < 0 and energy > 0:
-            rebound[f] = (energy, float(kw.max()))
+            rebound[f] = (energy, float(kw1.max()))
     return Footprint(first, out, rebound)
+
+
+def _during(sign: float, kw: np.ndarray, start: int, m: int, dt: int) -> np.ndarray:
+    """The signed kW per model step from ``start // dt`` of intervals of ``m`` minutes at ``kw`` from
+    ``start``: each step gets each interval's kW in proportion to the minutes they share."""
+    first = start // dt
+    if start % dt == 0 and m % dt == 0:
+        # each step lies in one interval, all of it: the loop below adds one term, 0.0 + sign x q x dt / dt
+        # (the same operations element-wise; the 0.0 turns a -0.0 into 0.0 as the loop's sum does)
+        return np.repeat(sign * kw * float(dt) / dt, m // dt) + 0.0
+    during = np.zeros(-(-(start + len(kw) * m) // dt) - first)
+    for i, q in enumerate(kw.tolist()):
+        t0, t1 = start + i * m, start + (i + 1) * m
+        for s in range(t0 // dt, -(-t1 // dt)):
+            during[s - first] += sign * q * (min(t1, (s + 1) * dt) - max(t0, s * dt)) / dt
+    return during
 
 
 def grid_profile(
@@ -174,8 +221,9 @@ def grid_profiles(
     dt: int,
     peak_factor: float = REBOUND_PEAK_FACTOR,
 ) -> dict[str, np.ndarray]:
-    """:func:`grid_profile` of every feeder in ``feeders``, the prints read once for all of them (the
-    screen asks for every feeder after every bid). Each feeder's figures are summed in the same order."""
+    """:func:`grid_profile` of every feeder in ``feeders``, the prints read once for all of them. Each
+    feeder's figures are summed in the same order. The screen keeps the same figures up to date bid by
+    bid instead (:class:`_Book`); this is the definition it is tested against."""
     first = min((p.first_step for p in prints), default=lo)
     base = min(first, lo)
     n = hi - base
@@ -195,14 +243,15 @@ def grid_profiles(
             q = queues.get(f)
             if q is not None:
                 q.append((p.end_step, *r))
-    return {f: _placed(during[i], queues[f], base, dt, peak_factor)[lo - base :] for i, f in enumerate(keys)}
+    return {f: _place(during[i], queues[f], base, dt, peak_factor)[lo - base :] for i, f in enumerate(keys)}
 
 
 def _placed(
     during: np.ndarray, queue: list[tuple[int, float, float]], base: int, dt: int, peak_factor: float
 ) -> np.ndarray:
     """The deliveries ``during`` (kW per step from ``base``) with the rebounds of ``queue`` (end step,
-    kWh, kW shed) placed after them: see :func:`grid_profile`."""
+    kWh, kW shed) placed after them: see :func:`grid_profile`. The pure-Python reference of the
+    compiled :func:`_place_into` (``FLECH_KERNELS=numpy`` runs it)."""
     n = len(during)
     out = during.copy()
     queue.sort()
@@ -239,6 +288,313 @@ def _placed(
                 slow -= tail * h
         i += 1
     return out
+
+
+def _place_into(
+    during: np.ndarray,
+    out: np.ndarray,
+    ends: np.ndarray,
+    kwh: np.ndarray,
+    shed: np.ndarray,
+    m: int,
+    base: int,
+    h: float,
+    decay: float,
+    peak_factor: float,
+    tail_share: float,
+    floor_kw: float,
+) -> None:
+    """:func:`_placed` with the queue as sorted arrays (its first ``m`` entries: end step, kWh, kW shed),
+    adding into ``out`` (a copy of ``during``); written for numba: the same float operations in the same
+    order (``min``/``max`` spelt as Python's builtins pick: the first argument unless the second is
+    strictly smaller/larger), so the figures are bit-identical."""
+    n = len(during)
+    fast, slow, power, j, i = 0.0, 0.0, 0.0, 0, 0
+    while i < n:
+        s = base + i
+        while j < m and ends[j] <= s:
+            fast += (1.0 - tail_share) * kwh[j]
+            slow += tail_share * kwh[j]
+            p = peak_factor * shed[j]
+            if p > power:
+                power = p
+            j += 1
+        if not (fast > 1e-9 and power > 0) and slow <= 0:
+            if j == m:
+                break
+            i = ends[j] - base
+            continue
+        if during[i] < -1e-9:
+            i += 1
+            continue
+        if fast > 1e-9 and power > 0:
+            x = fast / h
+            draw = x if x < power else power
+            out[i] += draw
+            fast -= draw * h
+            if fast <= 1e-9:
+                fast, power = 0.0, 0.0
+        if slow > 0:
+            tail = slow * decay / h
+            if tail < floor_kw:
+                slow = 0.0
+            else:
+                out[i] += tail
+                slow -= tail * h
+        i += 1
+
+
+def _after(e0: int, k0: float, s0: float, e1: int, k1: float, s1: float) -> bool:
+    """(e0, k0, s0) > (e1, k1, s1) as Python compares tuples (the order ``list.sort`` leaves a queue in)."""
+    if e0 != e1:
+        return e0 > e1
+    if k0 != k1:
+        return k0 > k1
+    return s0 > s1
+
+
+def _placed_rows(
+    during: np.ndarray,
+    ends: np.ndarray,
+    kwh: np.ndarray,
+    shed: np.ndarray,
+    counts: np.ndarray,
+    rows: np.ndarray,
+    x_end: int,
+    x_kwh: np.ndarray,
+    x_shed: np.ndarray,
+    x_has: np.ndarray,
+    base: int,
+    h: float,
+    decay: float,
+    peak_factor: float,
+    tail_share: float,
+    floor_kw: float,
+) -> np.ndarray:
+    """:func:`_place_into` of each row ``during[i]`` with the queue of feeder ``rows[i]`` (row ``rows[i]`` of
+    the padded ``ends``/``kwh``/``shed``, ``counts`` long), the extra rebound (``x_end``, ``x_kwh``,
+    ``x_shed``) inserted where ``x_has``, after its equals (as ``bisect.insort`` puts it)."""
+    out = during.copy()
+    for i in range(len(rows)):
+        r = rows[i]
+        m = counts[r]
+        if not x_has[r]:
+            _place_into(
+                during[i], out[i], ends[r], kwh[r], shed[r], m, base, h, decay, peak_factor, tail_share, floor_kw
+            )
+            continue
+        qe = np.empty(m + 1, dtype=np.int64)
+        qk = np.empty(m + 1)
+        qs = np.empty(m + 1)
+        pos = m
+        while pos > 0 and _after(ends[r, pos - 1], kwh[r, pos - 1], shed[r, pos - 1], x_end, x_kwh[r], x_shed[r]):
+            pos -= 1
+        qe[:pos] = ends[r, :pos]
+        qk[:pos] = kwh[r, :pos]
+        qs[:pos] = shed[r, :pos]
+        qe[pos], qk[pos], qs[pos] = x_end, x_kwh[r], x_shed[r]
+        qe[pos + 1 :] = ends[r, pos:m]
+        qk[pos + 1 :] = kwh[r, pos:m]
+        qs[pos + 1 :] = shed[r, pos:m]
+        _place_into(during[i], out[i], qe, qk, qs, m + 1, base, h, decay, peak_factor, tail_share, floor_kw)
+    return out
+
+
+def _insert_rows(
+    ends: np.ndarray,
+    kwh: np.ndarray,
+    shed: np.ndarray,
+    counts: np.ndarray,
+    rows: np.ndarray,
+    end: int,
+    r_kwh: np.ndarray,
+    r_shed: np.ndarray,
+) -> None:
+    """Insert the rebound (``end``, ``r_kwh[i]``, ``r_shed[i]``) into the sorted queue of each feeder
+    ``rows[i]`` (in place, after its equals; the caller has made room)."""
+    for i in range(len(rows)):
+        r = rows[i]
+        pos = counts[r]
+        while pos > 0 and _after(ends[r, pos - 1], kwh[r, pos - 1], shed[r, pos - 1], end, r_kwh[i], r_shed[i]):
+            ends[r, pos], kwh[r, pos], shed[r, pos] = ends[r, pos - 1], kwh[r, pos - 1], shed[r, pos - 1]
+            pos -= 1
+        ends[r, pos], kwh[r, pos], shed[r, pos] = end, r_kwh[i], r_shed[i]
+        counts[r] += 1
+
+
+if HAVE_NUMBA:
+    from numba import njit
+
+    _after = njit(cache=True, inline="always")(_after)
+    _place_into = njit(cache=True)(_place_into)
+    _placed_rows = njit(cache=True)(_placed_rows)
+    _insert_rows = njit(cache=True)(_insert_rows)
+
+
+def _consts(dt: int, peak_factor: float) -> tuple[float, float, float, float, float]:
+    """The kernels' trailing arguments: (h, decay, peak_factor, tail share, tail floor), as :func:`_placed`."""
+    return dt / 60.0, 1.0 - math.exp(-dt / REBOUND_TAIL_MINUTES), peak_factor, REBOUND_TAIL_SHARE, REBOUND_TAIL_FLOOR_KW
+
+
+def _place(
+    during: np.ndarray, queue: list[tuple[int, float, float]], base: int, dt: int, peak_factor: float
+) -> np.ndarray:
+    """:func:`_placed`, compiled unless ``FLECH_KERNELS=numpy``."""
+    if default_engine() == "numpy":
+        return _placed(during, queue, base, dt, peak_factor)
+    queue.sort()
+    ends = np.array([q[0] for q in queue], dtype=np.int64)
+    kwh = np.array([q[1] for q in queue], dtype=np.float64)
+    shed = np.array([q[2] for q in queue], dtype=np.float64)
+    during = np.ascontiguousarray(during, dtype=np.float64)
+    out = during.copy()
+    _place_into(during, out, ends, kwh, shed, len(queue), base, *_consts(dt, peak_factor))
+    return out
+
+
+class _Book:
+    """:func:`grid_profiles` of a list of prints that grows print by print, kept up to date (same figures).
+
+    Why: the screen asks for every feeder's profile three times per bid, over every print committed.
+    Here the deliveries are summed once, as prints come (in their order, so each sum is the one
+    :func:`grid_profiles` makes); each feeder's rebound queue is kept sorted; a feeder's profile is
+    placed again only when a print touches it (or the profile's first step moves), all feeders asked
+    for in one compiled call. ``origin`` must be at or before every print's first step and every ``lo``
+    asked for; ``hi`` is where every profile ends."""
+
+    def __init__(
+        self,
+        prints: Sequence[Footprint],
+        feeders: Sequence[str],
+        origin: int,
+        hi: int,
+        dt: int,
+        peak_factor: float = REBOUND_PEAK_FACTOR,
+        engine: Engine | None = None,
+    ) -> None:
+        self.feeders = tuple(feeders)
+        self.row = {f: r for r, f in enumerate(self.feeders)}
+        self.origin, self.hi, self.dt, self.peak_factor = origin, hi, dt, peak_factor
+        self.engine: Engine = engine or default_engine()
+        nf = len(self.feeders)
+        self.during = np.zeros((nf, max(hi - origin, 0)))
+        for p in prints:
+            self._deliver(self.during, p)
+        # the rebound queues, sorted as list.sort sorts (end, kWh, kW) tuples; padded, counts[r] long
+        got = [p.rebound_rows(self.feeders) for p in prints]
+        rows, ends, kwh, shed = (
+            (np.concatenate([g[i] for g in got]) for i in range(4))
+            if got
+            else (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
+        )
+        order = np.lexsort((shed, kwh, ends, rows))
+        self.counts = np.bincount(rows, minlength=nf).astype(np.int64)
+        cap = max(int(self.counts.max(initial=0)), 1) * 2
+        self.ends = np.zeros((nf, cap), dtype=np.int64)
+        self.kwh, self.shed = np.zeros((nf, cap)), np.zeros((nf, cap))
+        at = np.arange(len(rows)) - np.repeat(np.cumsum(self.counts) - self.counts, self.counts)
+        self.ends[rows[order], at], self.kwh[rows[order], at], self.shed[rows[order], at] = (
+            ends[order],
+            kwh[order],
+            shed[order],
+        )
+        self.first = min((p.first_step for p in prints), default=None)
+        self._placed: list[tuple[int, np.ndarray] | None] = [None] * nf  # (base, profile from base to hi)
+
+    def touched(self, p: Footprint) -> list[int]:
+        """Rows (in feeder order) whose profile ``p`` may change: where it delivers or draws back."""
+        return sorted({self.row[f] for f in (*p.kw, *p.rebound) if f in self.row})
+
+    def base(self, extra: Footprint | None, lo: int) -> int:
+        """Where :func:`grid_profiles` of the prints (and ``extra``) asked from ``lo`` starts placing."""
+        firsts = [x for x in (self.first, None if extra is None else extra.first_step) if x is not None]
+        return min(min(firsts, default=lo), lo)
+
+    def _deliver(self, during: np.ndarray, p: Footprint, at: int | None = None, rows: list[int] | None = None) -> None:
+        """Add ``p``'s kW to ``during`` (a row per feeder of ``rows``, default all; column 0 is step ``at``,
+        default ``origin``), as :func:`grid_profiles` does: its steps [first, end) before ``hi``; a feeder it
+        does not deliver on gets an exact 0.0 (a sum that starts at +0.0 is never -0.0: 0.0 changes nothing)."""
+        a = p.first_step - (self.origin if at is None else at)
+        b = min(p.end_step - (self.origin if at is None else at), during.shape[1])
+        if b > a:
+            dense = p.dense(self.feeders)
+            during[:, a:b] += (dense if rows is None else dense[rows])[:, : b - a]
+
+    def add(self, p: Footprint) -> None:
+        self._deliver(self.during, p)
+        rows, _, kwh, shed = p.rebound_rows(self.feeders)
+        if len(rows):
+            if int(self.counts.max()) + 1 > self.ends.shape[1]:
+                grow = self.ends.shape[1]
+                self.ends = np.pad(self.ends, ((0, 0), (0, grow)))
+                self.kwh, self.shed = np.pad(self.kwh, ((0, 0), (0, grow))), np.pad(self.shed, ((0, 0), (0, grow)))
+            insert = _insert_rows if self.engine != "numpy" else getattr(_insert_rows, "py_func", _insert_rows)
+            insert(self.ends, self.kwh, self.shed, self.counts, rows, p.end_step, kwh, shed)
+        for r in self.touched(p):
+            self._placed[r] = None
+        self.first = p.first_step if self.first is None else min(self.first, p.first_step)
+
+    def _place(self, during: np.ndarray, rows: Sequence[int], base: int, extra: Footprint | None) -> np.ndarray:
+        """The profiles of ``rows`` (their deliveries ``during``, a row each) from ``base``."""
+        nf = len(self.feeders)
+        x_has, x_kwh, x_shed = np.zeros(nf, dtype=np.bool_), np.zeros(nf), np.zeros(nf)
+        x_end = 0
+        if extra is not None:
+            x_end = extra.end_step
+            xr, _, xk, xs = extra.rebound_rows(self.feeders)
+            x_has[xr], x_kwh[xr], x_shed[xr] = True, xk, xs
+        if self.engine != "numpy":
+            idx = np.asarray(rows, dtype=np.int64)
+            return _placed_rows(
+                np.ascontiguousarray(during),
+                self.ends,
+                self.kwh,
+                self.shed,
+                self.counts,
+                idx,
+                x_end,
+                x_kwh,
+                x_shed,
+                x_has,
+                base,
+                *_consts(self.dt, self.peak_factor),
+            )
+        out = np.empty_like(during)
+        for i, r in enumerate(rows):
+            c = int(self.counts[r])
+            queue = list(
+                zip(self.ends[r, :c].tolist(), self.kwh[r, :c].tolist(), self.shed[r, :c].tolist(), strict=True)
+            )
+            if x_has[r]:
+                bisect.insort(queue, (x_end, float(x_kwh[r]), float(x_shed[r])))
+            out[i] = _placed(during[i], queue, base, self.dt, self.peak_factor)
+        return out
+
+    def matrix(self, lo: int, extra: Footprint | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
+        """:func:`grid_profiles` (from ``lo`` to ``hi``) of the prints, with ``extra`` added last: a row per
+        feeder of ``rows`` (default: all), in that order."""
+        base = self.base(extra, lo)
+        rows = list(range(len(self.feeders))) if rows is None else list(rows)
+        if extra is not None:
+            every = rows == list(range(len(self.feeders)))  # every row in order: no row picking
+            during = self.during[:, base - self.origin :].copy() if every else self.during[rows, base - self.origin :]
+            self._deliver(during, extra, at=base, rows=None if every else rows)
+            return self._place(during, rows, base, extra)[:, lo - base :]
+        stale = [r for r in rows if (got := self._placed[r]) is None or got[0] != base]
+        if stale:
+            fresh = self._place(self.during[stale, base - self.origin :], stale, base, None)
+            for i, r in enumerate(stale):
+                self._placed[r] = (base, fresh[i])
+        if not rows:
+            return np.zeros((0, max(self.hi - lo, 0)))
+        return np.stack([self._placed[r][1][lo - base :] for r in rows])  # type: ignore[index]
+
+    def profiles(
+        self, lo: int, extra: Footprint | None = None, rows: Sequence[int] | None = None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`matrix` by feeder name."""
+        rows = list(range(len(self.feeders))) if rows is None else list(rows)
+        return {self.feeders[r]: v for r, v in zip(rows, self.matrix(lo, extra, rows), strict=True)}
 
 
 @dataclass
@@ -415,10 +771,6 @@ class Coordinator:
             rebound[f] = float(v) if declared_kwh else sum(q) * req.interval_minutes / 60.0  # type: ignore[arg-type]
         return footprint(req.direction, req.delivery_start, req.interval_minutes, per, rebound, dt)
 
-    def _profiles(self, prints: Sequence[Footprint], lo: int, hi: int) -> dict[str, np.ndarray]:
-        assert self.grid is not None
-        return grid_profiles(prints, self.grid.feeders, lo, hi, self.grid.dt)
-
     def _nowcast(self, forecast: dict[str, np.ndarray], last: Mapping[str, float], now: int) -> dict[str, np.ndarray]:
         """The forecast raised to what the feeder measures, less the change committed there last step.
 
@@ -453,31 +805,38 @@ class Coordinator:
         last = max((fp.end_step for fp in prints.values()), default=now + 1)
         k = min(max(last - now, 1) + REBOUND_LOOKAHEAD_STEPS, MAX_LOOKAHEAD_STEPS)
         hi = now + k
-        kept_prints: list[Footprint] = list(self._committed)
-        without = self._profiles(kept_prints, now - 1, hi)  # from the step just simulated
+        # every profile below starts at or after this step: the book's deliveries are summed from it
+        origin = min([now - 1, *(c.first_step for c in self._committed), *(p.first_step for p in prints.values())])
+        book = _Book(self._committed, feeders, origin, hi, dt)
+        without_m = book.matrix(now - 1)  # from the step just simulated, a row per feeder
+        without = dict(zip(feeders, without_m, strict=True))
         forecast = self._nowcast(grid.forecast(k), {f: float(v[0]) for f, v in without.items()}, now)
-        cap = {f: (1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders}
+        cap = np.array([(1.0 - self.margin) * grid.limit_kw(f) - forecast[f] for f in feeders]).reshape(-1, k)
         windows = self.windows(req.delivery_start, hi * dt)
         kept: dict[str, Bid] = {}
         pending = _Pending(req)
         eps = 1e-6
         for bid in sorted(bids, key=lambda b: b.price):  # stable: ties keep arrival order
             fp = prints[bid.bid_id]
-            with_eps = self._profiles([*kept_prints, fp.scaled(eps)], now, hi)
-            with_one = self._profiles([*kept_prints, fp], now, hi)
+            # A feeder the bid neither delivers nor draws back on keeps its profile exactly (same sums, same
+            # queue): it adds no load there, so it cannot bind -- unless the profile's first step moves.
+            rows = book.touched(fp) if book.base(fp, now) == book.base(None, now - 1) else list(range(len(feeders)))
+            with_eps = book.matrix(now, fp.scaled(eps), rows)
+            with_one = book.matrix(now, fp, rows)
+            # a row per feeder of ``rows``: the same element-wise operations as feeder by feeder
+            base = without_m[rows, 1:]
+            var = (with_one - with_eps) / (1.0 - eps)
+            fixed = with_eps - base - eps * var
+            room = np.maximum(cap[rows] - base, 0.0) - fixed
+            grows = var > 1e-6
+            limit = np.full(var.shape, np.inf)
+            limit[grows] = room[grows] / var[grows]
+            limit[(~grows) & (fixed > 1e-6) & (room < -1e-6)] = 0.0  # the shift alone does not fit
+            js = np.argmin(limit, axis=1) if len(rows) else np.zeros(0, dtype=np.int64)
             factor, binding = 1.0, None
-            for f in feeders:
-                base = without[f][1:]
-                var = (with_one[f] - with_eps[f]) / (1.0 - eps)
-                fixed = with_eps[f] - base - eps * var
-                room = np.maximum(cap[f] - base, 0.0) - fixed
-                grows = var > 1e-6
-                limit = np.full(k, np.inf)
-                limit[grows] = room[grows] / var[grows]
-                limit[(~grows) & (fixed > 1e-6) & (room < -1e-6)] = 0.0  # the shift alone does not fit
-                j = int(np.argmin(limit))
-                if limit[j] < factor:
-                    factor, binding = max(float(limit[j]), 0.0), (f, now + j)
+            for i, j in enumerate(js.tolist()):  # in feeder order: the first feeder binding tightest wins
+                if limit[i, j] < factor:
+                    factor, binding = max(float(limit[i, j]), 0.0), (feeders[rows[i]], now + j)
             if binding is not None and (bid.block or factor < 1e-6):
                 factor = 0.0
             if binding is not None:
@@ -486,10 +845,12 @@ class Coordinator:
                 continue
             if binding is not None:
                 bid = self._trimmed(bid, factor)
-            kept_prints.append(fp.scaled(factor))
-            without = self._profiles(kept_prints, now - 1, hi)
+            taken = fp.scaled(factor)
+            book.add(taken)
+            without_m = book.matrix(now - 1)
+            without = dict(zip(feeders, without_m, strict=True))
             kept[bid.bid_id] = bid
-            pending.bids[bid.bid_id] = (tuple(bid.quantities_kw), fp.scaled(factor))
+            pending.bids[bid.bid_id] = (tuple(bid.quantities_kw), taken)
         self._pending[req.market_id] = pending
         return [kept[b.bid_id] for b in bids if b.bid_id in kept]
 
