@@ -6,7 +6,8 @@ These loops keep every home's state in registers instead.
 
 The tail of a controlled step (limits, clips and the choice between plan and default:
 ``dispatch``; the split over devices: ``split_devices``) repeats HouseholdFleet._dispatch_numpy
-and flex.split_devices likewise.
+and flex.split_devices likewise; the allocation of a group-target step's layers (``allocate_layers``,
+with flex.allocate's greedy and proportional modes) repeats HouseholdFleet's allocate_layers.
 
 Exactness: every expression repeats physics.py's operations in the same order
 (no fastmath, so no reassociation or fused multiply-add), so the results equal
