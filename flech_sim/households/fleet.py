@@ -522,32 +522,10 @@ class HouseholdFleet:
         if c.offset_kw is not None:
             off = np.broadcast_to(np.asarray(c.offset_kw, float), (n,))
         else:
-            sign = np.sign(target)[group]
-            prev = np.where(np.sign(self._prev_off) == sign, np.abs(self._prev_off), 0.0)
-            # Level l: what the group must hold for the l-th longest duration (the layers up to it).
-            levels = np.maximum(np.sign(target) * np.cumsum(layers, axis=0), 0.0)
-            amount = np.zeros(n)
-            for f in by_dur:
-                signed = {d: np.where(sign < 0, x.down[0], np.where(sign > 0, x.up[0], 0.0)) for d, x in f.items()}
-                for lvl in range(len(layers)):
-                    head = _select(signed, layer_dur[lvl][group])
-                    need = np.where(used[lvl], np.maximum(levels[lvl] - group_sum(amount, group, n_groups), 0.0), 0.0)
-                    amount += allocate(
-                        np.maximum(head - amount, 0.0),
-                        group,
-                        need,
-                        np.maximum(prev - amount, 0.0),
-                        c.allocation,
-                        self.owner if self._separate_owners else None,
-                    )
-            # A layer against the others (a 'consume more' call inside a shed) lowers the change now:
-            # the long commitment's share is scaled down to the net change for this step.
-            over = levels.max(axis=0) > levels[-1]
-            if over.any():
-                tot = group_sum(amount, group, n_groups)
-                scale = np.divide(levels[-1], tot, out=np.ones(n_groups), where=over & (tot > levels[-1]))
-                amount = amount * scale[group]
-            off = sign * amount
+            off = allocate_layers(
+                by_dur, target, layers, layer_dur, used, group, self._prev_off, c.allocation,
+                self.owner if self._separate_owners else None, self.engine,
+            )  # fmt: skip
         if fast:
             heads = np.array([[getattr(f, x)[0] for x in _DF[:6]] for f in tiers])
             o_bat, o_ev, o_heat = kernels.split_devices(off, heads)
@@ -888,6 +866,56 @@ class _Subset:
     base_load: _SubsetBaseLoad
     ev_schedule: _SubsetEvSchedule
     packed: np.ndarray | None
+
+
+def allocate_layers(
+    by_dur: list[dict[int, DeviceFlex]],
+    target: np.ndarray,
+    layers: np.ndarray,
+    layer_dur: np.ndarray,
+    used: np.ndarray,
+    group: np.ndarray,
+    prev_off: np.ndarray,
+    mode: Literal["greedy", "proportional"],
+    segment: np.ndarray | None,
+    engine: kernels.Engine,
+) -> np.ndarray:
+    """Per household, the signed offset (kW) a group-target step allocates: each tier of headroom
+    (``by_dur``: per duration, comfort-respecting first, then forced) is spent over the layers
+    (``layers``, ``layer_dur``, ``used``: (layers, groups), longest first) before the next, each
+    layer level filled by :func:`flex.allocate` up to what the group must hold for it.
+    ``target``: per group, the net target; ``prev_off``: last step's offsets; ``segment``: the
+    owners of a shared copy. The numba engine runs the same operations in one kernel (about 60
+    numpy calls a step otherwise, the largest cost of a small forecast copy's step)."""
+    n_groups = target.size
+    if engine == "numba":
+        durs = list(by_dur[0])
+        heads = np.array([[[getattr(f[d], x)[0] for x in _DF[:6]] for d in durs] for f in by_dur])
+        return kernels.allocate_layers(
+            heads, np.array(durs, dtype=np.int64), np.sign(target), layers, layer_dur, used, group, prev_off, mode,
+            segment,
+        )
+    sign = np.sign(target)[group]
+    prev = np.where(np.sign(prev_off) == sign, np.abs(prev_off), 0.0)
+    # Level l: what the group must hold for the l-th longest duration (the layers up to it).
+    levels = np.maximum(np.sign(target) * np.cumsum(layers, axis=0), 0.0)
+    amount = np.zeros(group.size)
+    for f in by_dur:
+        signed = {d: np.where(sign < 0, x.down[0], np.where(sign > 0, x.up[0], 0.0)) for d, x in f.items()}
+        for lvl in range(len(layers)):
+            head = _select(signed, layer_dur[lvl][group])
+            need = np.where(used[lvl], np.maximum(levels[lvl] - group_sum(amount, group, n_groups), 0.0), 0.0)
+            amount += allocate(
+                np.maximum(head - amount, 0.0), group, need, np.maximum(prev - amount, 0.0), mode, segment
+            )
+    # A layer against the others (a 'consume more' call inside a shed) lowers the change now:
+    # the long commitment's share is scaled down to the net change for this step.
+    over = levels.max(axis=0) > levels[-1]
+    if over.any():
+        tot = group_sum(amount, group, n_groups)
+        scale = np.divide(levels[-1], tot, out=np.ones(n_groups), where=over & (tot > levels[-1]))
+        amount = amount * scale[group]
+    return sign * amount
 
 
 def _where_flex(mask: np.ndarray, a: DeviceFlex, b: DeviceFlex) -> DeviceFlex:

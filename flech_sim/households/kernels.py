@@ -6,7 +6,8 @@ These loops keep every home's state in registers instead.
 
 The tail of a controlled step (limits, clips and the choice between plan and default:
 ``dispatch``; the split over devices: ``split_devices``) repeats HouseholdFleet._dispatch_numpy
-and flex.split_devices likewise.
+and flex.split_devices likewise; the allocation of a group-target step's layers (``allocate_layers``,
+with flex.allocate's greedy and proportional modes) repeats HouseholdFleet's allocate_layers.
 
 Exactness: every expression repeats physics.py's operations in the same order
 (no fastmath, so no reassociation or fused multiply-add), so the results equal
@@ -521,3 +522,183 @@ def window_flex_array(
         out,
     )
     return out
+
+
+if HAVE_NUMBA:
+
+    @njit(cache=True, inline="always")
+    def _bincount(values, group, n_groups):
+        # np.bincount(group, values, n_groups): sequential sums in household order, from 0.0
+        out = np.zeros(n_groups)
+        for i in range(values.size):
+            out[group[i]] += values[i]
+        return out
+
+    @njit(cache=True)
+    def _allocate(head, group, need, prev, greedy, segment, has_segment):
+        """flex.allocate, the same operations in the same order (see there)."""
+        n, n_groups = head.size, need.size
+        out = np.empty(n)
+        if not greedy:
+            tot = _bincount(head, group, n_groups)
+            for i in range(n):
+                k = group[i]
+                frac = need[k] / tot[k] if tot[k] > 0 else 0.0
+                out[i] = head[i] * min(frac, 1.0)
+            return out
+        keep = np.empty(n)
+        for i in range(n):
+            keep[i] = min(prev[i], head[i])
+        ksum = _bincount(keep, group, n_groups)
+        for i in range(n):
+            k = group[i]
+            keep[i] = keep[i] * (need[k] / ksum[k] if ksum[k] > need[k] else 1.0)
+        kb = _bincount(keep, group, n_groups)
+        rest = np.empty(n_groups)
+        for k in range(n_groups):
+            rest[k] = max(need[k] - kb[k], 0.0)
+        neg = np.empty(n)
+        for i in range(n):
+            neg[i] = -max(head[i] - keep[i], 0.0)
+        # np.lexsort((-extra, prev <= 0, group)): a stable sort on -extra, then a stable counting sort
+        # on (group, prev <= 0), which keeps ties in the first order: the same permutation.
+        by_extra = np.argsort(neg, kind="mergesort")
+        count = np.zeros(2 * n_groups + 1, dtype=np.int64)
+        for i in range(n):
+            count[2 * group[i] + (1 if prev[i] <= 0 else 0) + 1] += 1
+        for j in range(2 * n_groups):
+            count[j + 1] += count[j]
+        order = np.empty(n, dtype=np.int64)
+        for i in by_extra:
+            key = 2 * group[i] + (1 if prev[i] <= 0 else 0)
+            order[count[key]] = i
+            count[key] += 1
+        # cumsum of the sorted extras, restarted at each segment; a group's base: the running sum at the
+        # end of the previous group in its segment (0 for a segment's or the array's first group).
+        cs = 0.0
+        gb = 0.0
+        for j in range(n):
+            i = order[j]
+            h = -neg[i]
+            start = j == 0 or (has_segment and segment[i] != segment[order[j - 1]])
+            if j == 0 or group[i] != group[order[j - 1]]:
+                gb = 0.0 if start else cs
+            cs = h if start else cs + h
+            out[i] = keep[i] + _clip(rest[group[i]] - (cs - h - gb), 0.0, h)
+        return out
+
+    @njit(cache=True)
+    def _allocate_layers(heads, durs, sgn, layers, layer_dur, used, group, prev_off, greedy, segment, has_segment):
+        """The layer loop of HouseholdFleet._controlled (group targets), the same operations in order."""
+        n, n_groups = group.size, sgn.size
+        n_tiers, n_durs, n_layers = heads.shape[0], heads.shape[1], layers.shape[0]
+        sign = np.empty(n)
+        prev = np.empty(n)
+        for i in range(n):
+            sign[i] = sgn[group[i]]
+            x = prev_off[i]
+            sp = 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+            prev[i] = abs(x) if sp == sign[i] else 0.0
+        levels = np.empty((n_layers, n_groups))
+        for k in range(n_groups):
+            c = layers[0, k]
+            for lvl in range(n_layers):
+                if lvl:
+                    c = c + layers[lvl, k]
+                levels[lvl, k] = max(sgn[k] * c, 0.0)
+        amount = np.zeros(n)
+        signed = np.empty((n_durs, n))
+        head = np.empty(n)
+        pv = np.empty(n)
+        need = np.empty(n_groups)
+        for t in range(n_tiers):
+            for d in range(n_durs):
+                f = heads[t, d]
+                for i in range(n):
+                    if sign[i] < 0:
+                        signed[d, i] = f[0, i] + f[2, i] + f[4, i]  # DeviceFlex.down
+                    elif sign[i] > 0:
+                        signed[d, i] = f[1, i] + f[3, i] + f[5, i]  # .up
+                    else:
+                        signed[d, i] = 0.0
+            for lvl in range(n_layers):
+                for i in range(n):
+                    v = 0.0  # _select: 0 for a duration without headroom
+                    ld = layer_dur[lvl, group[i]]
+                    for d in range(n_durs):
+                        if durs[d] == ld:
+                            v = signed[d, i]
+                    head[i] = max(v - amount[i], 0.0)
+                    pv[i] = max(prev[i] - amount[i], 0.0)
+                got = _bincount(amount, group, n_groups)
+                for k in range(n_groups):
+                    need[k] = max(levels[lvl, k] - got[k], 0.0) if used[lvl, k] else 0.0
+                add = _allocate(head, group, need, pv, greedy, segment, has_segment)
+                for i in range(n):
+                    amount[i] += add[i]
+        # A layer against the others: the long commitment's share scaled down to the net change.
+        last = n_layers - 1
+        over = np.zeros(n_groups, dtype=np.bool_)
+        for k in range(n_groups):
+            m = levels[0, k]
+            for lvl in range(1, n_layers):
+                m = max(m, levels[lvl, k])
+            over[k] = m > levels[last, k]
+        if over.any():
+            tot = _bincount(amount, group, n_groups)
+            for i in range(n):
+                k = group[i]
+                if over[k] and tot[k] > levels[last, k]:
+                    amount[i] = amount[i] * (levels[last, k] / tot[k])
+        off = np.empty(n)
+        for i in range(n):
+            off[i] = sign[i] * amount[i]
+        return off
+
+
+def allocate(
+    head: np.ndarray,
+    group: np.ndarray,
+    need: np.ndarray,
+    prev: np.ndarray,
+    mode: Literal["greedy", "proportional"] = "greedy",
+    segment: np.ndarray | None = None,
+) -> np.ndarray:
+    """flex.allocate, compiled (the same result bit for bit, up to the sign of a zero)."""
+    if mode not in ("greedy", "proportional"):
+        raise ValueError(f"unknown allocation {mode!r}")
+    c = np.ascontiguousarray
+    seg = np.zeros(1, dtype=np.int64) if segment is None else c(segment, dtype=np.int64)
+    return _allocate(
+        c(head, dtype=float), c(group, dtype=np.int64), c(need, dtype=float), c(prev, dtype=float),
+        mode == "greedy", seg, segment is not None,
+    )  # fmt: skip
+
+
+def allocate_layers(
+    heads: np.ndarray,
+    durations: np.ndarray,
+    sign: np.ndarray,
+    layers: np.ndarray,
+    layer_dur: np.ndarray,
+    used: np.ndarray,
+    group: np.ndarray,
+    prev_off: np.ndarray,
+    mode: Literal["greedy", "proportional"],
+    segment: np.ndarray | None,
+) -> np.ndarray:
+    """The greedy/proportional allocation of a group-target step's layers (HouseholdFleet._controlled),
+    compiled: per household the signed offset (kW). ``heads`` (tiers, durations, 6, n): each tier's
+    DeviceFlex fields heat/EV/battery down/up (row 0) per duration of ``durations``; ``sign``: per
+    group, the sign of its net target; ``layers``, ``layer_dur``, ``used`` (layers, groups): the
+    targets longest first, their durations, which carry a change; ``prev_off``: last step's offsets;
+    ``segment``: the owners of a shared copy (see flex.allocate)."""
+    if mode not in ("greedy", "proportional"):
+        raise ValueError(f"unknown allocation {mode!r}")
+    c = np.ascontiguousarray
+    seg = np.zeros(1, dtype=np.int64) if segment is None else c(segment, dtype=np.int64)
+    return _allocate_layers(
+        c(heads, dtype=float), c(durations, dtype=np.int64), c(sign, dtype=float), c(layers, dtype=float),
+        c(layer_dur, dtype=np.int64), c(used, dtype=np.bool_), c(group, dtype=np.int64), c(prev_off, dtype=float),
+        mode == "greedy", seg, segment is not None,
+    )  # fmt: skip
