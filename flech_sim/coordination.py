@@ -163,7 +163,8 @@ def footprint(
         steps = np.repeat(sign * kw * float(dt) / dt, m // dt, axis=1) + 0.0
         peak = kw.max(axis=1, initial=-np.inf).tolist()
         rep = m // dt
-        for r, (f, on, n) in enumerate(zip(per_feeder, pos.any(axis=1).tolist(), n_on.tolist(), strict=True)):
+        has_kw = [bool(x) for x in np.any(pos, axis=1)]
+        for r, (f, on, n) in enumerate(zip(per_feeder, has_kw, n_on.tolist(), strict=True)):
             if not on:
                 continue
             out[f] = steps[r, : n * rep]

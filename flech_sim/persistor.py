@@ -342,10 +342,10 @@ class Persistor:
         failed = self._failed_tables()
         tables = list(TABLES.values())
         outcomes = [self._close_caught(t) for t in tables]  # in turn: two at a time measured slower (GIL)
-        for table, exc in zip(tables, outcomes, strict=True):
+        for table, err in zip(tables, outcomes, strict=True):
             name = table.name
-            if exc is not None:
-                self.errors[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            if err is not None:
+                self.errors[name] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
             elif name in failed:
                 self.errors[name] = failed[name]
         return self.errors

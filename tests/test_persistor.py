@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from pathlib import Path
-
 import errno
 import hashlib
 import threading
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -149,4 +148,3 @@ def test_a_failed_part_write_found_only_at_close_is_reported(tmp_path: Path, mon
     errors = p.close()
     assert set(errors) == {"rejections"} and "Input/output error" in errors["rejections"]
     assert pq.read_table(tmp_path / "rejections.parquet").num_rows == 10  # its rows are in the final file
-

@@ -892,7 +892,15 @@ def allocate_layers(
         durs = list(by_dur[0])
         heads = np.array([[[getattr(f[d], x)[0] for x in _DF[:6]] for d in durs] for f in by_dur])
         return kernels.allocate_layers(
-            heads, np.array(durs, dtype=np.int64), np.sign(target), layers, layer_dur, used, group, prev_off, mode,
+            heads,
+            np.array(durs, dtype=np.int64),
+            np.sign(target),
+            layers,
+            layer_dur,
+            used,
+            group,
+            prev_off,
+            mode,
             segment,
         )
     sign = np.sign(target)[group]
