@@ -195,6 +195,24 @@ def _skyline(targets: dict[int, np.ndarray], s: int, n_groups: int) -> dict[int,
     return layers
 
 
+def _step_targets(sched: tuple[int, np.ndarray], cols: np.ndarray, n_groups: int, now: int) -> dict[int, np.ndarray]:
+    """A schedule (base step, (owner's feeders, steps) kW) as the roll-out's targets from ``now`` on:
+    {step: kW change per group}, the owner's rows in its group columns ``cols``."""
+    base, change = sched
+    change = np.asarray(change, dtype=float).reshape(len(cols), -1)
+    out: dict[int, np.ndarray] = {}
+    for j in np.flatnonzero(change.any(axis=0)).tolist():
+        if base + j >= now:
+            out[base + j] = vec = np.zeros(n_groups)
+            vec[cols] = change[:, j]
+    return out
+
+
+def _same(a: tuple[int, np.ndarray], b: tuple[int, np.ndarray]) -> bool:
+    """Whether two schedules (base step, kW) are the same plan."""
+    return a[0] == b[0] and np.array_equal(a[1], b[1])
+
+
 def _owners_control(
     plans: list[tuple[dict[int, np.ndarray], np.ndarray]], s: int, by: np.ndarray
 ) -> tuple[Control | None, list[bool]]:
@@ -418,7 +436,6 @@ class World:
         last = first_step if last_first_step is None else last_first_step
         if first_step < now or last < first_step:
             raise ValueError(f"windows from step {first_step} to {last}: already simulated or empty")
-        o = self.owners.index(owner)
         if schedule is not None and np.any(schedule[1]):
             plan = (schedule, schedule if awarded is None else awarded)
             return self._committed(owner, now, first_step, duration_steps, plan)
@@ -426,8 +443,7 @@ class World:
         if self._shared_forecast[0] != key:
             self._shared_forecast = (key, self._forecast_all(now, first_step, duration_steps, last))
         fc = self._shared_forecast[1]
-        feeders = self.feeders_of(owner)
-        cols = o * len(self.feeders) + np.array([self.feeders.index(f) for f in feeders], dtype=np.int64)
+        feeders, cols = self.feeders_of(owner), self._columns(owner)
         return PortfolioForecast(
             start_step=now,
             first_window=first_step,
@@ -437,6 +453,13 @@ class World:
             flex_down_kw=fc[1][:, cols],
             flex_up_kw=fc[2][:, cols],
             rebound_down_kwh=fc[3][:, cols],
+        )
+
+    def _columns(self, owner: str) -> np.ndarray:
+        """The owner's group columns (owner-major, one per feeder it has households on)."""
+        nf = len(self.feeders)
+        return self.owners.index(owner) * nf + np.array(
+            [self.feeders.index(f) for f in self.feeders_of(owner)], np.int64
         )
 
     def share_commitments(self, owner: str, plan: Callable[[int, int], Plan | None]) -> None:
@@ -467,7 +490,7 @@ class World:
             self._shared_committed = (key, done)
         if self._shared_committed[0] == key and owner in self._shared_committed[1]:
             made, fc = self._shared_committed[1][owner]
-            if all(a[0] == b[0] and np.array_equal(a[1], b[1]) for a, b in zip(made, plan, strict=True)):
+            if all(_same(a, b) for a, b in zip(made, plan, strict=True)):
                 return fc
         return self._forecast_committed(owner, now, first, duration, plan[0], plan[1])
 
@@ -496,56 +519,29 @@ class World:
         until that commitment ends, so selling the window never takes the energy a longer
         commitment needs; none is offered where its rebound would land in a later commitment.
         """
-        feeders = self.feeders_of(owner)
-        cols = self.owners.index(owner) * len(self.feeders) + np.array(
-            [self.feeders.index(f) for f in feeders], dtype=np.int64
-        )
+        feeders, cols = self.feeders_of(owner), self._columns(owner)
         hh = self.households_of(owner)
-        groups, own = self.portfolio[hh], np.arange(len(hh))  # the forecast copy's group and household indices
+        groups = self.portfolio[hh]  # the forecast copy's group indices
         k = first - now + duration
-
-        def targets(sched: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
-            base, change = sched
-            change = np.asarray(change, dtype=float).reshape(len(feeders), -1)
-            out: dict[int, np.ndarray] = {}
-            for j in np.flatnonzero(change.any(axis=0)).tolist():
-                if base + j >= now:
-                    out[base + j] = vec = np.zeros(self.n_portfolios)
-                    vec[cols] = change[:, j]
-            return out
-
-        # A change in the direction of a commitment that runs on past the window must leave that
-        # commitment its energy: it is sized as if held until the run ends (the fleet then holds it
-        # only for its own steps, so the longer commitment keeps what this one did not take).
-        sched = np.asarray(schedule[1], dtype=float).reshape(len(feeders), -1)
-        held_for = {sign: self._run_length(sched, first - schedule[0], duration, sign) for sign in (-1.0, 1.0)}
-
-        def window_flex(twin: HouseholdFleet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            out = [np.zeros((1, len(cols))) for _ in range(3)]
-            for d in sorted((set(held_for[-1.0].tolist()) | set(held_for[1.0].tolist())) - {0}):
-                f = twin.headroom_from_plans(d, own, groups)
-                dn, up = held_for[-1.0] == d, held_for[1.0] == d
-                out[0][0, dn] = f[0][cols][dn]
-                out[1][0, up] = f[1][cols][up]
-                out[2][0, dn] = f[2][cols][dn]
-            return out[0], out[1], out[2]
+        plan = (schedule, schedule if awarded is None else awarded)
 
         def run(tg: dict[int, np.ndarray], until: int, flex_too: bool) -> tuple[np.ndarray, Any]:
             twin = self.fleet.forecast_copy(hh)  # the owner's households alone: its groups sum the same
             baseline, flex = np.zeros((until - now, len(cols))), None
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
-                    flex = window_flex(twin)
+                    flex = self._owners_flex(twin, [owner], groups, {owner: cols}, {owner: plan}, first, duration)[
+                        owner
+                    ]
                 res = twin.step(self._forced(_control_at(tg, s, groups)))
                 baseline[i] = np.bincount(groups, res.net_kw, self.n_portfolios)[cols]
             return baseline, flex
 
-        worst = targets(schedule)
-        same = awarded is None or (awarded[0] == schedule[0] and np.array_equal(awarded[1], schedule[1]))
+        worst = _step_targets(schedule, cols, self.n_portfolios, now)
+        same = _same(plan[1], schedule)
         baseline, flex = run(worst, now + k, True) if same else run(worst, first + 1, True)
         if not same:
-            assert awarded is not None
-            baseline = run(targets(awarded), now + k, False)[0]
+            baseline = run(_step_targets(plan[1], cols, self.n_portfolios, now), now + k, False)[0]
         assert flex is not None
         return PortfolioForecast(
             start_step=now,
@@ -571,27 +567,15 @@ class World:
         own columns, :func:`_owners_control`), gives each owner what its own roll-out gives, at the cost of
         one roll-out instead of one per owner; and one more, of the owners whose awards differ from their
         schedule, for the baselines stepped under the awards alone."""
-        nf, k = len(self.feeders), first - now + duration
+        k = first - now + duration
         names = sorted(plans, key=self.owners.index)  # owner-major: each owner's groups contiguous
-        cols = {
-            o: self.owners.index(o) * nf + np.array([self.feeders.index(f) for f in self.feeders_of(o)]) for o in names
-        }
-
-        def targets(o: str, sched: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
-            base, change = sched
-            change = np.asarray(change, dtype=float).reshape(len(cols[o]), -1)
-            out: dict[int, np.ndarray] = {}
-            for j in np.flatnonzero(change.any(axis=0)).tolist():
-                if base + j >= now:
-                    out[base + j] = vec = np.zeros(self.n_portfolios)
-                    vec[cols[o]] = change[:, j]
-            return out
+        cols = {o: self._columns(o) for o in names}
 
         def run(owners: list[str], plan: int, until: int, flex_too: bool) -> tuple[np.ndarray, dict[str, Any]]:
             hh = np.concatenate([self.households_of(o) for o in owners])
             groups = self.portfolio[hh]
             twin = self.fleet.forecast_copy(hh, separate_owners=True)
-            tg = [(targets(o, plans[o][plan]), cols[o]) for o in owners]
+            tg = [(_step_targets(plans[o][plan], cols[o], self.n_portfolios, now), cols[o]) for o in owners]
             baseline, flex = np.zeros((until - now, self.n_portfolios)), {}
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
@@ -605,11 +589,7 @@ class World:
         inexact: set[str] = set()
 
         base, flex = run(names, 0, now + k, True)
-        differ = [
-            o
-            for o in names
-            if not (plans[o][1][0] == plans[o][0][0] and np.array_equal(plans[o][1][1], plans[o][0][1]))
-        ]
+        differ = [o for o in names if not _same(plans[o][1], plans[o][0])]
         awarded = run(differ, 1, now + k, False)[0] if differ else base
         out = {}
         for o in (o for o in names if o not in inexact):  # those are rolled out alone when they ask
@@ -636,8 +616,11 @@ class World:
         first: int,
         duration: int,
     ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Each owner's window flexibility (``_forecast_committed``'s window_flex) from a copy of several
-        owners: one headroom per duration any of them needs, over the households of those that need it."""
+        """Each owner's window flexibility from a copy of its households (and perhaps others'): one headroom
+        per duration any of them needs, over the households of those that need it. A change in the direction
+        of a commitment that runs on past the window must leave that commitment its energy: it is sized as if
+        held until the run ends (the fleet then holds it only for its own steps, so the longer commitment keeps
+        what this one did not take)."""
         held, rows, at = {}, {}, 0
         for o in owners:
             schedule = plans[o][0]
