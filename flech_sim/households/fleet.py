@@ -676,16 +676,16 @@ class HouseholdFleet:
         np.maximum.at(own, self.owner[act], longest)
         horizon = own[self.owner[act]]
         assert tr.t_floor is not None
-        t_floor, w = tr.t_floor.copy(), self.forecast_weather
+        t_floor = tr.t_floor.copy()
         for k in np.unique(horizon[horizon < tr.t_in.shape[0] - 1]).tolist():
             sel = np.flatnonzero(horizon == k)
-            i = np.minimum(np.arange(s, s + k + self.recovery_steps), w.n_steps - 1)
+            t_out, irr = self._forecast_weather(s, k + self.recovery_steps)
             t_ref = np.ascontiguousarray(tr.t_in[: k + 1, sel])
             if self.engine == "numpy":
-                f = recovery_floor(self.p.subset(act[sel]), w.outdoor_temp_c[i], w.irradiance_w_m2[i], t_ref)
+                f = recovery_floor(self.p.subset(act[sel]), t_out, irr, t_ref)
             else:
                 pk = np.ascontiguousarray(self._packed[:, act[sel]])
-                f = kernels.recovery_floor(pk, self._scalars, w.outdoor_temp_c[i], w.irradiance_w_m2[i], t_ref)
+                f = kernels.recovery_floor(pk, self._scalars, t_out, irr, t_ref)
             t_floor[: k + 1, sel] = f
         return dataclasses.replace(tr, t_floor=t_floor)
 
