@@ -150,10 +150,30 @@ def _step_series(sched: pd.DataFrame, index: pd.DatetimeIndex, dt: int) -> pd.Se
     return pd.Series(values, index=index)
 
 
+def participant_of(metering_point: pd.Series) -> pd.Series:
+    """``<aggregator>@<feeder>`` -> ``<aggregator>`` (NaN stays NaN), what ``.str.split("@").str[0]`` gives.
+
+    Split once per distinct metering point, not per row: a portfolio's load has a row per portfolio and
+    step (millions in a long run, a few hundred points), and the per-row split made a list and two new
+    strings of each (measured: 10,000 homes x 7 days, about 50 MiB per call at the end of the run)."""
+    codes, uniques = pd.factorize(metering_point)
+    prefixes = np.empty(len(uniques) + 1, dtype=object)
+    prefixes[:-1] = [str(u).split("@")[0] for u in uniques]
+    prefixes[-1] = np.nan  # code -1: a missing value
+    return pd.Series(prefixes[codes], index=metering_point.index, name=metering_point.name)
+
+
 def aggregator_load(portfolio_load: pd.DataFrame) -> pd.DataFrame:
     """Total load per aggregator and step (wide: one column per aggregator), unaggregated homes left out."""
-    df = portfolio_load.assign(participant=portfolio_load.metering_point.str.split("@").str[0])
-    df = df[df.participant != "unaggregated"]
+    participant = participant_of(portfolio_load.metering_point)
+    keep = participant != "unaggregated"
+    df = pd.DataFrame(  # only the columns the pivot reads (a copy of the whole table was made here)
+        {
+            "interval_start": portfolio_load.interval_start[keep],
+            "participant": participant[keep],
+            "load_kw": portfolio_load.load_kw[keep],
+        }
+    )
     return df.pivot_table(index="interval_start", columns="participant", values="load_kw", aggfunc="sum")
 
 
@@ -407,7 +427,15 @@ def baseline_errors(
         return pd.DataFrame(columns=cols)
     b = b.groupby(["market_id", "product_id", "seller", "interval_start"], as_index=False).baseline_kw.mean()
     b = b.merge(markets[["market_id", "location", "interval_minutes"]], on="market_id", how="left")
-    tw = twin_portfolio_load.assign(seller=twin_portfolio_load.metering_point.str.split("@").str[0])
+    pl = twin_portfolio_load
+    tw = pd.DataFrame(  # only the columns read below
+        {
+            "seller": participant_of(pl.metering_point),
+            "location": pl.location,
+            "interval_start": pl.interval_start,
+            "load_kw": pl.load_kw,
+        }
+    )
     out = []
     for minutes, g in b.groupby("interval_minutes"):
         slot = (tw.interval_start - start) // pd.Timedelta(minutes=int(minutes))

@@ -342,6 +342,9 @@ class Persistor:
         failed = self._failed_tables()
         tables = list(TABLES.values())
         outcomes = [self._close_caught(t) for t in tables]  # in turn: two at a time measured slower (GIL)
+        # Arrow's allocator keeps what joining the parts freed (a decoded part of every table); hand it back,
+        # or the steps after the run (twin, study tables, fingerprint) peak on top of it.
+        pa.default_memory_pool().release_unused()
         for table, err in zip(tables, outcomes, strict=True):
             name = table.name
             if err is not None:

@@ -207,7 +207,8 @@ def run(
         "packages": {p: _version(p) for p in RESULT_PACKAGES},
     }
 
-    def progress_manifest() -> None:
+    def progress_manifest(until: int | None = None) -> None:
+        """The manifest of a run in progress; ``until``: the simulated minute once the clock is gone."""
         assert persistor is not None
         persistor.write_manifest(
             manifest
@@ -216,7 +217,7 @@ def run(
                 "completed": False,
                 "error": None,
                 "fingerprint": None,
-                "simulated_until_minute": int(env.now),
+                "simulated_until_minute": int(env.now) if until is None else until,
                 "wall_seconds": round(time.perf_counter() - started, 3),
             }
         )
@@ -242,13 +243,24 @@ def run(
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         finally:
             signals.defer()  # a second signal must not cut the flushing short
-            write_errors = _finish(wiring, persistor, scenario if error is None else None)
+            write_errors = _finalize(wiring, persistor, scenario if error is None else None)
+            summary = summarize(core, scenario, env) if core else {}
+            if summary and wiring is not None:  # markets a buyer did not open: they could not settle in the horizon
+                summary |= skipped_summary(wiring.agents.values())
+            simulated_until = int(env.now)
+            if transport is None:  # (a transport keeps its own references to the core: nothing to gain there)
+                # The run's objects -- world, agents, products and their markets, the clock's pending events --
+                # are not needed any more: released here, closing the tables, the twin and the study tables do
+                # not peak on top of them (measured: 10,000 homes x 7 days, about 400 MiB).
+                del wiring, core, env
+                if persistor is not None:
+                    persistor.on_publish = partial(progress_manifest, simulated_until)
+                gc.collect()
+            if persistor is not None:
+                write_errors |= persistor.close()
     if write_errors:
         listed = ", ".join(f"{t} ({why})" for t, why in sorted(write_errors.items()))
         error = f"could not write table(s): {listed}" + (f"\n{error}" if error else "")
-    summary = summarize(core, scenario, env) if core else {}
-    if summary and wiring is not None:  # markets a buyer did not open: they could not settle in the horizon
-        summary |= skipped_summary(wiring.agents.values())
     study: dict[str, Any] = {}
     if error is None and persistor is not None:  # the twin and the KPI tables (flech_sim.twin, flech_sim.kpis)
         try:
@@ -267,7 +279,7 @@ def run(
     manifest |= {
         "status": "completed" if error is None else "interrupted" if interrupted else "failed",
         "wall_seconds": round(time.perf_counter() - started, 3),
-        "simulated_until_minute": int(env.now),
+        "simulated_until_minute": simulated_until,
         "completed": error is None,
         "error": error,
         "write_errors": write_errors,
@@ -293,9 +305,9 @@ def run(
     return RunResult(out_dir, manifest, summary, error is None, error)
 
 
-def _finish(wiring: Wiring | None, persistor: Persistor | None, inputs_of: Scenario | None = None) -> dict[str, str]:
-    """Finalise products and the world, write the input series (``inputs_of``: a run that got to
-    its end), then close every table; each step on its own."""
+def _finalize(wiring: Wiring | None, persistor: Persistor | None, inputs_of: Scenario | None = None) -> dict[str, str]:
+    """Finalise products and the world and write the input series (``inputs_of``: a run that got to
+    its end), each step on its own; the caller then closes the tables."""
     errors: dict[str, str] = {}
     steps: list[tuple[str, Any]] = []
     if wiring is not None:
@@ -309,8 +321,6 @@ def _finish(wiring: Wiring | None, persistor: Persistor | None, inputs_of: Scena
             step()
         except Exception as exc:  # noqa: BLE001 -- a failing finaliser must not keep the tables from being written
             errors[what] = f"{type(exc).__name__}: {exc}"
-    if persistor is not None:
-        errors |= persistor.close()
     return errors
 
 

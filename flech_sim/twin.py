@@ -56,8 +56,16 @@ def run_twin(scenario: Scenario, out_dir: Path) -> dict[str, Any]:
     }
 
 
+COLUMNS = {"portfolio_load": ["metering_point", "location", "interval_start", "load_kw"]}
+"""The columns the study reads of a table, where not all: the longest table (a row per portfolio and step)
+is read without the ones no KPI uses."""
+
+
 def _read(run_dir: Path) -> dict[str, pd.DataFrame]:
-    tables = {name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet")) for name in NEEDED}
+    tables = {
+        name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet", columns=COLUMNS.get(name)))
+        for name in NEEDED
+    }
     for name in OPTIONAL:
         if (Path(run_dir) / f"{name}.parquet").is_file():
             tables[name] = _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet"))
