@@ -275,3 +275,30 @@ def test_baseline_error_where_the_bid_got_nothing() -> None:
     assert left.seller.tolist() == ["agg-a", "agg-a"]  # agg-b won something: its meters show its delivery
     k = pd.DataFrame(K.baseline_kpis(K.baseline_errors(left, _markets(), _portfolio([50, 50]), T0), "_unawarded"))
     assert _value(k, "baseline_mae_unawarded_kw") == 7.5 and _value(k, "baseline_bias_unawarded_kw") == -2.5
+
+
+def test_participant_of_matches_the_per_row_split() -> None:
+    """The per-distinct-point split gives what ``.str.split("@").str[0]`` gave, missing values and order kept."""
+    mp = pd.Series(["agg-1@f1", "unaggregated@f2", None, "agg-1@f1", "agg-2", "agg-2@f1@x"], index=[5, 3, 9, 1, 0, 7])
+    got = K.participant_of(mp)
+    want = mp.str.split("@").str[0]
+    assert got.index.tolist() == [5, 3, 9, 1, 0, 7]
+    assert got.tolist()[:2] + got.tolist()[3:] == ["agg-1", "unaggregated", "agg-1", "agg-2", "agg-2"]
+    assert pd.isna(got[9]) and pd.isna(want[9])
+    assert got.drop(9).tolist() == want.drop(9).tolist()
+
+
+def test_aggregator_load_sums_per_aggregator_and_step_without_unaggregated() -> None:
+    t0, t1 = pd.Timestamp("2025-01-01 00:00"), pd.Timestamp("2025-01-01 00:15")
+    pl = pd.DataFrame(
+        {
+            "metering_point": ["a@f1", "a@f2", "unaggregated@f1", "b@f1", "a@f1", "b@f1"],
+            "location": ["f1", "f2", "f1", "f1", "f1", "f1"],
+            "interval_start": [t0, t0, t0, t0, t1, t1],
+            "load_kw": [1.0, 2.0, 100.0, 4.0, 8.0, 16.0],
+        }
+    )
+    wide = K.aggregator_load(pl)
+    assert list(wide.columns) == ["a", "b"]
+    assert wide.loc[t0].tolist() == [3.0, 4.0]
+    assert wide.loc[t1].tolist() == [8.0, 16.0]
