@@ -142,6 +142,7 @@ SPECS = grid_attrs(["f1", "f2", "f3"]) + (
     AttrSpec("count", int, "-", min=1, max=5),
     AttrSpec("firm", bool, "-"),
     AttrSpec("label", str, "-"),
+    AttrSpec("profile", float, "-", per_interval=True, min=0.0, max=1.0),  # bounded on both sides
 )
 anything = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
@@ -182,6 +183,7 @@ def test_attrs_pass_on_hand_picked_fields() -> None:
     for bad in (
         {"kw@f1": (-1.0,)},  # below min 0
         {"kw@f1": (math.nan,)},
+        {"kw@f1": (10.0,), "kw@f2": (math.nan,), "kw@f3": (5.0,)},  # a NaN min and max can skip
         {"kw@f1": (1.0, 2.0)},  # two values, one interval
         {"kw@f1": (True,)},
         {"rebound_kwh@f1": -0.5},
@@ -195,6 +197,10 @@ def test_attrs_pass_on_hand_picked_fields() -> None:
     ):
         assert not attrs_pass(specs, bad, n_intervals=1, terms={"cap": 2.0}), bad
         assert not _check_attrs_passes(specs, bad, 1, {"cap": 2.0}), bad
+    # bounded on both sides, min and max skip a NaN after a number: the sum finds it
+    assert attrs_pass(specs, {"profile": (0.5, 1.0)}, n_intervals=2)
+    assert not attrs_pass(specs, {"profile": (0.5, math.nan)}, n_intervals=2)
+    assert not _check_attrs_passes(specs, {"profile": (0.5, math.nan)}, 2, {})
     required = (AttrSpec("availability_price", float, "-", required=True),)
     assert not attrs_pass(required, {}, n_intervals=1)  # check_attrs says what is missing
     assert attrs_pass((), {}, n_intervals=1)
@@ -234,6 +240,8 @@ def test_the_fast_field_bounds_take_a_pooled_bid_and_refuse_the_rest() -> None:
     assert limits._params_ok({}) and limits._params_ok({"a": True, "b": "text", "c": 2})
     for bad in (
         {"kw@f1": (math.nan,)},
+        {"kw@f1": (1.0, math.nan)},  # min and max both skip a NaN after a number: only the sum sees it
+        {"a": 1.0, "b": math.nan},
         {"kw@f1": (1.0, 2e9)},
         {"kw@f1": (True,)},
         {"r": math.inf},
