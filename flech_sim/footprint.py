@@ -78,7 +78,8 @@ def check_footprint(bid: Bid, tol_kw: float = 0.01) -> str | None:
     slack = tol_kw * max(1.0, len(per))
     if rows and len(rows[0]) == n and set(map(len, rows)) == {n}:  # one value per interval each (the product checked)
         # the same additions in the same order as the loop below, one column of the feeders at a time
-        for i, (q, s) in enumerate(zip(bid.quantities_kw, [sum(map(float, col)) for col in zip(*rows)], strict=True)):
+        sums = [sum(map(float, col)) for col in zip(*rows, strict=True)]
+        for i, (q, s) in enumerate(zip(bid.quantities_kw, sums, strict=True)):
             if s < q - slack:
                 return _short_of(s, q, i)
         return None

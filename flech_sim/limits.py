@@ -259,7 +259,10 @@ def _params_ok(params: dict[str, Any]) -> bool:
                 return False
             flat = [x for v in rows for x in v]
             if flat and not (
-                set(map(type, flat)) <= _PARAM_NUMBER and -hi <= min(flat) and max(flat) <= hi and math.isfinite(sum(flat))
+                set(map(type, flat)) <= _PARAM_NUMBER
+                and -hi <= min(flat)
+                and max(flat) <= hi
+                and math.isfinite(sum(flat))
             ):
                 return False
         if float in types or int in types:
@@ -355,7 +358,8 @@ class _Plan:
             terms.append("False")
         source = f"lambda m: {' and '.join(terms) or 'True'}"
         self.fast: Callable[[Message], bool] = eval(
-            source, {"_isfinite": math.isfinite, "_params_ok": _params_ok, "min": min, "max": max, "sum": sum, "len": len}
+            source,
+            {"_isfinite": math.isfinite, "_params_ok": _params_ok, "min": min, "max": max, "sum": sum, "len": len},
         )
 
 

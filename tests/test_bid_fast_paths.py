@@ -48,7 +48,8 @@ def check_footprint_reference(bid: Bid, tol_kw: float = 0.01) -> str | None:
 
 def exact(d: dict[str, Any]) -> bytes:
     """Keys in order and every float to the bit (-0.0 is not 0.0, NaN is NaN): what a fingerprint sees."""
-    return repr([(k, tuple(map(float.hex, v)) if isinstance(v, tuple) else float.hex(v)) for k, v in d.items()]).encode()
+    items = [(k, tuple(map(float.hex, v)) if isinstance(v, tuple) else float.hex(v)) for k, v in d.items()]
+    return repr(items).encode()
 
 
 # == declare_footprint ===========================================================================
@@ -137,7 +138,8 @@ def _check_attrs_passes(specs: tuple[AttrSpec, ...], attrs: dict[str, Any], n: i
     return True
 
 
-SPECS = grid_attrs(["f1", "f2", "f3"]) + (
+SPECS = (
+    *grid_attrs(["f1", "f2", "f3"]),
     AttrSpec("availability_price", float, "-", max_term="cap"),
     AttrSpec("count", int, "-", min=1, max=5),
     AttrSpec("firm", bool, "-"),

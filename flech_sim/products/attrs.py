@@ -106,7 +106,7 @@ def check_attrs(
 class _Group:
     """Fields of one shape and one pair of bounds (an mFRR bid's ~20 ``kw@`` fields are one group)."""
 
-    __slots__ = ("names", "kind", "lo", "hi", "max_term")
+    __slots__ = ("hi", "kind", "lo", "max_term", "names")
 
     def __init__(self, names: tuple[str, ...], kind: str, lo: float | None, hi: float | None, term: str | None):
         self.names, self.kind, self.lo, self.hi, self.max_term = names, kind, lo, hi, term
