@@ -45,7 +45,7 @@ from ..schema import Table, register_table
 from ..settlement import IntervalSettlement
 from . import records, validation
 from .activation import ACTIVATION_LEAD_MINUTES, check_activation, draw_activation
-from .attrs import AttrSpec, check_attrs
+from .attrs import AttrSpec, attrs_pass, check_attrs
 from .book import AwardTerms, MarketClearing, clear_book, offers
 from .lifecycle import life_cycle
 from .market import Market, MarketState, PlatformServices
@@ -296,7 +296,9 @@ class Product:
                 sellers=sellers,
                 bid_ids=market.bid_ids,
             )
-        if bid.attrs or self.BID_ATTRS:  # no fields of its own: nothing check_attrs could refuse
+        if (bid.attrs or self.BID_ATTRS) and not attrs_pass(  # no fields of its own: nothing check_attrs could refuse
+            self.BID_ATTRS, bid.attrs, n_intervals=len(req.need_kw), terms=market.terms
+        ):  # the one-pass test failed: the full checks say why (or pass what it refuses only by exact types)
             check_attrs(self.product_id, self.BID_ATTRS, bid.attrs, n_intervals=len(req.need_kw), terms=market.terms)
         self.check_bid(market, bid)
         bid_id = bid.bid_id

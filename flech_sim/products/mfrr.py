@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress, repeat
 from typing import Any
 
 from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions, clear
@@ -137,6 +138,17 @@ class MFRRProduct(TermsProduct):
         # TSO/DSO coordination can screen it against each feeder's headroom; the fields name this run's feeders.
         self.BID_ATTRS = grid_attrs(services.locations)  # type: ignore[misc]  # per run: the feeders are the run's
         self._location: dict[tuple[str, str], str] = {}  # (market, seller) -> bid location ('' = pooled)
+        self._portfolio_keys: dict[str, frozenset[str]] = {}  # seller -> the kw@<feeder> keys it may declare
+
+    def _feeder_keys(self, seller: str) -> frozenset[str]:
+        """The ``kw@<feeder>`` fields ``seller`` may declare: one per feeder it has a portfolio on. Worked out
+        once a seller (a pooled bid names ~20 feeders); a run's portfolios are fixed (the core's sellers_at)."""
+        keys = self._portfolio_keys.get(seller)
+        if keys is None:
+            keys = self._portfolio_keys[seller] = frozenset(
+                f"{FEEDER_KW}{f}" for f in self.s.locations if seller in self.s.sellers_at(f)
+            )
+        return keys
 
     def check_request(self, req: MarketRequest) -> None:
         if req.interval_minutes != INTERVAL_MINUTES:
@@ -163,11 +175,15 @@ class MFRRProduct(TermsProduct):
         if loc and bid.sender not in self.s.sellers_at(loc):
             raise Rejected(RejectReason.NOT_ELIGIBLE, f"{bid.sender} has no portfolio at {loc!r}")
         wrong = check_footprint(bid)
-        if wrong is None and loc and any(k.startswith(FEEDER_KW) for k in bid.attrs):
-            wrong = f"a bid for {loc!r} declares no kW per feeder: they are all at its location"
-        for key in (k for k in bid.attrs if k.startswith(FEEDER_KW) and wrong is None):
-            if bid.sender not in self.s.sellers_at(key[len(FEEDER_KW) :]):
-                wrong = f"{key}: {bid.sender} has no portfolio on {key[len(FEEDER_KW) :]!r}"
+        if wrong is None:
+            keys = list(compress(bid.attrs, map(str.startswith, bid.attrs, repeat(FEEDER_KW))))
+            if keys and loc:
+                wrong = f"a bid for {loc!r} declares no kW per feeder: they are all at its location"
+            elif keys and not self._feeder_keys(bid.sender).issuperset(keys):
+                for key in keys:  # the first feeder named without a portfolio there
+                    if bid.sender not in self.s.sellers_at(key[len(FEEDER_KW) :]):
+                        wrong = f"{key}: {bid.sender} has no portfolio on {key[len(FEEDER_KW) :]!r}"
+                        break
         if wrong is not None:
             raise Rejected(RejectReason.OUT_OF_RANGE, wrong)
         earlier = self._location.get((market.market_id, bid.sender))
