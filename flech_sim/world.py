@@ -267,6 +267,21 @@ def _layered_control(layers: dict[int, np.ndarray], portfolio: np.ndarray) -> Co
     return Control(target_kw=target, by=portfolio, duration_steps=np.array(durations, dtype=np.int64))
 
 
+def _run_length_reference(sched: np.ndarray, j: int, duration: int, sign: float, cap: int) -> np.ndarray:
+    """World._run_length feeder by feeder, walking each run (``cap``: the most steps it may reach)."""
+    out = np.full(sched.shape[0], duration, dtype=np.int64)
+    end = j + duration
+    for f in range(sched.shape[0]):
+        k, nxt = end, sched[f, end] if end < sched.shape[1] else 0.0
+        if np.sign(nxt) == sign:
+            while k < sched.shape[1] and k - j < cap and np.sign(sched[f, k]) == sign:
+                k += 1
+            out[f] = k - j
+        elif nxt == 0 and sched[f, end : end + REBOUND_GAP_STEPS].any():
+            out[f] = 0
+    return out
+
+
 class ReferenceControls:
     """The reference for :class:`~flech_sim.rollout.RolloutControls`: a roll-out's controls step by step, from
     dicts of step targets (:func:`_step_targets`), by :func:`_control_at` and :func:`_owners_control`."""
@@ -688,18 +703,23 @@ class World:
         [j, j + duration) must be sized for: until the feeder's commitments of that sign that are
         held at the window's end or start right after it end (at least ``duration``, at most two
         days, the weather the world keeps ahead). 0 when another commitment starts within
-        REBOUND_GAP_STEPS after a gap: the change's rebound would land inside it."""
-        cap, gap = 2 * self.steps_per_day, REBOUND_GAP_STEPS
+        REBOUND_GAP_STEPS after a gap: the change's rebound would land inside it.
+
+        All feeders at once; :func:`_run_length_reference` (a walk per feeder) is the reference."""
+        cap, end, n = 2 * self.steps_per_day, j + duration, sched.shape[1]
+        if end < 0:  # a window before the schedule's base (negative indices): as the reference reads them
+            return _run_length_reference(sched, j, duration, sign, cap)
         out = np.full(sched.shape[0], duration, dtype=np.int64)
-        end = j + duration
-        for f in range(sched.shape[0]):
-            k, nxt = end, sched[f, end] if end < sched.shape[1] else 0.0
-            if np.sign(nxt) == sign:
-                while k < sched.shape[1] and k - j < cap and np.sign(sched[f, k]) == sign:
-                    k += 1
-                out[f] = k - j
-            elif nxt == 0 and sched[f, end : end + gap].any():
-                out[f] = 0
+        if end >= n:
+            return out
+        nxt = sched[:, end]
+        same = np.sign(sched[:, end : max(end, min(n, j + cap))]) == sign  # the run of that sign from the end on
+        ran = np.zeros(len(nxt), dtype=np.int64)
+        if same.shape[1]:
+            ran = np.where(same.all(axis=1), same.shape[1], same.argmin(axis=1))
+        held = np.sign(nxt) == sign
+        out[held] = end + ran[held] - j
+        out[~held & (nxt == 0) & sched[:, end : end + REBOUND_GAP_STEPS].any(axis=1)] = 0
         return out
 
     def _forecast_all(self, now: int, first_step: int, duration_steps: int, last: int) -> list[np.ndarray]:

@@ -199,3 +199,32 @@ def test_committed_and_shared_forecasts_are_the_same_with_either_controls(tmp_pa
         for name in ("baseline_kw", "flex_down_kw", "flex_up_kw", "rebound_down_kwh"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
         assert np.abs(a.baseline_kw).sum() > 0
+
+
+def test_run_lengths_of_all_feeders_at_once_equal_the_walk_per_feeder(tmp_path):
+    """World._run_length (vectorised over feeders) against its reference on random schedules: runs of either sign
+    through the window's end, reaching the schedule's end or the two-day cap, gaps before a later commitment,
+    windows reaching past the schedule or before its base."""
+    from flech_sim.world import _run_length_reference
+
+    from .test_shared_rollout import world_of
+
+    world = world_of(tmp_path, "numba")
+    cap = 2 * world.steps_per_day
+    rng = np.random.default_rng(11)
+    seen = set()
+    for _ in range(400):
+        n = int(rng.integers(1, cap + 60))
+        sched = nested_schedule(rng, int(rng.integers(1, 6)), n)
+        if rng.random() < 0.3:
+            sched[:, : int(rng.integers(0, n))] = -1.0  # a run long enough for the cap
+        duration = int(rng.integers(1, 12))
+        j = int(rng.integers(-duration - 3, n + 3))
+        for sign in (-1.0, 1.0):
+            got = world._run_length(sched, j, duration, sign)
+            want = _run_length_reference(sched, j, duration, sign, cap)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want, err_msg=f"{j} {duration} {sign}")
+            seen.update({"held" if (want > duration).any() else "not held", "gap" if (want == 0).any() else ""})
+            seen.add("capped" if (want == cap).any() else "")
+    assert {"held", "not held", "gap", "capped"} <= seen, seen
