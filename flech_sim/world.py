@@ -25,8 +25,10 @@ import simpy
 
 from .constants import MINUTES_PER_DAY
 from .households import Control, CsvBaseLoad, HouseholdFleet, child_seed, generate_weather, load_weather_csv
+from .households.kernels import HAVE_NUMBA
 from .metering import metering_point
 from .persistor import Persistor
+from .rollout import RolloutControls
 from .scenario import Scenario
 
 UNAGGREGATED = "unaggregated"
@@ -265,6 +267,53 @@ def _layered_control(layers: dict[int, np.ndarray], portfolio: np.ndarray) -> Co
     return Control(target_kw=target, by=portfolio, duration_steps=np.array(durations, dtype=np.int64))
 
 
+def _run_length_reference(sched: np.ndarray, j: int, duration: int, sign: float, cap: int) -> np.ndarray:
+    """World._run_length feeder by feeder, walking each run (``cap``: the most steps it may reach)."""
+    out = np.full(sched.shape[0], duration, dtype=np.int64)
+    end = j + duration
+    for f in range(sched.shape[0]):
+        k, nxt = end, sched[f, end] if end < sched.shape[1] else 0.0
+        if np.sign(nxt) == sign:
+            while k < sched.shape[1] and k - j < cap and np.sign(sched[f, k]) == sign:
+                k += 1
+            out[f] = k - j
+        elif nxt == 0 and sched[f, end : end + REBOUND_GAP_STEPS].any():
+            out[f] = 0
+    return out
+
+
+class ReferenceControls:
+    """The reference for :class:`~flech_sim.rollout.RolloutControls`: a roll-out's controls step by step, from
+    dicts of step targets (:func:`_step_targets`), by :func:`_control_at` and :func:`_owners_control`."""
+
+    def __init__(
+        self,
+        plans: list[tuple[tuple[int, np.ndarray], np.ndarray]],
+        now: int,
+        by: np.ndarray,
+        n_portfolios: int,
+        force: np.ndarray,
+    ) -> None:
+        self._now, self._by, self._force = now, by, force
+        self._targets = [(_step_targets(sched, cols, n_portfolios, now), cols) for sched, cols in plans]
+
+    def single(self, i: int) -> Control | None:
+        """Step ``i``'s control of a one-owner roll-out."""
+        return _with_force(_control_at(self._targets[0][0], self._now + i, self._by), self._force)
+
+    def shared(self, i: int) -> tuple[Control | None, list[bool]]:
+        """Step ``i``'s control of a several-owner roll-out, and per owner whether it is stepped exactly."""
+        ctl, exact = _owners_control(self._targets, self._now + i, self._by)
+        return _with_force(ctl, self._force), exact
+
+
+def _with_force(ctl: Control | None, force: np.ndarray) -> Control | None:
+    """``ctl`` with each portfolio's ``force``; unchanged if nobody forces."""
+    if ctl is None or not force.any() or ctl.target_kw is None:
+        return ctl
+    return replace(ctl, force=force[: np.shape(ctl.target_kw)[-1]])  # targets: (groups,) or (layers, groups)
+
+
 def household_point(portfolio: str, household: int) -> str:
     """A household's own metering point within its portfolio."""
     return f"{portfolio}#{household}"
@@ -385,11 +434,20 @@ class World:
                     self._quota[o] -= 1
                     self._selection[i] = 2
 
+    def _controls(
+        self, plans: list[tuple[tuple[int, np.ndarray], np.ndarray]], now: int, n_steps: int, by: np.ndarray
+    ) -> RolloutControls | ReferenceControls:
+        """Every step's control of a roll-out of ``n_steps`` from ``now`` of a copy grouped ``by``, under
+        ``plans`` (per owner, owner-major: its schedule and its group columns), with each portfolio's force.
+        From one compiled pass (flech_sim.rollout) with the fleet's numba engine, else (``FLECH_KERNELS=numpy``)
+        from the reference, step by step in Python; both give the same Controls."""
+        if self.fleet.engine == "numba" and HAVE_NUMBA:
+            return RolloutControls(plans, now, n_steps, by, self._force)
+        return ReferenceControls(plans, now, by, self.n_portfolios, self._force)
+
     def _forced(self, ctl: Control | None) -> Control | None:
         """``ctl`` with each portfolio's force (its aggregator's dispatch.force); unchanged if nobody forces."""
-        if ctl is None or not self._force.any() or ctl.target_kw is None:
-            return ctl
-        return replace(ctl, force=self._force[: np.shape(ctl.target_kw)[-1]])  # targets: (groups,) or (layers, groups)
+        return _with_force(ctl, self._force)
 
     # -- narrow views, one per role (handed out once, by the run's wiring) -----------------
     def grid_view(self, feeders: list[str] | tuple[str, ...] = ()) -> GridView:
@@ -525,23 +583,23 @@ class World:
         k = first - now + duration
         plan = (schedule, schedule if awarded is None else awarded)
 
-        def run(tg: dict[int, np.ndarray], until: int, flex_too: bool) -> tuple[np.ndarray, Any]:
+        def run(sched: tuple[int, np.ndarray], until: int, flex_too: bool) -> tuple[np.ndarray, Any]:
             twin = self.fleet.forecast_copy(hh)  # the owner's households alone: its groups sum the same
             baseline, flex = np.zeros((until - now, len(cols))), None
+            controls = self._controls([(sched, cols)], now, until - now, groups)
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
                     flex = self._owners_flex(twin, [owner], groups, {owner: cols}, {owner: plan}, first, duration)[
                         owner
                     ]
-                res = twin.step(self._forced(_control_at(tg, s, groups)))
+                res = twin.step(controls.single(i))
                 baseline[i] = np.bincount(groups, res.net_kw, self.n_portfolios)[cols]
             return baseline, flex
 
-        worst = _step_targets(schedule, cols, self.n_portfolios, now)
         same = _same(plan[1], schedule)
-        baseline, flex = run(worst, now + k, True) if same else run(worst, first + 1, True)
+        baseline, flex = run(schedule, now + k, True) if same else run(schedule, first + 1, True)
         if not same:
-            baseline = run(_step_targets(plan[1], cols, self.n_portfolios, now), now + k, False)[0]
+            baseline = run(plan[1], now + k, False)[0]
         assert flex is not None
         return PortfolioForecast(
             start_step=now,
@@ -575,14 +633,14 @@ class World:
             hh = np.concatenate([self.households_of(o) for o in owners])
             groups = self.portfolio[hh]
             twin = self.fleet.forecast_copy(hh, separate_owners=True)
-            tg = [(_step_targets(plans[o][plan], cols[o], self.n_portfolios, now), cols[o]) for o in owners]
+            controls = self._controls([(plans[o][plan], cols[o]) for o in owners], now, until - now, groups)
             baseline, flex = np.zeros((until - now, self.n_portfolios)), {}
             for i, s in enumerate(range(now, until)):
                 if flex_too and s == first:
                     flex = self._owners_flex(twin, owners, groups, cols, plans, first, duration)
-                ctl, exact = _owners_control(tg, s, groups)
+                ctl, exact = controls.shared(i)
                 inexact.update(o for o, ok in zip(owners, exact, strict=True) if not ok)
-                res = twin.step(self._forced(ctl))
+                res = twin.step(ctl)
                 baseline[i] = np.bincount(groups, res.net_kw, self.n_portfolios)
             return baseline, flex
 
@@ -645,18 +703,23 @@ class World:
         [j, j + duration) must be sized for: until the feeder's commitments of that sign that are
         held at the window's end or start right after it end (at least ``duration``, at most two
         days, the weather the world keeps ahead). 0 when another commitment starts within
-        REBOUND_GAP_STEPS after a gap: the change's rebound would land inside it."""
-        cap, gap = 2 * self.steps_per_day, REBOUND_GAP_STEPS
+        REBOUND_GAP_STEPS after a gap: the change's rebound would land inside it.
+
+        All feeders at once; :func:`_run_length_reference` (a walk per feeder) is the reference."""
+        cap, end, n = 2 * self.steps_per_day, j + duration, sched.shape[1]
+        if end < 0:  # a window before the schedule's base (negative indices): as the reference reads them
+            return _run_length_reference(sched, j, duration, sign, cap)
         out = np.full(sched.shape[0], duration, dtype=np.int64)
-        end = j + duration
-        for f in range(sched.shape[0]):
-            k, nxt = end, sched[f, end] if end < sched.shape[1] else 0.0
-            if np.sign(nxt) == sign:
-                while k < sched.shape[1] and k - j < cap and np.sign(sched[f, k]) == sign:
-                    k += 1
-                out[f] = k - j
-            elif nxt == 0 and sched[f, end : end + gap].any():
-                out[f] = 0
+        if end >= n:
+            return out
+        nxt = sched[:, end]
+        same = np.sign(sched[:, end : max(end, min(n, j + cap))]) == sign  # the run of that sign from the end on
+        ran = np.zeros(len(nxt), dtype=np.int64)
+        if same.shape[1]:
+            ran = np.where(same.all(axis=1), same.shape[1], same.argmin(axis=1))
+        held = np.sign(nxt) == sign
+        out[held] = end + ran[held] - j
+        out[~held & (nxt == 0) & sched[:, end : end + REBOUND_GAP_STEPS].any(axis=1)] = 0
         return out
 
     def _forecast_all(self, now: int, first_step: int, duration_steps: int, last: int) -> list[np.ndarray]:
