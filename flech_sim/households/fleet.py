@@ -510,9 +510,25 @@ class HouseholdFleet:
             tr = self._simulate(None if whole else act, *tw, s, k_plan)
         if self._separate_owners and c.offset_kw is None and act.size:  # after _plans: its kept plans are unadjusted
             tr = self._owners_floor(tr, act, np.where(used, layer_dur, 0).max(axis=0)[group[act]], s)
+        force = self._force_mask(c)
+        if pk is not None and c.offset_kw is None:  # numba, group targets: the rest in two compiled calls
+            state = (self.t_in, self.ev_remaining_kwh, self.soc_kwh)
+            heads = kernels.headroom(pk, self._scalars, tr, needed, s, force[act] if force.any() else None, act, state, tw)
+            out, exact = kernels.controlled_tail(
+                self._packed, self._scalars, inp.t_out, s, state, inp.ev, dp.gains, dp.eta, ~force,
+                (dp.heat, dp.ev, dp.bat), group, free, asked, act, heads, needed, shortest[act], tr, np.sign(target),
+                layers, layer_dur, used, self._prev_off, c.allocation, self.owner if self._separate_owners else None,
+            )  # fmt: skip
+            heat, ev, bat, off, achieved, short, self._in_event = out
+            got = group_sum(achieved, group, n_groups)
+            self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
+            self._prev_off = off
+            if self._plan is not None and self._forecasting:
+                self._plan = (*self._plan[:3], exact)
+            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
+            return heat, ev, bat, off.copy(), achieved, short, groups
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
         by_dur = [self._headroom(pa, tr, needed, s, dev, act, False, pk)]
-        force = self._force_mask(c)
         if force.any():  # comfort-respecting headroom first, breaches only for the excess
             forced = self._headroom(pa, tr, needed, s, dev, act, True, pk)
             by_dur.append({d: _where_flex(force, forced[d], by_dur[0][d]) for d in forced})
