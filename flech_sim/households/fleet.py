@@ -110,7 +110,7 @@ class HouseholdFleet:
         self._subsets: dict[bytes, _Subset] = {}
         # The reference plans simulated in the last controlled step (numba engine): (step, households, plans,
         # per household whether its state after that step is its plan's: see _plans).
-        self._plan: tuple[int, np.ndarray, Trajectory, np.ndarray] | None = None
+        self._plan: _Plan | None = None
 
     @classmethod
     def create(
@@ -504,12 +504,16 @@ class HouseholdFleet:
         pk = (self._packed if whole else np.ascontiguousarray(self._packed[:, act])) if fast else None
         tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
         k_plan = int(needed.max()) if act.size else 1
+        # A copy of several owners: each household's floor looks as far ahead as its own owner's commitments.
+        horizon = None
+        if self._separate_owners and c.offset_kw is None and act.size:
+            horizon = self._owners_horizon(act, np.where(used, layer_dur, 0).max(axis=0)[group[act]])
         if pk is not None:  # numba
-            tr = self._plans(act, tw, free, s, k_plan, pk)
+            tr = self._plans(act, tw, free, s, k_plan, pk, horizon)
         else:
             tr = self._simulate(None if whole else act, *tw, s, k_plan)
-        if self._separate_owners and c.offset_kw is None and act.size:  # after _plans: its kept plans are unadjusted
-            tr = self._owners_floor(tr, act, np.where(used, layer_dur, 0).max(axis=0)[group[act]], s)
+            if horizon is not None:
+                tr = self._owners_floor(tr, act, horizon, s)
         force = self._force_mask(c)
         if pk is not None and c.offset_kw is None:  # numba, group targets: the rest in two compiled calls
             state = (self.t_in, self.ev_remaining_kwh, self.soc_kwh)
@@ -524,7 +528,7 @@ class HouseholdFleet:
             self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
             self._prev_off = off
             if self._plan is not None and self._forecasting:
-                self._plan = (*self._plan[:3], exact)
+                self._plan.exact = exact
             groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
             return heat, ev, bat, off.copy(), achieved, short, groups
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
@@ -577,68 +581,70 @@ class HouseholdFleet:
         if self._plan is not None and self._forecasting:
             # Started from the actual state and run in default operation on the plans' inputs: the state
             # after this step is the plan's first row (see _plans).
-            self._plan = (*self._plan[:3], free[act] & ~ctl[act])
+            self._plan.exact = free[act] & ~ctl[act]
         return heat, ev, bat, off.copy(), achieved, short, groups
 
     def _plans(
-        self, act: np.ndarray, tw: tuple[np.ndarray, ...], free: np.ndarray, s: int, k: int, pk: np.ndarray
+        self,
+        act: np.ndarray,
+        tw: tuple[np.ndarray, ...],
+        free: np.ndarray,
+        s: int,
+        k: int,
+        pk: np.ndarray,
+        horizon: np.ndarray | None = None,
     ) -> Trajectory:
         """Reference plans of households ``act`` from their twins ``tw`` over ``k`` steps, with their floors
-        (numba engine; what ``_simulate`` gives). A household still on the plan simulated last step takes
+        (numba engine; what ``_simulate`` gives, then :meth:`_owners_floor` when ``horizon``, per household
+        of act its owner's, is given). A household still on the plan simulated last step takes
         its rows from that plan one step on: its twin is that plan's state after one step and the
         inputs are functions of the step alone, so a new simulation would repeat the same operations.
         The same holds for a household re-planned from its actual state (``free``) when that state is
         its last plan's after one step: in a forecast copy (whose inputs are the plans' own) a household
         that started its plan from its actual state and then ran in default operation (_controlled
-        records which). The floor of a plan depends on where it ends (recovery_steps past it), so it is
-        reused only for a plan one step shorter, and recomputed on the reused rows otherwise. Only the
-        other households are simulated."""
+        records which). Only the other households are simulated. A floor row depends on the plan's row
+        and on where its horizon ends (recovery_steps past it): a reused row whose end is unchanged keeps
+        last step's floor, the others are computed (kernels.plan_floor)."""
         last, self._plan = self._plan, None
         n = self.n
-        if last is None or last[0] != s - 1 or not act.size or k > last[2].heat.shape[0] - 1:
-            tr = self._simulate(None if act.size == n else act, tw[0], tw[1], tw[2], s, k, packed=pk)
-            self._keep_plan(s, act, tr)
-            return tr
-        _, prev, old, exact = last
-        pos = np.minimum(np.searchsorted(prev, act), prev.size - 1)
-        cont = (prev[pos] == act) & (~free[act] | exact[pos])
-        fresh = np.flatnonzero(~cont)
-        kept = np.flatnonzero(cont)
-        aligned = not fresh.size and act.size == prev.size  # then act is prev: rows are slices
-        new = None
-        if fresh.size:
-            pk_f = np.ascontiguousarray(pk[:, fresh])
-            new = self._simulate(act[fresh], tw[0][fresh], tw[1][fresh], tw[2][fresh], s, k, False, pk_f)
-
-        def rows(name: str, stop: int, x_new: np.ndarray | None) -> np.ndarray:
-            x_old = getattr(old, name)
-            if aligned:
-                return x_old[1:stop]
-            out = np.empty((stop - 1, act.size), dtype=x_old.dtype)
-            out[:, kept] = x_old[1:stop][:, pos[kept]]
-            if x_new is not None:
-                out[:, fresh] = x_new
-            return out
-
-        fields = {f: rows(f, k + 1, None if new is None else getattr(new, f)) for f in _PER_STEP}
-        t_in = rows("t_in", k + 2, None if new is None else new.t_in)
-        t_out_h, irr_h = self._forecast_weather(s, k + self.recovery_steps)
-        if k == old.heat.shape[0] - 1 and old.t_floor is not None:  # the old floor ends where the new one does
-            f_new = None
-            if new is not None:
-                f_new = kernels.recovery_floor(pk_f, self._scalars, t_out_h, irr_h, new.t_in)
-            t_floor = rows("t_floor", k + 2, f_new)
+        old = None
+        if last is None or last.step != s - 1 or not act.size or k > last.tr.heat.shape[0] - 1:
+            tr = self._simulate(None if act.size == n else act, tw[0], tw[1], tw[2], s, k, False, pk)
         else:
-            t_floor = kernels.recovery_floor(pk, self._scalars, t_out_h, irr_h, t_in)
-        tr = Trajectory(t_in, t_floor=t_floor, **fields)
-        self._keep_plan(s, act, tr)
-        return tr
+            prev, tr_old = last.act, last.tr
+            pos = np.minimum(np.searchsorted(prev, act), prev.size - 1)
+            cont = (prev[pos] == act) & (~free[act] | last.exact[pos])
+            fresh = np.flatnonzero(~cont)
+            aligned = not fresh.size and act.size == prev.size  # then act is prev: rows are slices
+            new = None
+            if fresh.size:
+                pk_f = np.ascontiguousarray(pk[:, fresh])
+                new = self._simulate(act[fresh], tw[0][fresh], tw[1][fresh], tw[2][fresh], s, k, False, pk_f)
+            kept = None if aligned else np.flatnonzero(cont)
 
-    def _keep_plan(self, s: int, act: np.ndarray, tr: Trajectory) -> None:
-        """Keep this step's plans for the next step, unless they are too big to hold on to (a whole fleet
-        in a long commitment, where holding them would cost more memory than simulating them costs time)."""
+            def rows(name: str, stop: int) -> np.ndarray:
+                x_old = getattr(tr_old, name)
+                if kept is None:
+                    return x_old[1:stop]
+                out = np.empty((stop - 1, act.size), dtype=x_old.dtype)
+                out[:, kept] = x_old[1:stop][:, pos[kept]]
+                if new is not None:
+                    out[:, fresh] = getattr(new, name)
+                return out
+
+            tr = Trajectory(rows("t_in", k + 2), *(rows(f, k + 1) for f in _PER_STEP))
+            assert tr_old.t_floor is not None
+            old_pos = pos if aligned else np.where(cont, pos, -1)
+            old = (tr_old.t_floor, old_pos, last.end_a, last.horizon, last.step + tr_old.heat.shape[0])
+        t_out_h, irr_h = self._forecast_weather(s, k + self.recovery_steps)
+        h = np.full(act.size, k, dtype=np.int64) if horizon is None else horizon
+        t_floor, end_a = kernels.plan_floor(pk, self._scalars, t_out_h, irr_h, tr.t_in, h, self.recovery_steps, s, old)
+        tr = dataclasses.replace(tr, t_floor=t_floor)
         if act.size * tr.heat.shape[0] <= _KEEP_PLAN_CELLS:
-            self._plan = (s, act, tr, np.zeros(act.size, dtype=bool))
+            # Kept for the next step, unless too big to hold on to (a whole fleet in a long commitment, where
+            # holding the plans would cost more memory than simulating them costs time).
+            self._plan = _Plan(s, act, tr, np.zeros(act.size, dtype=bool), end_a, h)
+        return tr
 
     def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Forecast outdoor temperature and irradiance of steps s0.. (the last value persists past the horizon)."""
@@ -684,13 +690,17 @@ class HouseholdFleet:
         short = np.maximum(np.abs(off) - np.sign(off) * achieved, 0.0)
         return heat, ev, bat, achieved, short
 
-    def _owners_floor(self, tr: Trajectory, act: np.ndarray, longest: np.ndarray, s: int) -> Trajectory:
-        """``tr`` with each household's recovery floor over its own owner's horizon (the longest duration
-        any of the owner's groups holds, ``longest`` per household of its group): the floor looks that far
-        ahead, so a copy holding several owners must not lend one owner another's horizon."""
+    def _owners_horizon(self, act: np.ndarray, longest: np.ndarray) -> np.ndarray:
+        """Per household of ``act``, its owner's horizon: the longest duration any of the owner's groups holds
+        (``longest`` per household of its group)."""
         own = np.zeros(int(self.owner[act].max()) + 1, dtype=np.int64)
         np.maximum.at(own, self.owner[act], longest)
-        horizon = own[self.owner[act]]
+        return own[self.owner[act]]
+
+    def _owners_floor(self, tr: Trajectory, act: np.ndarray, horizon: np.ndarray, s: int) -> Trajectory:
+        """``tr`` with each household's recovery floor over its own owner's ``horizon`` (per household, see
+        _owners_horizon): the floor looks that far ahead, so a copy holding several owners must not lend
+        one owner another's horizon (the numpy reference of kernels.plan_floor's horizons)."""
         assert tr.t_floor is not None
         t_floor = tr.t_floor.copy()
         for k in np.unique(horizon[horizon < tr.t_in.shape[0] - 1]).tolist():
@@ -870,6 +880,21 @@ class _SubsetEvSchedule:
             v = x[0] if len(x) == 1 else np.concatenate(x)
             out.append(v if idx is None else v[:, idx])
         return EvStep(*out)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """The reference plans of a controlled step, kept for the next (see HouseholdFleet._plans): its step, its
+    households, their plans (floors included), per household whether its state after the step is its plan's
+    (set by _controlled), and what kernels.plan_floor needs to reuse the floors (the absolute end of each
+    household's first rows, -1 when they have none of their own, and its horizon)."""
+
+    step: int
+    act: np.ndarray
+    tr: Trajectory
+    exact: np.ndarray
+    end_a: np.ndarray
+    horizon: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)

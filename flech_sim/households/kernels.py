@@ -254,6 +254,58 @@ if HAVE_NUMBA:
         return heat_dn, heat_up, ev_dn, ev_up, bat_dn, bat_up, reb_dn, reb_up
 
     @njit(cache=True)
+    def _plan_floor(P, sc, t_out, irr, t_ref, horizon, n_rec, s, old_floor, old_pos, old_end_a, old_split, old_end_b, out,
+                    end_a):  # fmt: skip
+        """The recovery floor of plans t_ref (K + 1 rows) whose household j looks ``horizon[j]`` steps ahead
+        (rows up to it; the rows after it, and every row when it is K or more, look K ahead), each end
+        n_rec steps of recovery further: _recovery_floor over those rows with that end. A row whose
+        end (absolute step) equals the one its household's row one step later had in the last plans
+        (old_pos[j] >= 0: its column there, where its plan rows are these one step on) is that row's
+        value (the same operations on the same values); only the rest is computed. end_a: per household,
+        the absolute end of its first rows (-1 when they have none of their own), as old_end_a for the
+        next call (old_split: the horizons then; old_end_b: the end of every other row then)."""
+        k1, n = t_ref.shape
+        big_k = k1 - 1
+        for j in range(n):
+            h = horizon[j]
+            p = old_pos[j]
+            tmin = P[TMIN, j]
+            ht = P[HT, j]
+            segs = 2 if h < big_k else 1
+            end_a[j] = s + h if segs == 2 else -1
+            for seg in range(segs):
+                if segs == 2 and seg == 0:
+                    lo, hi, end = 0, h, h
+                else:
+                    lo, hi, end = (h + 1 if segs == 2 else 0), big_k, big_k
+                need = hi + 1  # the lowest row to compute (none: hi + 1)
+                for r in range(lo, hi + 1):
+                    q = r + 1
+                    ok = p >= 0 and q < old_floor.shape[0]
+                    if ok:
+                        e_old = old_end_a[p] if (old_end_a[p] >= 0 and q <= old_split[p]) else old_end_b
+                        ok = e_old == s + end
+                    if not ok:
+                        need = r
+                        break
+                for r in range(lo, need):
+                    out[r, j] = old_floor[r + 1, p]
+                if need > hi:
+                    continue
+                x = tmin
+                for k in range(end + n_rec - 1, need - 1, -1):
+                    if need <= k + 1 <= hi:
+                        out[k + 1, j] = max(tmin, min(x, t_ref[k + 1, j]))
+                    if ht != 0:
+                        to, ir = t_out[k], irr[k]
+                        eta = _clip(P[COP7, j] + sc[1] * (to - 7.0), sc[2], sc[3]) if ht == HEAT_PUMP else 1.0
+                        g = P[GINT, j] + P[SAP, j] * (ir * 1e-3)
+                        t_ss = to + P[R, j] * (eta * P[PMAX, j] + g)
+                        x = max(tmin, t_ss + (x - t_ss) / P[A, j])
+                if need == 0:
+                    out[0, j] = max(tmin, min(x, t_ref[0, j]))
+
+    @njit(cache=True)
     def _window_flex(
         P, dt, d, s0, force, j0, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end, dev_t, dev_rem,
         dev_soc, out,
@@ -466,6 +518,41 @@ def recovery_floor(P: np.ndarray, sc: np.ndarray, t_out: np.ndarray, irr: np.nda
     out = np.empty_like(t_ref)
     _recovery_floor(P, sc, np.ascontiguousarray(t_out, float), np.ascontiguousarray(irr, float), t_ref, out)
     return out
+
+
+def plan_floor(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: np.ndarray,
+    irr: np.ndarray,
+    t_ref: np.ndarray,
+    horizon: np.ndarray,
+    n_rec: int,
+    s: int,
+    old: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The recovery floors of the plans ``t_ref`` (steps from ``s``, K + 1 rows; P = pack() of their
+    households), each household's first rows up to its ``horizon`` looking that far ahead and the others
+    K ahead, with ``n_rec`` steps of recovery past each end (``t_out``, ``irr``: weather of K + n_rec steps
+    from ``s``): per household what recovery_floor gives over those rows. ``old``: the last step's floors
+    (floors, per household here its column there or -1, their ends of the first rows, their horizons,
+    the end of the other rows): rows whose end is unchanged are taken from there. Returns the floors
+    and the ends of the first rows (for the next step's ``old``)."""
+    k1, n = t_ref.shape
+    if t_out.size < k1 - 1 + n_rec:
+        raise ValueError(f"the floors need {k1 - 1 + n_rec} steps of weather, got {t_out.size}")
+    out = np.empty_like(t_ref)
+    end_a = np.empty(n, dtype=np.int64)
+    if old is None:
+        none = np.full(n, -1, dtype=np.int64)
+        old = (np.empty((0, 0)), none, none, none, -1)
+    c = np.ascontiguousarray
+    _plan_floor(
+        P, sc, c(t_out, float), c(irr, float), c(t_ref), c(horizon, dtype=np.int64), int(n_rec), int(s),
+        c(old[0]), c(old[1], dtype=np.int64), c(old[2], dtype=np.int64), c(old[3], dtype=np.int64), int(old[4]),
+        out, end_a,
+    )  # fmt: skip
+    return out, end_a
 
 
 def window_flex(
