@@ -411,9 +411,9 @@ class HouseholdFleet:
         else:
             dp = default_powers(p, self.t_in, self.ev_remaining_kwh, self.soc_kwh, inp)
         heat, ev, bat = dp.heat, dp.ev, dp.bat
-        alloc, achieved, short = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if control is None:
+            alloc, achieved, short = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
             self._prev_off = np.zeros(self.n)
             self._in_event = np.zeros(self.n)
             self._plan = None
@@ -469,13 +469,21 @@ class HouseholdFleet:
             asked = np.sign(target)[group]
         else:
             asked = np.sign(np.broadcast_to(np.asarray(c.offset_kw, float), (n,)))
+        fast = self.engine == "numba"
         # Households not in control last step, or asked now for the opposite change, start a fresh
         # reference plan from their actual state: a 'consume more' after a shed is measured against
         # the recovering household, not against the plan the shed left behind.
-        free = (self._in_event == 0) | (self._in_event != asked)
-        self._tw_t = np.where(free, self.t_in, self._tw_t)
-        self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
-        self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
+        if fast:
+            free, twins = kernels.start_twins(
+                self._in_event, asked, (self.t_in, self.ev_remaining_kwh, self.soc_kwh),
+                (self._tw_t, self._tw_rem, self._tw_soc), inp.ev,
+            )  # fmt: skip
+            self._tw_t, self._tw_rem, self._tw_soc = twins
+        else:
+            free = (self._in_event == 0) | (self._in_event != asked)
+            self._tw_t = np.where(free, self.t_in, self._tw_t)
+            self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
+            self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
         # Only households that can be asked for a change need their reference plan simulated: the
         # others get no offset (zero headroom below), so they are free and re-planned next step.
         if c.offset_kw is not None:
@@ -485,19 +493,10 @@ class HouseholdFleet:
             shortest = dur
         else:
             act = np.flatnonzero(target[group])
-            # Each group's layers longest first, the ones without a change there last (they need no
-            # headroom) and dropped where no group has that many: a rank is one allocation for all groups.
-            used = (layers != 0) & (target != 0)
-            if layers.shape[0] > 1:  # one layer is in order already
-                order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
-                rank = max(int(used.sum(axis=0).max()), 1)
-                layer_dur, layers, used = (
-                    np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used)
-                )
-            needed = np.unique(layer_dur[used]) if used.any() else np.ones(1, dtype=np.int64)
-            shortest = np.where(used, layer_dur, _NO_DURATION).min(axis=0, initial=_NO_DURATION)
-            shortest = np.where(target != 0, shortest, 1)[group]
-        fast = self.engine == "numba"
+            layers, layer_dur, used, needed, shortest_g, longest_g = (kernels.order_layers if fast else order_layers)(
+                layers, layer_dur, target
+            )
+            shortest = shortest_g[group]
         whole = act.size == n  # then the fleet's own parameters and inputs serve, without gathering
         # The numba engine needs only the packed parameters of `act`, the numpy reference their params.
         pa = None if fast else p.subset(act)
@@ -507,7 +506,7 @@ class HouseholdFleet:
         # A copy of several owners: each household's floor looks as far ahead as its own owner's commitments.
         horizon = None
         if self._separate_owners and c.offset_kw is None and act.size:
-            horizon = self._owners_horizon(act, np.where(used, layer_dur, 0).max(axis=0)[group[act]])
+            horizon = self._owners_horizon(act, longest_g[group[act]])
         if pk is not None:  # numba
             tr = self._plans(act, tw, free, s, k_plan, pk, horizon)
         else:
@@ -649,6 +648,8 @@ class HouseholdFleet:
     def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Forecast outdoor temperature and irradiance of steps s0.. (the last value persists past the horizon)."""
         w = self.forecast_weather
+        if 0 <= s0 and s0 + n_steps <= w.n_steps:  # within the horizon: views (read-only use)
+            return w.outdoor_temp_c[s0 : s0 + n_steps], w.irradiance_w_m2[s0 : s0 + n_steps]
         i = np.minimum(np.arange(s0, s0 + n_steps), w.n_steps - 1)  # as _inputs
         return w.outdoor_temp_c[i], w.irradiance_w_m2[i]
 
@@ -907,6 +908,25 @@ class _Subset:
     base_load: _SubsetBaseLoad
     ev_schedule: _SubsetEvSchedule
     packed: np.ndarray | None
+
+
+def order_layers(
+    layers: np.ndarray, layer_dur: np.ndarray, target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A group-target step's layers as they are allocated: each group's layers longest first, the ones
+    without a change there last (they need no headroom) and dropped where no group has that many (a
+    rank is one allocation for all groups). Returns (layers, durations, used), each (rank, groups), the
+    distinct durations used ([1] if none), and per group its shortest used duration (1 for a group
+    asked for no change) and its longest (0 if none). kernels.order_layers is the compiled twin."""
+    used = (layers != 0) & (target != 0)
+    if layers.shape[0] > 1:  # one layer is in order already
+        order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
+        rank = max(int(used.sum(axis=0).max()), 1)
+        layer_dur, layers, used = (np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used))
+    needed = np.unique(layer_dur[used]) if used.any() else np.ones(1, dtype=np.int64)
+    shortest = np.where(used, layer_dur, _NO_DURATION).min(axis=0, initial=_NO_DURATION)
+    shortest = np.where(target != 0, shortest, 1)
+    return layers, layer_dur, used, needed, shortest, np.where(used, layer_dur, 0).max(axis=0)
 
 
 def allocate_layers(

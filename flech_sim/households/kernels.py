@@ -833,6 +833,103 @@ if HAVE_NUMBA:
                 exact[j] = free[i] and not ctl
 
 
+if HAVE_NUMBA:
+
+    @njit(cache=True)
+    def _order_layers(layers, layer_dur, target, no_duration):
+        """HouseholdFleet's order of a step's layers (see order_layers), the same comparisons."""
+        n_layers, n_groups = layers.shape
+        used = np.empty((n_layers, n_groups), dtype=np.bool_)
+        rank = 0
+        for g in range(n_groups):
+            m = 0
+            for lvl in range(n_layers):
+                used[lvl, g] = layers[lvl, g] != 0 and target[g] != 0
+                m += used[lvl, g]
+            rank = max(rank, m)
+        rank = max(rank, 1)
+        lay = np.empty((rank, n_groups))
+        dur = np.empty((rank, n_groups), dtype=np.int64)
+        use = np.empty((rank, n_groups), dtype=np.bool_)
+        shortest = np.empty(n_groups, dtype=np.int64)
+        longest = np.empty(n_groups, dtype=np.int64)
+        order = np.empty(n_layers, dtype=np.int64)
+        key = np.empty(n_layers, dtype=np.int64)
+        found = np.empty(n_layers * n_groups, dtype=np.int64)
+        n_found = 0
+        for g in range(n_groups):
+            for lvl in range(n_layers):  # a stable insertion sort on (-duration if used else 1)
+                key[lvl] = -layer_dur[lvl, g] if used[lvl, g] else 1
+                j = lvl
+                while j > 0 and key[order[j - 1]] > key[lvl]:
+                    order[j] = order[j - 1]
+                    j -= 1
+                order[j] = lvl
+            lo, hi = no_duration, 0
+            for r in range(rank):
+                lvl = order[r]
+                lay[r, g], dur[r, g], use[r, g] = layers[lvl, g], layer_dur[lvl, g], used[lvl, g]
+                if used[lvl, g]:
+                    d = layer_dur[lvl, g]
+                    lo, hi = min(lo, d), max(hi, d)
+                    new = True
+                    for f in range(n_found):
+                        new = new and found[f] != d
+                    if new:
+                        found[n_found] = d
+                        n_found += 1
+            shortest[g] = lo if target[g] != 0 else 1
+            longest[g] = hi
+        needed = np.sort(found[:n_found]) if n_found else np.ones(1, dtype=np.int64)
+        return lay, dur, use, needed, shortest, longest
+
+    @njit(cache=True)
+    def _start_twins(in_event, asked, t_in, rem, soc, tw_t, tw_rem, tw_soc, conn, arriving, energy, free, out):
+        """HouseholdFleet._controlled's fresh reference plans: households not in control last step, or asked
+        now for the opposite change, start their twins from their actual state; the others' twins take this
+        step's EV events (ev_events)."""
+        for i in range(t_in.size):
+            e = in_event[i]
+            f = e == 0 or e != asked[i]
+            free[i] = f
+            if f:
+                out[0, i], out[1, i], out[2, i] = t_in[i], rem[i], soc[i]
+            else:
+                r = tw_rem[i]
+                unmet = 0.0 if conn[i] else r
+                out[0, i], out[1, i], out[2, i] = tw_t[i], energy[i] if arriving[i] else r - unmet, tw_soc[i]
+
+
+def order_layers(
+    layers: np.ndarray, layer_dur: np.ndarray, target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A group-target step's layers (layers, groups) sorted as HouseholdFleet._controlled allocates them, compiled
+    (fleet.order_layers is the numpy reference): (layers, durations, used, distinct durations used (or [1]),
+    per group its shortest and longest used duration)."""
+    c = np.ascontiguousarray
+    return _order_layers(  # type: ignore[no-any-return]
+        c(layers, dtype=float), c(layer_dur, dtype=np.int64), c(target, dtype=float), np.iinfo(np.int64).max
+    )
+
+
+def start_twins(
+    in_event: np.ndarray,
+    asked: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+    twins: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ev: EvStep,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(free, twins' state t_in/EV kWh/SoC as rows) at the start of a controlled step, compiled; see _start_twins."""
+    n = state[0].size
+    free, out = np.empty(n, dtype=np.bool_), np.empty((3, n))
+    c = np.ascontiguousarray
+    _start_twins(
+        c(in_event, dtype=float), c(asked, dtype=float), *state, *twins, ev.connected, ev.arriving, ev.energy, free,
+        out,
+    )  # fmt: skip
+    return free, out
+
+
 def headroom(
     P: np.ndarray,
     sc: np.ndarray,
