@@ -293,7 +293,7 @@ if HAVE_NUMBA:
                 if need > hi:
                     continue
                 x = tmin
-                for k in range(end + n_rec - 1, need - 1, -1):
+                for k in range(end + n_rec - 1, max(need - 1, 0) - 1, -1):  # row need is written at k = need - 1
                     if need <= k + 1 <= hi:
                         out[k + 1, j] = max(tmin, min(x, t_ref[k + 1, j]))
                     if ht != 0:
