@@ -110,7 +110,7 @@ class HouseholdFleet:
         self._subsets: dict[bytes, _Subset] = {}
         # The reference plans simulated in the last controlled step (numba engine): (step, households, plans,
         # per household whether its state after that step is its plan's: see _plans).
-        self._plan: tuple[int, np.ndarray, Trajectory, np.ndarray] | None = None
+        self._plan: _Plan | None = None
 
     @classmethod
     def create(
@@ -411,9 +411,9 @@ class HouseholdFleet:
         else:
             dp = default_powers(p, self.t_in, self.ev_remaining_kwh, self.soc_kwh, inp)
         heat, ev, bat = dp.heat, dp.ev, dp.bat
-        alloc, achieved, short = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if control is None:
+            alloc, achieved, short = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
             self._prev_off = np.zeros(self.n)
             self._in_event = np.zeros(self.n)
             self._plan = None
@@ -469,13 +469,21 @@ class HouseholdFleet:
             asked = np.sign(target)[group]
         else:
             asked = np.sign(np.broadcast_to(np.asarray(c.offset_kw, float), (n,)))
+        fast = self.engine == "numba"
         # Households not in control last step, or asked now for the opposite change, start a fresh
         # reference plan from their actual state: a 'consume more' after a shed is measured against
         # the recovering household, not against the plan the shed left behind.
-        free = (self._in_event == 0) | (self._in_event != asked)
-        self._tw_t = np.where(free, self.t_in, self._tw_t)
-        self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
-        self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
+        if fast:
+            free, twins = kernels.start_twins(
+                self._in_event, asked, (self.t_in, self.ev_remaining_kwh, self.soc_kwh),
+                (self._tw_t, self._tw_rem, self._tw_soc), inp.ev,
+            )  # fmt: skip
+            self._tw_t, self._tw_rem, self._tw_soc = twins
+        else:
+            free = (self._in_event == 0) | (self._in_event != asked)
+            self._tw_t = np.where(free, self.t_in, self._tw_t)
+            self._tw_rem = np.where(free, self.ev_remaining_kwh, ev_events(self._tw_rem, inp.ev)[0])
+            self._tw_soc = np.where(free, self.soc_kwh, self._tw_soc)
         # Only households that can be asked for a change need their reference plan simulated: the
         # others get no offset (zero headroom below), so they are free and re-planned next step.
         if c.offset_kw is not None:
@@ -485,34 +493,45 @@ class HouseholdFleet:
             shortest = dur
         else:
             act = np.flatnonzero(target[group])
-            # Each group's layers longest first, the ones without a change there last (they need no
-            # headroom) and dropped where no group has that many: a rank is one allocation for all groups.
-            used = (layers != 0) & (target != 0)
-            if layers.shape[0] > 1:  # one layer is in order already
-                order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
-                rank = max(int(used.sum(axis=0).max()), 1)
-                layer_dur, layers, used = (
-                    np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used)
-                )
-            needed = np.unique(layer_dur[used]) if used.any() else np.ones(1, dtype=np.int64)
-            shortest = np.where(used, layer_dur, _NO_DURATION).min(axis=0, initial=_NO_DURATION)
-            shortest = np.where(target != 0, shortest, 1)[group]
-        fast = self.engine == "numba"
+            layers, layer_dur, used, needed, shortest_g, longest_g = (kernels.order_layers if fast else order_layers)(
+                layers, layer_dur, target
+            )
+            shortest = shortest_g[group]
         whole = act.size == n  # then the fleet's own parameters and inputs serve, without gathering
         # The numba engine needs only the packed parameters of `act`, the numpy reference their params.
         pa = None if fast else p.subset(act)
         pk = (self._packed if whole else np.ascontiguousarray(self._packed[:, act])) if fast else None
         tw = (self._tw_t[act], self._tw_rem[act], self._tw_soc[act])
         k_plan = int(needed.max()) if act.size else 1
+        # A copy of several owners: each household's floor looks as far ahead as its own owner's commitments.
+        horizon = None
+        if self._separate_owners and c.offset_kw is None and act.size:
+            horizon = self._owners_horizon(act, longest_g[group[act]])
         if pk is not None:  # numba
-            tr = self._plans(act, tw, free, s, k_plan, pk)
+            tr = self._plans(act, tw, free, s, k_plan, pk, horizon)
         else:
             tr = self._simulate(None if whole else act, *tw, s, k_plan)
-        if self._separate_owners and c.offset_kw is None and act.size:  # after _plans: its kept plans are unadjusted
-            tr = self._owners_floor(tr, act, np.where(used, layer_dur, 0).max(axis=0)[group[act]], s)
+            if horizon is not None:
+                tr = self._owners_floor(tr, act, horizon, s)
+        force = self._force_mask(c)
+        if pk is not None and c.offset_kw is None:  # numba, group targets: the rest in two compiled calls
+            state = (self.t_in, self.ev_remaining_kwh, self.soc_kwh)
+            heads = kernels.headroom(pk, self._scalars, tr, needed, s, force[act] if force.any() else None, act, state, tw)
+            out, exact = kernels.controlled_tail(
+                self._packed, self._scalars, inp.t_out, s, state, inp.ev, dp.gains, dp.eta, ~force,
+                (dp.heat, dp.ev, dp.bat), group, free, asked, act, heads, needed, shortest[act], tr, np.sign(target),
+                layers, layer_dur, used, self._prev_off, c.allocation, self.owner if self._separate_owners else None,
+            )  # fmt: skip
+            heat, ev, bat, off, achieved, short, self._in_event = out
+            got = group_sum(achieved, group, n_groups)
+            self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
+            self._prev_off = off
+            if self._plan is not None and self._forecasting:
+                self._plan.exact = exact
+            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
+            return heat, ev, bat, off.copy(), achieved, short, groups
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
         by_dur = [self._headroom(pa, tr, needed, s, dev, act, False, pk)]
-        force = self._force_mask(c)
         if force.any():  # comfort-respecting headroom first, breaches only for the excess
             forced = self._headroom(pa, tr, needed, s, dev, act, True, pk)
             by_dur.append({d: _where_flex(force, forced[d], by_dur[0][d]) for d in forced})
@@ -561,72 +580,76 @@ class HouseholdFleet:
         if self._plan is not None and self._forecasting:
             # Started from the actual state and run in default operation on the plans' inputs: the state
             # after this step is the plan's first row (see _plans).
-            self._plan = (*self._plan[:3], free[act] & ~ctl[act])
+            self._plan.exact = free[act] & ~ctl[act]
         return heat, ev, bat, off.copy(), achieved, short, groups
 
     def _plans(
-        self, act: np.ndarray, tw: tuple[np.ndarray, ...], free: np.ndarray, s: int, k: int, pk: np.ndarray
+        self,
+        act: np.ndarray,
+        tw: tuple[np.ndarray, ...],
+        free: np.ndarray,
+        s: int,
+        k: int,
+        pk: np.ndarray,
+        horizon: np.ndarray | None = None,
     ) -> Trajectory:
         """Reference plans of households ``act`` from their twins ``tw`` over ``k`` steps, with their floors
-        (numba engine; what ``_simulate`` gives). A household still on the plan simulated last step takes
+        (numba engine; what ``_simulate`` gives, then :meth:`_owners_floor` when ``horizon``, per household
+        of act its owner's, is given). A household still on the plan simulated last step takes
         its rows from that plan one step on: its twin is that plan's state after one step and the
         inputs are functions of the step alone, so a new simulation would repeat the same operations.
         The same holds for a household re-planned from its actual state (``free``) when that state is
         its last plan's after one step: in a forecast copy (whose inputs are the plans' own) a household
         that started its plan from its actual state and then ran in default operation (_controlled
-        records which). The floor of a plan depends on where it ends (recovery_steps past it), so it is
-        reused only for a plan one step shorter, and recomputed on the reused rows otherwise. Only the
-        other households are simulated."""
+        records which). Only the other households are simulated. A floor row depends on the plan's row
+        and on where its horizon ends (recovery_steps past it): a reused row whose end is unchanged keeps
+        last step's floor, the others are computed (kernels.plan_floor)."""
         last, self._plan = self._plan, None
         n = self.n
-        if last is None or last[0] != s - 1 or not act.size or k > last[2].heat.shape[0] - 1:
-            tr = self._simulate(None if act.size == n else act, tw[0], tw[1], tw[2], s, k, packed=pk)
-            self._keep_plan(s, act, tr)
-            return tr
-        _, prev, old, exact = last
-        pos = np.minimum(np.searchsorted(prev, act), prev.size - 1)
-        cont = (prev[pos] == act) & (~free[act] | exact[pos])
-        fresh = np.flatnonzero(~cont)
-        kept = np.flatnonzero(cont)
-        aligned = not fresh.size and act.size == prev.size  # then act is prev: rows are slices
-        new = None
-        if fresh.size:
-            pk_f = np.ascontiguousarray(pk[:, fresh])
-            new = self._simulate(act[fresh], tw[0][fresh], tw[1][fresh], tw[2][fresh], s, k, False, pk_f)
-
-        def rows(name: str, stop: int, x_new: np.ndarray | None) -> np.ndarray:
-            x_old = getattr(old, name)
-            if aligned:
-                return x_old[1:stop]
-            out = np.empty((stop - 1, act.size), dtype=x_old.dtype)
-            out[:, kept] = x_old[1:stop][:, pos[kept]]
-            if x_new is not None:
-                out[:, fresh] = x_new
-            return out
-
-        fields = {f: rows(f, k + 1, None if new is None else getattr(new, f)) for f in _PER_STEP}
-        t_in = rows("t_in", k + 2, None if new is None else new.t_in)
-        t_out_h, irr_h = self._forecast_weather(s, k + self.recovery_steps)
-        if k == old.heat.shape[0] - 1 and old.t_floor is not None:  # the old floor ends where the new one does
-            f_new = None
-            if new is not None:
-                f_new = kernels.recovery_floor(pk_f, self._scalars, t_out_h, irr_h, new.t_in)
-            t_floor = rows("t_floor", k + 2, f_new)
+        old = None
+        if last is None or last.step != s - 1 or not act.size or k > last.tr.heat.shape[0] - 1:
+            tr = self._simulate(None if act.size == n else act, tw[0], tw[1], tw[2], s, k, False, pk)
         else:
-            t_floor = kernels.recovery_floor(pk, self._scalars, t_out_h, irr_h, t_in)
-        tr = Trajectory(t_in, t_floor=t_floor, **fields)
-        self._keep_plan(s, act, tr)
-        return tr
+            prev, tr_old = last.act, last.tr
+            pos = np.minimum(np.searchsorted(prev, act), prev.size - 1)
+            cont = (prev[pos] == act) & (~free[act] | last.exact[pos])
+            fresh = np.flatnonzero(~cont)
+            aligned = not fresh.size and act.size == prev.size  # then act is prev: rows are slices
+            new = None
+            if fresh.size:
+                pk_f = np.ascontiguousarray(pk[:, fresh])
+                new = self._simulate(act[fresh], tw[0][fresh], tw[1][fresh], tw[2][fresh], s, k, False, pk_f)
+            kept = None if aligned else np.flatnonzero(cont)
 
-    def _keep_plan(self, s: int, act: np.ndarray, tr: Trajectory) -> None:
-        """Keep this step's plans for the next step, unless they are too big to hold on to (a whole fleet
-        in a long commitment, where holding them would cost more memory than simulating them costs time)."""
+            def rows(name: str, stop: int) -> np.ndarray:
+                x_old = getattr(tr_old, name)
+                if kept is None:
+                    return x_old[1:stop]
+                out = np.empty((stop - 1, act.size), dtype=x_old.dtype)
+                out[:, kept] = x_old[1:stop][:, pos[kept]]
+                if new is not None:
+                    out[:, fresh] = getattr(new, name)
+                return out
+
+            tr = Trajectory(rows("t_in", k + 2), *(rows(f, k + 1) for f in _PER_STEP))
+            assert tr_old.t_floor is not None
+            old_pos = pos if aligned else np.where(cont, pos, -1)
+            old = (tr_old.t_floor, old_pos, last.end_a, last.horizon, last.step + tr_old.heat.shape[0])
+        t_out_h, irr_h = self._forecast_weather(s, k + self.recovery_steps)
+        h = np.full(act.size, k, dtype=np.int64) if horizon is None else horizon
+        t_floor, end_a = kernels.plan_floor(pk, self._scalars, t_out_h, irr_h, tr.t_in, h, self.recovery_steps, s, old)
+        tr = dataclasses.replace(tr, t_floor=t_floor)
         if act.size * tr.heat.shape[0] <= _KEEP_PLAN_CELLS:
-            self._plan = (s, act, tr, np.zeros(act.size, dtype=bool))
+            # Kept for the next step, unless too big to hold on to (a whole fleet in a long commitment, where
+            # holding the plans would cost more memory than simulating them costs time).
+            self._plan = _Plan(s, act, tr, np.zeros(act.size, dtype=bool), end_a, h)
+        return tr
 
     def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Forecast outdoor temperature and irradiance of steps s0.. (the last value persists past the horizon)."""
         w = self.forecast_weather
+        if 0 <= s0 and s0 + n_steps <= w.n_steps:  # within the horizon: views (read-only use)
+            return w.outdoor_temp_c[s0 : s0 + n_steps], w.irradiance_w_m2[s0 : s0 + n_steps]
         i = np.minimum(np.arange(s0, s0 + n_steps), w.n_steps - 1)  # as _inputs
         return w.outdoor_temp_c[i], w.irradiance_w_m2[i]
 
@@ -668,13 +691,17 @@ class HouseholdFleet:
         short = np.maximum(np.abs(off) - np.sign(off) * achieved, 0.0)
         return heat, ev, bat, achieved, short
 
-    def _owners_floor(self, tr: Trajectory, act: np.ndarray, longest: np.ndarray, s: int) -> Trajectory:
-        """``tr`` with each household's recovery floor over its own owner's horizon (the longest duration
-        any of the owner's groups holds, ``longest`` per household of its group): the floor looks that far
-        ahead, so a copy holding several owners must not lend one owner another's horizon."""
+    def _owners_horizon(self, act: np.ndarray, longest: np.ndarray) -> np.ndarray:
+        """Per household of ``act``, its owner's horizon: the longest duration any of the owner's groups holds
+        (``longest`` per household of its group)."""
         own = np.zeros(int(self.owner[act].max()) + 1, dtype=np.int64)
         np.maximum.at(own, self.owner[act], longest)
-        horizon = own[self.owner[act]]
+        return own[self.owner[act]]
+
+    def _owners_floor(self, tr: Trajectory, act: np.ndarray, horizon: np.ndarray, s: int) -> Trajectory:
+        """``tr`` with each household's recovery floor over its own owner's ``horizon`` (per household, see
+        _owners_horizon): the floor looks that far ahead, so a copy holding several owners must not lend
+        one owner another's horizon (the numpy reference of kernels.plan_floor's horizons)."""
         assert tr.t_floor is not None
         t_floor = tr.t_floor.copy()
         for k in np.unique(horizon[horizon < tr.t_in.shape[0] - 1]).tolist():
@@ -856,6 +883,21 @@ class _SubsetEvSchedule:
         return EvStep(*out)
 
 
+@dataclasses.dataclass
+class _Plan:
+    """The reference plans of a controlled step, kept for the next (see HouseholdFleet._plans): its step, its
+    households, their plans (floors included), per household whether its state after the step is its plan's
+    (set by _controlled), and what kernels.plan_floor needs to reuse the floors (the absolute end of each
+    household's first rows, -1 when they have none of their own, and its horizon)."""
+
+    step: int
+    act: np.ndarray
+    tr: Trajectory
+    exact: np.ndarray
+    end_a: np.ndarray
+    horizon: np.ndarray
+
+
 @dataclasses.dataclass(frozen=True)
 class _Subset:
     """What forecast copies of the same households share (see HouseholdFleet._subset)."""
@@ -866,6 +908,25 @@ class _Subset:
     base_load: _SubsetBaseLoad
     ev_schedule: _SubsetEvSchedule
     packed: np.ndarray | None
+
+
+def order_layers(
+    layers: np.ndarray, layer_dur: np.ndarray, target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A group-target step's layers as they are allocated: each group's layers longest first, the ones
+    without a change there last (they need no headroom) and dropped where no group has that many (a
+    rank is one allocation for all groups). Returns (layers, durations, used), each (rank, groups), the
+    distinct durations used ([1] if none), and per group its shortest used duration (1 for a group
+    asked for no change) and its longest (0 if none). kernels.order_layers is the compiled twin."""
+    used = (layers != 0) & (target != 0)
+    if layers.shape[0] > 1:  # one layer is in order already
+        order = np.argsort(np.where(used, -layer_dur, 1), axis=0, kind="stable")
+        rank = max(int(used.sum(axis=0).max()), 1)
+        layer_dur, layers, used = (np.take_along_axis(x, order, axis=0)[:rank] for x in (layer_dur, layers, used))
+    needed = np.unique(layer_dur[used]) if used.any() else np.ones(1, dtype=np.int64)
+    shortest = np.where(used, layer_dur, _NO_DURATION).min(axis=0, initial=_NO_DURATION)
+    shortest = np.where(target != 0, shortest, 1)
+    return layers, layer_dur, used, needed, shortest, np.where(used, layer_dur, 0).max(axis=0)
 
 
 def allocate_layers(

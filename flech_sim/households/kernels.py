@@ -203,80 +203,123 @@ if HAVE_NUMBA:
         for i in range(n):
             out[0, i] = max(P[TMIN, i], min(x[i], t_ref[0, i]))
 
+    @njit(cache=True, inline="always")
+    def _flex_at(P, dt, d, s0, force, j, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end, dv_t, dv_r, dv_s):
+        """flex.window_flex of home i for the window of d steps starting at row j (deviations dv_*):
+        heat, EV, battery down/up, rebound down/up (DeviceFlex's fields in order)."""
+        inf = np.inf
+        a, oma_r = P[A, i], P[OMA, i] * P[R, i]
+        no_heat = 0.0 if P[HT, i] != 0 else 1.0
+        g, decay = 0.0, 1.0
+        t_dn = t_up = p_lo = p_sp = inf
+        for m in range(1, d + 1):
+            sl = j + m - 1
+            g = a * g + oma_r * eta[sl, i]
+            decay = decay * a
+            t = t_in[j + m, i] + decay * dv_t
+            inv_g = 1.0 / (g + no_heat)
+            t_dn = min(t_dn, (t - t_floor[j + m, i]) * inv_g)
+            t_up = min(t_up, (P[TMAX, i] - t) * inv_g)
+            p_lo = min(p_lo, heat[sl, i])
+            p_sp = min(p_sp, P[PMAX, i] - heat[sl, i])
+        heat_dn = max(p_lo if force else min(p_lo, t_dn), 0.0)
+        heat_up = max(p_sp if force else min(p_sp, t_up), 0.0)
+        heat_kwh = g * P[C, i] / (eta[j + d - 1, i] + no_heat)
+        ok = True
+        dep0 = dep[j, i]
+        e_lo = e_sp = inf
+        for m in range(d):
+            sl = j + m
+            ok = ok and conn[sl, i] and dep[sl, i] == dep0
+            e_lo = min(e_lo, ev[sl, i])
+            e_sp = min(e_sp, P[EVP, i] - ev[sl, i])
+        rem_after = rem_end[j + d - 1, i] + dv_r
+        steps_left = float(dep0 - (s0 + j + d))
+        slack = (P[EVP, i] * dt * steps_left - rem_after) / (d * dt)
+        ev_dn = max(e_lo if force else min(e_lo, slack), 0.0) if ok else 0.0
+        ev_up = max(min(e_sp, rem_after / (d * dt)), 0.0) if ok else 0.0
+        b_dn = b_up = s_dn = s_up = inf
+        for m in range(1, d + 1):
+            sl = j + m - 1
+            b_dn = min(b_dn, bat[sl, i] + P[BATP, i])
+            b_up = min(b_up, P[BATP, i] - bat[sl, i])
+            soc = soc_end[sl, i] + dv_s
+            s_dn = min(s_dn, (soc - P[SOCMIN, i]) * P[ETAD, i] / (m * dt))
+            s_up = min(s_up, (P[SOCMAX, i] - soc) * P[ETAD, i] / (m * dt))
+        bat_dn = max(min(b_dn, s_dn), 0.0)
+        bat_up = max(min(b_up, s_up), 0.0)
+        rte = P[ETAC, i] * P[ETAD, i]
+        reb_dn = heat_dn * heat_kwh + ev_dn * d * dt + bat_dn * d * dt / rte
+        reb_up = heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte
+        return heat_dn, heat_up, ev_dn, ev_up, bat_dn, bat_up, reb_dn, reb_up
+
+    @njit(cache=True)
+    def _plan_floor(P, sc, t_out, irr, t_ref, horizon, n_rec, s, old_floor, old_pos, old_end_a, old_split, old_end_b, out,
+                    end_a):  # fmt: skip
+        """The recovery floor of plans t_ref (K + 1 rows) whose household j looks ``horizon[j]`` steps ahead
+        (rows up to it; the rows after it, and every row when it is K or more, look K ahead), each end
+        n_rec steps of recovery further: _recovery_floor over those rows with that end. A row whose
+        end (absolute step) equals the one its household's row one step later had in the last plans
+        (old_pos[j] >= 0: its column there, where its plan rows are these one step on) is that row's
+        value (the same operations on the same values); only the rest is computed. end_a: per household,
+        the absolute end of its first rows (-1 when they have none of their own), as old_end_a for the
+        next call (old_split: the horizons then; old_end_b: the end of every other row then)."""
+        k1, n = t_ref.shape
+        big_k = k1 - 1
+        for j in range(n):
+            h = horizon[j]
+            p = old_pos[j]
+            tmin = P[TMIN, j]
+            ht = P[HT, j]
+            segs = 2 if h < big_k else 1
+            end_a[j] = s + h if segs == 2 else -1
+            for seg in range(segs):
+                if segs == 2 and seg == 0:
+                    lo, hi, end = 0, h, h
+                else:
+                    lo, hi, end = (h + 1 if segs == 2 else 0), big_k, big_k
+                need = hi + 1  # the lowest row to compute (none: hi + 1)
+                for r in range(lo, hi + 1):
+                    q = r + 1
+                    ok = p >= 0 and q < old_floor.shape[0]
+                    if ok:
+                        e_old = old_end_a[p] if (old_end_a[p] >= 0 and q <= old_split[p]) else old_end_b
+                        ok = e_old == s + end
+                    if not ok:
+                        need = r
+                        break
+                for r in range(lo, need):
+                    out[r, j] = old_floor[r + 1, p]
+                if need > hi:
+                    continue
+                x = tmin
+                for k in range(end + n_rec - 1, max(need - 1, 0) - 1, -1):  # row need is written at k = need - 1
+                    if need <= k + 1 <= hi:
+                        out[k + 1, j] = max(tmin, min(x, t_ref[k + 1, j]))
+                    if ht != 0:
+                        to, ir = t_out[k], irr[k]
+                        eta = _clip(P[COP7, j] + sc[1] * (to - 7.0), sc[2], sc[3]) if ht == HEAT_PUMP else 1.0
+                        g = P[GINT, j] + P[SAP, j] * (ir * 1e-3)
+                        t_ss = to + P[R, j] * (eta * P[PMAX, j] + g)
+                        x = max(tmin, t_ss + (x - t_ss) / P[A, j])
+                if need == 0:
+                    out[0, j] = max(tmin, min(x, t_ref[0, j]))
+
     @njit(cache=True)
     def _window_flex(
-        P,
-        dt,
-        d,
-        s0,
-        force,
-        j0,
-        t_in,
-        t_floor,
-        eta,
-        heat,
-        ev,
-        rem_end,
-        conn,
-        dep,
-        bat,
-        soc_end,
-        dev_t,
-        dev_rem,
-        dev_soc,
-        out,
-    ):
+        P, dt, d, s0, force, j0, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end, dev_t, dev_rem,
+        dev_soc, out,
+    ):  # fmt: skip
         """flex.window_flex for windows starting at j0 (rows of out[0..7])."""
-        inf = np.inf
         n = t_in.shape[1]
         for w in range(j0.size):
             j = j0[w]
             for i in range(n):
-                a, oma_r = P[A, i], P[OMA, i] * P[R, i]
-                no_heat = 0.0 if P[HT, i] != 0 else 1.0
-                g, decay = 0.0, 1.0
-                t_dn = t_up = p_lo = p_sp = inf
-                for m in range(1, d + 1):
-                    sl = j + m - 1
-                    g = a * g + oma_r * eta[sl, i]
-                    decay = decay * a
-                    t = t_in[j + m, i] + decay * dev_t[i]
-                    inv_g = 1.0 / (g + no_heat)
-                    t_dn = min(t_dn, (t - t_floor[j + m, i]) * inv_g)
-                    t_up = min(t_up, (P[TMAX, i] - t) * inv_g)
-                    p_lo = min(p_lo, heat[sl, i])
-                    p_sp = min(p_sp, P[PMAX, i] - heat[sl, i])
-                heat_dn = max(p_lo if force else min(p_lo, t_dn), 0.0)
-                heat_up = max(p_sp if force else min(p_sp, t_up), 0.0)
-                heat_kwh = g * P[C, i] / (eta[j + d - 1, i] + no_heat)
-                ok = True
-                dep0 = dep[j, i]
-                e_lo = e_sp = inf
-                for m in range(d):
-                    sl = j + m
-                    ok = ok and conn[sl, i] and dep[sl, i] == dep0
-                    e_lo = min(e_lo, ev[sl, i])
-                    e_sp = min(e_sp, P[EVP, i] - ev[sl, i])
-                rem_after = rem_end[j + d - 1, i] + dev_rem[i]
-                steps_left = float(dep0 - (s0 + j + d))
-                slack = (P[EVP, i] * dt * steps_left - rem_after) / (d * dt)
-                ev_dn = max(e_lo if force else min(e_lo, slack), 0.0) if ok else 0.0
-                ev_up = max(min(e_sp, rem_after / (d * dt)), 0.0) if ok else 0.0
-                b_dn = b_up = s_dn = s_up = inf
-                for m in range(1, d + 1):
-                    sl = j + m - 1
-                    b_dn = min(b_dn, bat[sl, i] + P[BATP, i])
-                    b_up = min(b_up, P[BATP, i] - bat[sl, i])
-                    soc = soc_end[sl, i] + dev_soc[i]
-                    s_dn = min(s_dn, (soc - P[SOCMIN, i]) * P[ETAD, i] / (m * dt))
-                    s_up = min(s_up, (P[SOCMAX, i] - soc) * P[ETAD, i] / (m * dt))
-                bat_dn = max(min(b_dn, s_dn), 0.0)
-                bat_up = max(min(b_up, s_up), 0.0)
-                rte = P[ETAC, i] * P[ETAD, i]
-                out[0, w, i], out[1, w, i], out[2, w, i], out[3, w, i] = heat_dn, heat_up, ev_dn, ev_up
-                out[4, w, i], out[5, w, i] = bat_dn, bat_up
-                out[6, w, i] = heat_dn * heat_kwh + ev_dn * d * dt + bat_dn * d * dt / rte
-                out[7, w, i] = heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte
+                (out[0, w, i], out[1, w, i], out[2, w, i], out[3, w, i], out[4, w, i], out[5, w, i], out[6, w, i],
+                 out[7, w, i]) = _flex_at(
+                    P, dt, d, s0, force, j, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end,
+                    dev_t[i], dev_rem[i], dev_soc[i],
+                )  # fmt: skip
 
 
 if HAVE_NUMBA:
@@ -288,59 +331,74 @@ if HAVE_NUMBA:
         q = (t_ss - t_out) / P[R, i] - g
         return q / eta if eta > 0 else 0.0
 
+    @njit(cache=True, inline="always")
+    def _dispatch_at(
+        P, sc, t_out, s, i, t_in, rem, soc, conn, dep, gains, eta, keep, floor, ref_h, ref_e, ref_b, o_h, o_e, o_b,
+        ctl, dp_h, dp_e, dp_b, x,
+    ):  # fmt: skip
+        """The tail of HouseholdFleet._controlled for home i: limits, the powers (heat, EV, battery), achieved,
+        short (x: its offset)."""
+        dt_h = sc[0]
+        pmax = P[PMAX, i]
+        e_hi = min(P[EVP, i], rem / dt_h) if conn else 0.0
+        h_lo, h_hi, e_lo = 0.0, pmax, 0.0
+        if keep:
+            h_lo = _clip(_heat_to_reach(P, i, t_in, floor, t_out, gains, eta), 0.0, pmax)
+            h_hi = _clip(_heat_to_reach(P, i, t_in, P[TMAX, i], t_out, gains, eta), h_lo, pmax)
+            later = P[EVP, i] * dt_h * max(dep - s - 1, 0)
+            e_lo = _clip((rem - later) / dt_h, 0.0, e_hi)
+        b_hi = _clip((P[SOCMAX, i] - soc) / (P[ETAC, i] * dt_h), 0.0, P[BATP, i])
+        b_lo = -_clip((soc - P[SOCMIN, i]) * P[ETAD, i] / dt_h, 0.0, P[BATP, i])
+        if ctl:
+            h = _clip(ref_h + o_h, h_lo, h_hi)
+            v = _clip(ref_e + o_e, e_lo, e_hi)
+            b = _clip(ref_b + o_b, b_lo, b_hi)
+            ach = (h - ref_h) + (v - ref_e) + (b - ref_b)
+        else:
+            h, v, b, ach = dp_h, dp_e, dp_b, 0.0
+        sign = 1.0 if x > 0 else (-1.0 if x < 0 else x - x)  # np.sign: 0.0 for both zeros
+        return h, v, b, ach, max(abs(x) - sign * ach, 0.0)
+
     @njit(cache=True)
     def _dispatch(
         P, sc, t_out, s, t_in, rem, soc, conn, dep, gains, eta, keep, floor, ref_h, ref_e, ref_b, o_h, o_e, o_b, ctl,
         dp_h, dp_e, dp_b, off, out
     ):  # fmt: skip
-        """The tail of HouseholdFleet._controlled for home i: limits, the powers, achieved, short."""
-        dt_h = sc[0]
+        """The tail of HouseholdFleet._controlled, home by home (_dispatch_at)."""
         for i in range(t_in.size):
-            pmax = P[PMAX, i]
-            e_hi = min(P[EVP, i], rem[i] / dt_h) if conn[i] else 0.0
-            h_lo, h_hi, e_lo = 0.0, pmax, 0.0
-            if keep[i]:
-                h_lo = _clip(_heat_to_reach(P, i, t_in[i], floor[i], t_out, gains[i], eta[i]), 0.0, pmax)
-                h_hi = _clip(_heat_to_reach(P, i, t_in[i], P[TMAX, i], t_out, gains[i], eta[i]), h_lo, pmax)
-                later = P[EVP, i] * dt_h * max(dep[i] - s - 1, 0)
-                e_lo = _clip((rem[i] - later) / dt_h, 0.0, e_hi)
-            b_hi = _clip((P[SOCMAX, i] - soc[i]) / (P[ETAC, i] * dt_h), 0.0, P[BATP, i])
-            b_lo = -_clip((soc[i] - P[SOCMIN, i]) * P[ETAD, i] / dt_h, 0.0, P[BATP, i])
-            if ctl[i]:
-                h = _clip(ref_h[i] + o_h[i], h_lo, h_hi)
-                v = _clip(ref_e[i] + o_e[i], e_lo, e_hi)
-                b = _clip(ref_b[i] + o_b[i], b_lo, b_hi)
-                ach = (h - ref_h[i]) + (v - ref_e[i]) + (b - ref_b[i])
-            else:
-                h, v, b, ach = dp_h[i], dp_e[i], dp_b[i], 0.0
-            x = off[i]
-            sign = 1.0 if x > 0 else (-1.0 if x < 0 else x - x)  # np.sign: 0.0 for both zeros
-            out[0, i], out[1, i], out[2, i], out[3, i] = h, v, b, ach
-            out[4, i] = max(abs(x) - sign * ach, 0.0)
+            out[0, i], out[1, i], out[2, i], out[3, i], out[4, i] = _dispatch_at(
+                P, sc, t_out, s, i, t_in[i], rem[i], soc[i], conn[i], dep[i], gains[i], eta[i], keep[i], floor[i],
+                ref_h[i], ref_e[i], ref_b[i], o_h[i], o_e[i], o_b[i], ctl[i], dp_h[i], dp_e[i], dp_b[i], off[i],
+            )  # fmt: skip
 
 
 if HAVE_NUMBA:
+
+    @njit(cache=True, inline="always")
+    def _split_at(x, heads, i):
+        """flex.split_devices of home i's offset x over the tiers of heads (tiers, 8 fields of DeviceFlex, n):
+        the signed battery, EV and heating offsets."""
+        down = x < 0
+        left = abs(x)
+        t0 = t1 = t2 = 0.0
+        for k in range(heads.shape[0]):
+            # battery (fields 4, 5), EV (2, 3), heating (0, 1): storage first, heating last
+            take = _clip((heads[k, 4, i] if down else heads[k, 5, i]) - t0, 0.0, left)
+            left = left - take
+            t0 = t0 + take
+            take = _clip((heads[k, 2, i] if down else heads[k, 3, i]) - t1, 0.0, left)
+            left = left - take
+            t1 = t1 + take
+            take = _clip((heads[k, 0, i] if down else heads[k, 1, i]) - t2, 0.0, left)
+            left = left - take
+            t2 = t2 + take
+        return (-t0, -t1, -t2) if down else (t0, t1, t2)
 
     @njit(cache=True)
     def _split_devices(off, heads, out):
         """flex.split_devices for row 0: heads (tiers, 8 fields of DeviceFlex, n); out rows bat, ev, heat."""
         for i in range(off.size):
-            x = off[i]
-            down = x < 0
-            left = abs(x)
-            t0 = t1 = t2 = 0.0
-            for k in range(heads.shape[0]):
-                # battery (fields 4, 5), EV (2, 3), heating (0, 1): storage first, heating last
-                take = _clip((heads[k, 4, i] if down else heads[k, 5, i]) - t0, 0.0, left)
-                left = left - take
-                t0 = t0 + take
-                take = _clip((heads[k, 2, i] if down else heads[k, 3, i]) - t1, 0.0, left)
-                left = left - take
-                t1 = t1 + take
-                take = _clip((heads[k, 0, i] if down else heads[k, 1, i]) - t2, 0.0, left)
-                left = left - take
-                t2 = t2 + take
-            out[0, i], out[1, i], out[2, i] = (-t0, -t1, -t2) if down else (t0, t1, t2)
+            out[0, i], out[1, i], out[2, i] = _split_at(off[i], heads, i)
 
 
 def split_devices(off: np.ndarray, heads: np.ndarray) -> np.ndarray:
@@ -460,6 +518,41 @@ def recovery_floor(P: np.ndarray, sc: np.ndarray, t_out: np.ndarray, irr: np.nda
     out = np.empty_like(t_ref)
     _recovery_floor(P, sc, np.ascontiguousarray(t_out, float), np.ascontiguousarray(irr, float), t_ref, out)
     return out
+
+
+def plan_floor(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: np.ndarray,
+    irr: np.ndarray,
+    t_ref: np.ndarray,
+    horizon: np.ndarray,
+    n_rec: int,
+    s: int,
+    old: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The recovery floors of the plans ``t_ref`` (steps from ``s``, K + 1 rows; P = pack() of their
+    households), each household's first rows up to its ``horizon`` looking that far ahead and the others
+    K ahead, with ``n_rec`` steps of recovery past each end (``t_out``, ``irr``: weather of K + n_rec steps
+    from ``s``): per household what recovery_floor gives over those rows. ``old``: the last step's floors
+    (floors, per household here its column there or -1, their ends of the first rows, their horizons,
+    the end of the other rows): rows whose end is unchanged are taken from there. Returns the floors
+    and the ends of the first rows (for the next step's ``old``)."""
+    k1, n = t_ref.shape
+    if t_out.size < k1 - 1 + n_rec:
+        raise ValueError(f"the floors need {k1 - 1 + n_rec} steps of weather, got {t_out.size}")
+    out = np.empty_like(t_ref)
+    end_a = np.empty(n, dtype=np.int64)
+    if old is None:
+        none = np.full(n, -1, dtype=np.int64)
+        old = (np.empty((0, 0)), none, none, none, -1)
+    c = np.ascontiguousarray
+    _plan_floor(
+        P, sc, c(t_out, float), c(irr, float), c(t_ref), c(horizon, dtype=np.int64), int(n_rec), int(s),
+        c(old[0]), c(old[1], dtype=np.int64), c(old[2], dtype=np.int64), c(old[3], dtype=np.int64), int(old[4]),
+        out, end_a,
+    )  # fmt: skip
+    return out, end_a
 
 
 def window_flex(
@@ -654,6 +747,271 @@ if HAVE_NUMBA:
         for i in range(n):
             off[i] = sign[i] * amount[i]
         return off
+
+
+if HAVE_NUMBA:
+
+    @njit(cache=True)
+    def _headroom(
+        P, dt, durs, s0, force, tiers, act, t_now, rem_now, soc_now, tw_t, tw_rem, tw_soc, t_in, t_floor, eta, heat,
+        ev, rem_end, conn, dep, bat, soc_end, out,
+    ):  # fmt: skip
+        """HouseholdFleet._headroom of every duration at once, for the households act (columns of the plans and
+        of P): out[0] the comfort-respecting tier, out[1] (tiers == 2) the forced one where force, else the same.
+        Deviations: the actual state (t_now, rem_now, soc_now: the fleet's) less the plans' start (tw_*)."""
+        for i in range(act.size):
+            h = act[i]
+            dv_t, dv_r, dv_s = t_now[h] - tw_t[i], rem_now[h] - tw_rem[i], soc_now[h] - tw_soc[i]
+            for k in range(durs.size):
+                d = durs[k]
+                f = _flex_at(
+                    P, dt, d, s0, False, 0, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end,
+                    dv_t, dv_r, dv_s,
+                )  # fmt: skip
+                for x in range(8):
+                    out[0, k, x, i] = f[x]
+                if tiers == 2:
+                    if force[i]:
+                        f = _flex_at(
+                            P, dt, d, s0, True, 0, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end,
+                            dv_t, dv_r, dv_s,
+                        )  # fmt: skip
+                    for x in range(8):
+                        out[1, k, x, i] = f[x]
+
+    @njit(cache=True)
+    def _controlled_tail(
+        P, sc, t_out, s, t_in, rem, soc, conn, dep, gains, eta, keep, dp_h, dp_e, dp_b, group, free, asked,
+        act, heads, durs, shortest, floor, ref_h, ref_e, ref_b, sgn, layers, layer_dur, used, prev_off, greedy,
+        segment, has_segment, out, exact,
+    ):  # fmt: skip
+        """The rest of a group-target step after the headroom, for households act (heads: (tiers, durations,
+        8, act), from _headroom): the layers' allocation over act alone (the others have no headroom, and
+        zeros change no sum nor any other household's place in the greedy order), each household's split
+        over its devices on the headroom of its shortest commitment (_pick), and the dispatch of every
+        household. ``floor``, ``ref_*``: its plan's floor after one step and first powers, per household
+        of act. Rows of out: heat, EV, battery, allocated, achieved, shortfall, the event it is in after
+        this step; exact: per household of act, free and not in control (see HouseholdFleet._plans)."""
+        n, na, n_tiers = t_in.size, act.size, heads.shape[0]
+        g_act = np.empty(na, dtype=np.int64)
+        p_act = np.empty(na)
+        s_act = np.zeros(na if has_segment else 1, dtype=np.int64)
+        for j in range(na):
+            g_act[j] = group[act[j]]
+            p_act[j] = prev_off[act[j]]
+            if has_segment:
+                s_act[j] = segment[act[j]]
+        off_act = _allocate_layers(heads, durs, sgn, layers, layer_dur, used, g_act, p_act, greedy, s_act, has_segment)
+        picked = np.zeros((n_tiers, 8, na))
+        for j in range(na):
+            for k in range(durs.size):
+                if durs[k] == shortest[j]:
+                    for t in range(n_tiers):
+                        for x in range(8):
+                            picked[t, x, j] = heads[t, k, x, j]
+        pos = np.full(n, -1, dtype=np.int64)
+        for j in range(na):
+            pos[act[j]] = j
+        for i in range(n):
+            j = pos[i]
+            if j >= 0:
+                x = off_act[j]
+                o_b, o_e, o_h = _split_at(x, picked, j)
+                fl, rh, re, rb = floor[j], ref_h[j], ref_e[j], ref_b[j]
+            else:
+                x = sgn[group[i]] * 0.0  # as the allocation over every household gives it
+                o_b = o_e = o_h = 0.0
+                fl, rh, re, rb = P[TMIN, i], 0.0, 0.0, 0.0
+            ctl = x != 0 or (not free[i] and asked[i] != 0)
+            out[0, i], out[1, i], out[2, i], out[4, i], out[5, i] = _dispatch_at(
+                P, sc, t_out, s, i, t_in[i], rem[i], soc[i], conn[i], dep[i], gains[i], eta[i], keep[i], fl,
+                rh, re, rb, o_h, o_e, o_b, ctl, dp_h[i], dp_e[i], dp_b[i], x,
+            )  # fmt: skip
+            out[3, i] = x
+            out[6, i] = asked[i] if ctl else 0.0
+            if j >= 0:
+                exact[j] = free[i] and not ctl
+
+
+if HAVE_NUMBA:
+
+    @njit(cache=True)
+    def _order_layers(layers, layer_dur, target, no_duration):
+        """HouseholdFleet's order of a step's layers (see order_layers), the same comparisons."""
+        n_layers, n_groups = layers.shape
+        used = np.empty((n_layers, n_groups), dtype=np.bool_)
+        rank = 0
+        for g in range(n_groups):
+            m = 0
+            for lvl in range(n_layers):
+                used[lvl, g] = layers[lvl, g] != 0 and target[g] != 0
+                m += used[lvl, g]
+            rank = max(rank, m)
+        rank = max(rank, 1)
+        lay = np.empty((rank, n_groups))
+        dur = np.empty((rank, n_groups), dtype=np.int64)
+        use = np.empty((rank, n_groups), dtype=np.bool_)
+        shortest = np.empty(n_groups, dtype=np.int64)
+        longest = np.empty(n_groups, dtype=np.int64)
+        order = np.empty(n_layers, dtype=np.int64)
+        key = np.empty(n_layers, dtype=np.int64)
+        found = np.empty(n_layers * n_groups, dtype=np.int64)
+        n_found = 0
+        for g in range(n_groups):
+            for lvl in range(n_layers):  # a stable insertion sort on (-duration if used else 1)
+                key[lvl] = -layer_dur[lvl, g] if used[lvl, g] else 1
+                j = lvl
+                while j > 0 and key[order[j - 1]] > key[lvl]:
+                    order[j] = order[j - 1]
+                    j -= 1
+                order[j] = lvl
+            lo, hi = no_duration, 0
+            for r in range(rank):
+                lvl = order[r]
+                lay[r, g], dur[r, g], use[r, g] = layers[lvl, g], layer_dur[lvl, g], used[lvl, g]
+                if used[lvl, g]:
+                    d = layer_dur[lvl, g]
+                    lo, hi = min(lo, d), max(hi, d)
+                    new = True
+                    for f in range(n_found):
+                        new = new and found[f] != d
+                    if new:
+                        found[n_found] = d
+                        n_found += 1
+            shortest[g] = lo if target[g] != 0 else 1
+            longest[g] = hi
+        needed = np.sort(found[:n_found]) if n_found else np.ones(1, dtype=np.int64)
+        return lay, dur, use, needed, shortest, longest
+
+    @njit(cache=True)
+    def _start_twins(in_event, asked, t_in, rem, soc, tw_t, tw_rem, tw_soc, conn, arriving, energy, free, out):
+        """HouseholdFleet._controlled's fresh reference plans: households not in control last step, or asked
+        now for the opposite change, start their twins from their actual state; the others' twins take this
+        step's EV events (ev_events)."""
+        for i in range(t_in.size):
+            e = in_event[i]
+            f = e == 0 or e != asked[i]
+            free[i] = f
+            if f:
+                out[0, i], out[1, i], out[2, i] = t_in[i], rem[i], soc[i]
+            else:
+                r = tw_rem[i]
+                unmet = 0.0 if conn[i] else r
+                out[0, i], out[1, i], out[2, i] = tw_t[i], energy[i] if arriving[i] else r - unmet, tw_soc[i]
+
+
+def order_layers(
+    layers: np.ndarray, layer_dur: np.ndarray, target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A group-target step's layers (layers, groups) sorted as HouseholdFleet._controlled allocates them, compiled
+    (fleet.order_layers is the numpy reference): (layers, durations, used, distinct durations used (or [1]),
+    per group its shortest and longest used duration)."""
+    c = np.ascontiguousarray
+    return _order_layers(  # type: ignore[no-any-return]
+        c(layers, dtype=float), c(layer_dur, dtype=np.int64), c(target, dtype=float), np.iinfo(np.int64).max
+    )
+
+
+def start_twins(
+    in_event: np.ndarray,
+    asked: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+    twins: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ev: EvStep,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(free, twins' state t_in/EV kWh/SoC as rows) at the start of a controlled step, compiled; see _start_twins."""
+    n = state[0].size
+    free, out = np.empty(n, dtype=np.bool_), np.empty((3, n))
+    c = np.ascontiguousarray
+    _start_twins(
+        c(in_event, dtype=float), c(asked, dtype=float), *state, *twins, ev.connected, ev.arriving, ev.energy, free,
+        out,
+    )  # fmt: skip
+    return free, out
+
+
+def headroom(
+    P: np.ndarray,
+    sc: np.ndarray,
+    tr: Trajectory,
+    durations: np.ndarray,
+    s0: int,
+    force: np.ndarray | None,
+    act: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+    start: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Headroom of the households ``act`` (the plans ``tr``'s columns, P = pack() of them) over each of
+    ``durations`` steps from now, as (tiers, durations, 8, act): DeviceFlex's fields of window_flex with the
+    deviation of the fleet's ``state`` (t_in, EV kWh, SoC) from the plans' ``start``; tier 1 (when ``force``,
+    per household of act, is given) forced where ``force``."""
+    durs = np.ascontiguousarray(durations, dtype=np.int64)
+    if durs.size and not 1 <= durs.min() <= durs.max() <= tr.heat.shape[0]:
+        raise ValueError(f"durations must be within 1..{tr.heat.shape[0]}")
+    if tr.t_floor is None:
+        raise ValueError("the plans need their floor")
+    tiers = 1 if force is None else 2
+    f = np.zeros(act.size, dtype=np.bool_) if force is None else np.ascontiguousarray(force, dtype=np.bool_)
+    out = np.empty((tiers, durs.size, 8, act.size))
+    c = np.ascontiguousarray
+    _headroom(
+        P, float(sc[0]), durs, int(s0), f, tiers, c(act, dtype=np.int64), *state, *(c(x) for x in start),
+        c(tr.t_in), c(tr.t_floor), c(tr.eta), c(tr.heat), c(tr.ev), c(tr.ev_rem_end), c(tr.conn), c(tr.dep),
+        c(tr.bat), c(tr.soc_end), out,
+    )  # fmt: skip
+    return out
+
+
+def controlled_tail(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: float,
+    s: int,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ev: EvStep,
+    gains: np.ndarray,
+    eta: np.ndarray,
+    keep: np.ndarray,
+    default: tuple[np.ndarray, np.ndarray, np.ndarray],
+    group: np.ndarray,
+    free: np.ndarray,
+    asked: np.ndarray,
+    act: np.ndarray,
+    heads: np.ndarray,
+    durations: np.ndarray,
+    shortest: np.ndarray,
+    tr: Trajectory,
+    sign: np.ndarray,
+    layers: np.ndarray,
+    layer_dur: np.ndarray,
+    used: np.ndarray,
+    prev_off: np.ndarray,
+    mode: Literal["greedy", "proportional"],
+    segment: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A group-target step after its headroom ``heads`` (from :func:`headroom`), compiled: allocation of the
+    layers (as :func:`allocate_layers`), the split over devices on each household's shortest commitment
+    (``shortest``, per household of ``act``) and the dispatch of every household (as :func:`dispatch`, the
+    plans ``tr`` of ``act`` as reference). Returns rows heat, EV, battery, allocated, achieved, shortfall,
+    event direction after the step (all households), and per household of ``act`` whether it was free and
+    stays out of control."""
+    if mode not in ("greedy", "proportional"):
+        raise ValueError(f"unknown allocation {mode!r}")
+    c = np.ascontiguousarray
+    n = state[0].size
+    out = np.empty((7, n))
+    exact = np.zeros(act.size, dtype=np.bool_)
+    assert tr.t_floor is not None
+    floor = tr.t_floor[1] if tr.t_floor.shape[0] > 1 else np.empty(act.size)
+    seg = np.zeros(1, dtype=np.int64) if segment is None else c(segment, dtype=np.int64)
+    _controlled_tail(
+        P, sc, float(t_out), int(s), *state, ev.connected, c(ev.dep_step), gains, eta, c(keep), *default,
+        c(group, dtype=np.int64), c(free), c(asked, dtype=float), c(act, dtype=np.int64), c(heads),
+        c(durations, dtype=np.int64), c(shortest, dtype=np.int64), c(floor), c(tr.heat[0]), c(tr.ev[0]),
+        c(tr.bat[0]), c(sign, dtype=float), c(layers, dtype=float), c(layer_dur, dtype=np.int64),
+        c(used, dtype=np.bool_), c(prev_off, dtype=float), mode == "greedy", seg, segment is not None, out, exact,
+    )  # fmt: skip
+    return out, exact
 
 
 def allocate(
