@@ -140,7 +140,8 @@ def test_screens_with_the_kept_ledger_equal_screens_with_a_fresh_book(monkeypatc
         if rng.random() < 0.2:  # a DSO purchase on f1: its rebound (down) or its load (up) is committed
             d = Direction.DOWN if rng.random() < 0.7 else Direction.UP
             start = (now + int(rng.integers(-2, 8))) * DT
-            events.append(MarketCleared("SRP", f"dso-{now}", "dso-1", "f1", d, start, 60, (float(rng.uniform(50, 400)),)))
+            kw = (float(rng.uniform(50, 400)),)
+            events.append(MarketCleared("SRP", f"dso-{now}", "dso-1", "f1", d, start, 60, kw))
         for ev in events:
             kept.bus.publish(ev)
             fresh.bus.publish(ev)
