@@ -502,6 +502,31 @@ class _Book:
         self.first = min((p.first_step for p in prints), default=None)
         self._placed: list[tuple[int, np.ndarray] | None] = [None] * nf  # (base, profile from base to hi)
 
+    @classmethod
+    def _of(
+        cls,
+        ledger: _Ledger,
+        origin: int,
+        hi: int,
+        engine: Engine | None = None,
+    ) -> _Book:
+        """The book :meth:`__init__` builds of ``ledger.prints`` (same sums, same queues), copied from the
+        ledger instead of summed again; the screen's own additions then go to the copy only."""
+        book = cls.__new__(cls)
+        book.feeders, book.row = ledger.feeders, ledger.row
+        book.origin, book.hi, book.dt, book.peak_factor = origin, hi, ledger.dt, ledger.peak_factor
+        book.engine = engine or default_engine()
+        nf = len(book.feeders)
+        book.during = np.zeros((nf, max(hi - origin, 0)))
+        a, b = max(origin, ledger.start), min(hi, ledger.start + ledger.during.shape[1])
+        if b > a:  # before the ledger's first column or after its last, no print delivers: zeros
+            book.during[:, a - origin : b - origin] = ledger.during[:, a - ledger.start : b - ledger.start]
+        book.counts = ledger.counts.copy()
+        book.ends, book.kwh, book.shed = ledger.ends.copy(), ledger.kwh.copy(), ledger.shed.copy()
+        book.first = ledger.first
+        book._placed = [None] * nf
+        return book
+
     def touched(self, p: Footprint) -> list[int]:
         """Rows (in feeder order) whose profile ``p`` may change: where it delivers or draws back."""
         return sorted({self.row[f] for f in (*p.kw, *p.rebound) if f in self.row})
@@ -598,6 +623,105 @@ class _Book:
         return {self.feeders[r]: v for r, v in zip(rows, self.matrix(lo, extra, rows), strict=True)}
 
 
+class _Ledger:
+    """The committed prints and their :class:`_Book` contents, kept up to date as commitments come
+    (:meth:`add`) and expire (:meth:`expire`), so a screen copies them (:meth:`book`) instead of summing
+    every print again.
+
+    Exactly the figures :class:`_Book` builds of :attr:`prints`: each step's delivery is the sum of the
+    prints delivering then, in list order from +0.0 (a print is added where it delivers, uncut: the book
+    cuts at ``hi``, which changes no step before it); each feeder's rebound queue is sorted. An expired
+    print is not subtracted (that would leave rounding): the steps it delivered on are summed again from
+    the prints left, in their order; its rebounds are taken out of the queues (equal entries are
+    interchangeable, so which one goes does not matter)."""
+
+    def __init__(self, feeders: Sequence[str], dt: int, peak_factor: float = REBOUND_PEAK_FACTOR) -> None:
+        self.feeders = tuple(feeders)
+        self.row = {f: r for r, f in enumerate(self.feeders)}
+        self.dt, self.peak_factor = dt, peak_factor
+        nf = len(self.feeders)
+        self.prints: list[Footprint] = []
+        self.start = 0  # the model step of column 0 of ``during``
+        self.during = np.zeros((nf, 0))
+        self.counts = np.zeros(nf, dtype=np.int64)
+        self.ends = np.zeros((nf, 2), dtype=np.int64)
+        self.kwh, self.shed = np.zeros((nf, 2)), np.zeros((nf, 2))
+        self.first: int | None = None
+
+    def book(self, origin: int, hi: int, engine: Engine | None = None) -> _Book:
+        """``_Book(self.prints, self.feeders, origin, hi, dt)``, copied (``origin`` at or before every first step)."""
+        return _Book._of(self, origin, hi, engine)
+
+    def _cover(self, lo: int, hi: int) -> None:
+        """Widen ``during`` with zero columns to hold steps [lo, hi)."""
+        width = self.during.shape[1]
+        if not self.prints:
+            self.start, width = lo, 0
+            self.during = np.zeros((len(self.feeders), 0))
+        left = max(self.start - lo, 0)
+        right = max(hi - (self.start + width), 0)
+        if left or right:
+            if right:
+                right = max(right, width // 2)  # room for the next ones, not a copy per print
+            self.during = np.pad(self.during, ((0, 0), (left, right)))
+            self.start -= left
+
+    def _sum(self, p: Footprint, lo: int, hi: int) -> None:
+        """Add ``p``'s kW on steps [lo, hi) (within ``during``) as :meth:`_Book._deliver` does."""
+        a, b = max(p.first_step, lo), min(p.end_step, hi)
+        if b > a:
+            self.during[:, a - self.start : b - self.start] += p.dense(self.feeders)[
+                :, a - p.first_step : b - p.first_step
+            ]
+
+    def add(self, p: Footprint) -> None:
+        """``p`` committed (after every print already in)."""
+        self._cover(min(p.first_step, p.end_step), p.end_step)
+        self.prints.append(p)
+        self._sum(p, p.first_step, p.end_step)
+        rows, _, kwh, shed = p.rebound_rows(self.feeders)
+        if len(rows):
+            if int(self.counts.max()) + 1 > self.ends.shape[1]:
+                grow = self.ends.shape[1]
+                self.ends = np.pad(self.ends, ((0, 0), (0, grow)))
+                self.kwh, self.shed = np.pad(self.kwh, ((0, 0), (0, grow))), np.pad(self.shed, ((0, 0), (0, grow)))
+            insert = _insert_rows if default_engine() != "numpy" else getattr(_insert_rows, "py_func", _insert_rows)
+            insert(self.ends, self.kwh, self.shed, self.counts, rows, p.end_step, kwh, shed)
+        self.first = p.first_step if self.first is None else min(self.first, p.first_step)
+
+    def expire(self, keep: Callable[[Footprint], bool]) -> list[Footprint]:
+        """Drop the prints ``keep`` says no to (the rest keep their order); returns those kept."""
+        gone = [p for p in self.prints if not keep(p)]
+        if not gone:
+            return self.prints
+        self.prints = [p for p in self.prints if keep(p)]
+        for p in gone:
+            rows, end, kwh, shed = p.rebound_rows(self.feeders)
+            for r, e, k, s in zip(rows.tolist(), end.tolist(), kwh.tolist(), shed.tolist(), strict=True):
+                c = int(self.counts[r])
+                at = np.flatnonzero((self.ends[r, :c] == e) & (self.kwh[r, :c] == k) & (self.shed[r, :c] == s))
+                i = int(at[0])
+                for q in (self.ends, self.kwh, self.shed):
+                    q[r, i : c - 1] = q[r, i + 1 : c]
+                    q[r, c - 1] = 0
+                self.counts[r] = c - 1
+        self.first = min((p.first_step for p in self.prints), default=None)
+        if self.first is None:
+            self.during = np.zeros((len(self.feeders), 0))
+            return self.prints
+        # the steps the expired prints delivered on, summed again from the prints left (in their order)
+        lo = max(min(p.first_step for p in gone), self.start)
+        hi = min(max(p.end_step for p in gone), self.start + self.during.shape[1])
+        if hi > lo:
+            self.during[:, lo - self.start : hi - self.start] = 0.0
+            for p in self.prints:
+                self._sum(p, lo, hi)
+        if self.first > self.start:  # no print delivers before its first step any more
+            self.during = self.during[:, self.first - self.start :].copy()
+            self.start = self.first
+        return self.prints
+
+
 @dataclass
 class _Pending:
     """A screened TSO market waiting for its clearing: each bid kept in the book, as offered."""
@@ -634,7 +758,8 @@ class Coordinator:
         self.margin = margin
         self._dso: dict[tuple[str, str], MarketCleared] = {}  # (product, market) -> cleared DSO market, in order
         self._pending: dict[str, _Pending] = {}  # TSO market ID -> what its screen let through
-        self._committed: list[Footprint] = []  # awarded load changes still ahead (TSO awards, DSO rebound)
+        # awarded load changes still ahead (TSO awards, DSO rebound), summed as the screen's book holds them
+        self._ledger: _Ledger | None = None if grid is None else _Ledger(grid.feeders, grid.dt)
         events.subscribe(MarketCleared, self._on_cleared)
         events.subscribe(MarketEnded, self._on_ended)
 
@@ -655,7 +780,7 @@ class Coordinator:
                 continue
             # The seller dispatches its footprint in proportion to what was taken of its offer.
             ratio = max(a / q for a, q in zip(acc, offered, strict=True) if q > 0)
-            self._committed.append(fp.scaled(min(ratio, 1.0)))
+            self._commit(fp.scaled(min(ratio, 1.0)))
 
     def _commit_dso(self, ev: MarketCleared) -> None:
         """A DSO's own purchase moves load too: a down purchase draws its energy back after the window
@@ -667,11 +792,29 @@ class Coordinator:
         if loc not in fp.kw:
             return
         if ev.direction is Direction.UP:
-            self._committed.append(fp)
+            self._commit(fp)
             return
         kwh = sum(kw) * ev.interval_minutes / 60.0 * DSO_REBOUND_RATIO
         # the shed itself is left out (zeros), so the rebound comes back right after the window
-        self._committed.append(Footprint(fp.first_step, {loc: np.zeros(len(fp.kw[loc]))}, {loc: (kwh, max(kw))}))
+        self._commit(Footprint(fp.first_step, {loc: np.zeros(len(fp.kw[loc]))}, {loc: (kwh, max(kw))}))
+
+    @property
+    def _committed(self) -> list[Footprint]:
+        """The awarded load changes still ahead, in the order they were committed."""
+        return [] if self._ledger is None else self._ledger.prints
+
+    def _commit(self, fp: Footprint) -> None:
+        assert self._ledger is not None  # only a screen against a grid view commits
+        self._ledger.add(fp)
+
+    def _kept(self) -> _Ledger:
+        """The ledger, on the grid's feeders (built again from its prints should they have changed)."""
+        assert self.grid is not None and self._ledger is not None
+        if self._ledger.feeders != tuple(self.grid.feeders):
+            old, self._ledger = self._ledger, _Ledger(self.grid.feeders, self.grid.dt)
+            for p in old.prints:
+                self._ledger.add(p)
+        return self._ledger
 
     def _on_ended(self, ev: MarketEnded) -> None:
         """Settled (delivery is over), cancelled or failed: it holds nothing any more."""
@@ -801,14 +944,16 @@ class Coordinator:
         assert grid is not None
         dt, now = grid.dt, grid.now_step
         feeders = list(grid.feeders)
-        self._committed = [c for c in self._committed if c.end_step + KEEP_STEPS > now]
+        ledger = self._kept()
+        ledger.expire(lambda c: c.end_step + KEEP_STEPS > now)
         prints = {b.bid_id: self.bid_footprint(req, b, dt) for b in bids}
         last = max((fp.end_step for fp in prints.values()), default=now + 1)
         k = min(max(last - now, 1) + REBOUND_LOOKAHEAD_STEPS, MAX_LOOKAHEAD_STEPS)
         hi = now + k
         # every profile below starts at or after this step: the book's deliveries are summed from it
-        origin = min([now - 1, *(c.first_step for c in self._committed), *(p.first_step for p in prints.values())])
-        book = _Book(self._committed, feeders, origin, hi, dt)
+        firsts = [] if ledger.first is None else [ledger.first]  # the committed prints' earliest first step
+        origin = min([now - 1, *firsts, *(p.first_step for p in prints.values())])
+        book = ledger.book(origin, hi)
         without_m = book.matrix(now - 1)  # from the step just simulated, a row per feeder
         without = dict(zip(feeders, without_m, strict=True))
         forecast = self._nowcast(grid.forecast(k), {f: float(v[0]) for f, v in without.items()}, now)
