@@ -63,8 +63,7 @@ is read without the ones no KPI uses."""
 
 def _read(run_dir: Path) -> dict[str, pd.DataFrame]:
     tables = {
-        name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet", columns=COLUMNS.get(name)))
-        for name in NEEDED
+        name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet", columns=COLUMNS.get(name))) for name in NEEDED
     }
     for name in OPTIONAL:
         if (Path(run_dir) / f"{name}.parquet").is_file():

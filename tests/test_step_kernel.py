@@ -46,7 +46,7 @@ def test_order_layers_equal_numpy_on_random_cases():
             assert a.shape == b.shape and a.dtype.kind == b.dtype.kind
             np.testing.assert_array_equal(a, b)
         # invariants: used layers first, longest first among them; every used duration listed once
-        lay, d, used, needed, short, long_ = ref
+        lay, d, used, needed, _, _ = ref
         assert np.all(np.diff(used.astype(int), axis=0) <= 0)
         assert np.all(np.where(used[1:], np.diff(d, axis=0) <= 0, True))
         np.testing.assert_array_equal(needed, np.unique(d[used]) if used.any() else [1])
@@ -204,7 +204,6 @@ def _random_controls(rng, fleet, hh, group, steps):
 def test_shared_copy_random_rollout_equal_in_both_engines(weather, seed):
     """Random layered commitments of three owners in one copy (separate_owners) and of one owner alone,
     stepped by both engines: every household's powers, allocations and shortfalls agree exactly."""
-    rng = np.random.default_rng(seed)
     n_owners, n_feeders, per = 4, 3, 30
     out = {}
     for e in ("numpy", "numba"):

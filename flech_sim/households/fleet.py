@@ -516,7 +516,9 @@ class HouseholdFleet:
         force = self._force_mask(c)
         if pk is not None and c.offset_kw is None:  # numba, group targets: the rest in two compiled calls
             state = (self.t_in, self.ev_remaining_kwh, self.soc_kwh)
-            heads = kernels.headroom(pk, self._scalars, tr, needed, s, force[act] if force.any() else None, act, state, tw)
+            heads = kernels.headroom(
+                pk, self._scalars, tr, needed, s, force[act] if force.any() else None, act, state, tw
+            )
             out, exact = kernels.controlled_tail(
                 self._packed, self._scalars, inp.t_out, s, state, inp.ev, dp.gains, dp.eta, ~force,
                 (dp.heat, dp.ev, dp.bat), group, free, asked, act, heads, needed, shortest[act], tr, np.sign(target),
@@ -528,8 +530,8 @@ class HouseholdFleet:
             self._prev_off = off
             if self._plan is not None and self._forecasting:
                 self._plan.exact = exact
-            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
-            return heat, ev, bat, off.copy(), achieved, short, groups
+            sums: tuple[np.ndarray | None, ...] = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
+            return heat, ev, bat, off.copy(), achieved, short, sums
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
         by_dur = [self._headroom(pa, tr, needed, s, dev, act, False, pk)]
         if force.any():  # comfort-respecting headroom first, breaches only for the excess
@@ -648,7 +650,7 @@ class HouseholdFleet:
     def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Forecast outdoor temperature and irradiance of steps s0.. (the last value persists past the horizon)."""
         w = self.forecast_weather
-        if 0 <= s0 and s0 + n_steps <= w.n_steps:  # within the horizon: views (read-only use)
+        if s0 >= 0 and s0 + n_steps <= w.n_steps:  # within the horizon: views (read-only use)
             return w.outdoor_temp_c[s0 : s0 + n_steps], w.irradiance_w_m2[s0 : s0 + n_steps]
         i = np.minimum(np.arange(s0, s0 + n_steps), w.n_steps - 1)  # as _inputs
         return w.outdoor_temp_c[i], w.irradiance_w_m2[i]

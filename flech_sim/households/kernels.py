@@ -204,7 +204,9 @@ if HAVE_NUMBA:
             out[0, i] = max(P[TMIN, i], min(x[i], t_ref[0, i]))
 
     @njit(cache=True, inline="always")
-    def _flex_at(P, dt, d, s0, force, j, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end, dv_t, dv_r, dv_s):
+    def _flex_at(
+        P, dt, d, s0, force, j, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end, dv_t, dv_r, dv_s
+    ):
         """flex.window_flex of home i for the window of d steps starting at row j (deviations dv_*):
         heat, EV, battery down/up, rebound down/up (DeviceFlex's fields in order)."""
         inf = np.inf
@@ -254,8 +256,8 @@ if HAVE_NUMBA:
         return heat_dn, heat_up, ev_dn, ev_up, bat_dn, bat_up, reb_dn, reb_up
 
     @njit(cache=True)
-    def _plan_floor(P, sc, t_out, irr, t_ref, horizon, n_rec, s, old_floor, old_pos, old_end_a, old_split, old_end_b, out,
-                    end_a):  # fmt: skip
+    def _plan_floor(P, sc, t_out, irr, t_ref, horizon, n_rec, s, old_floor, old_pos, old_end_a, old_split, old_end_b,
+                    out, end_a):  # fmt: skip
         """The recovery floor of plans t_ref (K + 1 rows) whose household j looks ``horizon[j]`` steps ahead
         (rows up to it; the rows after it, and every row when it is K or more, look K ahead), each end
         n_rec steps of recovery further: _recovery_floor over those rows with that end. A row whose
@@ -907,7 +909,7 @@ def order_layers(
     (fleet.order_layers is the numpy reference): (layers, durations, used, distinct durations used (or [1]),
     per group its shortest and longest used duration)."""
     c = np.ascontiguousarray
-    return _order_layers(  # type: ignore[no-any-return]
+    return _order_layers(
         c(layers, dtype=float), c(layer_dur, dtype=np.int64), c(target, dtype=float), np.iinfo(np.int64).max
     )
 
@@ -954,7 +956,7 @@ def headroom(
     f = np.zeros(act.size, dtype=np.bool_) if force is None else np.ascontiguousarray(force, dtype=np.bool_)
     out = np.empty((tiers, durs.size, 8, act.size))
     c = np.ascontiguousarray
-    _headroom(
+    _headroom(  # type: ignore[call-arg]
         P, float(sc[0]), durs, int(s0), f, tiers, c(act, dtype=np.int64), *state, *(c(x) for x in start),
         c(tr.t_in), c(tr.t_floor), c(tr.eta), c(tr.heat), c(tr.ev), c(tr.ev_rem_end), c(tr.conn), c(tr.dep),
         c(tr.bat), c(tr.soc_end), out,
