@@ -453,6 +453,19 @@ def _place(
     return out
 
 
+def _queue_rebound(q: Any, p: Footprint, engine: str) -> None:
+    """Insert ``p``'s rebound rows into the sorted per-feeder queues of ``q`` (a :class:`_Book` or the ledger
+    it is copied from: ``feeders``, ``ends``, ``kwh``, ``shed``, ``counts``), growing them when full."""
+    rows, _, kwh, shed = p.rebound_rows(q.feeders)
+    if len(rows):
+        if int(q.counts.max()) + 1 > q.ends.shape[1]:
+            grow = q.ends.shape[1]
+            q.ends = np.pad(q.ends, ((0, 0), (0, grow)))
+            q.kwh, q.shed = np.pad(q.kwh, ((0, 0), (0, grow))), np.pad(q.shed, ((0, 0), (0, grow)))
+        insert = _insert_rows if engine != "numpy" else getattr(_insert_rows, "py_func", _insert_rows)
+        insert(q.ends, q.kwh, q.shed, q.counts, rows, p.end_step, kwh, shed)
+
+
 class _Book:
     """:func:`grid_profiles` of a list of prints that grows print by print, kept up to date (same figures).
 
@@ -548,14 +561,7 @@ class _Book:
 
     def add(self, p: Footprint) -> None:
         self._deliver(self.during, p)
-        rows, _, kwh, shed = p.rebound_rows(self.feeders)
-        if len(rows):
-            if int(self.counts.max()) + 1 > self.ends.shape[1]:
-                grow = self.ends.shape[1]
-                self.ends = np.pad(self.ends, ((0, 0), (0, grow)))
-                self.kwh, self.shed = np.pad(self.kwh, ((0, 0), (0, grow))), np.pad(self.shed, ((0, 0), (0, grow)))
-            insert = _insert_rows if self.engine != "numpy" else getattr(_insert_rows, "py_func", _insert_rows)
-            insert(self.ends, self.kwh, self.shed, self.counts, rows, p.end_step, kwh, shed)
+        _queue_rebound(self, p, self.engine)
         for r in self.touched(p):
             self._placed[r] = None
         self.first = p.first_step if self.first is None else min(self.first, p.first_step)
@@ -679,14 +685,7 @@ class _Ledger:
         self._cover(min(p.first_step, p.end_step), p.end_step)
         self.prints.append(p)
         self._sum(p, p.first_step, p.end_step)
-        rows, _, kwh, shed = p.rebound_rows(self.feeders)
-        if len(rows):
-            if int(self.counts.max()) + 1 > self.ends.shape[1]:
-                grow = self.ends.shape[1]
-                self.ends = np.pad(self.ends, ((0, 0), (0, grow)))
-                self.kwh, self.shed = np.pad(self.kwh, ((0, 0), (0, grow))), np.pad(self.shed, ((0, 0), (0, grow)))
-            insert = _insert_rows if default_engine() != "numpy" else getattr(_insert_rows, "py_func", _insert_rows)
-            insert(self.ends, self.kwh, self.shed, self.counts, rows, p.end_step, kwh, shed)
+        _queue_rebound(self, p, default_engine())
         self.first = p.first_step if self.first is None else min(self.first, p.first_step)
 
     def expire(self, keep: Callable[[Footprint], bool]) -> list[Footprint]:

@@ -525,13 +525,11 @@ class HouseholdFleet:
                 layers, layer_dur, used, self._prev_off, c.allocation, self.owner if self._separate_owners else None,
             )  # fmt: skip
             heat, ev, bat, off, achieved, short, self._in_event = out
-            got = group_sum(achieved, group, n_groups)
-            self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
+            self._move_twins(tr, act)
             self._prev_off = off
             if self._plan is not None and self._forecasting:
                 self._plan.exact = exact
-            sums: tuple[np.ndarray | None, ...] = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
-            return heat, ev, bat, off.copy(), achieved, short, sums
+            return heat, ev, bat, off.copy(), achieved, short, _group_sums(target, achieved, group, n_groups)
         dev = Deviation(self.t_in[act] - tw[0], self.ev_remaining_kwh[act] - tw[1], self.soc_kwh[act] - tw[2])
         by_dur = [self._headroom(pa, tr, needed, s, dev, act, False, pk)]
         if force.any():  # comfort-respecting headroom first, breaches only for the excess
@@ -573,10 +571,8 @@ class HouseholdFleet:
                 s, inp, dp, tr, act, force, off, ctl, o_heat, o_ev, o_bat
             )
         if c.target_kw is not None:
-            got = group_sum(achieved, group, n_groups)
-            groups = (target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0))
-        # The twin moves along its plan; it only matters for households still in control next step.
-        self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
+            groups = _group_sums(target, achieved, group, n_groups)
+        self._move_twins(tr, act)
         self._prev_off = off.copy()
         self._in_event = np.where(ctl, asked, 0.0)
         if self._plan is not None and self._forecasting:
@@ -584,6 +580,10 @@ class HouseholdFleet:
             # after this step is the plan's first row (see _plans).
             self._plan.exact = free[act] & ~ctl[act]
         return heat, ev, bat, off.copy(), achieved, short, groups
+
+    def _move_twins(self, tr: Trajectory, act: np.ndarray) -> None:
+        """The twins of ``act`` move along their plans; that only matters for households still in control next step."""
+        self._tw_t[act], self._tw_rem[act], self._tw_soc[act] = tr.t_in[1], tr.ev_rem_end[0], tr.soc_end[0]
 
     def _plans(
         self,
@@ -929,6 +929,14 @@ def order_layers(
     shortest = np.where(used, layer_dur, _NO_DURATION).min(axis=0, initial=_NO_DURATION)
     shortest = np.where(target != 0, shortest, 1)
     return layers, layer_dur, used, needed, shortest, np.where(used, layer_dur, 0).max(axis=0)
+
+
+def _group_sums(
+    target: np.ndarray, achieved: np.ndarray, group: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A group-target step's per-group (target, achieved, shortfall) as StepResult reports them."""
+    got = group_sum(achieved, group, n_groups)
+    return target, got, np.maximum(np.abs(target) - np.sign(target) * got, 0.0)
 
 
 def allocate_layers(

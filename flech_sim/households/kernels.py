@@ -766,20 +766,14 @@ if HAVE_NUMBA:
             dv_t, dv_r, dv_s = t_now[h] - tw_t[i], rem_now[h] - tw_rem[i], soc_now[h] - tw_soc[i]
             for k in range(durs.size):
                 d = durs[k]
-                f = _flex_at(
-                    P, dt, d, s0, False, 0, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end,
-                    dv_t, dv_r, dv_s,
-                )  # fmt: skip
-                for x in range(8):
-                    out[0, k, x, i] = f[x]
-                if tiers == 2:
-                    if force[i]:
+                for t in range(tiers):
+                    if t == 0 or force[i]:  # the forced tier is the comfort one where the household is not forced
                         f = _flex_at(
-                            P, dt, d, s0, True, 0, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end,
-                            dv_t, dv_r, dv_s,
+                            P, dt, d, s0, t == 1, 0, i, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat,
+                            soc_end, dv_t, dv_r, dv_s,
                         )  # fmt: skip
                     for x in range(8):
-                        out[1, k, x, i] = f[x]
+                        out[t, k, x, i] = f[x]
 
     @njit(cache=True)
     def _controlled_tail(
