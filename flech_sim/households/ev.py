@@ -90,6 +90,19 @@ class EvSchedule:
             )
         )
 
+    def session_table(self, start: int, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The sessions behind ``block(start, n_steps)`` for a compiled loop to read the status from:
+        (arrival, departure, energy) of every household's sessions of the days from the one before
+        ``start``'s to the last step's, as (days, n) arrays, and per step the row of its own day (the
+        day before is the row above). The status of a step then follows as ``_status`` derives it."""
+        if n_steps < 1:
+            raise ValueError("n_steps must be >= 1")
+        d0, d1 = self.day_of(start) - 1, self.day_of(start + n_steps - 1)
+        sess = [self.sessions(d) for d in range(d0, d1 + 1)]
+        arr, dep, energy = (np.stack([x[f] for x in sess]) for f in range(3))
+        row = (self._m0 + np.arange(start, start + n_steps, dtype=np.int64) * self._dt) // MINUTES_PER_DAY - d0
+        return arr, dep, energy, row
+
     def day_steps(self, day: int) -> tuple[int, int]:
         """(first step, number of steps) of calendar day ``day`` (steps before the start are negative)."""
         return (day * MINUTES_PER_DAY - self._m0) // self._dt, MINUTES_PER_DAY // self._dt

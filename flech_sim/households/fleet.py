@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import kernels
+from . import forecast_kernels, kernels
 from .comfort import ComfortRecord
 from .control import Control, Forecast, GroupBy, StepResult, group_sum
 from .ev import EvSchedule, EvStep
@@ -205,14 +205,14 @@ class HouseholdFleet:
         if k < 1 or d < 1:
             raise ValueError("horizon_steps and duration_steps must be >= 1")
         group, n_groups = self.group_index(by)
-        sel = np.arange(self.n) if households is None else np.asarray(households)
-        if sel.dtype == bool:
-            if sel.shape != (self.n,):
-                raise ValueError(f"household mask must have length {self.n}")
-            sel = np.flatnonzero(sel)
-        sel = sel.astype(np.int64)
+        sel = self._selection(households)
         names = ("baseline_kw", "flex_down_kw", "flex_up_kw", "rebound_down_kwh", "rebound_up_kwh")
         rows = k if starts is None else len(starts)
+        if rows == 0 and not per_household:  # the baseline alone: the compiled path when it applies
+            baseline = self._baseline_sums(k, group, n_groups, sel, chunk)
+            if baseline is not None:
+                empty = {nm: np.zeros((0, n_groups)) for nm in names[1:]}
+                return Forecast(self.step_index, d, baseline, **empty, household=None, household_index=None)
         tot = {nm: np.zeros((k if nm == "baseline_kw" else rows, n_groups)) for nm in names}
         hh: dict[str, list[np.ndarray]] = {nm: [] for nm in names}
         for c0 in range(0, sel.size, chunk):
@@ -245,6 +245,34 @@ class HouseholdFleet:
             household=household if per_household else None,
             household_index=sel if per_household else None,
         )
+
+    def _selection(self, households: np.ndarray | None) -> np.ndarray:
+        """Household indices (int64) of ``households``: indices or a mask (all if None)."""
+        sel = np.arange(self.n) if households is None else np.asarray(households)
+        if sel.dtype == bool:
+            if sel.shape != (self.n,):
+                raise ValueError(f"household mask must have length {self.n}")
+            sel = np.flatnonzero(sel)
+        return sel.astype(np.int64)
+
+    def _baseline_sums(
+        self, k: int, group: np.ndarray, n_groups: int, sel: np.ndarray, chunk: int
+    ) -> np.ndarray | None:
+        """``forecast``'s baseline_kw (k steps, summed by ``group`` over ``sel`` in chunks of ``chunk``) by
+        forecast_kernels.baseline_sums, bit for bit: no per-household arrays, no flexibility windows.
+        None where it does not apply (the numpy engine, or inputs that do not expose what the kernel
+        reads: the expected base load's factors and the EV sessions); the caller then simulates."""
+        base_factors = getattr(self.base_load, "expected_factors", None)
+        session_table = getattr(self.ev_schedule, "session_table", None)
+        if self.engine != "numba" or self._base_fc != "expected" or base_factors is None or session_table is None:
+            return None
+        s0 = self.step_index
+        t_out, irr = self._forecast_weather(s0, k)
+        return forecast_kernels.baseline_sums(
+            self._packed, self._scalars, sel, group, n_groups, int(chunk), self.t_in,
+            self.ev_remaining_kwh, self.soc_kwh, t_out, irr, base_factors(s0, k), self.base_load.mean_kw,  # type: ignore[attr-defined]
+            s0, session_table(s0, k),
+        )  # fmt: skip
 
     def _simulate(
         self,
@@ -383,7 +411,8 @@ class HouseholdFleet:
     def baseline_power(
         self, horizon_steps: int, by: GroupBy = "owner", households: np.ndarray | None = None
     ) -> np.ndarray:
-        """Expected net power (K, G) without control; `forecast` gives flexibility as well."""
+        """Expected net power (K, G) without control; `forecast` gives flexibility as well. The DSO's load
+        forecast: with the numba engine one compiled pass sums it by group (see forecast_kernels)."""
         return self.forecast(horizon_steps, 1, by, households, starts=np.zeros(0, dtype=np.int64)).baseline_kw
 
     def step(self, control: Control | None = None) -> StepResult:

@@ -179,6 +179,12 @@ class BaseLoad:
         """``expected`` of steps start..start+n_steps-1 as one (n_steps, households) array, with the
         same products (mean × the step's factor), so it equals the stacked rows exactly."""
         m = self.mean_kw if idx is None else self.mean_kw[idx]
+        return self.expected_factors(start, n_steps)[:, None] * m[None, :]
+
+    def expected_factors(self, start: int, n_steps: int) -> np.ndarray:
+        """Per step of start..start+n_steps-1 the factor (shape × season) that ``expected`` multiplies
+        ``mean_kw`` by: a compiled loop forms each household's expected load from the two as
+        ``expected`` does, without a (steps, households) array."""
         f = np.empty(n_steps)
         s = 0
         while s < n_steps:
@@ -186,7 +192,7 @@ class BaseLoad:
             take = min(self._clock.spd - slot, n_steps - s)
             f[s : s + take] = self._mean_shape(day)[slot : slot + take]
             s += take
-        return f[:, None] * m[None, :]
+        return f
 
     def block(self, start_step: int, stop_step: int, idx: np.ndarray | None = None) -> np.ndarray:
         """Actual load for steps [start_step, stop_step): shape (n, k); for exports and checks."""
