@@ -262,16 +262,15 @@ class HouseholdFleet:
         forecast_kernels.baseline_sums, bit for bit: no per-household arrays, no flexibility windows.
         None where it does not apply (the numpy engine, or inputs that do not expose what the kernel
         reads: the expected base load's factors and the EV sessions); the caller then simulates."""
-        base_factors = getattr(self.base_load, "expected_factors", None)
-        session_table = getattr(self.ev_schedule, "session_table", None)
-        if self.engine != "numba" or self._base_fc != "expected" or base_factors is None or session_table is None:
+        factors, mean = getattr(self.base_load, "expected_factors", None), getattr(self.base_load, "mean_kw", None)
+        sessions = getattr(self.ev_schedule, "session_table", None)
+        if self.engine != "numba" or self._base_fc != "expected" or factors is None or mean is None or sessions is None:
             return None
         s0 = self.step_index
         t_out, irr = self._forecast_weather(s0, k)
         return forecast_kernels.baseline_sums(
-            self._packed, self._scalars, sel, group, n_groups, int(chunk), self.t_in,
-            self.ev_remaining_kwh, self.soc_kwh, t_out, irr, base_factors(s0, k), self.base_load.mean_kw,  # type: ignore[attr-defined]
-            s0, session_table(s0, k),
+            self._packed, self._scalars, sel, group, n_groups, int(chunk), self.t_in, self.ev_remaining_kwh,
+            self.soc_kwh, t_out, irr, factors(s0, k), mean, s0, sessions(s0, k),
         )  # fmt: skip
 
     def _simulate(

@@ -36,10 +36,13 @@ if kernels.HAVE_NUMBA:
 
     from .kernels import _advance, _powers
 
-_KERNELS_STAMP = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()
+try:
+    _KERNELS_STAMP = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()
+except OSError:  # pragma: no cover - no source file (a frozen build): nothing on disk to go stale either
+    _KERNELS_STAMP = "no source"
 
 
-def _build():  # type: ignore[no-untyped-def]
+def _build():
     stamp = _KERNELS_STAMP  # part of the cache key (see the module text)
 
     @njit(cache=True)
