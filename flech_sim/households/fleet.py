@@ -199,7 +199,9 @@ class HouseholdFleet:
         of households so memory stays ~ chunk × horizon. `households`: indices or mask
         to restrict to (e.g. one aggregator's portfolio). `starts`: window starts (steps
         from now) to compute flexibility for; the flex/rebound arrays then have one row
-        per start instead of one per step (much cheaper for one long window).
+        per start instead of one per step (much cheaper for one long window). With no
+        starts and not per household (the baseline alone), the numba engine sums the
+        baseline in one compiled pass instead (forecast_kernels): the same numbers.
         """
         k, d = int(horizon_steps), int(duration_steps)
         if k < 1 or d < 1:
