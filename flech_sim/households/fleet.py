@@ -111,6 +111,10 @@ class HouseholdFleet:
         # The reference plans simulated in the last controlled step (numba engine): (step, households, plans,
         # per household whether its state after that step is its plan's: see _plans).
         self._plan: _Plan | None = None
+        # Each household's index in the fleet this one was copied from (None: this is it), and the backward
+        # passes of the plans' floors by their end, shared with every forecast copy (numba engine: see _plans).
+        self._root_rows: np.ndarray | None = None
+        self._floors = kernels.FloorCache(n, self.recovery_steps) if self.engine == "numba" else None
 
     @classmethod
     def create(
@@ -315,6 +319,7 @@ class HouseholdFleet:
                 twin._packed = sub.packed
             twin._subsets = {}  # indices into the copy, not into this fleet
             twin._plan = None
+            twin._root_rows = idx if self._root_rows is None else self._root_rows[idx]
             twin.comfort = ComfortRecord(
                 *(getattr(self.comfort, f.name)[idx] for f in dataclasses.fields(ComfortRecord))
             )
@@ -603,12 +608,12 @@ class HouseholdFleet:
         The same holds for a household re-planned from its actual state (``free``) when that state is
         its last plan's after one step: in a forecast copy (whose inputs are the plans' own) a household
         that started its plan from its actual state and then ran in default operation (_controlled
-        records which). Only the other households are simulated. A floor row depends on the plan's row
-        and on where its horizon ends (recovery_steps past it): a reused row whose end is unchanged keeps
-        last step's floor, the others are computed (kernels.plan_floor)."""
+        records which). Only the other households are simulated. A floor row is the plan's row capped by a
+        backward pass from where its horizon ends (recovery_steps past it), which depends on the household
+        and that end alone: the fleet and its copies keep those passes (kernels.FloorCache), so a plan ending
+        where an earlier one did, in this copy or another, reuses them."""
         last, self._plan = self._plan, None
         n = self.n
-        old = None
         if last is None or last.step != s - 1 or not act.size or k > last.tr.heat.shape[0] - 1:
             tr = self._simulate(None if act.size == n else act, tw[0], tw[1], tw[2], s, k, False, pk)
         else:
@@ -634,17 +639,16 @@ class HouseholdFleet:
                 return out
 
             tr = Trajectory(rows("t_in", k + 2), *(rows(f, k + 1) for f in _PER_STEP))
-            assert tr_old.t_floor is not None
-            old_pos = pos if aligned else np.where(cont, pos, -1)
-            old = (tr_old.t_floor, old_pos, last.end_a, last.horizon, last.step + tr_old.heat.shape[0])
         t_out_h, irr_h = self._forecast_weather(s, k + self.recovery_steps)
         h = np.full(act.size, k, dtype=np.int64) if horizon is None else horizon
-        t_floor, end_a = kernels.plan_floor(pk, self._scalars, t_out_h, irr_h, tr.t_in, h, self.recovery_steps, s, old)
+        assert self._floors is not None
+        root = act if self._root_rows is None else self._root_rows[act]
+        t_floor = self._floors.floors(pk, self._scalars, t_out_h, irr_h, tr.t_in, h, s, root)
         tr = dataclasses.replace(tr, t_floor=t_floor)
         if act.size * tr.heat.shape[0] <= _KEEP_PLAN_CELLS:
             # Kept for the next step, unless too big to hold on to (a whole fleet in a long commitment, where
             # holding the plans would cost more memory than simulating them costs time).
-            self._plan = _Plan(s, act, tr, np.zeros(act.size, dtype=bool), end_a, h)
+            self._plan = _Plan(s, act, tr, np.zeros(act.size, dtype=bool))
         return tr
 
     def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -888,16 +892,13 @@ class _SubsetEvSchedule:
 @dataclasses.dataclass
 class _Plan:
     """The reference plans of a controlled step, kept for the next (see HouseholdFleet._plans): its step, its
-    households, their plans (floors included), per household whether its state after the step is its plan's
-    (set by _controlled), and what kernels.plan_floor needs to reuse the floors (the absolute end of each
-    household's first rows, -1 when they have none of their own, and its horizon)."""
+    households, their plans (floors included) and per household whether its state after the step is its plan's
+    (set by _controlled)."""
 
     step: int
     act: np.ndarray
     tr: Trajectory
     exact: np.ndarray
-    end_a: np.ndarray
-    horizon: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
