@@ -158,3 +158,14 @@ def test_copies_share_the_cache_and_repeat_rollouts_exactly(weather):
             np.testing.assert_array_equal(getattr(x, f), getattr(y, f))
         moved += int(np.any(x.allocated_kw))
     assert moved >= 30
+
+
+def test_ends_before_the_fleets_step_are_dropped_and_a_hit_is_kept_longest():
+    cache = kernels.FloorCache(10, 4, max_cells=90)
+    for end in (3, 5, 9):
+        cache._entry(end, 3)
+    cache._entry(3, 2)  # a hit: used last, so dropped last
+    cache._entry(12, 3)
+    assert list(cache._ends) == [9, 3, 12]
+    cache.drop_before(10)
+    assert list(cache._ends) == [12]

@@ -398,6 +398,8 @@ class HouseholdFleet:
             raise IndexError(f"step {s} is beyond the weather horizon ({self.weather.n_steps} steps)")
         inp = self._inputs(s, None, False)
         fast = self.engine == "numba"
+        if self._floors is not None and not self._forecasting:
+            self._floors.drop_before(s)  # every plan of this fleet or a copy of it from now on ends later
         self.ev_remaining_kwh, unmet = (kernels.ev_events if fast else ev_events)(self.ev_remaining_kwh, inp.ev)
         self.ev_unmet_kwh += unmet
         if fast:

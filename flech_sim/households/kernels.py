@@ -256,13 +256,19 @@ if HAVE_NUMBA:
         return heat_dn, heat_up, ev_dn, ev_up, bat_dn, bat_up, reb_dn, reb_up
 
     @njit(cache=True, inline="always")
-    def _floor_back(P, sc, j, x, to, ir):
-        """One step of recovery_floor's backward pass for home j (heated homes; x: the floor after the step)."""
-        ht = P[HT, j]
-        eta = _clip(P[COP7, j] + sc[1] * (to - 7.0), sc[2], sc[3]) if ht == HEAT_PUMP else 1.0
-        g = P[GINT, j] + P[SAP, j] * (ir * 1e-3)
-        t_ss = to + P[R, j] * (eta * P[PMAX, j] + g)
-        return max(P[TMIN, j], t_ss + (x - t_ss) / P[A, j])
+    def _floor_pass(P, sc, j, x, t_out, irr, k_hi, k_lo):
+        """recovery_floor's backward pass for heated home j from x over steps k_hi down to k_lo (its operations,
+        the parameters held in locals so that the loop reloads none)."""
+        tmin, a, r, pmax, gint, sap, cop7 = P[TMIN, j], P[A, j], P[R, j], P[PMAX, j], P[GINT, j], P[SAP, j], P[COP7, j]
+        slope, lo, hi = sc[1], sc[2], sc[3]
+        pump = P[HT, j] == HEAT_PUMP
+        for k in range(k_hi, k_lo - 1, -1):
+            to = t_out[k]
+            eta = _clip(cop7 + slope * (to - 7.0), lo, hi) if pump else 1.0
+            g = gint + sap * (irr[k] * 1e-3)
+            t_ss = to + r * (eta * pmax + g)
+            x = max(tmin, t_ss + (x - t_ss) / a)
+        return x
 
     @njit(cache=True)
     def _plan_floor(P, sc, t_out, irr, t_ref, horizon, n_rec, out):
@@ -286,7 +292,11 @@ if HAVE_NUMBA:
                     if lo <= k + 1 <= hi:
                         out[k + 1, j] = max(tmin, min(x, t_ref[k + 1, j]))
                     if ht != 0:
-                        x = _floor_back(P, sc, j, x, t_out[k], irr[k])
+                        to, ir = t_out[k], irr[k]
+                        eta = _clip(P[COP7, j] + sc[1] * (to - 7.0), sc[2], sc[3]) if ht == HEAT_PUMP else 1.0
+                        g = P[GINT, j] + P[SAP, j] * (ir * 1e-3)
+                        t_ss = to + P[R, j] * (eta * P[PMAX, j] + g)
+                        x = max(tmin, t_ss + (x - t_ss) / P[A, j])
                 if lo == 0:
                     out[0, j] = max(tmin, min(x, t_ref[0, j]))
 
@@ -303,16 +313,13 @@ if HAVE_NUMBA:
             heated = P[HT, j] != 0
             m = have[h]
             if m == 0:
-                x = tmin
-                if heated:
-                    for k in range(end + n_rec - 1, end - 1, -1):
-                        x = _floor_back(P, sc, j, x, t_out[k], irr[k])
+                x = _floor_pass(P, sc, j, tmin, t_out, irr, end + n_rec - 1, end) if heated else tmin
                 xs[0, h] = x
                 m = 1
             x = xs[m - 1, h]
             while m <= end - lo[q]:
                 if heated:
-                    x = _floor_back(P, sc, j, x, t_out[end - m], irr[end - m])
+                    x = _floor_pass(P, sc, j, x, t_out, irr, end - m, end - m)
                 xs[m, h] = x
                 m += 1
             have[h] = m
@@ -570,28 +577,34 @@ class FloorCache:
     same operations on the same values) and only extends the pass to rows not kept yet.
 
     ``n_root``: the households of the root fleet (columns are its indices); ``n_rec``: steps of recovery;
-    at most ``max_cells`` values are kept (the oldest ends go first)."""
+    at most ``max_cells`` values are kept (the least recently used ends go first)."""
 
-    def __init__(self, n_root: int, n_rec: int, max_cells: int = 1 << 22) -> None:
+    def __init__(self, n_root: int, n_rec: int, max_cells: int = 1 << 23) -> None:
         self.n_root, self.n_rec, self.max_cells = int(n_root), int(n_rec), int(max_cells)
         self._ends: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # end step -> (passes, rows kept per home)
 
     def _entry(self, end: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """The passes to ``end`` with room for ``rows`` rows (grown as needed; the oldest ends dropped)."""
-        got = self._ends.get(end)
+        got = self._ends.pop(end, None)  # (re)inserted last: the ends dropped first are the least used
         if got is not None and got[0].shape[0] >= rows:
+            self._ends[end] = got
             return got
         cap = max(rows, 2 * got[0].shape[0]) if got is not None else max(rows, 2)
         xs, have = np.empty((cap, self.n_root)), np.zeros(self.n_root, dtype=np.int64)
         if got is not None:
             xs[: got[0].shape[0]] = got[0]
             have = got[1]
-            del self._ends[end]
         cells = cap * self.n_root
         while self._ends and cells + sum(x.size for x, _ in self._ends.values()) > self.max_cells:
             self._ends.pop(next(iter(self._ends)))
         self._ends[end] = (xs, have)
         return xs, have
+
+    def drop_before(self, step: int) -> None:
+        """Forget the passes to ends before ``step``: no plan from ``step`` on ends there (the root fleet calls
+        this as it steps; its copies start where it is)."""
+        for end in [e for e in self._ends if e < step]:
+            del self._ends[end]
 
     def floors(
         self,
