@@ -400,6 +400,8 @@ class HouseholdFleet:
         fast = self.engine == "numba"
         if self._floors is not None and not self._forecasting:
             self._floors.drop_before(s)  # every plan of this fleet or a copy of it from now on ends later
+        if fast and control is None:
+            return self._plain_step(s, inp)
         self.ev_remaining_kwh, unmet = (kernels.ev_events if fast else ev_events)(self.ev_remaining_kwh, inp.ev)
         self.ev_unmet_kwh += unmet
         if fast:
@@ -463,6 +465,37 @@ class HouseholdFleet:
             group_sum(net, self.feeder, self.n_feeders),
             group_sum(net, self.owner, self.n_owners),
             *groups,
+        )
+
+    def _plain_step(self, s: int, inp: StepInputs) -> StepResult:
+        """:meth:`step` in default operation by the numba engine: EV events, default powers and the state's
+        advance in one compiled pass (kernels.plain_step), the rest as ``step`` does it."""
+        state = (self.t_in, self.ev_remaining_kwh, self.soc_kwh)
+        self.t_in, self.ev_remaining_kwh, self.soc_kwh, rows, unmet = kernels.plain_step(
+            self._packed, self._scalars, inp.t_out, inp.irr, *state, inp.base, inp.ev
+        )
+        self.ev_unmet_kwh += unmet
+        dp, net = DefaultPowers(*rows[:6]), rows[6]
+        alloc = np.zeros(self.n)
+        self._prev_off = np.zeros(self.n)
+        self._in_event = np.zeros(self.n)
+        self._plan = None
+        if not self._forecasting:
+            self._record_comfort(dp.heat, alloc, inp, dp)
+        self.step_index += 1
+        return StepResult(
+            s,
+            net,
+            inp.base,
+            dp.heat,
+            dp.ev,
+            dp.bat,
+            dp.pv,
+            alloc,
+            np.zeros(self.n),
+            np.zeros(self.n),
+            group_sum(net, self.feeder, self.n_feeders),
+            group_sum(net, self.owner, self.n_owners),
         )
 
     def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:

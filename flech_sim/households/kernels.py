@@ -158,6 +158,21 @@ if HAVE_NUMBA:
             )
 
     @njit(cache=True)
+    def _plain_step(P, sc, t_out, irr, t_in, rem, soc, base, conn, arriving, energy, out, unmet):
+        """A step in default operation, home by home: the EV events (_ev_events), default_powers and
+        _advance_all fused into one pass. In place: t_in, rem, soc to the step's end; out rows eta, gains, pv,
+        heat, ev, battery, net; unmet: kWh of cars that left unmet."""
+        for i in range(t_in.size):
+            u = 0.0 if conn[i] else rem[i]
+            unmet[i] = u
+            r = energy[i] if arriving[i] else rem[i] - u
+            b = base[i]
+            e, g, pv, h, v, bt = _powers(P, sc, i, t_out, irr, t_in[i], r, soc[i], b, conn[i])
+            out[0, i], out[1, i], out[2, i], out[3, i], out[4, i], out[5, i] = e, g, pv, h, v, bt
+            out[6, i] = b + h + v + bt - pv
+            t_in[i], rem[i], soc[i] = _advance(P, sc, i, t_out, t_in[i], r, soc[i], e, g, h, v, bt)
+
+    @njit(cache=True)
     def _simulate(
         P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy, t_in, eta, heat, ev, rem_end, bat, soc_end, net
     ):
@@ -488,6 +503,29 @@ def default_powers(
     out = np.empty((6, t_in.size))
     _default_powers(P, sc, t_out, irr, t_in, rem, soc, base, conn, out)
     return out
+
+
+def plain_step(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: float,
+    irr: float,
+    t_in: np.ndarray,
+    rem: np.ndarray,
+    soc: np.ndarray,
+    base: np.ndarray,
+    ev: EvStep,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A step in default operation in one compiled pass: :func:`ev_events`, :func:`default_powers` and
+    :func:`advance` (the same operations in the same order). Returns (t_in, EV kWh, SoC) at the step's end
+    (new arrays; inputs untouched), rows eta, gains, pv, heat, ev, battery, net, and the unmet EV kWh."""
+    t, r, s, out, unmet = t_in.copy(), rem.copy(), soc.copy(), np.empty((7, t_in.size)), np.empty(t_in.size)
+    c = np.ascontiguousarray
+    _plain_step(
+        P, sc, float(t_out), float(irr), t, r, s, c(base, dtype=float), c(ev.connected), c(ev.arriving),
+        c(ev.energy, dtype=float), out, unmet,
+    )  # fmt: skip
+    return t, r, s, out, unmet
 
 
 def advance(
