@@ -79,3 +79,16 @@ def test_the_plain_step_takes_the_fused_kernel(weather, monkeypatch):
     monkeypatch.setattr(kernels, "plain_step", lambda *a: calls.append(1) or fused(*a))
     fleet.step()
     assert calls == [1]
+
+
+def test_owners_horizon_over_groups_equals_the_per_household_max(weather):
+    """HouseholdFleet._owners_horizon reduces over groups when each has one owner; a grouping whose groups
+    span owners takes the per-household path. Both give each household its owner's longest duration."""
+    fleet = HouseholdFleet.create(90, weather, 5, n_feeders=3, n_owners=3, engine="numba")
+    rng = np.random.default_rng(6)
+    for by in (fleet.owner * 3 + fleet.feeder, fleet.feeder):  # one owner per group; groups spanning owners
+        n_groups = int(by.max()) + 1
+        longest = rng.integers(0, 20, n_groups)
+        act = np.sort(rng.choice(90, 50, replace=False))
+        want = np.array([max(longest[by[j]] for j in act if fleet.owner[j] == fleet.owner[i]) for i in act])
+        np.testing.assert_array_equal(fleet._owners_horizon(act, by, longest), want)

@@ -546,7 +546,7 @@ class HouseholdFleet:
         # A copy of several owners: each household's floor looks as far ahead as its own owner's commitments.
         horizon = None
         if self._separate_owners and c.offset_kw is None and act.size:
-            horizon = self._owners_horizon(act, longest_g[group[act]])
+            horizon = self._owners_horizon(act, group, longest_g)
         if pk is not None:  # numba
             tr = self._plans(act, tw, free, s, k_plan, pk, horizon)
         else:
@@ -732,12 +732,20 @@ class HouseholdFleet:
         short = np.maximum(np.abs(off) - np.sign(off) * achieved, 0.0)
         return heat, ev, bat, achieved, short
 
-    def _owners_horizon(self, act: np.ndarray, longest: np.ndarray) -> np.ndarray:
+    def _owners_horizon(self, act: np.ndarray, group: np.ndarray, longest: np.ndarray) -> np.ndarray:
         """Per household of ``act``, its owner's horizon: the longest duration any of the owner's groups holds
-        (``longest`` per household of its group)."""
-        own = np.zeros(int(self.owner[act].max()) + 1, dtype=np.int64)
-        np.maximum.at(own, self.owner[act], longest)
-        return own[self.owner[act]]
+        (``longest`` per group, ``group`` per household). Reduced over the groups present, not over the
+        households (np.maximum.at is slow), when each group has one owner (as the world's portfolios do)."""
+        g, o = group[act], self.owner[act]
+        own = np.zeros(int(o.max()) + 1, dtype=np.int64)
+        g_owner = np.full(longest.size, -1, dtype=np.int64)
+        g_owner[g] = o
+        if np.array_equal(g_owner[g], o):
+            present = g_owner >= 0
+            np.maximum.at(own, g_owner[present], longest[present])
+        else:  # a group spanning owners: per household
+            np.maximum.at(own, o, longest[g])
+        return own[o]
 
     def _owners_floor(self, tr: Trajectory, act: np.ndarray, horizon: np.ndarray, s: int) -> Trajectory:
         """``tr`` with each household's recovery floor over its own owner's ``horizon`` (per household, see
