@@ -26,7 +26,7 @@ def _weak(fleet, factor):
     """Heaters ``factor`` times as strong: homes need hours to recover, so floors depend on the horizon."""
     fleet.p = dataclasses.replace(fleet.p, p_heat_max=fleet.p.p_heat_max * factor)
     fleet._packed = kernels.pack(fleet.p)
-    fleet._floors = kernels.FloorCache(fleet.n, fleet.recovery_steps)
+    fleet._floors = kernels.FloorCache(fleet.n)
     return fleet
 
 
@@ -72,7 +72,7 @@ def test_cache_equals_plan_floor_whatever_filled_it(weather):
         t_ref = np.ascontiguousarray(_plan(fleet, t0, s, k, idx))
         to, ir = fleet._forecast_weather(s, k + r)
         pk = np.ascontiguousarray(fleet._packed[:, idx])
-        got = cache.floors(pk, fleet._scalars, to, ir, t_ref, hor, s, idx)
+        got = cache.floors(pk, fleet._scalars, to, ir, t_ref, hor, r, s, idx)
         np.testing.assert_array_equal(got, kernels.plan_floor(pk, fleet._scalars, to, ir, t_ref, hor, r))
         np.testing.assert_array_equal(got, _reference(fleet, t_ref, hor, s, idx))
         checked += 1
@@ -89,8 +89,8 @@ def test_kept_passes_are_reused_and_only_missing_rows_computed(weather):
     hor = np.full(fleet.n, k)
     to, ir = fleet._forecast_weather(s, k + r)
     t_ref = np.ascontiguousarray(_plan(fleet, fleet.t_in, s, k, idx))
-    cache.floors(fleet._packed, fleet._scalars, to, ir, t_ref, hor, s, idx)
-    xs, have = cache._ends[s + k]
+    cache.floors(fleet._packed, fleet._scalars, to, ir, t_ref, hor, r, s, idx)
+    xs, have = cache._ends[s + k, r]
     assert np.all(have == k + 1)
     # A mark in the kept passes of every other household shows in the next floors of the same end: the
     # next step's plan (one row on) of those households is not recomputed from the weather.
@@ -98,7 +98,7 @@ def test_kept_passes_are_reused_and_only_missing_rows_computed(weather):
     xs[: k + 1, ::2] += 1000.0
     to1, ir1 = fleet._forecast_weather(s + 1, k - 1 + r)
     t1 = np.ascontiguousarray(t_ref[1:] + 0.01)  # another plan: the pass does not depend on it
-    second = cache.floors(fleet._packed, fleet._scalars, to1, ir1, t1, hor - 1, s + 1, idx)
+    second = cache.floors(fleet._packed, fleet._scalars, to1, ir1, t1, hor - 1, r, s + 1, idx)
     want = kernels.plan_floor(fleet._packed, fleet._scalars, to1, ir1, t1, hor - 1, r)  # a fresh pass
     hot = np.maximum(fleet.p.t_min, np.minimum(xs[k - 1 :: -1, :][:k], t1))
     np.testing.assert_array_equal(second[:, 1::2], want[:, 1::2])
@@ -108,19 +108,19 @@ def test_kept_passes_are_reused_and_only_missing_rows_computed(weather):
     xs[:] = saved
     to2, ir2 = fleet._forecast_weather(s - 2, k + 2 + r)
     t2 = np.ascontiguousarray(_plan(fleet, fleet.t_in, s - 2, k + 2, idx))
-    third = cache.floors(fleet._packed, fleet._scalars, to2, ir2, t2, hor + 2, s - 2, idx)
-    assert np.all(cache._ends[s + k][1] == k + 3)
+    third = cache.floors(fleet._packed, fleet._scalars, to2, ir2, t2, hor + 2, r, s - 2, idx)
+    assert np.all(cache._ends[s + k, r][1] == k + 3)
     np.testing.assert_array_equal(third, kernels.plan_floor(fleet._packed, fleet._scalars, to2, ir2, t2, hor + 2, r))
 
 
 def test_the_cache_drops_its_oldest_ends_within_its_bound():
-    cache = kernels.FloorCache(10, 4, max_cells=100)
+    cache = kernels.FloorCache(10, max_cells=100)
     for end in range(8):
-        cache._entry(end, 3)
+        cache._entry((end, 4), 3)
     assert sum(x.size for x, _ in cache._ends.values()) <= 100
-    assert list(cache._ends) == [5, 6, 7]
-    xs, have = cache._entry(7, 9)  # grown: its kept rows come along
-    assert xs.shape[0] >= 9 and 7 in cache._ends
+    assert list(cache._ends) == [(5, 4), (6, 4), (7, 4)]
+    xs, have = cache._entry((7, 4), 9)  # grown: its kept rows come along
+    assert xs.shape[0] >= 9 and (7, 4) in cache._ends
 
 
 def test_copies_share_the_cache_and_repeat_rollouts_exactly(weather):
@@ -161,11 +161,25 @@ def test_copies_share_the_cache_and_repeat_rollouts_exactly(weather):
 
 
 def test_ends_before_the_fleets_step_are_dropped_and_a_hit_is_kept_longest():
-    cache = kernels.FloorCache(10, 4, max_cells=90)
+    cache = kernels.FloorCache(10, max_cells=90)
     for end in (3, 5, 9):
-        cache._entry(end, 3)
-    cache._entry(3, 2)  # a hit: used last, so dropped last
-    cache._entry(12, 3)
-    assert list(cache._ends) == [9, 3, 12]
+        cache._entry((end, 4), 3)
+    cache._entry((3, 4), 2)  # a hit: used last, so dropped last
+    cache._entry((12, 4), 3)
+    assert list(cache._ends) == [(9, 4), (3, 4), (12, 4)]
     cache.drop_before(10)
-    assert list(cache._ends) == [12]
+    assert list(cache._ends) == [(12, 4)]
+
+
+def test_passes_of_another_recovery_length_are_kept_apart(weather):
+    """A fleet whose recovery_steps changes after its first floors (tests/test_flex_recovery.py does) must not
+    take passes of the old length: the cache keys them by it too."""
+    fleet = _weak(HouseholdFleet.create(30, weather, 3, engine="numba"), 0.25)
+    s, k, idx = fleet.step_index, 4, np.arange(30)
+    t_ref = np.ascontiguousarray(_plan(fleet, fleet.t_in, s, k, idx))
+    hor = np.full(30, k)
+    for r in (fleet.recovery_steps, 8):
+        to, ir = fleet._forecast_weather(s, k + r)
+        got = fleet._floors.floors(fleet._packed, fleet._scalars, to, ir, t_ref, hor, r, s, idx)
+        np.testing.assert_array_equal(got, kernels.plan_floor(fleet._packed, fleet._scalars, to, ir, t_ref, hor, r))
+    assert len(fleet._floors._ends) == 2

@@ -114,7 +114,7 @@ class HouseholdFleet:
         # Each household's index in the fleet this one was copied from (None: this is it), and the backward
         # passes of the plans' floors by their end, shared with every forecast copy (numba engine: see _plans).
         self._root_rows: np.ndarray | None = None
-        self._floors = kernels.FloorCache(n, self.recovery_steps) if self.engine == "numba" else None
+        self._floors = kernels.FloorCache(n) if self.engine == "numba" else None
 
     @classmethod
     def create(
@@ -678,7 +678,7 @@ class HouseholdFleet:
         h = np.full(act.size, k, dtype=np.int64) if horizon is None else horizon
         assert self._floors is not None
         root = act if self._root_rows is None else self._root_rows[act]
-        t_floor = self._floors.floors(pk, self._scalars, t_out_h, irr_h, tr.t_in, h, s, root)
+        t_floor = self._floors.floors(pk, self._scalars, t_out_h, irr_h, tr.t_in, h, self.recovery_steps, s, root)
         tr = dataclasses.replace(tr, t_floor=t_floor)
         if act.size * tr.heat.shape[0] <= _KEEP_PLAN_CELLS:
             # Kept for the next step, unless too big to hold on to (a whole fleet in a long commitment, where

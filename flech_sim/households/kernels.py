@@ -614,14 +614,15 @@ class FloorCache:
     home's pass to an end is run once; a later plan ending there takes its values (the same floats: the
     same operations on the same values) and only extends the pass to rows not kept yet.
 
-    ``n_root``: the households of the root fleet (columns are its indices); ``n_rec``: steps of recovery;
-    at most ``max_cells`` values are kept (the least recently used ends go first)."""
+    ``n_root``: the households of the root fleet (columns are its indices); at most ``max_cells`` values are
+    kept (the least recently used ends go first)."""
 
-    def __init__(self, n_root: int, n_rec: int, max_cells: int = 1 << 23) -> None:
-        self.n_root, self.n_rec, self.max_cells = int(n_root), int(n_rec), int(max_cells)
-        self._ends: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # end step -> (passes, rows kept per home)
+    def __init__(self, n_root: int, max_cells: int = 1 << 23) -> None:
+        self.n_root, self.max_cells = int(n_root), int(max_cells)
+        # (end step, steps of recovery past it) -> (passes, rows kept per home)
+        self._ends: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def _entry(self, end: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    def _entry(self, end: tuple[int, int], rows: int) -> tuple[np.ndarray, np.ndarray]:
         """The passes to ``end`` with room for ``rows`` rows (grown as needed; the oldest ends dropped)."""
         got = self._ends.pop(end, None)  # (re)inserted last: the ends dropped first are the least used
         if got is not None and got[0].shape[0] >= rows:
@@ -641,7 +642,7 @@ class FloorCache:
     def drop_before(self, step: int) -> None:
         """Forget the passes to ends before ``step``: no plan from ``step`` on ends there (the root fleet calls
         this as it steps; its copies start where it is)."""
-        for end in [e for e in self._ends if e < step]:
+        for end in [e for e in self._ends if e[0] < step]:
             del self._ends[end]
 
     def floors(
@@ -652,15 +653,16 @@ class FloorCache:
         irr: np.ndarray,
         t_ref: np.ndarray,
         horizon: np.ndarray,
+        n_rec: int,
         s: int,
         root: np.ndarray,
     ) -> np.ndarray:
         """:func:`plan_floor` of plans starting at step ``s`` of households ``root`` (root indices, the
-        columns of ``t_ref`` and P), with this cache's ``n_rec``."""
+        columns of ``t_ref`` and P)."""
         k1, n = t_ref.shape
         big_k = k1 - 1
-        if t_out.size < big_k + self.n_rec:
-            raise ValueError(f"the floors need {big_k + self.n_rec} steps of weather, got {t_out.size}")
+        if t_out.size < big_k + n_rec:
+            raise ValueError(f"the floors need {big_k + n_rec} steps of weather, got {t_out.size}")
         out = np.empty_like(t_ref)
         if not n:
             return out
@@ -674,8 +676,8 @@ class FloorCache:
                 sel = np.flatnonzero(horizon == e)
                 segments.append((e, sel, np.zeros(sel.size, dtype=np.int64)))
         for e, sel, lo in segments:
-            xs, have = self._entry(s + e, e - int(lo.min()) + 1)
-            _cached_floor(P, sc, t_out, irr, t_ref, sel, lo, c(root[sel]), e, self.n_rec, xs, have, out)
+            xs, have = self._entry((s + e, int(n_rec)), e - int(lo.min()) + 1)
+            _cached_floor(P, sc, t_out, irr, t_ref, sel, lo, c(root[sel]), e, int(n_rec), xs, have, out)
         return out
 
 
