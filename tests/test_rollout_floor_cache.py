@@ -119,7 +119,7 @@ def test_the_cache_drops_its_oldest_ends_within_its_bound():
         cache._entry((end, 4), 3)
     assert sum(x.size for x, _ in cache._ends.values()) <= 100
     assert list(cache._ends) == [(5, 4), (6, 4), (7, 4)]
-    xs, have = cache._entry((7, 4), 9)  # grown: its kept rows come along
+    xs, _ = cache._entry((7, 4), 9)  # grown: its kept rows come along
     assert xs.shape[0] >= 9 and (7, 4) in cache._ends
 
 

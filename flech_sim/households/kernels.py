@@ -341,7 +341,6 @@ if HAVE_NUMBA:
             for r in range(lo[q], end + 1):
                 out[r, j] = max(tmin, min(xs[end - r, h], t_ref[r, j]))
 
-
     @njit(cache=True)
     def _window_flex(
         P, dt, d, s0, force, j0, t_in, t_floor, eta, heat, ev, rem_end, conn, dep, bat, soc_end, dev_t, dev_rem,
@@ -594,7 +593,7 @@ def plan_floor(
     ``n_rec`` steps of recovery past each end (``t_out``, ``irr``: weather of K + n_rec steps from the plans'
     first step): per household what recovery_floor gives over those rows. :class:`FloorCache` gives the same
     values, reusing the backward passes."""
-    k1, n = t_ref.shape
+    k1 = t_ref.shape[0]
     if t_out.size < k1 - 1 + n_rec:
         raise ValueError(f"the floors need {k1 - 1 + n_rec} steps of weather, got {t_out.size}")
     out = np.empty_like(t_ref)
