@@ -111,6 +111,10 @@ class HouseholdFleet:
         # The reference plans simulated in the last controlled step (numba engine): (step, households, plans,
         # per household whether its state after that step is its plan's: see _plans).
         self._plan: _Plan | None = None
+        # Each household's index in the fleet this one was copied from (None: this is it), and the backward
+        # passes of the plans' floors by their end, shared with every forecast copy (numba engine: see _plans).
+        self._root_rows: np.ndarray | None = None
+        self._floors = kernels.FloorCache(n) if self.engine == "numba" else None
 
     @classmethod
     def create(
@@ -344,6 +348,7 @@ class HouseholdFleet:
                 twin._packed = sub.packed
             twin._subsets = {}  # indices into the copy, not into this fleet
             twin._plan = None
+            twin._root_rows = idx if self._root_rows is None else self._root_rows[idx]
             twin.comfort = ComfortRecord(
                 *(getattr(self.comfort, f.name)[idx] for f in dataclasses.fields(ComfortRecord))
             )
@@ -453,6 +458,10 @@ class HouseholdFleet:
             raise IndexError(f"step {s} is beyond the weather horizon ({self.weather.n_steps} steps)")
         inp = self._inputs(s, None, False)
         fast = self.engine == "numba"
+        if self._floors is not None and not self._forecasting:
+            self._floors.drop_before(s)  # every plan of this fleet or a copy of it from now on ends later
+        if fast and control is None:
+            return self._plain_step(s, inp)
         self.ev_remaining_kwh, unmet = (kernels.ev_events if fast else ev_events)(self.ev_remaining_kwh, inp.ev)
         self.ev_unmet_kwh += unmet
         if fast:
@@ -518,6 +527,37 @@ class HouseholdFleet:
             *groups,
         )
 
+    def _plain_step(self, s: int, inp: StepInputs) -> StepResult:
+        """:meth:`step` in default operation by the numba engine: EV events, default powers and the state's
+        advance in one compiled pass (kernels.plain_step), the rest as ``step`` does it."""
+        state = (self.t_in, self.ev_remaining_kwh, self.soc_kwh)
+        self.t_in, self.ev_remaining_kwh, self.soc_kwh, rows, unmet = kernels.plain_step(
+            self._packed, self._scalars, inp.t_out, inp.irr, *state, inp.base, inp.ev
+        )
+        self.ev_unmet_kwh += unmet
+        dp, net = DefaultPowers(*rows[:6]), rows[6]
+        alloc = np.zeros(self.n)
+        self._prev_off = np.zeros(self.n)
+        self._in_event = np.zeros(self.n)
+        self._plan = None
+        if not self._forecasting:
+            self._record_comfort(dp.heat, alloc, inp, dp)
+        self.step_index += 1
+        return StepResult(
+            s,
+            net,
+            inp.base,
+            dp.heat,
+            dp.ev,
+            dp.bat,
+            dp.pv,
+            alloc,
+            np.zeros(self.n),
+            np.zeros(self.n),
+            group_sum(net, self.feeder, self.n_feeders),
+            group_sum(net, self.owner, self.n_owners),
+        )
+
     def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:
         p, n = self.p, self.n
         if c.offset_kw is None:
@@ -566,7 +606,7 @@ class HouseholdFleet:
         # A copy of several owners: each household's floor looks as far ahead as its own owner's commitments.
         horizon = None
         if self._separate_owners and c.offset_kw is None and act.size:
-            horizon = self._owners_horizon(act, longest_g[group[act]])
+            horizon = self._owners_horizon(act, group, longest_g)
         if pk is not None:  # numba
             tr = self._plans(act, tw, free, s, k_plan, pk, horizon)
         else:
@@ -663,12 +703,12 @@ class HouseholdFleet:
         The same holds for a household re-planned from its actual state (``free``) when that state is
         its last plan's after one step: in a forecast copy (whose inputs are the plans' own) a household
         that started its plan from its actual state and then ran in default operation (_controlled
-        records which). Only the other households are simulated. A floor row depends on the plan's row
-        and on where its horizon ends (recovery_steps past it): a reused row whose end is unchanged keeps
-        last step's floor, the others are computed (kernels.plan_floor)."""
+        records which). Only the other households are simulated. A floor row is the plan's row capped by a
+        backward pass from where its horizon ends (recovery_steps past it), which depends on the household
+        and that end alone: the fleet and its copies keep those passes (kernels.FloorCache), so a plan ending
+        where an earlier one did, in this copy or another, reuses them."""
         last, self._plan = self._plan, None
         n = self.n
-        old = None
         if last is None or last.step != s - 1 or not act.size or k > last.tr.heat.shape[0] - 1:
             tr = self._simulate(None if act.size == n else act, tw[0], tw[1], tw[2], s, k, False, pk)
         else:
@@ -694,17 +734,16 @@ class HouseholdFleet:
                 return out
 
             tr = Trajectory(rows("t_in", k + 2), *(rows(f, k + 1) for f in _PER_STEP))
-            assert tr_old.t_floor is not None
-            old_pos = pos if aligned else np.where(cont, pos, -1)
-            old = (tr_old.t_floor, old_pos, last.end_a, last.horizon, last.step + tr_old.heat.shape[0])
         t_out_h, irr_h = self._forecast_weather(s, k + self.recovery_steps)
         h = np.full(act.size, k, dtype=np.int64) if horizon is None else horizon
-        t_floor, end_a = kernels.plan_floor(pk, self._scalars, t_out_h, irr_h, tr.t_in, h, self.recovery_steps, s, old)
+        assert self._floors is not None
+        root = act if self._root_rows is None else self._root_rows[act]
+        t_floor = self._floors.floors(pk, self._scalars, t_out_h, irr_h, tr.t_in, h, self.recovery_steps, s, root)
         tr = dataclasses.replace(tr, t_floor=t_floor)
         if act.size * tr.heat.shape[0] <= _KEEP_PLAN_CELLS:
             # Kept for the next step, unless too big to hold on to (a whole fleet in a long commitment, where
             # holding the plans would cost more memory than simulating them costs time).
-            self._plan = _Plan(s, act, tr, np.zeros(act.size, dtype=bool), end_a, h)
+            self._plan = _Plan(s, act, tr, np.zeros(act.size, dtype=bool))
         return tr
 
     def _forecast_weather(self, s0: int, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -753,12 +792,20 @@ class HouseholdFleet:
         short = np.maximum(np.abs(off) - np.sign(off) * achieved, 0.0)
         return heat, ev, bat, achieved, short
 
-    def _owners_horizon(self, act: np.ndarray, longest: np.ndarray) -> np.ndarray:
+    def _owners_horizon(self, act: np.ndarray, group: np.ndarray, longest: np.ndarray) -> np.ndarray:
         """Per household of ``act``, its owner's horizon: the longest duration any of the owner's groups holds
-        (``longest`` per household of its group)."""
-        own = np.zeros(int(self.owner[act].max()) + 1, dtype=np.int64)
-        np.maximum.at(own, self.owner[act], longest)
-        return own[self.owner[act]]
+        (``longest`` per group, ``group`` per household). Reduced over the groups present, not over the
+        households (np.maximum.at is slow), when each group has one owner (as the world's portfolios do)."""
+        g, o = group[act], self.owner[act]
+        own = np.zeros(int(o.max()) + 1, dtype=np.int64)
+        g_owner = np.full(longest.size, -1, dtype=np.int64)
+        g_owner[g] = o
+        if np.array_equal(g_owner[g], o):
+            present = g_owner >= 0
+            np.maximum.at(own, g_owner[present], longest[present])
+        else:  # a group spanning owners: per household
+            np.maximum.at(own, o, longest[g])
+        return own[o]
 
     def _owners_floor(self, tr: Trajectory, act: np.ndarray, horizon: np.ndarray, s: int) -> Trajectory:
         """``tr`` with each household's recovery floor over its own owner's ``horizon`` (per household, see
@@ -948,16 +995,13 @@ class _SubsetEvSchedule:
 @dataclasses.dataclass
 class _Plan:
     """The reference plans of a controlled step, kept for the next (see HouseholdFleet._plans): its step, its
-    households, their plans (floors included), per household whether its state after the step is its plan's
-    (set by _controlled), and what kernels.plan_floor needs to reuse the floors (the absolute end of each
-    household's first rows, -1 when they have none of their own, and its horizon)."""
+    households, their plans (floors included) and per household whether its state after the step is its plan's
+    (set by _controlled)."""
 
     step: int
     act: np.ndarray
     tr: Trajectory
     exact: np.ndarray
-    end_a: np.ndarray
-    horizon: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)

@@ -158,6 +158,21 @@ if HAVE_NUMBA:
             )
 
     @njit(cache=True)
+    def _plain_step(P, sc, t_out, irr, t_in, rem, soc, base, conn, arriving, energy, out, unmet):
+        """A step in default operation, home by home: the EV events (_ev_events), default_powers and
+        _advance_all fused into one pass. In place: t_in, rem, soc to the step's end; out rows eta, gains, pv,
+        heat, ev, battery, net; unmet: kWh of cars that left unmet."""
+        for i in range(t_in.size):
+            u = 0.0 if conn[i] else rem[i]
+            unmet[i] = u
+            r = energy[i] if arriving[i] else rem[i] - u
+            b = base[i]
+            e, g, pv, h, v, bt = _powers(P, sc, i, t_out, irr, t_in[i], r, soc[i], b, conn[i])
+            out[0, i], out[1, i], out[2, i], out[3, i], out[4, i], out[5, i] = e, g, pv, h, v, bt
+            out[6, i] = b + h + v + bt - pv
+            t_in[i], rem[i], soc[i] = _advance(P, sc, i, t_out, t_in[i], r, soc[i], e, g, h, v, bt)
+
+    @njit(cache=True)
     def _simulate(
         P, sc, t0, rem0, soc0, t_out, irr, base, conn, arriving, energy, t_in, eta, heat, ev, rem_end, bat, soc_end, net
     ):
@@ -255,48 +270,41 @@ if HAVE_NUMBA:
         reb_up = heat_up * heat_kwh + ev_up * d * dt + bat_up * d * dt * rte
         return heat_dn, heat_up, ev_dn, ev_up, bat_dn, bat_up, reb_dn, reb_up
 
+    @njit(cache=True, inline="always")
+    def _floor_pass(P, sc, j, x, t_out, irr, k_hi, k_lo):
+        """recovery_floor's backward pass for heated home j from x over steps k_hi down to k_lo (its operations,
+        the parameters held in locals so that the loop reloads none)."""
+        tmin, a, r, pmax, gint, sap, cop7 = P[TMIN, j], P[A, j], P[R, j], P[PMAX, j], P[GINT, j], P[SAP, j], P[COP7, j]
+        slope, lo, hi = sc[1], sc[2], sc[3]
+        pump = P[HT, j] == HEAT_PUMP
+        for k in range(k_hi, k_lo - 1, -1):
+            to = t_out[k]
+            eta = _clip(cop7 + slope * (to - 7.0), lo, hi) if pump else 1.0
+            g = gint + sap * (irr[k] * 1e-3)
+            t_ss = to + r * (eta * pmax + g)
+            x = max(tmin, t_ss + (x - t_ss) / a)
+        return x
+
     @njit(cache=True)
-    def _plan_floor(P, sc, t_out, irr, t_ref, horizon, n_rec, s, old_floor, old_pos, old_end_a, old_split, old_end_b,
-                    out, end_a):  # fmt: skip
+    def _plan_floor(P, sc, t_out, irr, t_ref, horizon, n_rec, out):
         """The recovery floor of plans t_ref (K + 1 rows) whose household j looks ``horizon[j]`` steps ahead
         (rows up to it; the rows after it, and every row when it is K or more, look K ahead), each end
-        n_rec steps of recovery further: _recovery_floor over those rows with that end. A row whose
-        end (absolute step) equals the one its household's row one step later had in the last plans
-        (old_pos[j] >= 0: its column there, where its plan rows are these one step on) is that row's
-        value (the same operations on the same values); only the rest is computed. end_a: per household,
-        the absolute end of its first rows (-1 when they have none of their own), as old_end_a for the
-        next call (old_split: the horizons then; old_end_b: the end of every other row then)."""
+        n_rec steps of recovery further: _recovery_floor over those rows with that end."""
         k1, n = t_ref.shape
         big_k = k1 - 1
         for j in range(n):
             h = horizon[j]
-            p = old_pos[j]
             tmin = P[TMIN, j]
             ht = P[HT, j]
             segs = 2 if h < big_k else 1
-            end_a[j] = s + h if segs == 2 else -1
             for seg in range(segs):
                 if segs == 2 and seg == 0:
                     lo, hi, end = 0, h, h
                 else:
                     lo, hi, end = (h + 1 if segs == 2 else 0), big_k, big_k
-                need = hi + 1  # the lowest row to compute (none: hi + 1)
-                for r in range(lo, hi + 1):
-                    q = r + 1
-                    ok = p >= 0 and q < old_floor.shape[0]
-                    if ok:
-                        e_old = old_end_a[p] if (old_end_a[p] >= 0 and q <= old_split[p]) else old_end_b
-                        ok = e_old == s + end
-                    if not ok:
-                        need = r
-                        break
-                for r in range(lo, need):
-                    out[r, j] = old_floor[r + 1, p]
-                if need > hi:
-                    continue
                 x = tmin
-                for k in range(end + n_rec - 1, max(need - 1, 0) - 1, -1):  # row need is written at k = need - 1
-                    if need <= k + 1 <= hi:
+                for k in range(end + n_rec - 1, max(lo - 1, 0) - 1, -1):  # row lo is written at k = lo - 1
+                    if lo <= k + 1 <= hi:
                         out[k + 1, j] = max(tmin, min(x, t_ref[k + 1, j]))
                     if ht != 0:
                         to, ir = t_out[k], irr[k]
@@ -304,8 +312,34 @@ if HAVE_NUMBA:
                         g = P[GINT, j] + P[SAP, j] * (ir * 1e-3)
                         t_ss = to + P[R, j] * (eta * P[PMAX, j] + g)
                         x = max(tmin, t_ss + (x - t_ss) / P[A, j])
-                if need == 0:
+                if lo == 0:
                     out[0, j] = max(tmin, min(x, t_ref[0, j]))
+
+    @njit(cache=True)
+    def _cached_floor(P, sc, t_out, irr, t_ref, sel, lo, root, end, n_rec, xs, have, out):
+        """_plan_floor's rows lo[q]..end of households sel (columns of t_ref, P and out) whose plans end at row
+        ``end``, from the backward passes to that end kept in ``xs`` (row i: the pass's value at row end - i;
+        column: the household's root index ``root``; ``have``: rows kept). The pass depends on the household,
+        the weather and the end alone, not on the plan, so a kept value is the one a new pass computes; only
+        missing rows are computed, continuing the pass from the last kept one."""
+        for q in range(sel.size):
+            j, h = sel[q], root[q]
+            tmin = P[TMIN, j]
+            heated = P[HT, j] != 0
+            m = have[h]
+            if m == 0:
+                x = _floor_pass(P, sc, j, tmin, t_out, irr, end + n_rec - 1, end) if heated else tmin
+                xs[0, h] = x
+                m = 1
+            x = xs[m - 1, h]
+            while m <= end - lo[q]:
+                if heated:
+                    x = _floor_pass(P, sc, j, x, t_out, irr, end - m, end - m)
+                xs[m, h] = x
+                m += 1
+            have[h] = m
+            for r in range(lo[q], end + 1):
+                out[r, j] = max(tmin, min(xs[end - r, h], t_ref[r, j]))
 
     @njit(cache=True)
     def _window_flex(
@@ -470,6 +504,29 @@ def default_powers(
     return out
 
 
+def plain_step(
+    P: np.ndarray,
+    sc: np.ndarray,
+    t_out: float,
+    irr: float,
+    t_in: np.ndarray,
+    rem: np.ndarray,
+    soc: np.ndarray,
+    base: np.ndarray,
+    ev: EvStep,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A step in default operation in one compiled pass: :func:`ev_events`, :func:`default_powers` and
+    :func:`advance` (the same operations in the same order). Returns (t_in, EV kWh, SoC) at the step's end
+    (new arrays; inputs untouched), rows eta, gains, pv, heat, ev, battery, net, and the unmet EV kWh."""
+    t, r, s, out, unmet = t_in.copy(), rem.copy(), soc.copy(), np.empty((7, t_in.size)), np.empty(t_in.size)
+    c = np.ascontiguousarray
+    _plain_step(
+        P, sc, float(t_out), float(irr), t, r, s, c(base, dtype=float), c(ev.connected), c(ev.arriving),
+        c(ev.energy, dtype=float), out, unmet,
+    )  # fmt: skip
+    return t, r, s, out, unmet
+
+
 def advance(
     P: np.ndarray,
     sc: np.ndarray,
@@ -530,31 +587,97 @@ def plan_floor(
     t_ref: np.ndarray,
     horizon: np.ndarray,
     n_rec: int,
-    s: int,
-    old: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The recovery floors of the plans ``t_ref`` (steps from ``s``, K + 1 rows; P = pack() of their
-    households), each household's first rows up to its ``horizon`` looking that far ahead and the others
-    K ahead, with ``n_rec`` steps of recovery past each end (``t_out``, ``irr``: weather of K + n_rec steps
-    from ``s``): per household what recovery_floor gives over those rows. ``old``: the last step's floors
-    (floors, per household here its column there or -1, their ends of the first rows, their horizons,
-    the end of the other rows): rows whose end is unchanged are taken from there. Returns the floors
-    and the ends of the first rows (for the next step's ``old``)."""
-    k1, n = t_ref.shape
+) -> np.ndarray:
+    """The recovery floors of the plans ``t_ref`` (K + 1 rows; P = pack() of their households), each
+    household's first rows up to its ``horizon`` looking that far ahead and the others K ahead, with
+    ``n_rec`` steps of recovery past each end (``t_out``, ``irr``: weather of K + n_rec steps from the plans'
+    first step): per household what recovery_floor gives over those rows. :class:`FloorCache` gives the same
+    values, reusing the backward passes."""
+    k1 = t_ref.shape[0]
     if t_out.size < k1 - 1 + n_rec:
         raise ValueError(f"the floors need {k1 - 1 + n_rec} steps of weather, got {t_out.size}")
     out = np.empty_like(t_ref)
-    end_a = np.empty(n, dtype=np.int64)
-    if old is None:
-        none = np.full(n, -1, dtype=np.int64)
-        old = (np.empty((0, 0)), none, none, none, -1)
     c = np.ascontiguousarray
-    _plan_floor(
-        P, sc, c(t_out, float), c(irr, float), c(t_ref), c(horizon, dtype=np.int64), int(n_rec), int(s),
-        c(old[0]), c(old[1], dtype=np.int64), c(old[2], dtype=np.int64), c(old[3], dtype=np.int64), int(old[4]),
-        out, end_a,
-    )  # fmt: skip
-    return out, end_a
+    _plan_floor(P, sc, c(t_out, float), c(irr, float), c(t_ref), c(horizon, dtype=np.int64), int(n_rec), out)
+    return out
+
+
+class FloorCache:
+    """The backward passes of plan floors (:func:`plan_floor`), kept by the absolute step a plan ends at and
+    shared by a fleet and its forecast copies (issue 12).
+
+    Why: a floor row is ``max(T_min, min(x, plan))`` where ``x`` comes from a backward pass of ``n_rec`` +
+    steps from the plan's end that depends on the household, the forecast weather and that end alone. Every
+    roll-out of every bid request re-planned its homes and re-ran that ~100-step pass for each, though the
+    commitments' ends, and so the passes, are the same in each copy and from step to step. Kept here, a
+    home's pass to an end is run once; a later plan ending there takes its values (the same floats: the
+    same operations on the same values) and only extends the pass to rows not kept yet.
+
+    ``n_root``: the households of the root fleet (columns are its indices); at most ``max_cells`` values are
+    kept (the least recently used ends go first)."""
+
+    def __init__(self, n_root: int, max_cells: int = 1 << 23) -> None:
+        self.n_root, self.max_cells = int(n_root), int(max_cells)
+        # (end step, steps of recovery past it) -> (passes, rows kept per home)
+        self._ends: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _entry(self, end: tuple[int, int], rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """The passes to ``end`` with room for ``rows`` rows (grown as needed; the oldest ends dropped)."""
+        got = self._ends.pop(end, None)  # (re)inserted last: the ends dropped first are the least used
+        if got is not None and got[0].shape[0] >= rows:
+            self._ends[end] = got
+            return got
+        cap = max(rows, 2 * got[0].shape[0]) if got is not None else max(rows, 2)
+        xs, have = np.empty((cap, self.n_root)), np.zeros(self.n_root, dtype=np.int64)
+        if got is not None:
+            xs[: got[0].shape[0]] = got[0]
+            have = got[1]
+        cells = cap * self.n_root
+        while self._ends and cells + sum(x.size for x, _ in self._ends.values()) > self.max_cells:
+            self._ends.pop(next(iter(self._ends)))
+        self._ends[end] = (xs, have)
+        return xs, have
+
+    def drop_before(self, step: int) -> None:
+        """Forget the passes to ends before ``step``: no plan from ``step`` on ends there (the root fleet calls
+        this as it steps; its copies start where it is)."""
+        for end in [e for e in self._ends if e[0] < step]:
+            del self._ends[end]
+
+    def floors(
+        self,
+        P: np.ndarray,
+        sc: np.ndarray,
+        t_out: np.ndarray,
+        irr: np.ndarray,
+        t_ref: np.ndarray,
+        horizon: np.ndarray,
+        n_rec: int,
+        s: int,
+        root: np.ndarray,
+    ) -> np.ndarray:
+        """:func:`plan_floor` of plans starting at step ``s`` of households ``root`` (root indices, the
+        columns of ``t_ref`` and P)."""
+        k1, n = t_ref.shape
+        big_k = k1 - 1
+        if t_out.size < big_k + n_rec:
+            raise ValueError(f"the floors need {big_k + n_rec} steps of weather, got {t_out.size}")
+        out = np.empty_like(t_ref)
+        if not n:
+            return out
+        c = np.ascontiguousarray
+        t_out, irr, t_ref = c(t_out, float), c(irr, float), c(t_ref)
+        horizon = np.asarray(horizon, dtype=np.int64)
+        short = horizon < big_k
+        segments = [(big_k, np.arange(n), np.where(short, horizon + 1, 0))]
+        if short.any():
+            for e in np.unique(horizon[short]).tolist():
+                sel = np.flatnonzero(horizon == e)
+                segments.append((e, sel, np.zeros(sel.size, dtype=np.int64)))
+        for e, sel, lo in segments:
+            xs, have = self._entry((s + e, int(n_rec)), e - int(lo.min()) + 1)
+            _cached_floor(P, sc, t_out, irr, t_ref, sel, lo, c(root[sel]), e, int(n_rec), xs, have, out)
+        return out
 
 
 def window_flex(
