@@ -174,7 +174,8 @@ def run_one(days: int, households: int, aggregators: int, feeders: int, out: Pat
     print(f"peak memory (RSS)  {fig['peak_rss_mib']:9.0f} MiB")
     kind = "own peak" if memory.own_peaks else "cumulative peak"
     for name, p in phases.items():
-        print(f"  {name:22s} {p['peak_rss_mib']:7.0f} MiB {kind}, {p['rss_after_mib']:6.0f} MiB after, {p['wall_s']:7.1f} s")
+        peak, after = p["peak_rss_mib"], p["rss_after_mib"]
+        print(f"  {name:22s} {peak:7.0f} MiB {kind}, {after:6.0f} MiB after, {p['wall_s']:7.1f} s")
     print(f"fingerprint        {fig['fingerprint']}")
     print(f"machine            {load_before} before, {fig['load_after']} after")
     return fig

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -501,7 +501,8 @@ class _Order:
             return
         cols = [_comparable(frame[k].to_numpy()[valid]) for k in self.keys]
         if self._last is not None:
-            cols = [np.concatenate([np.asarray([last], dtype=c.dtype), c]) for last, c in zip(self._last, cols)]
+            pairs = zip(self._last, cols, strict=True)
+            cols = [np.concatenate([np.asarray([last], dtype=c.dtype), c]) for last, c in pairs]
         rises = np.zeros(len(cols[0]) - 1, dtype=bool)
         same = np.ones(len(cols[0]) - 1, dtype=bool)
         for c in cols:  # lexicographic: each row's keys >= the row before's
@@ -595,10 +596,8 @@ class PortfolioLoad:
                 for variant, (per_parts, everywhere_parts) in parts[minutes].items():
                     per, everywhere = _slot_parts(tw, start, minutes, variant)
                     if variant == (False, False):
-                        r = per.groupby(["seller", "location"]).agg(lo=("slot", "min"), hi=("slot", "max"))
-                        ranges[minutes].append(r.assign(nan=per.groupby(["seller", "location"]).load_kw.apply(
-                            lambda v: bool(v.isna().any())
-                        )))
+                        by_point = per.assign(nan=per.load_kw.isna()).groupby(["seller", "location"])
+                        ranges[minutes].append(by_point.agg(lo=("slot", "min"), hi=("slot", "max"), nan=("nan", "any")))
                     per_parts.append(per[pd.MultiIndex.from_frame(per[_SLOT_KEY]).isin(k)])
                     everywhere_parts.append(everywhere[pd.MultiIndex.from_frame(everywhere[_SLOT_KEY]).isin(k)])
         if not long[False]:
@@ -629,8 +628,9 @@ class PortfolioLoad:
         return cls.from_frames(pieces, start, wanted)
 
 
-LoadTable = pd.DataFrame | PortfolioLoad
+LoadTable: TypeAlias = "pd.DataFrame | PortfolioLoad"
 """A ``portfolio_load`` table as the study takes it: whole, or aggregated as it was read."""
+
 
 def _sums_sorted(ranges: list[pd.DataFrame]) -> bool:
     """Whether the whole table's slot means, in their sorted (seller, location, slot) order, come in the
@@ -664,11 +664,13 @@ def slot_pieces(f: pq.ParquetFile, start: pd.Timestamp, lengths: Sequence[int]) 
     for i in range(n):
         st = f.metadata.row_group(i).column(col).statistics
         if f.metadata.row_group(i).num_rows == 0:
-            lo.append(2**62), hi.append(-(2**62))
+            lo.append(2**62)
+            hi.append(-(2**62))
             continue
         if st is None or not st.has_min_max:
             return [list(range(n))]
-        lo.append(_ns(st.min)), hi.append(_ns(st.max))
+        lo.append(_ns(st.min))
+        hi.append(_ns(st.max))
     t0 = pd.Timestamp(start).value
     steps = [m * 60_000_000_000 for m in lengths]
     suffix_min = [0] * n
@@ -725,7 +727,10 @@ def compute_kpis(
     start: pd.Timestamp,
     events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The ``kpis`` table from a run's tables and (optionally) its twin's and the rebound events."""
+    """The ``kpis`` table from a run's tables and (optionally) its twin's and the rebound events.
+
+    ``portfolio_load`` may be the whole table or a :class:`PortfolioLoad` aggregated as it was read (what
+    :func:`flech_sim.twin.finish_study` passes): the figures are the same."""
     schedule = scheduled_change(tables["markets"], tables["awards"], tables["activations"])
     rows = money_kpis(tables["settlements"], tables["awards"], tables["markets"], schedule)
     rows += feeder_kpis(tables["feeder_load"], twin["feeder_load"] if twin is not None else None, dt)

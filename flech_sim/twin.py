@@ -82,9 +82,7 @@ def _read(run_dir: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def _portfolio_load(
-    run_dir: Path, bids: pd.DataFrame, markets: pd.DataFrame, start: pd.Timestamp
-) -> K.PortfolioLoad:
+def _portfolio_load(run_dir: Path, bids: pd.DataFrame, markets: pd.DataFrame, start: pd.Timestamp) -> K.PortfolioLoad:
     """The run's ``portfolio_load`` aggregated a few row groups at a time, keeping the slot loads that the
     declared baselines of ``bids`` are compared with (:func:`flech_sim.kpis.baseline_errors`)."""
     wanted = K.baseline_slots(bids, markets, start)
