@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 PHASE_OBSERVERS: list[Callable[[str], None]] = []
 """Called with the name of each phase of a run as it begins (``set-up``, ``simulation``, ``finalize``,
-``study``, ``fingerprint``, ``manifest``), e.g. by ``benchmarks/bench_year.py`` for its per-phase memory
+``close``, ``study``, ``fingerprint``, ``manifest``), e.g. by ``benchmarks/bench_year.py`` for its per-phase memory
 report. A run inside a run (the study's no-flexibility twin) names its phases ``twin: ...``; when it
 returns, the outer run announces its current phase again."""
 _depth = 0
@@ -286,6 +286,7 @@ def _run(scenario: Scenario, out_dir: Path | None, progress: bool, transport: Tr
                     persistor.on_publish = partial(progress_manifest, simulated_until)
                 gc.collect()
             if persistor is not None:
+                phase("close")
                 write_errors |= persistor.close()
     if write_errors:
         listed = ", ".join(f"{t} ({why})" for t, why in sorted(write_errors.items()))
