@@ -10,6 +10,13 @@ time, the cost per simulated day, messages, markets cleared, peak memory
 shared, so figures drift with it). The target of issue 12 is 2 minutes and
 2 GiB for 365 days.
 
+The peak memory is also given per phase of the run (``simulation.PHASE_OBSERVERS``):
+set-up, the simulation itself, finalising and closing the tables, the twin's own
+phases, the study tables, the fingerprint. On Linux each phase's figure is its
+own peak RSS (the kernel's high-water mark, reset at each phase through
+``/proc/self/clear_refs``); elsewhere it is the process's peak so far at the
+phase's end (``cumulative``).
+
 With several ``--days`` each horizon runs in a fresh child process (so each
 peak memory is its own) one after the other, and a line ``wall = a + b x days``
 is fitted through them: ``b`` is the cost per simulated day, and
@@ -29,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from flech_sim import simulation
 from flech_sim.scenario import scenario_from_dict
 from flech_sim.simulation import run
 
@@ -69,6 +77,58 @@ def year_scenario(days: int, households: int, aggregators: int, feeders: int) ->
     }
 
 
+class PhaseMemory:
+    """Peak RSS and wall time of each phase of a run, as :data:`flech_sim.simulation.PHASE_OBSERVERS` announce
+    them. A phase announced again (the run's study after its twin) adds to its first entry."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, dict[str, float]] = {}
+        self.own_peaks = _reset_peak()  # False: the kernel does not let the peak be reset here
+        self._current: str | None = None
+        self._since = 0.0
+
+    def __call__(self, name: str) -> None:
+        self._close()
+        self._current, self._since = name, time.perf_counter()
+
+    def _close(self) -> None:
+        if self._current is None:
+            return
+        peak = _vm_kib("VmHWM") / 1024 if self.own_peaks else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        entry = self.phases.setdefault(self._current, {"wall_s": 0.0, "peak_rss_mib": 0.0})
+        entry["wall_s"] += time.perf_counter() - self._since
+        entry["peak_rss_mib"] = max(entry["peak_rss_mib"], peak)
+        entry["rss_after_mib"] = _vm_kib("VmRSS") / 1024
+        if self.own_peaks:
+            _reset_peak()
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        self._close()
+        self._current = None
+        return self.phases
+
+
+def _vm_kib(key: str) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _vm_kib("VmHWM") > 0
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
@@ -78,10 +138,17 @@ def run_one(days: int, households: int, aggregators: int, feeders: int, out: Pat
     """One run in this process; returns its figures (also printed)."""
     scenario = scenario_from_dict(year_scenario(days, households, aggregators, feeders))
     load_before = _load()
-    with tempfile.TemporaryDirectory() as tmp:
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        result = run(scenario, out or Path(tmp) / "run", progress=sys.stderr.isatty())
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    before_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports, before the peak is reset
+    memory = PhaseMemory()
+    simulation.PHASE_OBSERVERS.append(memory)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            result = run(scenario, out or Path(tmp) / "run", progress=sys.stderr.isatty())
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        simulation.PHASE_OBSERVERS.remove(memory)
+    phases = memory.finish()
     assert result.completed, result.error
     s = result.summary
     fig = {
@@ -92,7 +159,9 @@ def run_one(days: int, households: int, aggregators: int, feeders: int, out: Pat
         "messages": s["messages"],
         "markets_cleared": s["markets_cleared"],
         "rows": sum(result.manifest["row_counts"].values()),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": max([before_mib] + [p["peak_rss_mib"] for p in phases.values()]),
+        "phases": phases,
+        "fingerprint": result.manifest.get("fingerprint"),
         "load_before": load_before,
         "load_after": _load(),
     }
@@ -103,6 +172,11 @@ def run_one(days: int, households: int, aggregators: int, feeders: int, out: Pat
     print(f"markets cleared    {s['markets_cleared']:9d}   ({s['markets_cleared'] / wall:.1f} per second)")
     print(f"rows written       {fig['rows']:9d}")
     print(f"peak memory (RSS)  {fig['peak_rss_mib']:9.0f} MiB")
+    kind = "own peak" if memory.own_peaks else "cumulative peak"
+    for name, p in phases.items():
+        peak, after = p["peak_rss_mib"], p["rss_after_mib"]
+        print(f"  {name:22s} {peak:7.0f} MiB {kind}, {after:6.0f} MiB after, {p['wall_s']:7.1f} s")
+    print(f"fingerprint        {fig['fingerprint']}")
     print(f"machine            {load_before} before, {fig['load_after']} after")
     return fig
 

@@ -24,9 +24,10 @@ Definitions (also in the schema docs of ``feeder_compare``, ``rebound_events`` a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -163,26 +164,34 @@ def participant_of(metering_point: pd.Series) -> pd.Series:
     return pd.Series(prefixes[codes], index=metering_point.index, name=metering_point.name)
 
 
-def aggregator_load(portfolio_load: pd.DataFrame) -> pd.DataFrame:
-    """Total load per aggregator and step (wide: one column per aggregator), unaggregated homes left out."""
+def _participant_load(portfolio_load: pd.DataFrame) -> pd.DataFrame:
+    """Long (interval_start, participant, load_kw) rows of the aggregated portfolios (unaggregated left out)."""
     participant = participant_of(portfolio_load.metering_point)
     keep = participant != "unaggregated"
-    df = pd.DataFrame(  # only the columns the pivot reads (a copy of the whole table was made here)
+    return pd.DataFrame(  # only the columns the pivot reads (a copy of the whole table was made here)
         {
             "interval_start": portfolio_load.interval_start[keep],
             "participant": participant[keep],
             "load_kw": portfolio_load.load_kw[keep],
         }
     )
-    return df.pivot_table(index="interval_start", columns="participant", values="load_kw", aggfunc="sum")
+
+
+def _pivot_load(long: pd.DataFrame) -> pd.DataFrame:
+    return long.pivot_table(index="interval_start", columns="participant", values="load_kw", aggfunc="sum")
+
+
+def aggregator_load(portfolio_load: pd.DataFrame) -> pd.DataFrame:
+    """Total load per aggregator and step (wide: one column per aggregator), unaggregated homes left out."""
+    return _pivot_load(_participant_load(portfolio_load))
 
 
 def rebound_events(
-    schedule: pd.DataFrame, portfolio_load: pd.DataFrame, twin_portfolio_load: pd.DataFrame, dt: int
+    schedule: pd.DataFrame, portfolio_load: LoadTable, twin_portfolio_load: LoadTable, dt: int
 ) -> pd.DataFrame:
     """Activation events and what followed them, per aggregator (definitions: the rebound_events schema doc)."""
     names = list(TABLES["rebound_events"].names)
-    ctrl, twin = aggregator_load(portfolio_load), aggregator_load(twin_portfolio_load)
+    ctrl, twin = _aggregators(portfolio_load), _aggregators(twin_portfolio_load)
     rows: list[dict[str, Any]] = []
     h = dt / 60.0
     cap = REBOUND_CAP_MINUTES // dt
@@ -417,18 +426,25 @@ def rebound_kpis(events: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def baseline_errors(
-    bids: pd.DataFrame, markets: pd.DataFrame, twin_portfolio_load: pd.DataFrame, start: pd.Timestamp
-) -> pd.DataFrame:
-    """Per market, seller and interval: declared baseline, the twin's load of the same portfolio(s), error."""
+_SLOT_KEY = ["seller", "location", "slot"]
+
+
+def baseline_slots(bids: pd.DataFrame, markets: pd.DataFrame, start: pd.Timestamp) -> dict[int, pd.DataFrame]:
+    """Per market interval length (minutes): the declared baselines per market, seller and interval, with the
+    market's location and the interval's slot (its index in intervals of that length from ``start``)."""
     b = bids[bids.baseline_kw.notna()]
-    cols = ["market_id", "product_id", "seller", "interval_start", "baseline_kw", "twin_kw", "error_kw"]
-    if b.empty or twin_portfolio_load.empty:
-        return pd.DataFrame(columns=cols)
+    if b.empty:
+        return {}
     b = b.groupby(["market_id", "product_id", "seller", "interval_start"], as_index=False).baseline_kw.mean()
     b = b.merge(markets[["market_id", "location", "interval_minutes"]], on="market_id", how="left")
-    pl = twin_portfolio_load
-    tw = pd.DataFrame(  # only the columns read below
+    out = {}
+    for minutes, g in b.groupby("interval_minutes"):
+        out[int(minutes)] = g.assign(slot=(g.interval_start - start) // pd.Timedelta(minutes=int(minutes)))
+    return out
+
+
+def _seller_load(pl: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(  # only the columns read below
         {
             "seller": participant_of(pl.metering_point),
             "location": pl.location,
@@ -436,17 +452,247 @@ def baseline_errors(
             "load_kw": pl.load_kw,
         }
     )
+
+
+def _slot_parts(
+    tw: pd.DataFrame, start: pd.Timestamp, minutes: int, kahan: tuple[bool, bool] = (False, False)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean load per (seller, location, slot) and its sum over the seller's locations (location '*');
+    ``kahan``: sum the means', the sums' groups by compensated summation whatever their order (:func:`_kahan`)."""
+    slot = (tw.interval_start - start) // pd.Timedelta(minutes=int(minutes))
+    per = _kahan(tw.assign(slot=slot), "load_kw", kahan[0]).groupby(_SLOT_KEY, as_index=False).load_kw.mean()
+    everywhere = _kahan(per, "load_kw", kahan[1]).groupby(["seller", "slot"], as_index=False).load_kw.sum()
+    return per, everywhere.assign(location="*")
+
+
+def _kahan(frame: pd.DataFrame, column: str, on: bool) -> pd.DataFrame:
+    """``frame`` with one more row, a copy of its first with ``column`` NaN, when ``on``.
+
+    pandas sums (and averages) the groups of a groupby with ``np.add.reduceat`` when the rows come in
+    the groups' sorted order and hold no NaN, else with compensated (Kahan) sums, which can differ in the
+    last bit. A piece of a table may be in sorted order where the whole table is not; a NaN row, which
+    neither sum counts, makes pandas sum the piece's groups as it summed the whole table's."""
+    if not on or frame.empty:
+        return frame
+    return pd.concat([frame, frame.iloc[:1].assign(**{column: np.nan})])
+
+
+class _Order:
+    """Fed a table's rows piece by piece, in order: would pandas sum its groups by ``keys`` with
+    ``np.add.reduceat`` (rows in the keys' sorted order, rows with a missing key first, no NaN value)?"""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        self.sorted = True
+        self._last: list[Any] | None = None
+
+    def feed(self, frame: pd.DataFrame, values: pd.Series) -> None:
+        if not self.sorted or frame.empty:
+            return
+        if values.isna().any():
+            self.sorted = False
+            return
+        missing = frame[self.keys].isna().any(axis=1).to_numpy()
+        valid = np.flatnonzero(~missing)
+        if missing.any() and (self._last is not None or (len(valid) and missing[valid[0] :].any())):
+            self.sorted = False  # a missing key after a present one
+            return
+        if not len(valid):
+            return
+        cols = [_comparable(frame[k].to_numpy()[valid]) for k in self.keys]
+        if self._last is not None:
+            pairs = zip(self._last, cols, strict=True)
+            cols = [np.concatenate([np.asarray([last], dtype=c.dtype), c]) for last, c in pairs]
+        rises = np.zeros(len(cols[0]) - 1, dtype=bool)
+        same = np.ones(len(cols[0]) - 1, dtype=bool)
+        for c in cols:  # lexicographic: each row's keys >= the row before's
+            rises |= same & (c[1:] > c[:-1])
+            same &= c[1:] == c[:-1]
+        self.sorted = bool((rises | same).all())
+        self._last = [c[-1] for c in cols]
+
+
+def _comparable(values: np.ndarray) -> np.ndarray:
+    return values.astype(object) if values.dtype.kind not in "iufMm" else values
+
+
+def _join_slots(per: pd.DataFrame, everywhere: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([per, everywhere], ignore_index=True).rename(columns={"load_kw": "twin_kw"})
+
+
+def baseline_errors(
+    bids: pd.DataFrame, markets: pd.DataFrame, twin_portfolio_load: LoadTable, start: pd.Timestamp
+) -> pd.DataFrame:
+    """Per market, seller and interval: declared baseline, the twin's load of the same portfolio(s), error."""
+    cols = ["market_id", "product_id", "seller", "interval_start", "baseline_kw", "twin_kw", "error_kw"]
+    if bids.baseline_kw.isna().all() or twin_portfolio_load.empty:
+        return pd.DataFrame(columns=cols)
+    tw = None if isinstance(twin_portfolio_load, PortfolioLoad) else _seller_load(twin_portfolio_load)
     out = []
-    for minutes, g in b.groupby("interval_minutes"):
-        slot = (tw.interval_start - start) // pd.Timedelta(minutes=int(minutes))
-        per = tw.assign(slot=slot).groupby(["seller", "location", "slot"], as_index=False).load_kw.mean()
-        everywhere = per.groupby(["seller", "slot"], as_index=False).load_kw.sum().assign(location="*")
-        per = pd.concat([per, everywhere], ignore_index=True).rename(columns={"load_kw": "twin_kw"})
-        g = g.assign(slot=(g.interval_start - start) // pd.Timedelta(minutes=int(minutes)))
-        out.append(g.merge(per, on=["seller", "location", "slot"], how="inner"))
+    for minutes, g in baseline_slots(bids, markets, start).items():
+        if tw is None:
+            assert isinstance(twin_portfolio_load, PortfolioLoad)
+            per = twin_portfolio_load.slot_load(minutes)
+        else:
+            per = _join_slots(*_slot_parts(tw, start, minutes))
+        out.append(g.merge(per, on=_SLOT_KEY, how="inner"))
     df = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=[*cols])
     df["error_kw"] = df.baseline_kw - df.twin_kw
     return df[cols]
+
+
+@dataclass(frozen=True)
+class PortfolioLoad:
+    """What the study reads of a ``portfolio_load`` table, aggregated piece by piece as it is read
+    (:meth:`from_parquet`): the table has a row per portfolio and model step (about 14 million for 10,000
+    homes over a year), the study only per-aggregator step sums and the slot means that declared baselines
+    are compared with. Pieces never split a model step or a slot, and each group's rows are summed in the
+    file's order, so every figure is the one the whole-table functions give (tests/test_memory_study.py)."""
+
+    aggregators: pd.DataFrame
+    """:func:`aggregator_load` of the whole table."""
+    slots: Mapping[int, pd.DataFrame]
+    """Interval minutes -> (seller, location, slot, twin_kw) as :func:`baseline_errors` joins them, only for
+    the keys asked for (the rest would be joined with nothing)."""
+    rows: int
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0
+
+    def slot_load(self, minutes: int) -> pd.DataFrame:
+        return self.slots[int(minutes)]
+
+    @classmethod
+    def from_frames(
+        cls, pieces: Iterable[pd.DataFrame], start: pd.Timestamp, wanted: Mapping[int, pd.DataFrame]
+    ) -> PortfolioLoad:
+        """Aggregate ``pieces`` (the table's rows in order, cut only between model steps and between slots of
+        every length in ``wanted``); ``wanted``: minutes -> the (seller, location, slot) keys to keep.
+
+        Each piece is summed both ways pandas may sum groups (:func:`_kahan`); which one the whole table
+        would have had is known only at its end, and decides which is kept."""
+        steps = _Order(["interval_start", "participant"])
+        slots_order = {m: _Order(_SLOT_KEY) for m in wanted}
+        ranges: dict[int, list[pd.DataFrame]] = {m: [] for m in wanted}  # slot range and NaN per (seller, location)
+        long: dict[bool, list[pd.DataFrame]] = {False: [], True: []}
+        # minutes -> (kahan means, kahan sums) -> ([per], [everywhere]), only the keys wanted
+        parts: dict[int, dict[tuple[bool, bool], tuple[list[pd.DataFrame], list[pd.DataFrame]]]] = {
+            m: {(a, b): ([], []) for a in (False, True) for b in (False, True)} for m in wanted
+        }
+        rows = 0
+        for piece in pieces:
+            rows += len(piece)
+            pl = _participant_load(piece)
+            steps.feed(pl, pl.load_kw)
+            for k in (False, True):
+                grouped = _kahan(pl, "load_kw", k).groupby(["interval_start", "participant"], sort=True, dropna=True)
+                long[k].append(grouped.agg("sum").reset_index())  # as pivot_table groups them
+            tw = _seller_load(piece)
+            for minutes, keys in wanted.items():
+                slot = (tw.interval_start - start) // pd.Timedelta(minutes=int(minutes))
+                slots_order[minutes].feed(tw.assign(slot=slot), tw.load_kw)
+                k = pd.MultiIndex.from_frame(keys[_SLOT_KEY])
+                for variant, (per_parts, everywhere_parts) in parts[minutes].items():
+                    per, everywhere = _slot_parts(tw, start, minutes, variant)
+                    if variant == (False, False):
+                        by_point = per.assign(nan=per.load_kw.isna()).groupby(["seller", "location"])
+                        ranges[minutes].append(by_point.agg(lo=("slot", "min"), hi=("slot", "max"), nan=("nan", "any")))
+                    per_parts.append(per[pd.MultiIndex.from_frame(per[_SLOT_KEY]).isin(k)])
+                    everywhere_parts.append(everywhere[pd.MultiIndex.from_frame(everywhere[_SLOT_KEY]).isin(k)])
+        if not long[False]:
+            raise ValueError("a portfolio_load table is at least one piece, even when it is empty")
+        slots = {}
+        for minutes, variants in parts.items():
+            kahan = (not slots_order[minutes].sorted, not _sums_sorted(ranges[minutes]))
+            per, everywhere = variants[kahan]
+            slots[minutes] = _join_slots(  # each piece's groups in the whole table's (sorted) order
+                pd.concat(per, ignore_index=True).sort_values(_SLOT_KEY, kind="stable"),
+                pd.concat(everywhere, ignore_index=True).sort_values(["seller", "slot"], kind="stable"),
+            )
+        return cls(_pivot_load(pd.concat(long[not steps.sorted], ignore_index=True)), slots, rows)
+
+    @classmethod
+    def from_parquet(
+        cls, path: Path, start: pd.Timestamp, wanted: Mapping[int, pd.DataFrame], columns: Sequence[str] | None = None
+    ) -> PortfolioLoad:
+        """Read ``path`` a few row groups at a time (:func:`slot_pieces`) and aggregate them."""
+        from .results import _to_pandas
+
+        f = pq.ParquetFile(path)
+        lengths = sorted({int(m) for m in wanted})
+        pieces = (
+            _to_pandas(f.read_row_groups(g, columns=columns) if g else f.read(columns=columns))
+            for g in slot_pieces(f, start, lengths)
+        )
+        return cls.from_frames(pieces, start, wanted)
+
+
+LoadTable: TypeAlias = "pd.DataFrame | PortfolioLoad"
+"""A ``portfolio_load`` table as the study takes it: whole, or aggregated as it was read."""
+
+
+def _sums_sorted(ranges: list[pd.DataFrame]) -> bool:
+    """Whether the whole table's slot means, in their sorted (seller, location, slot) order, come in the
+    (seller, slot) order of the sums over locations and hold no NaN: from each piece's slot range and NaN
+    per (seller, location)."""
+    if not ranges:
+        return False
+    r = pd.concat(ranges).groupby(level=[0, 1]).agg(lo=("lo", "min"), hi=("hi", "max"), nan=("nan", "any"))
+    if r.empty or bool(r.nan.any()):
+        return False
+    seller = r.index.get_level_values(0)
+    same = seller[1:] == seller[:-1]
+    return bool((~same | (r.lo.to_numpy()[1:] >= r.hi.to_numpy()[:-1])).all())
+
+
+def _aggregators(pl: LoadTable) -> pd.DataFrame:
+    return pl.aggregators if isinstance(pl, PortfolioLoad) else aggregator_load(pl)
+
+
+def slot_pieces(f: pq.ParquetFile, start: pd.Timestamp, lengths: Sequence[int]) -> list[list[int]]:
+    """The file's row groups in runs that can be aggregated on their own: a cut between two row groups only
+    where every earlier row's ``interval_start`` lies before every later one's, in an earlier slot of each
+    length in ``lengths`` (minutes from ``start``). A file whose times are out of order, or that has no
+    ``interval_start`` statistics, is one piece (the whole table, as before)."""
+    n = f.metadata.num_row_groups
+    if n <= 1:
+        return [list(range(n))]
+    col = f.schema_arrow.get_field_index("interval_start")
+    lo: list[int] = []
+    hi: list[int] = []
+    for i in range(n):
+        st = f.metadata.row_group(i).column(col).statistics
+        if f.metadata.row_group(i).num_rows == 0:
+            lo.append(2**62)
+            hi.append(-(2**62))
+            continue
+        if st is None or not st.has_min_max:
+            return [list(range(n))]
+        lo.append(_ns(st.min))
+        hi.append(_ns(st.max))
+    t0 = pd.Timestamp(start).value
+    steps = [m * 60_000_000_000 for m in lengths]
+    suffix_min = [0] * n
+    m = 2**62
+    for i in range(n - 1, -1, -1):
+        m = min(m, lo[i])
+        suffix_min[i] = m
+    pieces: list[list[int]] = [[0]]
+    prefix_max = hi[0]
+    for i in range(1, n):
+        after = suffix_min[i]
+        if prefix_max < after and all((prefix_max - t0) // s < (after - t0) // s for s in steps):
+            pieces.append([i])
+        else:
+            pieces[-1].append(i)
+        prefix_max = max(prefix_max, hi[i])
+    return pieces
+
+
+def _ns(value: Any) -> int:
+    """A timestamp statistic (datetime or Arrow scalar) in nanoseconds since the epoch, as pandas holds it."""
+    return int(pd.Timestamp(value).as_unit("ns").value)
 
 
 def unawarded_bids(bids: pd.DataFrame, awards: pd.DataFrame) -> pd.DataFrame:
@@ -475,13 +721,16 @@ def baseline_kpis(errors: pd.DataFrame, suffix: str = "") -> list[dict[str, Any]
 
 
 def compute_kpis(
-    tables: Mapping[str, pd.DataFrame],
-    twin: Mapping[str, pd.DataFrame] | None,
+    tables: Mapping[str, Any],
+    twin: Mapping[str, Any] | None,
     dt: int,
     start: pd.Timestamp,
     events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The ``kpis`` table from a run's tables and (optionally) its twin's and the rebound events."""
+    """The ``kpis`` table from a run's tables and (optionally) its twin's and the rebound events.
+
+    ``portfolio_load`` may be the whole table or a :class:`PortfolioLoad` aggregated as it was read (what
+    :func:`flech_sim.twin.finish_study` passes): the figures are the same."""
     schedule = scheduled_change(tables["markets"], tables["awards"], tables["activations"])
     rows = money_kpis(tables["settlements"], tables["awards"], tables["markets"], schedule)
     rows += feeder_kpis(tables["feeder_load"], twin["feeder_load"] if twin is not None else None, dt)

@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +52,22 @@ from .world import GridView, World
 
 if TYPE_CHECKING:
     from .bridge import Transport
+
+PHASE_OBSERVERS: list[Callable[[str], None]] = []
+"""Called with the name of each phase of a run as it begins (``set-up``, ``simulation``, ``finalize``,
+``close``, ``study``, ``fingerprint``, ``manifest``), e.g. by ``benchmarks/bench_year.py`` for its per-phase memory
+report. A run inside a run (the study's no-flexibility twin) names its phases ``twin: ...``; when it
+returns, the outer run announces its current phase again."""
+_depth = 0
+
+
+def phase(name: str) -> None:
+    """Announce that a phase of the current run begins (to :data:`PHASE_OBSERVERS`)."""
+    if PHASE_OBSERVERS:
+        label = name if _depth <= 1 else f"twin: {name}"
+        for observe in PHASE_OBSERVERS:
+            observe(label)
+
 
 RESULT_PACKAGES = ("simpy", "numpy", "pandas", "pyomo", "highspy", "pyarrow", "pydantic")
 
@@ -186,6 +202,16 @@ def run(
     connected but not simulated; the transport makes the environment, carries their traffic and runs
     the clock. None: everything in-process, the fast path.
     """
+    global _depth
+    _depth += 1
+    try:
+        return _run(scenario, out_dir, progress, transport)
+    finally:
+        _depth -= 1
+
+
+def _run(scenario: Scenario, out_dir: Path | None, progress: bool, transport: Transport | None) -> RunResult:
+    """:func:`run` itself (``run`` keeps count of runs inside runs for :func:`phase`)."""
     out_dir = Path(out_dir) if out_dir else default_run_dir(scenario)
     started = time.perf_counter()
     started_at = datetime.now().isoformat(timespec="seconds")
@@ -223,6 +249,7 @@ def run(
         )
 
     persistor: Persistor | None = None
+    phase("set-up")
     with _signals_raise() as signals:
         try:
             persistor = Persistor(out_dir, scenario.start)
@@ -230,6 +257,7 @@ def run(
             persistor.on_publish = progress_manifest
             wiring = _build(env, persistor, scenario, transport.external if transport else frozenset())
             core = wiring.core
+            phase("simulation")
             with relaxed_gc():
                 if transport is not None:
                     transport.attach(core)
@@ -243,6 +271,7 @@ def run(
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         finally:
             signals.defer()  # a second signal must not cut the flushing short
+            phase("finalize")
             write_errors = _finalize(wiring, persistor, scenario if error is None else None)
             summary = summarize(core, scenario, env) if core else {}
             if summary and wiring is not None:  # markets a buyer did not open: they could not settle in the horizon
@@ -257,12 +286,14 @@ def run(
                     persistor.on_publish = partial(progress_manifest, simulated_until)
                 gc.collect()
             if persistor is not None:
+                phase("close")
                 write_errors |= persistor.close()
     if write_errors:
         listed = ", ".join(f"{t} ({why})" for t, why in sorted(write_errors.items()))
         error = f"could not write table(s): {listed}" + (f"\n{error}" if error else "")
     study: dict[str, Any] = {}
     if error is None and persistor is not None:  # the twin and the KPI tables (flech_sim.twin, flech_sim.kpis)
+        phase("study")
         try:
             study = finish_study(scenario, out_dir, persistor.row_counts)
             summary["kpis"] = study["kpis"]
@@ -270,6 +301,7 @@ def run(
             error = f"study tables failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     fp = None
     if error is None:
+        phase("fingerprint")
         try:
             fp = fingerprint(out_dir)
         except Exception as exc:  # noqa: BLE001 -- the tables are written; say why there is no fingerprint
@@ -287,6 +319,7 @@ def run(
         "summary": summary,
         "twin": study.get("twin"),
     }
+    phase("manifest")
     manifest_written = False
     if persistor is not None:
         try:

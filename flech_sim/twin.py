@@ -39,11 +39,12 @@ def twin_scenario(scenario: Scenario) -> Scenario:
 
 def run_twin(scenario: Scenario, out_dir: Path) -> dict[str, Any]:
     """Run the twin into ``out_dir/twin`` and mark its manifest; return what the parent's manifest records."""
-    from .simulation import run
+    from .simulation import phase, run
 
     path = Path(out_dir) / TWIN_DIR
     started = time.perf_counter()
     result = run(twin_scenario(scenario), path)
+    phase("study")  # back in the run's own study
     manifest_path = path / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest.update(is_twin=True, twin_of=str(out_dir))
@@ -56,20 +57,37 @@ def run_twin(scenario: Scenario, out_dir: Path) -> dict[str, Any]:
     }
 
 
-COLUMNS = {"portfolio_load": ["metering_point", "location", "interval_start", "load_kw"]}
-"""The columns the study reads of a table, where not all: the longest table (a row per portfolio and step)
-is read without the ones no KPI uses."""
+COLUMNS = {
+    "portfolio_load": ["metering_point", "location", "interval_start", "load_kw"],
+    "bids": ["market_id", "product_id", "seller", "interval_start", "baseline_kw"],
+    "awards": ["market_id", "bid_id", "product_id", "seller", "interval", "interval_start", "accepted_kw", "price"],
+    "activations": ["market_id", "product_id", "seller", "bid_id", "interval_start", "quantity_kw"],
+}
+"""The columns the study reads of a table, where not all: the long tables are read without the ones no KPI
+uses (their unique IDs are most of their size in memory)."""
 
 
 def _read(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """The study's tables of a run, ``portfolio_load`` left out (:func:`_portfolio_load` aggregates it as it
+    is read)."""
     tables = {
-        name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet", columns=COLUMNS.get(name))) for name in NEEDED
+        name: _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet", columns=COLUMNS.get(name)))
+        for name in NEEDED
+        if name != "portfolio_load"
     }
     for name in OPTIONAL:
         if (Path(run_dir) / f"{name}.parquet").is_file():
             tables[name] = _to_pandas(pq.read_table(Path(run_dir) / f"{name}.parquet"))
     tables["awards"] = _with_availability(Path(run_dir), tables["awards"])
     return tables
+
+
+def _portfolio_load(run_dir: Path, bids: pd.DataFrame, markets: pd.DataFrame, start: pd.Timestamp) -> K.PortfolioLoad:
+    """The run's ``portfolio_load`` aggregated a few row groups at a time, keeping the slot loads that the
+    declared baselines of ``bids`` are compared with (:func:`flech_sim.kpis.baseline_errors`)."""
+    wanted = K.baseline_slots(bids, markets, start)
+    path = Path(run_dir) / "portfolio_load.parquet"
+    return K.PortfolioLoad.from_parquet(path, start, wanted, columns=COLUMNS["portfolio_load"])
 
 
 _AVAILABILITY_KEY = ["market_id", "bid_id", "interval"]
@@ -101,14 +119,21 @@ def finish_study(scenario: Scenario, out_dir: Path, row_counts: dict[str, int]) 
     twin_info = run_twin(scenario, out_dir) if scenario.twin else None
     if twin_info is not None and not twin_info["completed"]:
         raise RuntimeError(f"the no-flexibility twin failed: {twin_info['error']}")
-    tables = _read(out_dir)
-    twin = _read(out_dir / TWIN_DIR) if twin_info is not None else None
     dt = scenario.households.dt_minutes
     start = (
         pd.Timestamp(scenario.start).tz_localize(None)
         if pd.Timestamp(scenario.start).tzinfo is None
         else pd.Timestamp(scenario.start).tz_convert(None)
     )
+    tables: dict[str, Any] = _read(out_dir)
+    # compute_kpis compares the declared baselines of unawarded bids with the run's own load and of all bids
+    # with the twin's: each portfolio_load is read keeping only what those comparisons join.
+    unawarded = K.unawarded_bids(tables["bids"], tables["awards"])
+    tables["portfolio_load"] = _portfolio_load(out_dir, unawarded, tables["markets"], start)
+    twin: dict[str, Any] | None = None
+    if twin_info is not None:
+        twin = _read(out_dir / TWIN_DIR)
+        twin["portfolio_load"] = _portfolio_load(out_dir / TWIN_DIR, tables["bids"], tables["markets"], start)
     events = None
     if twin is not None:
         compare = K.feeder_compare(tables["feeder_load"], twin["feeder_load"])
