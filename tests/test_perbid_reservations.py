@@ -104,3 +104,18 @@ def test_settled_reservations_leave_outcomes_unchanged_and_drop_residue_plans(
     assert residue_old > 0  # the case does show the residue (else this test checks nothing)
     assert residue_new == 0
     assert shared_new == shared_old  # the same roll-outs are shared: only their second runs go
+
+
+def test_plan_is_made_once_per_reservation_state_and_read_only() -> None:
+    r = np.zeros((1, 20))
+    r[0, 5:9] = 3.0
+    agg = _agg({"up": (0, r), "awarded-up": (0, r.copy())})
+    agg.feeders, agg._plan_made = ["f"], ((), None)
+    plan = agg._plan(5, 4)
+    assert plan is not None and np.array_equal(plan[0][1], [[0, 0, 0, 0, 0, 3, 3, 3, 3]])
+    assert agg._plan(5, 4) is plan  # the world's question and the seller's own: one answer
+    assert not plan[0][1].flags.writeable and not plan[1][1].flags.writeable
+    agg._reserved["up"][1][0, 5:9] = 0.0
+    assert agg._plan(5, 4) is plan  # still cached: only a new version (every _reserve bumps it) says stale
+    agg._version += 1
+    assert agg._plan(5, 4) is None

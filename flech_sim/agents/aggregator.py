@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simpy
@@ -79,6 +80,7 @@ class Aggregator(Agent):
         self._forecasts: dict[int, tuple[int, PortfolioForecast]] = {}  # by window length: (version, forecast)
         self._committed_fc: tuple[tuple[int, ...], PortfolioForecast] | None = None
         self._version = 0  # bumped whenever a reservation changes: forecasts made before are stale
+        self._plan_made: tuple[tuple[int, ...], Any] = ((), None)  # (version, now, first, duration) -> _plan's answer
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
         self._awarded: dict[str, _OpenBid] = {}  # bid_id -> awarded option, waiting for activations
@@ -129,13 +131,21 @@ class Aggregator(Agent):
         None without commitments between now and the window's end (or right after it). Read-only, so the
         world may ask for it (share_commitments) when another aggregator asks about the same window."""
         now = self.now // self.dt
+        key = (self._version, now, first_step, duration)
+        if self._plan_made[0] == key:  # the world asks while sharing a roll-out, then this seller's own request
+            return self._plan_made[1]
         # Commitments running on past the window are passed too: the world sizes the window's
         # flexibility so that they keep their energy.
         hi = max(first_step + duration, self._committed_until())
         schedule = self.committed_schedule(now, hi)
-        if not schedule[:, : first_step + duration - now + REBOUND_GAP_STEPS].any():
-            return None
-        return (now, schedule), (now, self.committed_schedule(now, hi, awarded_only=True))
+        plan = None
+        if schedule[:, : first_step + duration - now + REBOUND_GAP_STEPS].any():
+            awarded = self.committed_schedule(now, hi, awarded_only=True)
+            schedule.setflags(write=False)  # handed out more than once: nobody may change it
+            awarded.setflags(write=False)
+            plan = (now, schedule), (now, awarded)
+        self._plan_made = (key, plan)
+        return plan
 
     def _committed_until(self) -> int:
         """The model step after the last one anything is reserved at."""
