@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import itertools
 import json
 import os
 import resource
@@ -219,7 +220,7 @@ def flech_case(sellers: int, households: int, days: int) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t1, time.process_time() - c1
     marks.append(("end", time.perf_counter(), time.process_time()))
     phases: dict[str, list[float]] = {}  # phase -> [wall s, CPU s]; the twin's phases count in "study"
-    for (name, w0, p0), (_, w1, p1) in zip(marks, marks[1:]):
+    for (name, w0, p0), (_, w1, p1) in itertools.pairwise(marks):
         key = "study" if name.startswith("twin: ") else name
         acc = phases.setdefault(key, [0.0, 0.0])
         acc[0], acc[1] = acc[0] + w1 - w0, acc[1] + p1 - p0
@@ -341,7 +342,9 @@ def main() -> None:
                 if fig.get("phases"):
                     print(
                         "          of which "
-                        + ", ".join(f"{k} {v['wall_s']:.2f} s (CPU {v['cpu_s']:.2f})" for k, v in fig["phases"].items()),
+                        + ", ".join(
+                            f"{k} {v['wall_s']:.2f} s (CPU {v['cpu_s']:.2f})" for k, v in fig["phases"].items()
+                        ),
                         flush=True,
                     )
         row: dict[str, Any] = {"units": n}

@@ -23,7 +23,7 @@ from flech_sim.scenario import scenario_from_dict
 from flech_sim.simulation import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_vs_assume import flech_scenario  # noqa: E402
+from bench_vs_assume import flech_scenario
 
 
 def _agg(reserved: dict[str, tuple[int, np.ndarray]], open_bids: int = 0, now: int = 0) -> Aggregator:
