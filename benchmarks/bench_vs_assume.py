@@ -8,8 +8,15 @@ Installs nothing. ASSUME (``pip install -e .[bench]``, best in a venv of its own
 pins may differ from this project's) runs in a child process of ``--assume-python`` (default:
 this interpreter); flech_sim runs in a child process of this interpreter. Both children belong
 to this process tree and run one after the other, alternating when repeated, so drifting load
-on a shared machine hits both alike. Each child reports its own wall time, counts and peak
-memory (ru_maxrss) as one JSON line; imports are timed apart and left out of the rates.
+on a shared machine hits both alike. Each child reports its own wall and CPU time, counts and
+peak memory (ru_maxrss) as one JSON line; imports are timed apart and left out of the rates. The
+rates are bids per wall second; bids per CPU second (user + system of the child) are printed
+beside them, since on a shared machine they depend less on the neighbours' load. flech_sim's
+time counts everything from building the scenario to the fingerprint: set-up (and the first
+call of its compiled kernels, loaded from numba's cache), the simulation, and the end-of-run
+work ASSUME's side has no counterpart of (closing the Parquet tables, the no-flexibility twin
+run, the KPI tables, the fingerprint); where the run announces its phases
+(``simulation.PHASE_OBSERVERS``) each one's share is printed too.
 
 The cases, as close as the two models allow:
 
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import itertools
 import json
 import os
 import resource
@@ -88,7 +96,7 @@ def assume_case(units: int, operators: int, days: int, output: str) -> dict[str,
     end = start + timedelta(days=days, hours=2)  # room for the last market to clear and report
     index = pd.date_range(start, end + timedelta(days=1), freq="h")
     tmp = tempfile.TemporaryDirectory()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     world = World(export_csv_path=tmp.name if output == "csv" else "", log_level="WARNING")
     world.clearing_mechanisms["pay_as_clear_counted"] = CountingPayAsClear
     world.setup(start=start, end=end, save_frequency_hours=24 if output == "csv" else None, simulation_id="bench")
@@ -137,6 +145,7 @@ def assume_case(units: int, operators: int, days: int, output: str) -> dict[str,
     t2 = time.perf_counter()
     world.run()
     t_run = time.perf_counter() - t2
+    cpu = time.process_time() - c1
     tmp.cleanup()
     return {
         "side": "assume",
@@ -149,6 +158,7 @@ def assume_case(units: int, operators: int, days: int, output: str) -> dict[str,
         "build_s": t_build,
         "run_s": t_run,
         "wall_s": t_build + t_run,
+        "cpu_s": cpu,
         "bids": counts["supply_orders"],
         **counts,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -194,15 +204,26 @@ def flech_case(sellers: int, households: int, days: int) -> dict[str, Any]:
     """Build and run the flech_sim case in this process; return its figures."""
     t0 = time.perf_counter()
     import flech_sim
+    from flech_sim import simulation
     from flech_sim.scenario import scenario_from_dict
     from flech_sim.simulation import run
 
     t_import = time.perf_counter() - t0
-    t1 = time.perf_counter()
+    marks: list[tuple[str, float, float]] = []  # (phase begun, wall, CPU), where the run announces its phases
+    observers = getattr(simulation, "PHASE_OBSERVERS", None)
+    if observers is not None:
+        observers.append(lambda name: marks.append((name, time.perf_counter(), time.process_time())))
+    t1, c1 = time.perf_counter(), time.process_time()
     scenario = scenario_from_dict(flech_scenario(sellers, households, days))
     with tempfile.TemporaryDirectory() as tmp:
         result = run(scenario, Path(tmp) / "run")
-    wall = time.perf_counter() - t1
+    wall, cpu = time.perf_counter() - t1, time.process_time() - c1
+    marks.append(("end", time.perf_counter(), time.process_time()))
+    phases: dict[str, list[float]] = {}  # phase -> [wall s, CPU s]; the twin's phases count in "study"
+    for (name, w0, p0), (_, w1, p1) in itertools.pairwise(marks):
+        key = "study" if name.startswith("twin: ") else name
+        acc = phases.setdefault(key, [0.0, 0.0])
+        acc[0], acc[1] = acc[0] + w1 - w0, acc[1] + p1 - p0
     if not result.completed:
         raise SystemExit(f"flech_sim run failed: {result.error}")
     rows = result.manifest["row_counts"]
@@ -215,6 +236,8 @@ def flech_case(sellers: int, households: int, days: int) -> dict[str, Any]:
         "days": days,
         "import_s": t_import,
         "wall_s": wall,
+        "cpu_s": cpu,
+        "phases": {k: {"wall_s": round(v[0], 3), "cpu_s": round(v[1], 3)} for k, v in phases.items()},
         "bids": rows.get("bids", 0),
         "awards": rows.get("awards", 0),
         "messages": s["messages"],
@@ -311,10 +334,19 @@ def main() -> None:
                 runs[side].append(fig)
                 print(
                     f"N={n:<6} {side:9s} run {rep + 1}: {fig['bids']:>9,} bids in {fig['wall_s']:8.2f} s = "
-                    f"{fig['bids'] / fig['wall_s']:9,.0f} bids/s, peak {fig['peak_rss_mib']:5.0f} MiB, "
+                    f"{fig['bids'] / fig['wall_s']:9,.0f} bids/s (CPU {fig['cpu_s']:.2f} s = "
+                    f"{fig['bids'] / fig['cpu_s']:,.0f} bids/CPU-s), peak {fig['peak_rss_mib']:5.0f} MiB, "
                     f"import {fig['import_s']:.1f} s (not counted), load {load}",
                     flush=True,
                 )
+                if fig.get("phases"):
+                    print(
+                        "          of which "
+                        + ", ".join(
+                            f"{k} {v['wall_s']:.2f} s (CPU {v['cpu_s']:.2f})" for k, v in fig["phases"].items()
+                        ),
+                        flush=True,
+                    )
         row: dict[str, Any] = {"units": n}
         for side, rs in runs.items():
             if rs:
@@ -322,6 +354,7 @@ def main() -> None:
                     "bids": rs[0]["bids"],
                     "wall_s": _median(rs, "wall_s"),
                     "bids_per_s": statistics.median(r["bids"] / r["wall_s"] for r in rs),
+                    "bids_per_cpu_s": statistics.median(r["bids"] / r["cpu_s"] for r in rs),
                     "peak_rss_mib": _median(rs, "peak_rss_mib"),
                     "repeats": len(rs),
                     "detail": rs[0],
@@ -346,6 +379,8 @@ def main() -> None:
             else " " * 39
         )
         ratio = f"{fl['bids_per_s'] / asm['bids_per_s']:.2f} x" if asm and fl else "-"
+        if asm and fl:  # CPU time of each child: less at the mercy of what else the machine runs
+            ratio += f" (by CPU time {fl['bids_per_cpu_s'] / asm['bids_per_cpu_s']:.2f} x)"
         print(f"{row['units']:>7} | {left} | {right} | {ratio}")
     print("JSON " + json.dumps(summary))
 

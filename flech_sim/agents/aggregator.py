@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simpy
@@ -79,6 +80,7 @@ class Aggregator(Agent):
         self._forecasts: dict[int, tuple[int, PortfolioForecast]] = {}  # by window length: (version, forecast)
         self._committed_fc: tuple[tuple[int, ...], PortfolioForecast] | None = None
         self._version = 0  # bumped whenever a reservation changes: forecasts made before are stale
+        self._plan_made: tuple[tuple[int, ...], Any] = ((), None)  # (version, now, first, duration) -> _plan's answer
         self._open: dict[str, _OpenBid] = {}  # bid msg_id -> open bid
         self._by_bid_id: dict[str, str] = {}
         self._awarded: dict[str, _OpenBid] = {}  # bid_id -> awarded option, waiting for activations
@@ -129,13 +131,21 @@ class Aggregator(Agent):
         None without commitments between now and the window's end (or right after it). Read-only, so the
         world may ask for it (share_commitments) when another aggregator asks about the same window."""
         now = self.now // self.dt
+        key = (self._version, now, first_step, duration)
+        if self._plan_made[0] == key:  # the world asks while sharing a roll-out, then this seller's own request
+            return self._plan_made[1]
         # Commitments running on past the window are passed too: the world sizes the window's
         # flexibility so that they keep their energy.
         hi = max(first_step + duration, self._committed_until())
         schedule = self.committed_schedule(now, hi)
-        if not schedule[:, : first_step + duration - now + REBOUND_GAP_STEPS].any():
-            return None
-        return (now, schedule), (now, self.committed_schedule(now, hi, awarded_only=True))
+        plan = None
+        if schedule[:, : first_step + duration - now + REBOUND_GAP_STEPS].any():
+            awarded = self.committed_schedule(now, hi, awarded_only=True)
+            schedule.setflags(write=False)  # handed out more than once: nobody may change it
+            awarded.setflags(write=False)
+            plan = (now, schedule), (now, awarded)
+        self._plan_made = (key, plan)
+        return plan
 
     def _committed_until(self) -> int:
         """The model step after the last one anything is reserved at."""
@@ -325,6 +335,41 @@ class Aggregator(Agent):
         else:  # intervals that share a model step both count there
             np.add.at(r, (slice(None), steps), sign * kw[:, :, None])  # type: ignore[arg-type]  # stubs reject (slice, array)
 
+    def _settle_reservations(self) -> None:
+        """Once no bid is open, what is reserved is, in exact arithmetic, what was awarded. The running
+        sum (a bid's kW added, then what was not awarded taken back) can differ from the record of awards
+        in the last bits of the kW it holds; the world then sees two plans and rolls the seller's homes
+        out twice per market (once under each) for what is one plan. Where the two differ only so -- the
+        same steps committed, values equal to 1e-12 relative -- the running sum takes the awards' values.
+        Residue where nothing was awarded (a 1e-15 kW "commitment") is left as it is: it decides whether
+        forecasts are made under commitments at all, and so outcomes."""
+        if self._open:
+            return
+        for direction in (Direction.UP, Direction.DOWN):
+            key = str(direction)
+            if key not in self._reserved:
+                continue
+            base, r = self._reserved[key]
+            a_base, a = self._reserved.get(f"awarded-{direction}", (base, np.zeros((r.shape[0], 0))))
+            lo, hi = self.now // self.dt, max(base + r.shape[1], a_base + a.shape[1])
+            if hi <= lo:
+                continue
+            mine, awarded = self._window(base, r, lo, hi), self._window(a_base, a, lo, hi)
+            if np.array_equal(mine, awarded) or not np.array_equal(mine != 0, awarded != 0):
+                continue
+            if np.allclose(mine, awarded, rtol=1e-12, atol=0.0):
+                self._reserved[key] = (a_base, a.copy())
+                self._version += 1  # forecasts made under the old sum are stale
+
+    @staticmethod
+    def _window(base: int, r: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Steps [lo, hi) of a reservation array starting at step ``base`` (zero outside it)."""
+        out = np.zeros((r.shape[0], hi - lo))
+        s0, s1 = max(base, lo), min(base + r.shape[1], hi)
+        if s1 > s0:
+            out[:, s0 - lo : s1 - lo] = r[:, s0 - base : s1 - base]
+        return out
+
     # -- outcomes ----------------------------------------------------------------------------
     def on_rejection(self, rej: Rejection) -> None:
         """A refused bid releases what it reserved. A ``duplicate`` never does: it says the ID is
@@ -337,6 +382,7 @@ class Aggregator(Agent):
         if ob is not None:
             self._by_bid_id.pop(ob.bid.bid_id, None)
             self._reserve(ob, ob.split, -1)
+            self._settle_reservations()
 
     def on_award(self, award: Award) -> None:
         ob = self._open.pop(self._by_bid_id.pop(award.bid_id, ""), None)
@@ -347,9 +393,11 @@ class Aggregator(Agent):
         accepted = ob.split * taken
         self._reserve(ob, ob.split - accepted, -1)
         ob.split = accepted
+        if award.awarded:
+            self._reserve(ob, accepted, +1, awarded=True)
+        self._settle_reservations()
         if not award.awarded:
             return
-        self._reserve(ob, accepted, +1, awarded=True)
         if ob.request.params.get("dispatch", "on_award") == "on_award":
             self._dispatch(ob, award.delivery_start, award.interval_minutes, accepted)
         else:  # an option: kept until the buyer activates it
@@ -376,6 +424,7 @@ class Aggregator(Agent):
                 del self._open[msg_id]
                 self._by_bid_id.pop(ob.bid.bid_id, None)
                 self._reserve(ob, ob.split, -1)
+                self._settle_reservations()
 
     def delivery_risk(self, product_id: str) -> float | None:
         """Root-mean-square relative shortfall of its settled intervals of a product (None before any)."""
