@@ -66,6 +66,7 @@ from .messages import (
     from_json,
     to_json,
 )
+from .messages import _encode as _encode_in  # what comes in (the name _encode: what goes out, see --breakdown)
 from .persistor import Persistor
 from .schema import ROW_TYPES, TABLES, row
 
@@ -188,7 +189,7 @@ class Endpoint:
                     msg, text = checked_copy(raw)
                 else:  # checked_copy(raw), inlined for a type it has seen (one a message); any error: the long way
                     try:
-                        data = _encode(raw, raw.topic)
+                        data = _encode_in(raw, raw.topic)
                         msg, text = decoder.decode(data), data.decode()
                     except Exception:  # noqa: BLE001 - checked_copy says what is wrong, as MalformedMessage
                         msg, text = checked_copy(raw)
@@ -585,26 +586,20 @@ class Endpoint:
 
 
 def _put(store: simpy.Store, item: Any) -> None:
-    """``store.put(item)`` for an inbox with room (every inbox: unbounded), with the same outcome.
+    """``store.put(item)`` for an inbox with room (every inbox: unbounded): the same event, scheduled at
+    the same moment with the same callback, so every later event keeps its place in SimPy's queue; the
+    getter is woken when that event is processed, as before. Built with two Python calls instead of nine
+    (issue 12: one a message out). A store without room or with puts waiting goes the ordinary way.
 
-    No getter waiting (the usual case: a participant sends, then asks its inbox for the answer): the
-    item is only appended. The put event SimPy would schedule would, when processed, wake the getters
-    waiting then -- and there can be none: a getter that comes before it finds the item (or a later
-    one) at once, and none waits while the store holds items. Leaving it out leaves every other
-    event in its order (SimPy orders by time, priority and a counter that only ever grows) and saves
-    an event, a schedule and a step a message (issue 12). Getters waiting: the put event is built
-    with two Python calls instead of nine, scheduled at the same moment with the same callback, so
-    every later event keeps its place in SimPy's queue. A store without room or with puts waiting
-    goes the ordinary way (tests/test_message_path.py, tests/test_msgpath_put.py)."""
+    The event cannot be left out when no getter waits: a getter may start waiting before it is processed
+    (another took the item) and is then woken by it, ahead of later events (tests/test_msgpath_shortcuts.py)."""
     if store.put_queue or len(store.items) >= store.capacity:
         store.put(item)
-        return
-    store.items.append(item)
-    if not store.get_queue:
         return
     env = store._env
     event = simpy.Event(env)
     event.callbacks.append(store._trigger_get)
+    store.items.append(item)
     event._ok, event._value = True, None  # event.succeed(), inlined
     env.schedule(event)
 
