@@ -37,12 +37,15 @@ from __future__ import annotations
 
 import json
 import reprlib
+from heapq import heappush
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
 import simpy
+from simpy.core import NORMAL
+from simpy.events import Event as _Event
 
 from .limits import _PLANS, MAX_MESSAGE_BYTES, check_message, clamp_minute, clip_text
 from .messages import (
@@ -72,6 +75,7 @@ from .schema import ROW_TYPES, TABLES, row
 
 _MESSAGE_ROW: type[tuple[Any, ...]] = ROW_TYPES["messages"]
 _new_tuple = tuple.__new__
+_new_object = object.__new__
 """``_new_tuple(_MESSAGE_ROW, (...))``: a row built in C; the named tuple's own ``__new__`` is Python-level
 and costs 2.5 times as much, on a path that writes two rows a message."""
 _MESSAGE_COLUMNS = (
@@ -282,7 +286,29 @@ class Endpoint:
             self._record_in(seq, msg, conn, "error", text)
             raise
         mine[msg_id] = _answer((digest, ref_id, None, ""))
-        self._record_in(seq, msg, conn, "accepted", text)
+        # self._record_in(seq, msg, conn, "accepted", text), inlined: the columns of _MESSAGE_COLUMNS, in order
+        self.persistor.append(
+            "messages",
+            _new_tuple(
+                _MESSAGE_ROW,
+                (
+                    seq,
+                    msg_id,
+                    msg.kind,
+                    msg.topic,
+                    "in",
+                    sender,
+                    msg.recipient,
+                    sender,
+                    msg.market_id,
+                    msg.product_id,
+                    msg.sent_at,
+                    None,
+                    "accepted",
+                    text,
+                ),
+            ),
+        )
         self._ack(conn, msg, ref_id)
 
     def refuse(self, raw: str | bytes, conn: Connection, reason: RejectReason, detail: str) -> None:
@@ -589,7 +615,9 @@ def _put(store: simpy.Store, item: Any) -> None:
     """``store.put(item)`` for an inbox with room (every inbox: unbounded): the same event, scheduled at
     the same moment with the same callback, so every later event keeps its place in SimPy's queue; the
     getter is woken when that event is processed, as before. Built with two Python calls instead of nine
-    (issue 12: one a message out). A store without room or with puts waiting goes the ordinary way.
+    (issue 12: one a message out; the event is made and scheduled as ``Event.__init__`` and
+    ``Environment.schedule`` do, without their frames). A store without room or with puts waiting goes
+    the ordinary way.
 
     The event cannot be left out when no getter waits: a getter may start waiting before it is processed
     (another took the item) and is then woken by it, ahead of later events (tests/test_msgpath_shortcuts.py)."""
@@ -597,11 +625,12 @@ def _put(store: simpy.Store, item: Any) -> None:
         store.put(item)
         return
     env = store._env
-    event = simpy.Event(env)
-    event.callbacks.append(store._trigger_get)
+    event = _new_object(_Event)  # simpy.Event(env), its attributes set in the same order
+    event.env = env
+    event.callbacks = [store._trigger_get]
     store.items.append(item)
     event._ok, event._value = True, None  # event.succeed(), inlined
-    env.schedule(event)
+    heappush(env._queue, (env._now, NORMAL, next(env._eid), event))  # env.schedule(event), inlined
 
 
 def _no_route(msg: Message) -> str:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import flech_sim.endpoint as endpoint_mod
 from flech_sim.dispatcher import Dispatcher
 from flech_sim.endpoint import Endpoint, _put
-from flech_sim.messages import PLATFORM, Acknowledgement, Bid, Direction, MarketRequest, Message, Rejected, to_json
+from flech_sim.messages import PLATFORM, Acknowledgement, Bid, Direction, MarketRequest, Message, Rejected, from_json, to_json
 from flech_sim.products.validation import check_declared_baseline, finite_numbers
 
 
@@ -63,6 +63,8 @@ def test_the_ack_row_and_payload_are_those_of_the_general_delivery() -> None:
         ack = conn.inbox.items[-1]
         assert table == "messages" and isinstance(ack, Acknowledgement)
         assert ack.ref_msg_id == bid_row.msg_id and ack.ref_id == "ref-" + bid_row.msg_id
+        ref._record_in(bid_row.seq, from_json(bid_row.payload), ref_conn, "accepted", bid_row.payload)
+        assert bid_row == slow.rows[-1][1]  # the accepted message's row, as _record_in writes it
         ref._seq = ack_row.seq - 1  # the general path, for the same ack, at the same place in the sequence
         ref._deliver(ref_conn, ack)
         assert ack_row == slow.rows[-1][1]
