@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import json
 import reprlib
-from heapq import heappush
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from heapq import heappush
 from typing import Any, NamedTuple
 
 import simpy
@@ -49,6 +49,8 @@ from simpy.events import Event as _Event
 
 from .limits import _PLANS, MAX_MESSAGE_BYTES, check_message, clamp_minute, clip_text
 from .messages import (
+    _DECODERS,
+    _ENCODER,
     PLATFORM,
     Acknowledgement,
     Activation,
@@ -61,8 +63,6 @@ from .messages import (
     Rejected,
     Rejection,
     RejectReason,
-    _DECODERS,
-    _ENCODER,
     _encode,
     checked_copy,
     fields_of,

@@ -21,7 +21,17 @@ from hypothesis import strategies as st
 import flech_sim.endpoint as endpoint_mod
 from flech_sim.dispatcher import Dispatcher
 from flech_sim.endpoint import Endpoint, _put
-from flech_sim.messages import PLATFORM, Acknowledgement, Bid, Direction, MarketRequest, Message, Rejected, from_json, to_json
+from flech_sim.messages import (
+    PLATFORM,
+    Acknowledgement,
+    Bid,
+    Direction,
+    MarketRequest,
+    Message,
+    Rejected,
+    from_json,
+    to_json,
+)
 from flech_sim.products.validation import check_declared_baseline, finite_numbers
 
 
