@@ -206,6 +206,13 @@ def measure(bids: int, sellers: int, repeat: int, tmp: Path) -> dict[str, Rates]
     return rates
 
 
+class _NoJson:
+    """Stands in for the endpoint's msgspec encoder: the ack's JSON body, stubbed out."""
+
+    def encode(self, obj: object) -> bytes:
+        return b"{}"
+
+
 @contextmanager
 def stubbed(what: str) -> Iterator[None]:
     """Replace one stage of the platform path by a no-op, to see what it costs (``--breakdown``)."""
@@ -220,6 +227,7 @@ def stubbed(what: str) -> Iterator[None]:
 
     if what in ("json", "all"):  # the JSON of what the platform sends (an incoming message's is its type check)
         patch(endpoint_mod, "_encode", lambda msg, topic=None: b"")
+        patch(endpoint_mod, "_ENCODER", _NoJson())  # the ack's body (endpoint._ack)
     if what in ("persistor", "all"):
         patch(Persistor, "append", lambda self, table, row: None)
     if what in ("product", "all"):
@@ -236,7 +244,7 @@ def breakdown(bids: int, sellers: int, repeat: int, tmp: Path) -> list[tuple[str
     out = []
     for what, label in (
         ("none", "whole path"),
-        ("json", "without JSON encoding of the ack (endpoint._encode)"),
+        ("json", "without JSON encoding of the ack (endpoint._encode, _ENCODER)"),
         ("persistor", "without persistor.append (no rows)"),
         ("product", "without the product (_accept_bid: checks + bids row)"),
         ("all", "without all three (endpoint, dispatcher, Store, message objects)"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from .messages import Message, Rejected, RejectReason
+from .messages import Bid, Message, Rejected, RejectReason
 
 
 class Handler(Protocol):
@@ -20,18 +20,28 @@ class Handler(Protocol):
 class Dispatcher:
     def __init__(self, send: Callable[[Message], None]) -> None:
         self._targets: dict[str, Handler] = {}
+        self._bid_handlers: dict[str, Callable[[Bid], str]] = {}
+        """Product ID -> the target's ``accept_bid``, where it has one: what its ``handle`` does with a
+        :class:`Bid` (the message sent most), without the type tests in front of it."""
         self._send = send
 
     def register(self, product_id: str, target: Handler) -> None:
         if product_id in self._targets:
             raise ValueError(f"product ID {product_id!r} is already registered")
         self._targets[product_id] = target
+        accept_bid = getattr(target, "accept_bid", None)
+        if accept_bid is not None:
+            self._bid_handlers[product_id] = accept_bid
 
     @property
     def targets(self) -> Mapping[str, Handler]:
         return self._targets
 
     def route(self, msg: Message) -> str:
+        if type(msg) is Bid:  # a product's own bid type (a subclass) goes through its handle
+            accept_bid = self._bid_handlers.get(msg.product_id)
+            if accept_bid is not None:
+                return accept_bid(msg)
         target = self._targets.get(msg.product_id)
         if target is None:
             raise Rejected(

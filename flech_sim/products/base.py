@@ -19,7 +19,7 @@ A subclass supplies only its rules: terms (``read_terms``), bid checks
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..clearing import ClearingOutcome, ClearingProblem, SolverOptions, clear
@@ -274,6 +274,12 @@ class Product:
             )
         self.s.env.process(life_cycle(self, market))
         return req.market_id
+
+    @property
+    def accept_bid(self) -> Callable[[Bid], str] | None:
+        """What :meth:`handle` does with a bid, for the dispatcher to call directly with a plain :class:`Bid`
+        (one call a bid fewer); None where a subclass handles messages its own way (it must see every one)."""
+        return self._accept_bid if type(self).handle is Product.handle else None
 
     def _accept_bid(self, bid: Bid) -> str:
         """The hot path of every run (one call a bid): the checks in reason-code order, then the books."""

@@ -158,12 +158,20 @@ def bid_passes(req: MarketRequest, bid: Bid, *, sellers: Collection[str], bid_id
     )
 
 
+_FLOATS = frozenset({float})
+
+
 def check_declared_baseline(
     product_id: str, req: MarketRequest, bid: Bid, earlier: tuple[float, ...] | None
 ) -> tuple[float, ...]:
-    """The bid's declared baseline: one finite value per interval, equal to the seller's earlier one."""
-    n = len(req.need_kw)  # req.n_intervals
+    """The bid's declared baseline: one finite value per interval, equal to the seller's earlier one.
+
+    Fast path (every bid of a seller after its first in a market): a tuple of floats equal to the earlier
+    baseline, which was checked, passes as it is (``tuple(map(float, ...))`` of floats is the same values)."""
     baseline = bid.baseline_kw
+    if earlier is not None and baseline == earlier and type(baseline) is tuple and set(map(type, baseline)) <= _FLOATS:
+        return baseline
+    n = len(req.need_kw)  # req.n_intervals
     if len(baseline) != n or not finite_numbers(baseline):
         raise Rejected(RejectReason.OUT_OF_RANGE, f"{product_id} bids must declare baseline_kw: {n} finite values")
     declared = tuple(map(float, baseline))
