@@ -453,15 +453,55 @@ class HouseholdFleet:
 
     def step(self, control: Control | None = None) -> StepResult:
         """Advance one step under `control` (None = default operation); returns what the meters see."""
-        s, p = self.step_index, self.p
+        s = self.step_index
         if s >= self.weather.n_steps:
             raise IndexError(f"step {s} is beyond the weather horizon ({self.weather.n_steps} steps)")
         inp = self._inputs(s, None, False)
-        fast = self.engine == "numba"
         if self._floors is not None and not self._forecasting:
             self._floors.drop_before(s)  # every plan of this fleet or a copy of it from now on ends later
-        if fast and control is None:
-            return self._plain_step(s, inp)
+        groups: tuple[np.ndarray | None, ...] = (None, None, None)
+        if self.engine == "numba" and control is None:
+            # EV events, default powers and the state's advance in one compiled pass (kernels.plain_step)
+            self.t_in, self.ev_remaining_kwh, self.soc_kwh, rows, unmet = kernels.plain_step(
+                self._packed, self._scalars, inp.t_out, inp.irr, self.t_in, self.ev_remaining_kwh, self.soc_kwh,
+                inp.base, inp.ev,
+            )  # fmt: skip
+            self.ev_unmet_kwh += unmet
+            dp, net = DefaultPowers(*rows[:6]), rows[6]
+            heat, ev, bat = dp.heat, dp.ev, dp.bat
+            alloc, achieved, short = self._release()
+        else:
+            dp, net, heat, ev, bat, alloc, achieved, short, groups = self._step_apart(control, s, inp)
+        if not self._forecasting:  # a forecast copy is thrown away: its breaches are never read (11 % of a roll-out)
+            self._record_comfort(heat, alloc, inp, dp)
+        self.step_index += 1
+        return StepResult(
+            s,
+            net,
+            inp.base,
+            heat,
+            ev,
+            bat,
+            dp.pv,
+            alloc,
+            achieved,
+            short,
+            group_sum(net, self.feeder, self.n_feeders),
+            group_sum(net, self.owner, self.n_owners),
+            *groups,
+        )
+
+    def _release(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Default operation: no household is held or in an event; (allocated, achieved, shortfall) are zero."""
+        self._prev_off = np.zeros(self.n)
+        self._in_event = np.zeros(self.n)
+        self._plan = None
+        return np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
+
+    def _step_apart(self, control: Control | None, s: int, inp: StepInputs) -> tuple[Any, ...]:
+        """:meth:`step`'s physics as separate calls (under control, or by the numpy engine): EV events,
+        default powers, the control's allocation, the state's advance."""
+        p, fast = self.p, self.engine == "numba"
         self.ev_remaining_kwh, unmet = (kernels.ev_events if fast else ev_events)(self.ev_remaining_kwh, inp.ev)
         self.ev_unmet_kwh += unmet
         if fast:
@@ -482,10 +522,7 @@ class HouseholdFleet:
         heat, ev, bat = dp.heat, dp.ev, dp.bat
         groups: tuple[np.ndarray | None, ...] = (None, None, None)
         if control is None:
-            alloc, achieved, short = np.zeros(self.n), np.zeros(self.n), np.zeros(self.n)
-            self._prev_off = np.zeros(self.n)
-            self._in_event = np.zeros(self.n)
-            self._plan = None
+            alloc, achieved, short = self._release()
         else:
             heat, ev, bat, alloc, achieved, short, groups = self._controlled(control, s, inp, dp)
         if fast:
@@ -508,55 +545,7 @@ class HouseholdFleet:
             self.t_in = np.where(p.has_heat, t_new, p.t_set)
             self.ev_remaining_kwh = np.maximum(self.ev_remaining_kwh - ev * p.dt_h, 0.0)
             self.soc_kwh = battery_step(p, self.soc_kwh, bat)
-        if not self._forecasting:  # a forecast copy is thrown away: its breaches are never read (11 % of a roll-out)
-            self._record_comfort(heat, alloc, inp, dp)
-        self.step_index += 1
-        return StepResult(
-            s,
-            net,
-            inp.base,
-            heat,
-            ev,
-            bat,
-            dp.pv,
-            alloc,
-            achieved,
-            short,
-            group_sum(net, self.feeder, self.n_feeders),
-            group_sum(net, self.owner, self.n_owners),
-            *groups,
-        )
-
-    def _plain_step(self, s: int, inp: StepInputs) -> StepResult:
-        """:meth:`step` in default operation by the numba engine: EV events, default powers and the state's
-        advance in one compiled pass (kernels.plain_step), the rest as ``step`` does it."""
-        state = (self.t_in, self.ev_remaining_kwh, self.soc_kwh)
-        self.t_in, self.ev_remaining_kwh, self.soc_kwh, rows, unmet = kernels.plain_step(
-            self._packed, self._scalars, inp.t_out, inp.irr, *state, inp.base, inp.ev
-        )
-        self.ev_unmet_kwh += unmet
-        dp, net = DefaultPowers(*rows[:6]), rows[6]
-        alloc = np.zeros(self.n)
-        self._prev_off = np.zeros(self.n)
-        self._in_event = np.zeros(self.n)
-        self._plan = None
-        if not self._forecasting:
-            self._record_comfort(dp.heat, alloc, inp, dp)
-        self.step_index += 1
-        return StepResult(
-            s,
-            net,
-            inp.base,
-            dp.heat,
-            dp.ev,
-            dp.bat,
-            dp.pv,
-            alloc,
-            np.zeros(self.n),
-            np.zeros(self.n),
-            group_sum(net, self.feeder, self.n_feeders),
-            group_sum(net, self.owner, self.n_owners),
-        )
+        return dp, net, heat, ev, bat, alloc, achieved, short, groups
 
     def _controlled(self, c: Control, s: int, inp: StepInputs, dp: Any) -> tuple[Any, ...]:
         p, n = self.p, self.n
